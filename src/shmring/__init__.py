@@ -1,0 +1,59 @@
+"""shmring: message passing between processes on one Linux machine through
+named POSIX shared memory.
+
+Example::
+
+    import shmring
+    ch = shmring.Channel.create("jobs", capacity=1 << 20, pattern="mpmc")
+    tx = ch.producer()
+    tx.send(b"work")
+    rx = shmring.Channel.open("jobs").consumer()
+    assert rx.recv() == b"work"
+"""
+
+from ._channel import Channel, Claim, Consumer, Producer, RecordView
+from ._errors import (
+    AttachTableFull,
+    Broken,
+    Closed,
+    CorruptRegion,
+    EndOfStream,
+    InvalidArgument,
+    MessageTooLarge,
+    NoSpace,
+    PermissionDenied,
+    RegionExists,
+    RegionNotFound,
+    RoleTaken,
+    ShmringError,
+    Timeout,
+    WouldBlock,
+)
+from ._region import Region
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttachTableFull",
+    "Broken",
+    "Channel",
+    "Claim",
+    "Closed",
+    "Consumer",
+    "CorruptRegion",
+    "EndOfStream",
+    "InvalidArgument",
+    "MessageTooLarge",
+    "NoSpace",
+    "PermissionDenied",
+    "Producer",
+    "RecordView",
+    "Region",
+    "RegionExists",
+    "RegionNotFound",
+    "RoleTaken",
+    "ShmringError",
+    "Timeout",
+    "WouldBlock",
+    "__version__",
+]

@@ -1,0 +1,417 @@
+"""Channels: the public face of a region and its ring.
+
+A :class:`Channel` is a region opened by name; its :meth:`Channel.producer`
+and :meth:`Channel.consumer` hand out endpoints whose hot methods (``send``,
+``recv`` and friends) are C methods inherited from ``_core``: sending or
+receiving one message is one call, with no Python frame in between. This
+module adds what is not hot: roles, context managers, iteration, pickling.
+
+Endpoints are not thread-safe: use one per thread. Each takes its own slot in
+the attach table, so recovery knows exactly what a dead one held.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+from . import _core
+from . import _layout as L
+from ._errors import (
+    Broken,
+    Closed,
+    CorruptRegion,
+    EndOfStream,
+    InvalidArgument,
+    MessageTooLarge,
+    RoleTaken,
+    Timeout,
+    WouldBlock,
+)
+from ._region import Region
+
+_core.set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, MessageTooLarge,
+                 Closed)
+
+
+class Claim:
+    """A zero-copy write: ``with tx.claim(n) as buf`` gives ``n`` writable
+    bytes inside the ring. Leaving the block commits them; an exception
+    aborts (the record becomes padding and no consumer sees it). Call
+    :meth:`commit` with a smaller size to publish only a prefix.
+
+    The view is valid only inside the block.
+    """
+
+    __slots__ = ("_done", "_producer", "view")
+
+    def __init__(self, producer: Producer, view: memoryview) -> None:
+        self._producer = producer
+        self.view = view
+        self._done = False
+
+    def __enter__(self) -> memoryview:
+        return self.view
+
+    def commit(self, nbytes: int | None = None) -> None:
+        """Publish the claim (its first ``nbytes`` bytes, default all)."""
+        if not self._done:
+            self._done = True
+            self._producer._commit(nbytes)
+
+    def abort(self) -> None:
+        """Withdraw the claim; nothing is delivered."""
+        if not self._done:
+            self._done = True
+            self._producer._abort()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if et is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class RecordView:
+    """A zero-copy read: ``with rx.recv_view() as view`` holds the next record
+    in the ring until the block ends. The view must not be used after it."""
+
+    __slots__ = ("_consumer", "_done", "view")
+
+    def __init__(self, consumer: Consumer, view: memoryview) -> None:
+        self._consumer = consumer
+        self.view = view
+        self._done = False
+
+    def __enter__(self) -> memoryview:
+        return self.view
+
+    def release(self) -> None:
+        """Free the record (the producer may then reuse its bytes)."""
+        if not self._done:
+            self._done = True
+            self._consumer._release()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+class _Endpoint:
+    """Role bookkeeping shared by Producer and Consumer."""
+
+    _channel: Channel
+    _slot: int
+
+    def _setup(self, channel: Channel, slot: int) -> None:
+        self._channel = channel
+        self._slot = slot
+
+    def _close_endpoint(self) -> None:
+        raise NotImplementedError
+
+
+class Producer(_core.ProducerCore):
+    """Sends messages into a channel. Get one with :meth:`Channel.producer`.
+
+    ``send(data, timeout=None)`` copies one bytes-like message in, waiting for
+    space (``Timeout`` if the timeout passes); ``send_nowait(data)`` raises
+    ``WouldBlock`` instead of waiting; ``send_many(items)`` sends a batch and
+    publishes it once. Example::
+
+        tx = ch.producer()
+        tx.send(b"hello")
+        with tx.claim(5) as buf:
+            buf[:] = b"world"
+    """
+
+    _channel: Channel
+    _slot: int
+
+    def claim(self, n: int, timeout: float | None = None) -> Claim:
+        """Reserve ``n`` bytes in the ring for a zero-copy write (see :class:`Claim`)."""
+        return Claim(self, self._claim(n, timeout))
+
+    def close(self) -> None:
+        """Withdraw any open claim and give the endpoint's slot back."""
+        if self._closed:
+            return
+        if self._claimed:
+            self._abort()
+        self._close()
+        self._channel._release_role(self._slot, producer=True)
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return bool(self._closed)
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer(_core.ConsumerCore):
+    """Receives messages from a channel. Get one with :meth:`Channel.consumer`.
+
+    ``recv(timeout=None)`` returns the next message as bytes, waiting for one
+    (``EndOfStream`` once the channel is closed for sending and drained);
+    ``recv_nowait()`` raises ``WouldBlock`` instead of waiting;
+    ``recv_many(n)`` takes up to ``n`` at once; ``recv_view()`` reads in place.
+    Iterating yields messages until end-of-stream::
+
+        for msg in ch.consumer():
+            handle(msg)
+    """
+
+    _channel: Channel
+    _slot: int
+
+    def recv_view(self, timeout: float | None = None) -> RecordView:
+        """Hold the next record and view it in place (see :class:`RecordView`)."""
+        return RecordView(self, self._peek(timeout))
+
+    def __iter__(self) -> Iterator[bytes]:
+        recv = self.recv
+        try:
+            while True:
+                yield recv()
+        except EndOfStream:
+            return
+
+    def close(self) -> None:
+        """Give back any held record and the endpoint's slot."""
+        if self._closed:
+            return
+        self._close()
+        self._channel._release_role(self._slot, producer=False)
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return bool(self._closed)
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Channel:
+    """A named channel between processes: a region with a ring in it.
+
+    Create it in one process and open it by name in others::
+
+        ch = shmring.Channel.create("jobs", capacity=1 << 20, pattern="mpmc")
+        tx = ch.producer()
+        tx.send(b"work")
+        ...
+        ch.close(); ch.unlink()
+
+    Patterns: ``spsc`` (one producer, one consumer), ``mpsc`` (many producers,
+    one consumer), ``mpmc`` (work queue: each message to exactly one consumer),
+    ``broadcast`` (one producer; every consumer sees every message sent after
+    it joined; ``lossy=True`` never blocks the producer and counts what a slow
+    consumer missed in ``Consumer.missed``).
+    """
+
+    def __init__(self, region: Region) -> None:
+        self._region = region
+        self._slot = region.alloc_slot(L.ROLE_ATTACH)
+        self._endpoints: weakref.WeakSet[Producer | Consumer] = weakref.WeakSet()
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        capacity: int = 1 << 20,
+        pattern: str = "spsc",
+        *,
+        max_message: int | None = None,
+        lossy: bool = False,
+        persistent: bool = False,
+        mode: int = 0o600,
+        slots: int = 64,
+        namespace: str | None = None,
+    ) -> Channel:
+        """Create channel ``name``: a ring of ``capacity`` bytes (a power of
+        two) in a new region. ``max_message`` defaults to a quarter of it."""
+        region = Region.create(name, capacity, mode=mode, pattern=pattern,
+                               max_message=max_message, slots=slots, lossy=lossy,
+                               persistent=persistent, namespace=namespace)
+        try:
+            return cls(region)
+        except BaseException:
+            region.close()
+            region.unlink()
+            raise
+
+    @classmethod
+    def open(cls, name: str, *, namespace: str | None = None, timeout: float = 2.0) -> Channel:
+        """Open the existing channel ``name`` (waits up to ``timeout`` seconds
+        for one being created)."""
+        region = Region.attach(name, namespace=namespace, timeout=timeout)
+        try:
+            return cls(region)
+        except BaseException:
+            region.close()
+            raise
+
+    # ------------------------------------------------------------ roles --
+    def _take_role(self, owner_off: int, what: str) -> int:
+        region = self._region
+        buf = region._mapping()
+        role = L.ROLE_PRODUCER if owner_off == L.OFF_PRODUCER_OWNER else L.ROLE_CONSUMER
+        slot = region.alloc_slot(role)
+        for attempt in range(2):
+            if _core.cas(buf, owner_off, 0, slot + 1):
+                return slot
+            if attempt == 0:
+                region.reap_dead()  # the holder may have died
+        region.free_slot(slot)
+        raise RoleTaken(
+            f"channel {region.name!r} ({region.pattern}) allows one {what} and another "
+            f"process or endpoint has it; close that one first"
+        )
+
+    def producer(self) -> Producer:
+        """A new producer endpoint (one at a time on spsc and broadcast)."""
+        region = self._region
+        if _core.load32(region._mapping(), L.OFF_EOS):
+            raise Closed(f"channel {region.name!r} was closed for sending")
+        pattern = L.PATTERNS[region.pattern]
+        if pattern in L.MULTI_PRODUCER:
+            slot = region.alloc_slot(L.ROLE_PRODUCER)
+        else:
+            slot = self._take_role(L.OFF_PRODUCER_OWNER, "producer")
+        try:
+            p = Producer(region._mapping(), slot)
+        except BaseException:
+            self._release_role(slot, producer=True)
+            raise
+        p._channel = self
+        p._slot = slot
+        self._endpoints.add(p)
+        return p
+
+    def consumer(self) -> Consumer:
+        """A new consumer endpoint (one at a time on spsc and mpsc)."""
+        region = self._region
+        pattern = L.PATTERNS[region.pattern]
+        if pattern in L.SINGLE_CONSUMER:
+            slot = self._take_role(L.OFF_CONSUMER_OWNER, "consumer")
+        else:
+            slot = region.alloc_slot(L.ROLE_CONSUMER)
+        try:
+            c = Consumer(region._mapping(), slot)
+            c._join()
+        except BaseException:
+            self._release_role(slot, producer=False)
+            raise
+        if pattern != L.PATTERN_BROADCAST:
+            _core.store32(region._mapping(), L.slot_offset(slot) + L.SLOT_STATE, L.SLOT_ACTIVE)
+        c._channel = self
+        c._slot = slot
+        self._endpoints.add(c)
+        return c
+
+    def _release_role(self, slot: int, *, producer: bool) -> None:
+        region = self._region
+        buf = region.buf
+        if buf is None:
+            return
+        owner = L.OFF_PRODUCER_OWNER if producer else L.OFF_CONSUMER_OWNER
+        _core.cas(buf, owner, slot + 1, 0)
+        if not producer:
+            # A broadcast consumer stops gating the producer.
+            _core.store32(buf, L.slot_offset(slot) + L.SLOT_STATE, L.SLOT_CLOSING)
+            _core.wake(buf, L.OFF_SPACE_FUTEX)
+        region.free_slot(slot)
+
+    # -------------------------------------------------------- lifecycle --
+    def close_send(self) -> None:
+        """End of stream: producers can send no more; consumers receive what
+        is left, then get :class:`EndOfStream`."""
+        buf = self._region._mapping()
+        _core.store32(buf, L.OFF_EOS, 1)
+        _core.wake(buf, L.OFF_DATA_FUTEX)
+        _core.wake(buf, L.OFF_SPACE_FUTEX)
+
+    def close(self) -> None:
+        """Close every endpoint this object handed out and unmap the region."""
+        if self._region.closed:
+            return
+        for ep in list(self._endpoints):
+            ep.close()
+        self._region.free_slot(self._slot)
+        self._region.close()
+
+    def unlink(self) -> None:
+        """Remove the channel's name; processes that have it open keep working."""
+        self._region.unlink()
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (self._region.name, self._region.segment))
+
+    # ------------------------------------------------------- properties --
+    @property
+    def name(self) -> str:
+        """The channel's name."""
+        return self._region.name
+
+    @property
+    def region(self) -> Region:
+        """The underlying region (header, attach table)."""
+        return self._region
+
+    @property
+    def pattern(self) -> str:
+        """spsc, mpsc, mpmc or broadcast."""
+        return self._region.pattern
+
+    @property
+    def capacity(self) -> int:
+        """Ring bytes."""
+        return self._region.capacity
+
+    @property
+    def max_message(self) -> int:
+        """Largest message accepted."""
+        return self._region.max_message
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._region.closed
+
+    def recover_dead(self) -> int:
+        """Repair what dead processes left in this channel (their claims,
+        taken records and cursors) and free their slots. The supervisor does
+        this on its own; call it when running without one."""
+        return self._region.reap_dead()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else self.pattern
+        return f"<shmring.Channel {self.name!r} {state}>"
+
+
+def _reopen(name: str, segment: str) -> Channel:
+    ns = segment.lstrip("/").split(".", 2)[1]
+    return Channel.open(name, namespace=ns)
+
+
+def _check_pattern(pattern: str) -> None:
+    if pattern not in L.PATTERNS:
+        raise InvalidArgument(f"unknown pattern {pattern!r}")

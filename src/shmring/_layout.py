@@ -1,0 +1,109 @@
+"""The byte layout of a region, as the extension defines it.
+
+``csrc/layout.h`` is the single source of truth, with the diagram of every
+byte; this module only gives its constants typed Python names, read from the
+compiled extension, so no offset is ever written twice.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from . import _core
+
+_L = _core.LAYOUT
+
+SHMRING_MAGIC: Final[int] = _L["SHMRING_MAGIC"]
+LAYOUT_VERSION: Final[int] = _L["LAYOUT_VERSION"]
+LINE: Final[int] = _L["LINE"]
+HDR_MAGIC: Final[int] = _L["HDR_MAGIC"]
+HDR_VERSION: Final[int] = _L["HDR_VERSION"]
+HDR_PATTERN: Final[int] = _L["HDR_PATTERN"]
+HDR_TOTAL_SIZE: Final[int] = _L["HDR_TOTAL_SIZE"]
+HDR_CAPACITY: Final[int] = _L["HDR_CAPACITY"]
+HDR_MAX_MESSAGE: Final[int] = _L["HDR_MAX_MESSAGE"]
+HDR_SLOT_COUNT: Final[int] = _L["HDR_SLOT_COUNT"]
+HDR_FLAGS: Final[int] = _L["HDR_FLAGS"]
+HDR_CREATED_NS: Final[int] = _L["HDR_CREATED_NS"]
+HDR_DATA_OFFSET: Final[int] = _L["HDR_DATA_OFFSET"]
+HDR_CREATOR_PID: Final[int] = _L["HDR_CREATOR_PID"]
+OFF_TAIL: Final[int] = _L["OFF_TAIL"]
+OFF_HEAD: Final[int] = _L["OFF_HEAD"]
+OFF_READ_CLAIM: Final[int] = _L["OFF_READ_CLAIM"]
+OFF_LATEST: Final[int] = _L["OFF_LATEST"]
+OFF_INTENT: Final[int] = _L["OFF_INTENT"]
+OFF_REDELIVER: Final[int] = _L["OFF_REDELIVER"]
+OFF_DATA_FUTEX: Final[int] = _L["OFF_DATA_FUTEX"]
+OFF_DATA_WAITERS: Final[int] = _L["OFF_DATA_WAITERS"]
+OFF_SPACE_FUTEX: Final[int] = _L["OFF_SPACE_FUTEX"]
+OFF_SPACE_WAITERS: Final[int] = _L["OFF_SPACE_WAITERS"]
+OFF_EOS: Final[int] = _L["OFF_EOS"]
+OFF_BROKEN: Final[int] = _L["OFF_BROKEN"]
+OFF_PRODUCER_OWNER: Final[int] = _L["OFF_PRODUCER_OWNER"]
+OFF_CONSUMER_OWNER: Final[int] = _L["OFF_CONSUMER_OWNER"]
+OFF_MSGNO: Final[int] = _L["OFF_MSGNO"]
+REGION_HEADER_SIZE: Final[int] = _L["REGION_HEADER_SIZE"]
+SLOTS_OFFSET: Final[int] = _L["SLOTS_OFFSET"]
+SLOT_SIZE: Final[int] = _L["SLOT_SIZE"]
+MAX_SLOTS: Final[int] = _L["MAX_SLOTS"]
+SLOT_PID: Final[int] = _L["SLOT_PID"]
+SLOT_START_TIME: Final[int] = _L["SLOT_START_TIME"]
+SLOT_ROLE: Final[int] = _L["SLOT_ROLE"]
+SLOT_STATE: Final[int] = _L["SLOT_STATE"]
+SLOT_CLAIM_POS: Final[int] = _L["SLOT_CLAIM_POS"]
+SLOT_CLAIM_LEN: Final[int] = _L["SLOT_CLAIM_LEN"]
+SLOT_CURSOR: Final[int] = _L["SLOT_CURSOR"]
+SLOT_MESSAGES: Final[int] = _L["SLOT_MESSAGES"]
+SLOT_BYTES: Final[int] = _L["SLOT_BYTES"]
+SLOT_MISSED: Final[int] = _L["SLOT_MISSED"]
+SLOT_LAST_MSGNO: Final[int] = _L["SLOT_LAST_MSGNO"]
+CLAIM_NONE: Final[int] = _L["CLAIM_NONE"]
+PATTERN_SPSC: Final[int] = _L["PATTERN_SPSC"]
+PATTERN_MPSC: Final[int] = _L["PATTERN_MPSC"]
+PATTERN_MPMC: Final[int] = _L["PATTERN_MPMC"]
+PATTERN_BROADCAST: Final[int] = _L["PATTERN_BROADCAST"]
+FLAG_PERSISTENT: Final[int] = _L["FLAG_PERSISTENT"]
+FLAG_LOSSY: Final[int] = _L["FLAG_LOSSY"]
+ROLE_ATTACH: Final[int] = _L["ROLE_ATTACH"]
+ROLE_PRODUCER: Final[int] = _L["ROLE_PRODUCER"]
+ROLE_CONSUMER: Final[int] = _L["ROLE_CONSUMER"]
+SLOT_FREE: Final[int] = _L["SLOT_FREE"]
+SLOT_ACTIVE: Final[int] = _L["SLOT_ACTIVE"]
+SLOT_CLOSING: Final[int] = _L["SLOT_CLOSING"]
+RECORD_HEADER: Final[int] = _L["RECORD_HEADER"]
+RECORD_ALIGN: Final[int] = _L["RECORD_ALIGN"]
+REC_MSG: Final[int] = _L["REC_MSG"]
+REC_PAD: Final[int] = _L["REC_PAD"]
+ST_READY: Final[int] = _L["ST_READY"]
+ST_TAKEN: Final[int] = _L["ST_TAKEN"]
+ST_DONE: Final[int] = _L["ST_DONE"]
+ST_SWEEP: Final[int] = _L["ST_SWEEP"]
+MIN_CAPACITY: Final[int] = _L["MIN_CAPACITY"]
+MAX_CAPACITY: Final[int] = _L["MAX_CAPACITY"]
+PAGE_ALIGN: Final[int] = _L["PAGE_ALIGN"]
+
+PATTERNS: Final[dict[str, int]] = {
+    "spsc": PATTERN_SPSC,
+    "mpsc": PATTERN_MPSC,
+    "mpmc": PATTERN_MPMC,
+    "broadcast": PATTERN_BROADCAST,
+}
+PATTERN_NAMES: Final[dict[int, str]] = {v: k for k, v in PATTERNS.items()}
+ROLE_NAMES: Final[dict[int, str]] = {
+    ROLE_ATTACH: "attach",
+    ROLE_PRODUCER: "producer",
+    ROLE_CONSUMER: "consumer",
+}
+MULTI_PRODUCER: Final[frozenset[int]] = frozenset({PATTERN_MPSC, PATTERN_MPMC})
+SINGLE_CONSUMER: Final[frozenset[int]] = frozenset({PATTERN_SPSC, PATTERN_MPSC})
+
+
+def slot_offset(slot: int) -> int:
+    """Offset of attach slot ``slot`` from the start of the region."""
+    return SLOTS_OFFSET + slot * SLOT_SIZE
+
+
+def data_offset(slot_count: int) -> int:
+    """Offset of the ring bytes for a region with ``slot_count`` slots."""
+    end = SLOTS_OFFSET + slot_count * SLOT_SIZE
+    return (end + PAGE_ALIGN - 1) // PAGE_ALIGN * PAGE_ALIGN

@@ -1,0 +1,289 @@
+/* consumer.c - the Consumer handle: recv, recv_many, recv_into and
+ * zero-copy views of a held record. Receiving one message is one call. */
+#include "core.h"
+
+#include <string.h>
+
+#include "atomics.h"
+
+#define NOGIL_COPY 262144
+
+static int check_recvable(EndpointObject *self) {
+    if (endpoint_check_open(self) < 0) return -1;
+    if (self->view) {
+        PyErr_SetString(PyExc_RuntimeError, "a record view is held on this consumer: "
+                                            "release it first");
+        return -1;
+    }
+    return 0;
+}
+
+/* Takes the next record, waiting until the deadline. 0 with a record held,
+ * 1 for "nothing" (nowait), -1 with an error set. */
+static int take(EndpointObject *self, int64_t deadline, int nowait, const char **p,
+                uint64_t *n) {
+    ring_t *r = &self->ring;
+    for (;;) {
+        int rc = ring_peek(r, p, n);
+        if (rc == RING_OK) return 0;
+        if (rc == RING_LAPPED) continue;
+        if (rc != RING_AGAIN) {
+            raise_ring(self, rc);
+            return -1;
+        }
+        if (r->batch) ring_consumer_flush(r);
+        if (nowait) return 1;
+        int w = endpoint_wait(self, 0, deadline);
+        if (w < 0) return -1;
+        if (w > 0) {
+            PyErr_SetString(E_Timeout, "timed out waiting for a message");
+            return -1;
+        }
+    }
+}
+
+static PyObject *copy_out(const char *p, uint64_t n) {
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (!b) return NULL;
+    if (n >= NOGIL_COPY) {
+        char *dst = PyBytes_AS_STRING(b);
+        Py_BEGIN_ALLOW_THREADS
+        memcpy(dst, p, n);
+        Py_END_ALLOW_THREADS
+    } else {
+        memcpy(PyBytes_AS_STRING(b), p, n);
+    }
+    return b;
+}
+
+/* One message as bytes; NULL with an error, or NULL without one for
+ * "nothing now" when nowait. */
+static PyObject *recv_one(EndpointObject *self, int64_t deadline, int nowait) {
+    ring_t *r = &self->ring;
+    for (;;) {
+        const char *p;
+        uint64_t n;
+        int t = take(self, deadline, nowait, &p, &n);
+        if (t != 0) return NULL;
+        PyObject *b = copy_out(p, n);
+        if (!b) return NULL; /* the record stays held: nothing lost */
+        if (ring_validate(r) != RING_OK) {
+            Py_DECREF(b);
+            continue;
+        }
+        ring_release(r);
+        return b;
+    }
+}
+
+static int parse_timeout_only(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                              const char *fname, Py_ssize_t npos, PyObject **pos,
+                              PyObject **timeout) {
+    *timeout = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs < npos || nargs > npos + 1 || nargs + nkw > npos + 1) goto bad;
+    for (Py_ssize_t i = 0; i < npos; i++) pos[i] = args[i];
+    if (nargs == npos + 1) *timeout = args[npos];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        if (!PyUnicode_Check(k) || PyUnicode_CompareWithASCIIString(k, "timeout") != 0)
+            goto bad;
+        *timeout = args[nargs + i];
+    }
+    return 0;
+bad:
+    PyErr_Format(PyExc_TypeError, "%s: bad arguments (see its docstring)", fname);
+    return -1;
+}
+
+static PyObject *C_recv(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames) {
+    PyObject *timeout;
+    int64_t deadline;
+    if (parse_timeout_only(args, nargs, kwnames, "recv", 0, NULL, &timeout) < 0) return NULL;
+    if (check_recvable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    return recv_one(self, deadline, 0);
+}
+
+static PyObject *C_recv_nowait(EndpointObject *self, PyObject *unused) {
+    (void)unused;
+    if (check_recvable(self) < 0) return NULL;
+    PyObject *b = recv_one(self, -1, 1);
+    if (!b && !PyErr_Occurred()) PyErr_SetString(E_WouldBlock, "channel empty");
+    return b;
+}
+
+static PyObject *C_recv_many(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
+    PyObject *timeout, *maxobj;
+    int64_t deadline;
+    if (parse_timeout_only(args, nargs, kwnames, "recv_many", 1, &maxobj, &timeout) < 0)
+        return NULL;
+    if (check_recvable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    Py_ssize_t maxn = PyNumber_AsSsize_t(maxobj, PyExc_OverflowError);
+    if (maxn == -1 && PyErr_Occurred()) return NULL;
+    if (maxn < 1) {
+        PyErr_SetString(PyExc_ValueError, "recv_many(max_count): max_count must be >= 1");
+        return NULL;
+    }
+    PyObject *first = recv_one(self, deadline, 0);
+    if (!first) return NULL;
+    PyObject *out = PyList_New(1);
+    if (!out) {
+        Py_DECREF(first);
+        return NULL;
+    }
+    PyList_SET_ITEM(out, 0, first);
+    ring_t *r = &self->ring;
+    if (r->pattern != PATTERN_MPMC) r->batch = 1;
+    while (PyList_GET_SIZE(out) < maxn) {
+        PyObject *b = recv_one(self, -1, 1);
+        if (!b) {
+            if (PyErr_ExceptionMatches(E_EndOfStream)) PyErr_Clear();
+            break;
+        }
+        int rc = PyList_Append(out, b);
+        Py_DECREF(b);
+        if (rc < 0) break;
+    }
+    ring_consumer_flush(r);
+    if (PyErr_Occurred()) {
+        /* What was taken is returned; the error surfaces on the next call. */
+        PyErr_Clear();
+    }
+    return out;
+}
+
+static PyObject *C_recv_into(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
+    PyObject *timeout, *target;
+    int64_t deadline;
+    if (parse_timeout_only(args, nargs, kwnames, "recv_into", 1, &target, &timeout) < 0)
+        return NULL;
+    if (check_recvable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    Py_buffer vb;
+    if (PyObject_GetBuffer(target, &vb, PyBUF_WRITABLE) < 0) return NULL;
+    ring_t *r = &self->ring;
+    PyObject *res = NULL;
+    for (;;) {
+        const char *p;
+        uint64_t n;
+        if (take(self, deadline, 0, &p, &n) != 0) break;
+        if (n > (uint64_t)vb.len) {
+            /* Keep the record for a later, larger buffer. */
+            PyErr_Format(PyExc_ValueError,
+                         "recv_into: buffer of %zd bytes is too small for a %llu-byte "
+                         "message (the message stays in the channel)",
+                         vb.len, (unsigned long long)n);
+            if (r->lossy) r->held = 0;
+            break;
+        }
+        memcpy(vb.buf, p, n);
+        if (ring_validate(r) != RING_OK) continue;
+        ring_release(r);
+        res = PyLong_FromUnsignedLongLong(n);
+        break;
+    }
+    PyBuffer_Release(&vb);
+    return res;
+}
+
+static PyObject *C_peek(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames) {
+    PyObject *timeout;
+    int64_t deadline;
+    if (parse_timeout_only(args, nargs, kwnames, "peek", 0, NULL, &timeout) < 0) return NULL;
+    if (check_recvable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    ring_t *r = &self->ring;
+    if (r->lossy) {
+        /* The producer may overwrite a record under a lossy reader: a view
+         * is of a validated copy. */
+        PyObject *b = recv_one(self, deadline, 0);
+        if (!b) return NULL;
+        self->view = PyMemoryView_FromObject(b);
+        Py_DECREF(b);
+        if (!self->view) return NULL;
+        Py_INCREF(self->view);
+        return self->view;
+    }
+    const char *p;
+    uint64_t n;
+    if (take(self, deadline, 0, &p, &n) != 0) return NULL;
+    self->view = PyMemoryView_FromMemory((char *)p, (Py_ssize_t)n, PyBUF_READ);
+    if (!self->view) return NULL;
+    Py_INCREF(self->view);
+    return self->view;
+}
+
+static PyObject *C_release(EndpointObject *self, PyObject *unused) {
+    (void)unused;
+    if (endpoint_check_open(self) < 0) return NULL;
+    endpoint_drop_view(self);
+    ring_release(&self->ring);
+    Py_RETURN_NONE;
+}
+
+static PyObject *C_join(EndpointObject *self, PyObject *unused) {
+    (void)unused;
+    if (endpoint_check_open(self) < 0) return NULL;
+    ring_consumer_join(&self->ring);
+    Py_RETURN_NONE;
+}
+
+static int C_init(EndpointObject *self, PyObject *args, PyObject *kw) {
+    (void)kw;
+    return endpoint_init(self, args, 1);
+}
+
+static int C_traverse(EndpointObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->view);
+    return 0;
+}
+
+static PyObject *C_get_missed(EndpointObject *self, void *c) {
+    (void)c;
+    if (endpoint_check_open(self) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(
+        ld_rlx(self->ring.base, self->ring.slot_off + SLOT_MISSED));
+}
+static PyObject *C_get_closed(EndpointObject *self, void *c) {
+    (void)c;
+    return PyBool_FromLong(!self->open);
+}
+
+static PyMethodDef C_methods[] = {
+    {"recv", (PyCFunction)(void (*)(void))C_recv, METH_FASTCALL | METH_KEYWORDS,
+     "recv(timeout=None) -> bytes: the next message, waiting for one."},
+    {"recv_nowait", (PyCFunction)C_recv_nowait, METH_NOARGS,
+     "recv_nowait() -> bytes: the next message, or raise WouldBlock."},
+    {"recv_many", (PyCFunction)(void (*)(void))C_recv_many, METH_FASTCALL | METH_KEYWORDS,
+     "recv_many(max_count, timeout=None) -> list[bytes]: wait for one message, then take "
+     "up to max_count without waiting."},
+    {"recv_into", (PyCFunction)(void (*)(void))C_recv_into, METH_FASTCALL | METH_KEYWORDS,
+     "recv_into(buffer, timeout=None) -> int: copy the next message into buffer."},
+    {"_peek", (PyCFunction)(void (*)(void))C_peek, METH_FASTCALL | METH_KEYWORDS,
+     "_peek(timeout=None) -> memoryview: hold the next record and view it in place."},
+    {"_release", (PyCFunction)C_release, METH_NOARGS, "_release(): free the held record."},
+    {"_join", (PyCFunction)C_join, METH_NOARGS, "_join(): start reading at the tail."},
+    {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef C_getset[] = {
+    {"missed", (getter)C_get_missed, NULL,
+     "Lossy broadcast: messages this consumer was overrun on and never saw.", NULL},
+    {"_closed", (getter)C_get_closed, NULL, "True once closed.", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+PyTypeObject ConsumerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmring._core.ConsumerCore",
+    .tp_basicsize = sizeof(EndpointObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "ConsumerCore(mapping, slot): the C half of shmring.Consumer.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)C_init,
+    .tp_dealloc = (destructor)endpoint_dealloc,
+    .tp_traverse = (traverseproc)C_traverse,
+    .tp_methods = C_methods,
+    .tp_getset = C_getset,
+    .tp_weaklistoffset = offsetof(EndpointObject, weakrefs),
+};

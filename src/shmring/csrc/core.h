@@ -1,0 +1,37 @@
+/* core.h - what the Python-facing files of _core share. */
+#ifndef SHMRING_CORE_H
+#define SHMRING_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "ring.h"
+
+/* The exception classes, defined in shmring/_errors.py and handed to the
+ * extension once at import by _core.set_errors(). */
+extern PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt,
+    *E_TooLarge, *E_Closed;
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer buf;       /* the region's mapping, held while open */
+    int open;
+    ring_t ring;
+    PyObject *view;      /* memoryview of the open claim or held record */
+    PyObject *weakrefs;
+} EndpointObject;
+
+extern PyTypeObject ProducerType, ConsumerType;
+
+/* Shared by producer.c and consumer.c. */
+int endpoint_init(EndpointObject *self, PyObject *args, int consumer);
+void endpoint_dealloc(EndpointObject *self);
+int endpoint_check_open(EndpointObject *self);
+int parse_timeout(PyObject *obj, int64_t *deadline_ns);
+/* Waits with the GIL released; 0 ready, 1 timed out, -1 Python error. */
+int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns);
+PyObject *raise_ring(EndpointObject *self, int rc);
+void endpoint_drop_view(EndpointObject *self);
+PyObject *endpoint_close(EndpointObject *self, PyObject *unused);
+
+#endif

@@ -1,0 +1,125 @@
+/* endpoint.c - what a producer and a consumer handle have in common: the
+ * mapping they hold, timeouts, waiting without the GIL, and errors. */
+#include "core.h"
+
+#include "atomics.h"
+#include "wait.h"
+
+PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt, *E_TooLarge,
+    *E_Closed;
+
+int endpoint_init(EndpointObject *self, PyObject *args, int consumer) {
+    PyObject *mapping;
+    unsigned int slot;
+    if (!PyArg_ParseTuple(args, "OI", &mapping, &slot)) return -1;
+    if (self->open) {
+        PyErr_SetString(PyExc_RuntimeError, "endpoint already initialised");
+        return -1;
+    }
+    if (PyObject_GetBuffer(mapping, &self->buf, PyBUF_WRITABLE) < 0) return -1;
+    int rc = ring_init(&self->ring, self->buf.buf, (uint64_t)self->buf.len, slot, consumer);
+    if (rc != RING_OK) {
+        PyErr_Format(E_Corrupt ? E_Corrupt : PyExc_ValueError, "corrupt region: %s",
+                     self->ring.err);
+        PyBuffer_Release(&self->buf);
+        return -1;
+    }
+    self->open = 1;
+    return 0;
+}
+
+void endpoint_drop_view(EndpointObject *self) {
+    if (!self->view) return;
+    /* A view handed out for a claim or a record must not outlive it. If the
+     * caller still exports it (say, to numpy), it cannot be revoked; it then
+     * points at ring bytes that will be reused. */
+    PyObject *r = PyObject_CallMethod(self->view, "release", NULL);
+    if (r) Py_DECREF(r);
+    else PyErr_Clear();
+    Py_CLEAR(self->view);
+}
+
+PyObject *endpoint_close(EndpointObject *self, PyObject *unused) {
+    (void)unused;
+    if (self->open) {
+        endpoint_drop_view(self);
+        if (self->ring.batch) ring_flush(&self->ring);
+        self->open = 0;
+        PyBuffer_Release(&self->buf);
+    }
+    Py_RETURN_NONE;
+}
+
+void endpoint_dealloc(EndpointObject *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs) PyObject_ClearWeakRefs((PyObject *)self);
+    if (self->open) {
+        Py_CLEAR(self->view);
+        self->open = 0;
+        PyBuffer_Release(&self->buf);
+    }
+    Py_CLEAR(self->view);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+int endpoint_check_open(EndpointObject *self) {
+    if (self->open) return 0;
+    PyErr_SetString(E_Closed, "this endpoint is closed");
+    return -1;
+}
+
+int parse_timeout(PyObject *obj, int64_t *deadline_ns) {
+    if (obj == NULL || obj == Py_None) {
+        *deadline_ns = -1;
+        return 0;
+    }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred()) return -1;
+    if (!(t >= 0.0)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be None or a number >= 0");
+        return -1;
+    }
+    if (t > 1e9) t = 1e9;
+    *deadline_ns = mono_ns() + (int64_t)(t * 1e9);
+    return 0;
+}
+
+int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns) {
+    for (;;) {
+        int w;
+        ring_t *r = &self->ring;
+        Py_BEGIN_ALLOW_THREADS
+        if (space)
+            w = shm_wait(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS, ring_ready_space, r,
+                         deadline_ns);
+        else
+            w = shm_wait(r->base, OFF_DATA_FUTEX, OFF_DATA_WAITERS, ring_ready_data, r,
+                         deadline_ns);
+        Py_END_ALLOW_THREADS
+        if (w == WAIT_SIGNAL) {
+            if (PyErr_CheckSignals() < 0) return -1;
+            continue;
+        }
+        return w == WAIT_READY ? 0 : 1;
+    }
+}
+
+PyObject *raise_ring(EndpointObject *self, int rc) {
+    switch (rc) {
+    case RING_EOS: PyErr_SetString(E_EndOfStream, "end of stream"); break;
+    case RING_BROKEN:
+        PyErr_SetString(E_Broken, "the channel was marked broken (a peer died holding "
+                                  "state that could not be recovered, or the region is "
+                                  "being torn down)");
+        break;
+    case RING_CORRUPT:
+        PyErr_Format(E_Corrupt, "corrupt region: %s", self->ring.err);
+        break;
+    case RING_TOOBIG:
+        PyErr_Format(E_TooLarge, "message larger than this channel's max_message (%llu bytes)",
+                     (unsigned long long)self->ring.max_message);
+        break;
+    default: PyErr_Format(PyExc_RuntimeError, "unexpected ring status %d", rc);
+    }
+    return NULL;
+}

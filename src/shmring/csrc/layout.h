@@ -1,0 +1,187 @@
+/*
+ * layout.h - the byte layout of a shmring region. The single source of truth:
+ * the Python side reads every offset and size below from the extension
+ * (shmring._core.LAYOUT) and never restates a number.
+ *
+ * A region is one named POSIX shared-memory segment:
+ *
+ *   0                                                        REGION_HEADER_SIZE
+ *   +---------+------+------+------+-------+-------+------+-------+------------+
+ *   | HEADER  | TAIL | HEAD | READ | DATA  | SPACE | CTRL | STATS | (spare)    |
+ *   | line 0  | line | line | line | futex | futex | line | line  |            |
+ *   +---------+------+------+------+-------+-------+------+-------+------------+
+ *   SLOTS_OFFSET: slot_count attach slots, SLOT_SIZE bytes each
+ *   data_offset (page aligned): the ring, capacity bytes (a power of two)
+ *
+ * Every counter lives on its own LINE-byte line (128: two 64-byte lines, so
+ * the adjacent-line prefetcher does not make neighbours share) so a producer
+ * and a consumer never write the same cache line.
+ *
+ * HEADER (line 0), written by the creator before MAGIC, which is stored last
+ * with release order (the publication an attacher waits for):
+ *
+ *   0  magic        u64  "SHMRING\x01" once the header is complete
+ *   8  version      u32  LAYOUT_VERSION
+ *   12 pattern      u32  PATTERN_*
+ *   16 total_size   u64  bytes of the whole segment
+ *   24 capacity     u64  ring bytes, a power of two
+ *   32 max_message  u64  largest payload accepted
+ *   40 slot_count   u32  attach slots
+ *   44 flags        u32  FLAG_*
+ *   48 created_ns   u64  CLOCK_REALTIME at creation
+ *   56 data_offset  u64  offset of the ring bytes
+ *   64 creator_pid  u64
+ *
+ * Counters are 64-bit sequence numbers (byte positions in an unbounded
+ * stream), never wrapped indices; position p lives at ring[p & (capacity-1)].
+ *
+ *   TAIL  tail        next position a producer claims (or, for single-producer
+ *                     patterns, the end of the last committed record)
+ *   HEAD  head        everything before it is free again; producers are gated
+ *                     by head + capacity (broadcast: by the slowest cursor)
+ *   READ  read_claim  mpmc: next record a consumer may take
+ *         +8 latest   broadcast: start of the newest record (lapped readers
+ *                     jump there)
+ *         +16 intent  lossy broadcast: end of the record being written
+ *                     (a seqlock: readers validate against it)
+ *         +24 redeliver mpmc: records handed back by recovery, not yet retaken
+ *   DATA  futex u32 (bumped when data arrives), +8 waiters u32
+ *   SPACE futex u32 (bumped when space is freed), +8 waiters u32
+ *   CTRL  eos u32, +4 broken u32, +8 producer_owner u64 (slot+1 or 0),
+ *         +16 consumer_owner u64 (slot+1 or 0), +24 msgno u64 (broadcast)
+ *
+ * ATTACH SLOT (SLOT_SIZE bytes, one per attached channel or endpoint):
+ *
+ *   0  pid         u64   0 = free; taken with compare-exchange
+ *   8  start_time  u64   field 22 of /proc/<pid>/stat (tells pid reuse apart)
+ *   16 role        u32   ROLE_*
+ *   20 state       u32   SLOT_*
+ *   24 claim_pos   u64   producer: position of the claim in flight, or NONE
+ *   32 claim_len   u64   its length including any padding before it
+ *   40 cursor      u64   broadcast consumer: next position it reads
+ *   48 messages    u64   messages sent or received through this endpoint
+ *   56 bytes       u64   payload bytes sent or received
+ *   64 missed      u64   lossy broadcast: messages this consumer never saw
+ *   72 last_msgno  u64   lossy broadcast: number of the last message read
+ *
+ * RECORD (RECORD_ALIGN-aligned; a record never straddles the end of the ring,
+ * a PAD record fills the end instead):
+ *
+ *   0  word   u64  bits 0-31  length (int32: header + payload, unaligned);
+ *                              negative while claimed, positive once committed
+ *                  bits 32-35 type   (REC_MSG, REC_PAD)
+ *                  bits 36-39 state  (mpmc: 0 ready, TAKEN, DONE, SWEEP)
+ *                  bits 40-47 owner  (mpmc: slot+1 of the consumer holding it)
+ *                  bits 48-63 lap    (position / capacity, low 16 bits: a
+ *                                     record of an older lap never compares
+ *                                     equal to a newer one)
+ *   8  seq    u64  the record's own position (broadcast: its message number);
+ *                  a reader checks it, so corrupt counters are caught
+ *   16 payload
+ */
+#ifndef SHMRING_LAYOUT_H
+#define SHMRING_LAYOUT_H
+
+#include <stdint.h>
+
+#define SHMRING_MAGIC 0x01474e49524d4853ULL /* "SHMRING\x01" little-endian */
+#define LAYOUT_VERSION 1u
+
+#define LINE 128u
+
+#define HDR_MAGIC 0u
+#define HDR_VERSION 8u
+#define HDR_PATTERN 12u
+#define HDR_TOTAL_SIZE 16u
+#define HDR_CAPACITY 24u
+#define HDR_MAX_MESSAGE 32u
+#define HDR_SLOT_COUNT 40u
+#define HDR_FLAGS 44u
+#define HDR_CREATED_NS 48u
+#define HDR_DATA_OFFSET 56u
+#define HDR_CREATOR_PID 64u
+
+#define OFF_TAIL (1u * LINE)
+#define OFF_HEAD (2u * LINE)
+#define OFF_READ_CLAIM (3u * LINE)
+#define OFF_LATEST (3u * LINE + 8u)
+#define OFF_INTENT (3u * LINE + 16u)
+#define OFF_REDELIVER (3u * LINE + 24u)
+#define OFF_DATA_FUTEX (4u * LINE)
+#define OFF_DATA_WAITERS (4u * LINE + 8u)
+#define OFF_SPACE_FUTEX (5u * LINE)
+#define OFF_SPACE_WAITERS (5u * LINE + 8u)
+#define OFF_EOS (6u * LINE)
+#define OFF_BROKEN (6u * LINE + 4u)
+#define OFF_PRODUCER_OWNER (6u * LINE + 8u)
+#define OFF_CONSUMER_OWNER (6u * LINE + 16u)
+#define OFF_MSGNO (6u * LINE + 24u)
+
+#define REGION_HEADER_SIZE (8u * LINE)
+#define SLOTS_OFFSET REGION_HEADER_SIZE
+#define SLOT_SIZE LINE
+#define MAX_SLOTS 255u /* the record owner field is 8 bits */
+
+#define SLOT_PID 0u
+#define SLOT_START_TIME 8u
+#define SLOT_ROLE 16u
+#define SLOT_STATE 20u
+#define SLOT_CLAIM_POS 24u
+#define SLOT_CLAIM_LEN 32u
+#define SLOT_CURSOR 40u
+#define SLOT_MESSAGES 48u
+#define SLOT_BYTES 56u
+#define SLOT_MISSED 64u
+#define SLOT_LAST_MSGNO 72u
+
+#define CLAIM_NONE UINT64_MAX
+
+#define PATTERN_SPSC 1u
+#define PATTERN_MPSC 2u
+#define PATTERN_MPMC 3u
+#define PATTERN_BROADCAST 4u
+
+#define FLAG_PERSISTENT 1u
+#define FLAG_LOSSY 2u
+
+#define ROLE_ATTACH 1u
+#define ROLE_PRODUCER 2u
+#define ROLE_CONSUMER 3u
+
+#define SLOT_FREE 0u
+#define SLOT_ACTIVE 1u
+#define SLOT_CLOSING 2u
+
+#define RECORD_HEADER 16u
+#define RECORD_ALIGN 16u
+
+#define REC_MSG 1u
+#define REC_PAD 2u
+
+#define ST_READY 0u
+#define ST_TAKEN 1u
+#define ST_DONE 2u
+#define ST_SWEEP 3u
+
+#define MIN_CAPACITY 1024u
+#define MAX_CAPACITY (1ULL << 40)
+#define PAGE_ALIGN 4096u
+
+static inline uint64_t rec_word(int32_t length, uint32_t type, uint32_t state,
+                                uint32_t owner, uint64_t lap) {
+    return (uint64_t)(uint32_t)length | ((uint64_t)(type & 0xFu) << 32) |
+           ((uint64_t)(state & 0xFu) << 36) | ((uint64_t)(owner & 0xFFu) << 40) |
+           ((lap & 0xFFFFu) << 48);
+}
+static inline int32_t rec_len(uint64_t w) { return (int32_t)(uint32_t)(w & 0xFFFFFFFFu); }
+static inline uint32_t rec_type(uint64_t w) { return (uint32_t)(w >> 32) & 0xFu; }
+static inline uint32_t rec_state(uint64_t w) { return (uint32_t)(w >> 36) & 0xFu; }
+static inline uint32_t rec_owner(uint64_t w) { return (uint32_t)(w >> 40) & 0xFFu; }
+static inline uint64_t rec_lap(uint64_t w) { return w >> 48; }
+static inline uint64_t rec_with_state(uint64_t w, uint32_t state, uint32_t owner) {
+    return (w & ~(0xFFFULL << 36)) | ((uint64_t)(state & 0xFu) << 36) |
+           ((uint64_t)(owner & 0xFFu) << 40);
+}
+static inline uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) & ~(a - 1); }
+
+#endif

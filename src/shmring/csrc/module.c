@@ -1,0 +1,233 @@
+/* module.c - shmring._core: the two endpoint types, atomic operations on
+ * words of a mapping for the Python side's cold paths (region header,
+ * attach table, CLI), futex wake, recovery, and the layout constants. */
+#include "core.h"
+
+#include "atomics.h"
+#include "wait.h"
+
+/* A word of a writable buffer: bounds and alignment checked, since the
+ * offsets may come from a corrupt segment. */
+static char *word_at(PyObject *obj, Py_buffer *vb, PyObject *offobj, unsigned width) {
+    Py_ssize_t off = PyNumber_AsSsize_t(offobj, PyExc_OverflowError);
+    if (off == -1 && PyErr_Occurred()) return NULL;
+    if (PyObject_GetBuffer(obj, vb, PyBUF_WRITABLE) < 0) return NULL;
+    if (off < 0 || off % width || (size_t)off + width > (size_t)vb->len) {
+        PyBuffer_Release(vb);
+        PyErr_Format(PyExc_ValueError, "offset %zd is not an aligned %u-byte word inside "
+                                       "the %zd-byte buffer",
+                     off, width, vb->len);
+        return NULL;
+    }
+    return (char *)vb->buf + off;
+}
+
+static PyObject *m_load(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    if (n != 2) return PyErr_Format(PyExc_TypeError, "load(buffer, offset)");
+    char *p = word_at(a[0], &vb, a[1], 8);
+    if (!p) return NULL;
+    uint64_t v = ld_acq(p, 0);
+    PyBuffer_Release(&vb);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *m_load32(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    if (n != 2) return PyErr_Format(PyExc_TypeError, "load32(buffer, offset)");
+    char *p = word_at(a[0], &vb, a[1], 4);
+    if (!p) return NULL;
+    uint32_t v = ld32_acq(p, 0);
+    PyBuffer_Release(&vb);
+    return PyLong_FromUnsignedLong(v);
+}
+
+static int get_u64(PyObject *o, uint64_t *v) {
+    *v = PyLong_AsUnsignedLongLongMask(o);
+    return (*v == (uint64_t)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *m_store(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    uint64_t v;
+    if (n != 3) return PyErr_Format(PyExc_TypeError, "store(buffer, offset, value)");
+    if (get_u64(a[2], &v) < 0) return NULL;
+    char *p = word_at(a[0], &vb, a[1], 8);
+    if (!p) return NULL;
+    st_sc(p, 0, v);
+    PyBuffer_Release(&vb);
+    Py_RETURN_NONE;
+}
+
+static PyObject *m_store32(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    uint64_t v;
+    if (n != 3) return PyErr_Format(PyExc_TypeError, "store32(buffer, offset, value)");
+    if (get_u64(a[2], &v) < 0) return NULL;
+    char *p = word_at(a[0], &vb, a[1], 4);
+    if (!p) return NULL;
+    st32_sc(p, 0, (uint32_t)v);
+    PyBuffer_Release(&vb);
+    Py_RETURN_NONE;
+}
+
+static PyObject *m_cas(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    uint64_t e, d;
+    if (n != 4) return PyErr_Format(PyExc_TypeError, "cas(buffer, offset, expected, new)");
+    if (get_u64(a[2], &e) < 0 || get_u64(a[3], &d) < 0) return NULL;
+    char *p = word_at(a[0], &vb, a[1], 8);
+    if (!p) return NULL;
+    int ok = cas_sc(p, 0, &e, d);
+    PyBuffer_Release(&vb);
+    return PyBool_FromLong(ok);
+}
+
+static PyObject *m_fetch_add(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    uint64_t d;
+    if (n != 3) return PyErr_Format(PyExc_TypeError, "fetch_add(buffer, offset, delta)");
+    if (get_u64(a[2], &d) < 0) return NULL;
+    char *p = word_at(a[0], &vb, a[1], 8);
+    if (!p) return NULL;
+    uint64_t old = fadd_sc(p, 0, d);
+    PyBuffer_Release(&vb);
+    return PyLong_FromUnsignedLongLong(old);
+}
+
+static PyObject *m_wake(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    if (n != 2) return PyErr_Format(PyExc_TypeError, "wake(buffer, offset)");
+    char *p = word_at(a[0], &vb, a[1], 4);
+    if (!p) return NULL;
+    fadd32_sc(p, 0, 1);
+    int woken = futex_wake_word(p, INT_MAX);
+    PyBuffer_Release(&vb);
+    return PyLong_FromLong(woken);
+}
+
+static PyObject *m_check_region(PyObject *m, PyObject *buffer) {
+    (void)m;
+    Py_buffer vb;
+    ring_t r;
+    if (PyObject_GetBuffer(buffer, &vb, PyBUF_SIMPLE) < 0) return NULL;
+    int rc = ring_init(&r, vb.buf, (uint64_t)vb.len, 0, 0);
+    PyBuffer_Release(&vb);
+    if (rc != RING_OK) return PyErr_Format(E_Corrupt, "corrupt region: %s", r.err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *m_recover_slot(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    if (n != 2) return PyErr_Format(PyExc_TypeError, "recover_slot(buffer, slot)");
+    unsigned long slot = PyLong_AsUnsignedLong(a[1]);
+    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (PyObject_GetBuffer(a[0], &vb, PyBUF_WRITABLE) < 0) return NULL;
+    int fixed = ring_recover_slot(vb.buf, (uint64_t)vb.len, (uint32_t)slot);
+    PyBuffer_Release(&vb);
+    if (fixed < 0) return PyErr_Format(E_Corrupt, "corrupt region: cannot recover slot %lu",
+                                       slot);
+    return PyLong_FromLong(fixed);
+}
+
+static PyObject *m_set_errors(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *e[7];
+    if (!PyArg_ParseTuple(args, "OOOOOOO", &e[0], &e[1], &e[2], &e[3], &e[4], &e[5], &e[6]))
+        return NULL;
+    PyObject **dst[7] = {&E_WouldBlock, &E_Timeout, &E_EndOfStream, &E_Broken,
+                         &E_Corrupt,    &E_TooLarge, &E_Closed};
+    for (int i = 0; i < 7; i++) {
+        Py_INCREF(e[i]);
+        Py_XSETREF(*dst[i], e[i]);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"load", (PyCFunction)(void (*)(void))m_load, METH_FASTCALL,
+     "load(buffer, offset) -> int: acquire load of a 64-bit word."},
+    {"load32", (PyCFunction)(void (*)(void))m_load32, METH_FASTCALL,
+     "load32(buffer, offset) -> int: acquire load of a 32-bit word."},
+    {"store", (PyCFunction)(void (*)(void))m_store, METH_FASTCALL,
+     "store(buffer, offset, value): seq-cst store of a 64-bit word."},
+    {"store32", (PyCFunction)(void (*)(void))m_store32, METH_FASTCALL,
+     "store32(buffer, offset, value): seq-cst store of a 32-bit word."},
+    {"cas", (PyCFunction)(void (*)(void))m_cas, METH_FASTCALL,
+     "cas(buffer, offset, expected, new) -> bool: compare-exchange a 64-bit word."},
+    {"fetch_add", (PyCFunction)(void (*)(void))m_fetch_add, METH_FASTCALL,
+     "fetch_add(buffer, offset, delta) -> int: atomic add, returns the old value."},
+    {"wake", (PyCFunction)(void (*)(void))m_wake, METH_FASTCALL,
+     "wake(buffer, offset) -> int: bump a futex word and wake all its waiters."},
+    {"check_region", (PyCFunction)m_check_region, METH_O,
+     "check_region(buffer): raise CorruptRegion unless the header is valid."},
+    {"recover_slot", (PyCFunction)(void (*)(void))m_recover_slot, METH_FASTCALL,
+     "recover_slot(buffer, slot) -> int: repair what a dead endpoint left."},
+    {"set_errors", (PyCFunction)m_set_errors, METH_VARARGS,
+     "set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, "
+     "MessageTooLarge, Closed): the classes the extension raises."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "shmring._core",
+                                    "shmring's hot path: atomics, futex waits, rings.", -1,
+                                    methods};
+
+#define C(name) {#name, (unsigned long long)(name)}
+static const struct {
+    const char *name;
+    unsigned long long value;
+} constants[] = {
+    C(SHMRING_MAGIC), C(LAYOUT_VERSION), C(LINE), C(HDR_MAGIC), C(HDR_VERSION),
+    C(HDR_PATTERN), C(HDR_TOTAL_SIZE), C(HDR_CAPACITY), C(HDR_MAX_MESSAGE),
+    C(HDR_SLOT_COUNT), C(HDR_FLAGS), C(HDR_CREATED_NS), C(HDR_DATA_OFFSET),
+    C(HDR_CREATOR_PID), C(OFF_TAIL), C(OFF_HEAD), C(OFF_READ_CLAIM), C(OFF_LATEST),
+    C(OFF_INTENT), C(OFF_REDELIVER), C(OFF_DATA_FUTEX), C(OFF_DATA_WAITERS),
+    C(OFF_SPACE_FUTEX), C(OFF_SPACE_WAITERS), C(OFF_EOS), C(OFF_BROKEN),
+    C(OFF_PRODUCER_OWNER), C(OFF_CONSUMER_OWNER), C(OFF_MSGNO), C(REGION_HEADER_SIZE),
+    C(SLOTS_OFFSET), C(SLOT_SIZE), C(MAX_SLOTS), C(SLOT_PID), C(SLOT_START_TIME),
+    C(SLOT_ROLE), C(SLOT_STATE), C(SLOT_CLAIM_POS), C(SLOT_CLAIM_LEN), C(SLOT_CURSOR),
+    C(SLOT_MESSAGES), C(SLOT_BYTES), C(SLOT_MISSED), C(SLOT_LAST_MSGNO), C(CLAIM_NONE),
+    C(PATTERN_SPSC), C(PATTERN_MPSC), C(PATTERN_MPMC), C(PATTERN_BROADCAST),
+    C(FLAG_PERSISTENT), C(FLAG_LOSSY), C(ROLE_ATTACH), C(ROLE_PRODUCER), C(ROLE_CONSUMER),
+    C(SLOT_FREE), C(SLOT_ACTIVE), C(SLOT_CLOSING), C(RECORD_HEADER), C(RECORD_ALIGN),
+    C(REC_MSG), C(REC_PAD), C(ST_READY), C(ST_TAKEN), C(ST_DONE), C(ST_SWEEP),
+    C(MIN_CAPACITY), C(MAX_CAPACITY), C(PAGE_ALIGN),
+};
+
+PyMODINIT_FUNC PyInit__core(void) {
+    if (PyType_Ready(&ProducerType) < 0 || PyType_Ready(&ConsumerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (!m) return NULL;
+    PyObject *layout = PyDict_New();
+    if (!layout) goto fail;
+    for (size_t i = 0; i < sizeof(constants) / sizeof(constants[0]); i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(constants[i].value);
+        if (!v || PyDict_SetItemString(layout, constants[i].name, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(layout);
+            goto fail;
+        }
+        Py_DECREF(v);
+    }
+    if (PyModule_AddObject(m, "LAYOUT", layout) < 0) {
+        Py_DECREF(layout);
+        goto fail;
+    }
+    Py_INCREF(&ProducerType);
+    Py_INCREF(&ConsumerType);
+    if (PyModule_AddObject(m, "ProducerCore", (PyObject *)&ProducerType) < 0 ||
+        PyModule_AddObject(m, "ConsumerCore", (PyObject *)&ConsumerType) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,293 @@
+/* producer.c - the Producer handle: send, send_many, zero-copy claims.
+ * Sending one message is one call into this file and no system call unless
+ * a consumer sleeps. */
+#include "core.h"
+
+#include <string.h>
+
+#include "atomics.h"
+
+/* Copies this large are done with the GIL released. */
+#define NOGIL_COPY 262144
+
+typedef struct {
+    const char *p;
+    Py_ssize_t n;
+    Py_buffer vb;
+    int has_vb;
+} data_t;
+
+static int get_data(PyObject *o, data_t *d) {
+    d->has_vb = 0;
+    if (PyBytes_CheckExact(o)) {
+        d->p = PyBytes_AS_STRING(o);
+        d->n = PyBytes_GET_SIZE(o);
+        return 0;
+    }
+    if (PyObject_GetBuffer(o, &d->vb, PyBUF_SIMPLE) < 0) return -1;
+    d->has_vb = 1;
+    d->p = d->vb.buf;
+    d->n = d->vb.len;
+    return 0;
+}
+
+static void put_data(data_t *d) {
+    if (d->has_vb) PyBuffer_Release(&d->vb);
+}
+
+static int check_sendable(EndpointObject *self) {
+    if (endpoint_check_open(self) < 0) return -1;
+    if (self->ring.claimed) {
+        PyErr_SetString(PyExc_RuntimeError, "a claim is open on this producer: "
+                                            "commit or abort it first");
+        return -1;
+    }
+    if (ld32_acq(self->ring.base, OFF_EOS)) {
+        PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
+        return -1;
+    }
+    return 0;
+}
+
+/* 0 sent; -1 error set. */
+static int send_one(EndpointObject *self, data_t *d, int64_t deadline, int nowait) {
+    ring_t *r = &self->ring;
+    for (;;) {
+        char *dst;
+        int rc = ring_claim(r, (uint64_t)d->n, &dst);
+        if (rc == RING_OK) {
+            if (d->n >= NOGIL_COPY) {
+                Py_BEGIN_ALLOW_THREADS
+                memcpy(dst, d->p, (size_t)d->n);
+                Py_END_ALLOW_THREADS
+            } else {
+                memcpy(dst, d->p, (size_t)d->n);
+            }
+            ring_commit(r, (uint64_t)d->n);
+            return 0;
+        }
+        if (rc != RING_AGAIN) {
+            raise_ring(self, rc);
+            return -1;
+        }
+        if (r->batch) ring_flush(r); /* let consumers see what we have */
+        if (nowait) {
+            PyErr_SetString(E_WouldBlock, "channel full");
+            return -1;
+        }
+        int w = endpoint_wait(self, 1, deadline);
+        if (w < 0) return -1;
+        if (w > 0) {
+            PyErr_SetString(E_Timeout, "timed out waiting for space in the channel");
+            return -1;
+        }
+        if (ld32_acq(r->base, OFF_EOS)) {
+            PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
+            return -1;
+        }
+    }
+}
+
+static int parse_data_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                              const char *fname, PyObject **data, PyObject **timeout) {
+    *timeout = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs < 1 || nargs + nkw > 2) {
+        PyErr_Format(PyExc_TypeError, "%s(data, timeout=None)", fname);
+        return -1;
+    }
+    *data = args[0];
+    if (nargs == 2) *timeout = args[1];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        if (!PyUnicode_Check(k) || PyUnicode_CompareWithASCIIString(k, "timeout") != 0 ||
+            nargs == 2) {
+            PyErr_Format(PyExc_TypeError, "%s(data, timeout=None)", fname);
+            return -1;
+        }
+        *timeout = args[nargs + i];
+    }
+    return 0;
+}
+
+static PyObject *P_send(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames) {
+    PyObject *data, *timeout;
+    int64_t deadline;
+    data_t d;
+    if (parse_data_timeout(args, nargs, kwnames, "send", &data, &timeout) < 0) return NULL;
+    if (check_sendable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    if (get_data(data, &d) < 0) return NULL;
+    int rc = send_one(self, &d, deadline, 0);
+    put_data(&d);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *P_send_nowait(EndpointObject *self, PyObject *data) {
+    data_t d;
+    if (check_sendable(self) < 0) return NULL;
+    if (get_data(data, &d) < 0) return NULL;
+    int rc = send_one(self, &d, -1, 1);
+    put_data(&d);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *P_send_many(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
+    PyObject *items, *timeout;
+    int64_t deadline;
+    if (parse_data_timeout(args, nargs, kwnames, "send_many", &items, &timeout) < 0)
+        return NULL;
+    if (check_sendable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    PyObject *seq = PySequence_Fast(items, "send_many() takes an iterable of bytes-like");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), i;
+    PyObject **its = PySequence_Fast_ITEMS(seq);
+    self->ring.batch = 1;
+    for (i = 0; i < n; i++) {
+        data_t d;
+        if (get_data(its[i], &d) < 0) break;
+        int rc = send_one(self, &d, deadline, 0);
+        put_data(&d);
+        if (rc < 0) break;
+    }
+    self->ring.batch = 0;
+    ring_flush(&self->ring);
+    Py_DECREF(seq);
+    if (i < n) {
+        /* Say how many went out: the caller resends only the rest. */
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        PyObject *cnt = PyLong_FromSsize_t(i);
+        if (cnt && exc && PyObject_SetAttrString(exc, "sent", cnt) < 0) PyErr_Clear();
+        Py_XDECREF(cnt);
+        PyErr_Restore(type, exc, tb);
+        return NULL;
+    }
+    return PyLong_FromSsize_t(n);
+}
+
+static PyObject *P_claim(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames) {
+    PyObject *size, *timeout;
+    int64_t deadline;
+    if (parse_data_timeout(args, nargs, kwnames, "claim", &size, &timeout) < 0) return NULL;
+    if (check_sendable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    Py_ssize_t n = PyNumber_AsSsize_t(size, PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "claim size must be >= 0");
+        return NULL;
+    }
+    ring_t *r = &self->ring;
+    char *dst;
+    for (;;) {
+        int rc = ring_claim(r, (uint64_t)n, &dst);
+        if (rc == RING_OK) break;
+        if (rc != RING_AGAIN) return raise_ring(self, rc);
+        int w = endpoint_wait(self, 1, deadline);
+        if (w < 0) return NULL;
+        if (w > 0) {
+            PyErr_SetString(E_Timeout, "timed out waiting for space in the channel");
+            return NULL;
+        }
+    }
+    self->view = PyMemoryView_FromMemory(dst, n, PyBUF_WRITE);
+    if (!self->view) {
+        ring_abort(r);
+        return NULL;
+    }
+    Py_INCREF(self->view);
+    return self->view;
+}
+
+static PyObject *P_commit(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (endpoint_check_open(self) < 0) return NULL;
+    ring_t *r = &self->ring;
+    if (!r->claimed) {
+        PyErr_SetString(PyExc_RuntimeError, "no claim is open");
+        return NULL;
+    }
+    uint64_t used = r->claim_len;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "commit(nbytes=None)");
+        return NULL;
+    }
+    if (nargs == 1 && args[0] != Py_None) {
+        Py_ssize_t u = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
+        if (u == -1 && PyErr_Occurred()) return NULL;
+        if (u < 0 || (uint64_t)u > r->claim_len) {
+            PyErr_Format(PyExc_ValueError, "commit(nbytes): nbytes must be 0..%llu",
+                         (unsigned long long)r->claim_len);
+            return NULL;
+        }
+        used = (uint64_t)u;
+    }
+    endpoint_drop_view(self);
+    ring_commit(r, used);
+    Py_RETURN_NONE;
+}
+
+static PyObject *P_abort(EndpointObject *self, PyObject *unused) {
+    (void)unused;
+    if (endpoint_check_open(self) < 0) return NULL;
+    endpoint_drop_view(self);
+    ring_abort(&self->ring);
+    Py_RETURN_NONE;
+}
+
+static int P_init(EndpointObject *self, PyObject *args, PyObject *kw) {
+    (void)kw;
+    return endpoint_init(self, args, 0);
+}
+
+static int P_traverse(EndpointObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->view);
+    return 0;
+}
+
+static PyObject *P_get_claimed(EndpointObject *self, void *c) {
+    (void)c;
+    return PyBool_FromLong(self->open && self->ring.claimed);
+}
+static PyObject *P_get_closed(EndpointObject *self, void *c) {
+    (void)c;
+    return PyBool_FromLong(!self->open);
+}
+
+static PyMethodDef P_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))P_send, METH_FASTCALL | METH_KEYWORDS,
+     "send(data, timeout=None): copy one message into the channel, waiting for space."},
+    {"send_nowait", (PyCFunction)P_send_nowait, METH_O,
+     "send_nowait(data): send or raise WouldBlock if the channel is full."},
+    {"send_many", (PyCFunction)(void (*)(void))P_send_many, METH_FASTCALL | METH_KEYWORDS,
+     "send_many(items, timeout=None) -> int: send every item, publishing once per batch."},
+    {"_claim", (PyCFunction)(void (*)(void))P_claim, METH_FASTCALL | METH_KEYWORDS,
+     "_claim(n, timeout=None) -> memoryview: reserve n writable bytes in the ring."},
+    {"_commit", (PyCFunction)(void (*)(void))P_commit, METH_FASTCALL,
+     "_commit(nbytes=None): publish the open claim (its first nbytes)."},
+    {"_abort", (PyCFunction)P_abort, METH_NOARGS, "_abort(): withdraw the open claim."},
+    {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef P_getset[] = {
+    {"_claimed", (getter)P_get_claimed, NULL, "True while a claim is open.", NULL},
+    {"_closed", (getter)P_get_closed, NULL, "True once closed.", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+PyTypeObject ProducerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmring._core.ProducerCore",
+    .tp_basicsize = sizeof(EndpointObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "ProducerCore(mapping, slot): the C half of shmring.Producer.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)P_init,
+    .tp_dealloc = (destructor)endpoint_dealloc,
+    .tp_traverse = (traverseproc)P_traverse,
+    .tp_methods = P_methods,
+    .tp_getset = P_getset,
+    .tp_weaklistoffset = offsetof(EndpointObject, weakrefs),
+};

@@ -1,0 +1,677 @@
+/* ring.c - record protocol of every pattern; see ring.h and layout.h. */
+#include "ring.h"
+
+#include <string.h>
+
+#include "atomics.h"
+#include "wait.h"
+
+#define HDR(r, pos) ((uint64_t)((pos) & (r)->mask))
+#define WORD_OFF(r, pos) ((uint64_t)((r)->data - (r)->base) + HDR(r, pos))
+#define SEQ_OFF(r, pos) (WORD_OFF(r, pos) + 8u)
+#define LAP(r, pos) (((pos) / (r)->cap) & 0xFFFFu)
+
+static int corrupt(ring_t *r, char *why) {
+    r->err = why;
+    return RING_CORRUPT;
+}
+
+static int is_pow2(uint64_t x) { return x && !(x & (x - 1)); }
+
+int ring_init(ring_t *r, char *base, uint64_t size, uint32_t slot, int consumer) {
+    memset(r, 0, sizeof(*r));
+    r->base = base;
+    r->size = size;
+    if (size < REGION_HEADER_SIZE) return corrupt(r, "segment smaller than its header");
+    if (ld_acq(base, HDR_MAGIC) != SHMRING_MAGIC) return corrupt(r, "bad magic");
+    r->pattern = *(uint32_t *)(base + HDR_PATTERN);
+    r->flags = *(uint32_t *)(base + HDR_FLAGS);
+    r->cap = *(uint64_t *)(base + HDR_CAPACITY);
+    r->max_message = *(uint64_t *)(base + HDR_MAX_MESSAGE);
+    r->slot_count = *(uint32_t *)(base + HDR_SLOT_COUNT);
+    uint64_t doff = *(uint64_t *)(base + HDR_DATA_OFFSET);
+    if (r->pattern < PATTERN_SPSC || r->pattern > PATTERN_BROADCAST)
+        return corrupt(r, "unknown pattern");
+    if (!is_pow2(r->cap) || r->cap < MIN_CAPACITY || r->cap > MAX_CAPACITY)
+        return corrupt(r, "capacity is not a power of two in range");
+    if (r->slot_count == 0 || r->slot_count > MAX_SLOTS) return corrupt(r, "bad slot count");
+    if (doff < SLOTS_OFFSET + (uint64_t)r->slot_count * SLOT_SIZE || doff % RECORD_ALIGN)
+        return corrupt(r, "data offset overlaps the attach table");
+    if (doff > size || size - doff < r->cap) return corrupt(r, "ring extends past the segment");
+    if (r->max_message == 0 || r->max_message + RECORD_HEADER > r->cap / 2)
+        return corrupt(r, "max_message does not fit half the ring");
+    if (slot >= r->slot_count) return corrupt(r, "slot out of range");
+    r->data = base + doff;
+    r->mask = r->cap - 1;
+    r->slot = slot;
+    r->slot_off = SLOTS_OFFSET + (uint64_t)slot * SLOT_SIZE;
+    r->multi_producer = r->pattern == PATTERN_MPSC || r->pattern == PATTERN_MPMC;
+    r->lossy = r->pattern == PATTERN_BROADCAST && (r->flags & FLAG_LOSSY);
+    /* Pairs with the release stores of tail/head by the previous owner of
+     * this role (or by recovery): we continue from what they published. */
+    r->tail_local = ld_acq(base, OFF_TAIL);
+    r->msgno = ld_acq(base, OFF_MSGNO);
+    r->cursor = ld_acq(base, OFF_HEAD);
+    r->cached_tail = r->cursor;
+    (void)consumer;
+    return RING_OK;
+}
+
+/* ------------------------------------------------------------ producer -- */
+
+static uint64_t gate(ring_t *r) {
+    if (r->pattern != PATTERN_BROADCAST) {
+        /* Pairs with the consumer's (or sweeper's) release store of head,
+         * made after it finished reading and zeroing the freed bytes. */
+        return ld_acq(r->base, OFF_HEAD) + r->cap;
+    }
+    if (r->lossy) return UINT64_MAX;
+    /* Pairs with the fence in ring_consumer_join: a consumer that joined
+     * after this scan read a tail at least as new as ours. */
+    fence_sc();
+    uint64_t m = r->tail_local;
+    for (uint32_t i = 0; i < r->slot_count; i++) {
+        uint64_t so = SLOTS_OFFSET + (uint64_t)i * SLOT_SIZE;
+        if (ld32_acq(r->base, so + SLOT_ROLE) != ROLE_CONSUMER) continue;
+        if (ld32_acq(r->base, so + SLOT_STATE) != SLOT_ACTIVE) continue;
+        /* Pairs with the consumer's release store of its cursor. */
+        uint64_t c = ld_acq(r->base, so + SLOT_CURSOR);
+        if (c < m) m = c;
+    }
+    return m + r->cap;
+}
+
+static void put_pad(ring_t *r, uint64_t pos, uint64_t len) {
+    st_rlx(r->base, SEQ_OFF(r, pos), pos);
+    /* Pairs with a consumer's acquire load of this word (multi-producer) or
+     * of tail (single producer). */
+    st_rel(r->base, WORD_OFF(r, pos), rec_word((int32_t)len, REC_PAD, 0, 0, LAP(r, pos)));
+}
+
+int ring_has_space(ring_t *r, uint64_t reclen) {
+    if (ld32_acq(r->base, OFF_BROKEN)) return 1;
+    uint64_t t = r->multi_producer ? ld_acq(r->base, OFF_TAIL) : r->tail_local;
+    uint64_t idx = t & r->mask;
+    uint64_t pad = idx + reclen > r->cap ? r->cap - idx : 0;
+    if (t + pad + reclen <= r->limit) return 1;
+    r->limit = gate(r);
+    return t + pad + reclen <= r->limit;
+}
+
+int ring_ready_space(void *rp) {
+    ring_t *r = rp;
+    return ring_has_space(r, r->want);
+}
+
+int ring_claim(ring_t *r, uint64_t len, char **payload) {
+    if (len > r->max_message) return RING_TOOBIG;
+    if (ld32_acq(r->base, OFF_BROKEN)) return RING_BROKEN;
+    uint64_t reclen = align_up(len + RECORD_HEADER, RECORD_ALIGN);
+    uint64_t t, idx, pad, end;
+    r->want = reclen;
+    if (!r->multi_producer) {
+        t = r->tail_local;
+        idx = t & r->mask;
+        pad = idx + reclen > r->cap ? r->cap - idx : 0;
+        end = t + pad + reclen;
+        if (end > r->limit) {
+            r->limit = gate(r);
+            if (end > r->limit) return RING_AGAIN;
+        }
+        if (r->lossy) {
+            /* Seqlock writer: the intent is visible before any byte we
+             * overwrite. Pairs with the acquire fence in ring_validate. */
+            st_rlx(r->base, OFF_INTENT, end);
+            fence_rel();
+        }
+        if (pad) {
+            st_rlx(r->base, SEQ_OFF(r, t), t);
+            st_rlx(r->base, WORD_OFF(r, t), rec_word((int32_t)pad, REC_PAD, 0, 0, LAP(r, t)));
+        }
+    } else {
+        for (;;) {
+            t = ld_acq(r->base, OFF_TAIL);
+            idx = t & r->mask;
+            pad = idx + reclen > r->cap ? r->cap - idx : 0;
+            end = t + pad + reclen;
+            if (end > r->limit) {
+                r->limit = gate(r);
+                if (end > r->limit) return RING_AGAIN;
+            }
+            /* Intent first, so that recovery can pad a claim whose owner
+             * died between the exchange below and its first header store. */
+            st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, pad + reclen);
+            st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, t);
+            if (cas_sc(r->base, OFF_TAIL, &t, end)) break;
+        }
+        if (pad) put_pad(r, t, pad);
+        uint64_t p = t + pad;
+        st_rlx(r->base, SEQ_OFF(r, p), p);
+        /* Negative length: claimed, not committed. Pairs with recovery's
+         * acquire load (it learns the claim's length from here too). */
+        st_rel(r->base, WORD_OFF(r, p),
+               rec_word(-(int32_t)(len + RECORD_HEADER), REC_MSG, 0, 0, LAP(r, p)));
+    }
+    r->claimed = 1;
+    r->claim_start = t;
+    r->claim_pos = t + pad;
+    r->claim_end = end;
+    r->claim_len = len;
+    *payload = r->data + ((t + pad) & r->mask) + RECORD_HEADER;
+    return RING_OK;
+}
+
+/* Commits the first `used` bytes of the claim (used <= claimed length); the
+ * unused tail of the record, if a whole aligned block, becomes padding. */
+int ring_commit(ring_t *r, uint64_t used) {
+    if (!r->claimed || used > r->claim_len) return RING_TOOBIG;
+    uint64_t p = r->claim_pos;
+    uint64_t full = align_up(r->claim_len + RECORD_HEADER, RECORD_ALIGN);
+    uint64_t part = align_up(used + RECORD_HEADER, RECORD_ALIGN);
+    uint64_t word = rec_word((int32_t)(used + RECORD_HEADER), REC_MSG, 0, 0, LAP(r, p));
+    r->claimed = 0;
+    if (part < full) put_pad(r, p + part, full - part);
+    if (!r->multi_producer) {
+        if (r->pattern == PATTERN_BROADCAST) {
+            r->msgno++;
+            st_rlx(r->base, SEQ_OFF(r, p), r->msgno);
+            st_rlx(r->base, OFF_LATEST, p);
+            st_rlx(r->base, OFF_MSGNO, r->msgno);
+        } else {
+            st_rlx(r->base, SEQ_OFF(r, p), p);
+        }
+        st_rlx(r->base, WORD_OFF(r, p), word);
+        r->tail_local = r->claim_end;
+    } else {
+        /* Publication. Pairs with the consumer's acquire load of the word. */
+        st_rel(r->base, WORD_OFF(r, p), word);
+        st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, CLAIM_NONE);
+    }
+    r->messages++;
+    r->bytes += used;
+    r->pending = 1;
+    if (!r->batch) ring_flush(r);
+    return RING_OK;
+}
+
+void ring_flush(ring_t *r) {
+    if (!r->pending) return;
+    r->pending = 0;
+    st_rlx(r->base, r->slot_off + SLOT_MESSAGES, r->messages);
+    st_rlx(r->base, r->slot_off + SLOT_BYTES, r->bytes);
+    if (!r->multi_producer) {
+        /* Publication. Pairs with the consumer's acquire load of tail: the
+         * records and their payloads are visible before the new tail. */
+        st_rel(r->base, OFF_TAIL, r->tail_local);
+    }
+    shm_notify(r->base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
+}
+
+void ring_abort(ring_t *r) {
+    if (!r->claimed) return;
+    r->claimed = 0;
+    if (!r->multi_producer) {
+        /* Nothing was published: tail never moved. A lossy intent that ran
+         * ahead only makes readers re-validate. */
+        return;
+    }
+    uint64_t full = align_up(r->claim_len + RECORD_HEADER, RECORD_ALIGN);
+    put_pad(r, r->claim_pos, full);
+    st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, CLAIM_NONE);
+    shm_notify(r->base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
+}
+
+/* ------------------------------------------------------------ consumer -- */
+
+static int check_record(ring_t *r, uint64_t pos, uint64_t w, uint64_t limit) {
+    int32_t len = rec_len(w);
+    uint32_t type = rec_type(w);
+    uint64_t idx = pos & r->mask;
+    if (len < (int32_t)RECORD_HEADER) return corrupt(r, "record length below header size");
+    uint64_t alen = align_up((uint64_t)len, RECORD_ALIGN);
+    if (idx + alen > r->cap) return corrupt(r, "record runs past the end of the ring");
+    if (limit && pos + alen > limit) return corrupt(r, "record runs past the tail");
+    if (type == REC_MSG) {
+        if ((uint64_t)len - RECORD_HEADER > r->max_message)
+            return corrupt(r, "record longer than max_message");
+    } else if (type != REC_PAD) {
+        return corrupt(r, "unknown record type");
+    }
+    if (rec_lap(w) != LAP(r, pos)) return corrupt(r, "record from another lap");
+    return RING_OK;
+}
+
+static void hold(ring_t *r, uint64_t pos, uint64_t w, const char **payload, uint64_t *len) {
+    r->held = 1;
+    r->held_pos = pos;
+    r->held_word = w;
+    r->held_len = (uint64_t)rec_len(w) - RECORD_HEADER;
+    r->held_alen = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
+    *payload = r->data + (pos & r->mask) + RECORD_HEADER;
+    *len = r->held_len;
+}
+
+static void zero_record(ring_t *r, uint64_t pos, uint64_t alen) {
+    char *p = r->data + (pos & r->mask);
+    /* Payload first, header word last: a half-zeroed record still reads as
+     * the record it was, never as a shorter one. */
+    memset(p + 8, 0, alen - 8);
+    st_rlx(r->base, WORD_OFF(r, pos), 0);
+}
+
+static void free_to(ring_t *r, uint64_t to);
+
+/* spsc and broadcast: the single producer publishes with tail. */
+static int peek_tail(ring_t *r, const char **payload, uint64_t *len) {
+    for (;;) {
+        uint64_t c = r->cursor;
+        if (c == r->cached_tail) {
+            /* Pairs with the producer's release store of tail in commit. */
+            r->cached_tail = ld_acq(r->base, OFF_TAIL);
+            if (c == r->cached_tail) return RING_AGAIN;
+        }
+        if (r->cached_tail < c || r->cached_tail - c > r->cap) {
+            if (r->lossy) return RING_LAPPED;
+            return corrupt(r, "tail and cursor more than a ring apart");
+        }
+        uint64_t w = ld_rlx(r->base, WORD_OFF(r, c));
+        int rc = check_record(r, c, w, r->cached_tail);
+        if (rc != RING_OK) return r->lossy ? RING_LAPPED : rc;
+        if (r->pattern == PATTERN_SPSC && rec_type(w) == REC_MSG &&
+            ld_rlx(r->base, SEQ_OFF(r, c)) != c)
+            return corrupt(r, "record sequence does not match its position");
+        if (rec_type(w) == REC_PAD) {
+            uint64_t to = c + align_up((uint64_t)rec_len(w), RECORD_ALIGN);
+            if (r->lossy && ring_validate(r) != RING_OK) return RING_LAPPED;
+            if (r->pattern == PATTERN_SPSC) {
+                free_to(r, to);
+            } else {
+                r->cursor = to;
+                if (r->batch) r->pending = 1;
+                else st_rel(r->base, r->slot_off + SLOT_CURSOR, to);
+            }
+            continue;
+        }
+        hold(r, c, w, payload, len);
+        return RING_OK;
+    }
+}
+
+/* mpsc: one consumer reads at head; the commit flag is the record word. */
+static int peek_mpsc(ring_t *r, const char **payload, uint64_t *len) {
+    for (;;) {
+        uint64_t c = r->cursor;
+        /* Pairs with the producer's release store of the committed word. */
+        uint64_t w = ld_acq(r->base, WORD_OFF(r, c));
+        if (w == 0 || rec_len(w) < 0) return RING_AGAIN;
+        int rc = check_record(r, c, w, 0);
+        if (rc != RING_OK) return rc;
+        if (ld_rlx(r->base, SEQ_OFF(r, c)) != c)
+            return corrupt(r, "record sequence does not match its position");
+        if (rec_type(w) == REC_PAD) {
+            uint64_t alen = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
+            zero_record(r, c, alen);
+            free_to(r, c + alen);
+            continue;
+        }
+        hold(r, c, w, payload, len);
+        return RING_OK;
+    }
+}
+
+/* mpmc: advance head over every done record at it, zeroing each. */
+static void sweep(ring_t *r) {
+    int swept = 0;
+    for (;;) {
+        uint64_t h = ld_sc(r->base, OFF_HEAD);
+        uint64_t w = ld_sc(r->base, WORD_OFF(r, h));
+        if (rec_len(w) <= 0 || rec_state(w) != ST_DONE || rec_lap(w) != LAP(r, h)) break;
+        uint64_t alen = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
+        if ((h & r->mask) + alen > r->cap) break; /* corrupt: leave it to readers */
+        if (!cas_sc(r->base, WORD_OFF(r, h), &w, rec_with_state(w, ST_SWEEP, r->slot + 1)))
+            break;
+        /* Sweep intent, for recovery if we die half-way through zeroing. */
+        st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, alen);
+        st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, h);
+        zero_record(r, h, alen);
+        /* Pairs with the producer's acquire load of head in gate(). */
+        st_sc(r->base, OFF_HEAD, h + alen);
+        st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, CLAIM_NONE);
+        swept = 1;
+    }
+    if (swept) shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+}
+
+static void mark_done_and_sweep(ring_t *r, uint64_t pos, uint64_t taken) {
+    /* Seq-cst: pairs with the sweeper's seq-cst store of head followed by
+     * its load of this word. One of us sees the other, so no done record is
+     * left behind at head with nobody to sweep it. */
+    st_sc(r->base, WORD_OFF(r, pos), rec_with_state(taken, ST_DONE, r->slot + 1));
+    sweep(r);
+}
+
+/* mpmc, records handed back by recovery: they sit below read_claim. */
+static int take_redelivered(ring_t *r, const char **payload, uint64_t *len) {
+    uint64_t q = ld_acq(r->base, OFF_HEAD);
+    uint64_t end = ld_acq(r->base, OFF_READ_CLAIM);
+    while (q < end) {
+        uint64_t w = ld_acq(r->base, WORD_OFF(r, q));
+        /* The word is of q's lap only while head has not passed q. */
+        if (ld_acq(r->base, OFF_HEAD) > q) return RING_AGAIN;
+        if (rec_len(w) <= 0 || check_record(r, q, w, 0) != RING_OK) return RING_AGAIN;
+        uint64_t alen = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
+        if (rec_state(w) == ST_READY && rec_type(w) == REC_MSG) {
+            uint64_t taken = rec_with_state(w, ST_TAKEN, r->slot + 1);
+            if (cas_sc(r->base, WORD_OFF(r, q), &w, taken)) {
+                fadd_sc(r->base, OFF_REDELIVER, (uint64_t)-1);
+                hold(r, q, taken, payload, len);
+                return RING_OK;
+            }
+            continue;
+        }
+        q += alen;
+    }
+    return RING_AGAIN;
+}
+
+static int peek_mpmc(ring_t *r, const char **payload, uint64_t *len) {
+    if (ld_rlx(r->base, OFF_REDELIVER) != 0 &&
+        take_redelivered(r, payload, len) == RING_OK)
+        return RING_OK;
+    for (;;) {
+        uint64_t r0 = ld_acq(r->base, OFF_READ_CLAIM);
+        uint64_t w = ld_acq(r->base, WORD_OFF(r, r0));
+        /* If read_claim has not moved, the word is of r0's lap: recycling
+         * r0 needs head, hence read_claim, past it (ring.h). */
+        if (ld_acq(r->base, OFF_READ_CLAIM) != r0) continue;
+        if (w == 0 || rec_len(w) < 0) return RING_AGAIN;
+        int rc = check_record(r, r0, w, 0);
+        if (rc != RING_OK) return rc;
+        uint64_t alen = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
+        if (rec_state(w) != ST_READY) {
+            cas_sc(r->base, OFF_READ_CLAIM, &r0, r0 + alen); /* help */
+            continue;
+        }
+        uint64_t taken = rec_with_state(w, ST_TAKEN, r->slot + 1);
+        if (!cas_sc(r->base, WORD_OFF(r, r0), &w, taken)) continue;
+        uint64_t e = r0;
+        cas_sc(r->base, OFF_READ_CLAIM, &e, r0 + alen);
+        if (rec_type(taken) == REC_PAD) {
+            mark_done_and_sweep(r, r0, taken);
+            continue;
+        }
+        if (ld_rlx(r->base, SEQ_OFF(r, r0)) != r0)
+            return corrupt(r, "record sequence does not match its position");
+        hold(r, r0, taken, payload, len);
+        return RING_OK;
+    }
+}
+
+int ring_peek(ring_t *r, const char **payload, uint64_t *len) {
+    if (r->held) {
+        *payload = r->data + (r->held_pos & r->mask) + RECORD_HEADER;
+        *len = r->held_len;
+        return RING_OK;
+    }
+    int rc;
+    switch (r->pattern) {
+    case PATTERN_MPSC: rc = peek_mpsc(r, payload, len); break;
+    case PATTERN_MPMC: rc = peek_mpmc(r, payload, len); break;
+    default: rc = peek_tail(r, payload, len); break;
+    }
+    if (rc == RING_LAPPED) {
+        /* Lossy broadcast overran us: jump to the newest record. */
+        uint64_t latest = ld_acq(r->base, OFF_LATEST);
+        r->cursor = latest;
+        r->cached_tail = latest;
+        return RING_LAPPED;
+    }
+    if (rc != RING_AGAIN) return rc;
+    if (ld32_acq(r->base, OFF_BROKEN)) return RING_BROKEN;
+    /* End-of-stream only once drained: look again after seeing the flag,
+     * since the last messages may have been committed just before it. */
+    if (ld32_sc(r->base, OFF_EOS)) {
+        rc = r->pattern == PATTERN_MPSC   ? peek_mpsc(r, payload, len)
+             : r->pattern == PATTERN_MPMC ? peek_mpmc(r, payload, len)
+                                          : peek_tail(r, payload, len);
+        if (rc == RING_AGAIN) return RING_EOS;
+        if (rc == RING_LAPPED) return RING_LAPPED;
+    }
+    return rc;
+}
+
+/* Lossy broadcast: after copying the held record, was it overwritten? */
+int ring_validate(ring_t *r) {
+    if (!r->lossy) return RING_OK;
+    /* Seqlock reader. Pairs with the release fence after the producer's
+     * intent store: if our copy saw any overwriting byte, we see its intent. */
+    fence_acq();
+    uint64_t intent = ld_rlx(r->base, OFF_INTENT);
+    uint64_t pos = r->held ? r->held_pos : r->cursor;
+    if (intent <= pos + r->cap) return RING_OK;
+    /* Overrun: drop the copy and jump to the newest record. */
+    r->held = 0;
+    r->cursor = ld_acq(r->base, OFF_LATEST);
+    r->cached_tail = r->cursor;
+    return RING_LAPPED;
+}
+
+static void free_to(ring_t *r, uint64_t to) {
+    r->cursor = to;
+    if (r->batch) {
+        r->pending = 1;
+        return;
+    }
+    /* Pairs with the producer's acquire load of head in gate(): our reads
+     * (and zeroing) of the freed bytes happen before it reuses them. */
+    st_sc(r->base, OFF_HEAD, to);
+    shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+}
+
+void ring_release(ring_t *r) {
+    if (!r->held) return;
+    r->held = 0;
+    r->messages++;
+    r->bytes += r->held_len;
+    st_rlx(r->base, r->slot_off + SLOT_MESSAGES, r->messages);
+    st_rlx(r->base, r->slot_off + SLOT_BYTES, r->bytes);
+    uint64_t to = r->held_pos + r->held_alen;
+    switch (r->pattern) {
+    case PATTERN_SPSC: free_to(r, to); break;
+    case PATTERN_MPSC:
+        zero_record(r, r->held_pos, r->held_alen);
+        free_to(r, to);
+        break;
+    case PATTERN_MPMC: mark_done_and_sweep(r, r->held_pos, r->held_word); break;
+    default:
+        if (r->lossy) {
+            uint64_t m = ld_rlx(r->base, SEQ_OFF(r, r->held_pos));
+            if (r->have_baseline && m > r->last_msgno + 1)
+                st_rlx(r->base, r->slot_off + SLOT_MISSED,
+                       ld_rlx(r->base, r->slot_off + SLOT_MISSED) + (m - r->last_msgno - 1));
+            r->last_msgno = m;
+            r->have_baseline = 1;
+            st_rlx(r->base, r->slot_off + SLOT_LAST_MSGNO, m);
+        }
+        r->cursor = to;
+        if (r->batch) {
+            r->pending = 1;
+            break;
+        }
+        /* Pairs with the producer's acquire load of our cursor in gate(). */
+        st_sc(r->base, r->slot_off + SLOT_CURSOR, to);
+        if (!r->lossy) shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+        break;
+    }
+}
+
+/* End of a batch of releases (spsc, mpsc, broadcast): publish once. */
+void ring_consumer_flush(ring_t *r) {
+    r->batch = 0;
+    if (!r->pending) return;
+    r->pending = 0;
+    if (r->pattern == PATTERN_BROADCAST) {
+        st_sc(r->base, r->slot_off + SLOT_CURSOR, r->cursor);
+        if (!r->lossy) shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+    } else {
+        free_to(r, r->cursor);
+    }
+}
+
+int ring_has_data(ring_t *r) {
+    if (ld32_acq(r->base, OFF_BROKEN) || ld32_acq(r->base, OFF_EOS)) return 1;
+    switch (r->pattern) {
+    case PATTERN_MPSC: {
+        uint64_t w = ld_acq(r->base, WORD_OFF(r, r->cursor));
+        return w != 0 && rec_len(w) > 0;
+    }
+    case PATTERN_MPMC: {
+        if (ld_rlx(r->base, OFF_REDELIVER) != 0) return 1;
+        uint64_t r0 = ld_acq(r->base, OFF_READ_CLAIM);
+        uint64_t w = ld_acq(r->base, WORD_OFF(r, r0));
+        return w != 0 && rec_len(w) > 0;
+    }
+    default: return ld_acq(r->base, OFF_TAIL) != r->cursor;
+    }
+}
+
+int ring_ready_data(void *rp) { return ring_has_data((ring_t *)rp); }
+
+/* Broadcast: start reading at the current tail. See gate() for the pairing. */
+int ring_consumer_join(ring_t *r) {
+    if (r->pattern == PATTERN_SPSC || r->pattern == PATTERN_MPSC) {
+        r->cursor = ld_acq(r->base, OFF_HEAD);
+        r->cached_tail = r->cursor;
+        return RING_OK;
+    }
+    if (r->pattern != PATTERN_BROADCAST) return RING_OK;
+    uint64_t t = ld_sc(r->base, OFF_TAIL);
+    st_rlx(r->base, r->slot_off + SLOT_CURSOR, t);
+    st32_sc(r->base, r->slot_off + SLOT_STATE, SLOT_ACTIVE);
+    fence_sc();
+    t = ld_sc(r->base, OFF_TAIL);
+    st_sc(r->base, r->slot_off + SLOT_CURSOR, t);
+    r->cursor = t;
+    r->cached_tail = t;
+    r->have_baseline = 0;
+    if (r->lossy) {
+        /* The number of the last message before our cursor: the newest
+         * record, if it ends exactly at the tail we read and was not being
+         * overwritten while we looked. Otherwise the first read sets it. */
+        for (int i = 0; i < 100; i++) {
+            t = ld_acq(r->base, OFF_TAIL);
+            if (t == 0) {
+                r->last_msgno = 0;
+                r->have_baseline = 1;
+                break;
+            }
+            uint64_t l = ld_acq(r->base, OFF_LATEST);
+            uint64_t w = ld_rlx(r->base, WORD_OFF(r, l));
+            uint64_t m = ld_rlx(r->base, SEQ_OFF(r, l));
+            fence_acq();
+            uint64_t intent = ld_rlx(r->base, OFF_INTENT);
+            if (intent > l + r->cap || rec_len(w) <= 0) continue;
+            if (l + align_up((uint64_t)rec_len(w), RECORD_ALIGN) != t) continue;
+            r->last_msgno = m;
+            r->have_baseline = 1;
+            break;
+        }
+        r->cursor = t;
+        r->cached_tail = t;
+        st_sc(r->base, r->slot_off + SLOT_CURSOR, t);
+    }
+    return RING_OK;
+}
+
+/* ------------------------------------------------------------ recovery -- */
+
+static int other_live_claim(char *base, uint32_t nslots, uint32_t dead, uint64_t pos) {
+    for (uint32_t i = 0; i < nslots; i++) {
+        if (i == dead) continue;
+        uint64_t so = SLOTS_OFFSET + (uint64_t)i * SLOT_SIZE;
+        if (ld_acq(base, so + SLOT_PID) == 0) continue;
+        if (ld_acq(base, so + SLOT_CLAIM_POS) == pos) return 1;
+    }
+    return 0;
+}
+
+int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
+    ring_t rr, *r = &rr;
+    if (ring_init(r, base, size, slot, 0) != RING_OK) return -1;
+    uint64_t so = r->slot_off;
+    uint32_t role = ld32_acq(base, so + SLOT_ROLE);
+    int fixed = 0;
+    if (role == ROLE_PRODUCER && r->multi_producer) {
+        uint64_t p = ld_acq(base, so + SLOT_CLAIM_POS);
+        uint64_t L = ld_acq(base, so + SLOT_CLAIM_LEN);
+        if (p != CLAIM_NONE && L >= RECORD_HEADER && L <= r->cap && L % RECORD_ALIGN == 0 &&
+            ld_acq(base, OFF_TAIL) >= p + L && ld_acq(base, OFF_HEAD) <= p &&
+            !other_live_claim(base, r->slot_count, slot, p)) {
+            uint64_t q = p, end = p + L;
+            while (q < end) {
+                uint64_t w = ld_acq(base, WORD_OFF(r, q));
+                if (w != 0 && rec_len(w) > 0) { /* committed: step over it */
+                    uint64_t a = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
+                    if (rec_lap(w) != LAP(r, q) || q + a > end) break;
+                    q += a;
+                    continue;
+                }
+                /* Not written or claimed: the rest of the claim is padding. */
+                put_pad(r, q, end - q);
+                fixed++;
+                break;
+            }
+        }
+        st_rel(base, so + SLOT_CLAIM_POS, CLAIM_NONE);
+        if (fixed) shm_notify(base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
+    }
+    if (role == ROLE_CONSUMER && r->pattern == PATTERN_MPMC) {
+        /* Finish a sweep the dead consumer started. */
+        uint64_t p = ld_acq(base, so + SLOT_CLAIM_POS);
+        uint64_t L = ld_acq(base, so + SLOT_CLAIM_LEN);
+        if (p != CLAIM_NONE && ld_acq(base, OFF_HEAD) == p && L >= RECORD_HEADER &&
+            (p & r->mask) + L <= r->cap) {
+            zero_record(r, p, L);
+            st_sc(base, OFF_HEAD, p + L);
+            fixed++;
+        }
+        st_rel(base, so + SLOT_CLAIM_POS, CLAIM_NONE);
+        /* Hand back every record it had taken and not finished. */
+        uint64_t q = ld_acq(base, OFF_HEAD), end = ld_acq(base, OFF_READ_CLAIM);
+        while (q < end) {
+            uint64_t w = ld_acq(base, WORD_OFF(r, q));
+            if (rec_len(w) <= 0 || check_record(r, q, w, 0) != RING_OK) break;
+            uint64_t a = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
+            uint32_t st = rec_state(w);
+            if (rec_owner(w) == slot + 1 && (st == ST_TAKEN || st == ST_SWEEP)) {
+                if (rec_type(w) == REC_PAD || st == ST_SWEEP) {
+                    uint64_t nw = rec_with_state(w, ST_DONE, slot + 1);
+                    if (cas_sc(base, WORD_OFF(r, q), &w, nw)) fixed++;
+                } else {
+                    uint64_t nw = rec_with_state(w, ST_READY, 0);
+                    if (cas_sc(base, WORD_OFF(r, q), &w, nw)) {
+                        fadd_sc(base, OFF_REDELIVER, 1);
+                        fixed++;
+                    }
+                }
+            }
+            q += a;
+        }
+        /* Records now done at head need a sweep; do it as this slot. */
+        sweep(r);
+        st_rel(base, so + SLOT_CLAIM_POS, CLAIM_NONE);
+        shm_notify(base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
+    }
+    if (role == ROLE_CONSUMER && r->pattern == PATTERN_BROADCAST) {
+        /* Its cursor stops gating the producer. */
+        st32_sc(base, so + SLOT_STATE, SLOT_CLOSING);
+        shm_notify(base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+        fixed++;
+    }
+    uint64_t owner = slot + 1;
+    uint64_t e = owner;
+    if (cas_sc(base, OFF_PRODUCER_OWNER, &e, 0)) fixed++;
+    e = owner;
+    if (cas_sc(base, OFF_CONSUMER_OWNER, &e, 0)) fixed++;
+    return fixed;
+}

@@ -1,0 +1,93 @@
+/*
+ * ring.h - the ring operations a message needs, free of Python: claim,
+ * commit, abort, peek, release, and recovery of what a dead endpoint left.
+ *
+ * One ring_t per endpoint (a producer or a consumer handle) in one process.
+ * It caches the gating position and the tail it last saw, so the common
+ * send or receive touches the other side's cache line only when it must.
+ *
+ * Patterns (DESIGN.md, "Ring"):
+ *   spsc       one producer publishes with a release store of tail; one
+ *              consumer releases with a release store of head. No RMW.
+ *   mpsc       producers claim with compare-exchange on tail and commit by
+ *              flipping the record length positive (Agrona's protocol); the
+ *              consumer zeroes what it consumed, so a zero word always means
+ *              "not written yet".
+ *   mpmc       as mpsc, and consumers take a record by compare-exchange on
+ *              its header (owner recorded in it, so recovery can hand it
+ *              back); read_claim is a shared hint, head is advanced by
+ *              whoever finds the oldest record done (the sweep).
+ *   broadcast  one producer; every consumer has a cursor in its attach slot.
+ *              Lossless: the producer is gated by the slowest live cursor.
+ *              Lossy: never gated; readers validate each copy against the
+ *              intent word (a seqlock) and count what they missed.
+ */
+#ifndef SHMRING_RING_H
+#define SHMRING_RING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layout.h"
+
+enum {
+    RING_OK = 0,
+    RING_AGAIN = 1,   /* full (producer) or empty (consumer) */
+    RING_EOS = 2,     /* empty and the channel was closed for sending */
+    RING_BROKEN = 3,  /* marked broken (by recovery or the supervisor) */
+    RING_CORRUPT = 4, /* bytes in the segment break an invariant */
+    RING_TOOBIG = 5,  /* message larger than max_message */
+    RING_LAPPED = 6,  /* lossy broadcast: the copy was overwritten; retry */
+};
+
+typedef struct {
+    char *base;
+    char *data;
+    uint64_t size, cap, mask, max_message;
+    uint32_t pattern, flags, slot_count, slot;
+    uint64_t slot_off;
+    int multi_producer, lossy;
+    /* producer */
+    uint64_t limit;      /* cached: claims must end at or before this */
+    uint64_t tail_local; /* single-producer patterns own the tail */
+    uint64_t msgno;      /* broadcast: number of the last message sent */
+    int claimed;
+    uint64_t claim_start, claim_pos, claim_end, claim_len;
+    /* consumer */
+    uint64_t cursor, cached_tail;
+    int held;
+    uint64_t held_pos, held_alen, held_word, held_len;
+    uint64_t last_msgno;
+    int have_baseline;
+    uint64_t messages, bytes; /* mirrored into this endpoint's slot */
+    int batch;           /* defer publication and wake-ups to ring_flush */
+    int pending;         /* a deferred publication is waiting */
+    uint64_t want;       /* record bytes a waiting producer needs */
+    char *err; /* static description of the last RING_CORRUPT */
+} ring_t;
+
+/* Checks the header against the mapping; 0 or RING_CORRUPT (err set). */
+int ring_init(ring_t *r, char *base, uint64_t size, uint32_t slot, int consumer);
+
+int ring_claim(ring_t *r, uint64_t len, char **payload);
+int ring_commit(ring_t *r, uint64_t used);
+void ring_abort(ring_t *r);
+void ring_flush(ring_t *r); /* end of a batch: publish and wake once */
+int ring_has_space(ring_t *r, uint64_t len);
+
+int ring_peek(ring_t *r, const char **payload, uint64_t *len);
+int ring_validate(ring_t *r); /* lossy broadcast: RING_OK or RING_LAPPED */
+void ring_release(ring_t *r);
+void ring_consumer_flush(ring_t *r); /* end of a batch of releases */
+int ring_has_data(ring_t *r);
+int ring_consumer_join(ring_t *r);
+
+int ring_ready_data(void *r);
+int ring_ready_space(void *r);
+
+/* Recovery of a dead endpoint's slot, run by any process that has the
+ * region mapped, after the slot's process is known to be dead and before
+ * the slot is freed. Returns the number of records repaired or handed back. */
+int ring_recover_slot(char *base, uint64_t size, uint32_t slot);
+
+#endif

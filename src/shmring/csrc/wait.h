@@ -1,0 +1,39 @@
+/*
+ * wait.h - how a blocked producer or consumer waits: spin briefly, then
+ * sched_yield, then sleep on a futex in the shared segment.
+ *
+ * Every ring direction has a futex word and a waiters count (layout.h:
+ * DATA and SPACE lines). A waiter announces itself in the count before its
+ * last look at the ring; a publisher looks at the count after publishing, so
+ * one of the two always sees the other (see shm_wait and shm_notify). When
+ * nobody waits, publishing costs no system call.
+ *
+ * Called with the GIL released. A signal interrupts the sleep: the caller
+ * takes the GIL back, runs Python's signal handlers, and calls again.
+ */
+#ifndef SHMRING_WAIT_H
+#define SHMRING_WAIT_H
+
+#include <stdint.h>
+
+enum { WAIT_READY = 0, WAIT_TIMEOUT = 1, WAIT_SIGNAL = 2 };
+
+/* Returns non-zero when waiting should stop (data, space, end-of-stream,
+ * broken ring...). Must only read shared memory. */
+typedef int (*ready_fn)(void *ctx);
+
+int64_t mono_ns(void);
+
+/* Wait until ready(ctx) or the CLOCK_MONOTONIC deadline (ns; <0: none). */
+int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn ready,
+             void *ctx, int64_t deadline_ns);
+
+/* Wake every waiter of a direction, if any. Call after the release store
+ * that published the data or the space. */
+void shm_notify(void *base, uint64_t futex_off, uint64_t waiters_off);
+
+/* Raw futex calls on a 32-bit word of a shared mapping. */
+int futex_wait_word(void *addr, uint32_t expected, int64_t timeout_ns);
+int futex_wake_word(void *addr, int count);
+
+#endif

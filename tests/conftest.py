@@ -1,0 +1,45 @@
+"""Fixtures every test shares: unique names, and a check that nothing leaks
+into /dev/shm."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+
+SHM = "/dev/shm"
+
+
+def _shm_entries() -> set[str]:
+    try:
+        return set(os.listdir(SHM))
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_segments(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any test that leaves a new entry in /dev/shm."""
+    before = _shm_entries()
+    yield
+    leaked = _shm_entries() - before
+    # Only this worker's names count: parallel workers create their own.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
+    mine = {e for e in leaked if worker in e or "shmring" not in e}
+    if mine:
+        for e in mine:
+            try:
+                os.unlink(os.path.join(SHM, e))
+            except OSError:
+                pass
+        pytest.fail(f"test leaked shared-memory segments: {sorted(mine)}")
+
+
+@pytest.fixture
+def uname(request: pytest.FixtureRequest) -> str:
+    """A channel name unique to this test and xdist worker."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
+    test = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:80]
+    return f"t-{worker}-{os.getpid()}-{test}"
