@@ -31,7 +31,7 @@ def _child(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], out: mpc.Co
     """Body of a child process: run ``fn`` and send ``(ok, result_or_error)``."""
     try:
         result = fn(*args)
-    except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
+    except BaseException as exc:  # everything is reported to the parent
         out.send((False, f"{type(exc).__name__}: {exc}"))
     else:
         out.send((True, result))
@@ -63,7 +63,9 @@ def run_parties(parties: Sequence[Party], deadline: float) -> list[dict[str, Any
         _reap(procs)
 
 
-def _collect(procs: list[Any], pending: dict[mpc.Connection, int], end: float) -> list[dict[str, Any]]:
+def _collect(
+    procs: list[Any], pending: dict[mpc.Connection, int], end: float
+) -> list[dict[str, Any]]:
     """Gather one message per pending connection until ``end``."""
     results: list[dict[str, Any]] = [{} for _ in procs]
     errors: list[str] = []

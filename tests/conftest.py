@@ -25,9 +25,9 @@ def no_leaked_segments(request: pytest.FixtureRequest) -> Iterator[None]:
     before = _shm_entries()
     yield
     leaked = _shm_entries() - before
-    # Only this worker's names count: parallel workers create their own.
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
-    mine = {e for e in leaked if worker in e or "shmring" not in e}
+    # Under xdist only this worker's names count: the others create theirs.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    mine = {e for e in leaked if worker is None or f"-{worker}-" in e}
     if mine:
         for e in mine:
             try:

@@ -14,7 +14,7 @@ import pickle
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 SENTINEL = b"\x00"  # end-of-stream marker: data messages are never 1 byte long
 _names = itertools.count()
@@ -97,12 +97,16 @@ class Peer:
     name = "?"  # short id, used by --systems and in the JSON
     label = "?"  # row label in the tables
     in_process = False  # True for the memcpy floor: no channel, no children
-    unsupported: dict[str, str] = {}  # bench id -> why it is n/a
-    notes: dict[str, str] = {}  # bench id -> how the system was driven
+    unsupported: ClassVar[dict[str, str]] = {}  # bench id -> why it is n/a
+    notes: ClassVar[dict[str, str]] = {}  # bench id -> how the system was driven
 
     def check(self) -> str | None:
         """None when usable here, else the reason it is not (import error...)."""
         return None
+
+    def note(self, bench: str) -> str:
+        """How the system was driven on ``bench`` (the table's notes column)."""
+        return self.notes.get(bench, "")
 
     def version(self) -> str:
         """The version measured, for the report header."""

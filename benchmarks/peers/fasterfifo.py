@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import Peer, Receiver, Sender, Topology, buffer_bytes
 
@@ -26,10 +27,8 @@ class _Receiver(Receiver):
         self._q = q
 
     def wait_idle(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(queue.Empty):
             self._q.get(timeout=seconds)
-        except queue.Empty:
-            pass
 
 
 class FasterFifo(Peer):
@@ -37,11 +36,11 @@ class FasterFifo(Peer):
 
     name = "faster_fifo"
     label = "faster_fifo"
-    unsupported = {
+    unsupported: ClassVar[dict[str, str]] = {
         "large_view": "get() returns a copy",
         "fanout": "no broadcast: each item goes to exactly one consumer",
     }
-    notes = {"small_batch": "put_many / get_many"}
+    notes: ClassVar[dict[str, str]] = {"small_batch": "put_many / get_many"}
 
     def check(self) -> str | None:
         try:

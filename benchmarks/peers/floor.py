@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 from ..params import ARRAY_BYTES, LARGE, SMALL
 from .base import Peer
@@ -30,11 +31,11 @@ class MemcpyFloor(Peer):
     name = "memcpy"
     label = "memcpy floor (1 process)"
     in_process = True
-    _NA = "no channel: the floor is only measured for the copy workloads"
-    unsupported = {
-        b: _NA for b in ("small_batch", "large_view", "pingpong", "fanout", "fanin", "workqueue", "idle")
-    }
-    notes = {
+    unsupported: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("small_batch", "large_view", "pingpong", "fanout", "fanin", "workqueue", "idle"),
+        "no channel: the floor is only measured for the copy workloads",
+    )
+    notes: ClassVar[dict[str, str]] = {
         "small": "bytearray slice assignment",
         "large": "numpy.copyto",
         "obj_dict": "pickle.dumps + pickle.loads",

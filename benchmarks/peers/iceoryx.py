@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import Peer, Receiver, Sender, Topology, unique_name
 
@@ -48,13 +48,15 @@ class _Node:
         )
         self.name = service
         self.service = self._retry(
-            lambda: self.node.service_builder(iox.ServiceName.new(service))
-            .publish_subscribe(iox.Slice[ctypes.c_uint8])
-            .enable_safe_overflow(False)  # lossless: publishers wait for slow subscribers
-            .subscriber_max_buffer_size(topo.depth)
-            .max_publishers(topo.producers)
-            .max_subscribers(topo.consumers)
-            .open_or_create()
+            lambda: (
+                self.node.service_builder(iox.ServiceName.new(service))
+                .publish_subscribe(iox.Slice[ctypes.c_uint8])
+                .enable_safe_overflow(False)  # lossless: publishers wait for slow subscribers
+                .subscriber_max_buffer_size(topo.depth)
+                .max_publishers(topo.producers)
+                .max_subscribers(topo.consumers)
+                .open_or_create()
+            )
         )
 
     def drop_node(self) -> None:
@@ -150,11 +152,11 @@ class Iceoryx2(Peer):
 
     name = "iceoryx2"
     label = "iceoryx2"
-    unsupported = {
+    unsupported: ClassVar[dict[str, str]] = {
         "small_batch": "the Python binding has no batch send/receive",
         "workqueue": "publish-subscribe gives every sample to every subscriber: no work queue",
     }
-    notes = {
+    notes: ClassVar[dict[str, str]] = {
         "small": _POLL_NOTE,
         "large": _POLL_NOTE,
         "large_view": "receive() + payload().as_memory_view()",

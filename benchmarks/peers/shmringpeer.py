@@ -7,8 +7,9 @@ see as ``EndOfStream``; fan-in producers each send a sentinel instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import Peer, Receiver, Sender, Topology, buffer_bytes, unique_name
 
@@ -52,10 +53,8 @@ class _Receiver(Receiver):
         self.eos = (shmring.EndOfStream,)
 
     def wait_idle(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             self._rx.recv(timeout=seconds)
-        except TimeoutError:
-            pass
 
     def close(self) -> None:
         self._ch.close()
@@ -66,7 +65,10 @@ class Shmring(Peer):
 
     name = "shmring"
     label = "shmring"
-    notes = {"small_batch": "send_many / recv_many", "large_view": "recv_view()"}
+    notes: ClassVar[dict[str, str]] = {
+        "small_batch": "send_many / recv_many",
+        "large_view": "recv_view()",
+    }
 
     def check(self) -> str | None:
         try:
@@ -74,9 +76,13 @@ class Shmring(Peer):
         except ImportError as exc:
             return f"not importable ({exc})"
         native = hasattr(shmring.Producer, "send_obj") and hasattr(shmring.Consumer, "recv_obj")
-        how = "send_obj / recv_obj" if native else "pickle + send / recv + unpickle"
-        self.notes = {**self.notes, "obj_dict": how, "obj_numpy": how}
+        self._obj_note = "send_obj / recv_obj" if native else "pickle + send / recv + unpickle"
         return None
+
+    def note(self, bench: str) -> str:
+        if bench.startswith("obj_"):
+            return getattr(self, "_obj_note", "")
+        return super().note(bench)
 
     def version(self) -> str:
         import shmring

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
-from typing import Any
+from typing import Any, ClassVar
 
 from ..procs import MP
 from .base import Peer, Receiver, Sender, Topology
@@ -26,10 +27,8 @@ class _QueueReceiver(Receiver):
         self._q = q
 
     def wait_idle(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(queue.Empty):
             self._q.get(timeout=seconds)
-        except queue.Empty:
-            pass
 
 
 class MpQueue(Peer):
@@ -37,7 +36,7 @@ class MpQueue(Peer):
 
     name = "mp_queue"
     label = "multiprocessing.Queue"
-    unsupported = {
+    unsupported: ClassVar[dict[str, str]] = {
         "small_batch": "no batch API",
         "large_view": "get() returns an unpickled copy",
         "fanout": _NO_BROADCAST,
@@ -79,14 +78,14 @@ class MpPipe(Peer):
     name = "mp_pipe"
     label = "multiprocessing.Pipe"
     _P2P = "point-to-point only (would need one Pipe per pair)"
-    unsupported = {
+    unsupported: ClassVar[dict[str, str]] = {
         "small_batch": "no batch API",
         "large_view": "recv_bytes() returns a copy",
         "fanout": _P2P,
         "fanin": _P2P,
         "workqueue": _P2P,
     }
-    notes = {"pingpong": "one duplex Pipe"}
+    notes: ClassVar[dict[str, str]] = {"pingpong": "one duplex Pipe"}
 
     def setup(self, topo: Topology) -> Any:
         return MP.Pipe(duplex=False)  # (reader, writer)

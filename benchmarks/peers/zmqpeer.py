@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, ClassVar
 
 from ..procs import MP
 from .base import Peer, Receiver, Sender, Topology
@@ -117,11 +117,11 @@ class Zmq(Peer):
 
     name = "zmq"
     label = "pyzmq ipc://"
-    unsupported = {
+    unsupported: ClassVar[dict[str, str]] = {
         "small_batch": "no batch API (a multipart message is one message)",
         "large_view": "data crosses a socket: no shared buffer to read in place",
     }
-    notes = {
+    notes: ClassVar[dict[str, str]] = {
         "small": "PUSH/PULL",
         "large": "PUSH/PULL",
         "pingpong": "one PAIR",

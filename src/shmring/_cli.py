@@ -1,0 +1,42 @@
+"""The ``shmring`` command: ``demo`` and the tools to see what runs.
+
+Each subcommand is a function taking the parsed arguments and returning an
+exit status; ``COMMANDS`` maps names to (help, add_arguments, run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--count", type=int, default=1_000_000, help="messages to move")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run
+
+    return run(count=args.count)
+
+
+COMMANDS: dict[str, Command] = {
+    "demo": ("move a million messages between two processes", _demo_args, _demo),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``shmring`` console script."""
+    parser = argparse.ArgumentParser(prog="shmring", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_, add, _run) in COMMANDS.items():
+        add(sub.add_parser(name, help=help_, description=help_))
+    args = parser.parse_args(argv)
+    return COMMANDS[args.command][2](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
