@@ -246,7 +246,12 @@ def pinger(peer: Peer, ctx: Any, topo: Topology, barrier: Any, duration: float) 
     finally:
         _close_pair(tx, rx)
     p50, p99, p999 = np.percentile(np.frombuffer(samples, dtype=np.int64) / 1e3, [50, 99, 99.9])
-    return {"p50_us": p50, "p99_us": p99, "p999_us": p999, "round_trips": len(samples)}
+    return {
+        "p50_us": float(p50),
+        "p99_us": float(p99),
+        "p999_us": float(p999),
+        "round_trips": len(samples),
+    }
 
 
 def ponger(peer: Peer, ctx: Any, topo: Topology, barrier: Any) -> dict[str, Any]:

@@ -59,7 +59,11 @@ def run(benches: list[Bench], peers: list[Peer], params: Params) -> report.Resul
                     entry.update(status="error", note=f"{type(exc).__name__}: {exc}")
                 else:
                     entry["runs"].append(metrics)
-                shown = entry["runs"][-1] if entry["status"] == "ok" else entry["note"]
+                shown = (
+                    ", ".join(f"{k}={v:.4g}" for k, v in entry["runs"][-1].items())
+                    if entry["status"] == "ok"
+                    else f"{entry['status']}: {entry['note']}"
+                )
                 log(
                     f"[{bench.id}] {peer.name} {rep + 1}/{params.repeats} "
                     f"({time.perf_counter() - started:.1f} s): {shown}"
@@ -84,7 +88,7 @@ def main(params: Params, benches: list[Bench], systems: str | None, out_dir: Pat
     meta = {
         "machine": report.machine(),
         "params": dataclasses.asdict(params),
-        "versions": {p.label: p.version() for p in peers if not p.in_process and p.check() is None},
+        "versions": {p.name: p.version() for p in peers if not p.in_process and p.check() is None},
         "shm_check": shm_check,
     }
     text = report.markdown(benches, results, peers, meta)

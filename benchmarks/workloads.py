@@ -8,7 +8,7 @@ from typing import Any
 
 from . import loops
 from .params import ARRAY_BYTES, BATCH, FAN, LARGE, SMALL, Params
-from .peers.base import Peer, Topology
+from .peers.base import Peer, Topology, buffer_bytes
 from .procs import MP, run_parties
 
 
@@ -32,6 +32,7 @@ class Bench:
     title: str
     metrics: tuple[Metric, ...]
     run: Callable[[Peer, Params], dict[str, float]]
+    topo: Topology | None = None  # the channel shape, for stream benches
 
 
 def run_stream(
@@ -98,79 +99,104 @@ def run_idle(peer: Peer, params: Params) -> dict[str, float]:
 
 
 def _stream(
-    topo: Topology, mode: str, msg_bytes: int
-) -> Callable[[Peer, Params], dict[str, float]]:
-    return lambda peer, params: run_stream(peer, params, topo, mode, msg_bytes)
+    id: str,
+    group: str,
+    title: str,
+    metrics: tuple[Metric, ...],
+    topo: Topology,
+    mode: str,
+    msg_bytes: int,
+) -> Bench:
+    """A bench measured by :func:`run_stream`."""
+
+    def run(peer: Peer, params: Params) -> dict[str, float]:
+        return run_stream(peer, params, topo, mode, msg_bytes)
+
+    return Bench(id, group, title, metrics, run, topo)
 
 
 MSGS = Metric("msgs_s", "msgs/s", "msgs/s")
 AGG = Metric("msgs_s", "aggregate msgs/s", "msgs/s")
 GBS = Metric("gb_s", "GB/s", "GB/s")
-p2p_small = Topology("p2p", msg_size=SMALL, depth=4096, batch=BATCH)
-p2p_large = Topology("p2p", msg_size=LARGE, depth=16)
+P2P_SMALL = Topology("p2p", msg_size=SMALL, depth=4096, batch=BATCH)
+P2P_LARGE = Topology("p2p", msg_size=LARGE, depth=16)
+LATENCY = tuple(
+    Metric(key, f"{label} µs", "µs", higher_is_better=False)
+    for key, label in (("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9"))
+)
 
 BENCHES: tuple[Bench, ...] = (
-    Bench("small", "1", "64 B messages, one per call", (MSGS,), _stream(p2p_small, "bytes", SMALL)),
-    Bench(
+    _stream("small", "1", "64 B messages, one per call", (MSGS,), P2P_SMALL, "bytes", SMALL),
+    _stream(
         "small_batch",
         "1",
         f"64 B messages, batched ({BATCH} per call)",
         (MSGS,),
-        _stream(p2p_small, "batch", SMALL),
+        P2P_SMALL,
+        "batch",
+        SMALL,
     ),
-    Bench("large", "2", "1 MiB messages, copied out", (GBS,), _stream(p2p_large, "bytes", LARGE)),
-    Bench(
+    _stream("large", "2", "1 MiB messages, copied out", (GBS,), P2P_LARGE, "bytes", LARGE),
+    _stream(
         "large_view",
         "2",
         "1 MiB messages, read in place (consumer touches the last byte)",
         (GBS,),
-        _stream(p2p_large, "view", LARGE),
+        P2P_LARGE,
+        "view",
+        LARGE,
     ),
     Bench(
         "pingpong",
         "3",
         "ping-pong round trip, 64 B each way (µs, lower is better)",
-        (
-            Metric("p50_us", "p50 µs", "µs", higher_is_better=False),
-            Metric("p99_us", "p99 µs", "µs", higher_is_better=False),
-            Metric("p999_us", "p99.9 µs", "µs", higher_is_better=False),
-        ),
+        LATENCY,
         run_pingpong,
     ),
-    Bench(
+    _stream(
         "fanout",
         "4",
         f"fan-out 1→{FAN}, 64 B, every consumer gets every message",
         (AGG,),
-        _stream(Topology("fanout", 1, FAN, SMALL, 4096), "bytes", SMALL),
+        Topology("fanout", 1, FAN, SMALL, 4096),
+        "bytes",
+        SMALL,
     ),
-    Bench(
+    _stream(
         "fanin",
         "4",
         f"fan-in {FAN}→1, 64 B",
         (AGG,),
-        _stream(Topology("fanin", FAN, 1, SMALL, 4096), "bytes", SMALL),
+        Topology("fanin", FAN, 1, SMALL, 4096),
+        "bytes",
+        SMALL,
     ),
-    Bench(
+    _stream(
         "workqueue",
         "4",
         f"work queue 1→{FAN}, 64 B, each message to one consumer",
         (AGG,),
-        _stream(Topology("workqueue", 1, FAN, SMALL, 4096), "bytes", SMALL),
+        Topology("workqueue", 1, FAN, SMALL, 4096),
+        "bytes",
+        SMALL,
     ),
-    Bench(
+    _stream(
         "obj_dict",
         "5",
         'Python objects: {"id": i, "name": "x", "vals": [1, 2, 3]}',
         (MSGS,),
-        _stream(Topology("p2p", msg_size=256, depth=4096), "obj_dict", 0),
+        Topology("p2p", msg_size=256, depth=4096),
+        "obj_dict",
+        0,
     ),
-    Bench(
+    _stream(
         "obj_numpy",
         "5",
         "Python objects: 8 MiB numpy float64 array",
         (Metric("msgs_s", "arrays/s", "arrays/s"), Metric("gb_s", "GB/s", "GB/s", ratio=False)),
-        _stream(Topology("p2p", msg_size=ARRAY_BYTES + 4096, depth=4), "obj_array", ARRAY_BYTES),
+        Topology("p2p", msg_size=ARRAY_BYTES + 4096, depth=4),
+        "obj_array",
+        ARRAY_BYTES,
     ),
     Bench(
         "idle",
@@ -198,5 +224,6 @@ def select(only: str | None) -> list[Bench]:
 def measure(bench: Bench, peer: Peer, params: Params) -> dict[str, float]:
     """One measurement of ``peer`` on ``bench``."""
     if peer.in_process:
-        return peer.measure(bench.id, params.quick, params.duration)
+        ring = buffer_bytes(bench.topo) if bench.topo else 0
+        return peer.measure(bench.id, params.duration, ring)
     return bench.run(peer, params)

@@ -146,6 +146,6 @@ class Peer:
     def cleanup_all(self) -> None:
         """Called once at the end of the whole run: remove anything left behind."""
 
-    def measure(self, bench: str, quick: bool, duration: float) -> dict[str, float]:
-        """In-process systems only: measure ``bench`` directly."""
+    def measure(self, bench: str, duration: float, ring_bytes: int) -> dict[str, float]:
+        """In-process systems only: measure ``bench`` for ``duration`` s, channel-sized buffer."""
         raise NotImplementedError

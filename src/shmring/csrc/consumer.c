@@ -266,6 +266,9 @@ static PyMethodDef C_methods[] = {
     {"_release", (PyCFunction)C_release, METH_NOARGS, "_release(): free the held record."},
     {"_join", (PyCFunction)C_join, METH_NOARGS, "_join(): start reading at the tail."},
     {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
+    {"_wait", (PyCFunction)(void (*)(void))endpoint_wait_ready, METH_FASTCALL,
+     "_wait(timeout=None, nbytes=0) -> bool: wait until progress is possible, taking "
+     "nothing."},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef C_getset[] = {

@@ -33,5 +33,6 @@ int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns);
 PyObject *raise_ring(EndpointObject *self, int rc);
 void endpoint_drop_view(EndpointObject *self);
 PyObject *endpoint_close(EndpointObject *self, PyObject *unused);
+PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

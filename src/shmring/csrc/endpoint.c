@@ -104,6 +104,47 @@ int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns) {
     }
 }
 
+/* _wait(timeout=None, nbytes=0) -> bool: block until the endpoint could make
+ * progress (a consumer: a message, end-of-stream or breakage; a producer:
+ * room for nbytes), without taking or claiming anything. It waits on a
+ * private copy of the ring state, so another thread may use the endpoint
+ * meanwhile; asyncio integration waits this way in a helper thread. */
+PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    int64_t deadline;
+    uint64_t nbytes = 0;
+    if (nargs > 2) return PyErr_Format(PyExc_TypeError, "_wait(timeout=None, nbytes=0)");
+    if (parse_timeout(nargs > 0 ? args[0] : NULL, &deadline) < 0) return NULL;
+    if (nargs > 1) {
+        nbytes = PyLong_AsUnsignedLongLong(args[1]);
+        if (PyErr_Occurred()) return NULL;
+    }
+    if (endpoint_check_open(self) < 0) return NULL;
+    PyObject *keep = (PyObject *)self;
+    Py_INCREF(keep); /* the mapping stays exported while we wait */
+    ring_t copy = self->ring;
+    int consumer = Py_IS_TYPE(self, &ConsumerType) || PyObject_TypeCheck(self, &ConsumerType);
+    copy.want = align_up(nbytes + RECORD_HEADER, RECORD_ALIGN);
+    copy.batch = 0;
+    int w;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        if (consumer)
+            w = shm_wait(copy.base, OFF_DATA_FUTEX, OFF_DATA_WAITERS, ring_ready_data, &copy,
+                         deadline);
+        else
+            w = shm_wait(copy.base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS, ring_ready_space,
+                         &copy, deadline);
+        Py_END_ALLOW_THREADS
+        if (w != WAIT_SIGNAL) break;
+        if (PyErr_CheckSignals() < 0) {
+            Py_DECREF(keep);
+            return NULL;
+        }
+    }
+    Py_DECREF(keep);
+    return PyBool_FromLong(w == WAIT_READY);
+}
+
 PyObject *raise_ring(EndpointObject *self, int rc) {
     switch (rc) {
     case RING_EOS: PyErr_SetString(E_EndOfStream, "end of stream"); break;

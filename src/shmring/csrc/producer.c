@@ -271,6 +271,9 @@ static PyMethodDef P_methods[] = {
      "_commit(nbytes=None): publish the open claim (its first nbytes)."},
     {"_abort", (PyCFunction)P_abort, METH_NOARGS, "_abort(): withdraw the open claim."},
     {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
+    {"_wait", (PyCFunction)(void (*)(void))endpoint_wait_ready, METH_FASTCALL,
+     "_wait(timeout=None, nbytes=0) -> bool: wait until progress is possible, taking "
+     "nothing."},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef P_getset[] = {
