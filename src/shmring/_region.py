@@ -389,6 +389,13 @@ class Region:
         if buf is None:
             return
         so = L.slot_offset(slot)
+        # The endpoint's counts outlive it in the header totals (`shmring ls`).
+        role = _core.load32(buf, so + L.SLOT_ROLE)
+        if role in (L.ROLE_PRODUCER, L.ROLE_CONSUMER):
+            msgs, nbytes = (L.OFF_STATS_IN_MSGS, L.OFF_STATS_IN_BYTES) \
+                if role == L.ROLE_PRODUCER else (L.OFF_STATS_OUT_MSGS, L.OFF_STATS_OUT_BYTES)
+            _core.fetch_add(buf, msgs, _core.load(buf, so + L.SLOT_MESSAGES))
+            _core.fetch_add(buf, nbytes, _core.load(buf, so + L.SLOT_BYTES))
         _core.store32(buf, so + L.SLOT_STATE, L.SLOT_FREE)
         _core.store32(buf, so + L.SLOT_ROLE, 0)
         _core.store(buf, so + L.SLOT_PID, 0)
@@ -456,7 +463,8 @@ class Region:
         for i in range(self.slot_count):
             so = L.slot_offset(i)
             pid = _core.load(buf, so + L.SLOT_PID)
-            if pid and not pid & _RECOVERING and alive(pid, _core.load(buf, so + L.SLOT_START_TIME)):
+            started = _core.load(buf, so + L.SLOT_START_TIME)
+            if pid and not pid & _RECOVERING and alive(pid, started):
                 pids.add(pid)
         return pids
 
