@@ -290,10 +290,10 @@ class Region:
             try:
                 buf.close()
             except BufferError:
-                # An endpoint still exports the mapping; it is unmapped when
-                # the last export goes away.
-                self.buf = buf
-                raise
+                # A call in another thread still uses the mapping (an endpoint
+                # closed under it releases it on its way out); the mapping is
+                # unmapped when that last reference goes.
+                pass
 
     def unlink(self) -> None:
         """Remove the name; processes that have it mapped keep using it."""

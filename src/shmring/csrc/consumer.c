@@ -42,14 +42,16 @@ static int take(EndpointObject *self, int64_t deadline, int nowait, const char *
     }
 }
 
-static PyObject *copy_out(const char *p, uint64_t n) {
+static PyObject *copy_out(EndpointObject *self, const char *p, uint64_t n) {
     PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
     if (!b) return NULL;
     if (n >= NOGIL_COPY) {
         char *dst = PyBytes_AS_STRING(b);
+        endpoint_enter(self); /* see send_one: close() waits for us */
         Py_BEGIN_ALLOW_THREADS
         memcpy(dst, p, n);
         Py_END_ALLOW_THREADS
+        self->busy--;
     } else {
         memcpy(PyBytes_AS_STRING(b), p, n);
     }
@@ -65,13 +67,19 @@ static PyObject *recv_one(EndpointObject *self, int64_t deadline, int nowait) {
         uint64_t n;
         int t = take(self, deadline, nowait, &p, &n);
         if (t != 0) return NULL;
-        PyObject *b = copy_out(p, n);
+        PyObject *b = copy_out(self, p, n);
         if (!b) return NULL; /* the record stays held: nothing lost */
         if (ring_validate(r) != RING_OK) {
             Py_DECREF(b);
             continue;
         }
         ring_release(r);
+        if (self->closing) {
+            /* Closed by another thread during the copy: the message is ours,
+             * the mapping goes now. */
+            self->busy++;
+            if (endpoint_leave(self) < 0) PyErr_Clear();
+        }
         return b;
     }
 }

@@ -18,6 +18,8 @@ typedef struct {
     int open;
     ring_t ring;
     PyObject *view;      /* memoryview of the open claim or held record */
+    int busy;            /* calls using the mapping without the GIL */
+    volatile int closing; /* closed while busy: the last one out releases */
     PyObject *weakrefs;
 } EndpointObject;
 
@@ -32,6 +34,10 @@ int parse_timeout(PyObject *obj, int64_t *deadline_ns);
 int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns);
 PyObject *raise_ring(EndpointObject *self, int rc);
 void endpoint_drop_view(EndpointObject *self);
+/* Bracket any use of the mapping with the GIL released. leave() returns -1
+ * with Closed set if the endpoint was closed meanwhile. */
+void endpoint_enter(EndpointObject *self);
+int endpoint_leave(EndpointObject *self);
 PyObject *endpoint_close(EndpointObject *self, PyObject *unused);
 PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 

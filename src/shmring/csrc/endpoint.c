@@ -2,6 +2,8 @@
  * mapping they hold, timeouts, waiting without the GIL, and errors. */
 #include "core.h"
 
+#include <limits.h>
+
 #include "atomics.h"
 #include "wait.h"
 
@@ -24,6 +26,7 @@ int endpoint_init(EndpointObject *self, PyObject *args, int consumer) {
         PyBuffer_Release(&self->buf);
         return -1;
     }
+    self->ring.cancel = &self->closing;
     self->open = 1;
     return 0;
 }
@@ -39,13 +42,36 @@ void endpoint_drop_view(EndpointObject *self) {
     Py_CLEAR(self->view);
 }
 
-PyObject *endpoint_close(EndpointObject *self, PyObject *unused) {
-    (void)unused;
-    if (self->open) {
-        endpoint_drop_view(self);
-        if (self->ring.batch) ring_flush(&self->ring);
+void endpoint_enter(EndpointObject *self) { self->busy++; }
+
+int endpoint_leave(EndpointObject *self) {
+    self->busy--;
+    if (!self->closing) return 0;
+    if (self->busy == 0 && self->open) {
         self->open = 0;
         PyBuffer_Release(&self->buf);
+    }
+    PyErr_SetString(E_Closed, "the endpoint was closed while this call waited");
+    return -1;
+}
+
+PyObject *endpoint_close(EndpointObject *self, PyObject *unused) {
+    (void)unused;
+    if (self->open && !self->closing) {
+        endpoint_drop_view(self);
+        if (self->ring.batch) ring_flush(&self->ring);
+        if (self->busy) {
+            /* Another thread waits or copies with the GIL released and still
+             * uses the mapping: wake it; the last one out releases it. */
+            self->closing = 1;
+            fadd32_sc(self->ring.base, OFF_DATA_FUTEX, 1);
+            futex_wake_word(self->ring.base + OFF_DATA_FUTEX, INT_MAX);
+            fadd32_sc(self->ring.base, OFF_SPACE_FUTEX, 1);
+            futex_wake_word(self->ring.base + OFF_SPACE_FUTEX, INT_MAX);
+        } else {
+            self->open = 0;
+            PyBuffer_Release(&self->buf);
+        }
     }
     Py_RETURN_NONE;
 }
@@ -63,7 +89,7 @@ void endpoint_dealloc(EndpointObject *self) {
 }
 
 int endpoint_check_open(EndpointObject *self) {
-    if (self->open) return 0;
+    if (self->open && !self->closing) return 0;
     PyErr_SetString(E_Closed, "this endpoint is closed");
     return -1;
 }
@@ -88,6 +114,7 @@ int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns) {
     for (;;) {
         int w;
         ring_t *r = &self->ring;
+        endpoint_enter(self);
         Py_BEGIN_ALLOW_THREADS
         if (space)
             w = shm_wait(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS, ring_ready_space, r,
@@ -96,6 +123,7 @@ int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns) {
             w = shm_wait(r->base, OFF_DATA_FUTEX, OFF_DATA_WAITERS, ring_ready_data, r,
                          deadline_ns);
         Py_END_ALLOW_THREADS
+        if (endpoint_leave(self) < 0) return -1;
         if (w == WAIT_SIGNAL) {
             if (PyErr_CheckSignals() < 0) return -1;
             continue;
@@ -120,13 +148,14 @@ PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ss
     }
     if (endpoint_check_open(self) < 0) return NULL;
     PyObject *keep = (PyObject *)self;
-    Py_INCREF(keep); /* the mapping stays exported while we wait */
+    Py_INCREF(keep);
     ring_t copy = self->ring;
     int consumer = Py_IS_TYPE(self, &ConsumerType) || PyObject_TypeCheck(self, &ConsumerType);
     copy.want = align_up(nbytes + RECORD_HEADER, RECORD_ALIGN);
     copy.batch = 0;
     int w;
     for (;;) {
+        endpoint_enter(self);
         Py_BEGIN_ALLOW_THREADS
         if (consumer)
             w = shm_wait(copy.base, OFF_DATA_FUTEX, OFF_DATA_WAITERS, ring_ready_data, &copy,
@@ -135,6 +164,10 @@ PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ss
             w = shm_wait(copy.base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS, ring_ready_space,
                          &copy, deadline);
         Py_END_ALLOW_THREADS
+        if (endpoint_leave(self) < 0) {
+            Py_DECREF(keep);
+            return NULL;
+        }
         if (w != WAIT_SIGNAL) break;
         if (PyErr_CheckSignals() < 0) {
             Py_DECREF(keep);

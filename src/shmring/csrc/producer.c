@@ -57,12 +57,17 @@ static int send_one(EndpointObject *self, data_t *d, int64_t deadline, int nowai
         int rc = ring_claim(r, (uint64_t)d->n, &dst);
         if (rc == RING_OK) {
             if (d->n >= NOGIL_COPY) {
+                /* Busy: a close() from another thread meanwhile defers the
+                 * release of the mapping until we are done. */
+                endpoint_enter(self);
                 Py_BEGIN_ALLOW_THREADS
                 memcpy(dst, d->p, (size_t)d->n);
                 Py_END_ALLOW_THREADS
-            } else {
-                memcpy(dst, d->p, (size_t)d->n);
+                ring_commit(r, (uint64_t)d->n);
+                if (endpoint_leave(self) < 0) PyErr_Clear(); /* it was sent */
+                return 0;
             }
+            memcpy(dst, d->p, (size_t)d->n);
             ring_commit(r, (uint64_t)d->n);
             return 0;
         }

@@ -100,6 +100,7 @@ int ring_has_space(ring_t *r, uint64_t reclen) {
 
 int ring_ready_space(void *rp) {
     ring_t *r = rp;
+    if (r->cancel && *r->cancel) return 1;
     return ring_has_space(r, r->want);
 }
 
@@ -535,7 +536,11 @@ int ring_has_data(ring_t *r) {
     }
 }
 
-int ring_ready_data(void *rp) { return ring_has_data((ring_t *)rp); }
+int ring_ready_data(void *rp) {
+    ring_t *r = rp;
+    if (r->cancel && *r->cancel) return 1;
+    return ring_has_data(r);
+}
 
 /* Broadcast: start reading at the current tail. See gate() for the pairing. */
 int ring_consumer_join(ring_t *r) {

@@ -63,6 +63,7 @@ typedef struct {
     int batch;           /* defer publication and wake-ups to ring_flush */
     int pending;         /* a deferred publication is waiting */
     uint64_t want;       /* record bytes a waiting producer needs */
+    volatile int *cancel; /* set when the endpoint is closed under a waiter */
     char *err; /* static description of the last RING_CORRUPT */
 } ring_t;
 
