@@ -25,9 +25,9 @@ def no_leaked_segments(request: pytest.FixtureRequest) -> Iterator[None]:
     before = _shm_entries()
     yield
     leaked = _shm_entries() - before
-    # Under xdist only this worker's names count: the others create theirs.
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    mine = {e for e in leaked if worker is None or f"-{worker}-" in e}
+    # Only names made by this test process count (they carry its pid, see
+    # `uname`): other workers and other test runs create their own meanwhile.
+    mine = {e for e in leaked if f"-{os.getpid()}-" in e}
     if mine:
         for e in mine:
             try:
