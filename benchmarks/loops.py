@@ -8,6 +8,7 @@ parent can compare the producer's start with the consumers' ends.
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from array import array
@@ -86,22 +87,22 @@ SEND: dict[str, Callable[[Sender, Topology, float], int]] = {
 
 
 def _finish(tx: Sender, topo: Topology, done: Any, objects: bool) -> None:
-    """End this producer's stream. Work queues: every consumer must get a marker.
+    """End this producer's stream, then wait until every consumer has stopped.
 
-    With per-consumer pipes (zmq PUSH) one consumer may receive two markers and
-    another none, so markers are re-sent until every consumer has stopped.
+    Waiting keeps the producer's end open until all was received: a zmq PULL
+    drops what is still queued from a peer that disconnects. Work queues: every
+    consumer must get a marker, and with per-consumer pipes (zmq PUSH) one may
+    receive two and another none, so markers are re-sent until all have stopped.
     """
-    if topo.kind != "workqueue":
-        tx.finish(1, objects)
-        return
-    tx.finish(topo.consumers, objects)
+    workqueue = topo.kind == "workqueue"
+    tx.finish(topo.consumers if workqueue else 1, objects)
     give_up = perf_counter() + SYNC_TIMEOUT
     resend = perf_counter() + 0.2
     while done.value < topo.consumers:
         now = perf_counter()
         if now > give_up:
             raise TimeoutError("consumers never stopped")
-        if now > resend:
+        if workqueue and now > resend:
             tx.finish(topo.consumers - done.value, objects)
             resend = now + 0.2
         time.sleep(0.001)
@@ -221,10 +222,21 @@ def consumer(
 # --- ping-pong ---------------------------------------------------------------
 
 
-def pinger(peer: Peer, ctx: Any, topo: Topology, barrier: Any, duration: float) -> dict[str, Any]:
-    """Time round trips for ``duration`` seconds; report p50/p99/p99.9 in µs."""
-    import numpy as np
+def _pin(cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
 
+
+def _percentile(ordered: list[int], q: float) -> float:
+    """Nearest-rank percentile of sorted nanoseconds, in µs."""
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] / 1e3
+
+
+def pinger(
+    peer: Peer, ctx: Any, topo: Topology, barrier: Any, duration: float, cpu: int | None
+) -> dict[str, Any]:
+    """Time round trips for ``duration`` seconds; report p50/p99/p99.9 in µs."""
+    _pin(cpu)
     tx, rx = peer.pair_end(ctx, topo, 0)
     try:
         barrier.wait(SYNC_TIMEOUT)
@@ -245,17 +257,18 @@ def pinger(peer: Peer, ctx: Any, topo: Topology, barrier: Any, duration: float) 
         tx.finish(1, objects=False)
     finally:
         _close_pair(tx, rx)
-    p50, p99, p999 = np.percentile(np.frombuffer(samples, dtype=np.int64) / 1e3, [50, 99, 99.9])
+    ordered = sorted(samples)
     return {
-        "p50_us": float(p50),
-        "p99_us": float(p99),
-        "p999_us": float(p999),
-        "round_trips": len(samples),
+        "p50_us": _percentile(ordered, 50),
+        "p99_us": _percentile(ordered, 99),
+        "p999_us": _percentile(ordered, 99.9),
+        "round_trips": len(ordered),
     }
 
 
-def ponger(peer: Peer, ctx: Any, topo: Topology, barrier: Any) -> dict[str, Any]:
+def ponger(peer: Peer, ctx: Any, topo: Topology, barrier: Any, cpu: int | None) -> dict[str, Any]:
     """Echo every message until the end marker."""
+    _pin(cpu)
     tx, rx = peer.pair_end(ctx, topo, 1)
     try:
         barrier.wait(SYNC_TIMEOUT)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import multiprocessing.connection as mpc
+import signal
 import time
 from collections.abc import Callable, Sequence
 from threading import BrokenBarrierError
-from typing import Any
+from typing import Any, TypeVar
 
 MP = mp.get_context("fork")
 
 Party = tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]
+T = TypeVar("T")
 
 
 class RunTimeout(Exception):
@@ -48,6 +50,7 @@ def run_parties(parties: Sequence[Party], deadline: float) -> list[dict[str, Any
     """
     procs: list[Any] = []
     pending: dict[mpc.Connection, int] = {}
+    grace = 0.2  # on failure, kill the rest promptly
     try:
         for fn, args in parties:
             reader, writer = MP.Pipe(duplex=False)
@@ -56,15 +59,17 @@ def run_parties(parties: Sequence[Party], deadline: float) -> list[dict[str, Any
             writer.close()
             procs.append(proc)
             pending[reader] = len(procs) - 1
-        return _collect(procs, pending, time.monotonic() + deadline)
+        results = _collect(procs, pending, time.monotonic() + deadline, parties)
+        grace = 2.0  # all reported: give them time to exit on their own
+        return results
     finally:
         for conn in pending:
             conn.close()
-        _reap(procs)
+        _reap(procs, grace)
 
 
 def _collect(
-    procs: list[Any], pending: dict[mpc.Connection, int], end: float
+    procs: list[Any], pending: dict[mpc.Connection, int], end: float, parties: Sequence[Party]
 ) -> list[dict[str, Any]]:
     """Gather one message per pending connection until ``end``."""
     results: list[dict[str, Any]] = [{} for _ in procs]
@@ -90,11 +95,12 @@ def _collect(
         root = [e for e in errors if not e.startswith(BrokenBarrierError.__name__)]
         raise PartyError((root or errors)[0])
     if pending:
-        raise RunTimeout(f"{len(pending)} of {len(procs)} processes did not finish in time")
+        late = ", ".join(parties[i][0].__name__ for i in sorted(pending.values()))
+        raise RunTimeout(f"{len(pending)} of {len(procs)} processes did not finish in time: {late}")
     return results
 
 
-def _reap(procs: list[Any], grace: float = 2.0) -> None:
+def _reap(procs: list[Any], grace: float) -> None:
     """Join children, killing those still alive after ``grace`` seconds."""
     end = time.monotonic() + grace
     for proc in procs:
@@ -103,3 +109,23 @@ def _reap(procs: list[Any], grace: float = 2.0) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join(5.0)
+
+
+def in_time(seconds: float, fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn(*args)`` in this process; raise :class:`RunTimeout` after ``seconds``.
+
+    For the parent's own steps (creating and destroying channels), which no child
+    watchdog covers. Uses SIGALRM, so a blocking call is interrupted at its next
+    signal check.
+    """
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise RunTimeout(f"{getattr(fn, '__name__', 'call')} took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn(*args)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

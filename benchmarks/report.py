@@ -138,7 +138,8 @@ def write_json(path: Path, benches: list[Bench], results: Results, meta: dict[st
 
 
 def write_chart(path: Path, benches: list[Bench], results: Results, peers: list[Peer]) -> bool:
-    """One horizontal bar chart per workload (first metric, min–max whiskers)."""
+    """One horizontal bar chart per workload (first metric, min–max whiskers, log scale
+    when the values span more than 50×)."""
     try:
         import matplotlib
 
@@ -164,6 +165,17 @@ def write_chart(path: Path, benches: list[Bench], results: Results, peers: list[
                 hi.append(max(vals) - med)
         colors = ["tab:red" if n == "shmring" else "tab:gray" for n in names]
         ax.barh(names[::-1], meds[::-1], xerr=[lo[::-1], hi[::-1]], color=colors[::-1])
+        for y, med in enumerate(meds[::-1]):
+            ax.annotate(
+                fmt(med, metric.unit),
+                (med, y),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+        if meds and min(meds) > 0 and max(meds) / min(meds) > 50:
+            ax.set_xscale("log")
         ax.set_title(f"{bench.group}. {bench.title}", fontsize=9)
         ax.set_xlabel(
             metric.label + ("" if metric.higher_is_better else " (lower is better)"), fontsize=8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from . import loops
 from .params import ARRAY_BYTES, BATCH, FAN, LARGE, SMALL, Params
 from .peers.base import Peer, Topology, buffer_bytes
-from .procs import MP, run_parties
+from .procs import MP, in_time, run_parties
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def run_stream(
     peer: Peer, params: Params, topo: Topology, mode: str, msg_bytes: int
 ) -> dict[str, float]:
     """Producers send for ``params.duration``; rate = received / (last end - first start)."""
-    ctx = peer.setup(topo)
+    ctx = in_time(params.deadline, peer.setup, topo)
     try:
         barrier = MP.Barrier(topo.producers + topo.consumers)
         done = MP.Value("i", 0)
@@ -53,7 +54,7 @@ def run_stream(
         ]
         results = run_parties(parties, params.deadline + params.duration)
     finally:
-        peer.teardown(ctx)
+        in_time(params.deadline, peer.teardown, ctx)
     cons, prods = results[: topo.consumers], results[topo.consumers :]
     sent = sum(p["sent"] for p in prods)
     got = sum(c["n"] for c in cons)
@@ -61,31 +62,38 @@ def run_stream(
     if got != expected:
         raise RuntimeError(f"expected {expected} messages, received {got}")
     rate = got / (max(c["t1"] for c in cons) - min(p["t0"] for p in prods))
-    return {"msgs_s": rate, "gb_s": rate * msg_bytes / 1e9}
+    return {"msgs_s": rate, "gb_s": rate * msg_bytes / 1e9} if msg_bytes else {"msgs_s": rate}
 
 
 def run_pingpong(peer: Peer, params: Params) -> dict[str, float]:
-    """One pinger, one ponger, 64 B each way."""
+    """One pinger, one ponger, 64 B each way, pinned to two different CPUs.
+
+    Pinned because where the scheduler happens to put them (same CPU or not)
+    changes blocking systems' round trips tenfold on some machines.
+    """
+    cpus: list[int | None] = [None, None]
+    if len(allowed := sorted(os.sched_getaffinity(0))) >= 2:
+        cpus = [allowed[0], allowed[1]]
     topo = Topology("p2p", msg_size=SMALL, depth=64)
-    ctx = peer.pair_setup(topo)
+    ctx = in_time(params.deadline, peer.pair_setup, topo)
     try:
         barrier = MP.Barrier(2)
         results = run_parties(
             [
-                (loops.ponger, (peer, ctx, topo, barrier)),
-                (loops.pinger, (peer, ctx, topo, barrier, params.duration)),
+                (loops.ponger, (peer, ctx, topo, barrier, cpus[0])),
+                (loops.pinger, (peer, ctx, topo, barrier, params.duration, cpus[1])),
             ],
             params.deadline + params.duration,
         )
     finally:
-        peer.pair_teardown(ctx)
+        in_time(params.deadline, peer.pair_teardown, ctx)
     return results[1]
 
 
 def run_idle(peer: Peer, params: Params) -> dict[str, float]:
     """A consumer blocked on an empty channel whose producer is attached but silent."""
     topo = Topology("p2p", msg_size=SMALL, depth=64)
-    ctx = peer.setup(topo)
+    ctx = in_time(params.deadline, peer.setup, topo)
     try:
         barrier, stop = MP.Barrier(2), MP.Event()
         args = (peer, ctx, topo, barrier, stop, params.idle_seconds)
@@ -94,7 +102,7 @@ def run_idle(peer: Peer, params: Params) -> dict[str, float]:
             params.deadline + params.idle_seconds,
         )
     finally:
-        peer.teardown(ctx)
+        in_time(params.deadline, peer.teardown, ctx)
     return results[0]
 
 

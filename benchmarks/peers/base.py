@@ -138,10 +138,12 @@ class Peer:
             self.teardown(one)
 
     def pair_end(self, ctx: Any, topo: Topology, side: int) -> tuple[Sender, Receiver]:
-        """Side 0 (pinger) sends on the first channel; side 1 answers on the second."""
-        if side == 0:
-            return self.sender(ctx[0], topo, 0), self.receiver(ctx[1], topo, 0)
-        return self.sender(ctx[1], topo, 0), self.receiver(ctx[0], topo, 0)
+        """Side 0 (pinger) sends on the first channel; side 1 answers on the second.
+
+        Receivers are opened first: a sender may wait for its receiver to exist.
+        """
+        rx = self.receiver(ctx[1 - side], topo, 0)
+        return self.sender(ctx[side], topo, 0), rx
 
     def cleanup_all(self) -> None:
         """Called once at the end of the whole run: remove anything left behind."""

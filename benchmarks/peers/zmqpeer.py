@@ -4,6 +4,8 @@ p2p and fan-in: PUSH -> PULL; fan-out: XPUB (no-drop) -> SUB; work queue:
 PUSH (bind) -> PULL x N; ping-pong: one PAIR. The binding side sets an
 event before the others connect, and a fan-out or work-queue producer waits
 until every consumer is connected, so no message is sent into the void.
+Producers keep their socket open until every consumer has finished (see
+``loops._finish``): a PULL drops what it still holds from a peer that left.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ def _hwm(topo: Topology) -> int:
 class _End:
     """Owns one socket and its context."""
 
-    def __init__(self, ctx: dict[str, Any], sock_type: int, topo: Topology, bind: bool) -> None:
+    def __init__(
+        self, ctx: dict[str, Any], sock_type: int, topo: Topology, bind: bool, monitor: bool = False
+    ) -> None:
         import zmq
 
         self._zctx = zmq.Context()
@@ -37,6 +41,9 @@ class _End:
         if sock_type == zmq.XPUB:
             self.sock.setsockopt(zmq.XPUB_NODROP, 1)  # block instead of dropping at HWM
             self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every subscription
+        if monitor:  # before bind, so that no connection is missed
+            self._mon = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            self._mon.setsockopt(zmq.RCVTIMEO, int(CONNECT_TIMEOUT * 1000))
         if bind:
             self.sock.bind(ctx["endpoint"])
             ctx["bound"].set()
@@ -57,17 +64,14 @@ class _End:
 
     def wait_handshakes(self, count: int) -> None:
         """Bound PUSH: wait until ``count`` peers have completed the ZMTP handshake."""
-        import zmq
         from zmq.utils.monitor import recv_monitor_message
 
-        mon = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        mon.setsockopt(zmq.RCVTIMEO, int(CONNECT_TIMEOUT * 1000))
         try:
             for _ in range(count):
-                recv_monitor_message(mon)
+                recv_monitor_message(self._mon)
         finally:
             self.sock.disable_monitor()
-            mon.close(0)
+            self._mon.close(0)
 
     def close_end(self) -> None:
         self.sock.close()
@@ -75,8 +79,10 @@ class _End:
 
 
 class _Sender(Sender, _End):
-    def __init__(self, ctx: dict[str, Any], sock_type: int, topo: Topology, bind: bool) -> None:
-        _End.__init__(self, ctx, sock_type, topo, bind)
+    def __init__(
+        self, ctx: dict[str, Any], sock_type: int, topo: Topology, bind: bool, monitor: bool = False
+    ) -> None:
+        _End.__init__(self, ctx, sock_type, topo, bind, monitor)
         self.send = self.sock.send
         self.send_obj = self.sock.send_pyobj
 
@@ -142,7 +148,7 @@ class Zmq(Peer):
     def version(self) -> str:
         import zmq
 
-        return f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}"
+        return f"{zmq.__version__} (libzmq {zmq.zmq_version()})"
 
     def setup(self, topo: Topology) -> Any:
         tmp = tempfile.mkdtemp(prefix="shmbench-zmq-")
@@ -158,7 +164,7 @@ class Zmq(Peer):
             end = _Sender(ctx, zmq.XPUB, topo, bind=True)
             end.wait_subscribers(topo.consumers)
         elif topo.kind == "workqueue":
-            end = _Sender(ctx, zmq.PUSH, topo, bind=True)
+            end = _Sender(ctx, zmq.PUSH, topo, bind=True, monitor=True)
             end.wait_handshakes(topo.consumers)
         else:
             end = _Sender(ctx, zmq.PUSH, topo, bind=False)
