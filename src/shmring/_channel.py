@@ -12,12 +12,13 @@ the attach table, so recovery knows exactly what a dead one held.
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-from . import _core
+from . import _aio, _client, _core, _objects
 from . import _layout as L
 from ._errors import (
     Broken,
@@ -26,11 +27,13 @@ from ._errors import (
     EndOfStream,
     InvalidArgument,
     MessageTooLarge,
+    RegionNotFound,
     RoleTaken,
     Timeout,
     WouldBlock,
 )
-from ._region import Region
+from ._gc import unlink_if_created
+from ._region import Region, segment_name, split_segment_name
 
 _core.set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, MessageTooLarge,
                  Closed)
@@ -58,8 +61,9 @@ class Claim:
     def commit(self, nbytes: int | None = None) -> None:
         """Publish the claim (its first ``nbytes`` bytes, default all)."""
         if not self._done:
-            self._done = True
+            # Done only once published: a bad nbytes leaves the claim open.
             self._producer._commit(nbytes)
+            self._done = True
 
     def abort(self) -> None:
         """Withdraw the claim; nothing is delivered."""
@@ -131,6 +135,15 @@ class Producer(_core.ProducerCore):
     _channel: Channel
     _slot: int
 
+    #: How :meth:`send_obj` encodes objects (assign per endpoint to change).
+    serializer: _objects.Serializer = _objects.PICKLE
+
+    # Objects and asyncio (_objects.py, _aio.py).
+    send_obj = _objects.send_obj
+    send_obj_nowait = _objects.send_obj_nowait
+    send_async = _aio.send_async
+    send_obj_async = _aio.send_obj_async
+
     def claim(self, n: int, timeout: float | None = None) -> Claim:
         """Reserve ``n`` bytes in the ring for a zero-copy write (see :class:`Claim`)."""
         return Claim(self, self._claim(n, timeout))
@@ -139,6 +152,7 @@ class Producer(_core.ProducerCore):
         """Withdraw any open claim and give the endpoint's slot back."""
         if self._closed:
             return
+        _aio.stop_waiter(self)
         if self._claimed:
             self._abort()
         self._close()
@@ -172,6 +186,17 @@ class Consumer(_core.ConsumerCore):
     _channel: Channel
     _slot: int
 
+    #: How :meth:`recv_obj` decodes objects (assign per endpoint to change).
+    serializer: _objects.Serializer = _objects.PICKLE
+    _obj_in_place = False  # recv_obj's mode, see _objects._take_copy
+
+    # Objects and asyncio (_objects.py, _aio.py).
+    recv_obj = _objects.recv_obj
+    recv_obj_nowait = _objects.recv_obj_nowait
+    recv_async = _aio.recv_async
+    recv_obj_async = _aio.recv_obj_async
+    __aiter__ = _aio.aiter_messages
+
     def recv_view(self, timeout: float | None = None) -> RecordView:
         """Hold the next record and view it in place (see :class:`RecordView`)."""
         return RecordView(self, self._peek(timeout))
@@ -188,6 +213,7 @@ class Consumer(_core.ConsumerCore):
         """Give back any held record and the endpoint's slot."""
         if self._closed:
             return
+        _aio.stop_waiter(self)
         self._close()
         self._channel._release_role(self._slot, producer=False)
 
@@ -221,10 +247,22 @@ class Channel:
     consumer missed in ``Consumer.missed``).
     """
 
-    def __init__(self, region: Region) -> None:
+    def __init__(self, region: Region, *, supervised: bool | None = None) -> None:
         self._region = region
+        self._created_ns = region.created_ns
         self._slot = region.alloc_slot(L.ROLE_ATTACH)
         self._endpoints: weakref.WeakSet[Producer | Consumer] = weakref.WeakSet()
+        # The supervisor unlinks the region once its last user is gone
+        # (docs/design.md, "Supervisor"); supervised=False opts out.
+        self._supervisor: _client.Connection | None = None
+        if _client.enabled(supervised):
+            conn = _client.connection(_namespace(region.segment))
+            try:
+                conn.attach(region.segment, self._created_ns)
+            except BaseException:
+                region.free_slot(self._slot)
+                raise
+            self._supervisor = conn
 
     @classmethod
     def create(
@@ -239,29 +277,52 @@ class Channel:
         mode: int = 0o600,
         slots: int = 64,
         namespace: str | None = None,
+        supervised: bool | None = None,
     ) -> Channel:
         """Create channel ``name``: a ring of ``capacity`` bytes (a power of
-        two) in a new region. ``max_message`` defaults to a quarter of it."""
-        region = Region.create(name, capacity, mode=mode, pattern=pattern,
-                               max_message=max_message, slots=slots, lossy=lossy,
-                               persistent=persistent, namespace=namespace)
+        two) in a new region. ``max_message`` defaults to a quarter of it.
+
+        The region is removed once every process that used it has closed it
+        or exited, unless ``persistent=True`` (then :meth:`unlink` it).
+        ``supervised=False`` (or ``$SHMRING_SUPERVISOR=0``) leaves its
+        lifetime to you: no supervisor is contacted."""
+        seg = segment_name(name, namespace)
+        conn = _client.connection(_namespace(seg)) if _client.enabled(supervised) else None
+        if conn is not None:
+            conn.creating(seg)  # if we die before attaching, it is cleaned up
         try:
-            return cls(region)
+            region = Region.create(name, capacity, mode=mode, pattern=pattern,
+                                   max_message=max_message, slots=slots, lossy=lossy,
+                                   persistent=persistent, namespace=namespace)
+        except BaseException:
+            if conn is not None:
+                conn.abandon(seg)
+            raise
+        created = region.created_ns
+        try:
+            return cls(region, supervised=conn is not None)
         except BaseException:
             region.close()
-            region.unlink()
+            unlink_if_created(seg, created)
+            if conn is not None:
+                conn.abandon(seg)
             raise
 
     @classmethod
-    def open(cls, name: str, *, namespace: str | None = None, timeout: float = 2.0) -> Channel:
+    def open(cls, name: str, *, namespace: str | None = None, timeout: float = 2.0,
+             supervised: bool | None = None) -> Channel:
         """Open the existing channel ``name`` (waits up to ``timeout`` seconds
         for one being created)."""
-        region = Region.attach(name, namespace=namespace, timeout=timeout)
-        try:
-            return cls(region)
-        except BaseException:
-            region.close()
-            raise
+        for _attempt in range(5):
+            region = Region.attach(name, namespace=namespace, timeout=timeout)
+            try:
+                return cls(region, supervised=supervised)
+            except _client.Stale:
+                region.close()  # its last user closed it meanwhile: look again
+            except BaseException:
+                region.close()
+                raise
+        raise RegionNotFound(f"region {name!r} kept being removed while opening it")
 
     # ------------------------------------------------------------ roles --
     def _take_role(self, owner_off: int, what: str) -> int:
@@ -321,10 +382,16 @@ class Channel:
         self._endpoints.add(c)
         return c
 
+    def _owns(self, slot: int) -> bool:
+        # A forked child shares its parent's endpoints and slots: not its own.
+        buf = self._region.buf
+        return buf is not None and \
+            _core.load(buf, L.slot_offset(slot) + L.SLOT_PID) == os.getpid()
+
     def _release_role(self, slot: int, *, producer: bool) -> None:
         region = self._region
         buf = region.buf
-        if buf is None:
+        if buf is None or not self._owns(slot):
             return
         owner = L.OFF_PRODUCER_OWNER if producer else L.OFF_CONSUMER_OWNER
         _core.cas(buf, owner, slot + 1, 0)
@@ -348,13 +415,25 @@ class Channel:
         if self._region.closed:
             return
         for ep in list(self._endpoints):
-            ep.close()
-        self._region.free_slot(self._slot)
+            if self._owns(ep._slot):
+                ep.close()
+            else:
+                ep._close()  # the parent's endpoint: only drop our hold on the mapping
+        if self._slot >= 0 and self._owns(self._slot):
+            self._region.free_slot(self._slot)
+        self._slot = -1
         self._region.close()
+        conn, self._supervisor = self._supervisor, None
+        if conn is not None:
+            # Synchronous: if we were the last user, the name is gone on return.
+            conn.detach(self._region.segment, self._created_ns)
 
     def unlink(self) -> None:
-        """Remove the channel's name; processes that have it open keep working."""
-        self._region.unlink()
+        """Remove the channel's name now; processes that have it open keep
+        working. Idempotent: a name already removed (by the supervisor when
+        the last user closed, or by anyone) or reused by a newer channel is
+        left alone. Needed for persistent and unsupervised channels only."""
+        unlink_if_created(self._region.segment, self._created_ns)
 
     def __enter__(self) -> Channel:
         return self
@@ -408,8 +487,13 @@ class Channel:
 
 
 def _reopen(name: str, segment: str) -> Channel:
-    ns = segment.lstrip("/").split(".", 2)[1]
-    return Channel.open(name, namespace=ns)
+    return Channel.open(name, namespace=_namespace(segment))
+
+
+def _namespace(segment: str) -> str:
+    parsed = split_segment_name(segment)
+    assert parsed is not None
+    return parsed[0]
 
 
 def _check_pattern(pattern: str) -> None:

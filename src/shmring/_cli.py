@@ -23,8 +23,41 @@ def _demo(args: argparse.Namespace) -> int:
     return run(count=args.count)
 
 
+def _supervisor_args(p: argparse.ArgumentParser) -> None:
+    from ._supervisor import add_arguments
+
+    add_arguments(p)
+
+
+def _supervisor(args: argparse.Namespace) -> int:
+    from ._supervisor import main
+
+    return main(args)
+
+
+def _tool(name: str) -> tuple[Callable[[argparse.ArgumentParser], None],
+                              Callable[[argparse.Namespace], int]]:
+    def add(p: argparse.ArgumentParser) -> None:
+        from . import _tools
+
+        getattr(_tools, name + "_args")(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from . import _tools
+
+        result: int = getattr(_tools, name)(args)
+        return result
+
+    return add, run
+
+
 COMMANDS: dict[str, Command] = {
     "demo": ("move a million messages between two processes", _demo_args, _demo),
+    "supervisor": ("run the supervisor of a namespace in the foreground",
+                   _supervisor_args, _supervisor),
+    "ls": ("list regions: size, pattern, processes, fill, messages", *_tool("ls")),
+    "inspect": ("show one region's header, counters and attach table", *_tool("inspect")),
+    "gc": ("list regions no live process uses (remove them with --yes)", *_tool("gc")),
 }
 
 

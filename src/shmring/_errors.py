@@ -44,6 +44,19 @@ class MessageTooLarge(ShmringError, ValueError):
     """A message is larger than the channel's ``max_message``; nothing was written."""
 
 
+class DecodeError(ShmringError, ValueError):
+    """A received record could not be turned back into an object (not a
+    frame this version reads, a frame whose table points outside the record,
+    or the serializer failed; the original error is ``__cause__``). The
+    record was consumed."""
+
+
+class QueueClosed(Closed, OSError, ValueError):
+    """This process closed the :class:`shmring.Queue` (the queue itself lives
+    on in the other processes). A ``ValueError`` and an ``OSError``, as
+    ``multiprocessing`` raises after ``close()``."""
+
+
 class InvalidArgument(ShmringError, ValueError):
     """A bad name, size, pattern or option."""
 
@@ -70,3 +83,9 @@ class NoSpace(ShmringError, OSError):
 
 class AttachTableFull(ShmringError):
     """Every attach slot of the region is taken; create it with more ``slots``."""
+
+
+class SupervisorUnavailable(ShmringError, ConnectionError):
+    """No supervisor could be reached or started for the namespace (run
+    ``shmring supervisor`` yourself, or set ``SHMRING_SUPERVISOR=0`` to run
+    without one)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 
-def start_time(pid: int) -> int | None:
+def start_time(pid: int | str) -> int | None:
     """Start time of ``pid`` in clock ticks since boot, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -54,6 +54,8 @@ def my_start_time() -> int:
     pid = os.getpid()
     st = _MY_START.get(pid)
     if st is None:
-        st = start_time(pid) or 0
+        # /proc/self, not /proc/<pid>: in a PID namespace whose /proc is the
+        # parent's, our own pid there names another process.
+        st = start_time("self") or 0
         _MY_START[pid] = st
     return st

@@ -38,7 +38,7 @@ from ._errors import (
     RegionExists,
     RegionNotFound,
 )
-from ._proc import alive, my_start_time
+from ._proc import alive, my_start_time, start_time
 
 PREFIX = "shmring"
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}\Z")
@@ -314,7 +314,11 @@ class Region:
     @property
     def pattern(self) -> str:
         """The ring pattern: spsc, mpsc, mpmc or broadcast."""
-        return L.PATTERN_NAMES[self._u32(L.HDR_PATTERN)]
+        value = self._u32(L.HDR_PATTERN)
+        try:
+            return L.PATTERN_NAMES[value]
+        except KeyError:  # the header was overwritten after it was validated
+            raise CorruptRegion(f"region {self.name!r} has unknown pattern {value}") from None
 
     @property
     def capacity(self) -> int:
@@ -329,7 +333,11 @@ class Region:
     @property
     def slot_count(self) -> int:
         """Entries in the attach table."""
-        return self._u32(L.HDR_SLOT_COUNT)
+        n = self._u32(L.HDR_SLOT_COUNT)
+        if n > L.MAX_SLOTS or L.slot_offset(n) > self.size:
+            # Overwritten after it was validated: walking it would leave the segment.
+            raise CorruptRegion(f"region {self.name!r} has {n} attach slots: corrupt header")
+        return n
 
     @property
     def flags(self) -> int:
@@ -398,6 +406,9 @@ class Region:
             _core.fetch_add(buf, nbytes, _core.load(buf, so + L.SLOT_BYTES))
         _core.store32(buf, so + L.SLOT_STATE, L.SLOT_FREE)
         _core.store32(buf, so + L.SLOT_ROLE, 0)
+        # Start time 0 marks a slot being taken (alloc_slot sets it right
+        # after winning the pid word): dead_slots leaves such a slot alone.
+        _core.store(buf, so + L.SLOT_START_TIME, 0)
         _core.store(buf, so + L.SLOT_PID, 0)
 
     def slots(self) -> list[SlotInfo]:
@@ -448,7 +459,13 @@ class Region:
             pid = _core.load(buf, so + L.SLOT_PID)
             if pid == 0 or pid & _RECOVERING:
                 continue
-            if not alive(pid, _core.load(buf, so + L.SLOT_START_TIME)):
+            started = _core.load(buf, so + L.SLOT_START_TIME)
+            if started == 0:
+                # Being taken by pid right now; dead only if pid is gone.
+                if start_time(pid) is None:
+                    dead.append((i, pid))
+                continue
+            if not alive(pid, started):
                 dead.append((i, pid))
         return dead
 
@@ -464,7 +481,9 @@ class Region:
             so = L.slot_offset(i)
             pid = _core.load(buf, so + L.SLOT_PID)
             started = _core.load(buf, so + L.SLOT_START_TIME)
-            if pid and not pid & _RECOVERING and alive(pid, started):
+            if not pid or pid & _RECOVERING:
+                continue
+            if alive(pid, started) if started else start_time(pid) is not None:
                 pids.add(pid)
         return pids
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "atomics.h"
+#include "wait.h"
 
 #define NOGIL_COPY 262144
 
@@ -33,6 +34,14 @@ static int take(EndpointObject *self, int64_t deadline, int nowait, const char *
         }
         if (r->batch) ring_consumer_flush(r);
         if (nowait) return 1;
+        /* The wait can say "ready" while nothing is readable (a lossy
+         * record being overwritten, corrupt counters): the deadline and
+         * signals are honoured here too, or this loop could spin forever. */
+        if (deadline >= 0 && mono_ns() >= deadline) {
+            PyErr_SetString(E_Timeout, "timed out waiting for a message");
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0) return -1;
         int w = endpoint_wait(self, 0, deadline);
         if (w < 0) return -1;
         if (w > 0) {

@@ -69,6 +69,7 @@ PyObject *endpoint_close(EndpointObject *self, PyObject *unused) {
             fadd32_sc(self->ring.base, OFF_SPACE_FUTEX, 1);
             futex_wake_word(self->ring.base + OFF_SPACE_FUTEX, INT_MAX);
         } else {
+            ring_unhold(&self->ring); /* consumers: a held record goes back */
             self->open = 0;
             PyBuffer_Release(&self->buf);
         }

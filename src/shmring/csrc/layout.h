@@ -49,6 +49,10 @@
  *   SPACE futex u32 (bumped when space is freed), +8 waiters u32
  *   CTRL  eos u32, +4 broken u32, +8 producer_owner u64 (slot+1 or 0),
  *         +16 consumer_owner u64 (slot+1 or 0), +24 msgno u64 (broadcast)
+ *   STATS totals of endpoints that are gone (closed, or recovered after their
+ *         process died), folded in when their slot is freed; live endpoints
+ *         count in their own slots. Cold path only (`shmring ls`):
+ *         in_msgs u64, +8 in_bytes, +16 out_msgs, +24 out_bytes
  *
  * ATTACH SLOT (SLOT_SIZE bytes, one per attached channel or endpoint):
  *
@@ -57,7 +61,8 @@
  *   16 role        u32   ROLE_*
  *   20 state       u32   SLOT_*
  *   24 claim_pos   u64   producer: position of the claim in flight, or NONE
- *   32 claim_len   u64   its length including any padding before it
+ *   32 claim_len   u64   its length including any padding before it; the
+ *                        top bit (CLAIM_CONFIRMED) once the claim is won
  *   40 cursor      u64   broadcast consumer: next position it reads
  *   48 messages    u64   messages sent or received through this endpoint
  *   56 bytes       u64   payload bytes sent or received
@@ -116,6 +121,10 @@
 #define OFF_PRODUCER_OWNER (6u * LINE + 8u)
 #define OFF_CONSUMER_OWNER (6u * LINE + 16u)
 #define OFF_MSGNO (6u * LINE + 24u)
+#define OFF_STATS_IN_MSGS (7u * LINE)
+#define OFF_STATS_IN_BYTES (7u * LINE + 8u)
+#define OFF_STATS_OUT_MSGS (7u * LINE + 16u)
+#define OFF_STATS_OUT_BYTES (7u * LINE + 24u)
 
 #define REGION_HEADER_SIZE (8u * LINE)
 #define SLOTS_OFFSET REGION_HEADER_SIZE
@@ -135,6 +144,7 @@
 #define SLOT_LAST_MSGNO 72u
 
 #define CLAIM_NONE UINT64_MAX
+#define CLAIM_CONFIRMED (1ULL << 63) /* in claim_len: our CAS of tail succeeded */
 
 #define PATTERN_SPSC 1u
 #define PATTERN_MPSC 2u

@@ -1,7 +1,9 @@
 /* module.c - shmring._core: the two endpoint types, atomic operations on
  * words of a mapping for the Python side's cold paths (region header,
- * attach table, CLI), futex wake, recovery, and the layout constants. */
+ * attach table, CLI), futex wait and wake, recovery, and the layout constants. */
 #include "core.h"
+
+#include <errno.h>
 
 #include "atomics.h"
 #include "wait.h"
@@ -113,6 +115,53 @@ static PyObject *m_wake(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     return PyLong_FromLong(woken);
 }
 
+/* futex_wait(buffer, offset, expected, timeout=None) -> bool: sleep while
+ * the 32-bit word at offset still holds expected, until a wake() on it or
+ * the timeout (seconds). False if the timeout passed; True otherwise (woken,
+ * the word differed, or spuriously: callers re-check their condition). For
+ * cold-path waits kept in Python (shmring.Queue's item count and join).
+ * The GIL is released; the buffer stays exported while we sleep, so its
+ * mapping cannot be unmapped under us. A signal runs Python's handlers
+ * (Ctrl-C works), then the sleep resumes. */
+static PyObject *m_futex_wait(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    uint64_t expected;
+    int64_t deadline;
+    if (n < 3 || n > 4)
+        return PyErr_Format(PyExc_TypeError, "futex_wait(buffer, offset, expected, timeout=None)");
+    if (get_u64(a[2], &expected) < 0) return NULL;
+    if (parse_timeout(n > 3 ? a[3] : NULL, &deadline) < 0) return NULL;
+    char *p = word_at(a[0], &vb, a[1], 4);
+    if (!p) return NULL;
+    int timed_out = 0;
+    for (;;) {
+        int64_t left = -1;
+        if (deadline >= 0) {
+            left = deadline - mono_ns();
+            if (left <= 0) {
+                timed_out = 1;
+                break;
+            }
+        }
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        err = futex_wait_word(p, (uint32_t)expected, left);
+        Py_END_ALLOW_THREADS
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                PyBuffer_Release(&vb);
+                return NULL;
+            }
+            continue;
+        }
+        timed_out = err == ETIMEDOUT;
+        break;
+    }
+    PyBuffer_Release(&vb);
+    return PyBool_FromLong(!timed_out);
+}
+
 static PyObject *m_check_region(PyObject *m, PyObject *buffer) {
     (void)m;
     Py_buffer vb;
@@ -131,7 +180,11 @@ static PyObject *m_recover_slot(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     unsigned long slot = PyLong_AsUnsignedLong(a[1]);
     if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
     if (PyObject_GetBuffer(a[0], &vb, PyBUF_WRITABLE) < 0) return NULL;
-    int fixed = ring_recover_slot(vb.buf, (uint64_t)vb.len, (uint32_t)slot);
+    int fixed;
+    /* Recovery may pause a few milliseconds (see recover_claim). */
+    Py_BEGIN_ALLOW_THREADS
+    fixed = ring_recover_slot(vb.buf, (uint64_t)vb.len, (uint32_t)slot);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&vb);
     if (fixed < 0) return PyErr_Format(E_Corrupt, "corrupt region: cannot recover slot %lu",
                                        slot);
@@ -167,6 +220,9 @@ static PyMethodDef methods[] = {
      "fetch_add(buffer, offset, delta) -> int: atomic add, returns the old value."},
     {"wake", (PyCFunction)(void (*)(void))m_wake, METH_FASTCALL,
      "wake(buffer, offset) -> int: bump a futex word and wake all its waiters."},
+    {"futex_wait", (PyCFunction)(void (*)(void))m_futex_wait, METH_FASTCALL,
+     "futex_wait(buffer, offset, expected, timeout=None) -> bool: sleep while the 32-bit "
+     "word is expected, until wake() or the timeout (False if it passed)."},
     {"check_region", (PyCFunction)m_check_region, METH_O,
      "check_region(buffer): raise CorruptRegion unless the header is valid."},
     {"recover_slot", (PyCFunction)(void (*)(void))m_recover_slot, METH_FASTCALL,
@@ -191,10 +247,11 @@ static const struct {
     C(HDR_CREATOR_PID), C(OFF_TAIL), C(OFF_HEAD), C(OFF_READ_CLAIM), C(OFF_LATEST),
     C(OFF_INTENT), C(OFF_REDELIVER), C(OFF_DATA_FUTEX), C(OFF_DATA_WAITERS),
     C(OFF_SPACE_FUTEX), C(OFF_SPACE_WAITERS), C(OFF_EOS), C(OFF_BROKEN),
-    C(OFF_PRODUCER_OWNER), C(OFF_CONSUMER_OWNER), C(OFF_MSGNO), C(REGION_HEADER_SIZE),
+    C(OFF_PRODUCER_OWNER), C(OFF_CONSUMER_OWNER), C(OFF_MSGNO), C(OFF_STATS_IN_MSGS),
+    C(OFF_STATS_IN_BYTES), C(OFF_STATS_OUT_MSGS), C(OFF_STATS_OUT_BYTES), C(REGION_HEADER_SIZE),
     C(SLOTS_OFFSET), C(SLOT_SIZE), C(MAX_SLOTS), C(SLOT_PID), C(SLOT_START_TIME),
     C(SLOT_ROLE), C(SLOT_STATE), C(SLOT_CLAIM_POS), C(SLOT_CLAIM_LEN), C(SLOT_CURSOR),
-    C(SLOT_MESSAGES), C(SLOT_BYTES), C(SLOT_MISSED), C(SLOT_LAST_MSGNO), C(CLAIM_NONE),
+    C(SLOT_MESSAGES), C(SLOT_BYTES), C(SLOT_MISSED), C(SLOT_LAST_MSGNO), C(CLAIM_NONE), C(CLAIM_CONFIRMED),
     C(PATTERN_SPSC), C(PATTERN_MPSC), C(PATTERN_MPMC), C(PATTERN_BROADCAST),
     C(FLAG_PERSISTENT), C(FLAG_LOSSY), C(ROLE_ATTACH), C(ROLE_PRODUCER), C(ROLE_CONSUMER),
     C(SLOT_FREE), C(SLOT_ACTIVE), C(SLOT_CLOSING), C(RECORD_HEADER), C(RECORD_ALIGN),

@@ -199,6 +199,10 @@ static PyObject *P_claim(EndpointObject *self, PyObject *const *args, Py_ssize_t
             PyErr_SetString(E_Timeout, "timed out waiting for space in the channel");
             return NULL;
         }
+        if (ld32_acq(r->base, OFF_EOS)) {
+            PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
+            return NULL;
+        }
     }
     self->view = PyMemoryView_FromMemory(dst, n, PyBUF_WRITE);
     if (!self->view) {

@@ -2,11 +2,14 @@
 #include "ring.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "atomics.h"
 #include "wait.h"
 
-#define HDR(r, pos) ((uint64_t)((pos) & (r)->mask))
+/* Record headers are RECORD_ALIGN-aligned; a position read from a corrupt
+ * counter may not be, and its header words must still lie inside the ring. */
+#define HDR(r, pos) ((uint64_t)((pos) & (r)->mask & ~(uint64_t)(RECORD_ALIGN - 1)))
 #define WORD_OFF(r, pos) ((uint64_t)((r)->data - (r)->base) + HDR(r, pos))
 #define SEQ_OFF(r, pos) (WORD_OFF(r, pos) + 8u)
 #define LAP(r, pos) (((pos) / (r)->cap) & 0xFFFFu)
@@ -38,7 +41,8 @@ int ring_init(ring_t *r, char *base, uint64_t size, uint32_t slot, int consumer)
     if (doff < SLOTS_OFFSET + (uint64_t)r->slot_count * SLOT_SIZE || doff % RECORD_ALIGN)
         return corrupt(r, "data offset overlaps the attach table");
     if (doff > size || size - doff < r->cap) return corrupt(r, "ring extends past the segment");
-    if (r->max_message == 0 || r->max_message + RECORD_HEADER > r->cap / 2)
+    /* Written so that no sum can wrap (cap >= MIN_CAPACITY was checked). */
+    if (r->max_message == 0 || r->max_message > r->cap / 2 - RECORD_HEADER)
         return corrupt(r, "max_message does not fit half the ring");
     if (slot >= r->slot_count) return corrupt(r, "slot out of range");
     r->data = base + doff;
@@ -89,7 +93,8 @@ static void put_pad(ring_t *r, uint64_t pos, uint64_t len) {
 }
 
 int ring_has_space(ring_t *r, uint64_t reclen) {
-    if (ld32_acq(r->base, OFF_BROKEN)) return 1;
+    /* Broken or closed for sending: a blocked sender wakes to say so. */
+    if (ld32_acq(r->base, OFF_BROKEN) || ld32_acq(r->base, OFF_EOS)) return 1;
     uint64_t t = r->multi_producer ? ld_acq(r->base, OFF_TAIL) : r->tail_local;
     uint64_t idx = t & r->mask;
     uint64_t pad = idx + reclen > r->cap ? r->cap - idx : 0;
@@ -112,6 +117,7 @@ int ring_claim(ring_t *r, uint64_t len, char **payload) {
     r->want = reclen;
     if (!r->multi_producer) {
         t = r->tail_local;
+        if (t % RECORD_ALIGN) return corrupt(r, "tail is not record-aligned");
         idx = t & r->mask;
         pad = idx + reclen > r->cap ? r->cap - idx : 0;
         end = t + pad + reclen;
@@ -121,8 +127,10 @@ int ring_claim(ring_t *r, uint64_t len, char **payload) {
         }
         if (r->lossy) {
             /* Seqlock writer: the intent is visible before any byte we
-             * overwrite. Pairs with the acquire fence in ring_validate. */
-            st_rlx(r->base, OFF_INTENT, end);
+             * overwrite. Pairs with the acquire fence in ring_validate. It
+             * never moves back: an aborted claim may have overwritten bytes
+             * past the end of a smaller claim made after it (we own it). */
+            if (end > ld_rlx(r->base, OFF_INTENT)) st_rlx(r->base, OFF_INTENT, end);
             fence_rel();
         }
         if (pad) {
@@ -132,6 +140,7 @@ int ring_claim(ring_t *r, uint64_t len, char **payload) {
     } else {
         for (;;) {
             t = ld_acq(r->base, OFF_TAIL);
+            if (t % RECORD_ALIGN) return corrupt(r, "tail is not record-aligned");
             idx = t & r->mask;
             pad = idx + reclen > r->cap ? r->cap - idx : 0;
             end = t + pad + reclen;
@@ -145,6 +154,8 @@ int ring_claim(ring_t *r, uint64_t len, char **payload) {
             st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, t);
             if (cas_sc(r->base, OFF_TAIL, &t, end)) break;
         }
+        /* The claim is ours: recovery may pad [t, end) without doubt. */
+        st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, (pad + reclen) | CLAIM_CONFIRMED);
         if (pad) put_pad(r, t, pad);
         uint64_t p = t + pad;
         st_rlx(r->base, SEQ_OFF(r, p), p);
@@ -246,6 +257,9 @@ static void hold(ring_t *r, uint64_t pos, uint64_t w, const char **payload, uint
     r->held = 1;
     r->held_pos = pos;
     r->held_word = w;
+    /* Read before the payload is copied: for lossy broadcast, the seqlock
+     * check after the copy (ring_validate) then covers it too. */
+    r->held_seq = ld_rlx(r->base, SEQ_OFF(r, pos));
     r->held_len = (uint64_t)rec_len(w) - RECORD_HEADER;
     r->held_alen = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
     *payload = r->data + (pos & r->mask) + RECORD_HEADER;
@@ -262,6 +276,14 @@ static void zero_record(ring_t *r, uint64_t pos, uint64_t alen) {
 
 static void free_to(ring_t *r, uint64_t to);
 
+/* Lossy broadcast, overrun at c: ring_peek jumps to the newest record, unless
+ * we are there already; then that record is itself being overwritten (or the
+ * counters are garbage) and nothing is readable until the producer commits:
+ * jumping again would spin forever. */
+static int lapped(ring_t *r, uint64_t c) {
+    return c == ld_acq(r->base, OFF_LATEST) ? RING_AGAIN : RING_LAPPED;
+}
+
 /* spsc and broadcast: the single producer publishes with tail. */
 static int peek_tail(ring_t *r, const char **payload, uint64_t *len) {
     for (;;) {
@@ -272,12 +294,15 @@ static int peek_tail(ring_t *r, const char **payload, uint64_t *len) {
             if (c == r->cached_tail) return RING_AGAIN;
         }
         if (r->cached_tail < c || r->cached_tail - c > r->cap) {
-            if (r->lossy) return RING_LAPPED;
+            if (r->lossy) return lapped(r, c);
             return corrupt(r, "tail and cursor more than a ring apart");
         }
+        /* Lossy: a record the producer is overwriting is not read at all
+         * (an early look; ring_validate after the copy is the seqlock). */
+        if (r->lossy && ld_rlx(r->base, OFF_INTENT) > c + r->cap) return lapped(r, c);
         uint64_t w = ld_rlx(r->base, WORD_OFF(r, c));
         int rc = check_record(r, c, w, r->cached_tail);
-        if (rc != RING_OK) return r->lossy ? RING_LAPPED : rc;
+        if (rc != RING_OK) return r->lossy ? lapped(r, c) : rc;
         if (r->pattern == PATTERN_SPSC && rec_type(w) == REC_MSG &&
             ld_rlx(r->base, SEQ_OFF(r, c)) != c)
             return corrupt(r, "record sequence does not match its position");
@@ -387,7 +412,17 @@ static int peek_mpmc(ring_t *r, const char **payload, uint64_t *len) {
         if (ld_acq(r->base, OFF_READ_CLAIM) != r0) continue;
         if (w == 0 || rec_len(w) < 0) return RING_AGAIN;
         int rc = check_record(r, r0, w, 0);
-        if (rc != RING_OK) return rc;
+        if (rc != RING_OK) {
+            /* Ring exactly full (tail == head + capacity): nothing is claimed
+             * at r0 yet and its bytes are still the record at head, a lap
+             * older, taken and not yet done. A claim at r0 is made after
+             * that record was zeroed (producer: acquire of head, then the
+             * CAS of tail we acquire here), so a word read after seeing
+             * such a claim is never the old record. */
+            if (ld_acq(r->base, OFF_TAIL) == r0) return RING_AGAIN;
+            if (ld_acq(r->base, WORD_OFF(r, r0)) != w) continue;
+            return rc;
+        }
         uint64_t alen = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
         if (rec_state(w) != ST_READY) {
             cas_sc(r->base, OFF_READ_CLAIM, &r0, r0 + alen); /* help */
@@ -486,7 +521,7 @@ void ring_release(ring_t *r) {
     case PATTERN_MPMC: mark_done_and_sweep(r, r->held_pos, r->held_word); break;
     default:
         if (r->lossy) {
-            uint64_t m = ld_rlx(r->base, SEQ_OFF(r, r->held_pos));
+            uint64_t m = r->held_seq; /* validated with the copy, unlike the ring now */
             if (r->have_baseline && m > r->last_msgno + 1)
                 st_rlx(r->base, r->slot_off + SLOT_MISSED,
                        ld_rlx(r->base, r->slot_off + SLOT_MISSED) + (m - r->last_msgno - 1));
@@ -503,6 +538,21 @@ void ring_release(ring_t *r) {
         st_sc(r->base, r->slot_off + SLOT_CURSOR, to);
         if (!r->lossy) shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
         break;
+    }
+}
+
+/* The consumer goes away holding a record it did not release: it was not
+ * consumed. spsc, mpsc, broadcast: the cursor never passed it, so the next
+ * consumer reads it again. mpmc: it is handed back to the queue exactly as
+ * recovery hands back a dead consumer's records (ring_recover_slot). */
+void ring_unhold(ring_t *r) {
+    if (!r->held) return;
+    r->held = 0;
+    if (r->pattern != PATTERN_MPMC) return;
+    uint64_t w = r->held_word;
+    if (cas_sc(r->base, WORD_OFF(r, r->held_pos), &w, rec_with_state(w, ST_READY, 0))) {
+        fadd_sc(r->base, OFF_REDELIVER, 1);
+        shm_notify(r->base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
     }
 }
 
@@ -530,7 +580,8 @@ int ring_has_data(ring_t *r) {
         if (ld_rlx(r->base, OFF_REDELIVER) != 0) return 1;
         uint64_t r0 = ld_acq(r->base, OFF_READ_CLAIM);
         uint64_t w = ld_acq(r->base, WORD_OFF(r, r0));
-        return w != 0 && rec_len(w) > 0;
+        /* A record of an older lap is the full ring's head, not data. */
+        return w != 0 && rec_len(w) > 0 && rec_lap(w) == LAP(r, r0);
     }
     default: return ld_acq(r->base, OFF_TAIL) != r->cursor;
     }
@@ -573,10 +624,16 @@ int ring_consumer_join(ring_t *r) {
             uint64_t l = ld_acq(r->base, OFF_LATEST);
             uint64_t w = ld_rlx(r->base, WORD_OFF(r, l));
             uint64_t m = ld_rlx(r->base, SEQ_OFF(r, l));
+            int32_t n = rec_len(w);
+            uint64_t e = l + (n > 0 ? align_up((uint64_t)n, RECORD_ALIGN) : 0);
+            /* A commit of a prefix pads the rest of its claim after it. */
+            uint64_t pw = ld_rlx(r->base, WORD_OFF(r, e));
             fence_acq();
             uint64_t intent = ld_rlx(r->base, OFF_INTENT);
-            if (intent > l + r->cap || rec_len(w) <= 0) continue;
-            if (l + align_up((uint64_t)rec_len(w), RECORD_ALIGN) != t) continue;
+            if (intent > l + r->cap || n <= 0) continue;
+            if (e != t && !(rec_type(pw) == REC_PAD && rec_len(pw) > 0 &&
+                            e + align_up((uint64_t)rec_len(pw), RECORD_ALIGN) == t))
+                continue;
             r->last_msgno = m;
             r->have_baseline = 1;
             break;
@@ -600,6 +657,77 @@ static int other_live_claim(char *base, uint32_t nslots, uint32_t dead, uint64_t
     return 0;
 }
 
+static void pause_ms(long ms) {
+    struct timespec ts = {0, ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Pads [q, end) of a dead producer's claim: the first word by
+ * compare-exchange from what we saw (so a record written meanwhile is left
+ * alone), the rest plainly (inside the claim nobody else writes), cut at
+ * the end of the ring. */
+static int pad_rest(ring_t *r, uint64_t q, uint64_t end, uint64_t seen) {
+    uint64_t room = r->cap - (q & r->mask);
+    uint64_t n = end - q < room ? end - q : room;
+    st_rlx(r->base, SEQ_OFF(r, q), q);
+    if (!cas_sc(r->base, WORD_OFF(r, q), &seen,
+                rec_word((int32_t)n, REC_PAD, 0, 0, LAP(r, q))))
+        return 0;
+    for (q += n; q < end; q += n) {
+        room = r->cap - (q & r->mask);
+        n = end - q < room ? end - q : room;
+        put_pad(r, q, n);
+    }
+    return 1;
+}
+
+/* A dead producer's claim in flight (mpsc, mpmc). Its slot says where:
+ * position and length, confirmed once its exchange of tail won. The part of
+ * the claim not committed becomes padding so consumers go on.
+ *
+ * A zero word is ambiguous for a moment: it may be a claim nobody wrote, or
+ * a record a consumer has just read and zeroed before advancing head, or
+ * (unconfirmed claim) the position another producer won and is about to
+ * write. Those last a few instructions; a zero that is still there after a
+ * short pause, with head not past it, is the dead claim's. */
+static int recover_claim(ring_t *r, uint32_t slot) {
+    char *base = r->base;
+    uint64_t so = r->slot_off;
+    uint64_t p = ld_acq(base, so + SLOT_CLAIM_POS);
+    uint64_t raw = ld_acq(base, so + SLOT_CLAIM_LEN);
+    int confirmed = (raw & CLAIM_CONFIRMED) != 0;
+    uint64_t L = raw & ~CLAIM_CONFIRMED, end = p + L;
+    if (p == CLAIM_NONE || L < RECORD_HEADER || L > r->cap || L % RECORD_ALIGN) return 0;
+    if (ld_acq(base, OFF_TAIL) < end) return 0; /* the exchange never happened */
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint64_t h = ld_acq(base, OFF_HEAD);
+        if (h >= end) return 0; /* all of it consumed */
+        uint64_t q = h > p ? h : p;
+        uint64_t w = 0;
+        while (q < end) { /* step over what is committed */
+            w = ld_acq(base, WORD_OFF(r, q));
+            if (w == 0 || rec_len(w) < 0) break;
+            uint64_t a = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
+            if (rec_lap(w) != LAP(r, q) || q + a > end) return 0; /* not our claim */
+            q += a;
+        }
+        if (q >= end) return 0; /* committed in full */
+        if (rec_len(w) < 0) {
+            /* A claimed, uncommitted record: the claimer writes it only
+             * after confirming, so it is ours if we confirmed. */
+            return confirmed ? pad_rest(r, q, end, w) : 0;
+        }
+        if (attempt < 3) {
+            pause_ms(2);
+            continue;
+        }
+        if (!confirmed && other_live_claim(base, r->slot_count, slot, p)) return 0;
+        if (ld_acq(base, OFF_HEAD) > q) return 0;
+        return pad_rest(r, q, end, 0);
+    }
+    return 0;
+}
+
 int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
     ring_t rr, *r = &rr;
     if (ring_init(r, base, size, slot, 0) != RING_OK) return -1;
@@ -607,26 +735,7 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
     uint32_t role = ld32_acq(base, so + SLOT_ROLE);
     int fixed = 0;
     if (role == ROLE_PRODUCER && r->multi_producer) {
-        uint64_t p = ld_acq(base, so + SLOT_CLAIM_POS);
-        uint64_t L = ld_acq(base, so + SLOT_CLAIM_LEN);
-        if (p != CLAIM_NONE && L >= RECORD_HEADER && L <= r->cap && L % RECORD_ALIGN == 0 &&
-            ld_acq(base, OFF_TAIL) >= p + L && ld_acq(base, OFF_HEAD) <= p &&
-            !other_live_claim(base, r->slot_count, slot, p)) {
-            uint64_t q = p, end = p + L;
-            while (q < end) {
-                uint64_t w = ld_acq(base, WORD_OFF(r, q));
-                if (w != 0 && rec_len(w) > 0) { /* committed: step over it */
-                    uint64_t a = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
-                    if (rec_lap(w) != LAP(r, q) || q + a > end) break;
-                    q += a;
-                    continue;
-                }
-                /* Not written or claimed: the rest of the claim is padding. */
-                put_pad(r, q, end - q);
-                fixed++;
-                break;
-            }
-        }
+        fixed += recover_claim(r, slot);
         st_rel(base, so + SLOT_CLAIM_POS, CLAIM_NONE);
         if (fixed) shm_notify(base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
     }
@@ -641,6 +750,17 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
             fixed++;
         }
         st_rel(base, so + SLOT_CLAIM_POS, CLAIM_NONE);
+        /* It may have died between taking the record at read_claim and
+         * moving read_claim on: move it on for it (as any consumer's help
+         * step would), so that record is below read_claim like every other
+         * taken one. The lap check rejects a word of another lap. */
+        uint64_t rc0 = ld_acq(base, OFF_READ_CLAIM);
+        uint64_t w0 = ld_acq(base, WORD_OFF(r, rc0));
+        if (rec_len(w0) > 0 && check_record(r, rc0, w0, 0) == RING_OK &&
+            rec_owner(w0) == slot + 1 && rec_state(w0) == ST_TAKEN) {
+            uint64_t e = rc0;
+            cas_sc(base, OFF_READ_CLAIM, &e, rc0 + align_up((uint64_t)rec_len(w0), RECORD_ALIGN));
+        }
         /* Hand back every record it had taken and not finished. */
         uint64_t q = ld_acq(base, OFF_HEAD), end = ld_acq(base, OFF_READ_CLAIM);
         while (q < end) {

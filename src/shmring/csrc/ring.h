@@ -57,6 +57,7 @@ typedef struct {
     uint64_t cursor, cached_tail;
     int held;
     uint64_t held_pos, held_alen, held_word, held_len;
+    uint64_t held_seq; /* read with the record, so lossy validation covers it */
     uint64_t last_msgno;
     int have_baseline;
     uint64_t messages, bytes; /* mirrored into this endpoint's slot */
@@ -79,6 +80,7 @@ int ring_has_space(ring_t *r, uint64_t len);
 int ring_peek(ring_t *r, const char **payload, uint64_t *len);
 int ring_validate(ring_t *r); /* lossy broadcast: RING_OK or RING_LAPPED */
 void ring_release(ring_t *r);
+void ring_unhold(ring_t *r); /* closing while holding: give the record back */
 void ring_consumer_flush(ring_t *r); /* end of a batch of releases */
 int ring_has_data(ring_t *r);
 int ring_consumer_join(ring_t *r);

@@ -1,0 +1,747 @@
+"""``shmring.Queue``, ``SimpleQueue`` and ``JoinableQueue``: drop-ins for
+multiprocessing's queues, on a shared-memory ring.
+
+Why it is built this way
+------------------------
+``multiprocessing.Queue`` pickles in a feeder thread and pushes the bytes
+through a pipe: every item costs system calls, two thread hand-offs and a
+lock shared through a semaphore. Here ``put`` encodes the object
+(:mod:`shmring._objects`) and writes it straight into an ``mpmc`` channel -
+the work-queue pattern, each item to exactly one getter - and ``get`` takes
+it out; neither makes a system call unless a peer sleeps. ``put`` is
+synchronous: when it returns the item is in shared memory, so there is no
+feeder thread to flush or join, and an item put by a process that exits is
+not lost.
+
+What a ring does not keep is kept in a *control block*: a second, tiny
+region (``<name>.ctl``) whose ring bytes, unused by any endpoint, hold a few
+64-bit words updated with ``_core`` atomics: the number of items in the
+queue (``qsize``; it also enforces ``maxsize``), the unfinished-task count of
+a ``JoinableQueue``, and two futex words with waiter counts so that ``put``
+on a full queue and ``join`` sleep until woken. Each waiter raises its
+waiter count, then re-reads the condition; each waker changes the
+condition, then reads the waiter count - both with sequentially consistent
+read-modify-writes, so one of the two always sees the other.
+
+A queue is named (``q-<pid>-<random>`` unless given a name) and pickles as
+its name: unpickling opens it, so it can be passed to ``Process``, to
+``Pool`` initialisers and even through another queue, under any start
+method. A process forked with a queue keeps the inherited mappings (the
+supervisor client registers it as a holder) and makes its own endpoints on
+first use, never touching the parent's attach slots. The regions live while
+any process holds them and the supervisor removes them after the last one
+exits, crashes included.
+
+Differences from multiprocessing, by design: the queue is bounded in bytes
+(``maxsize_bytes``, rounded up to a power of two; an item larger than half
+of it raises :class:`~shmring.MessageTooLarge`) as well as, optionally, in
+items (``maxsize``); ``put`` raises pickling errors in the caller rather
+than printing them from a feeder thread; ``join_thread`` and
+``cancel_join_thread`` have nothing to do; ``JoinableQueue.join`` takes an
+optional timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import threading
+import time
+import uuid
+import weakref
+from pickle import PickleBuffer
+from queue import Empty, Full
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import _core
+from . import _layout as L
+from ._channel import Channel, Consumer, Producer
+from ._errors import CorruptRegion, DecodeError, QueueClosed, Timeout, WouldBlock
+from ._objects import (
+    _WRAPPABLE,
+    PICKLE,
+    PickleSerializer,
+    Serializer,
+    _decode_error,
+    _decode_owned,
+    _dumps,
+    _loads,
+    _take_copy,
+    encode,
+    framed_size,
+    write,
+)
+from ._region import split_segment_name
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+__all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
+
+T = TypeVar("T")
+
+#: Ring bytes of a queue unless ``maxsize_bytes`` says otherwise.
+DEFAULT_MAXSIZE_BYTES = 1 << 23
+
+# The control block: offsets into the ring bytes of the ``.ctl`` region.
+# Words that change often sit on their own 128-byte line.
+_CTL_MAGIC_VALUE = 0x3174634F51524853  # "SHRQOct1"
+_COUNT = 0  # u64: items put and not yet taken
+_NOTFULL_SEQ = 128  # u32 futex word: bumped when an item is taken (maxsize > 0)
+_NOTFULL_WAITERS = 136  # u64: putters asleep on _NOTFULL_SEQ
+_UNFINISHED = 256  # u64: JoinableQueue items put and not task_done()
+_JOIN_SEQ = 384  # u32 futex word: bumped when _UNFINISHED reaches 0
+_JOIN_WAITERS = 392  # u64: join() callers asleep on _JOIN_SEQ
+_MAXSIZE = 512  # u64: maxsize in items (0: unbounded), set at creation
+_CTL_MAGIC = 520  # u64: _CTL_MAGIC_VALUE once the block is initialised
+_CTL_BYTES = 640
+_MINUS_ONE = (1 << 64) - 1  # fetch_add(-1)
+_SMALL_ITEM = 32  # full() before any put found the ring full: room for this?
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+class _Handles:
+    """What one process holds of a queue: its two channels, their mappings,
+    and the endpoints it made. Only the process that opened them closes them
+    (a forked child inherits the objects but not the right to close them)."""
+
+    __slots__ = ("base", "buf", "cbuf", "ch", "count", "ctl", "notfull_seq", "notfull_waiters",
+                 "pid", "rx", "tx", "unfinished")
+
+    def __init__(self, ch: Channel, ctl: Channel) -> None:
+        self.pid = os.getpid()
+        self.ch = ch
+        self.ctl = ctl
+        self.buf = ch.region._mapping()
+        self.cbuf = ctl.region._mapping()
+        self.base = int(struct.unpack_from("<Q", self.cbuf, L.HDR_DATA_OFFSET)[0])
+        if ctl.capacity < _CTL_BYTES:
+            raise CorruptRegion(f"{ctl.name!r} is too small to be a queue's control block")
+        self._offsets()
+        self.tx: Producer | None = None
+        self.rx: Consumer | None = None
+
+    def _offsets(self) -> None:
+        base = self.base
+        self.count = base + _COUNT
+        self.unfinished = base + _UNFINISHED
+        self.notfull_seq = base + _NOTFULL_SEQ
+        self.notfull_waiters = base + _NOTFULL_WAITERS
+
+    def producer(self) -> Producer:
+        """This process's producer (made on first put)."""
+        tx = self.tx = self.ch.producer()
+        return tx
+
+    def consumer(self) -> Consumer:
+        """This process's consumer (made on first get)."""
+        rx = self.rx = self.ch.consumer()
+        return rx
+
+    def inherit(self) -> _Handles:
+        """In a forked child: the same mappings, none of the parent's endpoints."""
+        h = _Handles.__new__(_Handles)
+        h.pid, h.ch, h.ctl, h.buf, h.cbuf, h.base = (
+            os.getpid(), self.ch, self.ctl, self.buf, self.cbuf, self.base)
+        h._offsets()
+        h.tx = h.rx = None
+        return h
+
+    def close(self) -> None:
+        if self.pid != os.getpid():
+            return
+        for ep in (self.tx, self.rx):
+            if ep is not None:
+                ep.close()
+        self.tx = self.rx = None
+        self.ch.close()
+        self.ctl.close()
+
+
+def _close_handles(h: _Handles, *locks: threading.Lock) -> None:
+    """Close ``h`` unless a thread is inside get() or put() (it holds a lock):
+    a thread blocked in a wait must not have the ring unmapped under it.
+    At exit or from a finalizer; whatever is left, the supervisor cleans up."""
+    taken = []
+    try:
+        for lock in locks:
+            if not lock.acquire(blocking=False):
+                return
+            taken.append(lock)
+        with contextlib.suppress(Exception):
+            h.close()
+    finally:
+        for lock in taken:
+            lock.release()
+
+
+#: Every live queue of this process, so a forked child can take over its handles.
+_LIVE: weakref.WeakSet[_QueueBase] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for q in list(_LIVE):
+        q._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _QueueBase:
+    """What the three queues share: creation, attachment, fork and pickling,
+    the control block, close."""
+
+    _joinable = False
+
+    def __init__(
+        self,
+        maxsize: int = 0,
+        *,
+        maxsize_bytes: int = DEFAULT_MAXSIZE_BYTES,
+        serializer: Serializer | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        if not isinstance(maxsize, int):
+            raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
+        if not isinstance(maxsize_bytes, int) or maxsize_bytes <= 0:
+            raise ValueError(f"maxsize_bytes must be a positive int, not {maxsize_bytes!r}")
+        capacity = max(L.MIN_CAPACITY, _next_pow2(maxsize_bytes))
+        if name is None:
+            name = f"q-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        ch = Channel.create(name, capacity, "mpmc", max_message=capacity // 2 - L.RECORD_HEADER,
+                            slots=L.MAX_SLOTS, namespace=namespace)
+        try:
+            ctl = Channel.create(f"{name}.ctl", L.MIN_CAPACITY, "spsc", slots=L.MAX_SLOTS,
+                                 namespace=namespace)
+        except BaseException:
+            ch.close()
+            ch.unlink()
+            raise
+        try:
+            h = _Handles(ch, ctl)
+            _core.store(h.cbuf, h.base + _MAXSIZE, max(0, maxsize))
+            _core.store(h.cbuf, h.base + _CTL_MAGIC, _CTL_MAGIC_VALUE)
+        except BaseException:
+            for c in (ch, ctl):
+                c.close()
+                c.unlink()
+            raise
+        parsed = split_segment_name(ch.region.segment)
+        assert parsed is not None
+        self._setup(name, parsed[0], serializer, h)
+
+    def _setup(self, name: str, namespace: str, serializer: Serializer | None,
+               h: _Handles | None) -> None:
+        self._name = name
+        self._namespace = namespace
+        self._serializer = PICKLE if serializer is None else serializer
+        self._closed = False
+        self._rlock = threading.Lock()
+        self._wlock = threading.Lock()
+        self._full_size = _SMALL_ITEM
+        self._h: _Handles | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        if h is not None:
+            self._adopt(h)
+        _LIVE.add(self)
+
+    def _adopt(self, h: _Handles) -> None:
+        if _core.load(h.cbuf, h.base + _CTL_MAGIC) != _CTL_MAGIC_VALUE:
+            h.close()
+            raise CorruptRegion(f"{h.ctl.name!r} is not an initialised queue control block")
+        self._maxsize = int(_core.load(h.cbuf, h.base + _MAXSIZE))
+        self._h = h
+        self._finalizer = weakref.finalize(self, _close_handles, h, self._rlock, self._wlock)
+
+    def _attach(self) -> _Handles:
+        """This process's handles, opening the queue by name if needed."""
+        h = self._h
+        if h is not None:
+            return h
+        if self._closed:
+            raise QueueClosed(f"Queue {self!r} is closed")
+        ch = Channel.open(self._name, namespace=self._namespace)
+        try:
+            ctl = Channel.open(f"{self._name}.ctl", namespace=self._namespace)
+        except BaseException:
+            ch.close()
+            raise
+        try:
+            h = _Handles(ch, ctl)
+        except BaseException:
+            ch.close()
+            ctl.close()
+            raise
+        if self._h is not None:  # another thread attached meanwhile
+            h.close()
+            return self._h
+        self._adopt(h)
+        return h
+
+    def _forget_after_fork(self) -> None:
+        # In a forked child (run from an at-fork hook: no I/O here). The
+        # mappings are inherited and the supervisor client registers this
+        # child for them; the endpoints and attach slots are the parent's, so
+        # the child makes its own on first use and never closes the parent's
+        # (Channel.close() leaves slots it does not own alone).
+        if self._finalizer is not None:
+            self._finalizer.detach()  # the parent's handles: not ours to close
+            self._finalizer = None
+        self._closed = False  # as multiprocessing does after fork
+        self._rlock = threading.Lock()
+        self._wlock = threading.Lock()
+        h = self._h
+        self._h = None
+        if h is not None:
+            h = h.inherit()
+            self._h = h
+            self._finalizer = weakref.finalize(self, _close_handles, h, self._rlock,
+                                               self._wlock)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self._name, self._namespace, self._serializer))
+
+    # --------------------------------------------------------- lifecycle --
+    def close(self) -> None:
+        """Detach this process from the queue: ``put`` and ``get`` here raise
+        :class:`~shmring.QueueClosed` (a ``ValueError``) afterwards. Other
+        processes keep using the queue; items already put stay in it.
+
+        Example::
+
+            q.put(result)
+            q.close()       # nothing to flush: put() already wrote it
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        # A thread blocked in get() or put() uses the endpoints: close them
+        # when it is done (it calls us again on its way out).
+        if not self._rlock.acquire(blocking=False):
+            return
+        try:
+            if not self._wlock.acquire(blocking=False):
+                return
+            try:
+                h, self._h = self._h, None
+                if self._finalizer is not None:
+                    self._finalizer.detach()
+                    self._finalizer = None
+                if h is not None:
+                    h.close()
+            finally:
+                self._wlock.release()
+        finally:
+            self._rlock.release()
+
+    def _closed_error(self) -> QueueClosed:
+        return QueueClosed(f"Queue {self!r} is closed")
+
+    @property
+    def name(self) -> str:
+        """The queue's name (its regions are ``<name>`` and ``<name>.ctl``)."""
+        return self._name
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<shmring.{type(self).__name__} {self._name!r}{state}>"
+
+    # ------------------------------------------------------- put and get --
+    def _put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``obj`` in the queue, waiting up to ``timeout`` seconds for room
+        (``queue.Full`` if there is none; at once if ``block`` is false).
+
+        Example::
+
+            q.put({"job": 1})
+            q.put(b"x" * 100, timeout=0.5)
+        """
+        if self._closed:
+            raise self._closed_error()
+        h = self._h or self._attach()
+        ser = self._serializer
+        if ser.__class__ is PickleSerializer and type(obj) not in _WRAPPABLE:
+            buffers: list[PickleBuffer] = []  # encode()'s common case, inlined
+            pickled = _dumps(obj, 5, buffer_callback=buffers.append)
+            data: ReadableBuffer = (ser._inband_if_small(obj, pickled, buffers) if buffers
+                                    else pickled)
+        else:
+            data, buffers = encode(obj, ser)
+        if block and timeout is None and not self._maxsize:
+            # The common case: count the item, then write it, waiting for room.
+            _core.fetch_add(h.cbuf, h.count, 1)
+            if self._joinable:
+                _core.fetch_add(h.cbuf, h.unfinished, 1)
+            lock = self._wlock
+            try:
+                lock.acquire()  # not `with`: half the cost on this path
+                try:
+                    tx = h.tx or h.producer()
+                    if buffers:
+                        write(tx, data, buffers, None, False)
+                    else:
+                        tx.send(data)
+                finally:
+                    lock.release()
+            except BaseException:
+                self._unreserve(h)
+                raise
+            finally:
+                if self._closed:
+                    self._close_if_idle()
+            return
+        deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
+        if self._maxsize:
+            self._reserve(h, block, deadline)
+        else:
+            _core.fetch_add(h.cbuf, h.count, 1)
+        if self._joinable:
+            _core.fetch_add(h.cbuf, h.unfinished, 1)
+        done = False
+        try:
+            lock = self._wlock
+            if not block:
+                if not lock.acquire(blocking=False):
+                    raise Full
+            elif deadline is None:
+                lock.acquire()
+            elif not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise Full
+            try:
+                tx = h.tx or h.producer()
+                if deadline is None:
+                    write(tx, data, buffers, None, not block)
+                else:
+                    write(tx, data, buffers, max(0.0, deadline - time.monotonic()), False)
+            except (WouldBlock, Timeout):
+                self._full_size = framed_size(data, buffers)  # what full() asks about
+                raise Full from None
+            finally:
+                lock.release()
+            done = True
+        finally:
+            if not done:
+                self._unreserve(h)
+            if self._closed:
+                self._close_if_idle()
+
+    def _get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return an item, waiting up to ``timeout`` seconds for one
+        (``queue.Empty`` if none comes; at once if ``block`` is false).
+
+        Example::
+
+            try:
+                item = q.get(timeout=1)
+            except queue.Empty:
+                item = None
+        """
+        if self._closed:
+            raise self._closed_error()
+        h = self._h or self._attach()
+        ser = self._serializer
+        lock = self._rlock
+        if not block:
+            if not lock.acquire(blocking=False):
+                raise Empty
+        elif timeout is None:
+            lock.acquire()
+        else:
+            deadline = time.monotonic() + max(0.0, timeout)
+            if not lock.acquire(timeout=max(0.0, timeout)):
+                raise Empty
+            timeout = max(0.0, deadline - time.monotonic())
+        # Take the item under the lock; decode it after, as multiprocessing
+        # does, unless it is being read in place (large records).
+        data = obj = None
+        try:
+            rx = h.rx or h.consumer()
+            try:
+                if rx._obj_in_place:
+                    obj = _take_copy(rx, ser, timeout, not block)
+                elif block:
+                    data = rx.recv(timeout)
+                else:
+                    data = rx.recv_nowait()
+            except (WouldBlock, Timeout):
+                raise Empty from None
+            except DecodeError:
+                self._taken(h)
+                raise
+        finally:
+            lock.release()
+            if self._closed:
+                self._close_if_idle()
+        cbuf = h.cbuf
+        _core.fetch_add(cbuf, h.count, _MINUS_ONE)
+        # seq-cst RMW read: pairs with the waiter's raise of its count.
+        if self._maxsize and _core.fetch_add(cbuf, h.notfull_waiters, 0):
+            _core.wake(cbuf, h.notfull_seq)
+        if data is None:
+            return obj
+        if data[:1] == b"\x80" and ser.__class__ is PickleSerializer:
+            try:
+                return _loads(data)
+            except Exception as e:
+                raise _decode_error(ser, e) from e
+        return _decode_owned(rx, ser, data)
+
+    # ----------------------------------------------------- control block --
+    def _taken(self, h: _Handles) -> None:
+        cbuf, base = h.cbuf, h.base
+        _core.fetch_add(cbuf, base + _COUNT, _MINUS_ONE)
+        # seq-cst RMW reads: pairs with the waiter's raise of its count.
+        if self._maxsize and _core.fetch_add(cbuf, base + _NOTFULL_WAITERS, 0):
+            _core.wake(cbuf, base + _NOTFULL_SEQ)
+
+    def _unreserve(self, h: _Handles) -> None:
+        self._taken(h)
+        if self._joinable:
+            _task_done(h, check=False)
+
+    def _reserve(self, h: _Handles, block: bool, deadline: float | None) -> None:
+        """Count one more item, waiting while the queue holds ``maxsize``."""
+        cbuf, count, maxsize = h.cbuf, h.base + _COUNT, self._maxsize
+        c = _core.load(cbuf, count)
+        while c < maxsize:
+            if _core.cas(cbuf, count, c, c + 1):
+                return
+            c = _core.load(cbuf, count)
+        if not block:
+            raise Full
+        waiters = h.base + _NOTFULL_WAITERS
+        _core.fetch_add(cbuf, waiters, 1)
+        try:
+            while True:
+                seq = _core.load32(cbuf, h.base + _NOTFULL_SEQ)
+                c = _core.fetch_add(cbuf, count, 0)
+                if c < maxsize:
+                    if _core.cas(cbuf, count, c, c + 1):
+                        return
+                    continue
+                left = None
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise Full
+                _core.futex_wait(cbuf, h.base + _NOTFULL_SEQ, seq, left)
+        finally:
+            _core.fetch_add(cbuf, waiters, _MINUS_ONE)
+
+    def _count(self) -> int:
+        if self._closed:
+            raise self._closed_error()
+        h = self._h or self._attach()
+        c = _core.load(h.cbuf, h.base + _COUNT)
+        return c if c < 1 << 63 else 0
+
+
+def _task_done(h: _Handles, check: bool = True) -> None:
+    cbuf, unf = h.cbuf, h.base + _UNFINISHED
+    while True:
+        u = _core.load(cbuf, unf)
+        if u == 0:
+            if check:
+                raise ValueError("task_done() called too many times")
+            return
+        if _core.cas(cbuf, unf, u, u - 1):
+            break
+    if u == 1 and _core.fetch_add(cbuf, h.base + _JOIN_WAITERS, 0):
+        _core.wake(cbuf, h.base + _JOIN_SEQ)
+
+
+def _rebuild(cls: type[_QueueBase], name: str, namespace: str,
+             serializer: Serializer) -> _QueueBase:
+    q = cls.__new__(cls)
+    q._setup(name, namespace, serializer, None)
+    q._attach()
+    return q
+
+
+class Queue(_QueueBase, Generic[T]):
+    """A process-shared FIFO with the interface of ``multiprocessing.Queue``.
+
+    ``maxsize`` bounds the number of items (0: no bound, as in
+    multiprocessing); ``maxsize_bytes`` bounds the bytes in flight (rounded
+    up to a power of two; an item may be up to half of it). ``put`` raises
+    :class:`queue.Full` and ``get`` raises :class:`queue.Empty` when
+    ``block`` is false or ``timeout`` passes. Pass the queue to other
+    processes as an argument, under any start method::
+
+        import multiprocessing as mp
+        import shmring
+
+        def worker(q):
+            q.put({"pid": os.getpid(), "result": 42})
+
+        if __name__ == "__main__":
+            q = shmring.Queue()
+            p = mp.get_context("spawn").Process(target=worker, args=(q,))
+            p.start()
+            print(q.get(timeout=10))
+            p.join()
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 0,
+        *,
+        maxsize_bytes: int = DEFAULT_MAXSIZE_BYTES,
+        ctx: Any = None,
+        serializer: Serializer | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        """``ctx`` is accepted for compatibility and ignored; ``serializer``
+        defaults to pickle; ``name`` and ``namespace`` name the regions."""
+        super().__init__(maxsize, maxsize_bytes=maxsize_bytes, serializer=serializer,
+                         name=name, namespace=namespace)
+
+    if TYPE_CHECKING:
+        def put(self, obj: T, block: bool = True, timeout: float | None = None) -> None:
+            """See _QueueBase._put."""
+
+        def get(self, block: bool = True, timeout: float | None = None) -> T:
+            """See _QueueBase._get."""
+    else:
+        # The methods themselves, not wrappers: a Python call less per item.
+        put = _QueueBase._put
+        get = _QueueBase._get
+
+    def put_nowait(self, obj: T) -> None:
+        """``put(obj, block=False)``: raise ``queue.Full`` rather than wait."""
+        self._put(obj, False, None)
+
+    def get_nowait(self) -> T:
+        """``get(block=False)``: raise ``queue.Empty`` rather than wait."""
+        return self._get(False, None)  # type: ignore[no-any-return]
+
+    def qsize(self) -> int:
+        """The number of items in the queue (approximate while others put and
+        get). Example: ``q.put(1); assert q.qsize() == 1``."""
+        return self._count()
+
+    def empty(self) -> bool:
+        """True if the queue holds no item (approximate, as in multiprocessing)."""
+        return self._count() == 0
+
+    def full(self) -> bool:
+        """True if the queue holds ``maxsize`` items, or if its ring has no
+        room now for an item as large as the last one this process found it
+        full for (before that, for a small item). Approximate, as in
+        multiprocessing, while others put and get."""
+        n = self._count()
+        if self._maxsize and n >= self._maxsize:
+            return True
+        h = self._h or self._attach()
+        # The ring's own test (ring_has_space): a record never straddles the
+        # end, so one that would is preceded by padding to the end.
+        cap = h.ch.capacity
+        need = (self._full_size + L.RECORD_HEADER + L.RECORD_ALIGN - 1) & -L.RECORD_ALIGN
+        tail = _core.load(h.buf, L.OFF_TAIL)
+        idx = tail & (cap - 1)
+        pad = cap - idx if idx + need > cap else 0
+        return bool(tail + pad + need - _core.load(h.buf, L.OFF_HEAD) > cap)
+
+    def join_thread(self) -> None:
+        """Wait for the feeder thread - there is none: ``put`` already wrote
+        every item to shared memory. Raises ``AssertionError`` unless the
+        queue was closed, as multiprocessing does."""
+        if not self._closed:
+            raise AssertionError(f"Queue {self!r} not closed")
+
+    def cancel_join_thread(self) -> None:
+        """Nothing to cancel: no feeder thread holds unsent items."""
+
+
+class JoinableQueue(Queue[T]):
+    """A :class:`Queue` that also counts unfinished tasks, like
+    ``multiprocessing.JoinableQueue``: every ``put`` adds one, every
+    ``task_done`` removes one, and ``join`` waits for zero::
+
+        q = shmring.JoinableQueue()
+        for job in jobs:
+            q.put(job)
+        # in the workers:  item = q.get(); work(item); q.task_done()
+        q.join()           # every job is done
+    """
+
+    _joinable = True
+
+    def task_done(self) -> None:
+        """Mark one item taken with ``get`` as done. Raises ``ValueError`` if
+        called more times than there were items put."""
+        if self._closed:
+            raise self._closed_error()
+        _task_done(self._h or self._attach())
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until every item put has been marked done with
+        :meth:`task_done`. ``timeout`` (seconds; not in multiprocessing)
+        raises :class:`~shmring.Timeout` when it passes."""
+        if self._closed:
+            raise self._closed_error()
+        h = self._h or self._attach()
+        cbuf, unf, seqw = h.cbuf, h.base + _UNFINISHED, h.base + _JOIN_SEQ
+        if _core.load(cbuf, unf) == 0:
+            return
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        waiters = h.base + _JOIN_WAITERS
+        _core.fetch_add(cbuf, waiters, 1)
+        try:
+            while True:
+                seq = _core.load32(cbuf, seqw)
+                # seq-cst RMW read: pairs with task_done's read of the waiters.
+                if _core.fetch_add(cbuf, unf, 0) == 0:
+                    return
+                left = None
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise Timeout("timed out waiting for unfinished tasks")
+                _core.futex_wait(cbuf, seqw, seq, left)
+        finally:
+            _core.fetch_add(cbuf, waiters, _MINUS_ONE)
+
+
+class SimpleQueue(_QueueBase, Generic[T]):
+    """The interface of ``multiprocessing.SimpleQueue``: ``put``, ``get``,
+    ``empty`` and ``close``, no timeouts::
+
+        q = shmring.SimpleQueue()
+        q.put(("result", 1))
+        assert q.get() == ("result", 1)
+    """
+
+    def __init__(
+        self,
+        *,
+        maxsize_bytes: int = DEFAULT_MAXSIZE_BYTES,
+        ctx: Any = None,
+        serializer: Serializer | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        """See :class:`Queue` for the arguments."""
+        super().__init__(0, maxsize_bytes=maxsize_bytes, serializer=serializer, name=name,
+                         namespace=namespace)
+
+    def put(self, obj: T) -> None:
+        """Put ``obj`` in the queue, waiting for room if the ring is full."""
+        self._put(obj, True, None)
+
+    def get(self) -> T:
+        """Remove and return an item, waiting for one."""
+        return self._get(True, None)  # type: ignore[no-any-return]
+
+    def empty(self) -> bool:
+        """True if the queue holds no item (approximate)."""
+        return self._count() == 0

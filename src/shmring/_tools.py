@@ -1,0 +1,173 @@
+"""``shmring ls``, ``inspect`` and ``gc``: what is in /dev/shm, read straight
+from the segments (no supervisor needed). Tables for people, ``--json`` for
+scripts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import _gc
+from ._region import check_namespace, default_namespace, unlink_segment
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" or n == int(n) else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _table(rows: Sequence[Sequence[str]], out: Any) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+def _namespace_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--namespace", "-n", help=f"only this namespace (default: {what})")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+# ----------------------------------------------------------------------- ls --
+def ls_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``shmring ls``."""
+    _namespace_arg(p, "all")
+
+
+def ls(args: argparse.Namespace) -> int:
+    """List regions: size, pattern, persistence, processes, fill, messages."""
+    ns = check_namespace(args.namespace) if args.namespace else None
+    snaps = _gc.snapshots(ns)
+    if args.json:
+        json.dump([dict(s.to_json(), verdict=_gc.verdict(s)) for s in snaps], sys.stdout,
+                  indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not snaps:
+        print("no regions" + (f" in namespace {ns!r}" if ns else ""))
+        return 0
+    rows = [["NAMESPACE", "NAME", "PATTERN", "SIZE", "PERSISTENT", "FILL", "IN", "OUT",
+             "PROCESSES"]]
+    for s in snaps:
+        if s.state != "ok":
+            rows.append([s.namespace, s.name, f"({s.state})", _size(s.size), "", "", "", "",
+                         ""])
+            continue
+        procs = " ".join(f"{v.pid}:{v.role}" + ("" if v.alive else "(dead)") for v in s.slots)
+        fill = f"{100 * s.fill / s.capacity:.0f}% of {_size(s.capacity)}" if s.capacity else ""
+        rows.append([s.namespace, s.name, s.pattern + (" lossy" if s.lossy else "")
+                     if s.pattern else "?", _size(s.size), "yes" if s.persistent else "no",
+                     fill, f"{s.messages_in:,}", f"{s.messages_out:,}", procs or "-"])
+    _table(rows, sys.stdout)
+    return 0
+
+
+# ------------------------------------------------------------------ inspect --
+def inspect_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``shmring inspect``."""
+    p.add_argument("name", help="the region's name (as given to Channel.create)")
+    _namespace_arg(p, "$SHMRING_NAMESPACE or 'default'")
+
+
+def inspect(args: argparse.Namespace) -> int:
+    """Print one region's header, counters and attach table."""
+    ns = check_namespace(args.namespace or default_namespace())
+    try:
+        s = _gc.snapshot(ns, args.name)
+    except FileNotFoundError:
+        print(f"no region {args.name!r} in namespace {ns!r} (`shmring ls` lists them)",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(dict(s.to_json(), verdict=_gc.verdict(s)), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"region {s.name!r}  namespace {s.namespace!r}  segment {s.segment}  "
+          f"({_size(s.size)})")
+    if s.state != "ok":
+        print(f"state: {s.state}" + (f": {s.error}" if s.error else ""))
+        return 0
+    header = [("pattern", f"{s.pattern}{' (lossy)' if s.lossy else ''}"),
+              ("capacity", f"{s.capacity} ({_size(s.capacity)})"),
+              ("max_message", str(s.max_message)), ("slots", str(s.slot_count)),
+              ("persistent", "yes" if s.persistent else "no"),
+              ("created", f"{s.created_ns} ({s.age:.1f} s ago)"),
+              ("creator pid", str(s.creator_pid)), ("verdict", _gc.verdict(s)),
+              ("fill", f"{s.fill} bytes"),
+              ("messages in/out", f"{s.messages_in} / {s.messages_out}"),
+              ("bytes in/out", f"{s.bytes_in} / {s.bytes_out}")]
+    _table([[k + ":", v] for k, v in header], sys.stdout)
+    print("\ncounters:")
+    _table([[f"  {k}", str(v)] for k, v in s.counters.items()], sys.stdout)
+    print("\nattach table:")
+    if not s.slots:
+        print("  (empty)")
+        return 0
+    rows = [["  SLOT", "PID", "START", "ROLE", "STATE", "ALIVE", "CLAIM", "CURSOR", "MSGS",
+             "BYTES", "MISSED"]]
+    for v in s.slots:
+        rows.append([f"  {v.index}", str(v.pid), str(v.start_time), v.role,
+                     {0: "free", 1: "active", 2: "closing"}.get(v.state, str(v.state)),
+                     "yes" if v.alive else "NO", "-" if v.claim_pos is None else str(v.claim_pos),
+                     str(v.cursor), str(v.messages), str(v.bytes), str(v.missed)])
+    _table(rows, sys.stdout)
+    return 0
+
+
+# ----------------------------------------------------------------------- gc --
+def gc_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``shmring gc``."""
+    _namespace_arg(p, "all")
+    p.add_argument("--yes", "-y", action="store_true", help="remove them (default: only list)")
+    p.add_argument("--persistent", action="store_true",
+                   help="also remove persistent regions that no live process uses")
+
+
+def gc(args: argparse.Namespace) -> int:
+    """List (and with --yes remove) regions no live process uses."""
+    ns = check_namespace(args.namespace) if args.namespace else None
+    found = []
+    for s in _gc.snapshots(ns):
+        v = _gc.verdict(s)
+        if v in ("orphan", "corrupt") or (v == "persistent" and args.persistent):
+            found.append((s, v))
+        elif v == "persistent":
+            found.append((s, "persistent (kept; --persistent removes it)"))
+    removed = []
+    if args.yes:
+        for s, v in found:
+            if "kept" in v:
+                continue
+            if s.state == "ok":
+                gone = _gc.unlink_if_created(s.segment, s.created_ns)
+            else:
+                try:
+                    unlink_segment(s.segment)
+                    gone = True
+                except FileNotFoundError:
+                    gone = False
+            if gone:
+                removed.append(s.segment)
+    if args.json:
+        json.dump({"found": [dict(s.to_json(), verdict=v) for s, v in found],
+                   "removed": removed}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not found:
+        print("no orphaned regions")
+        return 0
+    rows = [["NAMESPACE", "NAME", "SIZE", "AGE", "VERDICT", "DEAD PROCESSES"]]
+    for s, v in found:
+        dead = " ".join(str(x.pid) for x in s.slots if not x.alive)
+        rows.append([s.namespace, s.name, _size(s.size), f"{s.age:.0f} s", v, dead or "-"])
+    _table(rows, sys.stdout)
+    if args.yes:
+        print(f"removed {len(removed)} region(s)")
+    elif any("kept" not in v for _, v in found):
+        print("(nothing removed: run `shmring gc --yes` to remove them)")
+    return 0

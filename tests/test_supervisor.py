@@ -1,0 +1,619 @@
+"""The supervisor: regions live exactly as long as some process uses them.
+
+Real processes (forked children, auto-started daemons), real SIGKILL, real
+/dev/shm. Each test has its own namespace and socket directory
+(``supervisor_env``), and ends with no segment and no supervisor left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import posix_ipc
+import pytest
+from supervisor_util import Child, Env, FakeClock, sleep_forever, supervisor_env, wait_for
+
+import shmring
+from shmring import _client, _core, _gc, _ipc
+from shmring import _layout as L
+from shmring._proc import my_start_time
+from shmring._supervisor import AlreadyRunning, Supervisor
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    with supervisor_env(monkeypatch) as e:
+        yield e
+
+
+@pytest.fixture
+def sup(env: Env) -> Iterator[Supervisor]:
+    """An in-process supervisor for the test's namespace."""
+    s = Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0).start()
+    yield s
+    s.stop()
+
+
+def gone(env: Env, name: str) -> bool:
+    return not os.path.exists(env.shm(name))
+
+
+# --------------------------------------------------------------- lifetime --
+def test_last_close_unlinks_before_returning(sup: Supervisor, env: Env, uname: str) -> None:
+    a = shmring.Channel.create(uname, capacity=4096)
+    b = shmring.Channel.open(uname)
+    a.close()
+    assert not gone(env, uname)  # b still uses it
+    b.close()
+    assert gone(env, uname)  # synchronous: gone when close() returns
+    b.unlink()  # idempotent after the supervisor removed the name
+    a.unlink()
+
+
+def test_unlink_spares_a_newer_region_of_the_same_name(sup: Supervisor, env: Env,
+                                                       uname: str) -> None:
+    old = shmring.Channel.create(uname, capacity=4096, persistent=True)
+    old.unlink()
+    new = shmring.Channel.create(uname, capacity=4096, persistent=True)
+    old.unlink()  # names the new region now: left alone
+    old.close()
+    assert not gone(env, uname)
+    new.close()
+    assert not gone(env, uname)  # persistent
+    new.unlink()
+    assert gone(env, uname)
+
+
+def test_persistent_region_stays_until_unlinked(sup: Supervisor, env: Env, uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=4096, persistent=True)
+    ch.producer().send(b"kept")
+    ch.close()
+    assert not gone(env, uname)
+    again = shmring.Channel.open(uname)
+    assert again.consumer().recv(timeout=1) == b"kept"
+    again.close()
+    assert not gone(env, uname)
+    again.unlink()
+    assert gone(env, uname)
+
+
+def test_opt_out_leaves_lifetime_to_the_caller(env: Env, uname: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHMRING_SUPERVISOR", "0")
+    ch = shmring.Channel.create(uname, capacity=4096)
+    ch.close()
+    assert not gone(env, uname)
+    assert not os.path.exists(env.sock)  # nobody was started
+    ch.unlink()
+    assert gone(env, uname)
+    explicit = shmring.Channel.create(uname, capacity=4096, supervised=False)
+    explicit.close()
+    explicit.unlink()
+
+
+def test_sigkill_of_the_last_user_unlinks(sup: Supervisor, env: Env, uname: str) -> None:
+    def child(c: Child) -> None:
+        ch = shmring.Channel.create(uname, capacity=4096, pattern="mpsc")
+        ch.producer().claim(100)  # dies holding a claim
+        c.signal()
+        sleep_forever()
+
+    c = Child(child)
+    c.ready()
+    assert not gone(env, uname)
+    c.kill()
+    wait_for(lambda: gone(env, uname), 5, "the unlink")
+    assert sup.call(lambda: sup.stats["deaths"]) >= 1
+
+
+def test_sigkill_recovers_claims_and_roles(sup: Supervisor, env: Env, uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=4096, pattern="mpsc")
+    rx = ch.consumer()
+
+    def child(c: Child) -> None:
+        mine = shmring.Channel.open(uname)
+        tx = mine.producer()
+        tx.send(b"before")
+        with tx.claim(64) as buf:
+            buf[:3] = b"abc"
+            c.signal()
+            sleep_forever()
+
+    c = Child(child)
+    c.ready()
+    assert rx.recv(timeout=1) == b"before"
+    c.kill()
+    # The dead claim becomes padding: the next message gets through.
+    tx = ch.producer()
+    tx.send(b"after")
+    assert rx.recv(timeout=5) == b"after"
+    with pytest.raises(shmring.WouldBlock):
+        rx.recv_nowait()
+    wait_for(lambda: c.pid not in {s.pid for s in ch.region.slots()}, 5, "the slots freed")
+    ch.close()
+    assert gone(env, uname)
+
+
+def test_dead_exclusive_consumer_frees_its_role(sup: Supervisor, env: Env, uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=4096, pattern="spsc")
+    tx = ch.producer()
+
+    def child(c: Child) -> None:
+        shmring.Channel.open(uname).consumer()
+        c.signal()
+        sleep_forever()
+
+    c = Child(child)
+    c.ready()
+    with pytest.raises(shmring.RoleTaken):
+        ch.consumer()
+    c.kill()
+    wait_for(lambda: _core.load(ch.region._mapping(), L.OFF_CONSUMER_OWNER) == 0, 5,
+             "the role freed")
+    rx = ch.consumer()
+    tx.send(b"x")
+    assert rx.recv(timeout=1) == b"x"
+    ch.close()
+
+
+def test_dead_broadcast_consumer_stops_gating(sup: Supervisor, env: Env, uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=1024, pattern="broadcast")
+    tx = ch.producer()
+
+    def child(c: Child) -> None:
+        shmring.Channel.open(uname).consumer()  # joins, never reads
+        c.signal()
+        sleep_forever()
+
+    c = Child(child)
+    c.ready()
+    for _ in range(5):
+        tx.send(bytes(100))
+    with pytest.raises(shmring.WouldBlock):
+        for _ in range(100):
+            tx.send_nowait(bytes(100))
+    c.kill()
+    tx.send(bytes(100), timeout=5)  # no longer gated by the dead reader
+    ch.close()
+
+
+# ------------------------------------------------------------------- fork --
+def test_forked_child_keeps_the_region_alive(sup: Supervisor, env: Env, uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=4096)
+    tx = ch.producer()
+
+    def child(c: Child) -> None:
+        c.signal()
+        sleep_forever()
+
+    c = Child(child)
+    c.ready()
+    ch.close()
+    assert not gone(env, uname)  # the child maps it too
+    assert tx.closed
+    c.kill()
+    wait_for(lambda: gone(env, uname), 5, "the unlink after the child died")
+
+
+def test_forked_child_close_leaves_parent_slots(sup: Supervisor, env: Env, uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=4096)
+    tx, rx = ch.producer(), ch.consumer()
+    before = {(s.index, s.pid, s.role) for s in ch.region.slots()}
+
+    def child(c: Child) -> None:
+        ch.close()  # the parent's endpoints and slots are not the child's to free
+        c.signal()
+
+    c = Child(child)
+    c.ready()
+    assert c.wait() == 0
+    assert {(s.index, s.pid, s.role) for s in ch.region.slots()} == before
+    tx.send(b"still mine")
+    assert rx.recv(timeout=1) == b"still mine"
+    ch.close()
+    assert gone(env, uname)
+
+
+def test_child_that_execs_lets_go(sup: Supervisor, env: Env, uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=4096)
+
+    def child(c: Child) -> None:
+        c.signal()
+        os.execv("/bin/sleep", ["sleep", "30"])  # maps nothing of ours after exec
+
+    c = Child(child)
+    c.ready()
+    try:
+        wait_for(lambda: c.pid not in {p["pid"] for p in env.connection().status()["processes"]
+                                       if p["holds"]}, 5, "the exec noticed")
+        ch.close()
+        assert gone(env, uname)
+    finally:
+        c.kill()
+
+
+# --------------------------------------------------- the supervisor's death --
+def test_supervisor_death_loses_nothing(env: Env, uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=4096, pattern="mpmc")  # auto-starts one
+    tx, rx = ch.producer(), ch.consumer()
+    side = shmring.Channel.create(uname + "-side", capacity=4096)
+    stx, srx = side.producer(), side.consumer()
+    first = env.supervisor_pid()
+    assert first is not None
+
+    def child(c: Child) -> None:
+        mine = shmring.Channel.open(uname)
+        mine.producer().claim(64)
+        c.signal()
+        sleep_forever()
+
+    c = Child(child)
+    c.ready()
+    os.kill(first, signal.SIGKILL)
+    stx.send(b"flowing")  # the data path never needed it
+    assert srx.recv(timeout=1) == b"flowing"
+    c.kill()  # dies while no supervisor runs
+    conn = env.connection()
+    wait_for(lambda: conn.supervisor_pid not in (None, first), 10, "a new supervisor")
+    regions = conn.status()["regions"]
+    assert sorted(r["segment"] for r in regions) == [
+        f"/shmring.{env.namespace}.{uname}", f"/shmring.{env.namespace}.{uname}-side"]
+    assert all(r["holders"][0]["pid"] == os.getpid() for r in regions)  # we re-registered
+    tx.send(b"after")  # the dead claim is padded once the restart grace ends
+    assert rx.recv(timeout=10) == b"after"
+    ch.close()
+    side.close()
+    assert gone(env, uname) and gone(env, uname + "-side")
+
+
+def test_startup_sweep_judges_by_pid_and_start_time(env: Env, uname: str) -> None:
+    """A starting supervisor removes regions whose processes are all dead;
+    a live pid with another start time (a reused pid) counts as dead."""
+    names = {k: f"{uname}-{k}" for k in ("dead", "reused", "live", "young", "persist")}
+    chans = {}
+    for k, n in names.items():
+        chans[k] = shmring.Channel.create(n, capacity=4096, supervised=False,
+                                          persistent=k == "persist")
+    slot = {k: ch._slot for k, ch in chans.items()}
+    buf = {k: ch.region._mapping() for k, ch in chans.items()}
+    helper = Child(lambda c: sleep_forever())  # a live process to point at
+    try:
+        so = {k: L.slot_offset(slot[k]) for k in names}
+        _core.store(buf["dead"], so["dead"] + L.SLOT_PID, 4_000_000)  # nobody
+        _core.store(buf["reused"], so["reused"] + L.SLOT_PID, helper.pid)  # live pid,
+        _core.store(buf["reused"], so["reused"] + L.SLOT_START_TIME, 1)  # other start time
+        _core.store(buf["persist"], so["persist"] + L.SLOT_PID, 4_000_000)
+        _core.store(buf["young"], so["young"] + L.SLOT_PID, 0)  # no slot yet, creator alive
+        clock = FakeClock()
+        with Supervisor(env.namespace, socket_dir=env.socket_dir, clock=clock,
+                        startup_grace=1.0) as s:
+            assert all(not gone(env, n) for n in names.values())  # in the grace
+            clock.advance(1.5)
+            s.wake()
+            s.call(lambda: None)
+            assert gone(env, names["dead"])
+            assert gone(env, names["reused"])
+            assert not gone(env, names["live"])
+            assert not gone(env, names["young"])
+            assert not gone(env, names["persist"])
+    finally:
+        helper.kill()
+        for k, ch in chans.items():
+            if k != "young":
+                _core.store(buf[k], L.slot_offset(slot[k]) + L.SLOT_PID, os.getpid())
+            ch.close()
+            ch.unlink()
+
+
+def test_creation_that_died_half_way_is_removed(env: Env, uname: str) -> None:
+    clock = FakeClock()
+    seg = f"/shmring.{env.namespace}.{uname}"
+    with Supervisor(env.namespace, socket_dir=env.socket_dir, clock=clock,
+                    startup_grace=0.0, creation_grace=0.2) as s:
+        def child(c: Child) -> None:
+            env.connection().creating(seg)
+            posix_ipc.SharedMemory(seg, posix_ipc.O_CREX, mode=0o600, size=8192)  # no header
+            c.signal()
+            sleep_forever()
+
+        c = Child(child)
+        c.ready()
+        c.kill()
+        wait_for(lambda: s.call(lambda: s.stats["deaths"]) == 1, 5, "the death")
+        time.sleep(0.25)  # the segment's age is real time
+        clock.advance(1.0)
+        s.wake()
+        wait_for(lambda: gone(env, uname), 5, "the half-made segment removed")
+
+
+# -------------------------------------------------------- single instance --
+def test_many_clients_start_exactly_one_supervisor(env: Env, uname: str) -> None:
+    n = 12
+    script = (
+        "import os, sys, time, shmring\n"
+        "from shmring import _client\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "ch = shmring.Channel.create(sys.argv[1], capacity=4096)\n"
+        "print(_client.connection(os.environ['SHMRING_NAMESPACE']).supervisor_pid, flush=True)\n"
+        "sys.stdin.read()\n"
+        "ch.close()\n"
+    )
+    start_at = time.time() + 2.0
+    procs = [subprocess.Popen([sys.executable, "-c", script, f"{uname}-{i}", str(start_at)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for i in range(n)]
+    try:
+        pids = {p.stdout.readline().strip() for p in procs if p.stdout}
+    finally:
+        for p in procs:
+            p.communicate("", timeout=30)
+    assert len(pids) == 1 and pids != {""}
+    assert all(p.returncode == 0 for p in procs)
+    with open(os.path.join(env.socket_dir, f"{env.namespace}.log")) as f:
+        started = [line for line in f if " on /" in line]
+    assert len(started) == 1, started
+    assert all(gone(env, f"{uname}-{i}") for i in range(n))
+
+
+def test_second_supervisor_refuses(sup: Supervisor, env: Env) -> None:
+    with pytest.raises(AlreadyRunning):
+        Supervisor(env.namespace, socket_dir=env.socket_dir).start()
+
+
+def test_idle_exit_on_the_injected_clock(env: Env, uname: str) -> None:
+    clock = FakeClock()
+    s = Supervisor(env.namespace, socket_dir=env.socket_dir, clock=clock, idle_exit=60,
+                   startup_grace=0.0).start()
+    ch = shmring.Channel.create(uname, capacity=4096)
+    clock.advance(120)
+    s.wake()
+    s.call(lambda: None)
+    assert s._thread is not None and s._thread.is_alive()  # a region to watch: not idle
+    ch.close()
+    s.call(lambda: None)
+    clock.advance(59)
+    s.wake()
+    s.call(lambda: None)
+    assert s._thread.is_alive()
+    clock.advance(2)
+    s.wake()
+    s._thread.join(5)
+    assert not s._thread.is_alive()
+    assert not os.path.exists(env.sock)
+
+
+def test_daemon_stops_cleanly_on_sigterm(env: Env) -> None:
+    p = subprocess.Popen([sys.executable, "-m", "shmring", "supervisor", "--namespace",
+                          env.namespace, "--socket-dir", env.socket_dir],
+                         stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: os.path.exists(env.sock), 10, "the socket")
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=10)
+    assert p.returncode == 0
+    assert "stopped" in err and "INFO" in err
+    assert not os.path.exists(env.sock)
+
+
+def test_daemon_takes_over_from_an_auto_started_one(env: Env) -> None:
+    first = Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0).start()
+    p = subprocess.Popen([sys.executable, "-m", "shmring", "supervisor", "--namespace",
+                          env.namespace, "--socket-dir", env.socket_dir],
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        assert p.poll() is None  # waiting, not gone
+        assert env.supervisor_pid() == os.getpid()
+        first.stop()
+        wait_for(lambda: env.supervisor_pid() == p.pid, 10, "the take-over")
+        wait_for(lambda: os.path.exists(env.sock), 10, "its socket")
+    finally:
+        first.stop()
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=10)
+    assert p.returncode == 0
+    assert "waiting to take over" in err
+
+
+# --------------------------------------------------------------- security --
+def _as_nobody(fn_body: str, env: Env, uname: str) -> dict[str, str]:
+    """Run checks in a forked child that dropped to uid/gid 65534."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        out: dict[str, str] = {}
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            exec(fn_body, {"env": env, "uname": uname, "out": out, "socket": socket,
+                           "shmring": shmring, "_ipc": _ipc, "posix_ipc": posix_ipc})
+        except BaseException as e:
+            out["error"] = repr(e)
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    result: dict[str, str] = json.loads(data)
+    return result
+
+
+CHECKS = """
+def attempt(key, fn):
+    try:
+        fn()
+        out[key] = "allowed"
+    except (PermissionError, posix_ipc.PermissionsError):
+        out[key] = "denied"
+    except Exception as e:
+        out[key] = type(e).__name__
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+attempt("connect", lambda: s.connect(env.sock))
+attempt("attach", lambda: shmring.Channel.open(uname, supervised=False))
+attempt("shm_open", lambda: posix_ipc.SharedMemory("/shmring." + env.namespace + "." + uname))
+"""
+
+
+def test_another_user_can_neither_connect_nor_attach(sup: Supervisor, env: Env,
+                                                      uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=4096)
+    try:
+        out = _as_nobody(CHECKS, env, uname)
+        assert out == {"connect": "denied", "attach": "denied", "shm_open": "denied"}, out
+    finally:
+        ch.close()
+
+
+def test_peer_credentials_are_checked_even_if_the_directory_is_open(
+        sup: Supervisor, env: Env, uname: str) -> None:
+    os.chmod(env.socket_dir, 0o755)
+    os.chmod(env.sock, 0o777)
+    body = """
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.settimeout(5)
+s.connect(env.sock)
+out["connected"] = "yes"
+try:
+    _ipc.send(s, {"op": "status", "id": 1})
+    msg, _ = _ipc.recv(s)
+    out["reply"] = "none" if msg is None else "got one"
+except OSError as e:
+    out["reply"] = type(e).__name__
+"""
+    out = _as_nobody(body, env, uname)
+    assert out.get("connected") == "yes", out
+    assert out.get("reply") in ("none", "ConnectionResetError", "BrokenPipeError"), out
+    assert sup.call(lambda: len(sup._conns)) == 0
+
+
+def test_socket_directory_owned_by_another_user_is_refused(tmp_path: object) -> None:
+    d = os.path.join(str(tmp_path), "squatted")
+    os.mkdir(d, 0o700)
+    os.chown(d, 65534, 65534)
+    with pytest.raises(shmring.PermissionDenied):
+        _ipc.ensure_private_dir(d)
+
+
+# ------------------------------------------------------ namespaces, tmpfs --
+def _unshare_works(*flags: str) -> bool:
+    try:
+        return subprocess.run(["unshare", *flags, "true"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+PIDNS_CHILD = """
+import os, sys, time, shmring
+ch = shmring.Channel.create(sys.argv[1], capacity=4096, pattern="mpsc")
+tx = ch.producer()
+tx.send(b"from pid %d" % os.getpid())
+claim = tx.claim(64)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            for c in f.read().split():
+                out += [int(c), *_descendants(int(c))]
+    return out
+
+
+@pytest.mark.skipif(not _unshare_works("-p", "-f"), reason="no PID namespaces here")
+def test_client_in_a_pid_namespace(sup: Supervisor, env: Env, uname: str) -> None:
+    p = subprocess.Popen(["unshare", "-p", "-f", "--kill-child", sys.executable, "-c",
+                          PIDNS_CHILD, uname], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        ch = shmring.Channel.open(uname)
+        rx = ch.consumer()
+        assert rx.recv(timeout=1) == b"from pid 1"  # its own pid 1, not ours
+        (inner,) = [d for d in _descendants(p.pid) if d != p.pid]
+        ch.close()
+        assert not gone(env, uname)  # pid 1 in its table is judged by its registration
+        os.kill(inner, signal.SIGKILL)
+        wait_for(lambda: gone(env, uname), 5, "the unlink")
+    finally:
+        p.kill()
+        p.wait(10)
+
+
+TMPFS_SCRIPT = """
+set -e
+mount -t tmpfs -o size=256k tmpfs /dev/shm
+exec "$PYTHON" - <<'EOF'
+import json, os, shmring
+from shmring._supervisor import Supervisor
+out = {}
+with Supervisor(os.environ["SHMRING_NAMESPACE"], startup_grace=0.0) as sup:
+    chans = []
+    try:
+        for i in range(100):
+            chans.append(shmring.Channel.create("full-%d" % i, capacity=1 << 14))
+    except shmring.NoSpace as e:
+        out["nospace_after"] = len(chans)
+    out["left_after_failure"] = len(os.listdir("/dev/shm"))
+    chans[0].producer().send(b"still works")
+    out["recv"] = chans[0].consumer().recv(timeout=1).decode()
+    for ch in chans:
+        ch.close()
+    out["left"] = os.listdir("/dev/shm")
+    out["stats"] = sup.call(lambda: sup.stats)
+print(json.dumps(out))
+EOF
+"""
+
+
+@pytest.mark.skipif(not _unshare_works("-m"), reason="no mount namespaces here")
+def test_full_dev_shm(env: Env) -> None:
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        TMPFS_SCRIPT], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHON": sys.executable})
+    if p.returncode != 0 and "mount" in p.stderr and "permission" in p.stderr.lower():
+        pytest.skip("cannot mount a tmpfs here")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["nospace_after"] >= 1  # a clean NoSpace, no SIGBUS
+    assert out["left_after_failure"] == out["nospace_after"]  # the failed one left nothing
+    assert out["recv"] == "still works"
+    assert out["left"] == []
+    assert out["stats"]["unlinked"] == out["nospace_after"]
+
+
+# ------------------------------------------------------------------ misc --
+def test_status_mirrors_the_attach_table(sup: Supervisor, env: Env, uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=4096)
+    st = env.connection().status()
+    (region,) = st["regions"]
+    assert region["holders"] == [{"pid": os.getpid(), "start_time": my_start_time(),
+                                  "count": 1}]
+    assert {s.pid for s in ch.region.slots()} == {os.getpid()}
+    snap = _gc.snapshot(env.namespace, uname)
+    assert _gc.verdict(snap) == "live"
+    ch.close()
+
+
+def test_client_reconnects_when_the_connection_drops(sup: Supervisor, env: Env,
+                                                     uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=4096)
+    conn = env.connection()
+    conn.disconnect()  # a live process without its connection still holds the region
+    assert not gone(env, uname)
+    ch.close()  # reconnects, says hello with what it holds, then detaches
+    assert gone(env, uname)
+    assert _client.enabled(None)
