@@ -51,7 +51,34 @@ def _tool(name: str) -> tuple[Callable[[argparse.ArgumentParser], None],
     return add, run
 
 
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="arguments for `python -m benchmarks` (--quick, --only, ...)")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # The benchmarks live beside the package in the source tree (they need
+    # the peers of the `bench` extra): run them from a checkout.
+    import importlib.util
+    import os
+    import runpy
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    if importlib.util.find_spec("benchmarks") is None:
+        print("shmring bench runs from a source checkout: cd into it, then "
+              "`pip install '.[bench]'` and `shmring bench --quick`")
+        return 2
+    sys.argv = ["benchmarks", *args.rest]
+    try:
+        runpy.run_module("benchmarks", run_name="__main__")
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 1
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
+    "bench": ("compare shmring with its peers (from a source checkout)", _bench_args, _bench),
     "demo": ("move a million messages between two processes", _demo_args, _demo),
     "supervisor": ("run the supervisor of a namespace in the foreground",
                    _supervisor_args, _supervisor),
@@ -67,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_, add, _run) in COMMANDS.items():
         add(sub.add_parser(name, help=help_, description=help_))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after it belongs to the benchmarks
+        return _bench(argparse.Namespace(rest=argv[1:]))
     args = parser.parse_args(argv)
     return COMMANDS[args.command][2](args)
 
