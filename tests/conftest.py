@@ -3,6 +3,7 @@ into /dev/shm."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -30,10 +31,8 @@ def no_leaked_segments(request: pytest.FixtureRequest) -> Iterator[None]:
     mine = {e for e in leaked if f"-{os.getpid()}-" in e}
     if mine:
         for e in mine:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(os.path.join(SHM, e))
-            except OSError:
-                pass
         pytest.fail(f"test leaked shared-memory segments: {sorted(mine)}")
 
 

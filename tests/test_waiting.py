@@ -3,6 +3,7 @@ data, end-of-stream and close, and let signal handlers run."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -25,10 +26,8 @@ def _block_on_recv(name: str, started: mp.synchronize.Event) -> None:
     ch = shmring.Channel.open(name)
     rx = ch.consumer()
     started.set()
-    try:
+    with contextlib.suppress(shmring.EndOfStream):
         rx.recv(timeout=30)
-    except shmring.EndOfStream:
-        pass
     ch.close()
 
 

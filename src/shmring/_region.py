@@ -17,6 +17,7 @@ supervisor; a Region never unlinks behind anybody's back (compare CPython's
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -287,13 +288,11 @@ class Region:
         """Unmap the region (the segment stays until unlinked)."""
         if self.buf is not None:
             buf, self.buf = self.buf, None
-            try:
+            # A call in another thread may still use the mapping (an endpoint
+            # closed under it releases it on its way out): the mapping is then
+            # unmapped when that last reference goes.
+            with contextlib.suppress(BufferError):
                 buf.close()
-            except BufferError:
-                # A call in another thread still uses the mapping (an endpoint
-                # closed under it releases it on its way out); the mapping is
-                # unmapped when that last reference goes.
-                pass
 
     def unlink(self) -> None:
         """Remove the name; processes that have it mapped keep using it."""
