@@ -188,7 +188,8 @@ int ring_commit(ring_t *r, uint64_t used) {
             r->msgno++;
             st_rlx(r->base, SEQ_OFF(r, p), r->msgno);
             st_rlx(r->base, OFF_LATEST, p);
-            st_rlx(r->base, OFF_MSGNO, r->msgno);
+            /* After latest. Pairs with the acquire in ring_consumer_join. */
+            st_rel(r->base, OFF_MSGNO, r->msgno);
         } else {
             st_rlx(r->base, SEQ_OFF(r, p), p);
         }
@@ -611,29 +612,19 @@ int ring_consumer_join(ring_t *r) {
     r->cached_tail = t;
     r->have_baseline = 0;
     if (r->lossy) {
-        /* The number of the last message before our cursor: the newest
-         * record, if it ends exactly at the tail we read and was not being
-         * overwritten while we looked. Otherwise the first read sets it. */
+        /* The number of the last message before our cursor: the count of
+         * messages sent, read after the tail. Every message before the tail
+         * is counted (their counts were stored before it, pairs with its
+         * release store in ring_flush). A message at or past the tail is
+         * counted only if latest shows it: commit stores the count with
+         * release after latest. So a count read while latest is still
+         * before the tail is exact. (Reading the newest record instead
+         * fails while a claim overwrites it, and after a partial commit.)
+         * If no try succeeds, the first read sets it. */
         for (int i = 0; i < 100; i++) {
             t = ld_acq(r->base, OFF_TAIL);
-            if (t == 0) {
-                r->last_msgno = 0;
-                r->have_baseline = 1;
-                break;
-            }
-            uint64_t l = ld_acq(r->base, OFF_LATEST);
-            uint64_t w = ld_rlx(r->base, WORD_OFF(r, l));
-            uint64_t m = ld_rlx(r->base, SEQ_OFF(r, l));
-            int32_t n = rec_len(w);
-            uint64_t e = l + (n > 0 ? align_up((uint64_t)n, RECORD_ALIGN) : 0);
-            /* A commit of a prefix pads the rest of its claim after it. */
-            uint64_t pw = ld_rlx(r->base, WORD_OFF(r, e));
-            fence_acq();
-            uint64_t intent = ld_rlx(r->base, OFF_INTENT);
-            if (intent > l + r->cap || n <= 0) continue;
-            if (e != t && !(rec_type(pw) == REC_PAD && rec_len(pw) > 0 &&
-                            e + align_up((uint64_t)rec_len(pw), RECORD_ALIGN) == t))
-                continue;
+            uint64_t m = t ? ld_acq(r->base, OFF_MSGNO) : 0;
+            if (t && ld_acq(r->base, OFF_LATEST) >= t) continue;
             r->last_msgno = m;
             r->have_baseline = 1;
             break;
