@@ -525,14 +525,19 @@ def _decode_owned(rx: Consumer, ser: Serializer, data: bytes) -> Any:
         raise _decode_error(ser, e) from e
 
 
-def _take_in_place(rx: Consumer, ser: Serializer, timeout: float | None, nowait: bool) -> Any:
-    """Receive by reading the record in place and copying each buffer once."""
+def _peek(rx: Consumer, timeout: float | None, nowait: bool) -> memoryview:
+    """Hold the next record; WouldBlock instead of waiting when ``nowait``."""
     try:
-        mv = rx._peek(0.0 if nowait else timeout)
+        return rx._peek(0.0 if nowait else timeout)
     except Timeout:
         if nowait:
             raise WouldBlock("channel empty") from None
         raise
+
+
+def _take_in_place(rx: Consumer, ser: Serializer, timeout: float | None, nowait: bool) -> Any:
+    """Receive by reading the record in place and copying each buffer once."""
+    mv = _peek(rx, timeout, nowait)
     try:
         small = mv.nbytes <= LARGE_RECORD
         if small:
@@ -559,6 +564,12 @@ def _take_copy(rx: Consumer, ser: Serializer, timeout: float | None, nowait: boo
     if rx._obj_in_place:
         return _take_in_place(rx, ser, timeout, nowait)
     data = rx.recv_nowait() if nowait else rx.recv(timeout)
+    return decode_bytes(rx, ser, data)
+
+
+def decode_bytes(rx: Consumer, ser: Serializer, data: bytes) -> Any:
+    """Decode one received record that arrived as ``bytes``: a plain pickle
+    goes straight to ``pickle.loads``, anything framed through the serializer."""
     if data[:1] == b"\x80" and ser.__class__ is PickleSerializer:
         try:
             return _loads(data)
@@ -569,12 +580,7 @@ def _take_copy(rx: Consumer, ser: Serializer, timeout: float | None, nowait: boo
 
 def _take_view(rx: Consumer, ser: Serializer, timeout: float | None,
                nowait: bool) -> ObjectView:
-    try:
-        mv = rx._peek(0.0 if nowait else timeout)
-    except Timeout:
-        if nowait:
-            raise WouldBlock("channel empty") from None
-        raise
+    mv = _peek(rx, timeout, nowait)
     try:
         obj, views = _decode_view(ser, mv)
     except BaseException:

@@ -63,11 +63,9 @@ from ._objects import (
     PICKLE,
     PickleSerializer,
     Serializer,
-    _decode_error,
-    _decode_owned,
     _dumps,
-    _loads,
     _take_copy,
+    decode_bytes,
     encode,
     framed_size,
     write,
@@ -487,12 +485,7 @@ class _QueueBase:
             _core.wake(cbuf, h.notfull_seq)
         if data is None:
             return obj
-        if data[:1] == b"\x80" and ser.__class__ is PickleSerializer:
-            try:
-                return _loads(data)
-            except Exception as e:
-                raise _decode_error(ser, e) from e
-        return _decode_owned(rx, ser, data)
+        return decode_bytes(rx, ser, data)
 
     # ----------------------------------------------------- control block --
     def _taken(self, h: _Handles) -> None:
