@@ -57,6 +57,20 @@ def test_last_close_unlinks_before_returning(sup: Supervisor, env: Env, uname: s
     a.unlink()
 
 
+def test_region_whose_header_is_overwritten_is_still_unlinked(sup: Supervisor, env: Env,
+                                                              uname: str) -> None:
+    """A corrupt attach table cannot keep a region (and the supervisor) alive."""
+    import struct
+
+    from shmring import _layout as L
+
+    ch = shmring.Channel.create(uname, capacity=4096)
+    struct.pack_into("<I", ch.region._mapping(), L.HDR_SLOT_COUNT, 100_000)
+    ch.close()
+    assert gone(env, uname)
+    ch.unlink()
+
+
 def test_unlink_spares_a_newer_region_of_the_same_name(sup: Supervisor, env: Env,
                                                        uname: str) -> None:
     old = shmring.Channel.create(uname, capacity=4096, persistent=True)

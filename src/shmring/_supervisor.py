@@ -61,7 +61,7 @@ from typing import Any
 
 from . import _core, _gc, _ipc
 from . import _layout as L
-from ._errors import ShmringError
+from ._errors import CorruptRegion, ShmringError
 from ._proc import alive as proc_alive
 from ._proc import start_time as proc_start_time
 from ._region import (
@@ -788,7 +788,13 @@ class Supervisor:
             inodes = mapped[pid]
             return inodes is None or t.ino in inodes
 
-        for i in range(t.region.slot_count):
+        try:
+            nslots = t.region.slot_count
+        except CorruptRegion:
+            # A header overwritten after creation: its table cannot be
+            # trusted, so only registered holders keep the region alive.
+            nslots = 0
+        for i in range(nslots):
             so = L.slot_offset(i)
             pid = _core.load(buf, so + L.SLOT_PID)
             if pid == 0 or pid & _RECOVERING:
@@ -809,7 +815,14 @@ class Supervisor:
             elif in_grace:
                 uncertain = True
                 continue
-            if t.region.recover_slot(i, pid):
+            try:
+                recovered = t.region.recover_slot(i, pid)
+            except CorruptRegion as e:
+                # The ring cannot be repaired; the slot still goes.
+                log.warning("slot %d of %s: %s", i, t.seg, e)
+                t.region.free_slot(i)
+                recovered = True
+            if recovered:
                 self.stats["recovered"] += 1
                 log.info("recovered slot %d of %s (pid %d: %s)", i, t.seg, pid,
                          "dead" if p is None else "does not map it")
