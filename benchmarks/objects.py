@@ -10,7 +10,10 @@ Two workloads, each a producer process sending to the benchmark process:
   target: at least 70 % of its rate).
 
 Throughput is timed in the receiver from the first item to the last, best of
-``--repeats`` runs; processes are forked. Prints a Markdown table. Options:
+``--repeats`` runs; processes are forked. The "pickle alone" row is the
+ceiling for any pickling transport of that object: sender and receiver each
+doing nothing but ``pickle.dumps``/``pickle.loads`` on their own core. Prints
+a Markdown table. Options:
 ``--quick`` (fewer items), ``--repeats N``, ``--only small|array``.
 """
 
@@ -150,8 +153,8 @@ class ShmChannel(Transport):
 # ------------------------------------------------------------ measuring --
 def _producer(t: Transport, make: Callable[[int], Any], n: int, go: Any) -> None:
     objs = [make(i) for i in range(min(n, 1000))]
-    put = t.put
-    put(objs[0])  # warm-up item, taken before the clock starts
+    t.put(objs[0])  # warm-up item, taken before the clock starts
+    put = t.put  # after the first put: ShmChannel binds its producer then
     go.wait()
     m = len(objs)
     for i in range(n):
@@ -182,6 +185,27 @@ def run_once(t: Transport, make: Callable[[int], Any], n: int) -> float:
             p.kill()
             p.join()
         t.close()
+
+
+def pickle_ceiling(make: Callable[[int], Any], repeats: int) -> float:
+    """Items per second if sending cost only ``pickle.dumps`` on one core and
+    receiving only ``pickle.loads`` on the other: no transport can beat it."""
+    import pickle
+
+    obj = make(1)
+    data = pickle.dumps(obj, 5)
+    k = 200_000
+    best_dumps = best_loads = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(k):
+            pickle.dumps(obj, 5)
+        best_dumps = min(best_dumps, (time.perf_counter() - start) / k)
+        start = time.perf_counter()
+        for _ in range(k):
+            pickle.loads(data)
+        best_loads = min(best_loads, (time.perf_counter() - start) / k)
+    return 1 / max(best_dumps, best_loads)
 
 
 def memcpy_rate(nbytes: int, repeats: int) -> float:
@@ -222,6 +246,8 @@ def bench_small(quick: bool, repeats: int) -> list[Row]:
         size = len(pickle.dumps(make(1), 5))
         base = best_of(MpQueue(), make, n_slow, repeats)
         rows.append(Row(label, MpQueue.name, base, size))
+        rows.append(Row(label, "(pickle alone: 1 / max(dumps, loads), one process)",
+                        pickle_ceiling(make, repeats), size, base, "multiprocessing.Queue"))
         for t, n in ((FasterFifo(), n_slow), (ShmQueue(1 << 22), n_fast),
                      (ShmChannel(1 << 22), n_fast)):
             rows.append(Row(label, t.name, best_of(t, make, n, repeats), size, base,
