@@ -406,12 +406,7 @@ class _QueueBase:
         done = False
         try:
             lock = self._wlock
-            if not block:
-                if not lock.acquire(blocking=False):
-                    raise Full
-            elif deadline is None:
-                lock.acquire()
-            elif not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            if not _acquire(lock, block, deadline):
                 raise Full
             try:
                 tx = h.tx or h.producer()
@@ -447,15 +442,10 @@ class _QueueBase:
         h = self._h or self._attach()
         ser = self._serializer
         lock = self._rlock
-        if not block:
-            if not lock.acquire(blocking=False):
-                raise Empty
-        elif timeout is None:
-            lock.acquire()
-        else:
-            deadline = time.monotonic() + max(0.0, timeout)
-            if not lock.acquire(timeout=max(0.0, timeout)):
-                raise Empty
+        deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
+        if not _acquire(lock, block, deadline):
+            raise Empty
+        if deadline is not None:
             timeout = max(0.0, deadline - time.monotonic())
         # Take the item under the lock; decode it after, as multiprocessing
         # does, unless it is being read in place (large records).
@@ -738,3 +728,13 @@ class SimpleQueue(_QueueBase, Generic[T]):
     def empty(self) -> bool:
         """True if the queue holds no item (approximate)."""
         return self._count() == 0
+
+
+def _acquire(lock: threading.Lock, block: bool, deadline: float | None) -> bool:
+    """Take ``lock`` as put/get do: at once when not blocking, else until the
+    monotonic ``deadline`` (None: without limit). False if it was not taken."""
+    if not block:
+        return lock.acquire(blocking=False)
+    if deadline is None:
+        return lock.acquire()
+    return lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
