@@ -10,9 +10,11 @@ setup(
             "shmring._core",
             sources=[
                 CSRC + name
-                for name in ("module.c", "endpoint.c", "producer.c", "consumer.c", "ring.c", "wait.c")
+                for name in ("module.c", "endpoint.c", "producer.c", "consumer.c", "ring.c", "wait.c",
+                             "codec.c")
             ],
-            depends=[CSRC + h for h in ("layout.h", "atomics.h", "ring.h", "wait.h", "core.h")],
+            depends=[CSRC + h for h in ("layout.h", "atomics.h", "ring.h", "wait.h", "core.h",
+                                              "codec.h")],
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
         )

@@ -112,9 +112,11 @@ def test_many_mixed_sizes_in_order(pair: tuple[shmring.Producer, shmring.Consume
 
 def test_small_object_is_a_bare_pickle(pair: tuple[shmring.Producer, shmring.Consumer]) -> None:
     tx, rx = pair
-    obj = {"a": 1, "b": (2.0, "three")}
+    obj = {"a": 1, "b": (2.0, "three"), "s": {4}}  # a set: not a plain value
     tx.send_obj(obj)
     assert rx.recv() == pickle.dumps(obj, 5)
+    tx.send_obj({"a": 1, "b": (2.0, "three")})  # plain: a value record (test_codec.py)
+    assert rx.recv()[:1] == b"\x01"
 
 
 def test_wire_format_of_a_framed_record(pair: tuple[shmring.Producer, shmring.Consumer]) -> None:

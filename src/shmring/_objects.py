@@ -10,11 +10,21 @@ array is copied exactly once on the way in (array -> ring) and once on the way
 out (ring -> the received array), or not at all on the way out with
 ``copy=False``. No intermediate ``bytes`` object holds the array.
 
-An object without large buffers (the common case: dicts, tuples, small
-arrays) is one *bare* record: the serializer's bytes and nothing else, sent
+A *plain value* - built only from the exact types None, bool, int (int64),
+float, str, bytes, tuple, list and dict - does not go through pickle at all
+with the default serializer: the C value codec (``csrc/codec.c``) encodes it
+straight into the claimed record and the receiver decodes it straight from
+the ring, one C call each way (a *value record*, first byte ``0x01``). For a
+small dict that is several times cheaper than ``pickle.dumps`` plus
+``pickle.loads`` alone. Anything else - another type or a subclass, an int
+beyond 64 bits, a str with lone surrogates, deep nesting, a list or dict
+reached twice (pickle keeps that identity) - is pickled exactly as before.
+
+Any other object without large buffers (numpy arrays, instances of your
+classes) is one *bare* record: the serializer's bytes and nothing else, sent
 with the C ``send`` in one call. A pickle starts with the PROTO opcode
-``0x80``; a *framed* record starts with ``0x00``, so the first byte tells them
-apart and small objects pay for no header at all.
+``0x80``; a *framed* record starts with ``0x00``, so the first byte tells the
+three kinds apart and small objects pay for no header at all.
 
 Framed record (little-endian), for objects with out-of-band buffers::
 
@@ -65,6 +75,7 @@ from pickle import PickleBuffer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from . import _core
 from ._errors import DecodeError, Timeout, WouldBlock
 
 if TYPE_CHECKING:
@@ -82,6 +93,8 @@ __all__ = [
 ]
 
 FRAME_MAGIC = b"\x00SRF"
+#: First byte of a value record (the C value codec, csrc/codec.c).
+VALUE_TAG = 0x01
 FRAME_VERSION = 1
 _HEADER = struct.Struct("<4sHHQ")
 _ENTRY = struct.Struct("<QQQ")
@@ -259,6 +272,9 @@ class MsgspecSerializer(Serializer):
 PICKLE = PickleSerializer()
 _dumps = pickle.dumps
 _loads = pickle.loads
+_encode_value = _core.encode_value
+_decode_value = _core.decode_value
+_core.set_decode_error(DecodeError)
 
 
 # ----------------------------------------- top-level bytes-like objects --
@@ -327,6 +343,10 @@ def _align(n: int) -> int:
 def encode(obj: Any, serializer: Serializer) -> tuple[ReadableBuffer, list[PickleBuffer]]:
     """Serialize ``obj``: its bytes and its out-of-band buffers (maybe none)."""
     buffers: list[PickleBuffer] = []
+    if serializer.__class__ is PickleSerializer:
+        value = _encode_value(obj)
+        if value is not None:
+            return value, buffers  # a plain value: a value record
     if serializer.__class__ is PickleSerializer and type(obj) not in _WRAPPABLE:
         # The common case without a Python call per layer.
         pickled = _dumps(obj, 5, buffer_callback=buffers.append)
@@ -424,6 +444,8 @@ def _frame(mv: memoryview) -> tuple[memoryview, list[tuple[int, int, int]]]:
 
 def _decode_copy(ser: Serializer, mv: memoryview) -> Any:
     """Decode a record into an object that owns all its memory."""
+    if mv.nbytes and mv[0] == VALUE_TAG and ser.__class__ is PickleSerializer:
+        return _decode_value(mv)
     try:
         if ser.out_of_band and mv.nbytes and mv[0] == 0:
             payload, table = _frame(mv)
@@ -445,6 +467,8 @@ def _decode_error(ser: Serializer, e: Exception) -> DecodeError:
 
 def _decode_view(ser: Serializer, mv: memoryview) -> tuple[Any, list[memoryview]]:
     """Decode a held record with its buffers as read-only views of it."""
+    if mv.nbytes and mv[0] == VALUE_TAG and ser.__class__ is PickleSerializer:
+        return _decode_value(mv), []
     try:
         if ser.out_of_band and mv.nbytes and mv[0] == 0:
             payload, table = _frame(mv)
@@ -503,6 +527,8 @@ class ObjectView:
 
 def _decode_owned(rx: Consumer, ser: Serializer, data: bytes) -> Any:
     """Decode a record received as ``bytes`` (the whole record, copied)."""
+    if data[:1] == b"\x01" and ser.__class__ is PickleSerializer:
+        return _decode_value(data)
     if not (ser.out_of_band and data[:1] == b"\x00"):
         try:
             return ser.loads(data, ())
@@ -542,7 +568,7 @@ def _take_in_place(rx: Consumer, ser: Serializer, timeout: float | None, nowait:
         small = mv.nbytes <= LARGE_RECORD
         if small:
             rx._obj_in_place = False  # back to recv() for the next one
-        if not small or (ser.out_of_band and mv.nbytes and mv[0] == 0):
+        if not small or (mv.nbytes and (mv[0] == VALUE_TAG or (ser.out_of_band and mv[0] == 0))):
             return _decode_copy(ser, mv)
         data = bytes(mv)  # pickle reads bytes faster than a view
     finally:
@@ -556,11 +582,22 @@ def _take_in_place(rx: Consumer, ser: Serializer, timeout: float | None, nowait:
 def _take_copy(rx: Consumer, ser: Serializer, timeout: float | None, nowait: bool) -> Any:
     """Receive one object that owns its memory.
 
-    Small records come as ``bytes`` from one C call (``recv``), which is
-    also what pickle reads fastest. A large framed record taken that way
+    A value record is decoded in place by one C call (``_recv_value``).
+    Other small records come as ``bytes`` from one C call (``recv``), which
+    is also what pickle reads fastest. A large framed record taken that way
     costs a second copy of each writable buffer, so after one the consumer
     switches to reading records in place until a small one comes again.
     """
+    if ser.__class__ is PickleSerializer:
+        obj = rx._recv_value(None if nowait else timeout, nowait)
+        if obj is not NotImplemented:
+            return obj
+        # Not a value record: it is held, and taken below at once.
+    return _take_other(rx, ser, timeout, nowait)
+
+
+def _take_other(rx: Consumer, ser: Serializer, timeout: float | None, nowait: bool) -> Any:
+    """:func:`_take_copy` for records other than value records."""
     if rx._obj_in_place:
         return _take_in_place(rx, ser, timeout, nowait)
     data = rx.recv_nowait() if nowait else rx.recv(timeout)
@@ -605,6 +642,8 @@ def send_obj(self: Producer, obj: Any, timeout: float | None = None, *,
         tx.send_obj({"id": 7, "image": np.zeros((480, 640), np.uint8)})
     """
     ser = self.serializer if serializer is None else serializer
+    if ser.__class__ is PickleSerializer and self._send_value(obj, timeout):
+        return  # a plain value, encoded into the ring by one C call
     if ser.__class__ is PickleSerializer and type(obj) not in _WRAPPABLE:
         # encode()'s common case, inlined.
         buffers: list[PickleBuffer] = []
@@ -631,7 +670,10 @@ def send_obj_nowait(self: Producer, obj: Any, *,
         except shmring.WouldBlock:
             dropped += 1
     """
-    data, buffers = encode(obj, self.serializer if serializer is None else serializer)
+    ser = self.serializer if serializer is None else serializer
+    if ser.__class__ is PickleSerializer and self._send_value(obj, None, True):
+        return
+    data, buffers = encode(obj, ser)
     write(self, data, buffers, None, True)
 
 
@@ -663,8 +705,14 @@ def recv_obj(self: Consumer, timeout: float | None = None, *, copy: bool = True,
             mean = frame["image"].mean()
     """
     ser = self.serializer if serializer is None else serializer
+    if copy and ser.__class__ is PickleSerializer:
+        # A value record: decoded from the ring by one C call.
+        obj = self._recv_value(timeout)
+        if obj is not NotImplemented:
+            return obj
+        # Otherwise the record is held and the calls below take it at once.
     if copy and not self._obj_in_place:
-        # _take_copy's common case, inlined: one C call and pickle.loads.
+        # _take_other's common case, inlined: one C call and pickle.loads.
         data = self.recv(timeout)
         if data[:1] == b"\x80" and ser.__class__ is PickleSerializer:
             try:
@@ -673,7 +721,7 @@ def recv_obj(self: Consumer, timeout: float | None = None, *, copy: bool = True,
                 raise _decode_error(ser, e) from e
         return _decode_owned(self, ser, data)
     if copy:
-        return _take_copy(self, ser, timeout, False)
+        return _take_other(self, ser, timeout, False)
     return _take_view(self, ser, timeout, False)
 
 

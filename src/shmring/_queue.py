@@ -64,7 +64,7 @@ from ._objects import (
     PickleSerializer,
     Serializer,
     _dumps,
-    _take_copy,
+    _take_other,
     decode_bytes,
     encode,
     framed_size,
@@ -96,6 +96,15 @@ _CTL_MAGIC = 520  # u64: _CTL_MAGIC_VALUE once the block is initialised
 _CTL_BYTES = 640
 _MINUS_ONE = (1 << 64) - 1  # fetch_add(-1)
 _SMALL_ITEM = 32  # full() before any put found the ring full: room for this?
+
+
+def _pickle(obj: Any, ser: Serializer) -> tuple[ReadableBuffer, list[PickleBuffer]]:
+    """What ``put`` writes for an object that is not a plain value."""
+    if ser.__class__ is PickleSerializer and type(obj) not in _WRAPPABLE:
+        buffers: list[PickleBuffer] = []  # encode()'s common case, inlined
+        pickled = _dumps(obj, 5, buffer_callback=buffers.append)
+        return (ser._inband_if_small(obj, pickled, buffers) if buffers else pickled), buffers
+    return encode(obj, ser)
 
 
 def _next_pow2(n: int) -> int:
@@ -366,13 +375,11 @@ class _QueueBase:
             raise self._closed_error()
         h = self._h or self._attach()
         ser = self._serializer
-        if ser.__class__ is PickleSerializer and type(obj) not in _WRAPPABLE:
-            buffers: list[PickleBuffer] = []  # encode()'s common case, inlined
-            pickled = _dumps(obj, 5, buffer_callback=buffers.append)
-            data: ReadableBuffer = (ser._inband_if_small(obj, pickled, buffers) if buffers
-                                    else pickled)
-        else:
-            data, buffers = encode(obj, ser)
+        # A plain value (csrc/codec.c) is encoded straight into the ring, under
+        # the lock, by one C call; anything else is pickled.
+        plain = ser.__class__ is PickleSerializer
+        data: ReadableBuffer | None = None
+        buffers: list[PickleBuffer] = []
         if block and timeout is None and not self._maxsize:
             # The common case: count the item, then write it, waiting for room.
             _core.fetch_add(h.cbuf, h.count, 1)
@@ -380,7 +387,16 @@ class _QueueBase:
                 _core.fetch_add(h.cbuf, h.unfinished, 1)
             lock = self._wlock
             try:
-                lock.acquire()  # not `with`: half the cost on this path
+                if plain:
+                    lock.acquire()  # not `with`: half the cost on this path
+                    try:
+                        tx = h.tx or h.producer()
+                        if tx._send_value(obj):
+                            return
+                    finally:
+                        lock.release()
+                data, buffers = _pickle(obj, ser)
+                lock.acquire()
                 try:
                     tx = h.tx or h.producer()
                     if buffers:
@@ -405,17 +421,22 @@ class _QueueBase:
             _core.fetch_add(h.cbuf, h.unfinished, 1)
         done = False
         try:
+            if not plain:
+                data, buffers = _pickle(obj, ser)
             lock = self._wlock
             if not _acquire(lock, block, deadline):
                 raise Full
             try:
                 tx = h.tx or h.producer()
-                if deadline is None:
-                    write(tx, data, buffers, None, not block)
-                else:
-                    write(tx, data, buffers, max(0.0, deadline - time.monotonic()), False)
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if data is None and not tx._send_value(obj, left, not block):
+                    data, buffers = _pickle(obj, ser)  # not a plain value
+                if data is not None:
+                    write(tx, data, buffers, left, not block and deadline is None)
             except (WouldBlock, Timeout):
-                self._full_size = framed_size(data, buffers)  # what full() asks about
+                # What full() asks about: room for an item this size.
+                self._full_size = (framed_size(data, buffers) if data is not None
+                                   else len(_core.encode_value(obj) or b""))
                 raise Full from None
             finally:
                 lock.release()
@@ -449,12 +470,19 @@ class _QueueBase:
             timeout = max(0.0, deadline - time.monotonic())
         # Take the item under the lock; decode it after, as multiprocessing
         # does, unless it is being read in place (large records).
-        data = obj = None
+        data = None
+        obj: Any = NotImplemented
         try:
             rx = h.rx or h.consumer()
             try:
-                if rx._obj_in_place:
-                    obj = _take_copy(rx, ser, timeout, not block)
+                if ser.__class__ is PickleSerializer:
+                    # A value record is decoded in place, here, by one C call;
+                    # any other record stays held and is taken below at once.
+                    obj = rx._recv_value(timeout if block else None, not block)
+                if obj is not NotImplemented:
+                    pass
+                elif rx._obj_in_place:
+                    obj = _take_other(rx, ser, timeout, not block)
                 elif block:
                     data = rx.recv(timeout)
                 else:

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "atomics.h"
+#include "codec.h"
 #include "wait.h"
 
 #define NOGIL_COPY 262144
@@ -281,6 +282,9 @@ static PyMethodDef C_methods[] = {
     {"_peek", (PyCFunction)(void (*)(void))C_peek, METH_FASTCALL | METH_KEYWORDS,
      "_peek(timeout=None) -> memoryview: hold the next record and view it in place."},
     {"_release", (PyCFunction)C_release, METH_NOARGS, "_release(): free the held record."},
+    {"_recv_value", (PyCFunction)(void (*)(void))codec_recv_value, METH_FASTCALL,
+     "_recv_value(timeout=None, nowait=False): the next record decoded, if it is a value "
+     "record (codec.c); otherwise NotImplemented, the record left held."},
     {"_join", (PyCFunction)C_join, METH_NOARGS, "_join(): start reading at the tail."},
     {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
     {"_wait", (PyCFunction)(void (*)(void))endpoint_wait_ready, METH_FASTCALL,

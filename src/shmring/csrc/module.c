@@ -6,6 +6,7 @@
 #include <errno.h>
 
 #include "atomics.h"
+#include "codec.h"
 #include "wait.h"
 
 /* A word of a writable buffer: bounds and alignment checked, since the
@@ -227,6 +228,13 @@ static PyMethodDef methods[] = {
      "check_region(buffer): raise CorruptRegion unless the header is valid."},
     {"recover_slot", (PyCFunction)(void (*)(void))m_recover_slot, METH_FASTCALL,
      "recover_slot(buffer, slot) -> int: repair what a dead endpoint left."},
+    {"encode_value", (PyCFunction)codec_encode_value, METH_O,
+     "encode_value(obj) -> bytes | None: obj as a value record, or None if it is not a "
+     "plain value."},
+    {"decode_value", (PyCFunction)codec_decode_value, METH_O,
+     "decode_value(buffer): the object in a value record; DecodeError if malformed."},
+    {"set_decode_error", (PyCFunction)codec_set_decode_error, METH_O,
+     "set_decode_error(cls): the class decode_value and _recv_value raise."},
     {"set_errors", (PyCFunction)m_set_errors, METH_VARARGS,
      "set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, "
      "MessageTooLarge, Closed): the classes the extension raises."},

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "atomics.h"
+#include "codec.h"
 
 /* Copies this large are done with the GIL released. */
 #define NOGIL_COPY 262144
@@ -279,6 +280,9 @@ static PyMethodDef P_methods[] = {
     {"_commit", (PyCFunction)(void (*)(void))P_commit, METH_FASTCALL,
      "_commit(nbytes=None): publish the open claim (its first nbytes)."},
     {"_abort", (PyCFunction)P_abort, METH_NOARGS, "_abort(): withdraw the open claim."},
+    {"_send_value", (PyCFunction)(void (*)(void))codec_send_value, METH_FASTCALL,
+     "_send_value(obj, timeout=None, nowait=False) -> bool: send obj as a value record "
+     "(codec.c); False, sending nothing, if it is not a plain value."},
     {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
     {"_wait", (PyCFunction)(void (*)(void))endpoint_wait_ready, METH_FASTCALL,
      "_wait(timeout=None, nbytes=0) -> bool: wait until progress is possible, taking "
