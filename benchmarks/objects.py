@@ -132,6 +132,8 @@ class ShmChannel(Transport):
                                          capacity=self.capacity, pattern="spsc",
                                          max_message=self.capacity // 2 - 16)
         self.rx = self.ch.consumer()
+        if self.copy:
+            self.get = self.rx.recv_obj  # type: ignore[method-assign]
 
     def put(self, obj: Any) -> None:
         tx = self.__dict__.get("tx")

@@ -463,6 +463,32 @@ class _QueueBase:
         h = self._h or self._attach()
         ser = self._serializer
         lock = self._rlock
+        if block and timeout is None and ser.__class__ is PickleSerializer:
+            # The common case: wait without limit; a value record is decoded
+            # under the lock by one C call, any other record taken as below.
+            data = None
+            lock.acquire()
+            try:
+                rx = h.rx or h.consumer()
+                obj = rx._recv_value()
+                if obj is NotImplemented:  # held: taken at once
+                    if rx._obj_in_place:
+                        obj = _take_other(rx, ser, None, False)
+                    else:
+                        data = rx.recv()
+            except DecodeError:
+                self._taken(h)
+                raise
+            finally:
+                lock.release()
+                if self._closed:
+                    self._close_if_idle()
+            cbuf = h.cbuf
+            _core.fetch_add(cbuf, h.count, _MINUS_ONE)
+            # seq-cst RMW read: pairs with the waiter's raise of its count.
+            if self._maxsize and _core.fetch_add(cbuf, h.notfull_waiters, 0):
+                _core.wake(cbuf, h.notfull_seq)
+            return obj if data is None else decode_bytes(rx, ser, data)
         deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
         if not _acquire(lock, block, deadline):
             raise Empty
@@ -471,7 +497,7 @@ class _QueueBase:
         # Take the item under the lock; decode it after, as multiprocessing
         # does, unless it is being read in place (large records).
         data = None
-        obj: Any = NotImplemented
+        obj = NotImplemented
         try:
             rx = h.rx or h.consumer()
             try:
