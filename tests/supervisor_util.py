@@ -126,11 +126,13 @@ class Child:
 
     def __init__(self, fn: Callable[[Child], object]) -> None:
         self._r, self._w = os.pipe()
+        self._go_r, self._go_w = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:
             code = 0
             try:
                 os.close(self._r)
+                os.close(self._go_w)
                 fn(self)
             except BaseException:
                 traceback.print_exc()
@@ -138,6 +140,7 @@ class Child:
             finally:
                 os._exit(code)
         os.close(self._w)
+        os.close(self._go_r)
         self.status: int | None = None
         _children.append(self)
 
@@ -159,11 +162,30 @@ class Child:
             pytest.fail(f"the child exited early with status {self.status}")
         return data
 
+    def go(self) -> None:
+        """In the parent: let the child past its next ``wait_go()``."""
+        os.write(self._go_w, b"g")
+
+    def wait_go(self) -> None:
+        """In the child: wait for the parent's ``go()``."""
+        if not os.read(self._go_r, 1):
+            raise RuntimeError("the parent went away")
+
     def kill(self) -> None:
         if self.status is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
             self.wait()
+
+    def poll(self) -> int | None:
+        """The exit status if the child has exited (reaping it), else None."""
+        if self.status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(status)
+                os.close(self._r)
+                os.close(self._go_w)
+        return self.status
 
     def wait(self, timeout: float = 30.0) -> int:
         if self.status is None:
@@ -179,6 +201,7 @@ class Child:
                     pytest.fail("the child hung")
                 time.sleep(0.002)
             os.close(self._r)
+            os.close(self._go_w)
         return self.status
 
 

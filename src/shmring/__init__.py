@@ -15,6 +15,7 @@ from ._channel import Channel, Claim, Consumer, Producer, RecordView
 from ._errors import (
     AttachTableFull,
     Broken,
+    ClaimRevoked,
     Closed,
     CorruptRegion,
     DecodeError,
@@ -49,6 +50,7 @@ __all__ = [
     "Broken",
     "Channel",
     "Claim",
+    "ClaimRevoked",
     "Closed",
     "Consumer",
     "CorruptRegion",

@@ -22,6 +22,7 @@ from . import _aio, _client, _core, _objects
 from . import _layout as L
 from ._errors import (
     Broken,
+    ClaimRevoked,
     Closed,
     CorruptRegion,
     EndOfStream,
@@ -36,7 +37,7 @@ from ._gc import unlink_if_created
 from ._region import Region, segment_name, split_segment_name
 
 _core.set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, MessageTooLarge,
-                 Closed)
+                 Closed, ClaimRevoked)
 
 
 class Claim:
@@ -62,7 +63,11 @@ class Claim:
         """Publish the claim (its first ``nbytes`` bytes, default all)."""
         if not self._done:
             # Done only once published: a bad nbytes leaves the claim open.
-            self._producer._commit(nbytes)
+            try:
+                self._producer._commit(nbytes)
+            except ClaimRevoked:
+                self._done = True  # the supervisor took it back: nothing is open
+                raise
             self._done = True
 
     def abort(self) -> None:

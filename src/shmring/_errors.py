@@ -35,6 +35,13 @@ class Broken(ShmringError):
     or the region is corrupt."""
 
 
+class ClaimRevoked(Broken):
+    """This producer held a claim longer than the supervisor's claim timeout
+    (it was stopped, or stuck), so the supervisor revoked the claim and the
+    consumers went on without it: the message being sent was not sent. The
+    producer may send again."""
+
+
 class CorruptRegion(Broken):
     """Bytes in the segment break an invariant of the layout; nothing was read
     out of bounds."""

@@ -15,7 +15,14 @@ a user) and acts on events, never on polling:
 - a detach that leaves a region with no holder unlinks it before the reply,
   so that when ``Channel.close()`` returns in the last user the name is gone;
 - socket EOF alone is not death (a process may close the connection and live
-  on): its registrations stay until its pidfd fires.
+  on): its registrations stay until its pidfd fires;
+- a producer of an mpsc or mpmc region that holds one claim for longer than
+  ``claim_timeout`` (stopped with SIGSTOP, stuck in a debugger or a
+  deadlock) has the claim revoked, so consumers go on; it gets
+  :class:`~shmring.ClaimRevoked` when it resumes. The claim's bytes stay
+  quarantined until it is done with them (ring.c, "revocation"). This is the
+  one periodic check (every ``claim_timeout / 4``, at most 1 s, while such
+  regions are tracked): a stopped process sends no event.
 
 A region is kept alive by (a) registrations of live clients and (b) live
 processes in its attach table, judged by pid and start time (an unsupervised
@@ -74,6 +81,10 @@ from ._region import (
 )
 
 log = logging.getLogger("shmring.supervisor")
+
+#: Seconds a producer may hold one claim before the supervisor revokes it.
+DEFAULT_CLAIM_TIMEOUT = 10.0
+_MULTI_PRODUCER = ("mpsc", "mpmc")
 
 _RECOVERING = 1 << 63
 
@@ -152,7 +163,9 @@ class Supervisor:
             ...  # clients with SHMRING_SOCKET_DIR=tmp talk to it
 
     ``clock`` (seconds, monotonic) drives every timeout; a test may pass a
-    fake one and call :meth:`wake` after moving it. ``idle_exit``: stop after
+    fake one and call :meth:`wake` after moving it. ``claim_timeout``: revoke
+    a producer's claim held longer than this many seconds (None or 0: never).
+    ``idle_exit``: stop after
     that many seconds with no region to track (auto-started supervisors).
     Raises :class:`AlreadyRunning` from ``start``/``run`` if another
     supervisor has the namespace.
@@ -167,6 +180,7 @@ class Supervisor:
         idle_exit: float | None = None,
         startup_grace: float = 1.0,
         creation_grace: float = _gc.CREATION_GRACE,
+        claim_timeout: float | None = DEFAULT_CLAIM_TIMEOUT,
     ) -> None:
         self.namespace = check_namespace(default_namespace() if namespace is None else namespace)
         self._dir = socket_dir
@@ -174,6 +188,9 @@ class Supervisor:
         self.idle_exit = idle_exit
         self.startup_grace = startup_grace
         self.creation_grace = creation_grace
+        self.claim_timeout = claim_timeout or None
+        self._claims: dict[tuple[tuple[str, int], int], tuple[int, int, float]] = {}
+        self._claims_timer = False
         self.paths: dict[str, str] = {}
         self._sel: selectors.EpollSelector | None = None
         self._deaths: selectors.EpollSelector | None = None
@@ -196,7 +213,8 @@ class Supervisor:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._opened = False
-        self.stats = {"attach": 0, "detach": 0, "deaths": 0, "recovered": 0, "unlinked": 0}
+        self.stats = {"attach": 0, "detach": 0, "deaths": 0, "recovered": 0, "unlinked": 0,
+                      "revoked": 0, "lifted": 0}
 
     # ----------------------------------------------------------- lifecycle --
     def open(self, *, wait: bool = False) -> None:
@@ -719,6 +737,9 @@ class Supervisor:
         t = _Tracked(seg, created, region, st.st_ino, region.persistent)
         self._regions[t.key] = t
         self._idle_since = None
+        if region.pattern in _MULTI_PRODUCER and not self._claims_timer:
+            self._claims_timer = True
+            self._schedule(self.clock() + self._claims_interval(), self._check_claims)
         log.debug("tracking %s", seg)
         return t
 
@@ -936,6 +957,68 @@ class Supervisor:
             except ShmringError as e:
                 log.warning("cannot recover slot %d of %s: %s", i, t.seg, e)
 
+    # ------------------------------------------------------- stuck claims --
+    def _claims_interval(self) -> float:
+        return min(1.0, self.claim_timeout / 4) if self.claim_timeout else 1.0
+
+    def _check_claims(self) -> None:
+        """Revoke claims held past ``claim_timeout``; lift quarantines that
+        are done with. Runs while a multi-producer region is tracked."""
+        self._claims_timer = False
+        now = self.clock()
+        seen: set[tuple[tuple[str, int], int]] = set()
+        tracked = False
+        for t in list(self._regions.values()):
+            try:
+                if t.region.pattern not in _MULTI_PRODUCER:
+                    continue
+                tracked = True
+                self._check_region_claims(t, now, seen)
+            except (ShmringError, ValueError) as e:  # ValueError: unmapped meanwhile
+                log.warning("cannot check the claims of %s: %s", t.seg, e)
+        for k in [k for k in self._claims if k not in seen]:
+            del self._claims[k]
+        if tracked and not self._stopping:
+            self._claims_timer = True
+            self._schedule(self.clock() + self._claims_interval(), self._check_claims)
+
+    def _check_region_claims(self, t: _Tracked, now: float,
+                             seen: set[tuple[tuple[str, int], int]]) -> None:
+        buf = t.region._mapping()
+        if _core.load(buf, L.OFF_QUAR_COUNT):
+            lifted = _core.lift_quarantine(buf)
+            if lifted:
+                self.stats["lifted"] += lifted
+                log.info("%s: %d revoked claim(s) done with, bytes back in use", t.seg, lifted)
+        if self.claim_timeout is None:
+            return
+        for i in range(t.region.slot_count):
+            so = L.slot_offset(i)
+            pid = _core.load(buf, so + L.SLOT_PID)
+            if not pid or _core.load32(buf, so + L.SLOT_ROLE) != L.ROLE_PRODUCER:
+                continue
+            pos = _core.load(buf, so + L.SLOT_CLAIM_POS)
+            if pos == L.CLAIM_NONE:
+                continue
+            k = (t.key, i)
+            seen.add(k)
+            prev = self._claims.get(k)
+            if prev is None or prev[:2] != (pid, pos):
+                self._claims[k] = (pid, pos, now)
+                continue
+            if now - prev[2] < self.claim_timeout:
+                continue
+            rc = _core.revoke_claim(buf, i)
+            if rc == 1:
+                self.stats["revoked"] += 1
+                self._claims[k] = (pid, pos, float("inf"))
+                log.warning("%s: pid %d held a claim for %.1f s (stopped or stuck): "
+                            "revoked it so consumers go on", t.seg, pid, now - prev[2])
+            elif rc == -2:
+                log.warning("%s: pid %d holds a claim too long, but %d revoked claims "
+                            "are still quarantined: not revoking yet", t.seg, pid,
+                            L.QUAR_ENTRIES)
+
     # -------------------------------------------------------------- status --
     def status(self, limit: int | None = None) -> dict[str, Any]:
         """What the supervisor knows (JSON-ready). With ``limit``, the lists
@@ -1022,6 +1105,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--startup-grace", type=float, default=1.0, metavar="SECONDS",
                    help="after a restart, wait this long for clients to re-register "
                    "before judging table entries dead (default 1)")
+    p.add_argument("--claim-timeout", type=float, metavar="SECONDS",
+                   default=float(os.environ.get("SHMRING_CLAIM_TIMEOUT", DEFAULT_CLAIM_TIMEOUT)),
+                   help="revoke a producer's claim held longer than this (stopped or "
+                   "stuck), so consumers go on; 0 never (default $SHMRING_CLAIM_TIMEOUT "
+                   f"or {DEFAULT_CLAIM_TIMEOUT:g})")
     p.add_argument("--daemonize", action="store_true",
                    help="fork into the background (log to <socket-dir>/<ns>.log)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -1048,7 +1136,7 @@ def main(args: argparse.Namespace) -> int:
         _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a pidfd and a socket per client
     sup = Supervisor(ns, socket_dir=args.socket_dir, idle_exit=args.exit_when_idle,
-                     startup_grace=args.startup_grace)
+                     startup_grace=args.startup_grace, claim_timeout=args.claim_timeout)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)

@@ -10,7 +10,7 @@
 /* The exception classes, defined in shmring/_errors.py and handed to the
  * extension once at import by _core.set_errors(). */
 extern PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt,
-    *E_TooLarge, *E_Closed;
+    *E_TooLarge, *E_Closed, *E_Revoked;
 
 typedef struct {
     PyObject_HEAD

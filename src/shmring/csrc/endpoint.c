@@ -8,7 +8,7 @@
 #include "wait.h"
 
 PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt, *E_TooLarge,
-    *E_Closed;
+    *E_Closed, *E_Revoked;
 
 int endpoint_init(EndpointObject *self, PyObject *args, int consumer) {
     PyObject *mapping;
@@ -186,6 +186,11 @@ PyObject *raise_ring(EndpointObject *self, int rc) {
         PyErr_SetString(E_Broken, "the channel was marked broken (a peer died holding "
                                   "state that could not be recovered, or the region is "
                                   "being torn down)");
+        break;
+    case RING_REVOKED:
+        PyErr_SetString(E_Revoked, "this producer held its claim longer than the supervisor's "
+                                   "claim timeout (stopped or stuck), so the claim was revoked "
+                                   "and consumers went on: the message was not sent");
         break;
     case RING_CORRUPT:
         PyErr_Format(E_Corrupt, "corrupt region: %s", self->ring.err);

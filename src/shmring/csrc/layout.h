@@ -7,8 +7,8 @@
  *
  *   0                                                        REGION_HEADER_SIZE
  *   +---------+------+------+------+-------+-------+------+-------+------------+
- *   | HEADER  | TAIL | HEAD | READ | DATA  | SPACE | CTRL | STATS | (spare)    |
- *   | line 0  | line | line | line | futex | futex | line | line  |            |
+ *   | HEADER  | TAIL | HEAD | READ | DATA  | SPACE | CTRL | STATS | QUARANTINE |
+ *   | line 0  | line | line | line | futex | futex | line | line  | line       |
  *   +---------+------+------+------+-------+-------+------+-------+------------+
  *   SLOTS_OFFSET: slot_count attach slots, SLOT_SIZE bytes each
  *   data_offset (page aligned): the ring, capacity bytes (a power of two)
@@ -53,6 +53,17 @@
  *         process died), folded in when their slot is freed; live endpoints
  *         count in their own slots. Cold path only (`shmring ls`):
  *         in_msgs u64, +8 in_bytes, +16 out_msgs, +24 out_bytes
+ *   QUARANTINE (mpsc, mpmc) claims the supervisor revoked from a producer
+ *         that held them too long (stopped, or stuck): count u64 of entries
+ *         in use, then QUAR_ENTRIES entries of QUAR_ENTRY bytes:
+ *           0 pos u64  start of the revoked claim (as its slot's claim_pos)
+ *           8 len u64  its length (as claim_len), 0 = entry free
+ *          16 flags u64 QUAR_DONE once its producer is done writing (it saw
+ *                      the revocation, or died); bits 8-15 owner slot+1
+ *         Producers are gated by min(head, pos) + capacity while an entry is
+ *         in use: the claim's bytes are not reused until the supervisor
+ *         lifts the entry (QUAR_DONE and head past the claim: it zeroes the
+ *         bytes, then frees the entry). See ring.c, "revocation".
  *
  * ATTACH SLOT (SLOT_SIZE bytes, one per attached channel or endpoint):
  *
@@ -74,7 +85,9 @@
  *
  *   0  word   u64  bits 0-31  length (int32: header + payload, unaligned);
  *                              negative while claimed, positive once committed
- *                  bits 32-35 type   (REC_MSG, REC_PAD)
+ *                  bits 32-35 type   (REC_MSG, REC_PAD, REC_REVOKED: a
+ *                                     claim the supervisor revoked; read as
+ *                                     padding, never zeroed by consumers)
  *                  bits 36-39 state  (mpmc: 0 ready, TAKEN, DONE, SWEEP)
  *                  bits 40-47 owner  (mpmc: slot+1 of the consumer holding it)
  *                  bits 48-63 lap    (position / capacity, low 16 bits: a
@@ -90,7 +103,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC 0x01474e49524d4853ULL /* "SHMRING\x01" little-endian */
-#define LAYOUT_VERSION 1u
+#define LAYOUT_VERSION 2u
 
 #define LINE 128u
 
@@ -126,7 +139,16 @@
 #define OFF_STATS_OUT_MSGS (7u * LINE + 16u)
 #define OFF_STATS_OUT_BYTES (7u * LINE + 24u)
 
-#define REGION_HEADER_SIZE (8u * LINE)
+#define OFF_QUAR_COUNT (8u * LINE)
+#define OFF_QUAR_ENTRIES (8u * LINE + 8u)
+#define QUAR_ENTRY 24u
+#define QUAR_ENTRIES 5u
+#define QUAR_POS 0u
+#define QUAR_LEN 8u
+#define QUAR_FLAGS 16u
+#define QUAR_DONE 1u
+
+#define REGION_HEADER_SIZE (9u * LINE)
 #define SLOTS_OFFSET REGION_HEADER_SIZE
 #define SLOT_SIZE LINE
 #define MAX_SLOTS 255u /* the record owner field is 8 bits */
@@ -167,6 +189,7 @@
 
 #define REC_MSG 1u
 #define REC_PAD 2u
+#define REC_REVOKED 3u
 
 #define ST_READY 0u
 #define ST_TAKEN 1u

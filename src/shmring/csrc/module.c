@@ -192,14 +192,41 @@ static PyObject *m_recover_slot(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     return PyLong_FromLong(fixed);
 }
 
+/* revoke_claim(buffer, slot) / lift_quarantine(buffer): the supervisor's
+ * side of revocation (ring.c, "revocation"). */
+static PyObject *m_revoke_claim(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    if (n != 2) return PyErr_Format(PyExc_TypeError, "revoke_claim(buffer, slot)");
+    unsigned long slot = PyLong_AsUnsignedLong(a[1]);
+    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (PyObject_GetBuffer(a[0], &vb, PyBUF_WRITABLE) < 0) return NULL;
+    int rc = ring_revoke_claim(vb.buf, (uint64_t)vb.len, (uint32_t)slot);
+    PyBuffer_Release(&vb);
+    if (rc == -1) return PyErr_Format(E_Corrupt, "corrupt region: cannot revoke in slot %lu", slot);
+    return PyLong_FromLong(rc);
+}
+
+static PyObject *m_lift_quarantine(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    if (n != 1) return PyErr_Format(PyExc_TypeError, "lift_quarantine(buffer)");
+    if (PyObject_GetBuffer(a[0], &vb, PyBUF_WRITABLE) < 0) return NULL;
+    int rc = ring_lift_quarantine(vb.buf, (uint64_t)vb.len);
+    PyBuffer_Release(&vb);
+    if (rc < 0) return PyErr_Format(E_Corrupt, "corrupt region: cannot lift its quarantine");
+    return PyLong_FromLong(rc);
+}
+
 static PyObject *m_set_errors(PyObject *m, PyObject *args) {
     (void)m;
-    PyObject *e[7];
-    if (!PyArg_ParseTuple(args, "OOOOOOO", &e[0], &e[1], &e[2], &e[3], &e[4], &e[5], &e[6]))
+    PyObject *e[8];
+    if (!PyArg_ParseTuple(args, "OOOOOOOO", &e[0], &e[1], &e[2], &e[3], &e[4], &e[5], &e[6],
+                          &e[7]))
         return NULL;
-    PyObject **dst[7] = {&E_WouldBlock, &E_Timeout, &E_EndOfStream, &E_Broken,
-                         &E_Corrupt,    &E_TooLarge, &E_Closed};
-    for (int i = 0; i < 7; i++) {
+    PyObject **dst[8] = {&E_WouldBlock, &E_Timeout, &E_EndOfStream, &E_Broken,
+                         &E_Corrupt,    &E_TooLarge, &E_Closed,     &E_Revoked};
+    for (int i = 0; i < 8; i++) {
         Py_INCREF(e[i]);
         Py_XSETREF(*dst[i], e[i]);
     }
@@ -228,6 +255,11 @@ static PyMethodDef methods[] = {
      "check_region(buffer): raise CorruptRegion unless the header is valid."},
     {"recover_slot", (PyCFunction)(void (*)(void))m_recover_slot, METH_FASTCALL,
      "recover_slot(buffer, slot) -> int: repair what a dead endpoint left."},
+    {"revoke_claim", (PyCFunction)(void (*)(void))m_revoke_claim, METH_FASTCALL,
+     "revoke_claim(buffer, slot) -> int: revoke a stuck producer's claim (1), "
+     "nothing to revoke (0), quarantine table full (-2)."},
+    {"lift_quarantine", (PyCFunction)(void (*)(void))m_lift_quarantine, METH_FASTCALL,
+     "lift_quarantine(buffer) -> int: free revoked claims that are done with."},
     {"encode_value", (PyCFunction)codec_encode_value, METH_O,
      "encode_value(obj) -> bytes | None: obj as a value record, or None if it is not a "
      "plain value."},
@@ -235,9 +267,12 @@ static PyMethodDef methods[] = {
      "decode_value(buffer): the object in a value record; DecodeError if malformed."},
     {"set_decode_error", (PyCFunction)codec_set_decode_error, METH_O,
      "set_decode_error(cls): the class decode_value and _recv_value raise."},
+    {"set_object_paths", (PyCFunction)codec_set_object_paths, METH_VARARGS,
+     "set_object_paths(PickleSerializer, send_obj, send_encoded, recv_obj, recv_other): "
+     "the Python functions send_obj and recv_obj hand other calls to."},
     {"set_errors", (PyCFunction)m_set_errors, METH_VARARGS,
      "set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, "
-     "MessageTooLarge, Closed): the classes the extension raises."},
+     "MessageTooLarge, Closed, ClaimRevoked): the classes the extension raises."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "shmring._core",
@@ -263,8 +298,9 @@ static const struct {
     C(PATTERN_SPSC), C(PATTERN_MPSC), C(PATTERN_MPMC), C(PATTERN_BROADCAST),
     C(FLAG_PERSISTENT), C(FLAG_LOSSY), C(ROLE_ATTACH), C(ROLE_PRODUCER), C(ROLE_CONSUMER),
     C(SLOT_FREE), C(SLOT_ACTIVE), C(SLOT_CLOSING), C(RECORD_HEADER), C(RECORD_ALIGN),
-    C(REC_MSG), C(REC_PAD), C(ST_READY), C(ST_TAKEN), C(ST_DONE), C(ST_SWEEP),
-    C(MIN_CAPACITY), C(MAX_CAPACITY), C(PAGE_ALIGN),
+    C(REC_MSG), C(REC_PAD), C(REC_REVOKED), C(ST_READY), C(ST_TAKEN), C(ST_DONE), C(ST_SWEEP),
+    C(MIN_CAPACITY), C(MAX_CAPACITY), C(PAGE_ALIGN), C(OFF_QUAR_COUNT), C(OFF_QUAR_ENTRIES),
+    C(QUAR_ENTRY), C(QUAR_ENTRIES), C(QUAR_POS), C(QUAR_LEN), C(QUAR_FLAGS), C(QUAR_DONE),
 };
 
 PyMODINIT_FUNC PyInit__core(void) {

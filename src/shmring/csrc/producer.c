@@ -64,13 +64,15 @@ static int send_one(EndpointObject *self, data_t *d, int64_t deadline, int nowai
                 Py_BEGIN_ALLOW_THREADS
                 memcpy(dst, d->p, (size_t)d->n);
                 Py_END_ALLOW_THREADS
-                ring_commit(r, (uint64_t)d->n);
-                if (endpoint_leave(self) < 0) PyErr_Clear(); /* it was sent */
-                return 0;
+                rc = ring_commit(r, (uint64_t)d->n);
+                if (endpoint_leave(self) < 0) PyErr_Clear(); /* it was sent (or revoked) */
+            } else {
+                memcpy(dst, d->p, (size_t)d->n);
+                rc = ring_commit(r, (uint64_t)d->n);
             }
-            memcpy(dst, d->p, (size_t)d->n);
-            ring_commit(r, (uint64_t)d->n);
-            return 0;
+            if (rc == RING_OK) return 0;
+            raise_ring(self, rc); /* revoked while we were stopped: not sent */
+            return -1;
         }
         if (rc != RING_AGAIN) {
             raise_ring(self, rc);
@@ -237,7 +239,8 @@ static PyObject *P_commit(EndpointObject *self, PyObject *const *args, Py_ssize_
         used = (uint64_t)u;
     }
     endpoint_drop_view(self);
-    ring_commit(r, used);
+    int rc = ring_commit(r, used);
+    if (rc != RING_OK) return raise_ring(self, rc);
     Py_RETURN_NONE;
 }
 
@@ -283,6 +286,8 @@ static PyMethodDef P_methods[] = {
     {"_send_value", (PyCFunction)(void (*)(void))codec_send_value, METH_FASTCALL,
      "_send_value(obj, timeout=None, nowait=False) -> bool: send obj as a value record "
      "(codec.c); False, sending nothing, if it is not a plain value."},
+    {"send_obj", (PyCFunction)(void (*)(void))codec_send_obj, METH_FASTCALL | METH_KEYWORDS,
+     CODEC_SEND_OBJ_DOC},
     {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
     {"_wait", (PyCFunction)(void (*)(void))endpoint_wait_ready, METH_FASTCALL,
      "_wait(timeout=None, nbytes=0) -> bool: wait until progress is possible, taking "

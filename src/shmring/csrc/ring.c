@@ -63,11 +63,31 @@ int ring_init(ring_t *r, char *base, uint64_t size, uint32_t slot, int consumer)
 
 /* ------------------------------------------------------------ producer -- */
 
+/* The lowest start of a quarantined (revoked, not yet lifted) claim, or h.
+ * An entry that head has run more than a ring past is garbage, not a
+ * quarantine (a live one holds every producer, so head, below pos + cap). */
+static uint64_t quarantine_floor(char *base, uint64_t h, uint64_t cap) {
+    uint64_t m = h;
+    for (uint32_t i = 0; i < QUAR_ENTRIES; i++) {
+        uint64_t e = OFF_QUAR_ENTRIES + (uint64_t)i * QUAR_ENTRY;
+        if (!ld_acq(base, e + QUAR_LEN)) continue;
+        uint64_t p = ld_acq(base, e + QUAR_POS);
+        if (p < m && p + cap >= h) m = p;
+    }
+    return m;
+}
+
 static uint64_t gate(ring_t *r) {
     if (r->pattern != PATTERN_BROADCAST) {
         /* Pairs with the consumer's (or sweeper's) release store of head,
          * made after it finished reading and zeroing the freed bytes. */
-        return ld_acq(r->base, OFF_HEAD) + r->cap;
+        uint64_t h = ld_acq(r->base, OFF_HEAD);
+        /* After head: a head past a revoked record was stored after the
+         * consumer read that record, which the revoker wrote after
+         * publishing its quarantine entry (ring_revoke_claim). */
+        if (r->multi_producer && ld_acq(r->base, OFF_QUAR_COUNT))
+            h = quarantine_floor(r->base, h, r->cap);
+        return h + r->cap;
     }
     if (r->lossy) return UINT64_MAX;
     /* Pairs with the fence in ring_consumer_join: a consumer that joined
@@ -109,6 +129,58 @@ int ring_ready_space(void *rp) {
     return ring_has_space(r, r->want);
 }
 
+/* ------------------------------------------------------------ revocation --
+ *
+ * A producer stopped (SIGSTOP, a debugger, a deadlock) while holding a claim
+ * blocks every consumer of an mpsc or mpmc ring at that claim. After a
+ * timeout the supervisor revokes it (ring_revoke_claim): it writes a
+ * REC_REVOKED record over the claim, which consumers skip as padding. The
+ * stopped process may resume at any instruction of its claim, copy or
+ * commit, so two rules keep it harmless:
+ *
+ * - every store it makes to the record word is a compare-exchange from the
+ *   value it expects (zero, then its claimed word): against REC_REVOKED both
+ *   fail, and it learns of the revocation (RING_REVOKED, raised as
+ *   ClaimRevoked) instead of committing into bytes consumers have passed;
+ * - the claim's bytes are quarantined: producers are gated at the claim's
+ *   start plus one ring, and consumers never zero a REC_REVOKED word, until
+ *   the producer is done writing (it saw the revocation and set QUAR_DONE,
+ *   or it died and recovery set it) and head has passed the record. Then the
+ *   supervisor zeroes the bytes and frees the entry (ring_lift_quarantine).
+ *   Without the quarantine, a later lap could reuse the bytes and the
+ *   resumed copy would overwrite another message, or its compare-exchange
+ *   would find a zero word again and succeed.
+ *
+ * Consumers go on at once; producers go on for up to one more ring of data
+ * while the stopped process stays stopped.
+ */
+static uint64_t quar_entry(char *base, uint64_t pos, uint32_t owner) {
+    for (uint32_t i = 0; i < QUAR_ENTRIES; i++) {
+        uint64_t e = OFF_QUAR_ENTRIES + (uint64_t)i * QUAR_ENTRY;
+        if (!ld_acq(base, e + QUAR_LEN) || ld_acq(base, e + QUAR_POS) != pos) continue;
+        if (((ld_acq(base, e + QUAR_FLAGS) >> 8) & 0xFFu) != owner) continue;
+        return e;
+    }
+    return 0;
+}
+
+static void quar_set_done(char *base, uint64_t e) {
+    uint64_t f = ld_acq(base, e + QUAR_FLAGS);
+    while (!(f & QUAR_DONE) && !cas_sc(base, e + QUAR_FLAGS, &f, f | QUAR_DONE)) {
+    }
+}
+
+/* Our claim at start lost its record word: the supervisor revoked it. We
+ * write nothing more into it; saying so lets the supervisor lift it. */
+static int revoked(ring_t *r, uint64_t start) {
+    r->claimed = 0;
+    uint64_t e = quar_entry(r->base, start, r->slot + 1);
+    st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, CLAIM_NONE);
+    if (!e) return corrupt(r, "a claimed record word was overwritten");
+    quar_set_done(r->base, e);
+    return RING_REVOKED;
+}
+
 int ring_claim(ring_t *r, uint64_t len, char **payload) {
     if (len > r->max_message) return RING_TOOBIG;
     if (ld32_acq(r->base, OFF_BROKEN)) return RING_BROKEN;
@@ -148,21 +220,42 @@ int ring_claim(ring_t *r, uint64_t len, char **payload) {
                 r->limit = gate(r);
                 if (end > r->limit) return RING_AGAIN;
             }
+            /* A record that would straddle the end of the ring: claim the
+             * padding to the end alone, commit it, and claim again at the
+             * start. So every claim is one record, and a revoked claim is
+             * one record the revoker owns whole ("revocation"). */
+            uint64_t n = pad ? pad : reclen;
             /* Intent first, so that recovery can pad a claim whose owner
              * died between the exchange below and its first header store. */
-            st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, pad + reclen);
+            st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, n);
             st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, t);
-            if (cas_sc(r->base, OFF_TAIL, &t, end)) break;
+            if (!cas_sc(r->base, OFF_TAIL, &t, t + n)) continue;
+            /* The claim is ours: recovery may pad [t, t + n) without doubt.
+             * Release: whoever sees the flag sees the position it belongs to. */
+            st_rel(r->base, r->slot_off + SLOT_CLAIM_LEN, n | CLAIM_CONFIRMED);
+            st_rlx(r->base, SEQ_OFF(r, t), t);
+            uint64_t z = 0;
+            if (pad) {
+                st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, n); /* as commit */
+                if (cas_sc(r->base, WORD_OFF(r, t), &z,
+                           rec_word((int32_t)pad, REC_PAD, 0, 0, LAP(r, t))))
+                    st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, CLAIM_NONE);
+                else if (revoked(r, t) != RING_REVOKED) /* the revoked record pads */
+                    return RING_CORRUPT;
+                shm_notify(r->base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
+                continue;
+            }
+            /* Negative length: claimed, not committed. Pairs with recovery's
+             * acquire load (it learns the claim's length from here too). By
+             * compare-exchange from zero: if the supervisor revoked the claim
+             * while we were stopped, its word is there instead. */
+            uint64_t cw = rec_word(-(int32_t)(len + RECORD_HEADER), REC_MSG, 0, 0, LAP(r, t));
+            if (!cas_sc(r->base, WORD_OFF(r, t), &z, cw)) return revoked(r, t);
+            r->claim_word = cw;
+            break;
         }
-        /* The claim is ours: recovery may pad [t, end) without doubt. */
-        st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, (pad + reclen) | CLAIM_CONFIRMED);
-        if (pad) put_pad(r, t, pad);
-        uint64_t p = t + pad;
-        st_rlx(r->base, SEQ_OFF(r, p), p);
-        /* Negative length: claimed, not committed. Pairs with recovery's
-         * acquire load (it learns the claim's length from here too). */
-        st_rel(r->base, WORD_OFF(r, p),
-               rec_word(-(int32_t)(len + RECORD_HEADER), REC_MSG, 0, 0, LAP(r, p)));
+        pad = 0;
+        end = t + reclen;
     }
     r->claimed = 1;
     r->claim_start = t;
@@ -196,8 +289,13 @@ int ring_commit(ring_t *r, uint64_t used) {
         st_rlx(r->base, WORD_OFF(r, p), word);
         r->tail_local = r->claim_end;
     } else {
-        /* Publication. Pairs with the consumer's acquire load of the word. */
-        st_rel(r->base, WORD_OFF(r, p), word);
+        /* Publication. Pairs with the consumer's acquire load of the word.
+         * Compare-exchange: a revoked claim's word is no longer ours. The
+         * flag goes first: a confirmed claim's word is then never a zero
+         * left by a consumer that read it (ring_revoke_claim relies on it). */
+        st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, r->claim_end - r->claim_start);
+        uint64_t cw = r->claim_word;
+        if (!cas_sc(r->base, WORD_OFF(r, p), &cw, word)) return revoked(r, r->claim_start);
         st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, CLAIM_NONE);
     }
     r->messages++;
@@ -229,7 +327,13 @@ void ring_abort(ring_t *r) {
         return;
     }
     uint64_t full = align_up(r->claim_len + RECORD_HEADER, RECORD_ALIGN);
-    put_pad(r, r->claim_pos, full);
+    st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, r->claim_end - r->claim_start); /* as commit */
+    uint64_t cw = r->claim_word;
+    if (!cas_sc(r->base, WORD_OFF(r, r->claim_pos), &cw,
+                rec_word((int32_t)full, REC_PAD, 0, 0, LAP(r, r->claim_pos)))) {
+        (void)revoked(r, r->claim_start);
+        return;
+    }
     st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, CLAIM_NONE);
     shm_notify(r->base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
 }
@@ -247,7 +351,7 @@ static int check_record(ring_t *r, uint64_t pos, uint64_t w, uint64_t limit) {
     if (type == REC_MSG) {
         if ((uint64_t)len - RECORD_HEADER > r->max_message)
             return corrupt(r, "record longer than max_message");
-    } else if (type != REC_PAD) {
+    } else if (type != REC_PAD && !(type == REC_REVOKED && r->multi_producer)) {
         return corrupt(r, "unknown record type");
     }
     if (rec_lap(w) != LAP(r, pos)) return corrupt(r, "record from another lap");
@@ -272,7 +376,9 @@ static void zero_record(ring_t *r, uint64_t pos, uint64_t alen) {
     /* Payload first, header word last: a half-zeroed record still reads as
      * the record it was, never as a shorter one. */
     memset(p + 8, 0, alen - 8);
-    st_rlx(r->base, WORD_OFF(r, pos), 0);
+    /* Release: a revoker that reads this zero sees that the record's
+     * producer had dropped its confirmed flag before committing it. */
+    st_rel(r->base, WORD_OFF(r, pos), 0);
 }
 
 static void free_to(ring_t *r, uint64_t to);
@@ -324,20 +430,28 @@ static int peek_tail(ring_t *r, const char **payload, uint64_t *len) {
     }
 }
 
+/* A revoked record a ring behind c, not yet lifted: producers are gated at
+ * it, so c is the end of the data for now (not corruption). */
+static int quarantined_here(ring_t *r, uint64_t c, uint64_t w) {
+    return rec_type(w) == REC_REVOKED && c >= r->cap && rec_lap(w) == LAP(r, c - r->cap);
+}
+
 /* mpsc: one consumer reads at head; the commit flag is the record word. */
 static int peek_mpsc(ring_t *r, const char **payload, uint64_t *len) {
     for (;;) {
         uint64_t c = r->cursor;
         /* Pairs with the producer's release store of the committed word. */
         uint64_t w = ld_acq(r->base, WORD_OFF(r, c));
-        if (w == 0 || rec_len(w) < 0) return RING_AGAIN;
+        if (w == 0 || rec_len(w) < 0 || quarantined_here(r, c, w)) return RING_AGAIN;
         int rc = check_record(r, c, w, 0);
         if (rc != RING_OK) return rc;
         if (ld_rlx(r->base, SEQ_OFF(r, c)) != c)
             return corrupt(r, "record sequence does not match its position");
-        if (rec_type(w) == REC_PAD) {
+        if (rec_type(w) != REC_MSG) {
             uint64_t alen = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
-            zero_record(r, c, alen);
+            /* A revoked claim stays as it is: its producer may still write
+             * into it (see "revocation"); the supervisor zeroes it later. */
+            if (rec_type(w) == REC_PAD) zero_record(r, c, alen);
             free_to(r, c + alen);
             continue;
         }
@@ -360,7 +474,7 @@ static void sweep(ring_t *r) {
         /* Sweep intent, for recovery if we die half-way through zeroing. */
         st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, alen);
         st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, h);
-        zero_record(r, h, alen);
+        if (rec_type(w) != REC_REVOKED) zero_record(r, h, alen); /* see "revocation" */
         /* Pairs with the producer's acquire load of head in gate(). */
         st_sc(r->base, OFF_HEAD, h + alen);
         st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, CLAIM_NONE);
@@ -433,7 +547,7 @@ static int peek_mpmc(ring_t *r, const char **payload, uint64_t *len) {
         if (!cas_sc(r->base, WORD_OFF(r, r0), &w, taken)) continue;
         uint64_t e = r0;
         cas_sc(r->base, OFF_READ_CLAIM, &e, r0 + alen);
-        if (rec_type(taken) == REC_PAD) {
+        if (rec_type(taken) != REC_MSG) {
             mark_done_and_sweep(r, r0, taken);
             continue;
         }
@@ -442,6 +556,15 @@ static int peek_mpmc(ring_t *r, const char **payload, uint64_t *len) {
         hold(r, r0, taken, payload, len);
         return RING_OK;
     }
+}
+
+/* Multi-producer: a claim is still in flight past what we have read (it
+ * will be committed, aborted, recovered or revoked). End-of-stream waits
+ * for it: the records behind it were sent before the channel was closed. */
+static int in_flight(ring_t *r) {
+    if (!r->multi_producer) return 0;
+    uint64_t at = r->pattern == PATTERN_MPSC ? r->cursor : ld_acq(r->base, OFF_READ_CLAIM);
+    return ld_acq(r->base, OFF_TAIL) > at;
 }
 
 int ring_peek(ring_t *r, const char **payload, uint64_t *len) {
@@ -471,7 +594,7 @@ int ring_peek(ring_t *r, const char **payload, uint64_t *len) {
         rc = r->pattern == PATTERN_MPSC   ? peek_mpsc(r, payload, len)
              : r->pattern == PATTERN_MPMC ? peek_mpmc(r, payload, len)
                                           : peek_tail(r, payload, len);
-        if (rc == RING_AGAIN) return RING_EOS;
+        if (rc == RING_AGAIN) return in_flight(r) ? RING_AGAIN : RING_EOS;
         if (rc == RING_LAPPED) return RING_LAPPED;
     }
     return rc;
@@ -571,11 +694,12 @@ void ring_consumer_flush(ring_t *r) {
 }
 
 int ring_has_data(ring_t *r) {
-    if (ld32_acq(r->base, OFF_BROKEN) || ld32_acq(r->base, OFF_EOS)) return 1;
+    if (ld32_acq(r->base, OFF_BROKEN)) return 1;
+    if (ld32_acq(r->base, OFF_EOS) && !in_flight(r)) return 1;
     switch (r->pattern) {
     case PATTERN_MPSC: {
         uint64_t w = ld_acq(r->base, WORD_OFF(r, r->cursor));
-        return w != 0 && rec_len(w) > 0;
+        return w != 0 && rec_len(w) > 0 && !quarantined_here(r, r->cursor, w);
     }
     case PATTERN_MPMC: {
         if (ld_rlx(r->base, OFF_REDELIVER) != 0) return 1;
@@ -705,8 +829,10 @@ static int recover_claim(ring_t *r, uint32_t slot) {
         if (q >= end) return 0; /* committed in full */
         if (rec_len(w) < 0) {
             /* A claimed, uncommitted record: the claimer writes it only
-             * after confirming, so it is ours if we confirmed. */
-            return confirmed ? pad_rest(r, q, end, w) : 0;
+             * after confirming, so it is ours if we confirmed, or if we
+             * dropped the flag to commit and nobody else claims it. */
+            if (!confirmed && other_live_claim(base, r->slot_count, slot, p)) return 0;
+            return pad_rest(r, q, end, w);
         }
         if (attempt < 3) {
             pause_ms(2);
@@ -728,6 +854,15 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
     if (role == ROLE_PRODUCER && r->multi_producer) {
         fixed += recover_claim(r, slot);
         st_rel(base, so + SLOT_CLAIM_POS, CLAIM_NONE);
+        /* Dead, it writes no more into claims revoked from it. */
+        for (uint32_t i = 0; i < QUAR_ENTRIES; i++) {
+            uint64_t e = OFF_QUAR_ENTRIES + (uint64_t)i * QUAR_ENTRY;
+            if (ld_acq(base, e + QUAR_LEN) &&
+                ((ld_acq(base, e + QUAR_FLAGS) >> 8) & 0xFFu) == slot + 1) {
+                quar_set_done(base, e);
+                fixed++;
+            }
+        }
         if (fixed) shm_notify(base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
     }
     if (role == ROLE_CONSUMER && r->pattern == PATTERN_MPMC) {
@@ -736,7 +871,7 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
         uint64_t L = ld_acq(base, so + SLOT_CLAIM_LEN);
         if (p != CLAIM_NONE && ld_acq(base, OFF_HEAD) == p && L >= RECORD_HEADER &&
             (p & r->mask) + L <= r->cap) {
-            zero_record(r, p, L);
+            if (rec_type(ld_acq(base, WORD_OFF(r, p))) != REC_REVOKED) zero_record(r, p, L);
             st_sc(base, OFF_HEAD, p + L);
             fixed++;
         }
@@ -760,7 +895,7 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
             uint64_t a = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
             uint32_t st = rec_state(w);
             if (rec_owner(w) == slot + 1 && (st == ST_TAKEN || st == ST_SWEEP)) {
-                if (rec_type(w) == REC_PAD || st == ST_SWEEP) {
+                if (rec_type(w) != REC_MSG || st == ST_SWEEP) {
                     uint64_t nw = rec_with_state(w, ST_DONE, slot + 1);
                     if (cas_sc(base, WORD_OFF(r, q), &w, nw)) fixed++;
                 } else {
@@ -790,4 +925,105 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
     e = owner;
     if (cas_sc(base, OFF_CONSUMER_OWNER, &e, 0)) fixed++;
     return fixed;
+}
+
+/* ------------------------------------------------------------ revocation -- */
+
+int ring_revoke_claim(char *base, uint64_t size, uint32_t slot) {
+    ring_t rr, *r = &rr;
+    if (ring_init(r, base, size, slot, 0) != RING_OK) return -1;
+    uint64_t so = r->slot_off;
+    if (!r->multi_producer || ld32_acq(base, so + SLOT_ROLE) != ROLE_PRODUCER) return 0;
+    uint64_t p = ld_acq(base, so + SLOT_CLAIM_POS);
+    uint64_t raw = ld_acq(base, so + SLOT_CLAIM_LEN);
+    uint64_t L = raw & ~CLAIM_CONFIRMED, end = p + L;
+    /* Only a confirmed claim: its exchange of tail won, and it has not yet
+     * committed (the flag is dropped first), so a zero word is one it has
+     * not written, never one a consumer zeroed. A producer stopped in the
+     * instruction before setting the flag or after dropping it keeps its
+     * claim (documented). */
+    if (!(raw & CLAIM_CONFIRMED) || p == CLAIM_NONE || p % RECORD_ALIGN ||
+        L < RECORD_HEADER || L > r->cap || L % RECORD_ALIGN)
+        return 0;
+    if (ld_acq(base, OFF_TAIL) < end) return 0;  /* its exchange of tail never won */
+    if (ld_acq(base, OFF_HEAD) >= end) return 0; /* consumed */
+    if ((p & r->mask) + L > r->cap) return 0; /* claims never straddle the end */
+    uint64_t prec = p;
+    uint64_t w = ld_acq(base, WORD_OFF(r, prec));
+    if (w != 0 && !(rec_len(w) < 0 && rec_type(w) == REC_MSG && rec_lap(w) == LAP(r, prec) &&
+                    align_up((uint64_t)-rec_len(w), RECORD_ALIGN) == L))
+        return 0; /* committed (or not this claim's) */
+    /* Still the same confirmed claim after reading the word: the flag and
+     * position are not a mix of two claims, and the word is this claim's. */
+    if (ld_acq(base, so + SLOT_CLAIM_LEN) != raw || ld_acq(base, so + SLOT_CLAIM_POS) != p)
+        return 0;
+    uint64_t e = 0;
+    for (uint32_t i = 0; i < QUAR_ENTRIES && !e; i++) {
+        uint64_t c = OFF_QUAR_ENTRIES + (uint64_t)i * QUAR_ENTRY;
+        if (!ld_acq(base, c + QUAR_LEN)) e = c;
+    }
+    if (!e) return -2;
+    /* The entry is published before the record word changes (see gate). */
+    st_rlx(base, e + QUAR_POS, p);
+    st_rlx(base, e + QUAR_FLAGS, (uint64_t)(slot + 1) << 8);
+    st_rel(base, e + QUAR_LEN, L);
+    fadd_sc(base, OFF_QUAR_COUNT, 1);
+    st_rlx(base, SEQ_OFF(r, prec), prec);
+    uint64_t rw = rec_word((int32_t)(end - prec), REC_REVOKED, 0, 0, LAP(r, prec));
+    if (!cas_sc(base, WORD_OFF(r, prec), &w, rw)) {
+        /* It committed (or claimed) meanwhile: it was not stuck after all. */
+        st_rlx(base, e + QUAR_FLAGS, 0);
+        st_rel(base, e + QUAR_LEN, 0);
+        fadd_sc(base, OFF_QUAR_COUNT, (uint64_t)-1);
+        shm_notify(base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+        return 0;
+    }
+    shm_notify(base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
+    return 1;
+}
+
+static void zero_span(ring_t *r, uint64_t pos, uint64_t len) {
+    while (len) {
+        uint64_t idx = pos & r->mask;
+        uint64_t n = r->cap - idx < len ? r->cap - idx : len;
+        memset(r->data + idx, 0, n);
+        pos += n;
+        len -= n;
+    }
+}
+
+int ring_lift_quarantine(char *base, uint64_t size) {
+    ring_t rr, *r = &rr;
+    if (ring_init(r, base, size, 0, 0) != RING_OK) return -1;
+    if (!r->multi_producer || !ld_acq(base, OFF_QUAR_COUNT)) return 0;
+    int lifted = 0;
+    for (uint32_t i = 0; i < QUAR_ENTRIES; i++) {
+        uint64_t e = OFF_QUAR_ENTRIES + (uint64_t)i * QUAR_ENTRY;
+        uint64_t L = ld_acq(base, e + QUAR_LEN);
+        if (!L) continue;
+        uint64_t p = ld_acq(base, e + QUAR_POS), end = p + L;
+        int sane = L >= RECORD_HEADER && !(p % RECORD_ALIGN) && (p & r->mask) + L <= r->cap;
+        uint64_t prec = p;
+        uint64_t w = sane ? ld_acq(base, WORD_OFF(r, prec)) : 0;
+        /* An entry without its revoked record was left by a supervisor that
+         * died between publishing it and revoking (or between zeroing and
+         * freeing it): nothing is quarantined, free it. */
+        int live = sane && rec_type(w) == REC_REVOKED && rec_lap(w) == LAP(r, prec) &&
+                   rec_len(w) > 0 && prec + (uint64_t)rec_len(w) == end;
+        if (live) {
+            if (!(ld_acq(base, e + QUAR_FLAGS) & QUAR_DONE)) continue; /* still writing */
+            if (ld_acq(base, OFF_HEAD) <= prec) continue; /* not yet passed */
+            /* Done on both sides: nobody reads or writes these bytes until
+             * the entry is free (producers are gated below them). */
+            zero_span(r, p, L);
+            fence_rel();
+        }
+        st_rlx(base, e + QUAR_FLAGS, 0);
+        st_rlx(base, e + QUAR_POS, 0);
+        st_rel(base, e + QUAR_LEN, 0);
+        fadd_sc(base, OFF_QUAR_COUNT, (uint64_t)-1);
+        lifted++;
+    }
+    if (lifted) shm_notify(base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+    return lifted;
 }

@@ -38,6 +38,7 @@ enum {
     RING_CORRUPT = 4, /* bytes in the segment break an invariant */
     RING_TOOBIG = 5,  /* message larger than max_message */
     RING_LAPPED = 6,  /* lossy broadcast: the copy was overwritten; retry */
+    RING_REVOKED = 7, /* the supervisor revoked this producer's claim */
 };
 
 typedef struct {
@@ -53,6 +54,7 @@ typedef struct {
     uint64_t msgno;      /* broadcast: number of the last message sent */
     int claimed;
     uint64_t claim_start, claim_pos, claim_end, claim_len;
+    uint64_t claim_word; /* multi-producer: the claimed record word we wrote */
     /* consumer */
     uint64_t cursor, cached_tail;
     int held;
@@ -92,5 +94,15 @@ int ring_ready_space(void *r);
  * region mapped, after the slot's process is known to be dead and before
  * the slot is freed. Returns the number of records repaired or handed back. */
 int ring_recover_slot(char *base, uint64_t size, uint32_t slot);
+
+/* Revocation (mpsc, mpmc), run by the supervisor only. ring_revoke_claim
+ * turns the claim in flight of a live producer that has held it too long
+ * into a REC_REVOKED record consumers skip, and quarantines its bytes: 1
+ * revoked, 0 nothing to revoke (committed, consumed, not blocking, or not
+ * surely its own), -2 the quarantine table is full, -1 corrupt header.
+ * ring_lift_quarantine frees every entry whose producer is done writing and
+ * whose record head has passed, zeroing its bytes: the number freed. */
+int ring_revoke_claim(char *base, uint64_t size, uint32_t slot);
+int ring_lift_quarantine(char *base, uint64_t size);
 
 #endif
