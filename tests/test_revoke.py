@@ -451,3 +451,28 @@ def test_random_stops_lose_and_duplicate_nothing(
     check(sup, clock, 1)
     assert quarantined(ch) == 0
     ch.close()
+
+
+# ------------------------------------------- end of stream and claims --
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_end_of_stream_waits_for_a_claim_in_flight(env: Env, uname: str, pattern: str) -> None:
+    """close_send while a claim is open: the records behind the claim were
+    sent before the close, so consumers get them (and the claim, once
+    committed) before EndOfStream, and a waiting consumer sleeps meanwhile."""
+    ch = shmring.Channel.create(uname, capacity=4096, pattern=pattern, supervised=False)
+    try:
+        rx, slow, fast = ch.consumer(), ch.producer(), ch.producer()
+        claim = slow.claim(5)
+        fast.send(b"behind")
+        ch.close_send()
+        with pytest.raises(shmring.Timeout):
+            rx.recv(timeout=0.2)  # not end of stream: a claim is in flight
+        claim.view[:] = b"slow!"
+        claim.commit()
+        assert rx.recv(timeout=1) == b"slow!"
+        assert rx.recv(timeout=1) == b"behind"
+        with pytest.raises(shmring.EndOfStream):
+            rx.recv(timeout=1)
+    finally:
+        ch.close()
+        ch.unlink()
