@@ -476,3 +476,29 @@ def test_end_of_stream_waits_for_a_claim_in_flight(env: Env, uname: str, pattern
     finally:
         ch.close()
         ch.unlink()
+
+
+def test_revocation_on_the_real_clock(env: Env, uname: str) -> None:
+    """No fake clock, no direct calls: the supervisor's own periodic check
+    revokes a SIGSTOPped producer's claim, and lifts it after SIGKILL."""
+    with Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0,
+                    claim_timeout=0.3) as s:
+        ch = shmring.Channel.create(uname, capacity=4096, pattern="mpsc")
+        rx = ch.consumer()
+
+        def child(c: Child) -> None:
+            tx = shmring.Channel.open(uname).producer()
+            held = tx.claim(64)
+            c.signal()
+            os.kill(os.getpid(), signal.SIGSTOP)
+            raise AssertionError(f"continued, holding {held}")
+
+        c = Child(child)
+        c.ready()
+        wait_for(lambda: state(c.pid) == "T", 5, "the child to stop")
+        ch.producer().send(b"after")
+        assert rx.recv(timeout=10) == b"after"
+        assert s.call(lambda: s.stats["revoked"]) == 1
+        c.kill()
+        wait_for(lambda: quarantined(ch) == 0, 10, "the quarantine to be lifted")
+        ch.close()

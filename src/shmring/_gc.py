@@ -109,7 +109,7 @@ class Snapshot:
         return asdict(self)
 
 
-_COUNTERS = ("tail", "head", "read_claim", "latest", "intent", "redeliver", "msgno",
+_COUNTERS = ("tail", "head", "read_claim", "latest", "intent", "redeliver", "msgno", "quar_count",
              "stats_in_msgs", "stats_in_bytes", "stats_out_msgs", "stats_out_bytes")
 _COUNTERS32 = ("data_futex", "data_waiters", "space_futex", "space_waiters", "eos", "broken")
 
