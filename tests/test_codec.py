@@ -438,3 +438,46 @@ def test_queue_value_records_and_fallbacks(uname: str) -> None:
         assert q.get(timeout=1) == "after"
     finally:
         q.close()
+
+
+class _SubPickle(shmring.PickleSerializer):
+    pass
+
+
+def test_send_obj_and_recv_obj_arguments(uname: str) -> None:
+    """The C send_obj/recv_obj take the common call themselves and hand any
+    other to the Python functions: every form behaves as before."""
+    with shmring.Channel.create(uname, capacity=CAP, pattern="spsc") as ch:
+        tx, rx = ch.producer(), ch.consumer()
+        v = {"a": (1, None)}
+        tx.send_obj(v, 5)
+        tx.send_obj(v, timeout=5)
+        tx.send_obj(v, None, serializer=None)
+        tx.send_obj(obj=v)
+        assert rx.recv_obj(5) == v
+        assert rx.recv_obj(timeout=5) == v
+        assert rx.recv_obj(copy=True, serializer=None) == v
+        assert rx.recv_obj(5, copy=True) == v
+        for bad in ((), (1, 2, 3)):
+            with pytest.raises(TypeError):
+                tx.send_obj(*bad)
+        with pytest.raises(TypeError):
+            tx.send_obj(1, bogus=1)
+        with pytest.raises(TypeError):
+            rx.recv_obj(1, 2)
+        with pytest.raises(ValueError):
+            rx.recv_obj(-1)
+        # Another serializer, per call or per endpoint: not the value codec.
+        js = shmring.JSONSerializer()
+        tx.send_obj(v, serializer=js)
+        assert rx.recv() == b'{"a":[1,null]}'
+        tx.serializer = rx.serializer = _SubPickle()
+        tx.send_obj(v)
+        assert rx.recv()[:1] == b"\x80"
+        tx.send_obj(v)
+        assert rx.recv_obj() == v
+        del tx.serializer, rx.serializer
+        tx.send_obj(v)
+        with rx.recv_obj(copy=False) as got:
+            assert got == v
+        ch.unlink()

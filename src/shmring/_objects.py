@@ -627,8 +627,8 @@ def _take_view(rx: Consumer, ser: Serializer, timeout: float | None,
 
 
 # ------------------------------------------- methods of Producer/Consumer --
-def send_obj(self: Producer, obj: Any, timeout: float | None = None, *,
-             serializer: Serializer | None = None) -> None:
+def _send_obj(self: Producer, obj: Any, timeout: float | None = None, *,
+              serializer: Serializer | None = None) -> None:
     """Send one Python object, waiting up to ``timeout`` seconds for space.
 
     Large buffers (numpy arrays, big ``bytes``) are written straight into
@@ -644,6 +644,12 @@ def send_obj(self: Producer, obj: Any, timeout: float | None = None, *,
     ser = self.serializer if serializer is None else serializer
     if ser.__class__ is PickleSerializer and self._send_value(obj, timeout):
         return  # a plain value, encoded into the ring by one C call
+    _send_encoded(self, obj, timeout, ser)
+
+
+def _send_encoded(self: Producer, obj: Any, timeout: float | None, ser: Serializer) -> None:
+    """send_obj for what is not a plain value (or a serializer other than
+    pickle's): serialize, then send bare or framed."""
     if ser.__class__ is PickleSerializer and type(obj) not in _WRAPPABLE:
         # encode()'s common case, inlined.
         buffers: list[PickleBuffer] = []
@@ -678,16 +684,16 @@ def send_obj_nowait(self: Producer, obj: Any, *,
 
 
 @overload
-def recv_obj(self: Consumer, timeout: float | None = ..., *, copy: Literal[True] = ...,
-             serializer: Serializer | None = ...) -> Any: ...
+def _recv_obj(self: Consumer, timeout: float | None = ..., *, copy: Literal[True] = ...,
+              serializer: Serializer | None = ...) -> Any: ...
 @overload
-def recv_obj(self: Consumer, timeout: float | None = ..., *, copy: Literal[False],
-             serializer: Serializer | None = ...) -> ObjectView: ...
+def _recv_obj(self: Consumer, timeout: float | None = ..., *, copy: Literal[False],
+              serializer: Serializer | None = ...) -> ObjectView: ...
 @overload
-def recv_obj(self: Consumer, timeout: float | None = ..., *, copy: bool,
-             serializer: Serializer | None = ...) -> Any: ...
-def recv_obj(self: Consumer, timeout: float | None = None, *, copy: bool = True,
-             serializer: Serializer | None = None) -> Any:
+def _recv_obj(self: Consumer, timeout: float | None = ..., *, copy: bool,
+              serializer: Serializer | None = ...) -> Any: ...
+def _recv_obj(self: Consumer, timeout: float | None = None, *, copy: bool = True,
+              serializer: Serializer | None = None) -> Any:
     """Receive one object, waiting up to ``timeout`` seconds for it.
 
     With ``copy=True`` (the default) the object owns its memory: a received
@@ -710,8 +716,15 @@ def recv_obj(self: Consumer, timeout: float | None = None, *, copy: bool = True,
         obj = self._recv_value(timeout)
         if obj is not NotImplemented:
             return obj
-        # Otherwise the record is held and the calls below take it at once.
-    if copy and not self._obj_in_place:
+        # Otherwise the record is held and _recv_other takes it at once.
+    if copy:
+        return _recv_other(self, timeout, ser)
+    return _take_view(self, ser, timeout, False)
+
+
+def _recv_other(self: Consumer, timeout: float | None, ser: Serializer) -> Any:
+    """recv_obj (copy=True) for records other than value records."""
+    if not self._obj_in_place:
         # _take_other's common case, inlined: one C call and pickle.loads.
         data = self.recv(timeout)
         if data[:1] == b"\x80" and ser.__class__ is PickleSerializer:
@@ -720,9 +733,19 @@ def recv_obj(self: Consumer, timeout: float | None = None, *, copy: bool = True,
             except Exception as e:
                 raise _decode_error(ser, e) from e
         return _decode_owned(self, ser, data)
-    if copy:
-        return _take_other(self, ser, timeout, False)
-    return _take_view(self, ser, timeout, False)
+    return _take_other(self, ser, timeout, False)
+
+
+# Producer.send_obj and Consumer.recv_obj are C methods (csrc/codec.c) that
+# handle the common call - the default serializer, a plain value, copy=True -
+# without a Python frame, and hand every other call to the functions above.
+_core.set_object_paths(PickleSerializer, _send_obj, _send_encoded, _recv_obj, _recv_other)
+if TYPE_CHECKING:
+    send_obj = _send_obj
+    recv_obj = _recv_obj
+else:
+    send_obj = _core.ProducerCore.send_obj
+    recv_obj = _core.ConsumerCore.recv_obj
 
 
 @overload

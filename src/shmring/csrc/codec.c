@@ -639,12 +639,8 @@ static PyObject *committed(EndpointObject *self, uint64_t n) {
     Py_RETURN_TRUE;
 }
 
-PyObject *codec_send_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    int64_t deadline;
-    int nowait;
-    if (nargs < 1 || nargs > 3)
-        return PyErr_Format(PyExc_TypeError, "_send_value(obj, timeout=None, nowait=False)");
-    if (parse_flags(args, nargs, 1, &deadline, &nowait) < 0) return NULL;
+/* True sent, False not a plain value (nothing sent), NULL error. */
+static PyObject *send_value(EndpointObject *self, PyObject *obj, int64_t deadline, int nowait) {
     if (endpoint_check_open(self) < 0) return NULL;
     ring_t *r = &self->ring;
     if (r->claimed) {
@@ -656,7 +652,6 @@ PyObject *codec_send_value(EndpointObject *self, PyObject *const *args, Py_ssize
         PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
         return NULL;
     }
-    PyObject *obj = args[0];
     unsigned char stack[STACK_BYTES];
     enc_t e;
     int rc = encode_record(&e, obj, stack, sizeof stack);
@@ -686,6 +681,15 @@ PyObject *codec_send_value(EndpointObject *self, PyObject *const *args, Py_ssize
         }
         n = e.pos;
     }
+}
+
+PyObject *codec_send_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    int64_t deadline;
+    int nowait;
+    if (nargs < 1 || nargs > 3)
+        return PyErr_Format(PyExc_TypeError, "_send_value(obj, timeout=None, nowait=False)");
+    if (parse_flags(args, nargs, 1, &deadline, &nowait) < 0) return NULL;
+    return send_value(self, args[0], deadline, nowait);
 }
 
 /* Takes the next record, waiting as Consumer.recv does: 0 with a record
@@ -722,11 +726,9 @@ static int take_wait(EndpointObject *self, int64_t deadline, int nowait, const c
     }
 }
 
-PyObject *codec_recv_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    int64_t deadline;
-    int nowait;
-    if (nargs > 2) return PyErr_Format(PyExc_TypeError, "_recv_value(timeout=None, nowait=False)");
-    if (parse_flags(args, nargs, 0, &deadline, &nowait) < 0) return NULL;
+/* The decoded value, NotImplemented (another kind of record, left held), or
+ * NULL with an error. */
+static PyObject *recv_value(EndpointObject *self, int64_t deadline, int nowait) {
     if (endpoint_check_open(self) < 0) return NULL;
     if (self->view) {
         PyErr_SetString(PyExc_RuntimeError, "a record view is held on this consumer: "
@@ -768,6 +770,139 @@ PyObject *codec_recv_value(EndpointObject *self, PyObject *const *args, Py_ssize
         }
         return v;
     }
+}
+
+PyObject *codec_recv_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    int64_t deadline;
+    int nowait;
+    if (nargs > 2) return PyErr_Format(PyExc_TypeError, "_recv_value(timeout=None, nowait=False)");
+    if (parse_flags(args, nargs, 0, &deadline, &nowait) < 0) return NULL;
+    return recv_value(self, deadline, nowait);
+}
+
+/* ------------------------------------------------ send_obj and recv_obj -- */
+
+/* Producer.send_obj and Consumer.recv_obj are these two methods: the common
+ * call (default serializer, a plain value, copy=True) costs one C call and
+ * no Python frame; anything else goes to the Python functions of
+ * shmring._objects, handed over once by set_object_paths(). */
+static PyObject *Pickle_type;  /* shmring.PickleSerializer */
+static PyObject *Send_full;    /* send_obj(self, obj, timeout=None, *, serializer=None) */
+static PyObject *Send_pickled; /* _send_encoded(self, obj, timeout, serializer) */
+static PyObject *Recv_full;    /* recv_obj(self, timeout=None, *, copy=True, serializer=None) */
+static PyObject *Recv_other;   /* _recv_other(self, timeout, serializer) */
+static PyObject *Str_serializer, *Str_timeout, *Str_copy;
+
+/* The endpoint's serializer if it is exactly PickleSerializer (a new
+ * reference), else NULL without an error; NULL with one on failure. */
+static PyObject *pickle_serializer(EndpointObject *self) {
+    PyObject *ser = PyObject_GetAttr((PyObject *)self, Str_serializer);
+    if (ser && (PyObject *)Py_TYPE(ser) != Pickle_type) Py_CLEAR(ser);
+    return ser;
+}
+
+static int kw_is(PyObject *k, PyObject *name) {
+    return k == name || (PyUnicode_Check(k) && PyUnicode_Compare(k, name) == 0);
+}
+
+/* The arguments of the fast path: timeout only (positional or keyword),
+ * serializer=None and copy=True allowed as keywords. 1 fast, 0 not. */
+static int fast_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                     Py_ssize_t npos, int allow_copy, PyObject **timeout) {
+    *timeout = nargs > npos ? args[npos] : NULL;
+    if (nargs > npos + 1) return 0;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i), *v = args[nargs + i];
+        if (kw_is(k, Str_timeout) && nargs == npos) *timeout = v;
+        else if (kw_is(k, Str_serializer) && v == Py_None) continue;
+        else if (allow_copy && kw_is(k, Str_copy) && v == Py_True) continue;
+        else return 0;
+    }
+    return 1;
+}
+
+static PyObject *forward(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames) {
+    if (!fn) {
+        PyErr_SetString(PyExc_RuntimeError, "shmring._objects did not set its object paths");
+        return NULL;
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *small[8], **all = small;
+    if (nargs + nkw + 1 > 8) {
+        all = PyMem_Malloc((size_t)(nargs + nkw + 1) * sizeof(PyObject *));
+        if (!all) return PyErr_NoMemory();
+    }
+    all[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) all[i + 1] = args[i];
+    PyObject *r = PyObject_Vectorcall(fn, all, (size_t)(nargs + 1), kwnames);
+    if (all != small) PyMem_Free(all);
+    return r;
+}
+
+PyObject *codec_send_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames) {
+    PyObject *timeout, *ser;
+    int64_t deadline;
+    if (nargs < 1 || !fast_args(args, nargs, kwnames, 1, 0, &timeout) ||
+        !(ser = pickle_serializer(self))) {
+        if (PyErr_Occurred()) return NULL;
+        return forward(Send_full, (PyObject *)self, args, nargs, kwnames);
+    }
+    PyObject *sent = NULL;
+    if (parse_timeout(timeout, &deadline) == 0) sent = send_value(self, args[0], deadline, 0);
+    if (sent == Py_False) {
+        /* Not a plain value: pickle it, as send_obj always did. */
+        Py_DECREF(sent);
+        PyObject *call[4] = {(PyObject *)self, args[0], timeout ? timeout : Py_None, ser};
+        sent = PyObject_Vectorcall(Send_pickled, call, 4, NULL);
+        Py_DECREF(ser);
+        return sent;
+    }
+    Py_DECREF(ser);
+    if (!sent) return NULL;
+    Py_DECREF(sent);
+    Py_RETURN_NONE;
+}
+
+PyObject *codec_recv_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames) {
+    PyObject *timeout, *ser;
+    int64_t deadline;
+    if (!fast_args(args, nargs, kwnames, 0, 1, &timeout) || !(ser = pickle_serializer(self))) {
+        if (PyErr_Occurred()) return NULL;
+        return forward(Recv_full, (PyObject *)self, args, nargs, kwnames);
+    }
+    PyObject *v = NULL;
+    if (parse_timeout(timeout, &deadline) == 0) v = recv_value(self, deadline, 0);
+    if (v == Py_NotImplemented) {
+        /* Another kind of record, held: the Python path takes it at once. */
+        Py_DECREF(v);
+        PyObject *call[3] = {(PyObject *)self, timeout ? timeout : Py_None, ser};
+        v = PyObject_Vectorcall(Recv_other, call, 3, NULL);
+    }
+    Py_DECREF(ser);
+    return v;
+}
+
+PyObject *codec_set_object_paths(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *o[5];
+    if (!PyArg_UnpackTuple(args, "set_object_paths", 5, 5, &o[0], &o[1], &o[2], &o[3], &o[4]))
+        return NULL;
+    if (!Str_serializer) {
+        Str_serializer = PyUnicode_InternFromString("serializer");
+        Str_timeout = PyUnicode_InternFromString("timeout");
+        Str_copy = PyUnicode_InternFromString("copy");
+        if (!Str_serializer || !Str_timeout || !Str_copy) return NULL;
+    }
+    PyObject **dst[5] = {&Pickle_type, &Send_full, &Send_pickled, &Recv_full, &Recv_other};
+    for (int i = 0; i < 5; i++) {
+        Py_INCREF(o[i]);
+        Py_XSETREF(*dst[i], o[i]);
+    }
+    Py_RETURN_NONE;
 }
 
 /* ----------------------------------------------------- module functions -- */

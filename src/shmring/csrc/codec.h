@@ -20,8 +20,42 @@
 PyObject *codec_send_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 /* Consumer._recv_value(timeout=None, nowait=False) -> object | NotImplemented */
 PyObject *codec_recv_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
+/* Producer.send_obj and Consumer.recv_obj: the common call in C, the rest
+ * handed to shmring._objects (whose functions of the same names these are,
+ * for the type checker). */
+#define CODEC_SEND_OBJ_DOC                                                                   \
+    "send_obj($self, obj, timeout=None, *, serializer=None)\n--\n\n"                        \
+    "Send one Python object, waiting up to ``timeout`` seconds for space.\n\n"               \
+    "A plain value (None, bool, int, float, str, bytes, tuple, list, dict) is encoded\n"     \
+    "straight into the ring; anything else is pickled (protocol 5), large buffers\n"        \
+    "(numpy arrays, big ``bytes``) written into one claimed record without an\n"            \
+    "intermediate copy. Raises :class:`~shmring.Timeout`,\n"                                \
+    ":class:`~shmring.MessageTooLarge` (the encoded object exceeds the channel's\n"         \
+    "``max_message``; nothing was sent), or whatever the serializer raises for an\n"        \
+    "object it cannot encode.\n\n"                                                          \
+    "Example::\n\n"                                                                          \
+    "    tx.send_obj({\"id\": 7, \"image\": np.zeros((480, 640), np.uint8)})\n"
+#define CODEC_RECV_OBJ_DOC                                                                   \
+    "recv_obj($self, timeout=None, *, copy=True, serializer=None)\n--\n\n"                  \
+    "Receive one object, waiting up to ``timeout`` seconds for it.\n\n"                      \
+    "With ``copy=True`` (the default) the object owns its memory: a received numpy\n"       \
+    "array is a writable copy (read-only if the sent one was). ``copy=False``\n"           \
+    "returns an :class:`ObjectView` to use as a context manager: its arrays are\n"         \
+    "zero-copy, read-only views of the ring, valid inside the block. Raises\n"             \
+    ":class:`~shmring.Timeout`, :class:`~shmring.EndOfStream`, or\n"                        \
+    ":class:`~shmring.DecodeError` (the record could not be decoded; it is consumed).\n\n" \
+    "Example::\n\n"                                                                          \
+    "    obj = rx.recv_obj(timeout=5)\n"                                                     \
+    "    with rx.recv_obj(copy=False) as frame:\n"                                          \
+    "        mean = frame[\"image\"].mean()\n"
+PyObject *codec_send_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames);
+PyObject *codec_recv_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames);
 /* Module functions: encode_value(obj) -> bytes | None, decode_value(buffer),
- * set_decode_error(cls). */
+ * set_decode_error(cls), set_object_paths(PickleSerializer, send_obj,
+ * _send_encoded, recv_obj, _recv_other). */
+PyObject *codec_set_object_paths(PyObject *m, PyObject *args);
 PyObject *codec_encode_value(PyObject *m, PyObject *obj);
 PyObject *codec_decode_value(PyObject *m, PyObject *buffer);
 PyObject *codec_set_decode_error(PyObject *m, PyObject *cls);

@@ -285,6 +285,8 @@ static PyMethodDef C_methods[] = {
     {"_recv_value", (PyCFunction)(void (*)(void))codec_recv_value, METH_FASTCALL,
      "_recv_value(timeout=None, nowait=False): the next record decoded, if it is a value "
      "record (codec.c); otherwise NotImplemented, the record left held."},
+    {"recv_obj", (PyCFunction)(void (*)(void))codec_recv_obj, METH_FASTCALL | METH_KEYWORDS,
+     CODEC_RECV_OBJ_DOC},
     {"_join", (PyCFunction)C_join, METH_NOARGS, "_join(): start reading at the tail."},
     {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
     {"_wait", (PyCFunction)(void (*)(void))endpoint_wait_ready, METH_FASTCALL,
