@@ -174,21 +174,33 @@ static PyObject *m_check_region(PyObject *m, PyObject *buffer) {
     Py_RETURN_NONE;
 }
 
+/* (buffer, slot) arguments of the slot functions below: 0, or -1 with an
+ * error set. On 0 the caller releases vb. */
+static int buffer_and_slot(PyObject *const *a, Py_ssize_t n, const char *usage, Py_buffer *vb,
+                           uint32_t *slot) {
+    if (n != 2) {
+        PyErr_Format(PyExc_TypeError, "%s(buffer, slot)", usage);
+        return -1;
+    }
+    unsigned long s = PyLong_AsUnsignedLong(a[1]);
+    if (s == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    if (PyObject_GetBuffer(a[0], vb, PyBUF_WRITABLE) < 0) return -1;
+    *slot = (uint32_t)s;
+    return 0;
+}
+
 static PyObject *m_recover_slot(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     (void)m;
     Py_buffer vb;
-    if (n != 2) return PyErr_Format(PyExc_TypeError, "recover_slot(buffer, slot)");
-    unsigned long slot = PyLong_AsUnsignedLong(a[1]);
-    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (PyObject_GetBuffer(a[0], &vb, PyBUF_WRITABLE) < 0) return NULL;
+    uint32_t slot;
+    if (buffer_and_slot(a, n, "recover_slot", &vb, &slot) < 0) return NULL;
     int fixed;
     /* Recovery may pause a few milliseconds (see recover_claim). */
     Py_BEGIN_ALLOW_THREADS
-    fixed = ring_recover_slot(vb.buf, (uint64_t)vb.len, (uint32_t)slot);
+    fixed = ring_recover_slot(vb.buf, (uint64_t)vb.len, slot);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&vb);
-    if (fixed < 0) return PyErr_Format(E_Corrupt, "corrupt region: cannot recover slot %lu",
-                                       slot);
+    if (fixed < 0) return PyErr_Format(E_Corrupt, "corrupt region: cannot recover slot %u", slot);
     return PyLong_FromLong(fixed);
 }
 
@@ -197,13 +209,11 @@ static PyObject *m_recover_slot(PyObject *m, PyObject *const *a, Py_ssize_t n) {
 static PyObject *m_revoke_claim(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     (void)m;
     Py_buffer vb;
-    if (n != 2) return PyErr_Format(PyExc_TypeError, "revoke_claim(buffer, slot)");
-    unsigned long slot = PyLong_AsUnsignedLong(a[1]);
-    if (slot == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (PyObject_GetBuffer(a[0], &vb, PyBUF_WRITABLE) < 0) return NULL;
-    int rc = ring_revoke_claim(vb.buf, (uint64_t)vb.len, (uint32_t)slot);
+    uint32_t slot;
+    if (buffer_and_slot(a, n, "revoke_claim", &vb, &slot) < 0) return NULL;
+    int rc = ring_revoke_claim(vb.buf, (uint64_t)vb.len, slot);
     PyBuffer_Release(&vb);
-    if (rc == -1) return PyErr_Format(E_Corrupt, "corrupt region: cannot revoke in slot %lu", slot);
+    if (rc == -1) return PyErr_Format(E_Corrupt, "corrupt region: cannot revoke in slot %u", slot);
     return PyLong_FromLong(rc);
 }
 
