@@ -483,12 +483,7 @@ class _QueueBase:
                 lock.release()
                 if self._closed:
                     self._close_if_idle()
-            cbuf = h.cbuf
-            _core.fetch_add(cbuf, h.count, _MINUS_ONE)
-            # seq-cst RMW read: pairs with the waiter's raise of its count.
-            if self._maxsize and _core.fetch_add(cbuf, h.notfull_waiters, 0):
-                _core.wake(cbuf, h.notfull_seq)
-            return obj if data is None else decode_bytes(rx, ser, data)
+            return self._got(h, rx, ser, obj, data)
         deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
         if not _acquire(lock, block, deadline):
             raise Empty
@@ -522,6 +517,11 @@ class _QueueBase:
             lock.release()
             if self._closed:
                 self._close_if_idle()
+        return self._got(h, rx, ser, obj, data)
+
+    def _got(self, h: _Handles, rx: Consumer, ser: Serializer, obj: Any, data: Any) -> Any:
+        """After an item was taken: count it out, wake a blocked put, and
+        decode it unless it was decoded under the lock (``data`` None)."""
         cbuf = h.cbuf
         _core.fetch_add(cbuf, h.count, _MINUS_ONE)
         # seq-cst RMW read: pairs with the waiter's raise of its count.
