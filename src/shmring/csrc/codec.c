@@ -601,36 +601,6 @@ static int parse_flags(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t first
     return 0;
 }
 
-/* Claims n bytes, waiting as Producer.send does; 0 or -1 with an error. */
-static int claim_wait(EndpointObject *self, uint64_t n, int64_t deadline, int nowait,
-                      char **dst) {
-    ring_t *r = &self->ring;
-    for (;;) {
-        int rc = ring_claim(r, n, dst);
-        if (rc == RING_OK) return 0;
-        if (rc != RING_AGAIN) {
-            raise_ring(self, rc);
-            return -1;
-        }
-        if (r->batch) ring_flush(r);
-        if (nowait) {
-            PyErr_SetString(E_WouldBlock, "channel full");
-            return -1;
-        }
-        int w = endpoint_wait(self, 1, deadline);
-        if (w < 0) return -1;
-        if (w > 0) {
-            PyErr_SetString(E_Timeout, "timed out waiting for space in the channel");
-            return -1;
-        }
-        /* Pairs with the release store of eos in close_send. */
-        if (ld32_acq(r->base, OFF_EOS)) {
-            PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
-            return -1;
-        }
-    }
-}
-
 /* Publishes the claim as Producer.send does: True, or an error (a claim
  * revoked while this process was stopped is not sent). */
 static PyObject *committed(EndpointObject *self, uint64_t n) {
@@ -662,7 +632,7 @@ static PyObject *send_value(EndpointObject *self, PyObject *obj, int64_t deadlin
     size_t n = e.pos;
     for (;;) {
         char *dst;
-        if (claim_wait(self, n, deadline, nowait, &dst) < 0) return NULL;
+        if (producer_claim_wait(self, n, deadline, nowait, &dst) < 0) return NULL;
         if (n <= sizeof stack) {
             memcpy(dst, stack, n);
             return committed(self, n);
@@ -696,34 +666,9 @@ PyObject *codec_send_value(EndpointObject *self, PyObject *const *args, Py_ssize
  * held, -1 with an error set (WouldBlock when nowait finds nothing). */
 static int take_wait(EndpointObject *self, int64_t deadline, int nowait, const char **p,
                      uint64_t *n) {
-    ring_t *r = &self->ring;
-    for (;;) {
-        int rc = ring_peek(r, p, n);
-        if (rc == RING_OK) return 0;
-        if (rc == RING_LAPPED) continue;
-        if (rc != RING_AGAIN) {
-            raise_ring(self, rc);
-            return -1;
-        }
-        if (r->batch) ring_consumer_flush(r);
-        if (nowait) {
-            PyErr_SetString(E_WouldBlock, "channel empty");
-            return -1;
-        }
-        /* As in consumer.c's take(): a wait may say "ready" with nothing
-         * readable, so the deadline and signals are honoured here too. */
-        if (deadline >= 0 && mono_ns() >= deadline) {
-            PyErr_SetString(E_Timeout, "timed out waiting for a message");
-            return -1;
-        }
-        if (PyErr_CheckSignals() < 0) return -1;
-        int w = endpoint_wait(self, 0, deadline);
-        if (w < 0) return -1;
-        if (w > 0) {
-            PyErr_SetString(E_Timeout, "timed out waiting for a message");
-            return -1;
-        }
-    }
+    int rc = consumer_take(self, deadline, nowait, p, n);
+    if (rc == 1) PyErr_SetString(E_WouldBlock, "channel empty");
+    return rc ? -1 : 0;
 }
 
 /* The decoded value, NotImplemented (another kind of record, left held), or

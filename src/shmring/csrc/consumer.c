@@ -22,7 +22,7 @@ static int check_recvable(EndpointObject *self) {
 
 /* Takes the next record, waiting until the deadline. 0 with a record held,
  * 1 for "nothing" (nowait), -1 with an error set. */
-static int take(EndpointObject *self, int64_t deadline, int nowait, const char **p,
+int consumer_take(EndpointObject *self, int64_t deadline, int nowait, const char **p,
                 uint64_t *n) {
     ring_t *r = &self->ring;
     for (;;) {
@@ -75,7 +75,7 @@ static PyObject *recv_one(EndpointObject *self, int64_t deadline, int nowait) {
     for (;;) {
         const char *p;
         uint64_t n;
-        int t = take(self, deadline, nowait, &p, &n);
+        int t = consumer_take(self, deadline, nowait, &p, &n);
         if (t != 0) return NULL;
         PyObject *b = copy_out(self, p, n);
         if (!b) return NULL; /* the record stays held: nothing lost */
@@ -186,7 +186,7 @@ static PyObject *C_recv_into(EndpointObject *self, PyObject *const *args, Py_ssi
     for (;;) {
         const char *p;
         uint64_t n;
-        if (take(self, deadline, 0, &p, &n) != 0) break;
+        if (consumer_take(self, deadline, 0, &p, &n) != 0) break;
         if (n > (uint64_t)vb.len) {
             /* Keep the record for a later, larger buffer. */
             PyErr_Format(PyExc_ValueError,
@@ -226,7 +226,7 @@ static PyObject *C_peek(EndpointObject *self, PyObject *const *args, Py_ssize_t 
     }
     const char *p;
     uint64_t n;
-    if (take(self, deadline, 0, &p, &n) != 0) return NULL;
+    if (consumer_take(self, deadline, 0, &p, &n) != 0) return NULL;
     self->view = PyMemoryView_FromMemory((char *)p, (Py_ssize_t)n, PyBUF_READ);
     if (!self->view) return NULL;
     Py_INCREF(self->view);

@@ -39,6 +39,14 @@ void endpoint_drop_view(EndpointObject *self);
 void endpoint_enter(EndpointObject *self);
 int endpoint_leave(EndpointObject *self);
 PyObject *endpoint_close(EndpointObject *self, PyObject *unused);
+/* Claims n bytes, waiting for space until the deadline (as send does): 0,
+ * or -1 with WouldBlock (nowait), Timeout, Closed or the ring's error set. */
+int producer_claim_wait(EndpointObject *self, uint64_t n, int64_t deadline, int nowait,
+                        char **dst);
+/* Takes the next record, waiting until the deadline (as recv does): 0 with
+ * it held, 1 for nothing (nowait), -1 with an error set. */
+int consumer_take(EndpointObject *self, int64_t deadline, int nowait, const char **p,
+                  uint64_t *n);
 PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

@@ -50,30 +50,12 @@ static int check_sendable(EndpointObject *self) {
     return 0;
 }
 
-/* 0 sent; -1 error set. */
-static int send_one(EndpointObject *self, data_t *d, int64_t deadline, int nowait) {
+int producer_claim_wait(EndpointObject *self, uint64_t n, int64_t deadline, int nowait,
+                        char **dst) {
     ring_t *r = &self->ring;
     for (;;) {
-        char *dst;
-        int rc = ring_claim(r, (uint64_t)d->n, &dst);
-        if (rc == RING_OK) {
-            if (d->n >= NOGIL_COPY) {
-                /* Busy: a close() from another thread meanwhile defers the
-                 * release of the mapping until we are done. */
-                endpoint_enter(self);
-                Py_BEGIN_ALLOW_THREADS
-                memcpy(dst, d->p, (size_t)d->n);
-                Py_END_ALLOW_THREADS
-                rc = ring_commit(r, (uint64_t)d->n);
-                if (endpoint_leave(self) < 0) PyErr_Clear(); /* it was sent (or revoked) */
-            } else {
-                memcpy(dst, d->p, (size_t)d->n);
-                rc = ring_commit(r, (uint64_t)d->n);
-            }
-            if (rc == RING_OK) return 0;
-            raise_ring(self, rc); /* revoked while we were stopped: not sent */
-            return -1;
-        }
+        int rc = ring_claim(r, n, dst);
+        if (rc == RING_OK) return 0;
         if (rc != RING_AGAIN) {
             raise_ring(self, rc);
             return -1;
@@ -94,6 +76,30 @@ static int send_one(EndpointObject *self, data_t *d, int64_t deadline, int nowai
             return -1;
         }
     }
+}
+
+/* 0 sent; -1 error set. */
+static int send_one(EndpointObject *self, data_t *d, int64_t deadline, int nowait) {
+    ring_t *r = &self->ring;
+    char *dst;
+    if (producer_claim_wait(self, (uint64_t)d->n, deadline, nowait, &dst) < 0) return -1;
+    int rc;
+    if (d->n >= NOGIL_COPY) {
+        /* Busy: a close() from another thread meanwhile defers the release
+         * of the mapping until we are done. */
+        endpoint_enter(self);
+        Py_BEGIN_ALLOW_THREADS
+        memcpy(dst, d->p, (size_t)d->n);
+        Py_END_ALLOW_THREADS
+        rc = ring_commit(r, (uint64_t)d->n);
+        if (endpoint_leave(self) < 0) PyErr_Clear(); /* it was sent (or revoked) */
+    } else {
+        memcpy(dst, d->p, (size_t)d->n);
+        rc = ring_commit(r, (uint64_t)d->n);
+    }
+    if (rc == RING_OK) return 0;
+    raise_ring(self, rc); /* revoked while we were stopped: not sent */
+    return -1;
 }
 
 static int parse_data_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
