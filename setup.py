@@ -11,7 +11,7 @@ setup(
             sources=[
                 CSRC + name
                 for name in ("module.c", "endpoint.c", "producer.c", "consumer.c", "ring.c", "wait.c",
-                             "codec.c")
+                             "codec.c", "queue.c")
             ],
             depends=[CSRC + h for h in ("layout.h", "atomics.h", "ring.h", "wait.h", "core.h",
                                               "codec.h")],

@@ -430,12 +430,17 @@ def test_queue_value_records_and_fallbacks(uname: str) -> None:
         # A corrupt value record is consumed and counted as taken.
         h = q._h
         assert h is not None
-        _core.fetch_add(h.cbuf, h.count, 1)  # as put() counts an item
-        (h.tx or h.producer()).send(TAG + b"\xdd")
-        q.put("after")
-        with pytest.raises(shmring.DecodeError):
-            q.get(timeout=1)
-        assert q.get(timeout=1) == "after"
+        # Both get paths: with a timeout (Python) and the common call (C).
+        for get in (lambda: q.get(timeout=1), q.get):
+            _core.fetch_add(h.cbuf, h.puts, 1)  # as put() counts an item
+            (h.tx or h.producer()).send(TAG + b"\xdd")
+            q.put("after")
+            assert q.qsize() == 2
+            with pytest.raises(shmring.DecodeError):
+                get()
+            assert q.qsize() == 1
+            assert get() == "after"
+            assert q.qsize() == 0
     finally:
         q.close()
 

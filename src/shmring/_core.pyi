@@ -68,3 +68,29 @@ class ConsumerCore:
     @property
     def _closed(self) -> bool: ...
 
+
+class Lock:
+    """A thread lock with threading.Lock's methods (csrc/queue.c)."""
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool: ...
+    def release(self) -> None: ...
+    def locked(self) -> bool: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+class QueueState:
+    """What one process holds of an open shmring.Queue (csrc/queue.c)."""
+    tx: Any
+    rx: Any
+    def __init__(
+        self, buffer: WriteableBuffer, offset: int, maxsize: int, joinable: bool,
+        wlock: Lock, rlock: Lock,
+    ) -> None: ...
+    def invalidate(self) -> None: ...
+
+class QueueCore:
+    """The base of shmring's queues: put and get of plain values in C."""
+    _state: QueueState | None
+    _closed: bool
+    _plain: bool
+    # put(obj, block=True, timeout=None) and get(block=True, timeout=None) are
+    # here too; each queue class types them with its item type.

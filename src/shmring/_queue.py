@@ -15,13 +15,23 @@ not lost.
 
 What a ring does not keep is kept in a *control block*: a second, tiny
 region (``<name>.ctl``) whose ring bytes, unused by any endpoint, hold a few
-64-bit words updated with ``_core`` atomics: the number of items in the
-queue (``qsize``; it also enforces ``maxsize``), the unfinished-task count of
-a ``JoinableQueue``, and two futex words with waiter counts so that ``put``
-on a full queue and ``join`` sleep until woken. Each waiter raises its
-waiter count, then re-reads the condition; each waker changes the
-condition, then reads the waiter count - both with sequentially consistent
-read-modify-writes, so one of the two always sees the other.
+64-bit words updated with ``_core`` atomics: the items put and the items
+taken, each on a line of its own so that a putter and a getter do not pass
+one line back and forth (the queue holds the difference: ``qsize``, and what
+``maxsize`` bounds), the unfinished-task count of a ``JoinableQueue``, and
+two futex words with waiter counts so that ``put`` on a full queue and
+``join`` sleep until woken. Each waiter raises its waiter count, then
+re-reads the condition; each waker changes the condition, then reads the
+waiter count - both with sequentially consistent read-modify-writes, so one
+of the two always sees the other.
+
+``put`` and ``get`` are C methods (``csrc/queue.c``, the base class
+``_core.QueueCore``): the common call - blocking without a timeout, the
+default serializer, a plain value - counts, encodes and writes (or takes,
+decodes and counts) in one call, as ``send_obj`` does. Every other call,
+and one that would wait for a lock another thread holds or for room under
+``maxsize``, is handed to ``_put`` and ``_get`` below, which do the same
+with the same locks and words.
 
 A queue is named (``q-<pid>-<random>`` unless given a name) and pickles as
 its name: unpickling opens it, so it can be passed to ``Process``, to
@@ -46,7 +56,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import threading
 import time
 import uuid
 import weakref
@@ -82,18 +91,20 @@ T = TypeVar("T")
 #: Ring bytes of a queue unless ``maxsize_bytes`` says otherwise.
 DEFAULT_MAXSIZE_BYTES = 1 << 23
 
-# The control block: offsets into the ring bytes of the ``.ctl`` region.
-# Words that change often sit on their own 128-byte line.
-_CTL_MAGIC_VALUE = 0x3174634F51524853  # "SHRQOct1"
-_COUNT = 0  # u64: items put and not yet taken
-_NOTFULL_SEQ = 128  # u32 futex word: bumped when an item is taken (maxsize > 0)
-_NOTFULL_WAITERS = 136  # u64: putters asleep on _NOTFULL_SEQ
-_UNFINISHED = 256  # u64: JoinableQueue items put and not task_done()
-_JOIN_SEQ = 384  # u32 futex word: bumped when _UNFINISHED reaches 0
-_JOIN_WAITERS = 392  # u64: join() callers asleep on _JOIN_SEQ
-_MAXSIZE = 512  # u64: maxsize in items (0: unbounded), set at creation
-_CTL_MAGIC = 520  # u64: _CTL_MAGIC_VALUE once the block is initialised
-_CTL_BYTES = 640
+# The control block: offsets into the ring bytes of the ``.ctl`` region
+# (csrc/queue.c uses the same). Words that change often sit on their own
+# 128-byte line.
+_CTL_MAGIC_VALUE = 0x3274634F51524853  # "SHRQOct2"
+_PUTS = 0  # u64: items put (counted before they are written)
+_GETS = 128  # u64: items taken (counted after), and puts undone
+_NOTFULL_SEQ = 256  # u32 futex word: bumped when an item is taken (maxsize > 0)
+_NOTFULL_WAITERS = 264  # u64: putters asleep on _NOTFULL_SEQ
+_UNFINISHED = 384  # u64: JoinableQueue items put and not task_done()
+_JOIN_SEQ = 512  # u32 futex word: bumped when _UNFINISHED reaches 0
+_JOIN_WAITERS = 520  # u64: join() callers asleep on _JOIN_SEQ
+_MAXSIZE = 640  # u64: maxsize in items (0: unbounded), set at creation
+_CTL_MAGIC = 648  # u64: _CTL_MAGIC_VALUE once the block is initialised
+_CTL_BYTES = 768
 _MINUS_ONE = (1 << 64) - 1  # fetch_add(-1)
 _SMALL_ITEM = 32  # full() before any put found the ring full: room for this?
 
@@ -113,11 +124,12 @@ def _next_pow2(n: int) -> int:
 
 class _Handles:
     """What one process holds of a queue: its two channels, their mappings,
-    and the endpoints it made. Only the process that opened them closes them
-    (a forked child inherits the objects but not the right to close them)."""
+    the endpoints it made and the state the C put and get use. Only the
+    process that opened them closes them (a forked child inherits the
+    objects but not the right to close them)."""
 
-    __slots__ = ("base", "buf", "cbuf", "ch", "count", "ctl", "notfull_seq", "notfull_waiters",
-                 "pid", "rx", "tx", "unfinished")
+    __slots__ = ("base", "buf", "cbuf", "ch", "ctl", "gets", "notfull_seq", "notfull_waiters",
+                 "pid", "puts", "rx", "state", "tx", "unfinished")
 
     def __init__(self, ch: Channel, ctl: Channel) -> None:
         self.pid = os.getpid()
@@ -131,36 +143,52 @@ class _Handles:
         self._offsets()
         self.tx: Producer | None = None
         self.rx: Consumer | None = None
+        self.state: _core.QueueState | None = None
 
     def _offsets(self) -> None:
         base = self.base
-        self.count = base + _COUNT
+        self.puts = base + _PUTS
+        self.gets = base + _GETS
         self.unfinished = base + _UNFINISHED
         self.notfull_seq = base + _NOTFULL_SEQ
         self.notfull_waiters = base + _NOTFULL_WAITERS
 
+    def bind(self, maxsize: int, joinable: bool, wlock: _core.Lock,
+             rlock: _core.Lock) -> _core.QueueState:
+        """The state the C put and get use, with this process's locks."""
+        st = self.state = _core.QueueState(self.cbuf, self.base, maxsize, joinable, wlock, rlock)
+        return st
+
     def producer(self) -> Producer:
         """This process's producer (made on first put)."""
         tx = self.tx = self.ch.producer()
+        if self.state is not None:
+            self.state.tx = tx
         return tx
 
     def consumer(self) -> Consumer:
         """This process's consumer (made on first get)."""
         rx = self.rx = self.ch.consumer()
+        if self.state is not None:
+            self.state.rx = rx
         return rx
 
     def inherit(self) -> _Handles:
-        """In a forked child: the same mappings, none of the parent's endpoints."""
+        """In a forked child: the same mappings, none of the parent's
+        endpoints, no state yet (bind() makes it with the child's locks)."""
         h = _Handles.__new__(_Handles)
         h.pid, h.ch, h.ctl, h.buf, h.cbuf, h.base = (
             os.getpid(), self.ch, self.ctl, self.buf, self.cbuf, self.base)
         h._offsets()
         h.tx = h.rx = None
+        h.state = None
         return h
 
     def close(self) -> None:
         if self.pid != os.getpid():
             return
+        if self.state is not None:
+            self.state.invalidate()  # the C calls let go of the mapping first
         for ep in (self.tx, self.rx):
             if ep is not None:
                 ep.close()
@@ -169,7 +197,7 @@ class _Handles:
         self.ctl.close()
 
 
-def _close_handles(h: _Handles, *locks: threading.Lock) -> None:
+def _close_handles(h: _Handles, *locks: _core.Lock) -> None:
     """Close ``h`` unless a thread is inside get() or put() (it holds a lock):
     a thread blocked in a wait must not have the ring unmapped under it.
     At exit or from a finalizer; whatever is left, the supervisor cleans up."""
@@ -198,9 +226,10 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class _QueueBase:
+class _QueueBase(_core.QueueCore):
     """What the three queues share: creation, attachment, fork and pickling,
-    the control block, close."""
+    the control block, close; put and get (the common call in C, the base
+    class; the rest in _put and _get)."""
 
     _joinable = False
 
@@ -247,9 +276,12 @@ class _QueueBase:
         self._name = name
         self._namespace = namespace
         self._serializer = PICKLE if serializer is None else serializer
+        # A plain value goes through the value codec (csrc/codec.c) only with
+        # the default serializer; others see every object.
+        self._plain = self._serializer.__class__ is PickleSerializer
         self._closed = False
-        self._rlock = threading.Lock()
-        self._wlock = threading.Lock()
+        self._rlock = _core.Lock()
+        self._wlock = _core.Lock()
         self._full_size = _SMALL_ITEM
         self._h: _Handles | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
@@ -262,6 +294,7 @@ class _QueueBase:
             h.close()
             raise CorruptRegion(f"{h.ctl.name!r} is not an initialised queue control block")
         self._maxsize = int(_core.load(h.cbuf, h.base + _MAXSIZE))
+        self._state = h.bind(self._maxsize, self._joinable, self._wlock, self._rlock)
         self._h = h
         self._finalizer = weakref.finalize(self, _close_handles, h, self._rlock, self._wlock)
 
@@ -300,12 +333,14 @@ class _QueueBase:
             self._finalizer.detach()  # the parent's handles: not ours to close
             self._finalizer = None
         self._closed = False  # as multiprocessing does after fork
-        self._rlock = threading.Lock()
-        self._wlock = threading.Lock()
+        self._rlock = _core.Lock()
+        self._wlock = _core.Lock()
         h = self._h
         self._h = None
+        self._state = None
         if h is not None:
             h = h.inherit()
+            self._state = h.bind(self._maxsize, self._joinable, self._wlock, self._rlock)
             self._h = h
             self._finalizer = weakref.finalize(self, _close_handles, h, self._rlock,
                                                self._wlock)
@@ -339,6 +374,7 @@ class _QueueBase:
                 return
             try:
                 h, self._h = self._h, None
+                self._state = None
                 if self._finalizer is not None:
                     self._finalizer.detach()
                     self._finalizer = None
@@ -362,66 +398,26 @@ class _QueueBase:
         return f"<shmring.{type(self).__name__} {self._name!r}{state}>"
 
     # ------------------------------------------------------- put and get --
+    # put() and get() are QueueCore's C methods; these are the paths they
+    # hand every other call to.
     def _put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Put ``obj`` in the queue, waiting up to ``timeout`` seconds for room
-        (``queue.Full`` if there is none; at once if ``block`` is false).
-
-        Example::
-
-            q.put({"job": 1})
-            q.put(b"x" * 100, timeout=0.5)
-        """
+        """put() when it is not the common call (see the module docstring)."""
         if self._closed:
             raise self._closed_error()
         h = self._h or self._attach()
         ser = self._serializer
-        # A plain value (csrc/codec.c) is encoded straight into the ring, under
-        # the lock, by one C call; anything else is pickled.
-        plain = ser.__class__ is PickleSerializer
-        data: ReadableBuffer | None = None
-        buffers: list[PickleBuffer] = []
-        if block and timeout is None and not self._maxsize:
-            # The common case: count the item, then write it, waiting for room.
-            _core.fetch_add(h.cbuf, h.count, 1)
-            if self._joinable:
-                _core.fetch_add(h.cbuf, h.unfinished, 1)
-            lock = self._wlock
-            try:
-                if plain:
-                    lock.acquire()  # not `with`: half the cost on this path
-                    try:
-                        tx = h.tx or h.producer()
-                        if tx._send_value(obj):
-                            return
-                    finally:
-                        lock.release()
-                data, buffers = _pickle(obj, ser)
-                lock.acquire()
-                try:
-                    tx = h.tx or h.producer()
-                    if buffers:
-                        write(tx, data, buffers, None, False)
-                    else:
-                        tx.send(data)
-                finally:
-                    lock.release()
-            except BaseException:
-                self._unreserve(h)
-                raise
-            finally:
-                if self._closed:
-                    self._close_if_idle()
-            return
         deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
         if self._maxsize:
             self._reserve(h, block, deadline)
         else:
-            _core.fetch_add(h.cbuf, h.count, 1)
+            _core.fetch_add(h.cbuf, h.puts, 1)
         if self._joinable:
             _core.fetch_add(h.cbuf, h.unfinished, 1)
+        data: ReadableBuffer | None = None
+        buffers: list[PickleBuffer] = []
         done = False
         try:
-            if not plain:
+            if not self._plain:
                 data, buffers = _pickle(obj, ser)
             lock = self._wlock
             if not _acquire(lock, block, deadline):
@@ -429,8 +425,10 @@ class _QueueBase:
             try:
                 tx = h.tx or h.producer()
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                # A plain value (csrc/codec.c) is encoded straight into the
+                # ring by one C call; anything else is pickled.
                 if data is None and not tx._send_value(obj, left, not block):
-                    data, buffers = _pickle(obj, ser)  # not a plain value
+                    data, buffers = _pickle(obj, ser)
                 if data is not None:
                     write(tx, data, buffers, left, not block and deadline is None)
             except (WouldBlock, Timeout):
@@ -448,66 +446,27 @@ class _QueueBase:
                 self._close_if_idle()
 
     def _get(self, block: bool = True, timeout: float | None = None) -> Any:
-        """Remove and return an item, waiting up to ``timeout`` seconds for one
-        (``queue.Empty`` if none comes; at once if ``block`` is false).
-
-        Example::
-
-            try:
-                item = q.get(timeout=1)
-            except queue.Empty:
-                item = None
-        """
+        """get() when it is not the common call (see the module docstring)."""
         if self._closed:
             raise self._closed_error()
         h = self._h or self._attach()
-        ser = self._serializer
-        lock = self._rlock
-        if block and timeout is None and ser.__class__ is PickleSerializer:
-            # The common case: wait without limit; a value record is decoded
-            # under the lock by one C call, any other record taken as below.
-            data = None
-            lock.acquire()
-            try:
-                rx = h.rx or h.consumer()
-                obj = rx._recv_value()
-                if obj is NotImplemented:  # held: taken at once
-                    if rx._obj_in_place:
-                        obj = _take_other(rx, ser, None, False)
-                    else:
-                        data = rx.recv()
-            except DecodeError:
-                self._taken(h)
-                raise
-            finally:
-                lock.release()
-                if self._closed:
-                    self._close_if_idle()
-            return self._got(h, rx, ser, obj, data)
         deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
+        lock = self._rlock
         if not _acquire(lock, block, deadline):
             raise Empty
         if deadline is not None:
             timeout = max(0.0, deadline - time.monotonic())
-        # Take the item under the lock; decode it after, as multiprocessing
-        # does, unless it is being read in place (large records).
         data = None
-        obj = NotImplemented
+        obj: Any = NotImplemented
         try:
             rx = h.rx or h.consumer()
             try:
-                if ser.__class__ is PickleSerializer:
-                    # A value record is decoded in place, here, by one C call;
-                    # any other record stays held and is taken below at once.
+                if self._plain:
+                    # A value record is decoded in place by one C call; any
+                    # other record stays held and is taken at once below.
                     obj = rx._recv_value(timeout if block else None, not block)
-                if obj is not NotImplemented:
-                    pass
-                elif rx._obj_in_place:
-                    obj = _take_other(rx, ser, timeout, not block)
-                elif block:
-                    data = rx.recv(timeout)
-                else:
-                    data = rx.recv_nowait()
+                if obj is NotImplemented:
+                    obj, data = self._take_record(rx, timeout, not block)
             except (WouldBlock, Timeout):
                 raise Empty from None
             except DecodeError:
@@ -517,27 +476,32 @@ class _QueueBase:
             lock.release()
             if self._closed:
                 self._close_if_idle()
-        return self._got(h, rx, ser, obj, data)
+        self._taken(h)
+        return obj if data is None else self._decode_data(rx, data)
 
-    def _got(self, h: _Handles, rx: Consumer, ser: Serializer, obj: Any, data: Any) -> Any:
-        """After an item was taken: count it out, wake a blocked put, and
-        decode it unless it was decoded under the lock (``data`` None)."""
-        cbuf = h.cbuf
-        _core.fetch_add(cbuf, h.count, _MINUS_ONE)
-        # seq-cst RMW read: pairs with the waiter's raise of its count.
-        if self._maxsize and _core.fetch_add(cbuf, h.notfull_waiters, 0):
-            _core.wake(cbuf, h.notfull_seq)
-        if data is None:
-            return obj
-        return decode_bytes(rx, ser, data)
+    def _take_record(self, rx: Consumer, timeout: float | None = None,
+                     nowait: bool = False) -> tuple[Any, Any]:
+        """Under the read lock: take the next record that is not a value
+        record. ``(obj, None)`` if it was decoded in place (large records),
+        else ``(None, data)`` to decode after the lock, as multiprocessing
+        does."""
+        if rx._obj_in_place:
+            return _take_other(rx, self._serializer, timeout, nowait), None
+        return None, (rx.recv_nowait() if nowait else rx.recv(timeout))
+
+    def _decode_data(self, rx: Consumer, data: bytes) -> Any:
+        """The object in a record taken by _take_record."""
+        return decode_bytes(rx, self._serializer, data)
 
     # ----------------------------------------------------- control block --
     def _taken(self, h: _Handles) -> None:
-        cbuf, base = h.cbuf, h.base
-        _core.fetch_add(cbuf, base + _COUNT, _MINUS_ONE)
-        # seq-cst RMW reads: pairs with the waiter's raise of its count.
-        if self._maxsize and _core.fetch_add(cbuf, base + _NOTFULL_WAITERS, 0):
-            _core.wake(cbuf, base + _NOTFULL_SEQ)
+        """An item left the queue (taken, or its put undone): count it out
+        and wake a put waiting for room."""
+        cbuf = h.cbuf
+        _core.fetch_add(cbuf, h.gets, 1)
+        # seq-cst RMW read: pairs with the waiter's raise of its count.
+        if self._maxsize and _core.fetch_add(cbuf, h.notfull_waiters, 0):
+            _core.wake(cbuf, h.notfull_seq)
 
     def _unreserve(self, h: _Handles) -> None:
         self._taken(h)
@@ -546,22 +510,26 @@ class _QueueBase:
 
     def _reserve(self, h: _Handles, block: bool, deadline: float | None) -> None:
         """Count one more item, waiting while the queue holds ``maxsize``."""
-        cbuf, count, maxsize = h.cbuf, h.base + _COUNT, self._maxsize
-        c = _core.load(cbuf, count)
-        while c < maxsize:
-            if _core.cas(cbuf, count, c, c + 1):
+        cbuf, puts, gets, maxsize = h.cbuf, h.puts, h.gets, self._maxsize
+        # Taken first: puts - gets read in this order is never below zero.
+        g = _core.load(cbuf, gets)
+        p = _core.load(cbuf, puts)
+        while p - g < maxsize:
+            if _core.cas(cbuf, puts, p, p + 1):
                 return
-            c = _core.load(cbuf, count)
+            g = _core.load(cbuf, gets)
+            p = _core.load(cbuf, puts)
         if not block:
             raise Full
-        waiters = h.base + _NOTFULL_WAITERS
+        waiters = h.notfull_waiters
         _core.fetch_add(cbuf, waiters, 1)
         try:
             while True:
-                seq = _core.load32(cbuf, h.base + _NOTFULL_SEQ)
-                c = _core.fetch_add(cbuf, count, 0)
-                if c < maxsize:
-                    if _core.cas(cbuf, count, c, c + 1):
+                seq = _core.load32(cbuf, h.notfull_seq)
+                g = _core.fetch_add(cbuf, gets, 0)  # seq-cst: pairs with _taken
+                p = _core.load(cbuf, puts)
+                if p - g < maxsize:
+                    if _core.cas(cbuf, puts, p, p + 1):
                         return
                     continue
                 left = None
@@ -569,7 +537,7 @@ class _QueueBase:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise Full
-                _core.futex_wait(cbuf, h.base + _NOTFULL_SEQ, seq, left)
+                _core.futex_wait(cbuf, h.notfull_seq, seq, left)
         finally:
             _core.fetch_add(cbuf, waiters, _MINUS_ONE)
 
@@ -577,7 +545,8 @@ class _QueueBase:
         if self._closed:
             raise self._closed_error()
         h = self._h or self._attach()
-        c = _core.load(h.cbuf, h.base + _COUNT)
+        g = _core.load(h.cbuf, h.gets)
+        c = (_core.load(h.cbuf, h.puts) - g) & _MINUS_ONE
         return c if c < 1 << 63 else 0
 
 
@@ -644,14 +613,10 @@ class Queue(_QueueBase, Generic[T]):
 
     if TYPE_CHECKING:
         def put(self, obj: T, block: bool = True, timeout: float | None = None) -> None:
-            """See _QueueBase._put."""
+            """Put ``obj`` in the queue (QueueCore.put, in C)."""
 
         def get(self, block: bool = True, timeout: float | None = None) -> T:
-            """See _QueueBase._get."""
-    else:
-        # The methods themselves, not wrappers: a Python call less per item.
-        put = _QueueBase._put
-        get = _QueueBase._get
+            """Remove and return an item (QueueCore.get, in C)."""
 
     def put_nowait(self, obj: T) -> None:
         """``put(obj, block=False)``: raise ``queue.Full`` rather than wait."""
@@ -771,20 +736,20 @@ class SimpleQueue(_QueueBase, Generic[T]):
         super().__init__(0, maxsize_bytes=maxsize_bytes, serializer=serializer, name=name,
                          namespace=namespace)
 
-    def put(self, obj: T) -> None:
-        """Put ``obj`` in the queue, waiting for room if the ring is full."""
-        self._put(obj, True, None)
+    if TYPE_CHECKING:
+        def put(self, obj: T) -> None:
+            """Put ``obj`` in the queue, waiting for room if the ring is full
+            (QueueCore.put, in C)."""
 
-    def get(self) -> T:
-        """Remove and return an item, waiting for one."""
-        return self._get(True, None)  # type: ignore[no-any-return]
+        def get(self) -> T:
+            """Remove and return an item, waiting for one (QueueCore.get, in C)."""
 
     def empty(self) -> bool:
         """True if the queue holds no item (approximate)."""
         return self._count() == 0
 
 
-def _acquire(lock: threading.Lock, block: bool, deadline: float | None) -> bool:
+def _acquire(lock: _core.Lock, block: bool, deadline: float | None) -> bool:
     """Take ``lock`` as put/get do: at once when not blocking, else until the
     monotonic ``deadline`` (None: without limit). False if it was not taken."""
     if not block:

@@ -81,8 +81,6 @@
 #define FIXSTR_MAX 31u
 #define FIXSEQ_MAX 15u
 
-/* Values up to this size are encoded once, on the stack, then copied. */
-#define STACK_BYTES 4096
 /* Containers remembered in a plain array before a hash set takes over. */
 #define SEEN_INLINE 16
 /* Dict keys of up to FIXSTR_MAX ASCII bytes are kept in a direct-mapped
@@ -91,7 +89,7 @@
 
 static PyObject *E_Decode; /* shmring.DecodeError, from set_decode_error() */
 
-static PyObject *decode_error_class(void) { return E_Decode ? E_Decode : PyExc_ValueError; }
+PyObject *decode_error_class(void) { return E_Decode ? E_Decode : PyExc_ValueError; }
 
 static inline uint16_t le16(uint16_t v) {
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -609,8 +607,16 @@ static PyObject *committed(EndpointObject *self, uint64_t n) {
     Py_RETURN_TRUE;
 }
 
-/* True sent, False not a plain value (nothing sent), NULL error. */
-static PyObject *send_value(EndpointObject *self, PyObject *obj, int64_t deadline, int nowait) {
+int codec_encode(PyObject *obj, unsigned char *stack, size_t *n) {
+    enc_t e;
+    int rc = encode_record(&e, obj, stack, STACK_BYTES);
+    if (rc != ENC_OK) return rc == ENC_ERR ? -1 : 0;
+    *n = e.pos;
+    return 1;
+}
+
+PyObject *codec_send_encoded(EndpointObject *self, PyObject *obj, unsigned char *stack,
+                             size_t n, int64_t deadline, int nowait) {
     if (endpoint_check_open(self) < 0) return NULL;
     ring_t *r = &self->ring;
     if (r->claimed) {
@@ -622,18 +628,12 @@ static PyObject *send_value(EndpointObject *self, PyObject *obj, int64_t deadlin
         PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
         return NULL;
     }
-    unsigned char stack[STACK_BYTES];
     enc_t e;
-    int rc = encode_record(&e, obj, stack, sizeof stack);
-    if (rc != ENC_OK) {
-        if (rc == ENC_ERR) return NULL;
-        Py_RETURN_FALSE;
-    }
-    size_t n = e.pos;
+    int rc;
     for (;;) {
         char *dst;
         if (producer_claim_wait(self, n, deadline, nowait, &dst) < 0) return NULL;
-        if (n <= sizeof stack) {
+        if (n <= STACK_BYTES) {
             memcpy(dst, stack, n);
             return committed(self, n);
         }
@@ -644,13 +644,23 @@ static PyObject *send_value(EndpointObject *self, PyObject *obj, int64_t deadlin
         if (rc == ENC_ERR) return NULL;
         if (rc == ENC_NO) Py_RETURN_FALSE;
         /* It changed while we waited for space: claim its new size. */
-        if (e.pos <= sizeof stack) {
-            rc = encode_record(&e, obj, stack, sizeof stack);
+        if (e.pos <= STACK_BYTES) {
+            rc = encode_record(&e, obj, stack, STACK_BYTES);
             if (rc == ENC_ERR) return NULL;
             if (rc == ENC_NO) Py_RETURN_FALSE;
         }
         n = e.pos;
     }
+}
+
+/* True sent, False not a plain value (nothing sent), NULL error. */
+static PyObject *send_value(EndpointObject *self, PyObject *obj, int64_t deadline, int nowait) {
+    unsigned char stack[STACK_BYTES];
+    size_t n;
+    int rc = codec_encode(obj, stack, &n);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_FALSE;
+    return codec_send_encoded(self, obj, stack, n, deadline, nowait);
 }
 
 PyObject *codec_send_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -673,7 +683,7 @@ static int take_wait(EndpointObject *self, int64_t deadline, int nowait, const c
 
 /* The decoded value, NotImplemented (another kind of record, left held), or
  * NULL with an error. */
-static PyObject *recv_value(EndpointObject *self, int64_t deadline, int nowait) {
+PyObject *codec_recv(EndpointObject *self, int64_t deadline, int nowait) {
     if (endpoint_check_open(self) < 0) return NULL;
     if (self->view) {
         PyErr_SetString(PyExc_RuntimeError, "a record view is held on this consumer: "
@@ -722,7 +732,7 @@ PyObject *codec_recv_value(EndpointObject *self, PyObject *const *args, Py_ssize
     int nowait;
     if (nargs > 2) return PyErr_Format(PyExc_TypeError, "_recv_value(timeout=None, nowait=False)");
     if (parse_flags(args, nargs, 0, &deadline, &nowait) < 0) return NULL;
-    return recv_value(self, deadline, nowait);
+    return codec_recv(self, deadline, nowait);
 }
 
 /* ------------------------------------------------ send_obj and recv_obj -- */
@@ -820,7 +830,7 @@ PyObject *codec_recv_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t
         return forward(Recv_full, (PyObject *)self, args, nargs, kwnames);
     }
     PyObject *v = NULL;
-    if (parse_timeout(timeout, &deadline) == 0) v = recv_value(self, deadline, 0);
+    if (parse_timeout(timeout, &deadline) == 0) v = codec_recv(self, deadline, 0);
     if (v == Py_NotImplemented) {
         /* Another kind of record, held: the Python path takes it at once. */
         Py_DECREF(v);

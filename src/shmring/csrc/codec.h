@@ -15,6 +15,23 @@
 
 #define CODEC_TAG 0x01
 #define CODEC_MAX_DEPTH 32 /* nesting of containers; deeper goes to pickle */
+/* Values up to this size are encoded once, on the stack, then copied. */
+#define STACK_BYTES 4096
+
+/* Encodes obj as a value record into stack (STACK_BYTES long): 1 with *n
+ * its size (the stack holds it whole only if *n <= STACK_BYTES; a larger
+ * one is encoded again into its claim), 0 not a plain value, -1 error. */
+int codec_encode(PyObject *obj, unsigned char *stack, size_t *n);
+/* Sends what codec_encode made of obj, waiting for space until the deadline
+ * (<0: none) as send does: True sent, False obj changed into something that
+ * is not a plain value meanwhile (nothing sent), NULL error. */
+PyObject *codec_send_encoded(EndpointObject *self, PyObject *obj, unsigned char *stack,
+                             size_t n, int64_t deadline, int nowait);
+/* The next record decoded, waiting until the deadline: the value,
+ * NotImplemented (another kind of record, left held), or NULL with an error
+ * (the class decode_error_class() for a malformed record, consumed). */
+PyObject *codec_recv(EndpointObject *self, int64_t deadline, int nowait);
+PyObject *decode_error_class(void);
 
 /* Producer._send_value(obj, timeout=None, nowait=False) -> bool */
 PyObject *codec_send_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);

@@ -25,6 +25,9 @@ typedef struct {
 
 extern PyTypeObject ProducerType, ConsumerType;
 
+/* queue.c: adds Lock, QueueState and QueueCore to the module; 0 or -1. */
+int queue_add_types(PyObject *m);
+
 /* Shared by producer.c and consumer.c. */
 int endpoint_init(EndpointObject *self, PyObject *args, int consumer);
 void endpoint_dealloc(EndpointObject *self);

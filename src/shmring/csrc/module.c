@@ -1,6 +1,7 @@
-/* module.c - shmring._core: the two endpoint types, atomic operations on
- * words of a mapping for the Python side's cold paths (region header,
- * attach table, CLI), futex wait and wake, recovery, and the layout constants. */
+/* module.c - shmring._core: the two endpoint types (and queue.c's three),
+ * atomic operations on words of a mapping for the Python side's cold paths
+ * (region header, attach table, CLI), futex wait and wake, recovery, and the
+ * layout constants. */
 #include "core.h"
 
 #include <errno.h>
@@ -335,7 +336,8 @@ PyMODINIT_FUNC PyInit__core(void) {
     Py_INCREF(&ProducerType);
     Py_INCREF(&ConsumerType);
     if (PyModule_AddObject(m, "ProducerCore", (PyObject *)&ProducerType) < 0 ||
-        PyModule_AddObject(m, "ConsumerCore", (PyObject *)&ConsumerType) < 0)
+        PyModule_AddObject(m, "ConsumerCore", (PyObject *)&ConsumerType) < 0 ||
+        queue_add_types(m) < 0)
         goto fail;
     return m;
 fail:
