@@ -38,6 +38,8 @@ import numpy as np
 import shmring
 
 ARRAY_BYTES = 8 << 20
+#: A ring too small for an 8 MB record: send_obj streams the array through it.
+STREAM_RING = 4 << 20
 CTX = mp.get_context("fork")
 
 
@@ -125,15 +127,21 @@ class ShmQueue(Transport):
 class ShmChannel(Transport):
     """``send_obj``/``recv_obj`` on an spsc channel."""
 
-    def __init__(self, capacity: int, copy: bool = True) -> None:
+    def __init__(self, capacity: int, copy: bool = True, label: str = "",
+                 whole: bool = True) -> None:
         self.capacity = capacity
+        # whole: max_message half the ring, so a record up to that size is
+        # sent whole; otherwise the default (a quarter), and larger objects
+        # are streamed.
+        self.max_message = capacity // 2 - 16 if whole else None
         self.copy = copy
-        self.name = "shmring send_obj/recv_obj" + ("" if copy else " (copy=False)")
+        self.name = ("shmring send_obj/recv_obj" + ("" if copy else " (copy=False)")
+                     + (f", {label}" if label else ""))
 
     def open(self) -> None:
         self.ch = shmring.Channel.create(f"bench-obj-{os.getpid()}-{uuid.uuid4().hex[:8]}",
                                          capacity=self.capacity, pattern="spsc",
-                                         max_message=self.capacity // 2 - 16)
+                                         max_message=self.max_message)
         self.rx = self.ch.consumer()
         if self.copy:
             self.get = self.rx.recv_obj  # type: ignore[method-assign]
@@ -272,7 +280,7 @@ def bench_small(quick: bool, repeats: int) -> list[Row]:
 def bench_array(quick: bool, repeats: int) -> list[Row]:
     n_fast = 100 if quick else 500
     n_slow = 30 if quick else 100
-    cap = 1 << 25  # two 8 MB records in flight
+    cap = 1 << 25  # two 8 MB records in flight (max_message half of it)
     copy = memcpy_rate(ARRAY_BYTES, repeats)
     rows = [Row("8 MB array", "memcpy (np.copyto, one process)", copy, ARRAY_BYTES)]
     # What one trip through the channel touches: array + ring + received copy.
@@ -281,7 +289,11 @@ def bench_array(quick: bool, repeats: int) -> list[Row]:
                     memcpy_rate(ARRAY_BYTES, repeats, ws), ARRAY_BYTES, copy, "memcpy"))
     rows.append(Row("8 MB array", MpQueue.name, best_of(MpQueue(), array_8mb, n_slow, repeats),
                     ARRAY_BYTES, copy, "memcpy"))
-    for t in (ShmQueue(cap), ShmChannel(cap), ShmChannel(cap, copy=False)):
+    whole = f"{cap >> 20} MB ring, whole records"
+    streamed = f"{STREAM_RING >> 20} MB ring, streamed in 1 MiB chunks"
+    for t in (ShmQueue(cap), ShmChannel(cap, label=whole),
+              ShmChannel(STREAM_RING, label=streamed, whole=False),
+              ShmChannel(cap, copy=False, label=whole)):
         rows.append(Row("8 MB array", t.name, best_of(t, array_8mb, n_fast, repeats),
                         ARRAY_BYTES, copy, "memcpy"))
     return rows

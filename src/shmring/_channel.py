@@ -194,6 +194,7 @@ class Consumer(_core.ConsumerCore):
     #: How :meth:`recv_obj` decodes objects (assign per endpoint to change).
     serializer: _objects.Serializer = _objects.PICKLE
     _obj_in_place = False  # recv_obj's mode, see _objects._take_copy
+    _stream: _objects._Stream | None  # a streamed object being received (ConsumerCore)
 
     # Objects and asyncio (_objects.py, _aio.py).
     recv_obj = _objects.recv_obj

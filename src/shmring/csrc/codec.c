@@ -628,6 +628,9 @@ PyObject *codec_send_encoded(EndpointObject *self, PyObject *obj, unsigned char 
         PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
         return NULL;
     }
+    /* Too large for one record: the pickle path streams a large top-level
+     * bytes-like object where the pattern allows, else raises. */
+    if (n > r->max_message) Py_RETURN_FALSE;
     enc_t e;
     int rc;
     for (;;) {
@@ -685,6 +688,9 @@ static int take_wait(EndpointObject *self, int64_t deadline, int nowait, const c
  * NULL with an error. */
 PyObject *codec_recv(EndpointObject *self, int64_t deadline, int nowait) {
     if (endpoint_check_open(self) < 0) return NULL;
+    /* A streamed object is being received: its chunks, and the record that
+     * may cut it short, are the Python path's (shmring._objects). */
+    if (self->stream) Py_RETURN_NOTIMPLEMENTED;
     if (self->view) {
         PyErr_SetString(PyExc_RuntimeError, "a record view is held on this consumer: "
                                             "release it first");

@@ -23,8 +23,9 @@
  * one is encoded again into its claim), 0 not a plain value, -1 error. */
 int codec_encode(PyObject *obj, unsigned char *stack, size_t *n);
 /* Sends what codec_encode made of obj, waiting for space until the deadline
- * (<0: none) as send does: True sent, False obj changed into something that
- * is not a plain value meanwhile (nothing sent), NULL error. */
+ * (<0: none) as send does: True sent, False nothing sent because it is
+ * larger than max_message or obj changed into something that is not a plain
+ * value meanwhile (send it another way), NULL error. */
 PyObject *codec_send_encoded(EndpointObject *self, PyObject *obj, unsigned char *stack,
                              size_t n, int64_t deadline, int nowait);
 /* The next record decoded, waiting until the deadline: the value,

@@ -255,6 +255,7 @@ static int C_init(EndpointObject *self, PyObject *args, PyObject *kw) {
 
 static int C_traverse(EndpointObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->view);
+    Py_VISIT(self->stream);
     return 0;
 }
 
@@ -294,11 +295,31 @@ static PyMethodDef C_methods[] = {
      "nothing."},
     {NULL, NULL, 0, NULL}};
 
+static PyObject *C_get_stream(EndpointObject *self, void *unused);
+static int C_set_stream(EndpointObject *self, PyObject *v, void *unused);
+
 static PyGetSetDef C_getset[] = {
     {"missed", (getter)C_get_missed, NULL,
      "Lossy broadcast: messages this consumer was overrun on and never saw.", NULL},
     {"_closed", (getter)C_get_closed, NULL, "True once closed.", NULL},
+    {"_stream", (getter)C_get_stream, (setter)C_set_stream,
+     "A streamed object being received (shmring._objects._Stream), or None: while one "
+     "is, recv_obj leaves every record to the Python path.",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL}};
+
+static PyObject *C_get_stream(EndpointObject *self, void *unused) {
+    PyObject *st = self->stream ? self->stream : Py_None;
+    Py_INCREF(st);
+    return st;
+}
+
+static int C_set_stream(EndpointObject *self, PyObject *v, void *unused) {
+    if (v == Py_None) v = NULL;
+    Py_XINCREF(v);
+    Py_XSETREF(self->stream, v);
+    return 0;
+}
 
 PyTypeObject ConsumerType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmring._core.ConsumerCore",

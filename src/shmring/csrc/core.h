@@ -21,6 +21,7 @@ typedef struct {
     int busy;            /* calls using the mapping without the GIL */
     volatile int closing; /* closed while busy: the last one out releases */
     PyObject *weakrefs;
+    PyObject *stream;    /* consumer: a streamed object being received, or NULL */
 } EndpointObject;
 
 extern PyTypeObject ProducerType, ConsumerType;

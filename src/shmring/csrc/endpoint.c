@@ -86,6 +86,7 @@ void endpoint_dealloc(EndpointObject *self) {
         PyBuffer_Release(&self->buf);
     }
     Py_CLEAR(self->view);
+    Py_CLEAR(self->stream);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

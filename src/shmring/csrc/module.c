@@ -244,6 +244,17 @@ static PyObject *m_set_errors(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* empty_bytearray(n): a bytearray of n bytes left uninitialised, for a
+ * receiver that is about to overwrite all of them (bytearray(n) would
+ * write zeros first: a second pass over a large buffer). */
+static PyObject *m_empty_bytearray(PyObject *m, PyObject *arg) {
+    (void)m;
+    Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 0) return PyErr_Format(PyExc_ValueError, "negative size %zd", n);
+    return PyByteArray_FromStringAndSize(NULL, n);
+}
+
 static PyMethodDef methods[] = {
     {"load", (PyCFunction)(void (*)(void))m_load, METH_FASTCALL,
      "load(buffer, offset) -> int: acquire load of a 64-bit word."},
@@ -271,6 +282,8 @@ static PyMethodDef methods[] = {
      "nothing to revoke (0), quarantine table full (-2)."},
     {"lift_quarantine", (PyCFunction)(void (*)(void))m_lift_quarantine, METH_FASTCALL,
      "lift_quarantine(buffer) -> int: free revoked claims that are done with."},
+    {"empty_bytearray", (PyCFunction)m_empty_bytearray, METH_O,
+     "empty_bytearray(n) -> bytearray: n bytes, not initialised (to be overwritten)."},
     {"encode_value", (PyCFunction)codec_encode_value, METH_O,
      "encode_value(obj) -> bytes | None: obj as a value record, or None if it is not a "
      "plain value."},
