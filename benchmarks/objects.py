@@ -7,10 +7,12 @@ Two workloads, each a producer process sending to the benchmark process:
   least 10x multiprocessing.Queue);
 - **array**: 8 MB numpy arrays, against ``multiprocessing.Queue`` and a plain
   ``memcpy`` of 8 MB in one process (``np.copyto`` into a preallocated array;
-  target: at least 70 % of its rate). A second memcpy row copies with the
-  working set of one trip through a channel (the array, the 32 MB ring and
-  the received copy: more than this machine's 32 MB last-level cache), the
-  physical reference for a copying transport.
+  target: at least 70 % of its rate). shmring appears three ways: whole
+  records through a 32 MB ring (copied, and ``copy=False``), and streamed
+  in 1 MiB chunks through a 4 MB ring (an object larger than ``max_message``
+  is streamed). A second memcpy row copies with the working set of one trip
+  of a whole record (the array, the 32 MB ring and the received copy: more
+  than this machine's 32 MB last-level cache).
 
 Throughput is timed in the receiver from the first item to the last, best of
 ``--repeats`` runs; processes are forked. The "pickle alone" row is the

@@ -1,14 +1,19 @@
-"""Fixtures every test shares: unique names, and a check that nothing leaks
-into /dev/shm."""
+"""Fixtures every test shares: unique names, a check that nothing leaks
+into /dev/shm, and queues named after the test."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from queue_util import segments, wait_gone
+
+import shmring
 
 SHM = "/dev/shm"
 
@@ -42,3 +47,22 @@ def uname(request: pytest.FixtureRequest) -> str:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
     test = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:80]
     return f"t-{worker}-{os.getpid()}-{test}"
+
+
+@pytest.fixture
+def make(uname: str) -> Iterator[Callable[..., Any]]:
+    """Build queues named after the test; close them and wait (bounded) for
+    their regions to go once the test is done."""
+    made: list[Any] = []
+    counter = itertools.count()
+
+    def build(cls: type = shmring.Queue, *args: Any, **kw: Any) -> Any:
+        q = cls(*args, name=f"{uname}-{next(counter)}", **kw)
+        made.append(q)
+        return q
+
+    yield build
+    for q in made:
+        q.close()
+    for q in made:
+        assert wait_gone(segments(q)), f"{q!r} outlived its last holder"

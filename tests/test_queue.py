@@ -8,7 +8,6 @@ that ends with its last holder, SIGKILL included."""
 from __future__ import annotations
 
 import gc
-import itertools
 import multiprocessing as mp
 import os
 import pickle
@@ -16,50 +15,18 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from queue_util import segments, wait_gone
 
 import shmring
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 T = 0.1  # a short timeout
 WAIT = 30.0  # a bound on anything that should happen soon
-
-
-def segments(q: shmring.Queue[Any] | shmring.SimpleQueue[Any]) -> list[str]:
-    ns = q._namespace
-    return [f"/dev/shm/shmring.{ns}.{q.name}", f"/dev/shm/shmring.{ns}.{q.name}.ctl"]
-
-
-def wait_gone(paths: list[str], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(os.path.exists(p) for p in paths):
-            return True
-        time.sleep(0.01)
-    return False
-
-
-@pytest.fixture
-def make(uname: str) -> Iterator[Callable[..., Any]]:
-    """Build queues named after the test; close them and wait (bounded) for
-    their regions to go once the test is done."""
-    made: list[Any] = []
-    counter = itertools.count()
-
-    def build(cls: type = shmring.Queue, *args: Any, **kw: Any) -> Any:
-        q = cls(*args, name=f"{uname}-{next(counter)}", **kw)
-        made.append(q)
-        return q
-
-    yield build
-    for q in made:
-        q.close()
-    for q in made:
-        assert wait_gone(segments(q)), f"{q!r} outlived its last holder"
 
 
 QUEUES = [shmring.Queue, shmring.JoinableQueue]

@@ -4,13 +4,12 @@ and the two paths used at once by threads of one process."""
 
 from __future__ import annotations
 
-import itertools
 import pickle
 import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,21 +19,6 @@ from shmring import _core
 from shmring._queue import _QueueBase
 
 WAIT = 30.0
-
-
-@pytest.fixture
-def make(uname: str) -> Iterator[Callable[..., Any]]:
-    made: list[Any] = []
-    counter = itertools.count()
-
-    def build(cls: type = shmring.Queue, *args: Any, **kw: Any) -> Any:
-        q = cls(*args, name=f"{uname}-{next(counter)}", **kw)
-        made.append(q)
-        return q
-
-    yield build
-    for q in made:
-        q.close()
 
 
 # ------------------------------------------------------------ dispatch --

@@ -57,9 +57,10 @@ of at most :data:`STREAM_CHUNK` bytes, none spanning two buffers. The
 receiver copies each chunk into buffers it allocated from the head and
 rebuilds the object once the last one came. So an object may be larger than
 the ring, and a large array crosses in pieces that stay in cache: with 1 MiB
-chunks through a 4 MiB ring an 8 MB array arrives at about the speed of one
-memcpy, where a 32 MB ring that holds it whole is two to three times slower
-(the copies then miss the last-level cache; see ``benchmarks/objects.py``).
+chunks through a 4 MiB ring an 8 MB array arrived at 73 % of a
+cache-resident memcpy, 1.7 times the rate of one whole record through a
+32 MiB ring, whose copies miss the last-level cache (``benchmarks/objects.py``;
+docs/design.md).
 A streamed object is always received as a copy (``copy=False`` gives an
 :class:`ObjectView` of owned memory). A stream cut short - its sender got
 ``Timeout`` or died, so the object was never sent - is dropped when the next
