@@ -310,3 +310,50 @@ def test_broadcast_streams_to_every_consumer(uname: str) -> None:
             r.close()
         c.unlink()
 
+
+
+def _stream_forever(name: str) -> None:
+    with shmring.Channel.open(name) as c:
+        tx = c.producer()
+        for i in range(1_000_000):
+            tx.send_obj({"i": i, "a": np.full(40_000 + i % 5000, i % 251, np.uint8)})
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sender_killed_at_a_random_point(ch: shmring.Channel, seed: int) -> None:
+    """Objects streamed while the consumer reads, the sender SIGKILLed at a
+    random moment, a new sender after recovery: every object received is
+    whole and in order, the one cut short is dropped, and the next arrives."""
+    import random
+
+    rx = ch.consumer()
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            while True:
+                obj = rx.recv_obj(timeout=WAIT)
+                if obj == "end":
+                    return
+                i = obj["i"]
+                assert obj["a"].shape == (40_000 + i % 5000,)
+                assert int(obj["a"].min()) == int(obj["a"].max()) == i % 251
+                got.append(i)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    p = mp.get_context("fork").Process(target=_stream_forever, args=(ch.name,))
+    p.start()
+    time.sleep(random.Random(seed).uniform(0.05, 0.3))
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(WAIT)
+    ch.recover_dead()
+    with ch.producer() as tx:
+        tx.send_obj("end")
+        t.join(WAIT)
+    assert not t.is_alive() and not errors, errors
+    assert got == list(range(len(got))) and len(got) > 0
+    assert rx._stream is None
