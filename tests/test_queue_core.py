@@ -203,6 +203,10 @@ def test_lock_behaves_as_threading_lock() -> None:
         lk.acquire(False, 1.0)
     with pytest.raises(ValueError):
         lk.acquire(timeout=-2)
+    with pytest.raises(ValueError):
+        lk.acquire(timeout=float("nan"))
+    with pytest.raises(OverflowError):
+        lk.acquire(timeout=1e300)
     lk.release()
     with pytest.raises(RuntimeError):
         lk.release()
@@ -242,7 +246,7 @@ def test_lock_wait_runs_signal_handlers() -> None:
 
 def test_queue_state_checks_its_arguments() -> None:
     lk = _core.Lock()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="512-byte mapping"):
         _core.QueueState(bytearray(512), 0, 0, False, lk, lk)  # too small
     with pytest.raises(ValueError):
         _core.QueueState(bytearray(4096), 64, 0, False, lk, lk)  # not on a line

@@ -357,3 +357,47 @@ def test_sender_killed_at_a_random_point(ch: shmring.Channel, seed: int) -> None
     assert not t.is_alive() and not errors, errors
     assert got == list(range(len(got))) and len(got) > 0
     assert rx._stream is None
+
+
+class _Raw(shmring.Serializer):
+    """A serializer that owns the whole record (out_of_band False)."""
+
+    def dumps(self, obj: Any, buffers: list[pickle.PickleBuffer]) -> bytes:
+        return bytes(obj)
+
+    def loads(self, data: Any, buffers: Any = ()) -> Any:
+        return bytes(data)
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_records_of_a_serializer_without_buffers_are_never_stream_records(
+        ch: shmring.Channel, copy: bool) -> None:
+    tx, rx = ch.producer(), ch.consumer()
+    msgs = [b"\x00SRC" + b"payload-bytes-16", b"\x00SRS" + b"x" * 40, b"second"]
+    for m in msgs:
+        tx.send_obj(m, serializer=_Raw())
+    for m in msgs:
+        got = rx.recv_obj(timeout=WAIT, serializer=_Raw(), copy=copy)
+        if not copy:
+            with got as o:
+                got = bytes(o)
+        assert got == m
+
+
+def test_a_stream_receive_waits_its_timeout_not_more(ch: shmring.Channel) -> None:
+    """A head that comes late, and then no chunk: the receive gives up when
+    its timeout is over, counted from the call, and holds no memory yet."""
+    tx, rx = ch.producer(), ch.consumer()
+    payload = pickle.dumps(pickle.PickleBuffer(b"z" * 10), 5, buffer_callback=lambda b: None)
+    timer = threading.Timer(0.5, tx.send, args=(_head(1, len(payload), 3, 1 << 40,
+                                                       [(0, 1 << 40, 0)], payload),))
+    timer.start()
+    start = time.monotonic()
+    with pytest.raises(shmring.Timeout):
+        rx.recv_obj(timeout=1.0)
+    took = time.monotonic() - start
+    timer.join()
+    assert 0.9 < took < 1.4
+    assert rx._stream is not None and rx._stream.bufs == [None]  # 1 TiB announced, none taken
+    tx.send_obj("next")
+    assert rx.recv_obj(timeout=WAIT) == "next"

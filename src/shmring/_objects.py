@@ -540,14 +540,10 @@ class _Stream:
         self.sid = sid & 0xFFFFFFFF
         self.total = total
         self.payload = bytes(mv[p0:])
-        try:
-            self.bufs = [_core.empty_bytearray(e - s) for s, e in zip([0, *self.ends],
-                                                                       self.ends, strict=False)]
-        except MemoryError:
-            raise DecodeError(f"no memory for a streamed object of {total} bytes") from None
-        # Chunks are copied in through memoryviews: a bytearray's slice
-        # assignment from another buffer would copy it to a temporary first.
-        self.views = [memoryview(b) for b in self.bufs]
+        # Each buffer is allocated when its first chunk comes, so a head
+        # alone (corrupt, or cut short) reserves no memory.
+        self.bufs: list[bytearray | None] = [None] * nbuf
+        self.views: list[memoryview | None] = [None] * nbuf
         self.got = 0
         self.i = 0
 
@@ -560,24 +556,44 @@ class _Stream:
         ends = self.ends
         while self.i < len(ends) and off >= ends[self.i]:
             self.i += 1  # skips empty buffers too
-        if self.i == len(ends) or off + k > ends[self.i]:
+        i = self.i
+        if i == len(ends) or off + k > ends[i]:
             raise DecodeError(f"stream chunk of {k} bytes at {off} crosses its buffer's end")
-        start = ends[self.i] - len(self.bufs[self.i])
-        self.views[self.i][off - start:off - start + k] = mv[_CHUNK.size:]
+        start = ends[i - 1] if i else 0
+        view = self.views[i]
+        if view is None:
+            try:
+                buf = self.bufs[i] = _core.empty_bytearray(ends[i] - start)
+            except MemoryError:
+                raise DecodeError(f"no memory for a streamed buffer of {ends[i] - start} "
+                                  f"bytes") from None
+            # Chunks are copied in through a memoryview: a bytearray's slice
+            # assignment from another buffer would copy it to a temporary first.
+            view = self.views[i] = memoryview(buf)
+        view[off - start:off - start + k] = mv[_CHUNK.size:]
         self.got += k
         return True
 
     def done(self, ser: Serializer) -> Any:
         """The object, once every chunk is in."""
         for v in self.views:
-            v.release()
-        bufs: list[bytearray | memoryview] = [
-            memoryview(b).toreadonly() if ro else b
-            for b, ro in zip(self.bufs, self.readonly, strict=True)]
+            if v is not None:
+                v.release()
+        bufs: list[bytearray | memoryview] = []
+        for b, ro in zip(self.bufs, self.readonly, strict=True):
+            b = bytearray() if b is None else b  # an empty buffer gets no chunk
+            bufs.append(memoryview(b).toreadonly() if ro else b)
         try:
             return ser.loads(self.payload, bufs)
         except Exception as e:
             raise _decode_error(ser, e) from e
+
+
+def _left(timeout: float | None, start: float | None) -> float | None:
+    """What is left of ``timeout`` (seconds) since the monotonic ``start``."""
+    if timeout is None or start is None:
+        return timeout
+    return max(0.0, timeout - (time.monotonic() - start))
 
 
 def _is_stream(head: ReadableBuffer) -> bool:
@@ -776,9 +792,10 @@ def _peek(rx: Consumer, timeout: float | None, nowait: bool) -> memoryview:
 
 def _take_in_place(rx: Consumer, ser: Serializer, timeout: float | None, nowait: bool) -> Any:
     """Receive by reading the record in place and copying each buffer once."""
+    start = None if timeout is None else time.monotonic()
     mv = _peek(rx, timeout, nowait)
-    if _is_stream(mv):
-        return _stream_take(rx, ser, timeout, nowait, True, mv=mv)
+    if ser.out_of_band and _is_stream(mv):
+        return _stream_take(rx, ser, _left(timeout, start), nowait, True, mv=mv)
     try:
         small = mv.nbytes <= LARGE_RECORD
         if small:
@@ -804,10 +821,12 @@ def _take_copy(rx: Consumer, ser: Serializer, timeout: float | None, nowait: boo
     switches to reading records in place until a small one comes again.
     """
     if ser.__class__ is PickleSerializer:
+        start = None if timeout is None else time.monotonic()
         obj = rx._recv_value(None if nowait else timeout, nowait)
         if obj is not NotImplemented:
             return obj
         # Not a value record: it is held, and taken below at once.
+        timeout = _left(timeout, start)
     return _take_other(rx, ser, timeout, nowait)
 
 
@@ -817,9 +836,10 @@ def _take_other(rx: Consumer, ser: Serializer, timeout: float | None, nowait: bo
         return _stream_take(rx, ser, timeout, nowait, True)
     if rx._obj_in_place:
         return _take_in_place(rx, ser, timeout, nowait)
+    start = None if timeout is None else time.monotonic()
     data = rx.recv_nowait() if nowait else rx.recv(timeout)
-    if data[:1] == b"\x00" and _is_stream(data):
-        return _stream_take(rx, ser, timeout, nowait, True, data=data)
+    if data[:1] == b"\x00" and ser.out_of_band and _is_stream(data):
+        return _stream_take(rx, ser, _left(timeout, start), nowait, True, data=data)
     return decode_bytes(rx, ser, data)
 
 
@@ -838,9 +858,10 @@ def _take_view(rx: Consumer, ser: Serializer, timeout: float | None,
                nowait: bool) -> ObjectView:
     if rx._stream is not None:
         return _stream_take(rx, ser, timeout, nowait, False)  # type: ignore[no-any-return]
+    start = None if timeout is None else time.monotonic()
     mv = _peek(rx, timeout, nowait)
-    if _is_stream(mv):
-        return _stream_take(rx, ser, timeout, nowait, False, mv=mv)  # type: ignore[no-any-return]
+    if ser.out_of_band and _is_stream(mv):
+        return _stream_take(rx, ser, _left(timeout, start), nowait, False, mv=mv)  # type: ignore[no-any-return]
     return _view_of(rx, ser, mv)
 
 
@@ -941,10 +962,12 @@ def _recv_obj(self: Consumer, timeout: float | None = None, *, copy: bool = True
     ser = self.serializer if serializer is None else serializer
     if copy and ser.__class__ is PickleSerializer:
         # A value record: decoded from the ring by one C call.
+        start = None if timeout is None else time.monotonic()
         obj = self._recv_value(timeout)
         if obj is not NotImplemented:
             return obj
         # Otherwise the record is held and _recv_other takes it at once.
+        timeout = _left(timeout, start)
     if copy:
         return _recv_other(self, timeout, ser)
     return _take_view(self, ser, timeout, False)
@@ -954,14 +977,15 @@ def _recv_other(self: Consumer, timeout: float | None, ser: Serializer) -> Any:
     """recv_obj (copy=True) for records other than value records."""
     if not self._obj_in_place and self._stream is None:
         # _take_other's common case, inlined: one C call and pickle.loads.
+        start = None if timeout is None else time.monotonic()
         data = self.recv(timeout)
         if data[:1] == b"\x80" and ser.__class__ is PickleSerializer:
             try:
                 return _loads(data)
             except Exception as e:
                 raise _decode_error(ser, e) from e
-        if data[:1] == b"\x00" and _is_stream(data):
-            return _stream_take(self, ser, timeout, False, True, data=data)
+        if data[:1] == b"\x00" and ser.out_of_band and _is_stream(data):
+            return _stream_take(self, ser, _left(timeout, start), False, True, data=data)
         return _decode_owned(self, ser, data)
     return _take_other(self, ser, timeout, False)
 

@@ -838,10 +838,21 @@ PyObject *codec_recv_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t
     PyObject *v = NULL;
     if (parse_timeout(timeout, &deadline) == 0) v = codec_recv(self, deadline, 0);
     if (v == Py_NotImplemented) {
-        /* Another kind of record, held: the Python path takes it at once. */
+        /* Another kind of record, held (or a stream in progress): the Python
+         * path takes it, with what is left of the timeout - a stream's
+         * chunks may still be to come. */
         Py_DECREF(v);
-        PyObject *call[3] = {(PyObject *)self, timeout ? timeout : Py_None, ser};
-        v = PyObject_Vectorcall(Recv_other, call, 3, NULL);
+        PyObject *left = Py_NewRef(Py_None);
+        if (deadline >= 0) {
+            int64_t ns = deadline - mono_ns();
+            Py_SETREF(left, PyFloat_FromDouble(ns > 0 ? (double)ns / 1e9 : 0.0));
+        }
+        v = NULL;
+        if (left) {
+            PyObject *call[3] = {(PyObject *)self, left, ser};
+            v = PyObject_Vectorcall(Recv_other, call, 3, NULL);
+            Py_DECREF(left);
+        }
     }
     Py_DECREF(ser);
     return v;

@@ -252,7 +252,17 @@ static PyObject *m_empty_bytearray(PyObject *m, PyObject *arg) {
     Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
     if (n == -1 && PyErr_Occurred()) return NULL;
     if (n < 0) return PyErr_Format(PyExc_ValueError, "negative size %zd", n);
-    return PyByteArray_FromStringAndSize(NULL, n);
+    /* Not PyByteArray_FromStringAndSize(NULL, n): when its allocation fails
+     * it deallocates an object whose ob_exports is uninitialised (CPython
+     * 3.11), which can print "deallocated bytearray object has exported
+     * buffers". Resizing an empty one fails cleanly. */
+    PyObject *b = PyByteArray_FromStringAndSize(NULL, 0);
+    if (!b) return NULL;
+    if (n && PyByteArray_Resize(b, n) < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    return b;
 }
 
 static PyMethodDef methods[] = {

@@ -132,8 +132,12 @@ static PyObject *Lock_acquire(LockObject *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
         return NULL;
     }
-    if (timeout < 0 && timeout != -1) {
+    if ((timeout < 0 && timeout != -1) || timeout != timeout) {
         PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
+        return NULL;
+    }
+    if (timeout > (double)PY_TIMEOUT_MAX / 1e6) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
         return NULL;
     }
     int64_t ns = !blocking ? 0 : timeout < 0 ? -1 : (int64_t)(timeout * 1e9);
@@ -225,10 +229,11 @@ static PyObject *State_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     }
     self->valid = 1;
     if (off < 0 || off % 128 || (size_t)off + CTL_BYTES > (size_t)self->ctl.len) {
+        PyErr_Format(PyExc_ValueError, "a queue's control block does not fit at offset "
+                                       "%zd of a %zd-byte mapping",
+                     off, self->ctl.len);
         Py_DECREF(self);
-        return PyErr_Format(PyExc_ValueError, "a queue's control block does not fit at offset "
-                                              "%zd of a %zd-byte mapping",
-                            off, self->ctl.len);
+        return NULL;
     }
     self->w = (char *)self->ctl.buf + off;
     self->maxsize = maxsize;
