@@ -177,7 +177,8 @@ def _stream_then_hang(name: str, started: Any) -> None:
     c = shmring.Channel.open(name)
     tx = c.producer()
     started.set()
-    tx.send_obj(np.zeros(100 * CAP, np.uint8))  # blocks for room: killed meanwhile
+    while True:  # each blocks for room once the consumer stops reading: killed then
+        tx.send_obj(np.zeros(100 * CAP, np.uint8))
 
 
 def test_sender_killed_mid_stream(ch: shmring.Channel) -> None:
@@ -188,7 +189,9 @@ def test_sender_killed_mid_stream(ch: shmring.Channel) -> None:
     p.start()
     assert started.wait(WAIT)
     deadline = time.monotonic() + WAIT
-    while rx._stream is None or rx._stream.got == 0:  # take a few chunks, then stop reading
+    # Take chunks until part of an object is in (under load one may come
+    # whole before that: the next one is on its way), then stop reading.
+    while rx._stream is None or rx._stream.got == 0:
         assert time.monotonic() < deadline
         try:
             rx.recv_obj_nowait()
