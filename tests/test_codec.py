@@ -432,7 +432,7 @@ def test_queue_value_records_and_fallbacks(uname: str) -> None:
         assert h is not None
         # Both get paths: with a timeout (Python) and the common call (C).
         for get in (lambda: q.get(timeout=1), q.get):
-            _core.fetch_add(h.cbuf, h.puts, 1)  # as put() counts an item
+            assert h.state is not None and h.state.reserve()  # as put() counts an item
             (h.tx or h.producer()).send(TAG + b"\xdd")
             q.put("after")
             assert q.qsize() == 2

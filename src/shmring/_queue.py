@@ -128,8 +128,8 @@ class _Handles:
     process that opened them closes them (a forked child inherits the
     objects but not the right to close them)."""
 
-    __slots__ = ("base", "buf", "cbuf", "ch", "ctl", "gets", "notfull_seq", "notfull_waiters",
-                 "pid", "puts", "rx", "state", "tx", "unfinished")
+    __slots__ = ("base", "buf", "cbuf", "ch", "ctl", "notfull_seq", "notfull_waiters", "pid",
+                 "rx", "state", "tx")
 
     def __init__(self, ch: Channel, ctl: Channel) -> None:
         self.pid = os.getpid()
@@ -147,9 +147,6 @@ class _Handles:
 
     def _offsets(self) -> None:
         base = self.base
-        self.puts = base + _PUTS
-        self.gets = base + _GETS
-        self.unfinished = base + _UNFINISHED
         self.notfull_seq = base + _NOTFULL_SEQ
         self.notfull_waiters = base + _NOTFULL_WAITERS
 
@@ -405,14 +402,12 @@ class _QueueBase(_core.QueueCore):
         if self._closed:
             raise self._closed_error()
         h = self._h or self._attach()
+        st = h.state
+        assert st is not None  # bound in _adopt
         ser = self._serializer
         deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
-        if self._maxsize:
-            self._reserve(h, block, deadline)
-        else:
-            _core.fetch_add(h.cbuf, h.puts, 1)
-        if self._joinable:
-            _core.fetch_add(h.cbuf, h.unfinished, 1)
+        if not st.reserve():
+            self._wait_for_room(h, st, block, deadline)
         data: ReadableBuffer | None = None
         buffers: list[PickleBuffer] = []
         done = False
@@ -441,7 +436,7 @@ class _QueueBase(_core.QueueCore):
             done = True
         finally:
             if not done:
-                self._unreserve(h)
+                st.unreserve()
             if self._closed:
                 self._close_if_idle()
 
@@ -450,6 +445,8 @@ class _QueueBase(_core.QueueCore):
         if self._closed:
             raise self._closed_error()
         h = self._h or self._attach()
+        st = h.state
+        assert st is not None  # bound in _adopt
         deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
         lock = self._rlock
         if not _acquire(lock, block, deadline):
@@ -470,13 +467,13 @@ class _QueueBase(_core.QueueCore):
             except (WouldBlock, Timeout):
                 raise Empty from None
             except DecodeError:
-                self._taken(h)
+                st.taken()  # a record that cannot be decoded is consumed
                 raise
+            st.taken()  # before a close() meanwhile lets the control block go
         finally:
             lock.release()
             if self._closed:
                 self._close_if_idle()
-        self._taken(h)
         return obj if data is None else self._decode_data(rx, data)
 
     def _take_record(self, rx: Consumer, timeout: float | None = None,
@@ -494,44 +491,21 @@ class _QueueBase(_core.QueueCore):
         return decode_bytes(rx, self._serializer, data)
 
     # ----------------------------------------------------- control block --
-    def _taken(self, h: _Handles) -> None:
-        """An item left the queue (taken, or its put undone): count it out
-        and wake a put waiting for room."""
-        cbuf = h.cbuf
-        _core.fetch_add(cbuf, h.gets, 1)
-        # seq-cst RMW read: pairs with the waiter's raise of its count.
-        if self._maxsize and _core.fetch_add(cbuf, h.notfull_waiters, 0):
-            _core.wake(cbuf, h.notfull_seq)
-
-    def _unreserve(self, h: _Handles) -> None:
-        self._taken(h)
-        if self._joinable:
-            _task_done(h, check=False)
-
-    def _reserve(self, h: _Handles, block: bool, deadline: float | None) -> None:
-        """Count one more item, waiting while the queue holds ``maxsize``."""
-        cbuf, puts, gets, maxsize = h.cbuf, h.puts, h.gets, self._maxsize
-        # Taken first: puts - gets read in this order is never below zero.
-        g = _core.load(cbuf, gets)
-        p = _core.load(cbuf, puts)
-        while p - g < maxsize:
-            if _core.cas(cbuf, puts, p, p + 1):
-                return
-            g = _core.load(cbuf, gets)
-            p = _core.load(cbuf, puts)
+    # Counting is QueueState's (csrc/queue.c), for both paths; only waiting
+    # for room under maxsize is here.
+    def _wait_for_room(self, h: _Handles, st: _core.QueueState, block: bool,
+                       deadline: float | None) -> None:
+        """Reserve an item (st.reserve()) once the queue holds fewer than
+        ``maxsize``, sleeping on the not-full futex word meanwhile."""
         if not block:
             raise Full
-        waiters = h.notfull_waiters
+        cbuf, waiters = h.cbuf, h.notfull_waiters
         _core.fetch_add(cbuf, waiters, 1)
         try:
             while True:
                 seq = _core.load32(cbuf, h.notfull_seq)
-                g = _core.fetch_add(cbuf, gets, 0)  # seq-cst: pairs with _taken
-                p = _core.load(cbuf, puts)
-                if p - g < maxsize:
-                    if _core.cas(cbuf, puts, p, p + 1):
-                        return
-                    continue
+                if st.reserve():  # seq-cst loads: pairs with a getter's taken()
+                    return
                 left = None
                 if deadline is not None:
                     left = deadline - time.monotonic()
@@ -544,24 +518,9 @@ class _QueueBase(_core.QueueCore):
     def _count(self) -> int:
         if self._closed:
             raise self._closed_error()
-        h = self._h or self._attach()
-        g = _core.load(h.cbuf, h.gets)
-        c = (_core.load(h.cbuf, h.puts) - g) & _MINUS_ONE
-        return c if c < 1 << 63 else 0
-
-
-def _task_done(h: _Handles, check: bool = True) -> None:
-    cbuf, unf = h.cbuf, h.base + _UNFINISHED
-    while True:
-        u = _core.load(cbuf, unf)
-        if u == 0:
-            if check:
-                raise ValueError("task_done() called too many times")
-            return
-        if _core.cas(cbuf, unf, u, u - 1):
-            break
-    if u == 1 and _core.fetch_add(cbuf, h.base + _JOIN_WAITERS, 0):
-        _core.wake(cbuf, h.base + _JOIN_SEQ)
+        st = (self._h or self._attach()).state
+        assert st is not None  # bound in _adopt
+        return st.count()
 
 
 def _rebuild(cls: type[_QueueBase], name: str, namespace: str,
@@ -683,7 +642,10 @@ class JoinableQueue(Queue[T]):
         called more times than there were items put."""
         if self._closed:
             raise self._closed_error()
-        _task_done(self._h or self._attach())
+        st = (self._h or self._attach()).state
+        assert st is not None  # bound in _adopt
+        if not st.task_done():
+            raise ValueError("task_done() called too many times")
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until every item put has been marked done with

@@ -789,6 +789,11 @@ static PyObject *forward(PyObject *fn, PyObject *self, PyObject *const *args, Py
         PyErr_SetString(PyExc_RuntimeError, "shmring._objects did not set its object paths");
         return NULL;
     }
+    return call_with_self(fn, self, args, nargs, kwnames);
+}
+
+PyObject *call_with_self(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames) {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     PyObject *small[8], **all = small;
     if (nargs + nkw + 1 > 8) {

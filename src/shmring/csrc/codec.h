@@ -33,6 +33,10 @@ PyObject *codec_send_encoded(EndpointObject *self, PyObject *obj, unsigned char 
  * (the class decode_error_class() for a malformed record, consumed). */
 PyObject *codec_recv(EndpointObject *self, int64_t deadline, int nowait);
 PyObject *decode_error_class(void);
+/* fn(self, *args, **kwargs) for a METH_FASTCALL | METH_KEYWORDS method that
+ * hands its call to a Python function. */
+PyObject *call_with_self(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames);
 
 /* Producer._send_value(obj, timeout=None, nowait=False) -> bool */
 PyObject *codec_send_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);

@@ -288,9 +288,107 @@ static PyGetSetDef State_getset[] = {
      (void *)1},
     {NULL, NULL, NULL, NULL, NULL}};
 
+/* ------------------------------------------------------ the counters -- */
+/* The one implementation of the control block's protocol: the C put and
+ * get call these directly, the Python paths through QueueState's methods. */
+
+static void wake_word(StateObject *st, uint64_t seq, uint64_t waiters) {
+    /* seq-cst RMW read: pairs with the waiter's raise of its count. */
+    if (fadd_sc(st->w, waiters, 0)) {
+        fadd32_sc(st->w, seq, 1);
+        futex_wake_word(st->w + seq, INT_MAX);
+    }
+}
+
+/* One more item, if there is room under maxsize now (and, for a
+ * JoinableQueue, one more unfinished task): 1, else 0. The loads are seq-cst:
+ * a putter that raised its waiter count and then finds no room here pairs
+ * with the getter's count_out, which reads that count after its RMW. */
+static int reserve_now(StateObject *st) {
+    if (!st->maxsize) {
+        fadd_sc(st->w, CTL_PUTS, 1);
+    } else {
+        for (;;) {
+            uint64_t g = ld_sc(st->w, CTL_GETS);
+            uint64_t p = ld_sc(st->w, CTL_PUTS);
+            if (p - g >= st->maxsize) return 0; /* g first: p - g is never below 0 */
+            if (cas_sc(st->w, CTL_PUTS, &p, p + 1)) break;
+        }
+    }
+    if (st->joinable) fadd_sc(st->w, CTL_UNFINISHED, 1);
+    return 1;
+}
+
+/* An item left the queue (taken, or its put undone): wake a full put. */
+static void count_out(StateObject *st) {
+    fadd_sc(st->w, CTL_GETS, 1);
+    if (st->maxsize) wake_word(st, CTL_NOTFULL_SEQ, CTL_NOTFULL_WAITERS);
+}
+
+/* One unfinished task done, waking join() at zero: 1, or 0 if none was. */
+static int task_done(StateObject *st) {
+    uint64_t u = ld_acq(st->w, CTL_UNFINISHED);
+    do {
+        if (!u) return 0;
+    } while (!cas_sc(st->w, CTL_UNFINISHED, &u, u - 1));
+    if (u == 1) wake_word(st, CTL_JOIN_SEQ, CTL_JOIN_WAITERS);
+    return 1;
+}
+
+/* Undo a put that did not happen: its count and its unfinished task. */
+static void unreserve(StateObject *st) {
+    count_out(st);
+    if (st->joinable) task_done(st);
+}
+
+static StateObject *valid_state(StateObject *st) {
+    if (st->valid) return st;
+    PyErr_SetString(PyExc_ValueError, "the queue state was invalidated");
+    return NULL;
+}
+
+static PyObject *State_reserve(StateObject *self, PyObject *unused) {
+    if (!valid_state(self)) return NULL;
+    return PyBool_FromLong(reserve_now(self));
+}
+
+static PyObject *State_taken(StateObject *self, PyObject *unused) {
+    if (!valid_state(self)) return NULL;
+    count_out(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *State_unreserve(StateObject *self, PyObject *unused) {
+    if (!valid_state(self)) return NULL;
+    unreserve(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *State_task_done(StateObject *self, PyObject *unused) {
+    if (!valid_state(self)) return NULL;
+    return PyBool_FromLong(task_done(self));
+}
+
+static PyObject *State_count(StateObject *self, PyObject *unused) {
+    if (!valid_state(self)) return NULL;
+    uint64_t g = ld_sc(self->w, CTL_GETS);
+    uint64_t c = ld_sc(self->w, CTL_PUTS) - g;
+    return PyLong_FromUnsignedLongLong(c < (1ULL << 63) ? c : 0);
+}
+
 static PyMethodDef State_methods[] = {
     {"invalidate", (PyCFunction)State_invalidate, METH_NOARGS,
      "invalidate(): let go of the mapping and the endpoints (before closing them)."},
+    {"reserve", (PyCFunction)State_reserve, METH_NOARGS,
+     "reserve() -> bool: count one more item (and task) if maxsize leaves room now."},
+    {"taken", (PyCFunction)State_taken, METH_NOARGS,
+     "taken(): an item left the queue; wake a put waiting for room."},
+    {"unreserve", (PyCFunction)State_unreserve, METH_NOARGS,
+     "unreserve(): undo reserve() for a put that did not happen."},
+    {"task_done", (PyCFunction)State_task_done, METH_NOARGS,
+     "task_done() -> bool: one unfinished task done (False if there was none)."},
+    {"count", (PyCFunction)State_count, METH_NOARGS,
+     "count() -> int: the items in the queue (items put less items taken)."},
     {NULL, NULL, 0, NULL}};
 
 static PyTypeObject StateType = {
@@ -306,44 +404,6 @@ static PyTypeObject StateType = {
 };
 
 /* ------------------------------------------------------ the counters -- */
-
-/* One more item under maxsize, if there is room now: 1, else 0. */
-static int reserve_now(StateObject *st) {
-    if (!st->maxsize) {
-        fadd_sc(st->w, CTL_PUTS, 1);
-        return 1;
-    }
-    for (;;) {
-        uint64_t g = ld_acq(st->w, CTL_GETS);
-        uint64_t p = ld_acq(st->w, CTL_PUTS);
-        if (p - g >= st->maxsize) return 0; /* g first: p - g is never below 0 */
-        if (cas_sc(st->w, CTL_PUTS, &p, p + 1)) return 1;
-    }
-}
-
-static void wake_word(StateObject *st, uint64_t seq, uint64_t waiters) {
-    /* seq-cst RMW read: pairs with the waiter's raise of its count. */
-    if (fadd_sc(st->w, waiters, 0)) {
-        fadd32_sc(st->w, seq, 1);
-        futex_wake_word(st->w + seq, INT_MAX);
-    }
-}
-
-/* An item left the queue (taken, or its put undone): wake a full put. */
-static void count_out(StateObject *st, uint64_t word) {
-    fadd_sc(st->w, word, 1);
-    if (st->maxsize) wake_word(st, CTL_NOTFULL_SEQ, CTL_NOTFULL_WAITERS);
-}
-
-/* Undo a put that did not happen: its count and its unfinished task. */
-static void unreserve(StateObject *st) {
-    count_out(st, CTL_GETS);
-    if (!st->joinable) return;
-    uint64_t u = ld_acq(st->w, CTL_UNFINISHED);
-    while (u && !cas_sc(st->w, CTL_UNFINISHED, &u, u - 1)) {
-    }
-    if (u == 1) wake_word(st, CTL_JOIN_SEQ, CTL_JOIN_WAITERS);
-}
 
 /* --------------------------------------------------------- QueueCore -- */
 
@@ -381,12 +441,11 @@ static StateObject *fast_state(QueueObject *self, PyObject *const *args, Py_ssiz
 /* type(self).<name>(self, *args): the Python path. */
 static PyObject *slow(QueueObject *self, PyObject *name, PyObject *const *args,
                       Py_ssize_t nargs, PyObject *kwnames) {
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    PyObject *all[8];
-    if (nargs + nkw + 1 > 8) return PyErr_Format(PyExc_TypeError, "too many arguments");
-    all[0] = (PyObject *)self;
-    for (Py_ssize_t i = 0; i < nargs + nkw; i++) all[i + 1] = args[i];
-    return PyObject_VectorcallMethod(name, all, (size_t)(nargs + 1), kwnames);
+    PyObject *fn = PyObject_GetAttr((PyObject *)Py_TYPE(self), name);
+    if (!fn) return NULL;
+    PyObject *r = call_with_self(fn, (PyObject *)self, args, nargs, kwnames);
+    Py_DECREF(fn);
+    return r;
 }
 
 /* After a put or get, if another thread closed the queue meanwhile: the
@@ -417,7 +476,6 @@ static PyObject *Q_put(QueueObject *self, PyObject *const *args, Py_ssize_t narg
         lock_release(st->wlock);
         return slow(self, Str_put, args, nargs, kwnames);
     }
-    if (st->joinable) fadd_sc(st->w, CTL_UNFINISHED, 1);
     /* While we wait for space another thread may close the queue or drop
      * this state: our reference keeps the mapping until we are done. */
     Py_INCREF(st);
@@ -427,7 +485,7 @@ static PyObject *Q_put(QueueObject *self, PyObject *const *args, Py_ssize_t narg
     Py_DECREF(st);
     close_if_closed(self);
     if (sent == Py_False) {
-        Py_DECREF(sent); /* it changed into something that is not a plain value */
+        Py_DECREF(sent); /* larger than a record, or no longer a plain value */
         return slow(self, Str_put, args, nargs, kwnames);
     }
     if (!sent) return NULL;
@@ -466,7 +524,7 @@ static PyObject *Q_get(QueueObject *self, PyObject *const *args, Py_ssize_t narg
     if (!v && PyErr_ExceptionMatches(decode_error_class()))
         taken = 1; /* a record that cannot be decoded is consumed */
     lock_release(st->rlock);
-    if (taken) count_out(st, CTL_GETS);
+    if (taken) count_out(st);
     Py_DECREF(st);
     close_if_closed(self);
     if (data) {
