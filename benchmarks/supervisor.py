@@ -33,7 +33,7 @@ import sys
 import time
 
 import shmring
-from shmring import _client
+from shmring._supervisor import client as _client
 
 IN_DELETE = 0x200
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from shmring import _client
+from shmring._supervisor import client as _client
 
 _counter = itertools.count()
 _children: list[Child] = []

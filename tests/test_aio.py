@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import shmring
-from shmring import _aio
+from shmring._channel import aio as _aio
 
 
 @pytest.fixture(params=["spsc", "mpmc", "broadcast"])

@@ -25,7 +25,7 @@ from supervisor_util import Child, Env, FakeClock, supervisor_env, wait_for
 import shmring
 from shmring import _core
 from shmring import _layout as L
-from shmring._supervisor import Supervisor
+from shmring._supervisor.server import Supervisor
 
 TIMEOUT = 5.0
 PATTERNS = ["mpsc", "mpmc"]

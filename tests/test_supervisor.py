@@ -21,10 +21,13 @@ import pytest
 from supervisor_util import Child, Env, FakeClock, sleep_forever, supervisor_env, wait_for
 
 import shmring
-from shmring import _client, _core, _gc, _ipc
+from shmring import _core
 from shmring import _layout as L
 from shmring._proc import my_start_time
-from shmring._supervisor import AlreadyRunning, Supervisor
+from shmring._region import inventory as _gc
+from shmring._supervisor import client as _client
+from shmring._supervisor import wire as _ipc
+from shmring._supervisor.server import AlreadyRunning, Supervisor
 
 
 @pytest.fixture
@@ -352,7 +355,7 @@ def test_many_clients_start_exactly_one_supervisor(env: Env, uname: str) -> None
     n = 12
     script = (
         "import os, sys, time, shmring\n"
-        "from shmring import _client\n"
+        "from shmring._supervisor import client as _client\n"
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
         "ch = shmring.Channel.create(sys.argv[1], capacity=4096)\n"
         "print(_client.connection(os.environ['SHMRING_NAMESPACE']).supervisor_pid, flush=True)\n"
@@ -572,7 +575,7 @@ set -e
 mount -t tmpfs -o size=256k tmpfs /dev/shm
 exec "$PYTHON" - <<'EOF'
 import json, os, shmring
-from shmring._supervisor import Supervisor
+from shmring._supervisor.server import Supervisor
 out = {}
 with Supervisor(os.environ["SHMRING_NAMESPACE"], startup_grace=0.0) as sup:
     chans = []

@@ -11,7 +11,7 @@ Example::
     assert rx.recv() == b"work"
 """
 
-from ._channel import Channel, Claim, Consumer, Producer, RecordView
+from ._channel.channel import Channel, Claim, Consumer, Producer, RecordView
 from ._errors import (
     AttachTableFull,
     Broken,
@@ -33,15 +33,15 @@ from ._errors import (
     Timeout,
     WouldBlock,
 )
-from ._objects import (
+from ._objects.transfer import (
     JSONSerializer,
     MsgspecSerializer,
     ObjectView,
     PickleSerializer,
     Serializer,
 )
-from ._queue import JoinableQueue, Queue, SimpleQueue
-from ._region import Region
+from ._queue.queue import JoinableQueue, Queue, SimpleQueue
+from ._region.region import Region
 
 __version__ = "0.1.0"
 

@@ -37,15 +37,15 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-from . import _core
-from . import _layout as L
-from ._errors import Closed, EndOfStream, Timeout, WouldBlock
-from ._objects import ObjectView, Serializer, encode, framed_size, recv_obj_nowait, write
+from .. import _core
+from .. import _layout as L
+from .._errors import Closed, EndOfStream, Timeout, WouldBlock
+from .._objects.transfer import ObjectView, Serializer, encode, framed_size, recv_obj_nowait, write
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-    from ._channel import Consumer, Producer
+    from .channel import Consumer, Producer
 
     _Endpoint: TypeAlias = Producer | Consumer
 

@@ -27,11 +27,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import _core
-from . import _layout as L
-from ._errors import PermissionDenied, RegionNotFound, ShmringError
-from ._proc import alive
-from ._region import PREFIX, Region, list_segments, split_segment_name, unlink_segment
+from .. import _core
+from .. import _layout as L
+from .._errors import PermissionDenied, RegionNotFound, ShmringError
+from .._proc import alive
+from .region import PREFIX, Region, list_segments, split_segment_name, unlink_segment
 
 SHM_DIR = "/dev/shm"
 #: Seconds a region may stay without any attach slot while its creator lives.

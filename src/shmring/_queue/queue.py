@@ -63,11 +63,11 @@ from pickle import PickleBuffer
 from queue import Empty, Full
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _core
-from . import _layout as L
-from ._channel import Channel, Consumer, Producer
-from ._errors import CorruptRegion, DecodeError, QueueClosed, Timeout, WouldBlock
-from ._objects import (
+from .. import _core
+from .. import _layout as L
+from .._channel.channel import Channel, Consumer, Producer
+from .._errors import CorruptRegion, DecodeError, QueueClosed, Timeout, WouldBlock
+from .._objects.transfer import (
     _WRAPPABLE,
     PICKLE,
     PickleSerializer,
@@ -79,7 +79,7 @@ from ._objects import (
     framed_size,
     write,
 )
-from ._region import split_segment_name
+from .._region.region import split_segment_name
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer

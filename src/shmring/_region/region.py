@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import posix_ipc
 
-from . import _core
-from . import _layout as L
-from ._errors import (
+from .. import _core
+from .. import _layout as L
+from .._errors import (
     AttachTableFull,
     CorruptRegion,
     InvalidArgument,
@@ -39,7 +39,7 @@ from ._errors import (
     RegionExists,
     RegionNotFound,
 )
-from ._proc import alive, my_start_time, start_time
+from .._proc import alive, my_start_time, start_time
 
 PREFIX = "shmring"
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}\Z")
@@ -279,7 +279,7 @@ class Region:
 
     def _mapping(self) -> mmap.mmap:
         if self.buf is None:
-            from ._errors import Closed
+            from .._errors import Closed
 
             raise Closed(f"region {self.name!r} is closed")
         return self.buf

@@ -29,7 +29,7 @@ import stat
 import struct
 from typing import Any
 
-from ._errors import PermissionDenied
+from .._errors import PermissionDenied
 
 PROTOCOL = 1
 MAX_MESSAGE = 1 << 16

@@ -100,13 +100,13 @@ from pickle import PickleBuffer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from . import _core
-from ._errors import DecodeError, Timeout, WouldBlock
+from .. import _core
+from .._errors import DecodeError, Timeout, WouldBlock
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-    from ._channel import Consumer, Producer
+    from .._channel.channel import Consumer, Producer
 
 __all__ = [
     "FRAME_MAGIC",

@@ -13,8 +13,8 @@ import os
 import time
 import zlib
 
-from ._channel import Channel
-from ._errors import EndOfStream
+from .._channel.channel import Channel
+from .._errors import EndOfStream
 
 SIZE = 64
 

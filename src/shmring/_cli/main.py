@@ -18,19 +18,19 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run
+    from .demo import run
 
     return run(count=args.count)
 
 
 def _supervisor_args(p: argparse.ArgumentParser) -> None:
-    from ._supervisor import add_arguments
+    from .._supervisor.server import add_arguments
 
     add_arguments(p)
 
 
 def _supervisor(args: argparse.Namespace) -> int:
-    from ._supervisor import main
+    from .._supervisor.server import main
 
     return main(args)
 
@@ -38,12 +38,12 @@ def _supervisor(args: argparse.Namespace) -> int:
 def _tool(name: str) -> tuple[Callable[[argparse.ArgumentParser], None],
                               Callable[[argparse.Namespace], int]]:
     def add(p: argparse.ArgumentParser) -> None:
-        from . import _tools
+        from . import inventory as _tools
 
         getattr(_tools, name + "_args")(p)
 
     def run(args: argparse.Namespace) -> int:
-        from . import _tools
+        from . import inventory as _tools
 
         result: int = getattr(_tools, name)(args)
         return result

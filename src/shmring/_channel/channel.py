@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-from . import _aio, _client, _core, _objects
-from . import _layout as L
-from ._errors import (
+from .. import _core
+from .. import _layout as L
+from .._errors import (
     Broken,
     ClaimRevoked,
     Closed,
@@ -33,8 +33,11 @@ from ._errors import (
     Timeout,
     WouldBlock,
 )
-from ._gc import unlink_if_created
-from ._region import Region, segment_name, split_segment_name
+from .._objects import transfer as _objects
+from .._region.inventory import unlink_if_created
+from .._region.region import Region, segment_name, split_segment_name
+from .._supervisor import client as _client
+from . import aio as _aio
 
 _core.set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, MessageTooLarge,
                  Closed, ClaimRevoked)

@@ -43,9 +43,9 @@ import threading
 import time
 from typing import Any
 
-from . import _ipc
-from ._errors import PermissionDenied, RegionNotFound, ShmringError, SupervisorUnavailable
-from ._proc import my_start_time
+from .._errors import PermissionDenied, RegionNotFound, ShmringError, SupervisorUnavailable
+from .._proc import my_start_time
+from . import wire as _ipc
 
 log = logging.getLogger("shmring.client")
 

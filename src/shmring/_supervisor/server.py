@@ -66,12 +66,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _core, _gc, _ipc
-from . import _layout as L
-from ._errors import CorruptRegion, ShmringError
-from ._proc import alive as proc_alive
-from ._proc import start_time as proc_start_time
-from ._region import (
+from .. import _core
+from .. import _layout as L
+from .._errors import CorruptRegion, ShmringError
+from .._proc import alive as proc_alive
+from .._proc import start_time as proc_start_time
+from .._region import inventory as _gc
+from .._region.region import (
     Region,
     check_namespace,
     default_namespace,
@@ -79,6 +80,7 @@ from ._region import (
     split_segment_name,
     unlink_segment,
 )
+from . import wire as _ipc
 
 log = logging.getLogger("shmring.supervisor")
 

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import _gc
-from ._region import check_namespace, default_namespace, unlink_segment
+from .._region import inventory as _gc
+from .._region.region import check_namespace, default_namespace, unlink_segment
 
 
 def _size(n: int) -> str:

@@ -1,0 +1,1 @@
+"""Channels and their endpoints (Producer, Consumer, Claim, RecordView), and asyncio."""

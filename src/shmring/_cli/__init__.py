@@ -1,0 +1,1 @@
+"""The ``shmring`` command: inventory (ls, inspect, gc), supervisor, demo, bench."""

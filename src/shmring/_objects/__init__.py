@@ -1,0 +1,1 @@
+"""Python objects over the endpoint cores: serializers, frames, streamed records, views."""

@@ -1,0 +1,1 @@
+"""multiprocessing drop-ins: Queue, SimpleQueue, JoinableQueue."""
