@@ -33,13 +33,8 @@ from ._errors import (
     Timeout,
     WouldBlock,
 )
-from ._objects.transfer import (
-    JSONSerializer,
-    MsgspecSerializer,
-    ObjectView,
-    PickleSerializer,
-    Serializer,
-)
+from ._objects.serializers import JSONSerializer, MsgspecSerializer, PickleSerializer, Serializer
+from ._objects.view import ObjectView
 from ._queue.queue import JoinableQueue, Queue, SimpleQueue
 from ._region.region import Region
 

@@ -6,6 +6,13 @@ and :meth:`Channel.consumer` hand out endpoints whose hot methods (``send``,
 receiving one message is one call, with no Python frame in between. This
 module adds what is not hot: roles, context managers, iteration, pickling.
 
+The object and asyncio methods come from mixins below this module, each a
+subclass of the C core: ``_objects.send.ObjectSender`` and
+``_objects.recv.ObjectReceiver`` (``send_obj_nowait``, ``recv_obj_nowait``;
+``send_obj`` and ``recv_obj`` stay the cores' C methods), and
+``aio.AsyncSender`` and ``aio.AsyncReceiver``. They know an endpoint only
+as its core, so nothing below imports this module.
+
 Endpoints are not thread-safe: use one per thread. Each takes its own slot in
 the attach table, so recovery knows exactly what a dead one held.
 """
@@ -26,18 +33,19 @@ from .._errors import (
     Closed,
     CorruptRegion,
     EndOfStream,
-    InvalidArgument,
     MessageTooLarge,
     RegionNotFound,
     RoleTaken,
     Timeout,
     WouldBlock,
 )
-from .._objects import transfer as _objects
+from .._objects.recv import ObjectReceiver
+from .._objects.send import ObjectSender
 from .._region.inventory import unlink_if_created
 from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
 from . import aio as _aio
+from .aio import AsyncReceiver, AsyncSender
 
 _core.set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, MessageTooLarge,
                  Closed, ClaimRevoked)
@@ -112,21 +120,7 @@ class RecordView:
         self.release()
 
 
-class _Endpoint:
-    """Role bookkeeping shared by Producer and Consumer."""
-
-    _channel: Channel
-    _slot: int
-
-    def _setup(self, channel: Channel, slot: int) -> None:
-        self._channel = channel
-        self._slot = slot
-
-    def _close_endpoint(self) -> None:
-        raise NotImplementedError
-
-
-class Producer(_core.ProducerCore):
+class Producer(AsyncSender, ObjectSender):
     """Sends messages into a channel. Get one with :meth:`Channel.producer`.
 
     ``send(data, timeout=None)`` copies one bytes-like message in, waiting for
@@ -142,15 +136,6 @@ class Producer(_core.ProducerCore):
 
     _channel: Channel
     _slot: int
-
-    #: How :meth:`send_obj` encodes objects (assign per endpoint to change).
-    serializer: _objects.Serializer = _objects.PICKLE
-
-    # Objects and asyncio (_objects.py, _aio.py).
-    send_obj = _objects.send_obj
-    send_obj_nowait = _objects.send_obj_nowait
-    send_async = _aio.send_async
-    send_obj_async = _aio.send_obj_async
 
     def claim(self, n: int, timeout: float | None = None) -> Claim:
         """Reserve ``n`` bytes in the ring for a zero-copy write (see :class:`Claim`)."""
@@ -178,7 +163,7 @@ class Producer(_core.ProducerCore):
         self.close()
 
 
-class Consumer(_core.ConsumerCore):
+class Consumer(AsyncReceiver, ObjectReceiver):
     """Receives messages from a channel. Get one with :meth:`Channel.consumer`.
 
     ``recv(timeout=None)`` returns the next message as bytes, waiting for one
@@ -193,18 +178,6 @@ class Consumer(_core.ConsumerCore):
 
     _channel: Channel
     _slot: int
-
-    #: How :meth:`recv_obj` decodes objects (assign per endpoint to change).
-    serializer: _objects.Serializer = _objects.PICKLE
-    _obj_in_place = False  # recv_obj's mode, see _objects._take_copy
-    _stream: _objects._Stream | None  # a streamed object being received (ConsumerCore)
-
-    # Objects and asyncio (_objects.py, _aio.py).
-    recv_obj = _objects.recv_obj
-    recv_obj_nowait = _objects.recv_obj_nowait
-    recv_async = _aio.recv_async
-    recv_obj_async = _aio.recv_obj_async
-    __aiter__ = _aio.aiter_messages
 
     def recv_view(self, timeout: float | None = None) -> RecordView:
         """Hold the next record and view it in place (see :class:`RecordView`)."""
@@ -504,7 +477,3 @@ def _namespace(segment: str) -> str:
     assert parsed is not None
     return parsed[0]
 
-
-def _check_pattern(pattern: str) -> None:
-    if pattern not in L.PATTERNS:
-        raise InvalidArgument(f"unknown pattern {pattern!r}")

@@ -67,18 +67,10 @@ from .. import _core
 from .. import _layout as L
 from .._channel.channel import Channel, Consumer, Producer
 from .._errors import CorruptRegion, DecodeError, QueueClosed, Timeout, WouldBlock
-from .._objects.transfer import (
-    _WRAPPABLE,
-    PICKLE,
-    PickleSerializer,
-    Serializer,
-    _dumps,
-    _take_other,
-    decode_bytes,
-    encode,
-    framed_size,
-    write,
-)
+from .._objects.frame import encode, framed_size
+from .._objects.recv import _take_other, decode_bytes
+from .._objects.send import write
+from .._objects.serializers import _WRAPPABLE, PICKLE, PickleSerializer, Serializer, _dumps
 from .._region.region import split_segment_name
 
 if TYPE_CHECKING:
