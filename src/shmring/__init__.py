@@ -11,7 +11,8 @@ Example::
     assert rx.recv() == b"work"
 """
 
-from ._channel.channel import Channel, Claim, Consumer, Producer, RecordView
+from ._channel.channel import Channel
+from ._channel.endpoints import Claim, Consumer, Producer, RecordView
 from ._errors import (
     AttachTableFull,
     Broken,

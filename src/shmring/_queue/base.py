@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _core
 from .. import _layout as L
-from .._channel.channel import Channel, Consumer
+from .._channel.channel import Channel
+from .._channel.endpoints import Consumer
 from .._errors import CorruptRegion, DecodeError, QueueClosed, Timeout, WouldBlock
 from .._objects.frame import encode, framed_size
 from .._objects.recv import _take_other, decode_bytes

@@ -29,7 +29,8 @@ from queue import Full
 
 from .. import _core
 from .. import _layout as L
-from .._channel.channel import Channel, Consumer, Producer
+from .._channel.channel import Channel
+from .._channel.endpoints import Consumer, Producer
 from .._errors import CorruptRegion, Timeout
 
 # The control block: offsets into the ring bytes of the ``.ctl`` region
