@@ -23,6 +23,12 @@ helper ~0.1 ms of CPU (the short spin before the futex sleep).
 Rejected: ``loop.run_in_executor(None, rx.recv)`` (a thread per pending
 message, and a cancelled await leaves a ``recv`` running that takes a
 message nobody will see); polling with ``asyncio.sleep`` (latency or CPU).
+
+The methods are mixins, :class:`AsyncSender` and :class:`AsyncReceiver`,
+which ``shmring.Producer`` and ``shmring.Consumer`` inherit. They build on
+the object mixins (``_objects``) and see an endpoint only as its C core (a
+producer's end-of-stream is the core's ``_eos``), so this module never
+imports the channel.
 """
 
 from __future__ import annotations
