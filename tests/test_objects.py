@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import shmring
-from shmring._objects import transfer as _objects
+from shmring._objects import frame as _objects
 
 CAP = 1 << 22  # 4 MiB ring; max_message 2 MiB - 16
 

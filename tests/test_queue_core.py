@@ -16,7 +16,7 @@ import pytest
 
 import shmring
 from shmring import _core
-from shmring._queue.queue import _QueueBase
+from shmring._queue.base import _QueueBase
 
 WAIT = 30.0
 

@@ -11,7 +11,8 @@ Example::
     assert rx.recv() == b"work"
 """
 
-from ._channel.channel import Channel, Claim, Consumer, Producer, RecordView
+from ._channel.channel import Channel
+from ._channel.endpoints import Claim, Consumer, Producer, RecordView
 from ._errors import (
     AttachTableFull,
     Broken,
@@ -33,13 +34,8 @@ from ._errors import (
     Timeout,
     WouldBlock,
 )
-from ._objects.transfer import (
-    JSONSerializer,
-    MsgspecSerializer,
-    ObjectView,
-    PickleSerializer,
-    Serializer,
-)
+from ._objects.serializers import JSONSerializer, MsgspecSerializer, PickleSerializer, Serializer
+from ._objects.view import ObjectView
 from ._queue.queue import JoinableQueue, Queue, SimpleQueue
 from ._region.region import Region
 

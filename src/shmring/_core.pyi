@@ -1,9 +1,14 @@
 """Type stubs of shmring._core, the C extension (see csrc/)."""
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 from _typeshed import ReadableBuffer, WriteableBuffer
+
+# Types only: the C send_obj/recv_obj take a serializer and return an
+# ObjectView, both defined in Python (the extension is handed them at import).
+from shmring._objects.serializers import Serializer
+from shmring._objects.view import ObjectView
 
 LAYOUT: dict[str, int]
 
@@ -41,14 +46,35 @@ class ProducerCore:
     def _send_value(
         self, obj: object, timeout: float | None = None, nowait: bool = False, /
     ) -> bool: ...
-    # send_obj(obj, timeout=None, *, serializer=None) is here too (csrc/codec.c);
-    # it is typed as shmring._objects.send_obj, which Producer assigns.
+    def send_obj(
+        self, obj: Any, timeout: float | None = None, *, serializer: Serializer | None = None
+    ) -> None:
+        """Send one Python object, waiting up to ``timeout`` seconds for space.
+
+        Large buffers (numpy arrays, big ``bytes``) are written straight into
+        one claimed record, without an intermediate copy. Raises
+        :class:`~shmring.Timeout`, :class:`~shmring.MessageTooLarge` (the
+        encoded object exceeds the channel's ``max_message`` and cannot be
+        streamed; nothing was sent), or whatever the serializer raises.
+
+        Example::
+
+            tx.send_obj({"id": 7, "image": np.zeros((480, 640), np.uint8)})
+        """
     def _close(self) -> None: ...
     def _wait(self, timeout: float | None = None, nbytes: int = 0, /) -> bool: ...
     @property
     def _claimed(self) -> bool: ...
     @property
     def _closed(self) -> bool: ...
+    @property
+    def _max_message(self) -> int: ...
+    @property
+    def _pattern(self) -> int: ...
+    @property
+    def _lossy(self) -> bool: ...
+    @property
+    def _eos(self) -> bool: ...
 
 class ConsumerCore:
     def __init__(self, mapping: WriteableBuffer, slot: int, /) -> None: ...
@@ -59,12 +85,40 @@ class ConsumerCore:
     def _peek(self, timeout: float | None = None) -> memoryview: ...
     def _release(self) -> None: ...
     def _recv_value(self, timeout: float | None = None, nowait: bool = False, /) -> Any: ...
-    # recv_obj(timeout=None, *, copy=True, serializer=None) is here too
-    # (csrc/codec.c); it is typed as shmring._objects.recv_obj (overloads).
+    @overload
+    def recv_obj(
+        self, timeout: float | None = ..., *, copy: Literal[True] = ...,
+        serializer: Serializer | None = ...,
+    ) -> Any:
+        """Receive one object, waiting up to ``timeout`` seconds for it.
+
+        With ``copy=True`` (the default) the object owns its memory: a received
+        numpy array is a writable copy (read-only if the sent one was).
+        ``copy=False`` returns an :class:`~shmring.ObjectView` to use as a
+        context manager: its arrays are zero-copy, read-only views of the ring,
+        valid inside the block. Raises :class:`~shmring.Timeout`,
+        :class:`~shmring.EndOfStream`, or :class:`~shmring.DecodeError` (the
+        record could not be decoded; it is consumed).
+
+        Example::
+
+            obj = rx.recv_obj(timeout=5)
+            with rx.recv_obj(copy=False) as frame:
+                mean = frame["image"].mean()
+        """
+    @overload
+    def recv_obj(
+        self, timeout: float | None = ..., *, copy: Literal[False],
+        serializer: Serializer | None = ...,
+    ) -> ObjectView: ...
+    @overload
+    def recv_obj(
+        self, timeout: float | None = ..., *, copy: bool, serializer: Serializer | None = ...
+    ) -> Any: ...
     def _join(self) -> None: ...
     def _close(self) -> None: ...
     def _wait(self, timeout: float | None = None, nbytes: int = 0, /) -> bool: ...
-    _stream: Any  # shmring._objects._Stream | None
+    _stream: Any  # shmring._objects.stream._Stream | None
     @property
     def missed(self) -> int: ...
     @property

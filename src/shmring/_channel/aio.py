@@ -23,6 +23,12 @@ helper ~0.1 ms of CPU (the short spin before the futex sleep).
 Rejected: ``loop.run_in_executor(None, rx.recv)`` (a thread per pending
 message, and a cancelled await leaves a ``recv`` running that takes a
 message nobody will see); polling with ``asyncio.sleep`` (latency or CPU).
+
+The methods are mixins, :class:`AsyncSender` and :class:`AsyncReceiver`,
+which ``shmring.Producer`` and ``shmring.Consumer`` inherit. They build on
+the object mixins (``_objects``) and see an endpoint only as its C core (a
+producer's end-of-stream is the core's ``_eos``), so this module never
+imports the channel.
 """
 
 from __future__ import annotations
@@ -32,22 +38,22 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
-
-if TYPE_CHECKING:
-    from typing import TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, overload
 
 from .. import _core
-from .. import _layout as L
 from .._errors import Closed, EndOfStream, Timeout, WouldBlock
-from .._objects.transfer import ObjectView, Serializer, encode, framed_size, recv_obj_nowait, write
+from .._objects.frame import encode, framed_size
+from .._objects.recv import ObjectReceiver
+from .._objects.send import ObjectSender, write
+from .._objects.serializers import Serializer
+from .._objects.view import ObjectView
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-    from .channel import Consumer, Producer
-
-    _Endpoint: TypeAlias = Producer | Consumer
+# What a helper thread waits on: an endpoint's C core (this module never
+# needs the Channel's Producer or Consumer, which inherit the classes below).
+_Endpoint: TypeAlias = _core.ProducerCore | _core.ConsumerCore
 
 T = TypeVar("T")
 
@@ -135,11 +141,10 @@ class _Waiter:
                 break
             try:
                 ready = ep._wait(SLICE, nbytes)
-                if not ready and not self._consumer:
+                if not ready and isinstance(ep, _core.ProducerCore):
                     # A producer's wait ends on space, not on close_send:
                     # look at end-of-stream between slices.
-                    buf = ep._channel.region.buf
-                    ready = buf is not None and bool(_core.load32(buf, L.OFF_EOS))
+                    ready = ep._eos
             except BaseException:
                 ready = True  # the task's own attempt raises the error
             del ep
@@ -173,7 +178,7 @@ async def _until(ep: _Endpoint, consumer: bool, attempt: Callable[[], T], nbytes
             return attempt()
         except WouldBlock:
             pass
-        if ep.closed:
+        if ep._closed:
             raise Closed("this endpoint is closed")
         if waiter is None:
             waiter = _waiter(ep, consumer)
@@ -194,67 +199,81 @@ async def _until(ep: _Endpoint, consumer: bool, attempt: Callable[[], T], nbytes
             waiter.discard(fut)
 
 
-# ------------------------------------------------ methods of the endpoints --
-async def recv_async(self: Consumer, timeout: float | None = None) -> bytes:
-    """Await the next message (bytes), up to ``timeout`` seconds.
+# ------------------------------------------------------- the mixins --
+class AsyncSender(ObjectSender):
+    """The asyncio half of ``shmring.Producer``: :meth:`send_async` and
+    :meth:`send_obj_async`."""
 
-    Raises :class:`~shmring.Timeout` or :class:`~shmring.EndOfStream`.
-    Cancelling the await loses no message. Example::
+    async def send_async(self, data: ReadableBuffer, timeout: float | None = None) -> None:
+        """Await room in the channel, then send ``data``, up to ``timeout`` seconds.
 
-        async def main():
-            rx = shmring.Channel.open("ticks").consumer()
-            msg = await rx.recv_async(timeout=5)
-    """
-    return await _until(self, True, self.recv_nowait, 0, timeout, "a message")
+        Raises :class:`~shmring.Timeout`, :class:`~shmring.Closed` (sending was
+        closed) or :class:`~shmring.MessageTooLarge`. Example::
 
+            await tx.send_async(b"tick", timeout=1)
+        """
+        nbytes = memoryview(data).nbytes
+        await _until(self, False, lambda: self.send_nowait(data), nbytes, timeout,
+                     "space in the channel")
 
-async def send_async(self: Producer, data: ReadableBuffer, timeout: float | None = None) -> None:
-    """Await room in the channel, then send ``data``, up to ``timeout`` seconds.
+    async def send_obj_async(self, obj: Any, timeout: float | None = None, *,
+                             serializer: Serializer | None = None) -> None:
+        """Await room, then send one object (see :meth:`Producer.send_obj`).
 
-    Raises :class:`~shmring.Timeout`, :class:`~shmring.Closed` (sending was
-    closed) or :class:`~shmring.MessageTooLarge`. Example::
+        The object is serialized once, before waiting. Example::
 
-        await tx.send_async(b"tick", timeout=1)
-    """
-    nbytes = memoryview(data).nbytes
-    await _until(self, False, lambda: self.send_nowait(data), nbytes, timeout,
-                 "space in the channel")
-
-
-async def send_obj_async(self: Producer, obj: Any, timeout: float | None = None, *,
-                         serializer: Serializer | None = None) -> None:
-    """Await room, then send one object (see :meth:`Producer.send_obj`).
-
-    The object is serialized once, before waiting. Example::
-
-        await tx.send_obj_async({"id": 3, "frame": frame})
-    """
-    data, buffers = encode(obj, self.serializer if serializer is None else serializer)
-    await _until(self, False, lambda: write(self, data, buffers, None, True),
-                 framed_size(data, buffers), timeout, "space in the channel")
+            await tx.send_obj_async({"id": 3, "frame": frame})
+        """
+        data, buffers = encode(obj, self.serializer if serializer is None else serializer)
+        await _until(self, False, lambda: write(self, data, buffers, None, True),
+                     framed_size(data, buffers), timeout, "space in the channel")
 
 
-@overload
-async def recv_obj_async(self: Consumer, timeout: float | None = ..., *,
-                         copy: Literal[True] = ...,
-                         serializer: Serializer | None = ...) -> Any: ...
-@overload
-async def recv_obj_async(self: Consumer, timeout: float | None = ..., *,
-                         copy: Literal[False],
-                         serializer: Serializer | None = ...) -> ObjectView: ...
-@overload
-async def recv_obj_async(self: Consumer, timeout: float | None = ..., *, copy: bool,
-                         serializer: Serializer | None = ...) -> Any: ...
-async def recv_obj_async(self: Consumer, timeout: float | None = None, *, copy: bool = True,
-                         serializer: Serializer | None = None) -> Any:
-    """Await the next object (see :meth:`Consumer.recv_obj`). Cancelling the
-    await loses nothing. Example::
+class AsyncReceiver(ObjectReceiver):
+    """The asyncio half of ``shmring.Consumer``: :meth:`recv_async`,
+    :meth:`recv_obj_async` and ``async for``."""
 
-        order = await rx.recv_obj_async(timeout=10)
-    """
-    return await _until(self, True,
-                        lambda: recv_obj_nowait(self, copy=copy, serializer=serializer),
-                        0, timeout, "a message")
+    async def recv_async(self, timeout: float | None = None) -> bytes:
+        """Await the next message (bytes), up to ``timeout`` seconds.
+
+        Raises :class:`~shmring.Timeout` or :class:`~shmring.EndOfStream`.
+        Cancelling the await loses no message. Example::
+
+            async def main():
+                rx = shmring.Channel.open("ticks").consumer()
+                msg = await rx.recv_async(timeout=5)
+        """
+        return await _until(self, True, self.recv_nowait, 0, timeout, "a message")
+
+    @overload
+    async def recv_obj_async(self, timeout: float | None = ..., *,
+                             copy: Literal[True] = ...,
+                             serializer: Serializer | None = ...) -> Any: ...
+    @overload
+    async def recv_obj_async(self, timeout: float | None = ..., *,
+                             copy: Literal[False],
+                             serializer: Serializer | None = ...) -> ObjectView: ...
+    @overload
+    async def recv_obj_async(self, timeout: float | None = ..., *, copy: bool,
+                             serializer: Serializer | None = ...) -> Any: ...
+    async def recv_obj_async(self, timeout: float | None = None, *, copy: bool = True,
+                             serializer: Serializer | None = None) -> Any:
+        """Await the next object (see :meth:`Consumer.recv_obj`). Cancelling the
+        await loses nothing. Example::
+
+            order = await rx.recv_obj_async(timeout=10)
+        """
+        return await _until(self, True,
+                            lambda: self.recv_obj_nowait(copy=copy, serializer=serializer),
+                            0, timeout, "a message")
+
+    def __aiter__(self) -> Messages:
+        """Iterate asynchronously over the messages until end-of-stream::
+
+            async for msg in rx:
+                await handle(msg)
+        """
+        return Messages(self)
 
 
 class Messages:
@@ -263,7 +282,7 @@ class Messages:
 
     __slots__ = ("_rx",)
 
-    def __init__(self, rx: Consumer) -> None:
+    def __init__(self, rx: AsyncReceiver) -> None:
         self._rx = rx
 
     def __aiter__(self) -> Messages:
@@ -271,15 +290,6 @@ class Messages:
 
     async def __anext__(self) -> bytes:
         try:
-            return await recv_async(self._rx)
+            return await self._rx.recv_async()
         except EndOfStream:
             raise StopAsyncIteration from None
-
-
-def aiter_messages(self: Consumer) -> Messages:
-    """Iterate asynchronously over the messages until end-of-stream::
-
-        async for msg in rx:
-            await handle(msg)
-    """
-    return Messages(self)

@@ -1,21 +1,16 @@
 """Channels: the public face of a region and its ring.
 
 A :class:`Channel` is a region opened by name; its :meth:`Channel.producer`
-and :meth:`Channel.consumer` hand out endpoints whose hot methods (``send``,
-``recv`` and friends) are C methods inherited from ``_core``: sending or
-receiving one message is one call, with no Python frame in between. This
-module adds what is not hot: roles, context managers, iteration, pickling.
-
-Endpoints are not thread-safe: use one per thread. Each takes its own slot in
-the attach table, so recovery knows exactly what a dead one held.
+and :meth:`Channel.consumer` hand out endpoints (``endpoints.py``), each
+holding an attach slot and, on the single-producer or single-consumer
+patterns, the role's owner word; this module takes and gives back both.
+Lifecycle (close, close_send, unlink, the supervisor) and pickling are here.
 """
 
 from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Iterator
-from types import TracebackType
 from typing import Any
 
 from .. import _core
@@ -26,216 +21,19 @@ from .._errors import (
     Closed,
     CorruptRegion,
     EndOfStream,
-    InvalidArgument,
     MessageTooLarge,
     RegionNotFound,
     RoleTaken,
     Timeout,
     WouldBlock,
 )
-from .._objects import transfer as _objects
 from .._region.inventory import unlink_if_created
 from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
-from . import aio as _aio
+from .endpoints import Consumer, Producer
 
 _core.set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, MessageTooLarge,
                  Closed, ClaimRevoked)
-
-
-class Claim:
-    """A zero-copy write: ``with tx.claim(n) as buf`` gives ``n`` writable
-    bytes inside the ring. Leaving the block commits them; an exception
-    aborts (the record becomes padding and no consumer sees it). Call
-    :meth:`commit` with a smaller size to publish only a prefix.
-
-    The view is valid only inside the block.
-    """
-
-    __slots__ = ("_done", "_producer", "view")
-
-    def __init__(self, producer: Producer, view: memoryview) -> None:
-        self._producer = producer
-        self.view = view
-        self._done = False
-
-    def __enter__(self) -> memoryview:
-        return self.view
-
-    def commit(self, nbytes: int | None = None) -> None:
-        """Publish the claim (its first ``nbytes`` bytes, default all)."""
-        if not self._done:
-            # Done only once published: a bad nbytes leaves the claim open.
-            try:
-                self._producer._commit(nbytes)
-            except ClaimRevoked:
-                self._done = True  # the supervisor took it back: nothing is open
-                raise
-            self._done = True
-
-    def abort(self) -> None:
-        """Withdraw the claim; nothing is delivered."""
-        if not self._done:
-            self._done = True
-            self._producer._abort()
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if et is None:
-            self.commit()
-        else:
-            self.abort()
-
-
-class RecordView:
-    """A zero-copy read: ``with rx.recv_view() as view`` holds the next record
-    in the ring until the block ends. The view must not be used after it."""
-
-    __slots__ = ("_consumer", "_done", "view")
-
-    def __init__(self, consumer: Consumer, view: memoryview) -> None:
-        self._consumer = consumer
-        self.view = view
-        self._done = False
-
-    def __enter__(self) -> memoryview:
-        return self.view
-
-    def release(self) -> None:
-        """Free the record (the producer may then reuse its bytes)."""
-        if not self._done:
-            self._done = True
-            self._consumer._release()
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.release()
-
-
-class _Endpoint:
-    """Role bookkeeping shared by Producer and Consumer."""
-
-    _channel: Channel
-    _slot: int
-
-    def _setup(self, channel: Channel, slot: int) -> None:
-        self._channel = channel
-        self._slot = slot
-
-    def _close_endpoint(self) -> None:
-        raise NotImplementedError
-
-
-class Producer(_core.ProducerCore):
-    """Sends messages into a channel. Get one with :meth:`Channel.producer`.
-
-    ``send(data, timeout=None)`` copies one bytes-like message in, waiting for
-    space (``Timeout`` if the timeout passes); ``send_nowait(data)`` raises
-    ``WouldBlock`` instead of waiting; ``send_many(items)`` sends a batch and
-    publishes it once. Example::
-
-        tx = ch.producer()
-        tx.send(b"hello")
-        with tx.claim(5) as buf:
-            buf[:] = b"world"
-    """
-
-    _channel: Channel
-    _slot: int
-
-    #: How :meth:`send_obj` encodes objects (assign per endpoint to change).
-    serializer: _objects.Serializer = _objects.PICKLE
-
-    # Objects and asyncio (_objects.py, _aio.py).
-    send_obj = _objects.send_obj
-    send_obj_nowait = _objects.send_obj_nowait
-    send_async = _aio.send_async
-    send_obj_async = _aio.send_obj_async
-
-    def claim(self, n: int, timeout: float | None = None) -> Claim:
-        """Reserve ``n`` bytes in the ring for a zero-copy write (see :class:`Claim`)."""
-        return Claim(self, self._claim(n, timeout))
-
-    def close(self) -> None:
-        """Withdraw any open claim and give the endpoint's slot back."""
-        if self._closed:
-            return
-        _aio.stop_waiter(self)
-        if self._claimed:
-            self._abort()
-        self._close()
-        self._channel._release_role(self._slot, producer=True)
-
-    @property
-    def closed(self) -> bool:
-        """True once closed."""
-        return bool(self._closed)
-
-    def __enter__(self) -> Producer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Consumer(_core.ConsumerCore):
-    """Receives messages from a channel. Get one with :meth:`Channel.consumer`.
-
-    ``recv(timeout=None)`` returns the next message as bytes, waiting for one
-    (``EndOfStream`` once the channel is closed for sending and drained);
-    ``recv_nowait()`` raises ``WouldBlock`` instead of waiting;
-    ``recv_many(n)`` takes up to ``n`` at once; ``recv_view()`` reads in place.
-    Iterating yields messages until end-of-stream::
-
-        for msg in ch.consumer():
-            handle(msg)
-    """
-
-    _channel: Channel
-    _slot: int
-
-    #: How :meth:`recv_obj` decodes objects (assign per endpoint to change).
-    serializer: _objects.Serializer = _objects.PICKLE
-    _obj_in_place = False  # recv_obj's mode, see _objects._take_copy
-    _stream: _objects._Stream | None  # a streamed object being received (ConsumerCore)
-
-    # Objects and asyncio (_objects.py, _aio.py).
-    recv_obj = _objects.recv_obj
-    recv_obj_nowait = _objects.recv_obj_nowait
-    recv_async = _aio.recv_async
-    recv_obj_async = _aio.recv_obj_async
-    __aiter__ = _aio.aiter_messages
-
-    def recv_view(self, timeout: float | None = None) -> RecordView:
-        """Hold the next record and view it in place (see :class:`RecordView`)."""
-        return RecordView(self, self._peek(timeout))
-
-    def __iter__(self) -> Iterator[bytes]:
-        recv = self.recv
-        try:
-            while True:
-                yield recv()
-        except EndOfStream:
-            return
-
-    def close(self) -> None:
-        """Give back any held record and the endpoint's slot."""
-        if self._closed:
-            return
-        _aio.stop_waiter(self)
-        self._close()
-        self._channel._release_role(self._slot, producer=False)
-
-    @property
-    def closed(self) -> bool:
-        """True once closed."""
-        return bool(self._closed)
-
-    def __enter__(self) -> Consumer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Channel:
@@ -504,7 +302,3 @@ def _namespace(segment: str) -> str:
     assert parsed is not None
     return parsed[0]
 
-
-def _check_pattern(pattern: str) -> None:
-    if pattern not in L.PATTERNS:
-        raise InvalidArgument(f"unknown pattern {pattern!r}")

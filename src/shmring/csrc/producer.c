@@ -277,6 +277,30 @@ static PyObject *P_get_closed(EndpointObject *self, void *c) {
     return PyBool_FromLong(!self->open);
 }
 
+/* What the object and asyncio code (shmring._objects, _channel/aio.py) need to
+ * know of the channel, read from the ring the endpoint has mapped, so that
+ * code never reaches back up to the Channel. */
+static PyObject *P_get_max_message(EndpointObject *self, void *c) {
+    (void)c;
+    if (endpoint_check_open(self) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(self->ring.max_message);
+}
+static PyObject *P_get_pattern(EndpointObject *self, void *c) {
+    (void)c;
+    if (endpoint_check_open(self) < 0) return NULL;
+    return PyLong_FromUnsignedLong(self->ring.pattern);
+}
+static PyObject *P_get_lossy(EndpointObject *self, void *c) {
+    (void)c;
+    if (endpoint_check_open(self) < 0) return NULL;
+    return PyBool_FromLong(self->ring.lossy);
+}
+static PyObject *P_get_eos(EndpointObject *self, void *c) {
+    (void)c;
+    if (endpoint_check_open(self) < 0) return NULL;
+    return PyBool_FromLong(ld32_acq(self->ring.base, OFF_EOS) != 0);
+}
+
 static PyMethodDef P_methods[] = {
     {"send", (PyCFunction)(void (*)(void))P_send, METH_FASTCALL | METH_KEYWORDS,
      "send(data, timeout=None): copy one message into the channel, waiting for space."},
@@ -303,6 +327,11 @@ static PyMethodDef P_methods[] = {
 static PyGetSetDef P_getset[] = {
     {"_claimed", (getter)P_get_claimed, NULL, "True while a claim is open.", NULL},
     {"_closed", (getter)P_get_closed, NULL, "True once closed.", NULL},
+    {"_max_message", (getter)P_get_max_message, NULL, "The channel's max_message.", NULL},
+    {"_pattern", (getter)P_get_pattern, NULL, "The channel's pattern (a PATTERN_* code).",
+     NULL},
+    {"_lossy", (getter)P_get_lossy, NULL, "True on a lossy broadcast channel.", NULL},
+    {"_eos", (getter)P_get_eos, NULL, "True once the channel was closed for sending.", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 PyTypeObject ProducerType = {

@@ -1,0 +1,146 @@
+"""Sending objects: the :class:`ObjectSender` half of ``shmring.Producer``.
+
+``send_obj`` is a C method of the producer core (``csrc/codec.c``): the
+common call - the default serializer and a plain value - is encoded into the
+ring in that one call, with no Python frame in front of it. Every other call
+it hands to :func:`_send_obj` or :func:`_send_encoded` here (wired in by
+``_objects/__init__.py``), which serialize and send the record bare, framed
+(:func:`write`, one claimed record) or streamed (``stream.py``).
+
+This module knows the endpoint only through the C core: the channel's
+``max_message``, pattern and lossiness are properties of the core, so
+nothing here reaches back up to the Channel.
+"""
+
+from __future__ import annotations
+
+from pickle import PickleBuffer
+from typing import TYPE_CHECKING, Any
+
+from .. import _core
+from .._errors import Timeout, WouldBlock
+from .frame import (
+    _ENTRY,
+    _FLAG_READONLY,
+    _HEADER,
+    FRAME_MAGIC,
+    FRAME_VERSION,
+    _align,
+    encode,
+)
+from .serializers import _WRAPPABLE, PICKLE, PickleSerializer, Serializer, _dumps
+from .stream import _streams, _write_stream
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+
+class ObjectSender(_core.ProducerCore):
+    """Python objects into a channel: ``send_obj`` (the core's C method,
+    typed in ``_core.pyi``) and :meth:`send_obj_nowait`."""
+
+    #: How :meth:`send_obj` encodes objects (assign per endpoint to change).
+    serializer: Serializer = PICKLE
+
+    def send_obj_nowait(self, obj: Any, *, serializer: Serializer | None = None) -> None:
+        """Send one object, or raise :class:`~shmring.WouldBlock` if the channel
+        has no room for it now. Example::
+
+            try:
+                tx.send_obj_nowait(reading)
+            except shmring.WouldBlock:
+                dropped += 1
+        """
+        ser = self.serializer if serializer is None else serializer
+        if ser.__class__ is PickleSerializer and self._send_value(obj, None, True):
+            return
+        data, buffers = encode(obj, ser)
+        write(self, data, buffers, None, True)
+
+
+def write(tx: _core.ProducerCore, data: ReadableBuffer, buffers: list[PickleBuffer],
+          timeout: float | None, nowait: bool) -> None:
+    """Send what :func:`encode` made: bare, or framed in one claimed record."""
+    if not buffers:
+        if nowait:
+            tx.send_nowait(data)
+        else:
+            tx.send(data, timeout)
+        return
+    raws = [b.raw() for b in buffers]
+    try:
+        payload = memoryview(data)
+        nbuf = len(raws)
+        if nbuf > 0xFFFF:
+            raise ValueError(f"too many out-of-band buffers ({nbuf}); at most 65535")
+        p0 = _HEADER.size + _ENTRY.size * nbuf
+        entries = []
+        end = p0 + payload.nbytes
+        for r in raws:
+            off = _align(end)
+            end = off + r.nbytes
+            entries.append((off, r.nbytes, _FLAG_READONLY if r.readonly else 0))
+        if end > tx._max_message and not nowait and _streams(tx):
+            _write_stream(tx, payload, raws, timeout)
+            return
+        try:
+            view = tx._claim(end, 0.0 if nowait else timeout)
+        except Timeout:
+            if nowait:
+                raise WouldBlock("channel full") from None
+            raise
+        try:
+            _HEADER.pack_into(view, 0, FRAME_MAGIC, FRAME_VERSION, nbuf, payload.nbytes)
+            for i, e in enumerate(entries):
+                _ENTRY.pack_into(view, _HEADER.size + _ENTRY.size * i, *e)
+            view[p0:p0 + payload.nbytes] = payload
+            for (off, n, _), r in zip(entries, raws, strict=True):
+                view[off:off + n] = r
+        except BaseException:
+            tx._abort()
+            raise
+        tx._commit()
+    finally:
+        for r in raws:
+            r.release()
+
+
+# ------------------------------------- the Python paths of the C send_obj --
+def _send_obj(self: ObjectSender, obj: Any, timeout: float | None = None, *,
+              serializer: Serializer | None = None) -> None:
+    """Send one Python object, waiting up to ``timeout`` seconds for space.
+
+    Large buffers (numpy arrays, big ``bytes``) are written straight into
+    one claimed record, without an intermediate copy. Raises
+    :class:`~shmring.Timeout`, :class:`~shmring.MessageTooLarge` (the
+    encoded object exceeds the channel's ``max_message``; nothing was sent),
+    or whatever the serializer raises for an object it cannot encode.
+
+    Example::
+
+        tx.send_obj({"id": 7, "image": np.zeros((480, 640), np.uint8)})
+    """
+    ser = self.serializer if serializer is None else serializer
+    if ser.__class__ is PickleSerializer and self._send_value(obj, timeout):
+        return  # a plain value, encoded into the ring by one C call
+    _send_encoded(self, obj, timeout, ser)
+
+
+def _send_encoded(self: _core.ProducerCore, obj: Any, timeout: float | None,
+                  ser: Serializer) -> None:
+    """send_obj for what is not a plain value (or a serializer other than
+    pickle's): serialize, then send bare or framed."""
+    if ser.__class__ is PickleSerializer and type(obj) not in _WRAPPABLE:
+        # encode()'s common case, inlined.
+        buffers: list[PickleBuffer] = []
+        pickled = _dumps(obj, 5, buffer_callback=buffers.append)
+        if not buffers:
+            self.send(pickled, timeout)
+            return
+        data: ReadableBuffer = ser._inband_if_small(obj, pickled, buffers)
+    else:
+        data, buffers = encode(obj, ser, values=False)  # the value path declined it
+    if buffers:
+        write(self, data, buffers, timeout, False)
+    else:
+        self.send(data, timeout)

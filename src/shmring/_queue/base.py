@@ -1,0 +1,370 @@
+"""What shmring's three queues share: creation, attachment, fork and
+pickling, close, and the Python paths of put and get.
+
+``put`` and ``get`` are C methods (``csrc/queue.c``, the base class
+``_core.QueueCore``): the common call - blocking without a timeout, the
+default serializer, a plain value - counts, encodes and writes (or takes,
+decodes and counts) in one call, as ``send_obj`` does. Every other call,
+and one that would wait for a lock another thread holds or for room under
+``maxsize``, is handed to ``_put`` and ``_get`` below, which do the same
+with the same locks and words.
+
+A queue is named (``q-<pid>-<random>`` unless given a name) and pickles as
+its name: unpickling opens it, so it can be passed to ``Process``, to
+``Pool`` initialisers and even through another queue, under any start
+method. A process forked with a queue keeps the inherited mappings (the
+supervisor client registers it as a holder) and makes its own endpoints on
+first use, never touching the parent's attach slots. The regions live while
+any process holds them and the supervisor removes them after the last one
+exits, crashes included.
+
+The control block and its waiting are ``control.py``'s; the public classes
+are ``queue.py``'s.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+import weakref
+from pickle import PickleBuffer
+from queue import Empty, Full
+from typing import TYPE_CHECKING, Any
+
+from .. import _core
+from .. import _layout as L
+from .._channel.channel import Channel
+from .._channel.endpoints import Consumer
+from .._errors import CorruptRegion, DecodeError, QueueClosed, Timeout, WouldBlock
+from .._objects.frame import encode, framed_size
+from .._objects.recv import _take_other, decode_bytes
+from .._objects.send import write
+from .._objects.serializers import _WRAPPABLE, PICKLE, PickleSerializer, Serializer, _dumps
+from .._region.region import split_segment_name
+from .control import _close_handles, _Handles, wait_for_room
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+#: Ring bytes of a queue unless ``maxsize_bytes`` says otherwise.
+DEFAULT_MAXSIZE_BYTES = 1 << 23
+_SMALL_ITEM = 32  # full() before any put found the ring full: room for this?
+
+
+def _pickle(obj: Any, ser: Serializer) -> tuple[ReadableBuffer, list[PickleBuffer]]:
+    """What ``put`` writes for an object that is not a plain value."""
+    if ser.__class__ is PickleSerializer and type(obj) not in _WRAPPABLE:
+        buffers: list[PickleBuffer] = []  # encode()'s common case, inlined
+        pickled = _dumps(obj, 5, buffer_callback=buffers.append)
+        return (ser._inband_if_small(obj, pickled, buffers) if buffers else pickled), buffers
+    return encode(obj, ser)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+#: Every live queue of this process, so a forked child can take over its handles.
+_LIVE: weakref.WeakSet[_QueueBase] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for q in list(_LIVE):
+        q._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _QueueBase(_core.QueueCore):
+    """What the three queues share: creation, attachment, fork and pickling,
+    the control block, close; put and get (the common call in C, the base
+    class; the rest in _put and _get)."""
+
+    _joinable = False
+
+    def __init__(
+        self,
+        maxsize: int = 0,
+        *,
+        maxsize_bytes: int = DEFAULT_MAXSIZE_BYTES,
+        serializer: Serializer | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        if not isinstance(maxsize, int):
+            raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
+        if not isinstance(maxsize_bytes, int) or maxsize_bytes <= 0:
+            raise ValueError(f"maxsize_bytes must be a positive int, not {maxsize_bytes!r}")
+        capacity = max(L.MIN_CAPACITY, _next_pow2(maxsize_bytes))
+        if name is None:
+            name = f"q-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        ch = Channel.create(name, capacity, "mpmc", max_message=capacity // 2 - L.RECORD_HEADER,
+                            slots=L.MAX_SLOTS, namespace=namespace)
+        try:
+            ctl = Channel.create(f"{name}.ctl", L.MIN_CAPACITY, "spsc", slots=L.MAX_SLOTS,
+                                 namespace=namespace)
+        except BaseException:
+            ch.close()
+            ch.unlink()
+            raise
+        try:
+            h = _Handles(ch, ctl)
+            h.init_block(maxsize)
+        except BaseException:
+            for c in (ch, ctl):
+                c.close()
+                c.unlink()
+            raise
+        parsed = split_segment_name(ch.region.segment)
+        assert parsed is not None
+        self._setup(name, parsed[0], serializer, h)
+
+    def _setup(self, name: str, namespace: str, serializer: Serializer | None,
+               h: _Handles | None) -> None:
+        self._name = name
+        self._namespace = namespace
+        self._serializer = PICKLE if serializer is None else serializer
+        # A plain value goes through the value codec (csrc/codec.c) only with
+        # the default serializer; others see every object.
+        self._plain = self._serializer.__class__ is PickleSerializer
+        self._closed = False
+        self._rlock = _core.Lock()
+        self._wlock = _core.Lock()
+        self._full_size = _SMALL_ITEM
+        self._h: _Handles | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        if h is not None:
+            self._adopt(h)
+        _LIVE.add(self)
+
+    def _adopt(self, h: _Handles) -> None:
+        try:
+            self._maxsize = h.maxsize()
+        except CorruptRegion:
+            h.close()
+            raise
+        self._state = h.bind(self._maxsize, self._joinable, self._wlock, self._rlock)
+        self._h = h
+        self._finalizer = weakref.finalize(self, _close_handles, h, self._rlock, self._wlock)
+
+    def _attach(self) -> _Handles:
+        """This process's handles, opening the queue by name if needed."""
+        h = self._h
+        if h is not None:
+            return h
+        if self._closed:
+            raise QueueClosed(f"Queue {self!r} is closed")
+        ch = Channel.open(self._name, namespace=self._namespace)
+        try:
+            ctl = Channel.open(f"{self._name}.ctl", namespace=self._namespace)
+        except BaseException:
+            ch.close()
+            raise
+        try:
+            h = _Handles(ch, ctl)
+        except BaseException:
+            ch.close()
+            ctl.close()
+            raise
+        if self._h is not None:  # another thread attached meanwhile
+            h.close()
+            return self._h
+        self._adopt(h)
+        return h
+
+    def _forget_after_fork(self) -> None:
+        # In a forked child (run from an at-fork hook: no I/O here). The
+        # mappings are inherited and the supervisor client registers this
+        # child for them; the endpoints and attach slots are the parent's, so
+        # the child makes its own on first use and never closes the parent's
+        # (Channel.close() leaves slots it does not own alone).
+        if self._finalizer is not None:
+            self._finalizer.detach()  # the parent's handles: not ours to close
+            self._finalizer = None
+        self._closed = False  # as multiprocessing does after fork
+        self._rlock = _core.Lock()
+        self._wlock = _core.Lock()
+        h = self._h
+        self._h = None
+        self._state = None
+        if h is not None:
+            h = h.inherit()
+            self._state = h.bind(self._maxsize, self._joinable, self._wlock, self._rlock)
+            self._h = h
+            self._finalizer = weakref.finalize(self, _close_handles, h, self._rlock,
+                                               self._wlock)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self._name, self._namespace, self._serializer))
+
+    # --------------------------------------------------------- lifecycle --
+    def close(self) -> None:
+        """Detach this process from the queue: ``put`` and ``get`` here raise
+        :class:`~shmring.QueueClosed` (a ``ValueError``) afterwards. Other
+        processes keep using the queue; items already put stay in it.
+
+        Example::
+
+            q.put(result)
+            q.close()       # nothing to flush: put() already wrote it
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        # A thread blocked in get() or put() uses the endpoints: close them
+        # when it is done (it calls us again on its way out).
+        if not self._rlock.acquire(blocking=False):
+            return
+        try:
+            if not self._wlock.acquire(blocking=False):
+                return
+            try:
+                h, self._h = self._h, None
+                self._state = None
+                if self._finalizer is not None:
+                    self._finalizer.detach()
+                    self._finalizer = None
+                if h is not None:
+                    h.close()
+            finally:
+                self._wlock.release()
+        finally:
+            self._rlock.release()
+
+    def _closed_error(self) -> QueueClosed:
+        return QueueClosed(f"Queue {self!r} is closed")
+
+    @property
+    def name(self) -> str:
+        """The queue's name (its regions are ``<name>`` and ``<name>.ctl``)."""
+        return self._name
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<shmring.{type(self).__name__} {self._name!r}{state}>"
+
+    # ------------------------------------------------------- put and get --
+    # put() and get() are QueueCore's C methods; these are the paths they
+    # hand every other call to.
+    def _put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        """put() when it is not the common call (see the module docstring)."""
+        if self._closed:
+            raise self._closed_error()
+        h = self._h or self._attach()
+        st = h.state
+        assert st is not None  # bound in _adopt
+        ser = self._serializer
+        deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
+        if not st.reserve():
+            wait_for_room(h, st, block, deadline)
+        data: ReadableBuffer | None = None
+        buffers: list[PickleBuffer] = []
+        done = False
+        try:
+            if not self._plain:
+                data, buffers = _pickle(obj, ser)
+            lock = self._wlock
+            if not _acquire(lock, block, deadline):
+                raise Full
+            try:
+                tx = h.tx or h.producer()
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                # A plain value (csrc/codec.c) is encoded straight into the
+                # ring by one C call; anything else is pickled.
+                if data is None and not tx._send_value(obj, left, not block):
+                    data, buffers = _pickle(obj, ser)
+                if data is not None:
+                    write(tx, data, buffers, left, not block and deadline is None)
+            except (WouldBlock, Timeout):
+                # What full() asks about: room for an item this size.
+                self._full_size = (framed_size(data, buffers) if data is not None
+                                   else len(_core.encode_value(obj) or b""))
+                raise Full from None
+            finally:
+                lock.release()
+            done = True
+        finally:
+            if not done:
+                st.unreserve()
+            if self._closed:
+                self._close_if_idle()
+
+    def _get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """get() when it is not the common call (see the module docstring)."""
+        if self._closed:
+            raise self._closed_error()
+        h = self._h or self._attach()
+        st = h.state
+        assert st is not None  # bound in _adopt
+        deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
+        lock = self._rlock
+        if not _acquire(lock, block, deadline):
+            raise Empty
+        if deadline is not None:
+            timeout = max(0.0, deadline - time.monotonic())
+        data = None
+        obj: Any = NotImplemented
+        try:
+            rx = h.rx or h.consumer()
+            try:
+                if self._plain:
+                    # A value record is decoded in place by one C call; any
+                    # other record stays held and is taken at once below.
+                    obj = rx._recv_value(timeout if block else None, not block)
+                if obj is NotImplemented:
+                    obj, data = self._take_record(rx, timeout, not block)
+            except (WouldBlock, Timeout):
+                raise Empty from None
+            except DecodeError:
+                st.taken()  # a record that cannot be decoded is consumed
+                raise
+            st.taken()  # before a close() meanwhile lets the control block go
+        finally:
+            lock.release()
+            if self._closed:
+                self._close_if_idle()
+        return obj if data is None else self._decode_data(rx, data)
+
+    def _take_record(self, rx: Consumer, timeout: float | None = None,
+                     nowait: bool = False) -> tuple[Any, Any]:
+        """Under the read lock: take the next record that is not a value
+        record. ``(obj, None)`` if it was decoded in place (large records),
+        else ``(None, data)`` to decode after the lock, as multiprocessing
+        does."""
+        if rx._obj_in_place:
+            return _take_other(rx, self._serializer, timeout, nowait), None
+        return None, (rx.recv_nowait() if nowait else rx.recv(timeout))
+
+    def _decode_data(self, rx: Consumer, data: bytes) -> Any:
+        """The object in a record taken by _take_record."""
+        return decode_bytes(rx, self._serializer, data)
+
+    def _count(self) -> int:
+        if self._closed:
+            raise self._closed_error()
+        st = (self._h or self._attach()).state
+        assert st is not None  # bound in _adopt
+        return st.count()
+
+
+def _rebuild(cls: type[_QueueBase], name: str, namespace: str,
+             serializer: Serializer) -> _QueueBase:
+    q = cls.__new__(cls)
+    q._setup(name, namespace, serializer, None)
+    q._attach()
+    return q
+
+
+def _acquire(lock: _core.Lock, block: bool, deadline: float | None) -> bool:
+    """Take ``lock`` as put/get do: at once when not blocking, else until the
+    monotonic ``deadline`` (None: without limit). False if it was not taken."""
+    if not block:
+        return lock.acquire(blocking=False)
+    if deadline is None:
+        return lock.acquire()
+    return lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
