@@ -62,7 +62,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,14 +72,14 @@ from .._errors import CorruptRegion, ShmringError
 from .._proc import alive as proc_alive
 from .._proc import start_time as proc_start_time
 from .._region import inventory as _gc
-from .._region.region import (
-    Region,
+from .._region.names import (
     check_namespace,
     default_namespace,
     list_segments,
     split_segment_name,
     unlink_segment,
 )
+from .._region.region import Region
 from . import wire as _ipc
 
 log = logging.getLogger("shmring.supervisor")
@@ -87,8 +87,6 @@ log = logging.getLogger("shmring.supervisor")
 #: Seconds a producer may hold one claim before the supervisor revokes it.
 DEFAULT_CLAIM_TIMEOUT = 10.0
 _MULTI_PRODUCER = ("mpsc", "mpmc")
-
-_RECOVERING = 1 << 63
 
 
 class AlreadyRunning(ShmringError):
@@ -811,19 +809,15 @@ class Supervisor:
             inodes = mapped[pid]
             return inodes is None or t.ino in inodes
 
+        entries: Iterable[tuple[int, int, int]]
         try:
-            nslots = t.region.slot_count
+            entries = t.region.table.entries()
         except CorruptRegion:
             # A header overwritten after creation: its table cannot be
             # trusted, so only registered holders keep the region alive.
-            nslots = 0
-        for i in range(nslots):
-            so = L.slot_offset(i)
-            pid = _core.load(buf, so + L.SLOT_PID)
-            if pid == 0 or pid & _RECOVERING:
-                continue
+            entries = ()
+        for i, pid, start in entries:
             slotted = True
-            start = _core.load(buf, so + L.SLOT_START_TIME)
             p = self._by_table.get((pid, start))
             if p is None and not in_grace and self._watch_table_process(pid, start, t):
                 p = self._by_table.get((pid, start))
@@ -945,13 +939,7 @@ class Supervisor:
         self._update_idle()
 
     def _recover_proc(self, t: _Tracked, p: _Proc) -> None:
-        buf = t.region._mapping()
-        for i in range(t.region.slot_count):
-            so = L.slot_offset(i)
-            if _core.load(buf, so + L.SLOT_PID) != p.lpid:
-                continue
-            if _core.load(buf, so + L.SLOT_START_TIME) != p.start:
-                continue
+        for i in t.region.table.slots_of(p.lpid, p.start):
             try:
                 if t.region.recover_slot(i, p.lpid):
                     self.stats["recovered"] += 1
@@ -994,14 +982,7 @@ class Supervisor:
                 log.info("%s: %d revoked claim(s) done with, bytes back in use", t.seg, lifted)
         if self.claim_timeout is None:
             return
-        for i in range(t.region.slot_count):
-            so = L.slot_offset(i)
-            pid = _core.load(buf, so + L.SLOT_PID)
-            if not pid or _core.load32(buf, so + L.SLOT_ROLE) != L.ROLE_PRODUCER:
-                continue
-            pos = _core.load(buf, so + L.SLOT_CLAIM_POS)
-            if pos == L.CLAIM_NONE:
-                continue
+        for i, pid, pos in t.region.table.producer_claims():
             k = (t.key, i)
             seen.add(k)
             prev = self._claims.get(k)
