@@ -38,6 +38,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import _core
 from .. import _layout as L
@@ -182,6 +183,28 @@ class RegionTable:
                 return False
             t = res
         return self.evaluate(t, quick=True)
+
+    def replace_holds(self, p: Proc, items: Iterable[Any]) -> dict[str, str]:
+        """Make ``p``'s holds what ``items`` ([seg, created_ns, count], as a
+        client sends them after a reconnect) says, attaching and detaching
+        the difference. Returns ``seg@created_ns`` -> result of each attach."""
+        want: dict[RegionKey, int] = {}
+        for seg, cns, count in items:
+            want[(str(seg), int(cns))] = want.get((str(seg), int(cns)), 0) + int(count)
+        results = {}
+        for k, n in want.items():
+            have = p.holds.get(k, 0)
+            if n > have:
+                res = "ok"
+                for _ in range(n - have):
+                    res = self.attach(p, *k)
+                    if res != "ok":
+                        break
+                results[f"{k[0]}@{k[1]}"] = res
+        for k, have in list(p.holds.items()):
+            for _ in range(have - want.get(k, 0)):
+                self.detach(p, *k)
+        return results
 
     # -------------------------------------------------------- tracking --
     def track(self, seg: str, cns: int | None) -> Tracked | str:

@@ -524,23 +524,8 @@ class Supervisor:
         # The client's registrations, as a whole, replace what we knew.
         p = c.proc
         assert p is not None
-        want: dict[tuple[str, int], int] = {}
-        for seg, cns, count in c.hello_items:
-            want[(str(seg), int(cns))] = want.get((str(seg), int(cns)), 0) + int(count)
-        c.hello_items = []
-        results = {}
-        for k, n in want.items():
-            have = p.holds.get(k, 0)
-            if n > have:
-                res = "ok"
-                for _ in range(n - have):
-                    res = self.regions.attach(p, *k)
-                    if res != "ok":
-                        break
-                results[f"{k[0]}@{k[1]}"] = res
-        for k, have in list(p.holds.items()):
-            for _ in range(have - want.get(k, 0)):
-                self.regions.detach(p, *k)
+        items, c.hello_items = c.hello_items, []
+        results = self.regions.replace_holds(p, items)
         return {"ok": True, "pid": os.getpid(), "results": results}
 
     # -------------------------------------------------------------- status --
