@@ -9,9 +9,9 @@ publish it. An attacher opens with size 0 (a non-zero size would resize
 somebody else's segment), waits briefly for the magic, and checks every field
 against the real segment size before trusting any.
 
-Ownership of the segment's lifetime belongs to the
-supervisor; a Region never unlinks behind anybody's back (compare CPython's
-``shared_memory`` resource tracker, gh-82300), only when asked.
+Ownership of the segment's lifetime belongs to the supervisor; a Region
+never unlinks behind anybody's back (compare CPython's ``shared_memory``
+resource tracker, gh-82300), only when asked.
 """
 
 from __future__ import annotations
