@@ -152,7 +152,7 @@ def test_systemd_unit_runs_a_command_the_supervisor_accepts() -> None:
     import shlex
     from pathlib import Path
 
-    from shmring._supervisor.server import add_arguments
+    from shmring._supervisor.command import add_arguments
 
     unit = Path(__file__).resolve().parent.parent / "examples/systemd/shmring-supervisor.service"
     (exec_start,) = [line.split("=", 1)[1] for line in unit.read_text().splitlines()

@@ -134,11 +134,10 @@ class Channel:
     # ------------------------------------------------------------ roles --
     def _take_role(self, owner_off: int, what: str) -> int:
         region = self._region
-        buf = region._mapping()
         role = L.ROLE_PRODUCER if owner_off == L.OFF_PRODUCER_OWNER else L.ROLE_CONSUMER
         slot = region.alloc_slot(role)
         for attempt in range(2):
-            if _core.cas(buf, owner_off, 0, slot + 1):
+            if region.table.take_owner(owner_off, slot):
                 return slot
             if attempt == 0:
                 region.reap_dead()  # the holder may have died
@@ -183,7 +182,7 @@ class Channel:
             self._release_role(slot, producer=False)
             raise
         if pattern != L.PATTERN_BROADCAST:
-            _core.store32(region._mapping(), L.slot_offset(slot) + L.SLOT_STATE, L.SLOT_ACTIVE)
+            region.table.set_state(slot, L.SLOT_ACTIVE)
         c._channel = self
         c._slot = slot
         self._endpoints.add(c)
@@ -191,9 +190,8 @@ class Channel:
 
     def _owns(self, slot: int) -> bool:
         # A forked child shares its parent's endpoints and slots: not its own.
-        buf = self._region.buf
-        return buf is not None and \
-            _core.load(buf, L.slot_offset(slot) + L.SLOT_PID) == os.getpid()
+        region = self._region
+        return not region.closed and region.table.pid(slot) == os.getpid()
 
     def _release_role(self, slot: int, *, producer: bool) -> None:
         region = self._region
@@ -201,10 +199,10 @@ class Channel:
         if buf is None or not self._owns(slot):
             return
         owner = L.OFF_PRODUCER_OWNER if producer else L.OFF_CONSUMER_OWNER
-        _core.cas(buf, owner, slot + 1, 0)
+        region.table.release_owner(owner, slot)
         if not producer:
             # A broadcast consumer stops gating the producer.
-            _core.store32(buf, L.slot_offset(slot) + L.SLOT_STATE, L.SLOT_CLOSING)
+            region.table.set_state(slot, L.SLOT_CLOSING)
             _core.wake(buf, L.OFF_SPACE_FUTEX)
         region.free_slot(slot)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._region import inventory as _gc
-from .._region.region import check_namespace, default_namespace, unlink_segment
+from .._region.names import check_namespace, default_namespace, unlink_segment
 
 
 def _size(n: int) -> str:

@@ -24,13 +24,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _supervisor_args(p: argparse.ArgumentParser) -> None:
-    from .._supervisor.server import add_arguments
+    from .._supervisor.command import add_arguments
 
     add_arguments(p)
 
 
 def _supervisor(args: argparse.Namespace) -> int:
-    from .._supervisor.server import main
+    from .._supervisor.command import main
 
     return main(args)
 

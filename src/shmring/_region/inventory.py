@@ -31,7 +31,8 @@ from .. import _core
 from .. import _layout as L
 from .._errors import PermissionDenied, RegionNotFound, ShmringError
 from .._proc import alive
-from .region import PREFIX, Region, list_segments, split_segment_name, unlink_segment
+from .names import PREFIX, list_segments, split_segment_name, unlink_segment
+from .region import Region
 
 SHM_DIR = "/dev/shm"
 #: Seconds a region may stay without any attach slot while its creator lives.

@@ -1,5 +1,5 @@
 """Regions: named POSIX shared-memory segments with a validated header and an
-attach table.
+attach table (its words: ``slots.py``; names and listing: ``names.py``).
 
 Creation follows DESIGN.md: ``shm_open(O_CREAT|O_EXCL, 0600)`` so nobody can
 squat a name, ``ftruncate`` then ``posix_fallocate`` so a full ``/dev/shm`` is
@@ -9,10 +9,9 @@ publish it. An attacher opens with size 0 (a non-zero size would resize
 somebody else's segment), waits briefly for the magic, and checks every field
 against the real segment size before trusting any.
 
-Every name lives under ``/shmring.<namespace>.``: shmring never touches a
-segment it did not make. Ownership of the segment's lifetime belongs to the
-supervisor; a Region never unlinks behind anybody's back (compare CPython's
-``shared_memory`` resource tracker, gh-82300), only when asked.
+Ownership of the segment's lifetime belongs to the supervisor; a Region
+never unlinks behind anybody's back (compare CPython's ``shared_memory``
+resource tracker, gh-82300), only when asked.
 """
 
 from __future__ import annotations
@@ -21,10 +20,8 @@ import contextlib
 import errno
 import mmap
 import os
-import re
 import struct
 import time
-from dataclasses import dataclass
 
 import posix_ipc
 
@@ -32,6 +29,7 @@ from .. import _core
 from .. import _layout as L
 from .._errors import (
     AttachTableFull,
+    Closed,
     CorruptRegion,
     InvalidArgument,
     NoSpace,
@@ -40,63 +38,14 @@ from .._errors import (
     RegionNotFound,
 )
 from .._proc import alive, my_start_time, start_time
+from .names import segment_name as segment_name
+from .names import split_segment_name as split_segment_name
+from .names import unlink_segment
+from .slots import AttachTable
+from .slots import SlotInfo as SlotInfo
 
-PREFIX = "shmring"
-_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}\Z")
-_NS_RE = re.compile(r"[A-Za-z0-9_\-]{1,40}\Z")
-_RECOVERING = 1 << 63
-
-
-def default_namespace() -> str:
-    """The namespace used when none is given: ``$SHMRING_NAMESPACE`` or ``default``."""
-    return os.environ.get("SHMRING_NAMESPACE", "default")
-
-
-def check_namespace(namespace: str) -> str:
-    """Validate a namespace (letters, digits, ``_`` and ``-``, at most 40)."""
-    if not isinstance(namespace, str) or not _NS_RE.match(namespace):
-        raise InvalidArgument(
-            f"bad namespace {namespace!r}: use 1-40 letters, digits, '_' or '-'"
-        )
-    return namespace
-
-
-def segment_name(name: str, namespace: str | None = None) -> str:
-    """The POSIX shm name (``/shmring.<ns>.<name>``) for a channel name."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidArgument(
-            f"bad region name {name!r}: use 1-200 letters, digits, '_', '-' or '.', "
-            "not starting with '.' or '-'"
-        )
-    ns = check_namespace(default_namespace() if namespace is None else namespace)
-    return f"/{PREFIX}.{ns}.{name}"
-
-
-def split_segment_name(seg: str) -> tuple[str, str] | None:
-    """(namespace, name) of a segment shmring made, or None for a foreign one."""
-    seg = seg.lstrip("/")
-    parts = seg.split(".", 2)
-    if len(parts) != 3 or parts[0] != PREFIX:
-        return None
-    if not _NS_RE.match(parts[1]) or not _NAME_RE.match(parts[2]):
-        return None
-    return parts[1], parts[2]
-
-
-@dataclass(frozen=True)
-class SlotInfo:
-    """One entry of the attach table, as read at one moment."""
-
-    index: int
-    pid: int
-    start_time: int
-    role: str
-    state: int
-    claim_pos: int | None
-    cursor: int
-    messages: int
-    bytes: int
-    missed: int
+# segment_name, split_segment_name and SlotInfo are re-exported: _channel
+# and _queue import them from here. Their home is names.py and slots.py.
 
 
 def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
@@ -127,6 +76,7 @@ class Region:
         self.segment = seg
         self.buf: mmap.mmap | None = buf
         self.size = size
+        self._table = AttachTable(buf, name)
 
     # --------------------------------------------------------- lifecycle --
     @classmethod
@@ -206,8 +156,7 @@ class Region:
         struct.pack_into("<Q", buf, L.HDR_CREATED_NS, time.time_ns())
         struct.pack_into("<Q", buf, L.HDR_DATA_OFFSET, doff)
         struct.pack_into("<Q", buf, L.HDR_CREATOR_PID, os.getpid())
-        for i in range(slots):
-            struct.pack_into("<Q", buf, L.slot_offset(i) + L.SLOT_CLAIM_POS, L.CLAIM_NONE)
+        AttachTable.init(buf, slots)
         # Publication: everything above is visible before the magic (pairs
         # with the attacher's acquire load in _wait_published).
         _core.store(buf, L.HDR_MAGIC, L.SHMRING_MAGIC)
@@ -279,8 +228,6 @@ class Region:
 
     def _mapping(self) -> mmap.mmap:
         if self.buf is None:
-            from .._errors import Closed
-
             raise Closed(f"region {self.name!r} is closed")
         return self.buf
 
@@ -332,11 +279,7 @@ class Region:
     @property
     def slot_count(self) -> int:
         """Entries in the attach table."""
-        n = self._u32(L.HDR_SLOT_COUNT)
-        if n > L.MAX_SLOTS or L.slot_offset(n) > self.size:
-            # Overwritten after it was validated: walking it would leave the segment.
-            raise CorruptRegion(f"region {self.name!r} has {n} attach slots: corrupt header")
-        return n
+        return self.table.count
 
     @property
     def flags(self) -> int:
@@ -363,26 +306,21 @@ class Region:
         return int(_core.load(self._mapping(), off))
 
     # ------------------------------------------------------- attach table --
+    @property
+    def table(self) -> AttachTable:
+        """The attach table (raises :class:`Closed` once unmapped)."""
+        if self.buf is None:
+            raise Closed(f"region {self.name!r} is closed")
+        return self._table
+
     def alloc_slot(self, role: int) -> int:
         """Take a free attach slot for this process in ``role``."""
-        buf = self._mapping()
+        table = self.table
         pid, started = os.getpid(), my_start_time()
         for attempt in range(2):
-            for i in range(self.slot_count):
-                so = L.slot_offset(i)
-                if _core.load(buf, so + L.SLOT_PID) != 0:
-                    continue
-                if not _core.cas(buf, so + L.SLOT_PID, 0, pid):
-                    continue
-                _core.store(buf, so + L.SLOT_START_TIME, started)
-                _core.store32(buf, so + L.SLOT_ROLE, role)
-                _core.store(buf, so + L.SLOT_CLAIM_POS, L.CLAIM_NONE)
-                for field in (L.SLOT_CLAIM_LEN, L.SLOT_CURSOR, L.SLOT_MESSAGES, L.SLOT_BYTES,
-                              L.SLOT_MISSED, L.SLOT_LAST_MSGNO):
-                    _core.store(buf, so + field, 0)
-                state = L.SLOT_ACTIVE if role != L.ROLE_CONSUMER else L.SLOT_CLOSING
-                _core.store32(buf, so + L.SLOT_STATE, state)
-                return i
+            slot = table.alloc(role, pid, started)
+            if slot is not None:
+                return slot
             if attempt == 0 and not self.reap_dead():
                 break
         raise AttachTableFull(
@@ -391,48 +329,13 @@ class Region:
         )
 
     def free_slot(self, slot: int) -> None:
-        """Give slot ``slot`` back."""
-        buf = self.buf
-        if buf is None:
-            return
-        so = L.slot_offset(slot)
-        # The endpoint's counts outlive it in the header totals (`shmring ls`).
-        role = _core.load32(buf, so + L.SLOT_ROLE)
-        if role in (L.ROLE_PRODUCER, L.ROLE_CONSUMER):
-            msgs, nbytes = (L.OFF_STATS_IN_MSGS, L.OFF_STATS_IN_BYTES) \
-                if role == L.ROLE_PRODUCER else (L.OFF_STATS_OUT_MSGS, L.OFF_STATS_OUT_BYTES)
-            _core.fetch_add(buf, msgs, _core.load(buf, so + L.SLOT_MESSAGES))
-            _core.fetch_add(buf, nbytes, _core.load(buf, so + L.SLOT_BYTES))
-        _core.store32(buf, so + L.SLOT_STATE, L.SLOT_FREE)
-        _core.store32(buf, so + L.SLOT_ROLE, 0)
-        # Start time 0 marks a slot being taken (alloc_slot sets it right
-        # after winning the pid word): dead_slots leaves such a slot alone.
-        _core.store(buf, so + L.SLOT_START_TIME, 0)
-        _core.store(buf, so + L.SLOT_PID, 0)
+        """Give slot ``slot`` back (nothing once the region is unmapped)."""
+        if self.buf is not None:
+            self._table.free(slot)
 
     def slots(self) -> list[SlotInfo]:
         """A snapshot of every taken slot of the attach table."""
-        buf = self._mapping()
-        out = []
-        for i in range(self.slot_count):
-            so = L.slot_offset(i)
-            pid = _core.load(buf, so + L.SLOT_PID)
-            if pid == 0:
-                continue
-            claim = _core.load(buf, so + L.SLOT_CLAIM_POS)
-            out.append(SlotInfo(
-                index=i,
-                pid=pid & ~_RECOVERING,
-                start_time=_core.load(buf, so + L.SLOT_START_TIME),
-                role=L.ROLE_NAMES.get(_core.load32(buf, so + L.SLOT_ROLE), "?"),
-                state=_core.load32(buf, so + L.SLOT_STATE),
-                claim_pos=None if claim == L.CLAIM_NONE else claim,
-                cursor=_core.load(buf, so + L.SLOT_CURSOR),
-                messages=_core.load(buf, so + L.SLOT_MESSAGES),
-                bytes=_core.load(buf, so + L.SLOT_BYTES),
-                missed=_core.load(buf, so + L.SLOT_MISSED),
-            ))
-        return out
+        return self.table.snapshot()
 
     def recover_slot(self, slot: int, pid: int) -> bool:
         """Recover slot ``slot`` whose process ``pid`` is dead, then free it.
@@ -441,24 +344,12 @@ class Region:
         supervisor and a process that finds a dead peer may both try. Returns
         True if this call did the recovery.
         """
-        buf = self._mapping()
-        so = L.slot_offset(slot)
-        if not _core.cas(buf, so + L.SLOT_PID, pid, pid | _RECOVERING):
-            return False
-        _core.recover_slot(buf, slot)
-        self.free_slot(slot)
-        return True
+        return self.table.recover(slot, pid)
 
     def dead_slots(self) -> list[tuple[int, int]]:
         """(slot, pid) of every slot whose process has exited."""
-        buf = self._mapping()
         dead = []
-        for i in range(self.slot_count):
-            so = L.slot_offset(i)
-            pid = _core.load(buf, so + L.SLOT_PID)
-            if pid == 0 or pid & _RECOVERING:
-                continue
-            started = _core.load(buf, so + L.SLOT_START_TIME)
+        for i, pid, started in self.table.entries():
             if started == 0:
                 # Being taken by pid right now; dead only if pid is gone.
                 if start_time(pid) is None:
@@ -474,38 +365,8 @@ class Region:
 
     def live_pids(self) -> set[int]:
         """Pids of the live processes in the attach table."""
-        buf = self._mapping()
         pids = set()
-        for i in range(self.slot_count):
-            so = L.slot_offset(i)
-            pid = _core.load(buf, so + L.SLOT_PID)
-            started = _core.load(buf, so + L.SLOT_START_TIME)
-            if not pid or pid & _RECOVERING:
-                continue
+        for _i, pid, started in self.table.entries():
             if alive(pid, started) if started else start_time(pid) is not None:
                 pids.add(pid)
         return pids
-
-
-def unlink_segment(seg: str) -> None:
-    """Unlink a segment by its POSIX name; RegionNotFound if it is gone."""
-    try:
-        posix_ipc.unlink_shared_memory(seg)
-    except posix_ipc.ExistentialError as e:
-        raise RegionNotFound(f"no region {seg!r}") from e
-    except posix_ipc.PermissionsError as e:
-        raise PermissionDenied(f"region {seg!r} belongs to another user") from e
-
-
-def list_segments(namespace: str | None = None) -> list[tuple[str, str]]:
-    """(namespace, name) of every shmring segment in /dev/shm (optionally one namespace)."""
-    out = []
-    try:
-        entries = os.listdir("/dev/shm")
-    except FileNotFoundError:
-        return []
-    for entry in sorted(entries):
-        parsed = split_segment_name(entry)
-        if parsed and (namespace is None or parsed[0] == namespace):
-            out.append(parsed)
-    return out

@@ -3,61 +3,47 @@
 One per user and namespace (an ``flock`` on ``<ns>.lock`` in the private
 socket directory, held for the supervisor's life). Clients connect to
 ``<ns>.sock`` (``SOCK_SEQPACKET``), say ``hello`` with their pidfd, and
-register every ``attach`` and ``detach`` of a region. The supervisor keeps
-its own mapping of each region it tracks (it takes no attach slot: it is not
-a user) and acts on events, never on polling:
+register every ``attach`` and ``detach`` of a region. The supervisor acts on
+events, never on polling:
 
 - a client's pidfd becomes readable when it has exited (crash or not): its
-  slots in every tracked region are recovered (``Region.recover_slot``: a
-  claim in flight becomes padding, taken mpmc records go back, a broadcast
-  cursor stops gating, exclusive roles are freed), its registrations go, and
+  slots in every tracked region are recovered, its registrations go, and
   every region left with no live process is unlinked (persistent ones aside);
 - a detach that leaves a region with no holder unlinks it before the reply,
   so that when ``Channel.close()`` returns in the last user the name is gone;
 - socket EOF alone is not death (a process may close the connection and live
   on): its registrations stay until its pidfd fires;
-- a producer of an mpsc or mpmc region that holds one claim for longer than
-  ``claim_timeout`` (stopped with SIGSTOP, stuck in a debugger or a
-  deadlock) has the claim revoked, so consumers go on; it gets
-  :class:`~shmring.ClaimRevoked` when it resumes. The claim's bytes stay
-  quarantined until it is done with them (ring.c, "revocation"). This is the
-  one periodic check (every ``claim_timeout / 4``, at most 1 s, while such
-  regions are tracked): a stopped process sends no event.
-
-A region is kept alive by (a) registrations of live clients and (b) live
-processes in its attach table, judged by pid and start time (an unsupervised
-process, or one between taking its slot and registering). Processes seen only
-in a table get a pidfd the supervisor opens itself (then checks the start time
-again, so the pidfd is known to be that process), which makes their exit an
-event too.
+- the one periodic check revokes claims held past ``claim_timeout``.
 
 After a restart nothing is lost: regions are mapped again from /dev/shm
 ("adopted"); for ``startup_grace`` seconds no table entry is judged dead
-(clients re-register meanwhile, and a client in another PID namespace writes
-pids that only its registration can interpret); then every adopted region is
-evaluated and orphans are unlinked.
+(clients re-register meanwhile); then every adopted region is evaluated and
+orphans are unlinked.
 
-The clock is injectable (``clock=``), so timeouts are tested without waiting.
-Not here: the data path. Channels never wait for the supervisor, and a dead
-supervisor stops nothing but cleanup until a new one is started.
+This module is the event loop (one ``selectors`` epoll, timers on the
+injectable clock, calls from other threads), the connections and the
+dispatch of requests. It owns and wires three collaborators, each of which
+knows nothing of this module and gets what it needs as arguments and
+callbacks:
+
+- ``deaths.ProcessIndex``: watched processes, their pidfds, who died;
+- ``regions.RegionTable``: tracked regions, who holds each, the unlink rule;
+- ``revoke.ClaimWatch``: stuck claims and quarantines.
+
+``command.py`` is the ``shmring supervisor`` command around it. Not here:
+the data path. Channels never wait for the supervisor, and a dead supervisor
+stops nothing but cleanup until a new one is started.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import fcntl
-import heapq
-import itertools
 import json
 import logging
 import os
-import queue
-import resource
-import select
 import selectors
-import signal
 import socket
 import threading
 import time
@@ -66,29 +52,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _core
-from .. import _layout as L
-from .._errors import CorruptRegion, ShmringError
-from .._proc import alive as proc_alive
+from .._errors import ShmringError
 from .._proc import start_time as proc_start_time
 from .._region import inventory as _gc
-from .._region.region import (
-    Region,
-    check_namespace,
-    default_namespace,
-    list_segments,
-    split_segment_name,
-    unlink_segment,
-)
+from .._region.names import check_namespace, default_namespace
+from . import procfs
 from . import wire as _ipc
+from .deaths import Proc, ProcessIndex
+from .loop import EventLoop
+from .regions import RegionTable, Tracked
+from .revoke import DEFAULT_CLAIM_TIMEOUT, ClaimWatch
+
+__all__ = ["DEFAULT_CLAIM_TIMEOUT", "AlreadyRunning", "Supervisor"]
 
 log = logging.getLogger("shmring.supervisor")
-
-#: Seconds a producer may hold one claim before the supervisor revokes it.
-DEFAULT_CLAIM_TIMEOUT = 10.0
-_MULTI_PRODUCER = ("mpsc", "mpmc")
-
-_RECOVERING = 1 << 63
 
 
 class AlreadyRunning(ShmringError):
@@ -96,48 +73,13 @@ class AlreadyRunning(ShmringError):
 
 
 @dataclass(eq=False)
-class _Proc:
-    """A process the supervisor watches: a client, or one seen in a table."""
-
-    key: tuple[int, int]  # (pid as we see it, or -pid if invisible; start time)
-    lpid: int  # the pid the process calls itself: what its attach slots hold
-    start: int
-    pidfd: int
-    conn: _Conn | None = None
-    holds: dict[tuple[str, int], int] = field(default_factory=dict)
-    seen: set[tuple[str, int]] = field(default_factory=set)  # regions it may have slots in
-    creating: dict[str, float] = field(default_factory=dict)  # seg -> when announced
-    dead: bool = False
-
-    @property
-    def pid(self) -> int:
-        return self.key[0]
-
-
-@dataclass(eq=False)
 class _Conn:
+    """A client connection (its process once it said hello)."""
+
     sock: socket.socket
     peer_pid: int
-    proc: _Proc | None = None
+    proc: Proc | None = None
     hello_items: list[Any] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class _Tracked:
-    """A region the supervisor maps and watches."""
-
-    seg: str
-    created_ns: int
-    region: Region
-    ino: int
-    persistent: bool
-    holders: dict[tuple[int, int], int] = field(default_factory=dict)
-    registered: bool = False  # ever held by a client (past its creation window)
-    uncertain: bool = False  # last kept only for entries not judged yet (grace)
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.seg, self.created_ns)
 
 
 _LIVE: weakref.WeakSet[Supervisor] = weakref.WeakSet()
@@ -152,6 +94,16 @@ def _close_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_close_in_child)
+
+
+def _own_inodes() -> list[int]:
+    # An embedded supervisor shares its process with a client: the mappings
+    # the supervisors of this process hold are not the client's.
+    return [ino for sup in list(_LIVE) for ino in sup.regions.inodes()]
+
+
+def _mapped_inodes(pid: int) -> dict[int, int] | None:
+    return procfs.mapped_inodes(pid, _own_inodes)
 
 
 class Supervisor:
@@ -189,34 +141,38 @@ class Supervisor:
         self.clock = clock
         self.idle_exit = idle_exit
         self.startup_grace = startup_grace
-        self.creation_grace = creation_grace
-        self.claim_timeout = claim_timeout or None
-        self._claims: dict[tuple[tuple[str, int], int], tuple[int, int, float]] = {}
-        self._claims_timer = False
         self.paths: dict[str, str] = {}
-        self._sel: selectors.EpollSelector | None = None
-        self._deaths: selectors.EpollSelector | None = None
-        self._draining = False
+        self.loop = EventLoop(clock)
+        self._schedule = self.loop.schedule
         self._lock_fd = -1
         self._listener: socket.socket | None = None
-        self._wake_r = self._wake_w = -1
         self._conns: dict[int, _Conn] = {}
-        self._procs: dict[tuple[int, int], _Proc] = {}
-        self._by_table: dict[tuple[int, int], _Proc] = {}
-        self._regions: dict[tuple[str, int], _Tracked] = {}
-        self._timers: list[tuple[float, int, Callable[[], object]]] = []
-        self._seq = itertools.count()
-        self._grace_until = 0.0
         self._idle_since: float | None = None
         self._idle_timer = False
-        self._deferred: list[tuple[_Conn, Any, _Tracked]] = []
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]]] = \
-            queue.SimpleQueue()
+        self._deferred: list[tuple[_Conn, Any, Tracked]] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._opened = False
         self.stats = {"attach": 0, "detach": 0, "deaths": 0, "recovered": 0, "unlinked": 0,
                       "revoked": 0, "lifted": 0}
+        self.procs = ProcessIndex(self.stats, self._on_death)
+        self.regions = RegionTable(
+            self.namespace, self.procs, self.stats, clock=clock, schedule=self._schedule,
+            creation_grace=creation_grace, mapped_inodes=_mapped_inodes,
+            on_tracked=self._on_tracked, on_untracked=self._update_idle)
+        self.claims = ClaimWatch(
+            claim_timeout or None, self.stats, regions=lambda: self.regions, clock=clock,
+            schedule=self._schedule, stopping=lambda: self._stopping)
+
+    @property
+    def claim_timeout(self) -> float | None:
+        """Seconds a producer may hold one claim (None: never revoked)."""
+        return self.claims.claim_timeout
+
+    @property
+    def creation_grace(self) -> float:
+        """Seconds a region may stay without any attach slot while its creator lives."""
+        return self.regions.creation_grace
 
     # ----------------------------------------------------------- lifecycle --
     def open(self, *, wait: bool = False) -> None:
@@ -246,20 +202,16 @@ class Supervisor:
         self._lock_fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        self._sel = selectors.EpollSelector()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self.loop.open()
         # Pidfds in an epoll of their own, nested in the main one: handling
         # every death already queued is then one epoll_wait(0).
-        self._deaths = selectors.EpollSelector()
-        self._sel.register(self._deaths.fileno(), selectors.EVENT_READ,
-                           lambda _k: self._on_deaths())
+        self.loop.register(self.procs.open(), lambda _k: self.procs.drain())
         self._listen()
         _LIVE.add(self)
         self._opened = True
-        self._grace_until = self.clock() + self.startup_grace
-        self._adopt_all()
-        self._schedule(self._grace_until, self._end_grace)
+        self.regions.grace_until = self.clock() + self.startup_grace
+        self.regions.adopt_all()
+        self._schedule(self.regions.grace_until, self._end_grace)
         self._update_idle()
         log.info("supervisor %d for namespace %r on %s", os.getpid(), self.namespace,
                  self.paths["sock"])
@@ -274,26 +226,13 @@ class Supervisor:
         s.listen(4096)
         s.setblocking(False)
         self._listener = s
-        assert self._sel is not None
-        self._sel.register(s, selectors.EVENT_READ, self._on_accept)
+        self.loop.register(s, self._on_accept)
 
     def run(self, *, wait: bool = False) -> None:
         """Serve until :meth:`stop` (or idle exit). ``wait``: see :meth:`open`."""
         self.open(wait=wait)
-        assert self._sel is not None
         try:
-            while not self._stopping:
-                self._run_timers()
-                if self._stopping:
-                    break
-                timeout = None
-                if self._timers:
-                    timeout = max(0.0, min(self._timers[0][0] - self.clock(), 3600.0))
-                for key, _mask in self._sel.select(timeout):
-                    try:
-                        key.data(key)
-                    except Exception:  # one bad event must not end supervision
-                        log.exception("handling an event failed")
+            self.loop.run(lambda: self._stopping)
         finally:
             self._shutdown()
 
@@ -320,22 +259,14 @@ class Supervisor:
 
     def wake(self) -> None:
         """Make the loop look at its timers now (after moving a fake clock)."""
-        if self._wake_w >= 0:
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"w")
+        self.loop.wake()
 
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Run ``fn`` in the supervisor's thread, after everything it has
         received so far; returns its result (tests use it to synchronise)."""
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("the supervisor is not running in a thread")
-        box: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._calls.put((fn, box))
-        self.wake()
-        ok, value = box.get(timeout=timeout)
-        if not ok:
-            raise value
-        return value
+        return self.loop.call(fn, timeout)
 
     def _shutdown(self) -> None:
         if not self._opened:
@@ -350,23 +281,9 @@ class Supervisor:
         for c in list(self._conns.values()):
             c.sock.close()
         self._conns.clear()
-        for p in self._procs.values():
-            with contextlib.suppress(OSError):
-                os.close(p.pidfd)
-        self._procs.clear()
-        self._by_table.clear()
-        for t in self._regions.values():
-            with contextlib.suppress(BufferError):
-                t.region.close()
-        self._regions.clear()
-        if self._sel is not None:
-            self._sel.close()
-        if self._deaths is not None:
-            self._deaths.close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+        self.procs.close()
+        self.regions.close()
+        self.loop.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = -1
@@ -375,13 +292,11 @@ class Supervisor:
     def _forget_fds(self) -> None:
         """In a forked child: drop every descriptor without touching what
         they refer to (the parent's supervisor goes on)."""
-        fds = [self._lock_fd, self._wake_r, self._wake_w]
-        if self._sel is not None and self._deaths is not None:
-            fds += [self._sel.fileno(), self._deaths.fileno()]
+        fds = [self._lock_fd, *self.loop.fds()]
         if self._listener is not None:
             fds.append(self._listener.detach())
         fds += [c.sock.detach() for c in self._conns.values()]
-        fds += [p.pidfd for p in self._procs.values()]
+        fds += self.procs.fds()
         for fd in fds:
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -390,36 +305,21 @@ class Supervisor:
         self._thread = None
 
     # -------------------------------------------------------------- timers --
-    def _schedule(self, when: float, fn: Callable[[], object]) -> None:
-        heapq.heappush(self._timers, (when, next(self._seq), fn))
-
-    def _run_timers(self) -> None:
-        while self._timers and self._timers[0][0] <= self.clock():
-            _, _, fn = heapq.heappop(self._timers)
-            try:
-                fn()
-            except Exception:
-                log.exception("a timer failed")
-
-    def _in_grace(self) -> bool:
-        return self.clock() < self._grace_until
-
     def _end_grace(self) -> None:
-        if self._in_grace():  # the clock went backwards (a test's fake one)
-            self._schedule(self._grace_until, self._end_grace)
+        if self.regions.in_grace():  # the clock went backwards (a test's fake one)
+            self._schedule(self.regions.grace_until, self._end_grace)
             return
-        for t in list(self._regions.values()):
-            self._evaluate(t)
+        self.regions.evaluate_all()
         deferred, self._deferred = self._deferred, []
         for c, msg_id, t in deferred:
             if self._conns.get(c.sock.fileno()) is c:
                 self._send(c, {"ok": True, "id": msg_id,
-                               "unlinked": self._regions.get(t.key) is not t})
+                               "unlinked": self.regions.get(t.key) is not t})
 
     def _update_idle(self) -> None:
         if self.idle_exit is None:
             return
-        if self._regions or any(p.creating for p in self._procs.values()):
+        if self.regions or any(p.creating for p in self.procs):
             self._idle_since = None
             return
         if self._idle_since is None:
@@ -441,23 +341,8 @@ class Supervisor:
         self._stopping = True
 
     # -------------------------------------------------------------- events --
-    def _on_wake(self, key: selectors.SelectorKey) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 4096):
-                pass
-        self._run_timers()  # a moved clock is seen before the calls queued after it
-        while True:
-            try:
-                fn, box = self._calls.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                box.put((True, fn()))
-            except BaseException as e:  # handed to the caller
-                box.put((False, e))
-
     def _on_accept(self, key: selectors.SelectorKey) -> None:
-        assert self._listener is not None and self._sel is not None
+        assert self._listener is not None
         while True:
             try:
                 sock, _ = self._listener.accept()
@@ -476,7 +361,7 @@ class Supervisor:
             sock.settimeout(1.0)  # replies only: a client that stops reading is dropped
             c = _Conn(sock, pid)
             self._conns[sock.fileno()] = c
-            self._sel.register(sock, selectors.EVENT_READ, self._on_message)
+            self.loop.register(sock, self._on_message)
 
     def _on_message(self, key: selectors.SelectorKey) -> None:
         c = self._conns.get(key.fd)
@@ -517,11 +402,9 @@ class Supervisor:
             self._drop_conn(c)
 
     def _drop_conn(self, c: _Conn) -> None:
-        assert self._sel is not None
         fd = c.sock.fileno()
         self._conns.pop(fd, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self._sel.unregister(c.sock)
+        self.loop.unregister(c.sock)
         c.sock.close()
         p = c.proc
         if p is not None and p.conn is c:
@@ -529,27 +412,28 @@ class Supervisor:
             # EOF is not death: the process may live on; its pidfd tells.
             # Exiting processes close their sockets before their pidfd
             # fires, so look once now and let the selector do the rest.
-            if _pidfd_exited(p.pidfd):
-                self._on_death(p)
+            if self.procs.exited(p):
+                self.procs.died(p)
             else:
-                self._reconcile(p)
+                self.regions.reconcile(p)
 
-    def _reconcile(self, p: _Proc) -> None:
-        """A live process closed its connection: if it ``exec``-ed (or
-        unmapped a region without detaching), the regions it no longer maps
-        are not its to hold, and its slots in them are garbage."""
-        mapped = _mapped_inodes(p.pid) if p.pid > 0 else None
-        if mapped is None:
-            return  # cannot tell: keep everything until it exits
-        for k in list(p.seen | set(p.holds)):
-            t = self._regions.get(k)
-            if t is None or t.ino in mapped:
-                continue
-            p.holds.pop(k, None)
-            t.holders.pop(p.key, None)
-            p.seen.discard(k)
-            self._recover_proc(t, p)
-            self._evaluate(t)
+    # ------------------------------------------------ collaborators' news --
+    def _on_death(self, p: Proc) -> None:
+        # Called by the process index once p has left it.
+        if p.conn is not None:
+            c, p.conn = p.conn, None
+            assert isinstance(c, _Conn)
+            self._drop_conn(c)
+        self.regions.process_died(p)
+        self._update_idle()
+
+    def _on_tracked(self, t: Tracked) -> None:
+        self._idle_since = None
+        self.claims.region_tracked(t)
+
+    def _check_claims(self) -> None:
+        """Look at stuck claims now (tests call it in the loop's thread)."""
+        self.claims.check()
 
     # ---------------------------------------------------------- requests --
     def _handle(self, c: _Conn, msg: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
@@ -565,19 +449,19 @@ class Supervisor:
             return self._hello_items(c, msg)
         if op == "creating":
             seg = str(msg["seg"])
-            if self._own_segment(seg):
+            if self.regions.own_segment(seg):
                 p.creating[seg] = self.clock()
             return {"ok": True}
         if op == "abandon":
             p.creating.pop(str(msg["seg"]), None)
             return {"ok": True}
         if op == "attach":
-            res = self._attach(p, str(msg["seg"]), int(msg["created_ns"]))
+            res = self.regions.attach(p, str(msg["seg"]), int(msg["created_ns"]))
             return {"ok": res == "ok", "error": None if res == "ok" else res}
         if op == "detach":
             k = (str(msg["seg"]), int(msg["created_ns"]))
-            unlinked = self._detach(p, *k)
-            t = self._regions.get(k)
+            unlinked = self.regions.detach(p, *k)
+            t = self.regions.get(k)
             if t is not None and t.uncertain:
                 # Kept only for entries we may not judge yet (a restart's
                 # grace): answer once we can, so that the last close still
@@ -586,10 +470,6 @@ class Supervisor:
                 return None
             return {"ok": True, "unlinked": unlinked}
         return {"ok": False, "error": "protocol", "message": f"unknown op {op!r}"}
-
-    def _own_segment(self, seg: str) -> bool:
-        parsed = split_segment_name(seg)
-        return parsed is not None and parsed[0] == self.namespace
 
     def _hello(self, c: _Conn, msg: dict[str, Any], fds: list[int]) -> dict[str, Any]:
         if c.proc is not None:
@@ -618,14 +498,15 @@ class Supervisor:
             except OSError:
                 return {"ok": False, "error": "protocol", "message": "cannot watch you"}
         key = (peer if peer > 0 else -lpid, start)
-        p = self._procs.get(key) or self._by_table.get((lpid, start))
+        p = self.procs.get(key) or self.procs.by_table(lpid, start)
         if p is not None and not p.dead:
             os.close(pidfd)
             if p.conn is not None and p.conn is not c:
                 old, p.conn = p.conn, None
+                assert isinstance(old, _Conn)
                 self._drop_conn(old)
         else:
-            p = self._watch(key, lpid, start, pidfd)
+            p = self.procs.watch(key, lpid, start, pidfd)
         p.conn = c
         c.proc = p
         c.hello_items = list(msg.get("items", []))
@@ -643,383 +524,9 @@ class Supervisor:
         # The client's registrations, as a whole, replace what we knew.
         p = c.proc
         assert p is not None
-        want: dict[tuple[str, int], int] = {}
-        for seg, cns, count in c.hello_items:
-            want[(str(seg), int(cns))] = want.get((str(seg), int(cns)), 0) + int(count)
-        c.hello_items = []
-        results = {}
-        for k, n in want.items():
-            have = p.holds.get(k, 0)
-            if n > have:
-                res = "ok"
-                for _ in range(n - have):
-                    res = self._attach(p, *k)
-                    if res != "ok":
-                        break
-                results[f"{k[0]}@{k[1]}"] = res
-        for k, have in list(p.holds.items()):
-            for _ in range(have - want.get(k, 0)):
-                self._detach(p, *k)
+        items, c.hello_items = c.hello_items, []
+        results = self.regions.replace_holds(p, items)
         return {"ok": True, "pid": os.getpid(), "results": results}
-
-    def _attach(self, p: _Proc, seg: str, cns: int) -> str:
-        if not self._own_segment(seg):
-            return "invalid"
-        p.creating.pop(seg, None)
-        t = self._regions.get((seg, cns))
-        if t is None:
-            res = self._track(seg, cns)
-            if isinstance(res, str):
-                return res
-            t = res
-        t.registered = True
-        p.holds[t.key] = p.holds.get(t.key, 0) + 1
-        t.holders[p.key] = t.holders.get(p.key, 0) + 1
-        p.seen.add(t.key)
-        self.stats["attach"] += 1
-        return "ok"
-
-    def _detach(self, p: _Proc, seg: str, cns: int) -> bool:
-        k = (seg, cns)
-        n = p.holds.get(k, 0)
-        t = self._regions.get(k)
-        if n:
-            if n == 1:
-                del p.holds[k]
-            else:
-                p.holds[k] = n - 1
-            if t is not None:
-                h = t.holders.get(p.key, 0) - 1
-                if h > 0:
-                    t.holders[p.key] = h
-                else:
-                    t.holders.pop(p.key, None)
-        self.stats["detach"] += 1
-        if t is None:
-            # Not tracked (we restarted since, or it was never registered):
-            # have a look, it may be the last user's detach.
-            res = self._track(seg, cns)
-            if isinstance(res, str):
-                return False
-            t = res
-        return self._evaluate(t, quick=True)
-
-    # ------------------------------------------------------------- regions --
-    def _track(self, seg: str, cns: int | None) -> _Tracked | str:
-        """Map ``seg`` and track it; ``gone`` if the name is missing, ``stale``
-        if it now names a region created at another time than ``cns``."""
-        try:
-            buf, st = _gc.map_segment(seg)
-        except FileNotFoundError:
-            return "gone"
-        except PermissionError:
-            return "invalid"
-        if buf is None or st.st_size < L.REGION_HEADER_SIZE or \
-                _core.load(buf, L.HDR_MAGIC) != L.SHMRING_MAGIC:
-            if buf is not None:
-                buf.close()
-            return "unpublished"
-        parsed = split_segment_name(seg)
-        assert parsed is not None
-        region = Region(parsed[1], seg, buf, st.st_size)
-        try:
-            region.validate()
-        except ShmringError as e:
-            region.close()
-            log.warning("region %s is corrupt, not tracked: %s", seg, e)
-            return "invalid"
-        created = region.created_ns
-        if cns is not None and created != cns:
-            region.close()
-            return "stale"
-        t = self._regions.get((seg, created))
-        if t is not None:
-            region.close()
-            return t
-        t = _Tracked(seg, created, region, st.st_ino, region.persistent)
-        self._regions[t.key] = t
-        self._idle_since = None
-        if region.pattern in _MULTI_PRODUCER and not self._claims_timer:
-            self._claims_timer = True
-            self._schedule(self.clock() + self._claims_interval(), self._check_claims)
-        log.debug("tracking %s", seg)
-        return t
-
-    def _untrack(self, t: _Tracked) -> None:
-        self._regions.pop(t.key, None)
-        for p in self._procs.values():
-            p.seen.discard(t.key)
-        with contextlib.suppress(BufferError):
-            t.region.close()
-        self._update_idle()
-
-    def _adopt_all(self) -> None:
-        """At startup: map every region of the namespace. Judgement waits for
-        the end of the startup grace (clients re-register meanwhile)."""
-        for ns, name in list_segments(self.namespace):
-            seg = f"/shmring.{ns}.{name}"
-            res = self._track(seg, None)
-            if res == "unpublished":
-                self._check_unpublished(seg)
-        if self._regions:
-            log.info("adopted %d region(s)", len(self._regions))
-
-    def _check_unpublished(self, seg: str) -> None:
-        """A segment without magic: a creation in progress, or one whose creator
-        died half-way (then removed once older than the creation grace)."""
-        try:
-            age = time.time() - os.stat(_gc.shm_path(seg)).st_ctime
-        except FileNotFoundError:
-            return
-        if age >= self.creation_grace:
-            with contextlib.suppress(OSError, ShmringError):
-                unlink_segment(seg)
-                self.stats["unlinked"] += 1
-                log.info("unlinked %s: its creation never completed", seg)
-            return
-        self._schedule(self.clock() + self.creation_grace - age + 0.05,
-                       lambda: self._recheck(seg))
-
-    def _recheck(self, seg: str) -> None:
-        res = self._track(seg, None)
-        if res == "unpublished":
-            self._check_unpublished(seg)
-        elif isinstance(res, _Tracked):
-            self._evaluate(res)
-
-    def _evaluate(self, t: _Tracked, *, quick: bool = False) -> bool:
-        """Recover the slots of dead processes in ``t``'s table, then unlink
-        ``t`` if nothing keeps it alive (unless persistent); stop tracking it
-        once nobody uses it. True if unlinked. ``quick``: skip all that while
-        a registered holder remains (dead ones come as their own events)."""
-        if self._regions.get(t.key) is not t:
-            return False
-        # Deaths already queued count: the last close must see the name go.
-        self._on_deaths()
-        if self._regions.get(t.key) is not t:
-            return False  # unlinked while handling them
-        if quick and t.holders:
-            return False
-        buf = t.region._mapping()
-        in_grace = self._in_grace()
-        live = slotted = uncertain = False
-        mapped: dict[int, dict[int, int] | None] = {}
-
-        def maps(pid: int) -> bool:
-            if pid not in mapped:
-                mapped[pid] = _mapped_inodes(pid)
-            inodes = mapped[pid]
-            return inodes is None or t.ino in inodes
-
-        try:
-            nslots = t.region.slot_count
-        except CorruptRegion:
-            # A header overwritten after creation: its table cannot be
-            # trusted, so only registered holders keep the region alive.
-            nslots = 0
-        for i in range(nslots):
-            so = L.slot_offset(i)
-            pid = _core.load(buf, so + L.SLOT_PID)
-            if pid == 0 or pid & _RECOVERING:
-                continue
-            slotted = True
-            start = _core.load(buf, so + L.SLOT_START_TIME)
-            p = self._by_table.get((pid, start))
-            if p is None and not in_grace and self._watch_table_process(pid, start, t):
-                p = self._by_table.get((pid, start))
-            if p is not None and not p.dead:
-                # Alive. A slot is still garbage if its process no longer maps
-                # the region (an endpoint dropped without close(), an exec):
-                # it cannot touch the ring, so recovering it is safe.
-                if t.key in p.holds or p.pid <= 0 or maps(p.pid):
-                    p.seen.add(t.key)
-                    live = True
-                    continue
-            elif in_grace:
-                uncertain = True
-                continue
-            try:
-                recovered = t.region.recover_slot(i, pid)
-            except CorruptRegion as e:
-                # The ring cannot be repaired; the slot still goes.
-                log.warning("slot %d of %s: %s", i, t.seg, e)
-                t.region.free_slot(i)
-                recovered = True
-            if recovered:
-                self.stats["recovered"] += 1
-                log.info("recovered slot %d of %s (pid %d: %s)", i, t.seg, pid,
-                         "dead" if p is None else "does not map it")
-        t.uncertain = uncertain and not live and not t.holders
-        if live or t.holders or uncertain:
-            return False
-        if not t.registered and not t.persistent and not slotted:
-            # Maybe between its creation and its creator's first slot.
-            creator = int.from_bytes(bytes(buf[L.HDR_CREATOR_PID:L.HDR_CREATOR_PID + 8]),
-                                     "little")
-            age = time.time() - t.created_ns / 1e9
-            if age < self.creation_grace and os.path.exists(f"/proc/{creator}"):
-                self._schedule(self.clock() + self.creation_grace - age + 0.05,
-                               lambda: self._evaluate(t))
-                return False
-        unlinked = False
-        if not t.persistent:
-            unlinked = _gc.unlink_if_same(t.seg, t.ino)
-            if unlinked:
-                self.stats["unlinked"] += 1
-                log.info("unlinked %s: no process uses it", t.seg)
-        self._untrack(t)
-        return unlinked
-
-    # ----------------------------------------------------------- processes --
-    def _watch(self, key: tuple[int, int], lpid: int, start: int, pidfd: int) -> _Proc:
-        assert self._deaths is not None
-        p = _Proc(key, lpid, start, pidfd)
-        self._procs[key] = p
-        self._by_table[(lpid, start)] = p
-        self._deaths.register(pidfd, selectors.EVENT_READ, p)
-        return p
-
-    def _on_deaths(self) -> None:
-        if self._draining or self._deaths is None:
-            return
-        self._draining = True
-        try:
-            while events := self._deaths.select(0):
-                for key, _mask in events:
-                    if key.data.dead:  # never twice
-                        self._deaths.unregister(key.fd)
-                    self._on_death(key.data)
-        finally:
-            self._draining = False
-
-    def _watch_table_process(self, pid: int, start: int, t: _Tracked) -> bool:
-        """A live process in ``t``'s table that has not registered: watch it.
-        False if it is dead (or not ours to see)."""
-        if not proc_alive(pid, start):
-            return False
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:
-            return False
-        # The pidfd names whoever has the pid now: check it is still the
-        # process that took the slot.
-        if proc_start_time(pid) != start:
-            os.close(pidfd)
-            return False
-        p = self._watch((pid, start), pid, start, pidfd)
-        p.seen.add(t.key)
-        return True
-
-    def _on_death(self, p: _Proc) -> None:
-        if p.dead:
-            return
-        p.dead = True
-        assert self._deaths is not None
-        self.stats["deaths"] += 1
-        with contextlib.suppress(KeyError, ValueError):
-            self._deaths.unregister(p.pidfd)
-        os.close(p.pidfd)
-        self._procs.pop(p.key, None)
-        if self._by_table.get((p.lpid, p.start)) is p:
-            del self._by_table[(p.lpid, p.start)]
-        if p.conn is not None:
-            c, p.conn = p.conn, None
-            self._drop_conn(c)
-        touched = set(p.seen) | set(p.holds)
-        for k in p.holds:
-            t = self._regions.get(k)
-            if t is not None:
-                t.holders.pop(p.key, None)
-        p.holds.clear()
-        for k in touched:
-            t = self._regions.get(k)
-            if t is not None:
-                self._recover_proc(t, p)
-        for k in touched:
-            t = self._regions.get(k)
-            if t is not None:
-                self._evaluate(t)
-        for seg in p.creating:
-            self._recheck(seg)
-        p.creating.clear()
-        self._update_idle()
-
-    def _recover_proc(self, t: _Tracked, p: _Proc) -> None:
-        buf = t.region._mapping()
-        for i in range(t.region.slot_count):
-            so = L.slot_offset(i)
-            if _core.load(buf, so + L.SLOT_PID) != p.lpid:
-                continue
-            if _core.load(buf, so + L.SLOT_START_TIME) != p.start:
-                continue
-            try:
-                if t.region.recover_slot(i, p.lpid):
-                    self.stats["recovered"] += 1
-                    log.info("recovered slot %d of %s (pid %d exited)", i, t.seg, p.pid)
-            except ShmringError as e:
-                log.warning("cannot recover slot %d of %s: %s", i, t.seg, e)
-
-    # ------------------------------------------------------- stuck claims --
-    def _claims_interval(self) -> float:
-        return min(1.0, self.claim_timeout / 4) if self.claim_timeout else 1.0
-
-    def _check_claims(self) -> None:
-        """Revoke claims held past ``claim_timeout``; lift quarantines that
-        are done with. Runs while a multi-producer region is tracked."""
-        self._claims_timer = False
-        now = self.clock()
-        seen: set[tuple[tuple[str, int], int]] = set()
-        tracked = False
-        for t in list(self._regions.values()):
-            try:
-                if t.region.pattern not in _MULTI_PRODUCER:
-                    continue
-                tracked = True
-                self._check_region_claims(t, now, seen)
-            except (ShmringError, ValueError) as e:  # ValueError: unmapped meanwhile
-                log.warning("cannot check the claims of %s: %s", t.seg, e)
-        for k in [k for k in self._claims if k not in seen]:
-            del self._claims[k]
-        if tracked and not self._stopping:
-            self._claims_timer = True
-            self._schedule(self.clock() + self._claims_interval(), self._check_claims)
-
-    def _check_region_claims(self, t: _Tracked, now: float,
-                             seen: set[tuple[tuple[str, int], int]]) -> None:
-        buf = t.region._mapping()
-        if _core.load(buf, L.OFF_QUAR_COUNT):
-            lifted = _core.lift_quarantine(buf)
-            if lifted:
-                self.stats["lifted"] += lifted
-                log.info("%s: %d revoked claim(s) done with, bytes back in use", t.seg, lifted)
-        if self.claim_timeout is None:
-            return
-        for i in range(t.region.slot_count):
-            so = L.slot_offset(i)
-            pid = _core.load(buf, so + L.SLOT_PID)
-            if not pid or _core.load32(buf, so + L.SLOT_ROLE) != L.ROLE_PRODUCER:
-                continue
-            pos = _core.load(buf, so + L.SLOT_CLAIM_POS)
-            if pos == L.CLAIM_NONE:
-                continue
-            k = (t.key, i)
-            seen.add(k)
-            prev = self._claims.get(k)
-            if prev is None or prev[:2] != (pid, pos):
-                self._claims[k] = (pid, pos, now)
-                continue
-            if now - prev[2] < self.claim_timeout:
-                continue
-            rc = _core.revoke_claim(buf, i)
-            if rc == 1:
-                self.stats["revoked"] += 1
-                self._claims[k] = (pid, pos, float("inf"))
-                log.warning("%s: pid %d held a claim for %.1f s (stopped or stuck): "
-                            "revoked it so consumers go on", t.seg, pid, now - prev[2])
-            elif rc == -2:
-                log.warning("%s: pid %d holds a claim too long, but %d revoked claims "
-                            "are still quarantined: not revoking yet", t.seg, pid,
-                            L.QUAR_ENTRIES)
 
     # -------------------------------------------------------------- status --
     def status(self, limit: int | None = None) -> dict[str, Any]:
@@ -1042,114 +549,19 @@ class Supervisor:
         return {
             "pid": os.getpid(),
             "namespace": self.namespace,
-            "in_grace": self._in_grace(),
+            "in_grace": self.regions.in_grace(),
             "stats": dict(self.stats),
             "regions": [
                 {"segment": t.seg, "created_ns": t.created_ns, "persistent": t.persistent,
                  "holders": [{"pid": k[0], "start_time": k[1], "count": n}
                              for k, n in t.holders.items()]}
-                for t in self._regions.values()
+                for t in self.regions
             ],
             "processes": [
                 {"pid": p.pid, "lpid": p.lpid, "start_time": p.start,
                  "connected": p.conn is not None,
                  "holds": [{"segment": k[0], "created_ns": k[1], "count": n}
                            for k, n in p.holds.items()]}
-                for p in self._procs.values()
+                for p in self.procs
             ],
         }
-
-
-def _pidfd_exited(pidfd: int) -> bool:
-    return bool(_exited([pidfd]))
-
-
-def _exited(pidfds: list[int]) -> set[int]:
-    """Which of ``pidfds`` name processes that have exited (without waiting)."""
-    poller = select.poll()
-    for fd in pidfds:
-        poller.register(fd, select.POLLIN)
-    return {fd for fd, _ in poller.poll(0)}
-
-
-def _mapped_inodes(pid: int) -> dict[int, int] | None:
-    """How many mappings process ``pid`` has of each /dev/shm file, by inode,
-    not counting this supervisor's own (an embedded supervisor shares its
-    process with a client). None if unreadable."""
-    try:
-        with open(f"/proc/{pid}/maps", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    out: dict[int, int] = {}
-    for line in data.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) == 6 and b"/dev/shm/" in parts[5]:
-            ino = int(parts[4])
-            out[ino] = out.get(ino, 0) + 1
-    if pid == os.getpid():
-        for sup in list(_LIVE):
-            for t in sup._regions.values():
-                if out.get(t.ino):
-                    out[t.ino] -= 1
-    return {ino: n for ino, n in out.items() if n > 0}
-
-
-# ------------------------------------------------------------------- command --
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``shmring supervisor``."""
-    p.add_argument("--namespace", "-n", help="namespace to supervise (default: "
-                   "$SHMRING_NAMESPACE or 'default')")
-    p.add_argument("--socket-dir", help="directory of the socket (default: "
-                   "$SHMRING_SOCKET_DIR, $XDG_RUNTIME_DIR/shmring or /tmp/shmring-<uid>)")
-    p.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
-                   help="exit after this long with no region to watch (auto-start)")
-    p.add_argument("--startup-grace", type=float, default=1.0, metavar="SECONDS",
-                   help="after a restart, wait this long for clients to re-register "
-                   "before judging table entries dead (default 1)")
-    p.add_argument("--claim-timeout", type=float, metavar="SECONDS",
-                   default=float(os.environ.get("SHMRING_CLAIM_TIMEOUT", DEFAULT_CLAIM_TIMEOUT)),
-                   help="revoke a producer's claim held longer than this (stopped or "
-                   "stuck), so consumers go on; 0 never (default $SHMRING_CLAIM_TIMEOUT "
-                   f"or {DEFAULT_CLAIM_TIMEOUT:g})")
-    p.add_argument("--daemonize", action="store_true",
-                   help="fork into the background (log to <socket-dir>/<ns>.log)")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    p.add_argument("--log-file", help="log here instead of stderr")
-
-
-def main(args: argparse.Namespace) -> int:
-    """``shmring supervisor``: serve in the foreground until SIGTERM/SIGINT."""
-    if args.daemonize and os.fork():
-        os._exit(0)  # the launcher returns at once; the daemon is init's child
-    ns = check_namespace(args.namespace or default_namespace())
-    log_file = args.log_file
-    if log_file is None and args.daemonize:
-        log_file = _ipc.paths(ns, args.socket_dir)["log"]
-        with contextlib.suppress(OSError):
-            if os.path.getsize(log_file) > 1 << 20:
-                os.truncate(log_file, 0)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s",
-        filename=log_file,
-    )
-    with contextlib.suppress(ValueError, OSError):
-        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a pidfd and a socket per client
-    sup = Supervisor(ns, socket_dir=args.socket_dir, idle_exit=args.exit_when_idle,
-                     startup_grace=args.startup_grace, claim_timeout=args.claim_timeout)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %d: stopping", signum)
-        sup.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        # Run by hand or by systemd, take over from an auto-started one when
-        # it exits; auto-started ones simply give way.
-        sup.run(wait=args.exit_when_idle is None)
-    except AlreadyRunning as e:
-        log.info("%s: nothing to do", e)
-    return 0

@@ -1,6 +1,6 @@
 """The supervisor's socket: where it lives, who may open it, and the messages
-on it. Shared by the supervisor (``_supervisor.py``) and its clients
-(``_client.py``).
+on it. Shared by the supervisor (``server.py``) and its clients
+(``client.py``).
 
 Where: one directory per user, ``$SHMRING_SOCKET_DIR`` if set (tests), else
 ``$XDG_RUNTIME_DIR/shmring`` (systemd's per-user tmpfs), else

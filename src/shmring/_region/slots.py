@@ -1,0 +1,229 @@
+"""The attach table: the one place in Python that reads or writes slot words.
+
+Every open channel object and every endpoint holds one 128-byte slot of its
+region's attach table (layout in ``csrc/layout.h``; offsets ``L.SLOT_*``).
+The C hot paths update their own slot (claims, cursors, counts); everything
+Python does to a slot -- taking it, giving it back, marking it being
+recovered, switching its state, reading who holds it -- goes through
+:class:`AttachTable`, so that the protocol on the pid word is written once:
+
+- a free slot has pid 0; a process takes one by compare-exchange of the pid
+  from 0 to its own, *then* stores its start time: start time 0 on a taken
+  slot means "being taken right now" (liveness checks leave it alone);
+- freeing stores the start time 0 and the pid 0 last, so the slot is never
+  seen free while its other words are still being reset;
+- recovery of a dead holder's slot is claimed by compare-exchange of the pid
+  to ``pid | RECOVERING``: exactly one of the supervisor and in-process
+  reapers wins, and everyone else skips a slot with that bit set.
+
+The table also owns the two owner words of the exclusive roles (the single
+producer of spsc/broadcast, the single consumer of spsc/mpsc): they hold
+``slot + 1`` of the owning slot, so they are part of the same protocol.
+
+The slot count is read from the header at every walk, not once: a header
+overwritten after validation must not make a walk leave the segment.
+Liveness policy (is that pid alive?) is not here but in ``region.py``; this
+module only moves words.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .. import _core
+from .. import _layout as L
+from .._errors import CorruptRegion
+
+#: Set in a slot's pid word by whoever recovers it (one winner, by CAS).
+RECOVERING = 1 << 63
+
+_COUNTS = (L.SLOT_CLAIM_LEN, L.SLOT_CURSOR, L.SLOT_MESSAGES, L.SLOT_BYTES, L.SLOT_MISSED,
+           L.SLOT_LAST_MSGNO)
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """One entry of the attach table, as read at one moment."""
+
+    index: int
+    pid: int
+    start_time: int
+    role: str
+    state: int
+    claim_pos: int | None
+    cursor: int
+    messages: int
+    bytes: int
+    missed: int
+
+
+class AttachTable:
+    """The attach table of one mapped region.
+
+    ``buf`` is the region's writable mapping; ``name`` only names the region
+    in errors. Walks (:meth:`entries`, :meth:`alloc`, ...) read the slot count
+    from the header each time and check it against the mapping.
+    """
+
+    __slots__ = ("_buf", "_name")
+
+    def __init__(self, buf: mmap.mmap, name: str = "") -> None:
+        self._buf = buf
+        self._name = name
+
+    # ------------------------------------------------------------ size --
+    @property
+    def count(self) -> int:
+        """Entries in the table (the header's slot count, checked)."""
+        n = int(struct.unpack_from("<I", self._buf, L.HDR_SLOT_COUNT)[0])
+        if n > L.MAX_SLOTS or L.slot_offset(n) > len(self._buf):
+            # Overwritten after it was validated: walking it would leave the segment.
+            raise CorruptRegion(f"region {self._name!r} has {n} attach slots: corrupt header")
+        return n
+
+    @staticmethod
+    def init(buf: mmap.mmap, count: int) -> None:
+        """Lay out a fresh table of ``count`` free slots (before publication:
+        plain stores, the magic's release store publishes them)."""
+        for i in range(count):
+            struct.pack_into("<Q", buf, L.slot_offset(i) + L.SLOT_CLAIM_POS, L.CLAIM_NONE)
+
+    # -------------------------------------------------- take and give --
+    def alloc(self, role: int, pid: int, start: int) -> int | None:
+        """Take a free slot for process ``pid`` (started at ``start``) in
+        ``role``; None if every slot is taken."""
+        buf = self._buf
+        for i in range(self.count):
+            so = L.slot_offset(i)
+            if _core.load(buf, so + L.SLOT_PID) != 0:
+                continue
+            if not _core.cas(buf, so + L.SLOT_PID, 0, pid):
+                continue
+            _core.store(buf, so + L.SLOT_START_TIME, start)
+            _core.store32(buf, so + L.SLOT_ROLE, role)
+            _core.store(buf, so + L.SLOT_CLAIM_POS, L.CLAIM_NONE)
+            for off in _COUNTS:
+                _core.store(buf, so + off, 0)
+            state = L.SLOT_ACTIVE if role != L.ROLE_CONSUMER else L.SLOT_CLOSING
+            _core.store32(buf, so + L.SLOT_STATE, state)
+            return i
+        return None
+
+    def free(self, slot: int) -> None:
+        """Give slot ``slot`` back; its endpoint's counts go to the header
+        totals (``shmring ls`` still shows them)."""
+        buf = self._buf
+        so = L.slot_offset(slot)
+        role = _core.load32(buf, so + L.SLOT_ROLE)
+        if role in (L.ROLE_PRODUCER, L.ROLE_CONSUMER):
+            msgs, nbytes = (L.OFF_STATS_IN_MSGS, L.OFF_STATS_IN_BYTES) \
+                if role == L.ROLE_PRODUCER else (L.OFF_STATS_OUT_MSGS, L.OFF_STATS_OUT_BYTES)
+            _core.fetch_add(buf, msgs, _core.load(buf, so + L.SLOT_MESSAGES))
+            _core.fetch_add(buf, nbytes, _core.load(buf, so + L.SLOT_BYTES))
+        _core.store32(buf, so + L.SLOT_STATE, L.SLOT_FREE)
+        _core.store32(buf, so + L.SLOT_ROLE, 0)
+        # Start time 0 marks a slot being taken (alloc sets it right after
+        # winning the pid word): liveness checks leave such a slot alone.
+        _core.store(buf, so + L.SLOT_START_TIME, 0)
+        _core.store(buf, so + L.SLOT_PID, 0)
+
+    def recover(self, slot: int, pid: int) -> bool:
+        """Recover slot ``slot`` of dead process ``pid`` (``_core.recover_slot``:
+        its claim, taken records, cursor and exclusive roles), then free it.
+        Exactly one caller wins (CAS of the pid word to ``pid | RECOVERING``);
+        True if this call did it."""
+        buf = self._buf
+        if not _core.cas(buf, L.slot_offset(slot) + L.SLOT_PID, pid, pid | RECOVERING):
+            return False
+        _core.recover_slot(buf, slot)
+        self.free(slot)
+        return True
+
+    def set_state(self, slot: int, state: int) -> None:
+        """Store ``state`` (``L.SLOT_ACTIVE``/``SLOT_CLOSING``) in ``slot``:
+        a broadcast consumer gates the producer only while active."""
+        _core.store32(self._buf, L.slot_offset(slot) + L.SLOT_STATE, state)
+
+    # ---------------------------------------------- exclusive roles --
+    def take_owner(self, owner_off: int, slot: int) -> bool:
+        """Make ``slot`` the owner of exclusive role ``owner_off``
+        (``L.OFF_PRODUCER_OWNER``/``OFF_CONSUMER_OWNER``) if nobody has it."""
+        return bool(_core.cas(self._buf, owner_off, 0, slot + 1))
+
+    def release_owner(self, owner_off: int, slot: int) -> None:
+        """Give exclusive role ``owner_off`` back, if ``slot`` holds it."""
+        _core.cas(self._buf, owner_off, slot + 1, 0)
+
+    # ------------------------------------------------------- reading --
+    def pid(self, slot: int) -> int:
+        """The pid word of ``slot`` as stored (0 free; may carry RECOVERING)."""
+        return int(_core.load(self._buf, L.slot_offset(slot) + L.SLOT_PID))
+
+    def entries(self) -> Iterator[tuple[int, int, int]]:
+        """(slot, pid, start time) of every taken slot not being recovered.
+        The start time is read after the pid (0: being taken right now).
+        The count is read by this call (CorruptRegion here, not mid-walk);
+        each slot when the walk reaches it."""
+        return self._entries(self.count)
+
+    def _entries(self, count: int) -> Iterator[tuple[int, int, int]]:
+        buf = self._buf
+        for i in range(count):
+            so = L.slot_offset(i)
+            pid = _core.load(buf, so + L.SLOT_PID)
+            if pid == 0 or pid & RECOVERING:
+                continue
+            yield i, pid, _core.load(buf, so + L.SLOT_START_TIME)
+
+    def slots_of(self, pid: int, start: int) -> Iterator[int]:
+        """Every slot held by process ``pid`` started at ``start``."""
+        buf = self._buf
+        for i in range(self.count):
+            so = L.slot_offset(i)
+            if _core.load(buf, so + L.SLOT_PID) != pid:
+                continue
+            if _core.load(buf, so + L.SLOT_START_TIME) != start:
+                continue
+            yield i
+
+    def producer_claims(self) -> Iterator[tuple[int, int, int]]:
+        """(slot, pid word, claim position) of every producer slot with a
+        claim in flight (what a claim watch compares between its looks)."""
+        buf = self._buf
+        for i in range(self.count):
+            so = L.slot_offset(i)
+            pid = _core.load(buf, so + L.SLOT_PID)
+            if not pid or _core.load32(buf, so + L.SLOT_ROLE) != L.ROLE_PRODUCER:
+                continue
+            pos = _core.load(buf, so + L.SLOT_CLAIM_POS)
+            if pos == L.CLAIM_NONE:
+                continue
+            yield i, pid, pos
+
+    def snapshot(self) -> list[SlotInfo]:
+        """Every taken slot, as read now (a slot being recovered included,
+        with its pid)."""
+        buf = self._buf
+        out = []
+        for i in range(self.count):
+            so = L.slot_offset(i)
+            pid = _core.load(buf, so + L.SLOT_PID)
+            if pid == 0:
+                continue
+            claim = _core.load(buf, so + L.SLOT_CLAIM_POS)
+            out.append(SlotInfo(
+                index=i,
+                pid=pid & ~RECOVERING,
+                start_time=_core.load(buf, so + L.SLOT_START_TIME),
+                role=L.ROLE_NAMES.get(_core.load32(buf, so + L.SLOT_ROLE), "?"),
+                state=_core.load32(buf, so + L.SLOT_STATE),
+                claim_pos=None if claim == L.CLAIM_NONE else claim,
+                cursor=_core.load(buf, so + L.SLOT_CURSOR),
+                messages=_core.load(buf, so + L.SLOT_MESSAGES),
+                bytes=_core.load(buf, so + L.SLOT_BYTES),
+                missed=_core.load(buf, so + L.SLOT_MISSED),
+            ))
+        return out

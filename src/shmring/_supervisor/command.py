@@ -1,0 +1,84 @@
+"""``shmring supervisor``: the command that runs a supervisor in the
+foreground (or daemonized) until SIGTERM/SIGINT.
+
+Exactly one supervisor serves a namespace: the :class:`Supervisor` takes an
+``flock`` on ``<ns>.lock``. Run by hand or by systemd (no
+``--exit-when-idle``), the command waits for that lock and so takes over from
+an auto-started supervisor when it exits; an auto-started one (with
+``--exit-when-idle``) gives way to a supervisor already running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import resource
+import signal
+
+from .._region.names import check_namespace, default_namespace
+from . import wire as _ipc
+from .revoke import DEFAULT_CLAIM_TIMEOUT
+from .server import AlreadyRunning, Supervisor
+
+log = logging.getLogger("shmring.supervisor")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``shmring supervisor``."""
+    p.add_argument("--namespace", "-n", help="namespace to supervise (default: "
+                   "$SHMRING_NAMESPACE or 'default')")
+    p.add_argument("--socket-dir", help="directory of the socket (default: "
+                   "$SHMRING_SOCKET_DIR, $XDG_RUNTIME_DIR/shmring or /tmp/shmring-<uid>)")
+    p.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+                   help="exit after this long with no region to watch (auto-start)")
+    p.add_argument("--startup-grace", type=float, default=1.0, metavar="SECONDS",
+                   help="after a restart, wait this long for clients to re-register "
+                   "before judging table entries dead (default 1)")
+    p.add_argument("--claim-timeout", type=float, metavar="SECONDS",
+                   default=float(os.environ.get("SHMRING_CLAIM_TIMEOUT", DEFAULT_CLAIM_TIMEOUT)),
+                   help="revoke a producer's claim held longer than this (stopped or "
+                   "stuck), so consumers go on; 0 never (default $SHMRING_CLAIM_TIMEOUT "
+                   f"or {DEFAULT_CLAIM_TIMEOUT:g})")
+    p.add_argument("--daemonize", action="store_true",
+                   help="fork into the background (log to <socket-dir>/<ns>.log)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.add_argument("--log-file", help="log here instead of stderr")
+
+
+def main(args: argparse.Namespace) -> int:
+    """``shmring supervisor``: serve in the foreground until SIGTERM/SIGINT."""
+    if args.daemonize and os.fork():
+        os._exit(0)  # the launcher returns at once; the daemon is init's child
+    ns = check_namespace(args.namespace or default_namespace())
+    log_file = args.log_file
+    if log_file is None and args.daemonize:
+        log_file = _ipc.paths(ns, args.socket_dir)["log"]
+        with contextlib.suppress(OSError):
+            if os.path.getsize(log_file) > 1 << 20:
+                os.truncate(log_file, 0)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s",
+        filename=log_file,
+    )
+    with contextlib.suppress(ValueError, OSError):
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a pidfd and a socket per client
+    sup = Supervisor(ns, socket_dir=args.socket_dir, idle_exit=args.exit_when_idle,
+                     startup_grace=args.startup_grace, claim_timeout=args.claim_timeout)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        sup.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        # Run by hand or by systemd, take over from an auto-started one when
+        # it exits; auto-started ones simply give way.
+        sup.run(wait=args.exit_when_idle is None)
+    except AlreadyRunning as e:
+        log.info("%s: nothing to do", e)
+    return 0
