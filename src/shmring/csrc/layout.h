@@ -63,7 +63,7 @@
  *         Producers are gated by min(head, pos) + capacity while an entry is
  *         in use: the claim's bytes are not reused until the supervisor
  *         lifts the entry (QUAR_DONE and head past the claim: it zeroes the
- *         bytes, then frees the entry). See ring.c, "revocation".
+ *         bytes, then frees the entry). See ring/revoke.c.
  *
  * ATTACH SLOT (SLOT_SIZE bytes, one per attached channel or endpoint):
  *
@@ -200,21 +200,7 @@
 #define MAX_CAPACITY (1ULL << 40)
 #define PAGE_ALIGN 4096u
 
-static inline uint64_t rec_word(int32_t length, uint32_t type, uint32_t state,
-                                uint32_t owner, uint64_t lap) {
-    return (uint64_t)(uint32_t)length | ((uint64_t)(type & 0xFu) << 32) |
-           ((uint64_t)(state & 0xFu) << 36) | ((uint64_t)(owner & 0xFFu) << 40) |
-           ((lap & 0xFFFFu) << 48);
-}
-static inline int32_t rec_len(uint64_t w) { return (int32_t)(uint32_t)(w & 0xFFFFFFFFu); }
-static inline uint32_t rec_type(uint64_t w) { return (uint32_t)(w >> 32) & 0xFu; }
-static inline uint32_t rec_state(uint64_t w) { return (uint32_t)(w >> 36) & 0xFu; }
-static inline uint32_t rec_owner(uint64_t w) { return (uint32_t)(w >> 40) & 0xFFu; }
-static inline uint64_t rec_lap(uint64_t w) { return w >> 48; }
-static inline uint64_t rec_with_state(uint64_t w, uint32_t state, uint32_t owner) {
-    return (w & ~(0xFFFULL << 36)) | ((uint64_t)(state & 0xFu) << 36) |
-           ((uint64_t)(owner & 0xFFu) << 40);
-}
+/* n rounded up to a multiple of a (a power of two): record sizes. */
 static inline uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) & ~(a - 1); }
 
 #endif

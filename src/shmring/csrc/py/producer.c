@@ -1,12 +1,12 @@
-/* producer.c - the Producer handle: send, send_many, zero-copy claims.
+/* py/producer.c - the Producer handle: send, send_many, zero-copy claims.
  * Sending one message is one call into this file and no system call unless
  * a consumer sleeps. */
-#include "core.h"
+#include "py/core.h"
 
 #include <string.h>
 
 #include "atomics.h"
-#include "codec.h"
+#include "py/objects.h"
 
 /* Copies this large are done with the GIL released. */
 #define NOGIL_COPY 262144
@@ -289,11 +289,11 @@ static PyMethodDef P_methods[] = {
     {"_commit", (PyCFunction)(void (*)(void))P_commit, METH_FASTCALL,
      "_commit(nbytes=None): publish the open claim (its first nbytes)."},
     {"_abort", (PyCFunction)P_abort, METH_NOARGS, "_abort(): withdraw the open claim."},
-    {"_send_value", (PyCFunction)(void (*)(void))codec_send_value, METH_FASTCALL,
+    {"_send_value", (PyCFunction)(void (*)(void))obj_send_value, METH_FASTCALL,
      "_send_value(obj, timeout=None, nowait=False) -> bool: send obj as a value record "
-     "(codec.c); False, sending nothing, if it is not a plain value."},
-    {"send_obj", (PyCFunction)(void (*)(void))codec_send_obj, METH_FASTCALL | METH_KEYWORDS,
-     CODEC_SEND_OBJ_DOC},
+     "(csrc/value); False, sending nothing, if it is not a plain value."},
+    {"send_obj", (PyCFunction)(void (*)(void))obj_send_obj, METH_FASTCALL | METH_KEYWORDS,
+     OBJ_SEND_DOC},
     {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
     {"_wait", (PyCFunction)(void (*)(void))endpoint_wait_ready, METH_FASTCALL,
      "_wait(timeout=None, nbytes=0) -> bool: wait until progress is possible, taking "

@@ -1,6 +1,6 @@
-/* endpoint.c - what a producer and a consumer handle have in common: the
+/* py/endpoint.c - what a producer and a consumer handle have in common: the
  * mapping they hold, timeouts, waiting without the GIL, and errors. */
-#include "core.h"
+#include "py/core.h"
 
 #include <limits.h>
 

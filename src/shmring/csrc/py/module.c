@@ -1,13 +1,13 @@
-/* module.c - shmring._core: the two endpoint types (and queue.c's three),
+/* py/module.c - shmring._core: the two endpoint types (and py/queue.c's three),
  * atomic operations on words of a mapping for the Python side's cold paths
  * (region header, attach table, CLI), futex wait and wake, recovery, and the
  * layout constants. */
-#include "core.h"
+#include "py/core.h"
 
 #include <errno.h>
 
 #include "atomics.h"
-#include "codec.h"
+#include "py/objects.h"
 #include "wait.h"
 
 /* A word of a writable buffer: bounds and alignment checked, since the
@@ -206,7 +206,7 @@ static PyObject *m_recover_slot(PyObject *m, PyObject *const *a, Py_ssize_t n) {
 }
 
 /* revoke_claim(buffer, slot) / lift_quarantine(buffer): the supervisor's
- * side of revocation (ring.c, "revocation"). */
+ * side of revocation (ring/revoke.c). */
 static PyObject *m_revoke_claim(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     (void)m;
     Py_buffer vb;
@@ -294,14 +294,14 @@ static PyMethodDef methods[] = {
      "lift_quarantine(buffer) -> int: free revoked claims that are done with."},
     {"empty_bytearray", (PyCFunction)m_empty_bytearray, METH_O,
      "empty_bytearray(n) -> bytearray: n bytes, not initialised (to be overwritten)."},
-    {"encode_value", (PyCFunction)codec_encode_value, METH_O,
+    {"encode_value", (PyCFunction)value_encode_value, METH_O,
      "encode_value(obj) -> bytes | None: obj as a value record, or None if it is not a "
      "plain value."},
-    {"decode_value", (PyCFunction)codec_decode_value, METH_O,
+    {"decode_value", (PyCFunction)value_decode_value, METH_O,
      "decode_value(buffer): the object in a value record; DecodeError if malformed."},
-    {"set_decode_error", (PyCFunction)codec_set_decode_error, METH_O,
+    {"set_decode_error", (PyCFunction)value_set_decode_error, METH_O,
      "set_decode_error(cls): the class decode_value and _recv_value raise."},
-    {"set_object_paths", (PyCFunction)codec_set_object_paths, METH_VARARGS,
+    {"set_object_paths", (PyCFunction)obj_set_object_paths, METH_VARARGS,
      "set_object_paths(PickleSerializer, send_obj, send_encoded, recv_obj, recv_other): "
      "the Python functions send_obj and recv_obj hand other calls to."},
     {"set_errors", (PyCFunction)m_set_errors, METH_VARARGS,
