@@ -13,7 +13,8 @@
  * Three types:
  *   Lock        a thread lock (acquire/release/locked, as threading.Lock) the
  *               Python side and this file both take: one per direction, so
- *               one thread at a time uses this process's producer or consumer.
+ *               one thread at a time uses this process's producer or
+ *               consumer. In py/lock.c.
  *   QueueState  what one process holds of an open queue: the control block's
  *               mapping (exported while the state is valid, so it cannot be
  *               unmapped under a call), the two locks, maxsize, and the
@@ -22,7 +23,7 @@
  *   QueueCore   the base of the Python queue classes: put, get, and the
  *               fields _state, _closed and _plain.
  *
- * The control block's words are the ones _queue.py names (_PUTS, _GETS...):
+ * The control block's words are layout.h's (CTL_PUTS, CTL_GETS...):
  * items put and items taken are counted on lines of their own, so a putter
  * and a getter in two processes do not pass one line back and forth; the
  * queue holds puts - gets items. A putter counts its item before writing it
@@ -41,15 +42,7 @@
 #include "py/objects.h"
 #include "wait.h"
 
-/* Offsets into the control block, in step with _queue.py. */
-#define CTL_PUTS 0
-#define CTL_GETS 128
-#define CTL_NOTFULL_SEQ 256
-#define CTL_NOTFULL_WAITERS 264
-#define CTL_UNFINISHED 384
-#define CTL_JOIN_SEQ 512
-#define CTL_JOIN_WAITERS 520
-#define CTL_BYTES 768
+/* The control block's offsets (CTL_*) are layout.h's, with its diagram. */
 
 /* -------------------------------------------------------- QueueState -- */
 
@@ -92,7 +85,7 @@ static PyObject *State_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         return NULL;
     }
     self->valid = 1;
-    if (off < 0 || off % 128 || (size_t)off + CTL_BYTES > (size_t)self->ctl.len) {
+    if (off < 0 || off % LINE || (size_t)off + CTL_BYTES > (size_t)self->ctl.len) {
         PyErr_Format(PyExc_ValueError, "a queue's control block does not fit at offset "
                                        "%zd of a %zd-byte mapping",
                      off, self->ctl.len);

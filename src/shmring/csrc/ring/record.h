@@ -17,28 +17,37 @@
 #include "layout.h"
 #include "ring/ring.h"
 
+/* The record word (layout.h, RECORD): build one, read its fields. */
 static inline uint64_t rec_word(int32_t length, uint32_t type, uint32_t state,
                                 uint32_t owner, uint64_t lap) {
-    return (uint64_t)(uint32_t)length | ((uint64_t)(type & 0xFu) << 32) |
-           ((uint64_t)(state & 0xFu) << 36) | ((uint64_t)(owner & 0xFFu) << 40) |
-           ((lap & 0xFFFFu) << 48);
+    return (uint64_t)(uint32_t)length | ((uint64_t)(type & REC_TYPE_MASK) << REC_TYPE_SHIFT) |
+           ((uint64_t)(state & REC_STATE_MASK) << REC_STATE_SHIFT) |
+           ((uint64_t)(owner & REC_OWNER_MASK) << REC_OWNER_SHIFT) |
+           ((lap & REC_LAP_MASK) << REC_LAP_SHIFT);
 }
-static inline int32_t rec_len(uint64_t w) { return (int32_t)(uint32_t)(w & 0xFFFFFFFFu); }
-static inline uint32_t rec_type(uint64_t w) { return (uint32_t)(w >> 32) & 0xFu; }
-static inline uint32_t rec_state(uint64_t w) { return (uint32_t)(w >> 36) & 0xFu; }
-static inline uint32_t rec_owner(uint64_t w) { return (uint32_t)(w >> 40) & 0xFFu; }
-static inline uint64_t rec_lap(uint64_t w) { return w >> 48; }
+static inline int32_t rec_len(uint64_t w) { return (int32_t)(uint32_t)(w & REC_LEN_MASK); }
+static inline uint32_t rec_type(uint64_t w) { return (uint32_t)(w >> REC_TYPE_SHIFT) & REC_TYPE_MASK; }
+static inline uint32_t rec_state(uint64_t w) {
+    return (uint32_t)(w >> REC_STATE_SHIFT) & REC_STATE_MASK;
+}
+static inline uint32_t rec_owner(uint64_t w) {
+    return (uint32_t)(w >> REC_OWNER_SHIFT) & REC_OWNER_MASK;
+}
+static inline uint64_t rec_lap(uint64_t w) { return w >> REC_LAP_SHIFT; }
+/* The word with its state and owner replaced (the two fields are adjacent). */
 static inline uint64_t rec_with_state(uint64_t w, uint32_t state, uint32_t owner) {
-    return (w & ~(0xFFFULL << 36)) | ((uint64_t)(state & 0xFu) << 36) |
-           ((uint64_t)(owner & 0xFFu) << 40);
+    return (w & ~(((uint64_t)REC_STATE_MASK << REC_STATE_SHIFT) |
+                  ((uint64_t)REC_OWNER_MASK << REC_OWNER_SHIFT))) |
+           ((uint64_t)(state & REC_STATE_MASK) << REC_STATE_SHIFT) |
+           ((uint64_t)(owner & REC_OWNER_MASK) << REC_OWNER_SHIFT);
 }
 
 /* Record headers are RECORD_ALIGN-aligned; a position read from a corrupt
  * counter may not be, and its header words must still lie inside the ring. */
 #define HDR(r, pos) ((uint64_t)((pos) & (r)->mask & ~(uint64_t)(RECORD_ALIGN - 1)))
-#define WORD_OFF(r, pos) ((uint64_t)((r)->data - (r)->base) + HDR(r, pos))
-#define SEQ_OFF(r, pos) (WORD_OFF(r, pos) + 8u)
-#define LAP(r, pos) (((pos) / (r)->cap) & 0xFFFFu)
+#define WORD_OFF(r, pos) ((uint64_t)((r)->data - (r)->base) + HDR(r, pos) + REC_WORD)
+#define SEQ_OFF(r, pos) ((uint64_t)((r)->data - (r)->base) + HDR(r, pos) + REC_SEQ)
+#define LAP(r, pos) (((pos) / (r)->cap) & REC_LAP_MASK)
 
 static inline int corrupt(ring_t *r, char *why) {
     r->err = why;
@@ -74,7 +83,7 @@ static inline void zero_record(ring_t *r, uint64_t pos, uint64_t alen) {
     char *p = r->data + (pos & r->mask);
     /* Payload first, header word last: a half-zeroed record still reads as
      * the record it was, never as a shorter one. */
-    memset(p + 8, 0, alen - 8);
+    memset(p + REC_SEQ, 0, alen - REC_SEQ);
     /* Release: a revoker that reads this zero sees that the record's
      * producer had dropped its confirmed flag before committing it. */
     st_rel(r->base, WORD_OFF(r, pos), 0);

@@ -106,7 +106,7 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
         for (uint32_t i = 0; i < QUAR_ENTRIES; i++) {
             uint64_t e = OFF_QUAR_ENTRIES + (uint64_t)i * QUAR_ENTRY;
             if (ld_acq(base, e + QUAR_LEN) &&
-                ((ld_acq(base, e + QUAR_FLAGS) >> 8) & 0xFFu) == slot + 1) {
+                ((ld_acq(base, e + QUAR_FLAGS) >> QUAR_OWNER_SHIFT) & QUAR_OWNER_MASK) == slot + 1) {
                 quar_set_done(base, e);
                 fixed++;
             }

@@ -38,7 +38,7 @@ static uint64_t quar_entry(char *base, uint64_t pos, uint32_t owner) {
     for (uint32_t i = 0; i < QUAR_ENTRIES; i++) {
         uint64_t e = OFF_QUAR_ENTRIES + (uint64_t)i * QUAR_ENTRY;
         if (!ld_acq(base, e + QUAR_LEN) || ld_acq(base, e + QUAR_POS) != pos) continue;
-        if (((ld_acq(base, e + QUAR_FLAGS) >> 8) & 0xFFu) != owner) continue;
+        if (((ld_acq(base, e + QUAR_FLAGS) >> QUAR_OWNER_SHIFT) & QUAR_OWNER_MASK) != owner) continue;
         return e;
     }
     return 0;
@@ -98,7 +98,7 @@ int ring_revoke_claim(char *base, uint64_t size, uint32_t slot) {
     if (!e) return -2;
     /* The entry is published before the record word changes (see gate). */
     st_rlx(base, e + QUAR_POS, p);
-    st_rlx(base, e + QUAR_FLAGS, (uint64_t)(slot + 1) << 8);
+    st_rlx(base, e + QUAR_FLAGS, (uint64_t)(slot + 1) << QUAR_OWNER_SHIFT);
     st_rel(base, e + QUAR_LEN, L);
     fadd_sc(base, OFF_QUAR_COUNT, 1);
     st_rlx(base, SEQ_OFF(r, prec), prec);
