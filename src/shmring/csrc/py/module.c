@@ -32,6 +32,10 @@ static PyObject *m_load(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (n != 2) return PyErr_Format(PyExc_TypeError, "load(buffer, offset)");
     char *p = word_at(a[0], &vb, a[1], 8);
     if (!p) return NULL;
+    /* SYNC(py-word): acquire load for the Python side's cold paths (shmring/_region, _channel,
+     * _queue, _supervisor): pairs with the seq-cst stores and read-modify-writes of this file
+     * (m_store, m_store32, m_cas, m_fetch_add) made by Python in any process, and with the ring's
+     * own releases of the same words. */
     uint64_t v = ld_acq(p, 0);
     PyBuffer_Release(&vb);
     return PyLong_FromUnsignedLongLong(v);
@@ -43,6 +47,7 @@ static PyObject *m_load32(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (n != 2) return PyErr_Format(PyExc_TypeError, "load32(buffer, offset)");
     char *p = word_at(a[0], &vb, a[1], 4);
     if (!p) return NULL;
+    /* SYNC(py-word): acquire load of a 32-bit word, as m_load. */
     uint32_t v = ld32_acq(p, 0);
     PyBuffer_Release(&vb);
     return PyLong_FromUnsignedLong(v);
@@ -61,6 +66,9 @@ static PyObject *m_store(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (get_u64(a[2], &v) < 0) return NULL;
     char *p = word_at(a[0], &vb, a[1], 8);
     if (!p) return NULL;
+    /* SYNC(py-word), SYNC(magic): seq-cst store for Python; pairs with m_load and the ring's
+     * acquire loads. The creator publishes the header's magic last through here (shmring/_region),
+     * which ring_init acquires. */
     st_sc(p, 0, v);
     PyBuffer_Release(&vb);
     Py_RETURN_NONE;
@@ -74,6 +82,9 @@ static PyObject *m_store32(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (get_u64(a[2], &v) < 0) return NULL;
     char *p = word_at(a[0], &vb, a[1], 4);
     if (!p) return NULL;
+    /* SYNC(py-word), SYNC(eos), SYNC(slot-state): seq-cst store of a 32-bit word for Python: end-
+     * of-stream (shmring/_channel, close_send), a slot's role and state (shmring/_region,
+     * _channel); pairs with m_load32 and the ring's acquire loads of them. */
     st32_sc(p, 0, (uint32_t)v);
     PyBuffer_Release(&vb);
     Py_RETURN_NONE;
@@ -87,6 +98,9 @@ static PyObject *m_cas(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (get_u64(a[2], &e) < 0 || get_u64(a[3], &d) < 0) return NULL;
     char *p = word_at(a[0], &vb, a[1], 8);
     if (!p) return NULL;
+    /* SYNC(py-word), SYNC(slot-pid), SYNC(owner): compare-exchange for Python: a slot's pid
+     * (shmring/_region), a role's owner (shmring/_channel); pairs with other_live_claim's acquire
+     * of the pid and recovery's compare-exchange of the owner. */
     int ok = cas_sc(p, 0, &e, d);
     PyBuffer_Release(&vb);
     return PyBool_FromLong(ok);
@@ -100,6 +114,9 @@ static PyObject *m_fetch_add(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (get_u64(a[2], &d) < 0) return NULL;
     char *p = word_at(a[0], &vb, a[1], 8);
     if (!p) return NULL;
+    /* SYNC(py-word), SYNC(ctl-waiters): seq-cst add for Python, e.g. a queue waiter raising its
+     * count (shmring/_queue) before it re-reads its condition; pairs with wake_word in
+     * py/queue.c. */
     uint64_t old = fadd_sc(p, 0, d);
     PyBuffer_Release(&vb);
     return PyLong_FromUnsignedLongLong(old);
@@ -111,6 +128,8 @@ static PyObject *m_wake(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (n != 2) return PyErr_Format(PyExc_TypeError, "wake(buffer, offset)");
     char *p = word_at(a[0], &vb, a[1], 4);
     if (!p) return NULL;
+    /* SYNC(py-futex), SYNC(futex): bump, then wake: pairs with the futex waits of m_futex_wait and
+     * shm_wait. */
     fadd32_sc(p, 0, 1);
     int woken = futex_wake_word(p, INT_MAX);
     PyBuffer_Release(&vb);
@@ -148,6 +167,7 @@ static PyObject *m_futex_wait(PyObject *m, PyObject *const *a, Py_ssize_t n) {
         }
         int err;
         Py_BEGIN_ALLOW_THREADS
+        /* SYNC(py-futex): pairs with the bump and wake of m_wake and py/queue.c's wake_word. */
         err = futex_wait_word(p, (uint32_t)expected, left);
         Py_END_ALLOW_THREADS
         if (err == EINTR) {

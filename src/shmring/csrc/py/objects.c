@@ -62,6 +62,8 @@ PyObject *obj_send_encoded(EndpointObject *self, PyObject *obj, unsigned char *s
                                             "commit or abort it first");
         return NULL;
     }
+    /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
+     * (py/module.c m_store32) in shmring/_channel (close_send). */
     if (ld32_acq(r->base, OFF_EOS)) {
         PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
         return NULL;

@@ -43,6 +43,8 @@ static int check_sendable(EndpointObject *self) {
                                             "commit or abort it first");
         return -1;
     }
+    /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
+     * (py/module.c m_store32) in shmring/_channel (close_send). */
     if (ld32_acq(self->ring.base, OFF_EOS)) {
         PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
         return -1;
@@ -71,6 +73,8 @@ int producer_claim_wait(EndpointObject *self, uint64_t n, int64_t deadline, int 
             PyErr_SetString(E_Timeout, "timed out waiting for space in the channel");
             return -1;
         }
+        /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
+         * (py/module.c m_store32) in shmring/_channel (close_send). */
         if (ld32_acq(r->base, OFF_EOS)) {
             PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
             return -1;
@@ -208,6 +212,8 @@ static PyObject *P_claim(EndpointObject *self, PyObject *const *args, Py_ssize_t
             PyErr_SetString(E_Timeout, "timed out waiting for space in the channel");
             return NULL;
         }
+        /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
+         * (py/module.c m_store32) in shmring/_channel (close_send). */
         if (ld32_acq(r->base, OFF_EOS)) {
             PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
             return NULL;

@@ -150,8 +150,11 @@ static PyGetSetDef State_getset[] = {
  * get call these directly, the Python paths through QueueState's methods. */
 
 static void wake_word(StateObject *st, uint64_t seq, uint64_t waiters) {
-    /* seq-cst RMW read: pairs with the waiter's raise of its count. */
+    /* SYNC(ctl-waiters): seq-cst RMW read: pairs with the waiter's raise of its count (the
+     * waiter is Python, in shmring/_queue: _core.fetch_add, its condition again, then
+     * _core.futex_wait). */
     if (fadd_sc(st->w, waiters, 0)) {
+        /* SYNC(py-futex): bump, then wake: pairs with m_futex_wait (py/module.c). */
         fadd32_sc(st->w, seq, 1);
         futex_wake_word(st->w + seq, INT_MAX);
     }
@@ -163,30 +166,39 @@ static void wake_word(StateObject *st, uint64_t seq, uint64_t waiters) {
  * with the getter's count_out, which reads that count after its RMW. */
 static int reserve_now(StateObject *st) {
     if (!st->maxsize) {
+        /* SYNC(ctl-count): items put; pairs with the seq-cst loads of the counts here and in
+         * State_count, and count_out's add of gets. */
         fadd_sc(st->w, CTL_PUTS, 1);
     } else {
         for (;;) {
+            /* SYNC(ctl-count): gets, then puts, then the compare-exchange of puts. */
             uint64_t g = ld_sc(st->w, CTL_GETS);
             uint64_t p = ld_sc(st->w, CTL_PUTS);
             if (p - g >= st->maxsize) return 0; /* g first: p - g is never below 0 */
+            /* SYNC(ctl-count): one more item, if puts did not move meanwhile. */
             if (cas_sc(st->w, CTL_PUTS, &p, p + 1)) break;
         }
     }
+    /* SYNC(ctl-unfinished): pairs with task_done's acquire and compare-exchange of the count. */
     if (st->joinable) fadd_sc(st->w, CTL_UNFINISHED, 1);
     return 1;
 }
 
 /* An item left the queue (taken, or its put undone): wake a full put. */
 static void count_out(StateObject *st) {
+    /* SYNC(ctl-count): items taken, before the waiter count is read (wake_word): pairs with
+     * reserve_now's seq-cst loads. */
     fadd_sc(st->w, CTL_GETS, 1);
     if (st->maxsize) wake_word(st, CTL_NOTFULL_SEQ, CTL_NOTFULL_WAITERS);
 }
 
 /* One unfinished task done, waking join() at zero: 1, or 0 if none was. */
 static int task_done(StateObject *st) {
+    /* SYNC(ctl-unfinished): pairs with reserve_now's add. */
     uint64_t u = ld_acq(st->w, CTL_UNFINISHED);
     do {
         if (!u) return 0;
+        /* SYNC(ctl-unfinished): one task fewer, by compare-exchange: never below zero. */
     } while (!cas_sc(st->w, CTL_UNFINISHED, &u, u - 1));
     if (u == 1) wake_word(st, CTL_JOIN_SEQ, CTL_JOIN_WAITERS);
     return 1;
@@ -228,6 +240,7 @@ static PyObject *State_task_done(StateObject *self, PyObject *unused) {
 
 static PyObject *State_count(StateObject *self, PyObject *unused) {
     if (!valid_state(self)) return NULL;
+    /* SYNC(ctl-count): gets first, as in reserve_now. */
     uint64_t g = ld_sc(self->w, CTL_GETS);
     uint64_t c = ld_sc(self->w, CTL_PUTS) - g;
     return PyLong_FromUnsignedLongLong(c < (1ULL << 63) ? c : 0);

@@ -26,7 +26,9 @@ static inline uint64_t rec_word(int32_t length, uint32_t type, uint32_t state,
            ((lap & REC_LAP_MASK) << REC_LAP_SHIFT);
 }
 static inline int32_t rec_len(uint64_t w) { return (int32_t)(uint32_t)(w & REC_LEN_MASK); }
-static inline uint32_t rec_type(uint64_t w) { return (uint32_t)(w >> REC_TYPE_SHIFT) & REC_TYPE_MASK; }
+static inline uint32_t rec_type(uint64_t w) {
+    return (uint32_t)(w >> REC_TYPE_SHIFT) & REC_TYPE_MASK;
+}
 static inline uint32_t rec_state(uint64_t w) {
     return (uint32_t)(w >> REC_STATE_SHIFT) & REC_STATE_MASK;
 }
@@ -74,8 +76,8 @@ static inline int check_record(ring_t *r, uint64_t pos, uint64_t w, uint64_t lim
 
 static inline void put_pad(ring_t *r, uint64_t pos, uint64_t len) {
     st_rlx(r->base, SEQ_OFF(r, pos), pos);
-    /* Pairs with a consumer's acquire load of this word (multi-producer) or
-     * of tail (single producer). */
+    /* SYNC(pad): Pairs with a consumer's acquire load of this word (multi-producer) or of tail
+     * (single producer). */
     st_rel(r->base, WORD_OFF(r, pos), rec_word((int32_t)len, REC_PAD, 0, 0, LAP(r, pos)));
 }
 
@@ -84,8 +86,8 @@ static inline void zero_record(ring_t *r, uint64_t pos, uint64_t alen) {
     /* Payload first, header word last: a half-zeroed record still reads as
      * the record it was, never as a shorter one. */
     memset(p + REC_SEQ, 0, alen - REC_SEQ);
-    /* Release: a revoker that reads this zero sees that the record's
-     * producer had dropped its confirmed flag before committing it. */
+    /* SYNC(zero): Release: a revoker that reads this zero sees that the record's producer had
+     * dropped its confirmed flag before committing it. */
     st_rel(r->base, WORD_OFF(r, pos), 0);
 }
 

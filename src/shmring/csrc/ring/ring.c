@@ -18,6 +18,8 @@ int ring_init(ring_t *r, char *base, uint64_t size, uint32_t slot, int consumer)
     r->base = base;
     r->size = size;
     if (size < REGION_HEADER_SIZE) return corrupt(r, "segment smaller than its header");
+    /* SYNC(magic): acquire of the magic; pairs with the creator's seq-cst store of it, last of the
+     * header, by _core.store (py/module.c m_store) in shmring/_region. */
     if (ld_acq(base, HDR_MAGIC) != SHMRING_MAGIC) return corrupt(r, "bad magic");
     r->pattern = *(uint32_t *)(base + HDR_PATTERN);
     r->flags = *(uint32_t *)(base + HDR_FLAGS);
@@ -43,8 +45,8 @@ int ring_init(ring_t *r, char *base, uint64_t size, uint32_t slot, int consumer)
     r->slot_off = SLOTS_OFFSET + (uint64_t)slot * SLOT_SIZE;
     r->multi_producer = r->pattern == PATTERN_MPSC || r->pattern == PATTERN_MPMC;
     r->lossy = r->pattern == PATTERN_BROADCAST && (r->flags & FLAG_LOSSY);
-    /* Pairs with the release stores of tail/head by the previous owner of
-     * this role (or by recovery): we continue from what they published. */
+    /* SYNC(tail), SYNC(head), SYNC(msgno): Pairs with the release stores of tail/head by the
+     * previous owner of this role (or by recovery): we continue from what they published. */
     r->tail_local = ld_acq(base, OFF_TAIL);
     r->msgno = ld_acq(base, OFF_MSGNO);
     r->cursor = ld_acq(base, OFF_HEAD);
