@@ -58,6 +58,10 @@
 /* Values up to this size are encoded once, on the stack, then copied. */
 #define VALUE_STACK_BYTES 4096
 
+/* value_encode and value_decode are called once per message from py/objects.c;
+ * hidden, so those calls are direct rather than through the PLT (they were
+ * one translation unit with their caller before the split). */
+
 /* value_encode's results. VALUE_NO: not a plain value, no error set. */
 enum { VALUE_OK = 0, VALUE_NO = 1, VALUE_ERR = -1 };
 
@@ -66,11 +70,12 @@ enum { VALUE_OK = 0, VALUE_NO = 1, VALUE_ERR = -1 };
  * counted, not written, so a first pass into a small buffer sizes a second
  * one. VALUE_OK, VALUE_NO, or VALUE_ERR with a Python error set. Runs no
  * Python code (exact types only: no __hash__, no __eq__). */
-int value_encode(PyObject *obj, void *buf, size_t cap, size_t *size);
+__attribute__((visibility("hidden"))) int value_encode(PyObject *obj, void *buf, size_t cap,
+                                                       size_t *size);
 /* The value in a whole record of n bytes (its first byte is VALUE_TAG), or
  * NULL with decode_error_class() set (any error becomes one, the original
  * as its cause). Never reads outside [p, p + n). */
-PyObject *value_decode(const char *p, size_t n);
+__attribute__((visibility("hidden"))) PyObject *value_decode(const char *p, size_t n);
 /* shmring.DecodeError once set_decode_error() handed it over, else
  * ValueError. A borrowed reference. */
 PyObject *decode_error_class(void);
