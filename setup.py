@@ -1,20 +1,52 @@
-"""Build of the one compiled piece, shmring._core (C11, no other native dependency)."""
+"""Build of the one compiled piece, shmring._core (C11, no other native dependency).
+
+The sources are in layers (src/shmring/csrc/): ring/ is pure C, value/ the
+value record format, py/ the CPython glue; layout.h, atomics.h and wait.*
+underneath. Files include one another by their path from csrc/.
+"""
 
 from setuptools import Extension, setup
 
 CSRC = "src/shmring/csrc/"
 
+SOURCES = [
+    "wait.c",
+    "ring/ring.c",
+    "ring/produce.c",
+    "ring/consume.c",
+    "ring/recover.c",
+    "ring/revoke.c",
+    "value/encode.c",
+    "value/decode.c",
+    "py/module.c",
+    "py/endpoint.c",
+    "py/producer.c",
+    "py/consumer.c",
+    "py/objects.c",
+    "py/lock.c",
+    "py/queue.c",
+]
+HEADERS = [
+    "layout.h",
+    "atomics.h",
+    "wait.h",
+    "ring/ring.h",
+    "ring/record.h",
+    "ring/internal.h",
+    "value/value.h",
+    "value/format.h",
+    "py/core.h",
+    "py/objects.h",
+    "py/lock.h",
+]
+
 setup(
     ext_modules=[
         Extension(
             "shmring._core",
-            sources=[
-                CSRC + name
-                for name in ("module.c", "endpoint.c", "producer.c", "consumer.c", "ring.c", "wait.c",
-                             "codec.c", "queue.c")
-            ],
-            depends=[CSRC + h for h in ("layout.h", "atomics.h", "ring.h", "wait.h", "core.h",
-                                              "codec.h")],
+            sources=[CSRC + name for name in SOURCES],
+            depends=[CSRC + h for h in HEADERS],
+            include_dirs=[CSRC],
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
         )

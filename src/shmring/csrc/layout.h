@@ -60,14 +60,18 @@
  *           8 len u64  its length (as claim_len), 0 = entry free
  *          16 flags u64 QUAR_DONE once its producer is done writing (it saw
  *                      the revocation, or died); bits 8-15 owner slot+1
+ *                      (QUAR_OWNER_SHIFT, QUAR_OWNER_MASK)
  *         Producers are gated by min(head, pos) + capacity while an entry is
  *         in use: the claim's bytes are not reused until the supervisor
  *         lifts the entry (QUAR_DONE and head past the claim: it zeroes the
- *         bytes, then frees the entry). See ring.c, "revocation".
+ *         bytes, then frees the entry). See ring/revoke.c.
  *
  * ATTACH SLOT (SLOT_SIZE bytes, one per attached channel or endpoint):
  *
- *   0  pid         u64   0 = free; taken with compare-exchange
+ *   0  pid         u64   0 = free; taken with compare-exchange. The top bit
+ *                        (SLOT_RECOVERING) is set, by compare-exchange, by
+ *                        whoever recovers the slot of a dead process, so
+ *                        two recoverers never run on one slot
  *   8  start_time  u64   field 22 of /proc/<pid>/stat (tells pid reuse apart)
  *   16 role        u32   ROLE_*
  *   20 state       u32   SLOT_*
@@ -96,6 +100,22 @@
  *   8  seq    u64  the record's own position (broadcast: its message number);
  *                  a reader checks it, so corrupt counters are caught
  *   16 payload
+ *
+ * QUEUE CONTROL BLOCK (shmring.Queue, CTL_BYTES at a LINE-aligned offset of
+ * the ring bytes of the queue's second, ".ctl" region; csrc/py/queue.c and
+ * shmring/_queue both use it). Words that change often sit on lines of
+ * their own, so a putter and a getter do not pass one line back and forth:
+ *
+ *   0    puts             u64  items put (counted before they are written)
+ *   128  gets             u64  items taken (counted after), and puts undone
+ *   256  notfull_seq      u32  futex word: bumped when an item is taken
+ *                              (maxsize > 0)
+ *   264  notfull_waiters  u64  putters asleep on notfull_seq
+ *   384  unfinished       u64  JoinableQueue: items put and not task_done()
+ *   512  join_seq         u32  futex word: bumped when unfinished reaches 0
+ *   520  join_waiters     u64  join() callers asleep on join_seq
+ *   640  maxsize          u64  maxsize in items (0: unbounded), at creation
+ *   648  magic            u64  CTL_MAGIC_VALUE once the block is initialised
  */
 #ifndef SHMRING_LAYOUT_H
 #define SHMRING_LAYOUT_H
@@ -147,6 +167,8 @@
 #define QUAR_LEN 8u
 #define QUAR_FLAGS 16u
 #define QUAR_DONE 1u
+#define QUAR_OWNER_SHIFT 8u   /* in QUAR_FLAGS: owner slot+1 */
+#define QUAR_OWNER_MASK 0xFFu
 
 #define REGION_HEADER_SIZE (9u * LINE)
 #define SLOTS_OFFSET REGION_HEADER_SIZE
@@ -164,6 +186,8 @@
 #define SLOT_BYTES 56u
 #define SLOT_MISSED 64u
 #define SLOT_LAST_MSGNO 72u
+
+#define SLOT_RECOVERING (1ULL << 63) /* in SLOT_PID: a recoverer holds the slot */
 
 #define CLAIM_NONE UINT64_MAX
 #define CLAIM_CONFIRMED (1ULL << 63) /* in claim_len: our CAS of tail succeeded */
@@ -186,6 +210,20 @@
 
 #define RECORD_HEADER 16u
 #define RECORD_ALIGN 16u
+#define REC_WORD 0u /* offsets in a record */
+#define REC_SEQ 8u
+
+/* Fields of the record word: shift and mask (the mask of the field's
+ * width, applied after the shift). */
+#define REC_LEN_MASK 0xFFFFFFFFu
+#define REC_TYPE_SHIFT 32u
+#define REC_TYPE_MASK 0xFu
+#define REC_STATE_SHIFT 36u
+#define REC_STATE_MASK 0xFu
+#define REC_OWNER_SHIFT 40u
+#define REC_OWNER_MASK 0xFFu
+#define REC_LAP_SHIFT 48u
+#define REC_LAP_MASK 0xFFFFu
 
 #define REC_MSG 1u
 #define REC_PAD 2u
@@ -196,25 +234,23 @@
 #define ST_DONE 2u
 #define ST_SWEEP 3u
 
+#define CTL_PUTS 0u
+#define CTL_GETS (1u * LINE)
+#define CTL_NOTFULL_SEQ (2u * LINE)
+#define CTL_NOTFULL_WAITERS (2u * LINE + 8u)
+#define CTL_UNFINISHED (3u * LINE)
+#define CTL_JOIN_SEQ (4u * LINE)
+#define CTL_JOIN_WAITERS (4u * LINE + 8u)
+#define CTL_MAXSIZE (5u * LINE)
+#define CTL_MAGIC (5u * LINE + 8u)
+#define CTL_BYTES (6u * LINE)
+#define CTL_MAGIC_VALUE 0x3274634F51524853ULL /* "SHRQOct2" little-endian */
+
 #define MIN_CAPACITY 1024u
 #define MAX_CAPACITY (1ULL << 40)
 #define PAGE_ALIGN 4096u
 
-static inline uint64_t rec_word(int32_t length, uint32_t type, uint32_t state,
-                                uint32_t owner, uint64_t lap) {
-    return (uint64_t)(uint32_t)length | ((uint64_t)(type & 0xFu) << 32) |
-           ((uint64_t)(state & 0xFu) << 36) | ((uint64_t)(owner & 0xFFu) << 40) |
-           ((lap & 0xFFFFu) << 48);
-}
-static inline int32_t rec_len(uint64_t w) { return (int32_t)(uint32_t)(w & 0xFFFFFFFFu); }
-static inline uint32_t rec_type(uint64_t w) { return (uint32_t)(w >> 32) & 0xFu; }
-static inline uint32_t rec_state(uint64_t w) { return (uint32_t)(w >> 36) & 0xFu; }
-static inline uint32_t rec_owner(uint64_t w) { return (uint32_t)(w >> 40) & 0xFFu; }
-static inline uint64_t rec_lap(uint64_t w) { return w >> 48; }
-static inline uint64_t rec_with_state(uint64_t w, uint32_t state, uint32_t owner) {
-    return (w & ~(0xFFFULL << 36)) | ((uint64_t)(state & 0xFu) << 36) |
-           ((uint64_t)(owner & 0xFFu) << 40);
-}
+/* n rounded up to a multiple of a (a power of two): record sizes. */
 static inline uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) & ~(a - 1); }
 
 #endif

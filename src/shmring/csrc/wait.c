@@ -62,12 +62,17 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
         if (deadline_ns >= 0 && now >= deadline_ns) return WAIT_TIMEOUT;
     }
     for (;;) {
+        /* SYNC(waiters): raise the waiter count, then a fence: pairs with the fence and the load
+         * of the count in shm_notify. */
         fadd32_sc(base, waiters_off, 1);
-        /* Pairs with the fence in shm_notify: either the publisher sees our
-         * count, or our look at the ring below sees what it published. */
+        /* SYNC(waiters): Pairs with the fence in shm_notify: either the publisher sees our count,
+         * or our look at the ring below sees what it published. */
         fence_sc();
+        /* SYNC(futex): the futex word before the last look; pairs with shm_notify's bump of it: a
+         * bump after this load makes the wait below return at once. */
         uint32_t seq = ld32_acq(base, futex_off);
         if (ready(ctx)) {
+            /* SYNC(waiters): no longer waiting. */
             fsub32_sc(base, waiters_off, 1);
             return WAIT_READY;
         }
@@ -75,11 +80,15 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
         if (deadline_ns >= 0) {
             left = deadline_ns - mono_ns();
             if (left <= 0) {
+                /* SYNC(waiters): no longer waiting. */
                 fsub32_sc(base, waiters_off, 1);
                 return WAIT_TIMEOUT;
             }
         }
+        /* SYNC(futex): sleeps while the word is seq; pairs with the bump and wake in shm_notify,
+         * endpoint_close (py/endpoint.c) and _core.wake (py/module.c m_wake). */
         int err = futex_wait_word((char *)base + futex_off, seq, left);
+        /* SYNC(waiters): no longer waiting. */
         fsub32_sc(base, waiters_off, 1);
         if (err == EINTR) return ready(ctx) ? WAIT_READY : WAIT_SIGNAL;
         if (ready(ctx)) return WAIT_READY;
@@ -88,10 +97,12 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
 }
 
 void shm_notify(void *base, uint64_t futex_off, uint64_t waiters_off) {
-    /* Pairs with the fence in shm_wait after the waiter count is raised: our
-     * release store of the data is ordered before this load of the count. */
+    /* SYNC(waiters): Pairs with the fence in shm_wait after the waiter count is raised: our release
+     * store of the data is ordered before this load of the count. */
     fence_sc();
     if (ld32_acq(base, waiters_off) != 0) {
+        /* SYNC(futex): bump, then wake: pairs with the load of the word and the futex wait in
+         * shm_wait. */
         fadd32_sc(base, futex_off, 1);
         futex_wake_word((char *)base + futex_off, INT_MAX);
     }

@@ -1,12 +1,12 @@
-/* producer.c - the Producer handle: send, send_many, zero-copy claims.
+/* py/producer.c - the Producer handle: send, send_many, zero-copy claims.
  * Sending one message is one call into this file and no system call unless
  * a consumer sleeps. */
-#include "core.h"
+#include "py/core.h"
 
 #include <string.h>
 
 #include "atomics.h"
-#include "codec.h"
+#include "py/objects.h"
 
 /* Copies this large are done with the GIL released. */
 #define NOGIL_COPY 262144
@@ -43,6 +43,8 @@ static int check_sendable(EndpointObject *self) {
                                             "commit or abort it first");
         return -1;
     }
+    /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
+     * (py/module.c m_store32) in shmring/_channel (close_send). */
     if (ld32_acq(self->ring.base, OFF_EOS)) {
         PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
         return -1;
@@ -71,6 +73,8 @@ int producer_claim_wait(EndpointObject *self, uint64_t n, int64_t deadline, int 
             PyErr_SetString(E_Timeout, "timed out waiting for space in the channel");
             return -1;
         }
+        /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
+         * (py/module.c m_store32) in shmring/_channel (close_send). */
         if (ld32_acq(r->base, OFF_EOS)) {
             PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
             return -1;
@@ -208,6 +212,8 @@ static PyObject *P_claim(EndpointObject *self, PyObject *const *args, Py_ssize_t
             PyErr_SetString(E_Timeout, "timed out waiting for space in the channel");
             return NULL;
         }
+        /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
+         * (py/module.c m_store32) in shmring/_channel (close_send). */
         if (ld32_acq(r->base, OFF_EOS)) {
             PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
             return NULL;
@@ -313,11 +319,11 @@ static PyMethodDef P_methods[] = {
     {"_commit", (PyCFunction)(void (*)(void))P_commit, METH_FASTCALL,
      "_commit(nbytes=None): publish the open claim (its first nbytes)."},
     {"_abort", (PyCFunction)P_abort, METH_NOARGS, "_abort(): withdraw the open claim."},
-    {"_send_value", (PyCFunction)(void (*)(void))codec_send_value, METH_FASTCALL,
+    {"_send_value", (PyCFunction)(void (*)(void))obj_send_value, METH_FASTCALL,
      "_send_value(obj, timeout=None, nowait=False) -> bool: send obj as a value record "
-     "(codec.c); False, sending nothing, if it is not a plain value."},
-    {"send_obj", (PyCFunction)(void (*)(void))codec_send_obj, METH_FASTCALL | METH_KEYWORDS,
-     CODEC_SEND_OBJ_DOC},
+     "(csrc/value); False, sending nothing, if it is not a plain value."},
+    {"send_obj", (PyCFunction)(void (*)(void))obj_send_obj, METH_FASTCALL | METH_KEYWORDS,
+     OBJ_SEND_DOC},
     {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
     {"_wait", (PyCFunction)(void (*)(void))endpoint_wait_ready, METH_FASTCALL,
      "_wait(timeout=None, nbytes=0) -> bool: wait until progress is possible, taking "

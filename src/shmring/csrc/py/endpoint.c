@@ -1,6 +1,6 @@
-/* endpoint.c - what a producer and a consumer handle have in common: the
+/* py/endpoint.c - what a producer and a consumer handle have in common: the
  * mapping they hold, timeouts, waiting without the GIL, and errors. */
-#include "core.h"
+#include "py/core.h"
 
 #include <limits.h>
 
@@ -64,8 +64,11 @@ PyObject *endpoint_close(EndpointObject *self, PyObject *unused) {
             /* Another thread waits or copies with the GIL released and still
              * uses the mapping: wake it; the last one out releases it. */
             self->closing = 1;
+            /* SYNC(futex): bump and wake both directions: pairs with the futex wait in shm_wait,
+             * whose caller then sees closing. */
             fadd32_sc(self->ring.base, OFF_DATA_FUTEX, 1);
             futex_wake_word(self->ring.base + OFF_DATA_FUTEX, INT_MAX);
+            /* SYNC(futex): the space direction likewise. */
             fadd32_sc(self->ring.base, OFF_SPACE_FUTEX, 1);
             futex_wake_word(self->ring.base + OFF_SPACE_FUTEX, INT_MAX);
         } else {

@@ -1,13 +1,13 @@
-/* module.c - shmring._core: the two endpoint types (and queue.c's three),
+/* py/module.c - shmring._core: the two endpoint types (and py/queue.c's three),
  * atomic operations on words of a mapping for the Python side's cold paths
  * (region header, attach table, CLI), futex wait and wake, recovery, and the
  * layout constants. */
-#include "core.h"
+#include "py/core.h"
 
 #include <errno.h>
 
 #include "atomics.h"
-#include "codec.h"
+#include "py/objects.h"
 #include "wait.h"
 
 /* A word of a writable buffer: bounds and alignment checked, since the
@@ -32,6 +32,10 @@ static PyObject *m_load(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (n != 2) return PyErr_Format(PyExc_TypeError, "load(buffer, offset)");
     char *p = word_at(a[0], &vb, a[1], 8);
     if (!p) return NULL;
+    /* SYNC(py-word): acquire load for the Python side's cold paths (shmring/_region, _channel,
+     * _queue, _supervisor): pairs with the seq-cst stores and read-modify-writes of this file
+     * (m_store, m_store32, m_cas, m_fetch_add) made by Python in any process, and with the ring's
+     * own releases of the same words. */
     uint64_t v = ld_acq(p, 0);
     PyBuffer_Release(&vb);
     return PyLong_FromUnsignedLongLong(v);
@@ -43,6 +47,7 @@ static PyObject *m_load32(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (n != 2) return PyErr_Format(PyExc_TypeError, "load32(buffer, offset)");
     char *p = word_at(a[0], &vb, a[1], 4);
     if (!p) return NULL;
+    /* SYNC(py-word): acquire load of a 32-bit word, as m_load. */
     uint32_t v = ld32_acq(p, 0);
     PyBuffer_Release(&vb);
     return PyLong_FromUnsignedLong(v);
@@ -61,6 +66,9 @@ static PyObject *m_store(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (get_u64(a[2], &v) < 0) return NULL;
     char *p = word_at(a[0], &vb, a[1], 8);
     if (!p) return NULL;
+    /* SYNC(py-word), SYNC(magic): seq-cst store for Python; pairs with m_load and the ring's
+     * acquire loads. The creator publishes the header's magic last through here (shmring/_region),
+     * which ring_init acquires. */
     st_sc(p, 0, v);
     PyBuffer_Release(&vb);
     Py_RETURN_NONE;
@@ -74,6 +82,9 @@ static PyObject *m_store32(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (get_u64(a[2], &v) < 0) return NULL;
     char *p = word_at(a[0], &vb, a[1], 4);
     if (!p) return NULL;
+    /* SYNC(py-word), SYNC(eos), SYNC(slot-state): seq-cst store of a 32-bit word for Python: end-
+     * of-stream (shmring/_channel, close_send), a slot's role and state (shmring/_region,
+     * _channel); pairs with m_load32 and the ring's acquire loads of them. */
     st32_sc(p, 0, (uint32_t)v);
     PyBuffer_Release(&vb);
     Py_RETURN_NONE;
@@ -87,6 +98,9 @@ static PyObject *m_cas(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (get_u64(a[2], &e) < 0 || get_u64(a[3], &d) < 0) return NULL;
     char *p = word_at(a[0], &vb, a[1], 8);
     if (!p) return NULL;
+    /* SYNC(py-word), SYNC(slot-pid), SYNC(owner): compare-exchange for Python: a slot's pid
+     * (shmring/_region), a role's owner (shmring/_channel); pairs with other_live_claim's acquire
+     * of the pid and recovery's compare-exchange of the owner. */
     int ok = cas_sc(p, 0, &e, d);
     PyBuffer_Release(&vb);
     return PyBool_FromLong(ok);
@@ -100,6 +114,9 @@ static PyObject *m_fetch_add(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (get_u64(a[2], &d) < 0) return NULL;
     char *p = word_at(a[0], &vb, a[1], 8);
     if (!p) return NULL;
+    /* SYNC(py-word), SYNC(ctl-waiters): seq-cst add for Python, e.g. a queue waiter raising its
+     * count (shmring/_queue) before it re-reads its condition; pairs with wake_word in
+     * py/queue.c. */
     uint64_t old = fadd_sc(p, 0, d);
     PyBuffer_Release(&vb);
     return PyLong_FromUnsignedLongLong(old);
@@ -111,6 +128,8 @@ static PyObject *m_wake(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (n != 2) return PyErr_Format(PyExc_TypeError, "wake(buffer, offset)");
     char *p = word_at(a[0], &vb, a[1], 4);
     if (!p) return NULL;
+    /* SYNC(py-futex), SYNC(futex): bump, then wake: pairs with the futex waits of m_futex_wait and
+     * shm_wait. */
     fadd32_sc(p, 0, 1);
     int woken = futex_wake_word(p, INT_MAX);
     PyBuffer_Release(&vb);
@@ -148,6 +167,7 @@ static PyObject *m_futex_wait(PyObject *m, PyObject *const *a, Py_ssize_t n) {
         }
         int err;
         Py_BEGIN_ALLOW_THREADS
+        /* SYNC(py-futex): pairs with the bump and wake of m_wake and py/queue.c's wake_word. */
         err = futex_wait_word(p, (uint32_t)expected, left);
         Py_END_ALLOW_THREADS
         if (err == EINTR) {
@@ -206,7 +226,7 @@ static PyObject *m_recover_slot(PyObject *m, PyObject *const *a, Py_ssize_t n) {
 }
 
 /* revoke_claim(buffer, slot) / lift_quarantine(buffer): the supervisor's
- * side of revocation (ring.c, "revocation"). */
+ * side of revocation (ring/revoke.c). */
 static PyObject *m_revoke_claim(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     (void)m;
     Py_buffer vb;
@@ -294,14 +314,14 @@ static PyMethodDef methods[] = {
      "lift_quarantine(buffer) -> int: free revoked claims that are done with."},
     {"empty_bytearray", (PyCFunction)m_empty_bytearray, METH_O,
      "empty_bytearray(n) -> bytearray: n bytes, not initialised (to be overwritten)."},
-    {"encode_value", (PyCFunction)codec_encode_value, METH_O,
+    {"encode_value", (PyCFunction)value_encode_value, METH_O,
      "encode_value(obj) -> bytes | None: obj as a value record, or None if it is not a "
      "plain value."},
-    {"decode_value", (PyCFunction)codec_decode_value, METH_O,
+    {"decode_value", (PyCFunction)value_decode_value, METH_O,
      "decode_value(buffer): the object in a value record; DecodeError if malformed."},
-    {"set_decode_error", (PyCFunction)codec_set_decode_error, METH_O,
+    {"set_decode_error", (PyCFunction)value_set_decode_error, METH_O,
      "set_decode_error(cls): the class decode_value and _recv_value raise."},
-    {"set_object_paths", (PyCFunction)codec_set_object_paths, METH_VARARGS,
+    {"set_object_paths", (PyCFunction)obj_set_object_paths, METH_VARARGS,
      "set_object_paths(PickleSerializer, send_obj, send_encoded, recv_obj, recv_other): "
      "the Python functions send_obj and recv_obj hand other calls to."},
     {"set_errors", (PyCFunction)m_set_errors, METH_VARARGS,
@@ -335,6 +355,11 @@ static const struct {
     C(REC_MSG), C(REC_PAD), C(REC_REVOKED), C(ST_READY), C(ST_TAKEN), C(ST_DONE), C(ST_SWEEP),
     C(MIN_CAPACITY), C(MAX_CAPACITY), C(PAGE_ALIGN), C(OFF_QUAR_COUNT), C(OFF_QUAR_ENTRIES),
     C(QUAR_ENTRY), C(QUAR_ENTRIES), C(QUAR_POS), C(QUAR_LEN), C(QUAR_FLAGS), C(QUAR_DONE),
+    C(QUAR_OWNER_SHIFT), C(QUAR_OWNER_MASK), C(SLOT_RECOVERING), C(REC_WORD), C(REC_SEQ),
+    C(REC_LEN_MASK), C(REC_TYPE_SHIFT), C(REC_TYPE_MASK), C(REC_STATE_SHIFT), C(REC_STATE_MASK),
+    C(REC_OWNER_SHIFT), C(REC_OWNER_MASK), C(REC_LAP_SHIFT), C(REC_LAP_MASK), C(CTL_PUTS),
+    C(CTL_GETS), C(CTL_NOTFULL_SEQ), C(CTL_NOTFULL_WAITERS), C(CTL_UNFINISHED), C(CTL_JOIN_SEQ),
+    C(CTL_JOIN_WAITERS), C(CTL_MAXSIZE), C(CTL_MAGIC), C(CTL_BYTES), C(CTL_MAGIC_VALUE),
 };
 
 PyMODINIT_FUNC PyInit__core(void) {

@@ -1,11 +1,11 @@
-/* core.h - what the Python-facing files of _core share. */
+/* py/core.h - what the Python-facing files of _core share. */
 #ifndef SHMRING_CORE_H
 #define SHMRING_CORE_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include "ring.h"
+#include "ring/ring.h"
 
 /* The exception classes, defined in shmring/_errors.py and handed to the
  * extension once at import by _core.set_errors(). */

@@ -1,5 +1,5 @@
 /*
- * ring.h - the ring operations a message needs, free of Python: claim,
+ * ring/ring.h - the ring operations a message needs, free of Python: claim,
  * commit, abort, peek, release, and recovery of what a dead endpoint left.
  *
  * One ring_t per endpoint (a producer or a consumer handle) in one process.

@@ -1,51 +1,41 @@
 /*
- * codec.h - the value codec: small plain Python objects to bytes and back,
- * encoded straight into a claimed record and decoded straight from a held
- * one (see codec.c for the format and why).
- *
- * A value record is the tag byte CODEC_TAG, then one encoded value. The tag
- * tells it apart from the other records send_obj writes: a pickle (protocol
- * 2 and up) starts with 0x80, a framed record with 0x00, and 0x01 is no
- * pickle opcode at all.
+ * py/objects.h - the object paths of the endpoint types (py/objects.c):
+ * send_obj and recv_obj with their fast path for plain values, and the
+ * pieces of it that shmring.Queue's C put and get (py/queue.c) reuse.
  */
-#ifndef SHMRING_CODEC_H
-#define SHMRING_CODEC_H
+#ifndef SHMRING_PY_OBJECTS_H
+#define SHMRING_PY_OBJECTS_H
 
-#include "core.h"
+#include "py/core.h"
+#include "value/value.h"
 
-#define CODEC_TAG 0x01
-#define CODEC_MAX_DEPTH 32 /* nesting of containers; deeper goes to pickle */
-/* Values up to this size are encoded once, on the stack, then copied. */
-#define STACK_BYTES 4096
-
-/* Encodes obj as a value record into stack (STACK_BYTES long): 1 with *n
- * its size (the stack holds it whole only if *n <= STACK_BYTES; a larger
+/* Encodes obj as a value record into stack (VALUE_STACK_BYTES long): 1 with *n
+ * its size (the stack holds it whole only if *n <= VALUE_STACK_BYTES; a larger
  * one is encoded again into its claim), 0 not a plain value, -1 error. */
-int codec_encode(PyObject *obj, unsigned char *stack, size_t *n);
-/* Sends what codec_encode made of obj, waiting for space until the deadline
+int obj_encode(PyObject *obj, unsigned char *stack, size_t *n);
+/* Sends what obj_encode made of obj, waiting for space until the deadline
  * (<0: none) as send does: True sent, False nothing sent because it is
  * larger than max_message or obj changed into something that is not a plain
  * value meanwhile (send it another way), NULL error. */
-PyObject *codec_send_encoded(EndpointObject *self, PyObject *obj, unsigned char *stack,
+PyObject *obj_send_encoded(EndpointObject *self, PyObject *obj, unsigned char *stack,
                              size_t n, int64_t deadline, int nowait);
 /* The next record decoded, waiting until the deadline: the value,
  * NotImplemented (another kind of record, left held), or NULL with an error
  * (the class decode_error_class() for a malformed record, consumed). */
-PyObject *codec_recv(EndpointObject *self, int64_t deadline, int nowait);
-PyObject *decode_error_class(void);
+PyObject *obj_recv(EndpointObject *self, int64_t deadline, int nowait);
 /* fn(self, *args, **kwargs) for a METH_FASTCALL | METH_KEYWORDS method that
  * hands its call to a Python function. */
 PyObject *call_with_self(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *kwnames);
 
 /* Producer._send_value(obj, timeout=None, nowait=False) -> bool */
-PyObject *codec_send_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *obj_send_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 /* Consumer._recv_value(timeout=None, nowait=False) -> object | NotImplemented */
-PyObject *codec_recv_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *obj_recv_value(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 /* Producer.send_obj and Consumer.recv_obj: the common call in C, the rest
  * handed to shmring._objects (whose functions of the same names these are,
  * for the type checker). */
-#define CODEC_SEND_OBJ_DOC                                                                   \
+#define OBJ_SEND_DOC                                                                   \
     "send_obj($self, obj, timeout=None, *, serializer=None)\n--\n\n"                        \
     "Send one Python object, waiting up to ``timeout`` seconds for space.\n\n"               \
     "A plain value (None, bool, int, float, str, bytes, tuple, list, dict) is encoded\n"     \
@@ -57,7 +47,7 @@ PyObject *codec_recv_value(EndpointObject *self, PyObject *const *args, Py_ssize
     "object it cannot encode.\n\n"                                                          \
     "Example::\n\n"                                                                          \
     "    tx.send_obj({\"id\": 7, \"image\": np.zeros((480, 640), np.uint8)})\n"
-#define CODEC_RECV_OBJ_DOC                                                                   \
+#define OBJ_RECV_DOC                                                                   \
     "recv_obj($self, timeout=None, *, copy=True, serializer=None)\n--\n\n"                  \
     "Receive one object, waiting up to ``timeout`` seconds for it.\n\n"                      \
     "With ``copy=True`` (the default) the object owns its memory: a received numpy\n"       \
@@ -70,16 +60,12 @@ PyObject *codec_recv_value(EndpointObject *self, PyObject *const *args, Py_ssize
     "    obj = rx.recv_obj(timeout=5)\n"                                                     \
     "    with rx.recv_obj(copy=False) as frame:\n"                                          \
     "        mean = frame[\"image\"].mean()\n"
-PyObject *codec_send_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+PyObject *obj_send_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *kwnames);
-PyObject *codec_recv_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+PyObject *obj_recv_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *kwnames);
-/* Module functions: encode_value(obj) -> bytes | None, decode_value(buffer),
- * set_decode_error(cls), set_object_paths(PickleSerializer, send_obj,
- * _send_encoded, recv_obj, _recv_other). */
-PyObject *codec_set_object_paths(PyObject *m, PyObject *args);
-PyObject *codec_encode_value(PyObject *m, PyObject *obj);
-PyObject *codec_decode_value(PyObject *m, PyObject *buffer);
-PyObject *codec_set_decode_error(PyObject *m, PyObject *cls);
+/* set_object_paths(PickleSerializer, send_obj, _send_encoded, recv_obj,
+ * _recv_other): the Python functions the object methods hand calls to. */
+PyObject *obj_set_object_paths(PyObject *m, PyObject *args);
 
 #endif

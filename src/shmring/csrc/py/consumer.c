@@ -1,11 +1,11 @@
-/* consumer.c - the Consumer handle: recv, recv_many, recv_into and
+/* py/consumer.c - the Consumer handle: recv, recv_many, recv_into and
  * zero-copy views of a held record. Receiving one message is one call. */
-#include "core.h"
+#include "py/core.h"
 
 #include <string.h>
 
 #include "atomics.h"
-#include "codec.h"
+#include "py/objects.h"
 #include "wait.h"
 
 #define NOGIL_COPY 262144
@@ -283,11 +283,11 @@ static PyMethodDef C_methods[] = {
     {"_peek", (PyCFunction)(void (*)(void))C_peek, METH_FASTCALL | METH_KEYWORDS,
      "_peek(timeout=None) -> memoryview: hold the next record and view it in place."},
     {"_release", (PyCFunction)C_release, METH_NOARGS, "_release(): free the held record."},
-    {"_recv_value", (PyCFunction)(void (*)(void))codec_recv_value, METH_FASTCALL,
+    {"_recv_value", (PyCFunction)(void (*)(void))obj_recv_value, METH_FASTCALL,
      "_recv_value(timeout=None, nowait=False): the next record decoded, if it is a value "
-     "record (codec.c); otherwise NotImplemented, the record left held."},
-    {"recv_obj", (PyCFunction)(void (*)(void))codec_recv_obj, METH_FASTCALL | METH_KEYWORDS,
-     CODEC_RECV_OBJ_DOC},
+     "record (csrc/value); otherwise NotImplemented, the record left held."},
+    {"recv_obj", (PyCFunction)(void (*)(void))obj_recv_obj, METH_FASTCALL | METH_KEYWORDS,
+     OBJ_RECV_DOC},
     {"_join", (PyCFunction)C_join, METH_NOARGS, "_join(): start reading at the tail."},
     {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
     {"_wait", (PyCFunction)(void (*)(void))endpoint_wait_ready, METH_FASTCALL,

@@ -1,11 +1,11 @@
-/* queue.c - shmring.Queue's put and get in one C call each.
+/* py/queue.c - shmring.Queue's put and get in one C call each.
  *
  * shmring/_queue.py builds the queue: an mpmc channel for the items and a
  * control block (the ring bytes of a small second region) for the item
  * count, the unfinished-task count and two futex words. Its put and get in
  * Python cost a frame, a lock, two counter calls and the codec call: about
  * three times what send_obj and recv_obj cost. The common call - block with
- * no timeout, the default serializer, a plain value (csrc/codec.c) - is done
+ * no timeout, the default serializer, a plain value (csrc/value) - is done
  * here instead, in one C call; every other call, and every call that would
  * wait for a lock another thread holds or for room under maxsize, goes to the
  * Python methods _put and _get, which do everything this file does and more.
@@ -13,7 +13,8 @@
  * Three types:
  *   Lock        a thread lock (acquire/release/locked, as threading.Lock) the
  *               Python side and this file both take: one per direction, so
- *               one thread at a time uses this process's producer or consumer.
+ *               one thread at a time uses this process's producer or
+ *               consumer. In py/lock.c.
  *   QueueState  what one process holds of an open queue: the control block's
  *               mapping (exported while the state is valid, so it cannot be
  *               unmapped under a call), the two locks, maxsize, and the
@@ -22,7 +23,7 @@
  *   QueueCore   the base of the Python queue classes: put, get, and the
  *               fields _state, _closed and _plain.
  *
- * The control block's words are the ones _queue.py names (_PUTS, _GETS...):
+ * The control block's words are layout.h's (CTL_PUTS, CTL_GETS...):
  * items put and items taken are counted on lines of their own, so a putter
  * and a getter in two processes do not pass one line back and forth; the
  * queue holds puts - gets items. A putter counts its item before writing it
@@ -32,160 +33,16 @@
  * waiter count, both by sequentially consistent read-modify-writes, so one
  * of the two always sees the other.
  */
-#include "core.h"
+#include "py/core.h"
 
 #include <structmember.h>
 
 #include "atomics.h"
-#include "codec.h"
+#include "py/lock.h"
+#include "py/objects.h"
 #include "wait.h"
 
-/* Offsets into the control block, in step with _queue.py. */
-#define CTL_PUTS 0
-#define CTL_GETS 128
-#define CTL_NOTFULL_SEQ 256
-#define CTL_NOTFULL_WAITERS 264
-#define CTL_UNFINISHED 384
-#define CTL_JOIN_SEQ 512
-#define CTL_JOIN_WAITERS 520
-#define CTL_BYTES 768
-
-/* -------------------------------------------------------------- Lock -- */
-
-typedef struct {
-    PyObject_HEAD
-    PyThread_type_lock lock;
-    char locked;
-    PyObject *weakrefs;
-} LockObject;
-
-static PyTypeObject LockType;
-
-static int lock_try(LockObject *l) {
-    if (PyThread_acquire_lock_timed(l->lock, 0, 0) != PY_LOCK_ACQUIRED) return 0;
-    l->locked = 1;
-    return 1;
-}
-
-static void lock_release(LockObject *l) {
-    l->locked = 0;
-    PyThread_release_lock(l->lock);
-}
-
-/* 1 taken, 0 timed out (timeout_ns >= 0), -1 a signal handler raised. */
-static int lock_acquire(LockObject *l, int64_t timeout_ns) {
-    if (lock_try(l)) return 1;
-    if (timeout_ns == 0) return 0;
-    int64_t deadline = timeout_ns < 0 ? -1 : mono_ns() + timeout_ns;
-    for (;;) {
-        PY_TIMEOUT_T us = -1;
-        if (deadline >= 0) {
-            int64_t left = deadline - mono_ns();
-            if (left <= 0) return 0;
-            us = (PY_TIMEOUT_T)((left + 999) / 1000);
-            if (us > PY_TIMEOUT_MAX) us = PY_TIMEOUT_MAX;
-        }
-        PyLockStatus r;
-        Py_BEGIN_ALLOW_THREADS
-        r = PyThread_acquire_lock_timed(l->lock, us, 1);
-        Py_END_ALLOW_THREADS
-        if (r == PY_LOCK_ACQUIRED) {
-            l->locked = 1;
-            return 1;
-        }
-        /* Interrupted: run the signal handlers (Ctrl-C), then wait on. */
-        if (r == PY_LOCK_INTR && PyErr_CheckSignals() < 0) return -1;
-    }
-}
-
-static PyObject *Lock_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    if (PyTuple_GET_SIZE(args) || (kw && PyDict_GET_SIZE(kw))) {
-        PyErr_SetString(PyExc_TypeError, "Lock() takes no arguments");
-        return NULL;
-    }
-    LockObject *self = (LockObject *)type->tp_alloc(type, 0);
-    if (!self) return NULL;
-    self->lock = PyThread_allocate_lock();
-    if (!self->lock) {
-        Py_DECREF(self);
-        return PyErr_NoMemory();
-    }
-    return (PyObject *)self;
-}
-
-static void Lock_dealloc(LockObject *self) {
-    if (self->weakrefs) PyObject_ClearWeakRefs((PyObject *)self);
-    if (self->lock) {
-        if (self->locked) PyThread_release_lock(self->lock);
-        PyThread_free_lock(self->lock);
-    }
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyObject *Lock_acquire(LockObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"blocking", "timeout", NULL};
-    int blocking = 1;
-    double timeout = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|pd:acquire", kwlist, &blocking, &timeout))
-        return NULL;
-    if (!blocking && timeout != -1) {
-        PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
-        return NULL;
-    }
-    if ((timeout < 0 && timeout != -1) || timeout != timeout) {
-        PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
-        return NULL;
-    }
-    if (timeout > (double)PY_TIMEOUT_MAX / 1e6) {
-        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
-        return NULL;
-    }
-    int64_t ns = !blocking ? 0 : timeout < 0 ? -1 : (int64_t)(timeout * 1e9);
-    int r = lock_acquire(self, ns);
-    if (r < 0) return NULL;
-    return PyBool_FromLong(r);
-}
-
-static PyObject *Lock_release(LockObject *self, PyObject *unused) {
-    if (!self->locked) {
-        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
-        return NULL;
-    }
-    lock_release(self);
-    Py_RETURN_NONE;
-}
-
-static PyObject *Lock_locked(LockObject *self, PyObject *unused) {
-    return PyBool_FromLong(self->locked);
-}
-
-static PyObject *Lock_enter(LockObject *self, PyObject *unused) {
-    if (lock_acquire(self, -1) < 0) return NULL;
-    Py_RETURN_TRUE;
-}
-
-static PyObject *Lock_exit(LockObject *self, PyObject *args) { return Lock_release(self, NULL); }
-
-static PyMethodDef Lock_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))Lock_acquire, METH_VARARGS | METH_KEYWORDS,
-     "acquire(blocking=True, timeout=-1) -> bool: take the lock, as threading.Lock does."},
-    {"release", (PyCFunction)Lock_release, METH_NOARGS, "release(): let go of the lock."},
-    {"locked", (PyCFunction)Lock_locked, METH_NOARGS, "locked() -> bool: is it held?"},
-    {"__enter__", (PyCFunction)Lock_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)Lock_exit, METH_VARARGS, NULL},
-    {NULL, NULL, 0, NULL}};
-
-static PyTypeObject LockType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmring._core.Lock",
-    .tp_basicsize = sizeof(LockObject),
-    .tp_dealloc = (destructor)Lock_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A thread lock with threading.Lock's methods, which shmring.Queue's C put "
-              "and get also take.",
-    .tp_weaklistoffset = offsetof(LockObject, weakrefs),
-    .tp_methods = Lock_methods,
-    .tp_new = Lock_new,
-};
+/* The control block's offsets (CTL_*) are layout.h's, with its diagram. */
 
 /* -------------------------------------------------------- QueueState -- */
 
@@ -228,7 +85,7 @@ static PyObject *State_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         return NULL;
     }
     self->valid = 1;
-    if (off < 0 || off % 128 || (size_t)off + CTL_BYTES > (size_t)self->ctl.len) {
+    if (off < 0 || off % LINE || (size_t)off + CTL_BYTES > (size_t)self->ctl.len) {
         PyErr_Format(PyExc_ValueError, "a queue's control block does not fit at offset "
                                        "%zd of a %zd-byte mapping",
                      off, self->ctl.len);
@@ -293,8 +150,11 @@ static PyGetSetDef State_getset[] = {
  * get call these directly, the Python paths through QueueState's methods. */
 
 static void wake_word(StateObject *st, uint64_t seq, uint64_t waiters) {
-    /* seq-cst RMW read: pairs with the waiter's raise of its count. */
+    /* SYNC(ctl-waiters): seq-cst RMW read: pairs with the waiter's raise of its count (the
+     * waiter is Python, in shmring/_queue: _core.fetch_add, its condition again, then
+     * _core.futex_wait). */
     if (fadd_sc(st->w, waiters, 0)) {
+        /* SYNC(py-futex): bump, then wake: pairs with m_futex_wait (py/module.c). */
         fadd32_sc(st->w, seq, 1);
         futex_wake_word(st->w + seq, INT_MAX);
     }
@@ -306,30 +166,39 @@ static void wake_word(StateObject *st, uint64_t seq, uint64_t waiters) {
  * with the getter's count_out, which reads that count after its RMW. */
 static int reserve_now(StateObject *st) {
     if (!st->maxsize) {
+        /* SYNC(ctl-count): items put; pairs with the seq-cst loads of the counts here and in
+         * State_count, and count_out's add of gets. */
         fadd_sc(st->w, CTL_PUTS, 1);
     } else {
         for (;;) {
+            /* SYNC(ctl-count): gets, then puts, then the compare-exchange of puts. */
             uint64_t g = ld_sc(st->w, CTL_GETS);
             uint64_t p = ld_sc(st->w, CTL_PUTS);
             if (p - g >= st->maxsize) return 0; /* g first: p - g is never below 0 */
+            /* SYNC(ctl-count): one more item, if puts did not move meanwhile. */
             if (cas_sc(st->w, CTL_PUTS, &p, p + 1)) break;
         }
     }
+    /* SYNC(ctl-unfinished): pairs with task_done's acquire and compare-exchange of the count. */
     if (st->joinable) fadd_sc(st->w, CTL_UNFINISHED, 1);
     return 1;
 }
 
 /* An item left the queue (taken, or its put undone): wake a full put. */
 static void count_out(StateObject *st) {
+    /* SYNC(ctl-count): items taken, before the waiter count is read (wake_word): pairs with
+     * reserve_now's seq-cst loads. */
     fadd_sc(st->w, CTL_GETS, 1);
     if (st->maxsize) wake_word(st, CTL_NOTFULL_SEQ, CTL_NOTFULL_WAITERS);
 }
 
 /* One unfinished task done, waking join() at zero: 1, or 0 if none was. */
 static int task_done(StateObject *st) {
+    /* SYNC(ctl-unfinished): pairs with reserve_now's add. */
     uint64_t u = ld_acq(st->w, CTL_UNFINISHED);
     do {
         if (!u) return 0;
+        /* SYNC(ctl-unfinished): one task fewer, by compare-exchange: never below zero. */
     } while (!cas_sc(st->w, CTL_UNFINISHED, &u, u - 1));
     if (u == 1) wake_word(st, CTL_JOIN_SEQ, CTL_JOIN_WAITERS);
     return 1;
@@ -371,6 +240,7 @@ static PyObject *State_task_done(StateObject *self, PyObject *unused) {
 
 static PyObject *State_count(StateObject *self, PyObject *unused) {
     if (!valid_state(self)) return NULL;
+    /* SYNC(ctl-count): gets first, as in reserve_now. */
     uint64_t g = ld_sc(self->w, CTL_GETS);
     uint64_t c = ld_sc(self->w, CTL_PUTS) - g;
     return PyLong_FromUnsignedLongLong(c < (1ULL << 63) ? c : 0);
@@ -402,8 +272,6 @@ static PyTypeObject StateType = {
     .tp_getset = State_getset,
     .tp_new = State_new,
 };
-
-/* ------------------------------------------------------ the counters -- */
 
 /* --------------------------------------------------------- QueueCore -- */
 
@@ -465,9 +333,9 @@ static PyObject *Q_put(QueueObject *self, PyObject *const *args, Py_ssize_t narg
     StateObject *st = fast_state(self, args, nargs, kwnames, 1, 0);
     if (!st) return slow(self, Str_put, args, nargs, kwnames);
     PyObject *obj = args[0];
-    unsigned char stack[STACK_BYTES];
+    unsigned char stack[VALUE_STACK_BYTES];
     size_t n;
-    int rc = codec_encode(obj, stack, &n);
+    int rc = obj_encode(obj, stack, &n);
     if (rc < 0) return NULL;
     /* Not a plain value (pickled in Python), another thread putting, or no
      * room under maxsize: the Python path waits and does it. */
@@ -479,7 +347,7 @@ static PyObject *Q_put(QueueObject *self, PyObject *const *args, Py_ssize_t narg
     /* While we wait for space another thread may close the queue or drop
      * this state: our reference keeps the mapping until we are done. */
     Py_INCREF(st);
-    PyObject *sent = codec_send_encoded((EndpointObject *)st->tx, obj, stack, n, -1, 0);
+    PyObject *sent = obj_send_encoded((EndpointObject *)st->tx, obj, stack, n, -1, 0);
     if (sent != Py_True) unreserve(st);
     lock_release(st->wlock);
     Py_DECREF(st);
@@ -500,7 +368,7 @@ static PyObject *Q_get(QueueObject *self, PyObject *const *args, Py_ssize_t narg
     Py_INCREF(st);
     PyObject *rx = st->rx;
     Py_INCREF(rx);
-    PyObject *v = codec_recv((EndpointObject *)rx, -1, 0), *data = NULL;
+    PyObject *v = obj_recv((EndpointObject *)rx, -1, 0), *data = NULL;
     int taken = v != NULL;
     if (v == Py_NotImplemented) {
         /* Another kind of record, held: _take_record takes it under our
