@@ -304,6 +304,8 @@ static PyObject *P_get_lossy(EndpointObject *self, void *c) {
 static PyObject *P_get_eos(EndpointObject *self, void *c) {
     (void)c;
     if (endpoint_check_open(self) < 0) return NULL;
+    /* SYNC(eos): acquire of end-of-stream for the asyncio helper; pairs with its seq-cst
+     * store by _core.store32 in Channel.close_send. */
     return PyBool_FromLong(ld32_acq(self->ring.base, OFF_EOS) != 0);
 }
 
