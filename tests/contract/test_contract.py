@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -57,22 +57,13 @@ def kind(request: pytest.FixtureRequest) -> Kind:
 
 
 @pytest.fixture
-def make(uname: str, kind: Kind) -> Iterator[Make]:
-    """Creates channels of this test's kind; closes and unlinks them after."""
-    made: list[shmring.Channel] = []
+def make(make_channel: Make, kind: Kind) -> Make:
+    """Creates channels of this test's kind (``make_channel`` closes them)."""
 
     def _make(capacity: int = CAPACITY, suffix: str = "", **kw: object) -> shmring.Channel:
-        ch = shmring.Channel.create(uname + suffix, capacity=capacity, pattern=kind.pattern,
-                                    lossy=kind.lossy, **kw)  # type: ignore[arg-type]
-        made.append(ch)
-        return ch
+        return make_channel(kind.pattern, capacity, suffix=suffix, lossy=kind.lossy, **kw)
 
-    yield _make
-    for ch in made:
-        try:
-            ch.close()
-        finally:
-            ch.unlink()
+    return _make
 
 
 def record_bytes(n: int) -> int:

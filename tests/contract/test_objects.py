@@ -8,7 +8,7 @@ import multiprocessing as mp
 import pickle
 import struct
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -21,15 +21,10 @@ CAP = 1 << 22  # 4 MiB ring; max_message 2 MiB - 16
 
 
 @pytest.fixture(params=["spsc", "mpmc"])
-def pair(uname: str, request: pytest.FixtureRequest
-         ) -> Iterator[tuple[shmring.Producer, shmring.Consumer]]:
-    ch = shmring.Channel.create(uname, capacity=CAP, pattern=request.param,
-                                max_message=CAP // 2 - 16)
-    try:
-        yield ch.producer(), ch.consumer()
-    finally:
-        ch.close()
-        ch.unlink()
+def pair(make_channel: Callable[..., shmring.Channel], request: pytest.FixtureRequest
+         ) -> tuple[shmring.Producer, shmring.Consumer]:
+    ch = make_channel(request.param, CAP, max_message=CAP // 2 - 16)
+    return ch.producer(), ch.consumer()
 
 
 def same(a: Any, b: Any) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -655,14 +655,9 @@ def test_ring_state_machine(uname: str, pattern: str, lossy: bool) -> None:
 
 
 @pytest.fixture
-def lossy(uname: str) -> Iterator[shmring.Channel]:
-    ch = shmring.Channel.create(uname, capacity=1024, pattern="broadcast", lossy=True,
-                                max_message=1024 // 2 - L.RECORD_HEADER)
-    try:
-        yield ch
-    finally:
-        ch.close()
-        ch.unlink()
+def lossy(make_channel: Callable[..., shmring.Channel]) -> shmring.Channel:
+    return make_channel("broadcast", 1024, lossy=True,
+                        max_message=1024 // 2 - L.RECORD_HEADER)
 
 
 def test_lossy_newest_record_being_overwritten_is_not_a_hang(lossy: shmring.Channel) -> None:

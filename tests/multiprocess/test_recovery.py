@@ -64,21 +64,13 @@ def spawn() -> Iterator[Callable[..., BaseProcess]]:
 
 
 @pytest.fixture
-def channel(uname: str) -> Iterator[Callable[..., shmring.Channel]]:
-    made: list[shmring.Channel] = []
+def channel(make_channel: Callable[..., shmring.Channel]) -> Callable[..., shmring.Channel]:
+    """Unsupervised channels of CAPACITY bytes: the test reaps the dead."""
 
     def _make(pattern: str, lossy: bool = False, **kw: Any) -> shmring.Channel:
-        ch = shmring.Channel.create(uname, capacity=CAPACITY, pattern=pattern, lossy=lossy,
-                                    supervised=False, **kw)
-        made.append(ch)
-        return ch
+        return make_channel(pattern, CAPACITY, lossy=lossy, supervised=False, **kw)
 
-    yield _make
-    for ch in made:
-        try:
-            ch.close()
-        finally:
-            ch.unlink()
+    return _make
 
 
 def kill(p: BaseProcess) -> None:

@@ -13,7 +13,7 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,13 +28,8 @@ CHUNK = struct.Struct("<4sIQ")
 
 
 @pytest.fixture
-def ch(uname: str) -> Iterator[shmring.Channel]:
-    c = shmring.Channel.create(uname, capacity=CAP, pattern="spsc")
-    try:
-        yield c
-    finally:
-        c.close()
-        c.unlink()
+def ch(make_channel: Callable[..., shmring.Channel]) -> shmring.Channel:
+    return make_channel("spsc", CAP)
 
 
 def _send_mixed(name: str) -> None:

@@ -14,7 +14,7 @@ import random
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from queue import Empty, Full
 from typing import Any
 
@@ -216,14 +216,10 @@ def test_malformed_value_records(record: bytes, cause: type[BaseException] | Non
 
 
 @pytest.fixture(params=["spsc", "mpsc", "mpmc", "broadcast"])
-def pair(uname: str, request: pytest.FixtureRequest
-         ) -> Iterator[tuple[shmring.Producer, shmring.Consumer]]:
-    ch = shmring.Channel.create(uname, capacity=CAP, pattern=request.param)
-    try:
-        yield ch.producer(), ch.consumer()
-    finally:
-        ch.close()
-        ch.unlink()
+def pair(make_channel: Callable[..., shmring.Channel], request: pytest.FixtureRequest
+         ) -> tuple[shmring.Producer, shmring.Consumer]:
+    ch = make_channel(request.param, CAP)
+    return ch.producer(), ch.consumer()
 
 
 def test_corrupt_record_in_the_ring_is_consumed(
