@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 import shmring
 from shmring import _layout as L
+from shmring._layout import TRAITS
 
 # Readers may only say "corrupt/broken", "nothing yet" or "end of stream".
 READ_ERRORS = (shmring.Broken, shmring.Timeout, shmring.WouldBlock, shmring.EndOfStream)
@@ -152,7 +153,7 @@ def rig(uname: str, pattern: str, lossy: bool, cap: int = 4096) -> Iterator[Rig]
             while pending > 3:
                 rx.recv_nowait()
                 pending -= 1
-        other = ch.consumer() if pattern in ("mpmc", "broadcast") else None
+        other = ch.consumer() if TRAITS[pattern].multi_consumer else None
         tx.send(b"after the second consumer joined")
         buf = ch.region.buf
         assert buf is not None

@@ -14,10 +14,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pattern_util
 import pytest
 
 import shmring
 from shmring import _layout as L
+from shmring._layout import TRAITS
 
 CAPACITY = 4096
 WAIT = 5.0  # bound on every wait that is expected to succeed
@@ -30,21 +32,21 @@ class Kind:
 
     @property
     def multi_producer(self) -> bool:
-        return self.pattern in ("mpsc", "mpmc")
+        return TRAITS[self.pattern].multi_producer
 
     @property
     def multi_consumer(self) -> bool:
-        return self.pattern in ("mpmc", "broadcast")
+        return TRAITS[self.pattern].multi_consumer
 
     @property
     def fanout(self) -> bool:
-        return self.pattern == "broadcast"
+        return TRAITS[self.pattern].fan_out
 
     def __str__(self) -> str:
         return self.pattern + ("-lossy" if self.lossy else "")
 
 
-KINDS = [Kind("spsc"), Kind("mpsc"), Kind("mpmc"), Kind("broadcast"), Kind("broadcast", True)]
+KINDS = [Kind(pattern, lossy) for pattern, lossy in pattern_util.KINDS]
 LOSSLESS = [k for k in KINDS if not k.lossy]
 
 Make = Callable[..., shmring.Channel]

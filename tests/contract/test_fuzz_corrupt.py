@@ -42,13 +42,12 @@ from corrupt_util import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pattern_util import KIND_IDS, KINDS, patterns
 
 import shmring
 from shmring import _layout as L
 
-PATTERNS = [("spsc", False), ("mpsc", False), ("mpmc", False), ("broadcast", False),
-            ("broadcast", True)]
-PATTERN_IDS = ["spsc", "mpsc", "mpmc", "broadcast", "broadcast-lossy"]
+PATTERNS, PATTERN_IDS = KINDS, KIND_IDS
 
 @pytest.fixture(autouse=True)
 def _unsupervised(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -309,7 +308,7 @@ def test_corrupt_counters(uname: str, pattern: str, lossy: bool) -> None:
 def test_corrupt_dead_slot_recovered(uname: str) -> None:
     """Recovery of a dead producer's slot with a garbage claim stays in
     bounds and leaves readers with typed errors."""
-    for pattern in ("mpsc", "mpmc"):
+    for pattern in patterns(multi_producer=True):
         dead = os.fork()
         if dead == 0:  # pragma: no cover - a process that is gone at once
             os._exit(0)

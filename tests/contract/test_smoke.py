@@ -7,9 +7,10 @@ from collections.abc import Callable
 import pytest
 
 import shmring
+from shmring._layout import TRAITS
 
 
-@pytest.mark.parametrize("pattern", ["spsc", "mpsc", "mpmc", "broadcast"])
+@pytest.mark.parametrize("pattern", list(TRAITS))
 def test_send_recv_roundtrip(make_channel: Callable[..., shmring.Channel], pattern: str) -> None:
     ch = make_channel(pattern, 1 << 12)
     tx, rx = ch.producer(), ch.consumer()

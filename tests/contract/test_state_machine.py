@@ -33,9 +33,11 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from pattern_util import KIND_IDS, KINDS
 
 import shmring
 from shmring import _layout as L
+from shmring._layout import TRAITS
 
 CAPACITIES = [1024, 2048, 4096, 8192]
 MAX_CONSUMERS = 4
@@ -136,11 +138,11 @@ class RingMachine(RuleBasedStateMachine):
     # ----------------------------------------------------------- helpers --
     @property
     def multi_producer(self) -> bool:
-        return self.pattern in ("mpsc", "mpmc")
+        return TRAITS[self.pattern].multi_producer
 
     @property
     def multi_consumer(self) -> bool:
-        return self.pattern in ("mpmc", "broadcast")
+        return TRAITS[self.pattern].multi_consumer
 
     def payload(self, n: int) -> bytes:
         self.counter += 1
@@ -602,7 +604,7 @@ class RingMachine(RuleBasedStateMachine):
             return
         region = ch.region
         assert region.counter(L.OFF_TAIL) == self.tail
-        if self.pattern in ("spsc", "mpsc"):
+        if not self.multi_consumer:
             assert region.counter(L.OFF_HEAD) == self.cons[0].cursor
         if self.pattern == "mpmc":
             assert region.counter(L.OFF_HEAD) == self.head
@@ -635,12 +637,7 @@ def _unsupervised(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHMRING_SUPERVISOR", "0")
 
 
-@pytest.mark.parametrize(
-    ("pattern", "lossy"),
-    [("spsc", False), ("mpsc", False), ("mpmc", False), ("broadcast", False),
-     ("broadcast", True)],
-    ids=["spsc", "mpsc", "mpmc", "broadcast", "broadcast-lossy"],
-)
+@pytest.mark.parametrize(("pattern", "lossy"), KINDS, ids=KIND_IDS)
 def test_ring_state_machine(uname: str, pattern: str, lossy: bool) -> None:
     run_state_machine_as_test(
         machine(pattern, lossy, uname),

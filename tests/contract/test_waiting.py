@@ -13,6 +13,7 @@ import time
 import pytest
 
 import shmring
+from shmring._layout import TRAITS
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -31,7 +32,7 @@ def _block_on_recv(name: str, started: mp.synchronize.Event) -> None:
     ch.close()
 
 
-@pytest.mark.parametrize("pattern", ["spsc", "mpsc", "mpmc", "broadcast"])
+@pytest.mark.parametrize("pattern", list(TRAITS))
 def test_blocked_consumer_sleeps(uname: str, pattern: str) -> None:
     ch = shmring.Channel.create(uname, capacity=1 << 12, pattern=pattern)
     ctx = mp.get_context("fork")

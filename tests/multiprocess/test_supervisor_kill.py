@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from pattern_util import patterns
 from storm_util import storm
 from supervisor_util import Child, Env, sleep_forever, supervisor_env, wait_for
 
@@ -80,7 +81,7 @@ STEPS = ["intent", "cas", "confirmed", "header", "payload", "committed"]
 CASES = [(step, wrap) for wrap in (False, True) for step in STEPS] + [("pad", True)]
 
 
-@pytest.mark.parametrize("pattern", ["mpsc", "mpmc"])
+@pytest.mark.parametrize("pattern", patterns(multi_producer=True))
 @pytest.mark.parametrize(("step", "wrap"), CASES,
                          ids=[f"{s}-{'wrap' if w else 'inside'}" for s, w in CASES])
 def test_producer_killed_after_each_step(env: Env, uname: str, pattern: str, wrap: bool,
@@ -190,6 +191,6 @@ def test_every_kill_unlinks(env: Env, uname: str) -> None:
 
 # ------------------------------------------------------------------ storm --
 # The storm itself is storm_util.storm; its long run is under stress/.
-@pytest.mark.parametrize("pattern", ["mpmc", "mpsc"])
+@pytest.mark.parametrize("pattern", patterns(multi_producer=True))
 def test_sigkill_storm(env: Env, uname: str, tmp_path: object, pattern: str) -> None:
     storm(env, uname, str(tmp_path), pattern, seed=1234, seconds=3.0)

@@ -9,10 +9,9 @@ import pytest
 from corrupt_util import corruption, run_fuzz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pattern_util import KIND_IDS, KINDS
 
-PATTERNS = [("spsc", False), ("mpsc", False), ("mpmc", False), ("broadcast", False),
-            ("broadcast", True)]
-PATTERN_IDS = ["spsc", "mpsc", "mpmc", "broadcast", "broadcast-lossy"]
+PATTERNS, PATTERN_IDS = KINDS, KIND_IDS
 
 
 @pytest.fixture(autouse=True)

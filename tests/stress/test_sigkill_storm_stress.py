@@ -9,12 +9,13 @@ import os
 import time
 
 import pytest
+from pattern_util import patterns
 from storm_util import storm
 from supervisor_util import supervisor_env
 
 
 @pytest.mark.stress
-@pytest.mark.parametrize("pattern", ["mpmc", "mpsc"])
+@pytest.mark.parametrize("pattern", patterns(multi_producer=True))
 def test_sigkill_storm_many_seeds(monkeypatch: pytest.MonkeyPatch, uname: str,
                                   tmp_path: object, pattern: str) -> None:
     budget = float(os.environ.get("SHMRING_STORM_BUDGET", "90"))

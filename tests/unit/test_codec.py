@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import shmring
 from shmring import _core
+from shmring._layout import TRAITS
 
 TAG = b"\x01"
 CAP = 1 << 20
@@ -215,7 +216,7 @@ def test_malformed_value_records(record: bytes, cause: type[BaseException] | Non
         assert isinstance(info.value.__cause__, cause)
 
 
-@pytest.fixture(params=["spsc", "mpsc", "mpmc", "broadcast"])
+@pytest.fixture(params=list(TRAITS))
 def pair(make_channel: Callable[..., shmring.Channel], request: pytest.FixtureRequest
          ) -> tuple[shmring.Producer, shmring.Consumer]:
     ch = make_channel(request.param, CAP)
