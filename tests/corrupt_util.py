@@ -11,6 +11,7 @@ timeout reported), not the death of pytest.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -70,7 +71,7 @@ def in_child(fn: Callable[[], list[str]]) -> list[str]:
         finally:
             os._exit(code)
     os.close(w)
-    chunks = []
+    chunks: list[bytes] = []
     deadline = time.monotonic() + CHILD_DEADLINE
     try:
         while True:
@@ -212,7 +213,7 @@ def read_all_forms(rg: Rig, rx: shmring.Consumer, out: list[str], tag: str) -> N
 def write_all_forms(rg: Rig, tx: shmring.Producer, out: list[str], tag: str) -> None:
     """Sends and a claim: typed errors or success, claims inside the ring."""
     for n in (0, 1, rg.max_message // 2, rg.max_message):
-        attempt(out, f"{tag} send_nowait {n}", lambda n=n: tx.send_nowait(b"s" * n),
+        attempt(out, f"{tag} send_nowait {n}", functools.partial(tx.send_nowait, b"s" * n),
                 (shmring.ShmringError,))
     attempt(out, f"{tag} send", lambda: tx.send(b"blocking", timeout=WAIT),
             (shmring.ShmringError,))

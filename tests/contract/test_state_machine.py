@@ -464,7 +464,8 @@ class RingMachine(RuleBasedStateMachine):
     @rule(blocking=st.booleans(), data=st.data())
     def recv(self, blocking: bool, data: st.DataObject) -> None:
         c: Cons = self.pick(self.cons, data)
-        call = (lambda: c.ep.recv(timeout=0)) if blocking else c.ep.recv_nowait
+        call: Callable[[], bytes] = (
+            (lambda: c.ep.recv(timeout=0)) if blocking else c.ep.recv_nowait)
         if c.view is not None:
             with pytest.raises(RuntimeError):
                 call()

@@ -193,6 +193,7 @@ def test_sender_killed_mid_stream(ch: shmring.Channel) -> None:
         except shmring.WouldBlock:
             time.sleep(0.001)
     time.sleep(0.1)  # the sender fills the ring and waits for room
+    assert p.pid is not None
     os.kill(p.pid, signal.SIGKILL)
     p.join(WAIT)
     with pytest.raises(shmring.Timeout):
@@ -346,6 +347,7 @@ def test_sender_killed_at_a_random_point(ch: shmring.Channel, seed: int) -> None
     p = mp.get_context("fork").Process(target=_stream_forever, args=(ch.name,))
     p.start()
     time.sleep(random.Random(seed).uniform(0.05, 0.3))
+    assert p.pid is not None
     os.kill(p.pid, signal.SIGKILL)
     p.join(WAIT)
     ch.recover_dead()

@@ -428,7 +428,8 @@ def test_queue_value_records_and_fallbacks(uname: str) -> None:
         h = q._h
         assert h is not None
         # Both get paths: with a timeout (Python) and the common call (C).
-        for get in (lambda: q.get(timeout=1), q.get):
+        getters: tuple[Callable[[], Any], ...] = (lambda: q.get(timeout=1), q.get)
+        for get in getters:
             assert h.state is not None and h.state.reserve()  # as put() counts an item
             (h.tx or h.producer()).send(TAG + b"\xdd")
             q.put("after")
@@ -464,9 +465,9 @@ def test_send_obj_and_recv_obj_arguments(uname: str) -> None:
             with pytest.raises(TypeError):
                 tx.send_obj(*bad)
         with pytest.raises(TypeError):
-            tx.send_obj(1, bogus=1)
+            tx.send_obj(1, bogus=1)  # type: ignore[call-arg]
         with pytest.raises(TypeError):
-            rx.recv_obj(1, 2)
+            rx.recv_obj(1, 2)  # type: ignore[call-overload]
         with pytest.raises(ValueError):
             rx.recv_obj(-1)
         # Another serializer, per call or per endpoint: not the value codec.
