@@ -342,30 +342,26 @@ def test_fuzz_random_words(uname: str, pattern: str, lossy: bool,
 
 # ----------------------------------------------------------- self-checks --
 @pytest.mark.parametrize("pattern", ["spsc", "mpmc"])
-def test_record_word_helper(uname: str, pattern: str) -> None:
+def test_record_word_helper(make_channel: Callable[..., shmring.Channel], pattern: str) -> None:
     """The test's record-word packing matches what the ring writes."""
     cap = 1024
-    ch = shmring.Channel.create(uname, capacity=cap, pattern=pattern)
-    try:
-        tx, rx = ch.producer(), ch.consumer()
-        buf = ch.region.buf
-        assert buf is not None
-        doff = struct.unpack_from("<Q", buf, L.HDR_DATA_OFFSET)[0]
-        pos = 0
-        for n in (5, 200, 0, 100, 150, 33, 240, 240, 240, 7):  # wraps once
-            before = ch.region.counter(L.OFF_TAIL)
-            tx.send(b"w" * n)
-            after = ch.region.counter(L.OFF_TAIL)
-            size = (n + L.RECORD_HEADER + L.RECORD_ALIGN - 1) // L.RECORD_ALIGN * L.RECORD_ALIGN
-            pos = after - size
-            if pos != before:  # padding first, up to the end of the ring
-                pad = get64(memoryview(buf), doff + before % cap + REC_WORD)
-                assert pad == rec_word(pos - before, L.REC_PAD, before // cap)
-            w = get64(memoryview(buf), doff + pos % cap + REC_WORD)
-            assert w == rec_word(n + L.RECORD_HEADER, L.REC_MSG, pos // cap)
-            assert get64(memoryview(buf), doff + pos % cap + REC_SEQ) == pos
-            assert rx.recv_nowait() == b"w" * n
-        assert pos > cap
-    finally:
-        ch.close()
-        ch.unlink()
+    ch = make_channel(capacity=cap, pattern=pattern)
+    tx, rx = ch.producer(), ch.consumer()
+    buf = ch.region.buf
+    assert buf is not None
+    doff = struct.unpack_from("<Q", buf, L.HDR_DATA_OFFSET)[0]
+    pos = 0
+    for n in (5, 200, 0, 100, 150, 33, 240, 240, 240, 7):  # wraps once
+        before = ch.region.counter(L.OFF_TAIL)
+        tx.send(b"w" * n)
+        after = ch.region.counter(L.OFF_TAIL)
+        size = (n + L.RECORD_HEADER + L.RECORD_ALIGN - 1) // L.RECORD_ALIGN * L.RECORD_ALIGN
+        pos = after - size
+        if pos != before:  # padding first, up to the end of the ring
+            pad = get64(memoryview(buf), doff + before % cap + REC_WORD)
+            assert pad == rec_word(pos - before, L.REC_PAD, before // cap)
+        w = get64(memoryview(buf), doff + pos % cap + REC_WORD)
+        assert w == rec_word(n + L.RECORD_HEADER, L.REC_MSG, pos // cap)
+        assert get64(memoryview(buf), doff + pos % cap + REC_SEQ) == pos
+        assert rx.recv_nowait() == b"w" * n
+    assert pos > cap

@@ -729,44 +729,38 @@ def test_lossy_join_while_newest_is_overwritten_counts_missed(lossy: shmring.Cha
     assert rx.missed == 5
 
 
-def test_mpmc_exactly_full_ring_is_empty_not_corrupt(uname: str) -> None:
+def test_mpmc_exactly_full_ring_is_empty_not_corrupt(
+        make_channel: Callable[..., shmring.Channel]) -> None:
     """A full ring whose head record is held: read_claim meets the tail on
     that record's bytes, a lap older. Empty, not CorruptRegion."""
-    ch = shmring.Channel.create(uname, capacity=1024, pattern="mpmc")
-    try:
-        tx, a, b = ch.producer(), ch.consumer(), ch.consumer()
-        for _ in range(8):
-            tx.send(b"x" * 112)  # exactly full
-        view = a.recv_view()
-        for _ in range(7):
-            b.recv_nowait()
-        with pytest.raises(shmring.WouldBlock):
-            b.recv_nowait()
-        with pytest.raises(shmring.Timeout):
-            b.recv(timeout=0.01)
-        view.release()
-        tx.send_nowait(b"y")
-        assert b.recv_nowait() == b"y"
-    finally:
-        ch.close()
-        ch.unlink()
+    ch = make_channel(capacity=1024, pattern="mpmc")
+    tx, a, b = ch.producer(), ch.consumer(), ch.consumer()
+    for _ in range(8):
+        tx.send(b"x" * 112)  # exactly full
+    view = a.recv_view()
+    for _ in range(7):
+        b.recv_nowait()
+    with pytest.raises(shmring.WouldBlock):
+        b.recv_nowait()
+    with pytest.raises(shmring.Timeout):
+        b.recv(timeout=0.01)
+    view.release()
+    tx.send_nowait(b"y")
+    assert b.recv_nowait() == b"y"
 
 
-def test_mpmc_consumer_closed_holding_a_view_gives_it_back(uname: str) -> None:
+def test_mpmc_consumer_closed_holding_a_view_gives_it_back(
+        make_channel: Callable[..., shmring.Channel]) -> None:
     """Closing an mpmc consumer that holds a record hands the record to the
     others; it used to stay taken: lost, and the ring wedged behind it."""
-    ch = shmring.Channel.create(uname, capacity=1024, pattern="mpmc")
-    try:
-        tx, a, b = ch.producer(), ch.consumer(), ch.consumer()
-        tx.send(b"one")
-        tx.send(b"two")
-        view = a.recv_view()
-        assert bytes(view.view) == b"one"
-        a.close()
-        assert sorted(b.recv_many(8, timeout=0)) == [b"one", b"two"]
-        for i in range(64):  # many times round: nothing wedges
-            tx.send_nowait(b"%d" % i + b"." * 100)
-            assert b.recv_nowait().startswith(b"%d." % i)
-    finally:
-        ch.close()
-        ch.unlink()
+    ch = make_channel(capacity=1024, pattern="mpmc")
+    tx, a, b = ch.producer(), ch.consumer(), ch.consumer()
+    tx.send(b"one")
+    tx.send(b"two")
+    view = a.recv_view()
+    assert bytes(view.view) == b"one"
+    a.close()
+    assert sorted(b.recv_many(8, timeout=0)) == [b"one", b"two"]
+    for i in range(64):  # many times round: nothing wedges
+        tx.send_nowait(b"%d" % i + b"." * 100)
+        assert b.recv_nowait().startswith(b"%d." % i)
