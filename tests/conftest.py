@@ -1,5 +1,7 @@
 """Fixtures every test shares: unique names, a check that nothing leaks
-into /dev/shm, and queues named after the test."""
+into /dev/shm, and the two factories tests build on: ``make_channel`` for
+channels and ``make_queue`` (also ``make``) for queues, both named after the
+test and closed, removed and checked gone at its end."""
 
 from __future__ import annotations
 
@@ -50,7 +52,33 @@ def uname(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make(uname: str) -> Iterator[Callable[..., Any]]:
+def make_channel(uname: str) -> Iterator[Callable[..., shmring.Channel]]:
+    """Build channels: ``make_channel(pattern="spsc", capacity=4096, **kw)``
+    is ``Channel.create`` named after the test (``name=`` to choose another,
+    ``suffix=`` to add to it); every channel made is closed and unlinked at
+    the end of the test, and its segment must then be gone."""
+    made: list[shmring.Channel] = []
+
+    def create(pattern: str = "spsc", capacity: int = 4096, *, name: str | None = None,
+               suffix: str = "", **kw: Any) -> shmring.Channel:
+        ch = shmring.Channel.create((uname if name is None else name) + suffix,
+                                    capacity=capacity, pattern=pattern, **kw)
+        made.append(ch)
+        return ch
+
+    yield create
+    for ch in made:
+        try:
+            ch.close()
+        finally:
+            ch.unlink()
+    left = [ch.region.segment for ch in made
+            if os.path.exists(SHM + ch.region.segment)]
+    assert not left, f"segments outlived their channels: {left}"
+
+
+@pytest.fixture
+def make_queue(uname: str) -> Iterator[Callable[..., Any]]:
     """Build queues named after the test; close them and wait (bounded) for
     their regions to go once the test is done."""
     made: list[Any] = []
@@ -66,3 +94,9 @@ def make(uname: str) -> Iterator[Callable[..., Any]]:
         q.close()
     for q in made:
         assert wait_gone(segments(q)), f"{q!r} outlived its last holder"
+
+
+@pytest.fixture
+def make(make_queue: Callable[..., Any]) -> Callable[..., Any]:
+    """``make_queue`` under its older name."""
+    return make_queue

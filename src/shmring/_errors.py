@@ -96,3 +96,12 @@ class SupervisorUnavailable(ShmringError, ConnectionError):
     """No supervisor could be reached or started for the namespace (run
     ``shmring supervisor`` yourself, or set ``SHMRING_SUPERVISOR=0`` to run
     without one)."""
+
+
+# Every class shows as ``shmring.X`` (its public name) in tracebacks, reprs
+# and pickles, not as the private module that defines it. Pickle finds them
+# by that name, so each must be exported from the package under it.
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and issubclass(_cls, ShmringError):
+        _cls.__module__ = "shmring"
+del _cls

@@ -7,7 +7,7 @@ compiled extension, so no offset is ever written twice.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
 from . import _core
 
@@ -134,8 +134,6 @@ ROLE_NAMES: Final[dict[int, str]] = {
     ROLE_PRODUCER: "producer",
     ROLE_CONSUMER: "consumer",
 }
-MULTI_PRODUCER: Final[frozenset[int]] = frozenset({PATTERN_MPSC, PATTERN_MPMC})
-SINGLE_CONSUMER: Final[frozenset[int]] = frozenset({PATTERN_SPSC, PATTERN_MPSC})
 
 
 def slot_offset(slot: int) -> int:
@@ -147,3 +145,51 @@ def data_offset(slot_count: int) -> int:
     """Offset of the ring bytes for a region with ``slot_count`` slots."""
     end = SLOTS_OFFSET + slot_count * SLOT_SIZE
     return (end + PAGE_ALIGN - 1) // PAGE_ALIGN * PAGE_ALIGN
+
+
+# ------------------------------------------------------------ pattern traits --
+# What each ring pattern allows and promises, once: the code derives its
+# pattern sets from this table, and the tests parametrise over it instead of
+# restating which patterns take many producers, many consumers, and so on.
+
+
+class PatternTraits(NamedTuple):
+    """What one ring pattern allows and promises."""
+
+    name: str
+    """The pattern's name, as ``Channel.create(pattern=...)`` takes it."""
+    code: int
+    """The pattern's number in the region header (``HDR_PATTERN``)."""
+    multi_producer: bool
+    """Many producers may send at once (each takes an attach slot);
+    otherwise one producer at a time holds the producer role."""
+    multi_consumer: bool
+    """Many consumers may receive at once; otherwise one consumer at a time
+    holds the consumer role."""
+    fan_out: bool
+    """Every consumer sees every message; otherwise each message goes to one
+    consumer."""
+    can_be_lossy: bool
+    """``lossy=True`` is accepted: the producer never waits for a slow
+    consumer, which then misses (and counts) what was overwritten."""
+
+
+TRAITS: Final[dict[str, PatternTraits]] = {
+    t.name: t
+    for t in (
+        PatternTraits("spsc", PATTERNS["spsc"], multi_producer=False, multi_consumer=False,
+                      fan_out=False, can_be_lossy=False),
+        PatternTraits("mpsc", PATTERNS["mpsc"], multi_producer=True, multi_consumer=False,
+                      fan_out=False, can_be_lossy=False),
+        PatternTraits("mpmc", PATTERNS["mpmc"], multi_producer=True, multi_consumer=True,
+                      fan_out=False, can_be_lossy=False),
+        PatternTraits("broadcast", PATTERNS["broadcast"], multi_producer=False,
+                      multi_consumer=True, fan_out=True, can_be_lossy=True),
+    )
+}
+#: Pattern codes on which producers take attach slots, not the producer role.
+MULTI_PRODUCER: Final[frozenset[int]] = frozenset(
+    t.code for t in TRAITS.values() if t.multi_producer)
+#: Pattern codes on which one consumer at a time holds the consumer role.
+SINGLE_CONSUMER: Final[frozenset[int]] = frozenset(
+    t.code for t in TRAITS.values() if not t.multi_consumer)

@@ -8,7 +8,7 @@ import contextlib
 import multiprocessing as mp
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -18,29 +18,16 @@ from shmring._channel import aio as _aio
 
 
 @pytest.fixture(params=["spsc", "mpmc", "broadcast"])
-def ch(uname: str, request: pytest.FixtureRequest) -> Iterator[shmring.Channel]:
-    c = shmring.Channel.create(uname, capacity=1 << 16, pattern=request.param)
-    try:
-        yield c
-    finally:
-        c.close()
-        c.unlink()
+def ch(make_channel: Callable[..., shmring.Channel],
+       request: pytest.FixtureRequest) -> shmring.Channel:
+    return make_channel(request.param, 1 << 16)
 
 
 @pytest.fixture
-def make(uname: str) -> Iterator[Callable[..., shmring.Channel]]:
-    """Channel.create(uname, ...), closed and unlinked after the test."""
-    made: list[shmring.Channel] = []
-
-    def create(**kw: object) -> shmring.Channel:
-        c = shmring.Channel.create(uname, **kw)  # type: ignore[arg-type]
-        made.append(c)
-        return c
-
-    yield create
-    for c in made:
-        c.close()
-        c.unlink()
+def make(make_channel: Callable[..., shmring.Channel]) -> Callable[..., shmring.Channel]:
+    """Channels named after the test (keyword arguments of Channel.create);
+    ``make_channel`` closes and unlinks them."""
+    return make_channel
 
 
 def later(delay: float, fn: object, *args: object) -> threading.Thread:

@@ -251,7 +251,7 @@ def test_queue_state_checks_its_arguments() -> None:
     with pytest.raises(ValueError):
         _core.QueueState(bytearray(4096), 64, 0, False, lk, lk)  # not on a line
     with pytest.raises(TypeError):
-        _core.QueueState(bytearray(4096), 0, 0, False, object(), lk)
+        _core.QueueState(bytearray(4096), 0, 0, False, object(), lk)  # type: ignore[arg-type]
     st = _core.QueueState(bytearray(4096), 0, 0, False, lk, lk)
     with pytest.raises(TypeError):
         st.tx = object()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -39,21 +39,14 @@ def in_dev_shm(name: str) -> list[str]:
 
 
 @pytest.fixture
-def created(uname: str) -> Iterator[Callable[..., shmring.Channel]]:
-    made: list[shmring.Channel] = []
+def created(uname: str, make_channel: Callable[..., shmring.Channel]
+            ) -> Callable[..., shmring.Channel]:
+    """Channels in namespace NS, named ``uname`` unless told otherwise."""
 
     def _create(name: str = uname, **kw: Any) -> shmring.Channel:
-        kw.setdefault("capacity", 4096)
-        ch = shmring.Channel.create(name, namespace=NS, **kw)
-        made.append(ch)
-        return ch
+        return make_channel(name=name, namespace=NS, **kw)
 
-    yield _create
-    for ch in made:
-        try:
-            ch.close()
-        finally:
-            ch.unlink()
+    return _create
 
 
 def wait_child(pid: int, timeout: float = WAIT) -> int:

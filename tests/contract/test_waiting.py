@@ -9,10 +9,12 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 import shmring
+from shmring._layout import TRAITS
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -31,9 +33,10 @@ def _block_on_recv(name: str, started: mp.synchronize.Event) -> None:
     ch.close()
 
 
-@pytest.mark.parametrize("pattern", ["spsc", "mpsc", "mpmc", "broadcast"])
-def test_blocked_consumer_sleeps(uname: str, pattern: str) -> None:
-    ch = shmring.Channel.create(uname, capacity=1 << 12, pattern=pattern)
+@pytest.mark.parametrize("pattern", list(TRAITS))
+def test_blocked_consumer_sleeps(
+        uname: str, make_channel: Callable[..., shmring.Channel], pattern: str) -> None:
+    ch = make_channel(capacity=1 << 12, pattern=pattern)
     ctx = mp.get_context("fork")
     started = ctx.Event()
     proc = ctx.Process(target=_block_on_recv, args=(uname, started))
@@ -55,47 +58,37 @@ def test_blocked_consumer_sleeps(uname: str, pattern: str) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join()
-        ch.close()
-        ch.unlink()
 
 
-def test_timeout_is_honoured(uname: str) -> None:
-    ch = shmring.Channel.create(uname, capacity=1 << 12)
-    try:
-        rx, tx = ch.consumer(), ch.producer()
-        t0 = time.monotonic()
-        with pytest.raises(shmring.Timeout):
-            rx.recv(timeout=0.3)
-        assert time.monotonic() - t0 >= 0.3
-        with pytest.raises(TimeoutError):  # Timeout is a TimeoutError
-            rx.recv(timeout=0)
-        while True:
-            try:
-                tx.send_nowait(b"x" * 100)
-            except shmring.WouldBlock:
-                break
-        t0 = time.monotonic()
-        with pytest.raises(shmring.Timeout):
-            tx.send(b"x" * 100, timeout=0.2)
-        assert time.monotonic() - t0 >= 0.2
-        with pytest.raises(ValueError):
-            rx.recv(timeout=-1)
-    finally:
-        ch.close()
-        ch.unlink()
+def test_timeout_is_honoured(make_channel: Callable[..., shmring.Channel]) -> None:
+    ch = make_channel(capacity=1 << 12)
+    rx, tx = ch.consumer(), ch.producer()
+    t0 = time.monotonic()
+    with pytest.raises(shmring.Timeout):
+        rx.recv(timeout=0.3)
+    assert time.monotonic() - t0 >= 0.3
+    with pytest.raises(TimeoutError):  # Timeout is a TimeoutError
+        rx.recv(timeout=0)
+    while True:
+        try:
+            tx.send_nowait(b"x" * 100)
+        except shmring.WouldBlock:
+            break
+    t0 = time.monotonic()
+    with pytest.raises(shmring.Timeout):
+        tx.send(b"x" * 100, timeout=0.2)
+    assert time.monotonic() - t0 >= 0.2
+    with pytest.raises(ValueError):
+        rx.recv(timeout=-1)
 
 
-def test_wakes_on_data_from_another_thread(uname: str) -> None:
-    ch = shmring.Channel.create(uname, capacity=1 << 12)
-    try:
-        rx, tx = ch.consumer(), ch.producer()
-        timer = threading.Timer(0.3, tx.send, args=(b"late",))
-        timer.start()
-        assert rx.recv(timeout=10) == b"late"
-        timer.join()
-    finally:
-        ch.close()
-        ch.unlink()
+def test_wakes_on_data_from_another_thread(make_channel: Callable[..., shmring.Channel]) -> None:
+    ch = make_channel(capacity=1 << 12)
+    rx, tx = ch.consumer(), ch.producer()
+    timer = threading.Timer(0.3, tx.send, args=(b"late",))
+    timer.start()
+    assert rx.recv(timeout=10) == b"late"
+    timer.join()
 
 
 def test_close_under_a_waiting_thread_raises_closed(uname: str) -> None:
@@ -121,8 +114,9 @@ def test_close_under_a_waiting_thread_raises_closed(uname: str) -> None:
         rx.recv_nowait()
 
 
-def test_signal_handler_runs_during_a_blocked_recv(uname: str) -> None:
-    ch = shmring.Channel.create(uname, capacity=1 << 12)
+def test_signal_handler_runs_during_a_blocked_recv(
+        make_channel: Callable[..., shmring.Channel]) -> None:
+    ch = make_channel(capacity=1 << 12)
     rx = ch.consumer()
 
     class Interrupted(Exception):
@@ -143,5 +137,3 @@ def test_signal_handler_runs_during_a_blocked_recv(uname: str) -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-        ch.close()
-        ch.unlink()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -33,9 +33,11 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from pattern_util import KIND_IDS, KINDS
 
 import shmring
 from shmring import _layout as L
+from shmring._layout import TRAITS
 
 CAPACITIES = [1024, 2048, 4096, 8192]
 MAX_CONSUMERS = 4
@@ -136,11 +138,11 @@ class RingMachine(RuleBasedStateMachine):
     # ----------------------------------------------------------- helpers --
     @property
     def multi_producer(self) -> bool:
-        return self.pattern in ("mpsc", "mpmc")
+        return TRAITS[self.pattern].multi_producer
 
     @property
     def multi_consumer(self) -> bool:
-        return self.pattern in ("mpmc", "broadcast")
+        return TRAITS[self.pattern].multi_consumer
 
     def payload(self, n: int) -> bytes:
         self.counter += 1
@@ -462,7 +464,8 @@ class RingMachine(RuleBasedStateMachine):
     @rule(blocking=st.booleans(), data=st.data())
     def recv(self, blocking: bool, data: st.DataObject) -> None:
         c: Cons = self.pick(self.cons, data)
-        call = (lambda: c.ep.recv(timeout=0)) if blocking else c.ep.recv_nowait
+        call: Callable[[], bytes] = (
+            (lambda: c.ep.recv(timeout=0)) if blocking else c.ep.recv_nowait)
         if c.view is not None:
             with pytest.raises(RuntimeError):
                 call()
@@ -602,7 +605,7 @@ class RingMachine(RuleBasedStateMachine):
             return
         region = ch.region
         assert region.counter(L.OFF_TAIL) == self.tail
-        if self.pattern in ("spsc", "mpsc"):
+        if not self.multi_consumer:
             assert region.counter(L.OFF_HEAD) == self.cons[0].cursor
         if self.pattern == "mpmc":
             assert region.counter(L.OFF_HEAD) == self.head
@@ -635,12 +638,7 @@ def _unsupervised(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHMRING_SUPERVISOR", "0")
 
 
-@pytest.mark.parametrize(
-    ("pattern", "lossy"),
-    [("spsc", False), ("mpsc", False), ("mpmc", False), ("broadcast", False),
-     ("broadcast", True)],
-    ids=["spsc", "mpsc", "mpmc", "broadcast", "broadcast-lossy"],
-)
+@pytest.mark.parametrize(("pattern", "lossy"), KINDS, ids=KIND_IDS)
 def test_ring_state_machine(uname: str, pattern: str, lossy: bool) -> None:
     run_state_machine_as_test(
         machine(pattern, lossy, uname),
@@ -648,132 +646,3 @@ def test_ring_state_machine(uname: str, pattern: str, lossy: bool) -> None:
         settings=settings(max_examples=60, stateful_step_count=60, deadline=None,
                           phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]),
     )
-
-
-# ----------------------------------------------------------------------------
-# The smallest runs of the bugs the machine found, kept as plain regressions.
-
-
-@pytest.fixture
-def lossy(uname: str) -> Iterator[shmring.Channel]:
-    ch = shmring.Channel.create(uname, capacity=1024, pattern="broadcast", lossy=True,
-                                max_message=1024 // 2 - L.RECORD_HEADER)
-    try:
-        yield ch
-    finally:
-        ch.close()
-        ch.unlink()
-
-
-def test_lossy_newest_record_being_overwritten_is_not_a_hang(lossy: shmring.Channel) -> None:
-    """A claim that overwrites the newest record: readers behind it used to
-    jump to it and back forever (holding the GIL); now there is nothing."""
-    tx, rx = lossy.producer(), lossy.consumer()
-    tx.send(b"a" * 480)  # record of 496 bytes
-    tx.send(b"b" * 16)  # the newest record, at 496
-    assert rx.recv_nowait() == b"a" * 480
-    claim = tx.claim(496)  # pads from 528 to the end, then overwrites 0..512
-    with pytest.raises(shmring.WouldBlock):
-        rx.recv_nowait()
-    with pytest.raises(shmring.Timeout):
-        rx.recv(timeout=0.01)
-    claim.view[:] = b"c" * 496
-    claim.commit()
-    assert rx.recv_nowait() == b"c" * 496
-    assert rx.missed == 1
-
-
-def test_lossy_aborted_claim_is_never_read(lossy: shmring.Channel) -> None:
-    """Bytes an aborted claim wrote must not come back as a message after a
-    smaller claim lowered the overwrite mark."""
-    tx, rx = lossy.producer(), lossy.consumer()
-    sent = [bytes([65 + i]) * 112 for i in range(13)]  # records of 128 bytes
-    for m in sent[:8]:
-        tx.send(m)
-    for m in sent[:6]:
-        assert rx.recv_nowait() == m  # the reader is at 768
-    for m in sent[8:]:
-        tx.send(m)  # the producer is at 1664
-    claim = tx.claim(496)  # wraps; writes ring bytes 16..512 (records 1024..1536)
-    claim.view[:] = bytes([GARBAGE]) * 496
-    claim.abort()
-    tx.send(b"Z" * 112)
-    got = []
-    with pytest.raises(shmring.WouldBlock):
-        while True:
-            got.append(rx.recv_nowait())
-    assert all(g in sent or g == b"Z" * 112 for g in got), got
-    assert got[-1] == b"Z" * 112
-    assert rx.missed == 14 - 6 - len(got)
-
-
-def test_lossy_join_after_prefix_commit_counts_missed(lossy: shmring.Channel) -> None:
-    """A consumer that joins after a partly committed claim still counts
-    exactly what it missed."""
-    tx = lossy.producer()
-    claim = tx.claim(100)
-    claim.view[:10] = b"q" * 10
-    claim.commit(10)  # a message, then padding up to the tail
-    rx = lossy.consumer()
-    for i in range(20):
-        tx.send(b"%03d" % i + b"." * 97)
-    assert rx.recv_nowait().startswith(b"019")
-    assert rx.missed == 19
-
-
-def test_lossy_join_while_newest_is_overwritten_counts_missed(lossy: shmring.Channel) -> None:
-    """A consumer that joins while a claim overwrites the newest record
-    still counts exactly what it missed (it used to count nothing)."""
-    tx = lossy.producer()
-    for n in (0, 0, 495):
-        tx.send(b"m" * n)
-    claim = tx.claim(495)  # wraps over the newest record
-    rx = lossy.consumer()
-    claim.abort()
-    for n in (0, 0, 0, 0, 401, 495):
-        tx.send(b"n" * n)
-    assert rx.recv_nowait() == b"n" * 495
-    assert rx.missed == 5
-
-
-def test_mpmc_exactly_full_ring_is_empty_not_corrupt(uname: str) -> None:
-    """A full ring whose head record is held: read_claim meets the tail on
-    that record's bytes, a lap older. Empty, not CorruptRegion."""
-    ch = shmring.Channel.create(uname, capacity=1024, pattern="mpmc")
-    try:
-        tx, a, b = ch.producer(), ch.consumer(), ch.consumer()
-        for _ in range(8):
-            tx.send(b"x" * 112)  # exactly full
-        view = a.recv_view()
-        for _ in range(7):
-            b.recv_nowait()
-        with pytest.raises(shmring.WouldBlock):
-            b.recv_nowait()
-        with pytest.raises(shmring.Timeout):
-            b.recv(timeout=0.01)
-        view.release()
-        tx.send_nowait(b"y")
-        assert b.recv_nowait() == b"y"
-    finally:
-        ch.close()
-        ch.unlink()
-
-
-def test_mpmc_consumer_closed_holding_a_view_gives_it_back(uname: str) -> None:
-    """Closing an mpmc consumer that holds a record hands the record to the
-    others; it used to stay taken: lost, and the ring wedged behind it."""
-    ch = shmring.Channel.create(uname, capacity=1024, pattern="mpmc")
-    try:
-        tx, a, b = ch.producer(), ch.consumer(), ch.consumer()
-        tx.send(b"one")
-        tx.send(b"two")
-        view = a.recv_view()
-        assert bytes(view.view) == b"one"
-        a.close()
-        assert sorted(b.recv_many(8, timeout=0)) == [b"one", b"two"]
-        for i in range(64):  # many times round: nothing wedges
-            tx.send_nowait(b"%d" % i + b"." * 100)
-            assert b.recv_nowait().startswith(b"%d." % i)
-    finally:
-        ch.close()
-        ch.unlink()

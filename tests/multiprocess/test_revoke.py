@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Iterator
 
 import pytest
+from pattern_util import patterns
 from supervisor_util import Child, Env, FakeClock, supervisor_env, wait_for
 
 import shmring
@@ -28,7 +29,7 @@ from shmring import _layout as L
 from shmring._supervisor.server import Supervisor
 
 TIMEOUT = 5.0
-PATTERNS = ["mpsc", "mpmc"]
+PATTERNS = patterns(multi_producer=True)
 
 
 @pytest.fixture

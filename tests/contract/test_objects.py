@@ -8,7 +8,7 @@ import multiprocessing as mp
 import pickle
 import struct
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -21,15 +21,10 @@ CAP = 1 << 22  # 4 MiB ring; max_message 2 MiB - 16
 
 
 @pytest.fixture(params=["spsc", "mpmc"])
-def pair(uname: str, request: pytest.FixtureRequest
-         ) -> Iterator[tuple[shmring.Producer, shmring.Consumer]]:
-    ch = shmring.Channel.create(uname, capacity=CAP, pattern=request.param,
-                                max_message=CAP // 2 - 16)
-    try:
-        yield ch.producer(), ch.consumer()
-    finally:
-        ch.close()
-        ch.unlink()
+def pair(make_channel: Callable[..., shmring.Channel], request: pytest.FixtureRequest
+         ) -> tuple[shmring.Producer, shmring.Consumer]:
+    ch = make_channel(request.param, CAP, max_message=CAP // 2 - 16)
+    return ch.producer(), ch.consumer()
 
 
 def same(a: Any, b: Any) -> bool:
@@ -139,29 +134,26 @@ def test_wire_format_of_a_framed_record(pair: tuple[shmring.Producer, shmring.Co
     assert np.array_equal(obj["a"], a)
 
 
-def test_buffers_are_not_copied_into_an_intermediate_object(uname: str) -> None:
-    ch = shmring.Channel.create(uname, capacity=1 << 25, pattern="spsc",
-                                max_message=(1 << 24) - 16)
+def test_buffers_are_not_copied_into_an_intermediate_object(
+        make_channel: Callable[..., shmring.Channel]) -> None:
+    ch = make_channel(capacity=1 << 25, pattern="spsc",
+                      max_message=(1 << 24) - 16)
+    tx, rx = ch.producer(), ch.consumer()
+    a = np.ones(8 << 20, np.uint8)
+    q = b"q" * (4 << 20)
+    tracemalloc.start()
     try:
-        tx, rx = ch.producer(), ch.consumer()
-        a = np.ones(8 << 20, np.uint8)
-        q = b"q" * (4 << 20)
-        tracemalloc.start()
-        try:
-            # Arrays, PickleBuffers and top-level bytes go out of band; nested
-            # bytes would be copied into the pickle (documented).
-            tx.send_obj({"big": a, "also": pickle.PickleBuffer(q)})
-            tx.send_obj(q)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-        assert peak < 256 << 10, f"sending allocated {peak} bytes"
-        got = rx.recv_obj()
-        assert np.array_equal(got["big"], a) and got["also"] == q
-        assert rx.recv_obj() == q
+        # Arrays, PickleBuffers and top-level bytes go out of band; nested
+        # bytes would be copied into the pickle (documented).
+        tx.send_obj({"big": a, "also": pickle.PickleBuffer(q)})
+        tx.send_obj(q)
+        _, peak = tracemalloc.get_traced_memory()
     finally:
-        ch.close()
-        ch.unlink()
+        tracemalloc.stop()
+    assert peak < 256 << 10, f"sending allocated {peak} bytes"
+    got = rx.recv_obj()
+    assert np.array_equal(got["big"], a) and got["also"] == q
+    assert rx.recv_obj() == q
 
 
 def test_small_buffers_stay_in_band(pair: tuple[shmring.Producer, shmring.Consumer]) -> None:
@@ -172,33 +164,30 @@ def test_small_buffers_stay_in_band(pair: tuple[shmring.Producer, shmring.Consum
     assert rx.recv()[:1] == b"\x00"  # framed
 
 
-def test_copy_false_is_zero_copy_and_read_only(uname: str) -> None:
-    ch = shmring.Channel.create(uname, capacity=CAP, pattern="spsc")
-    try:
-        tx, rx = ch.producer(), ch.consumer()
-        a = np.arange(100_000, dtype=np.float32)
-        tx.send_obj({"a": a})
-        tx.send_obj("next")
-        import ctypes
+def test_copy_false_is_zero_copy_and_read_only(
+        make_channel: Callable[..., shmring.Channel]) -> None:
+    ch = make_channel(capacity=CAP, pattern="spsc")
+    tx, rx = ch.producer(), ch.consumer()
+    a = np.arange(100_000, dtype=np.float32)
+    tx.send_obj({"a": a})
+    tx.send_obj("next")
+    import ctypes
 
-        buf = ch.region.buf
-        assert buf is not None
-        anchor = ctypes.c_char.from_buffer(buf)
-        start = ctypes.addressof(anchor)
-        del anchor
-        with rx.recv_obj(copy=False) as obj:
-            view = obj["a"]
-            assert np.array_equal(view, a)
-            assert not view.flags.writeable
-            assert start <= view.ctypes.data < start + len(buf)  # inside the region
-            assert view.ctypes.data % 16 == 0
-            with pytest.raises(RuntimeError):
-                rx.recv_obj()  # the record is still held
-            del view
-        assert rx.recv_obj() == "next"
-    finally:
-        ch.close()
-        ch.unlink()
+    buf = ch.region.buf
+    assert buf is not None
+    anchor = ctypes.c_char.from_buffer(buf)
+    start = ctypes.addressof(anchor)
+    del anchor
+    with rx.recv_obj(copy=False) as obj:
+        view = obj["a"]
+        assert np.array_equal(view, a)
+        assert not view.flags.writeable
+        assert start <= view.ctypes.data < start + len(buf)  # inside the region
+        assert view.ctypes.data % 16 == 0
+        with pytest.raises(RuntimeError):
+            rx.recv_obj()  # the record is still held
+        del view
+    assert rx.recv_obj() == "next"
 
 
 def test_copy_false_release_and_small_objects(
@@ -216,25 +205,21 @@ def test_copy_false_release_and_small_objects(
         rx.recv_obj_nowait(copy=False)
 
 
-def test_nowait_and_timeouts(uname: str) -> None:
-    ch = shmring.Channel.create(uname, capacity=1 << 12, pattern="spsc")
-    try:
-        tx, rx = ch.producer(), ch.consumer()
-        with pytest.raises(shmring.WouldBlock):
-            rx.recv_obj_nowait()
-        with pytest.raises(shmring.Timeout):
-            rx.recv_obj(timeout=0.01)
-        while True:
-            try:
-                tx.send_obj_nowait(b"x" * 500)
-            except shmring.WouldBlock:
-                break
-        with pytest.raises(shmring.Timeout):
-            tx.send_obj(b"x" * 500, timeout=0.01)
-        assert rx.recv_obj_nowait() == b"x" * 500
-    finally:
-        ch.close()
-        ch.unlink()
+def test_nowait_and_timeouts(make_channel: Callable[..., shmring.Channel]) -> None:
+    ch = make_channel(capacity=1 << 12, pattern="spsc")
+    tx, rx = ch.producer(), ch.consumer()
+    with pytest.raises(shmring.WouldBlock):
+        rx.recv_obj_nowait()
+    with pytest.raises(shmring.Timeout):
+        rx.recv_obj(timeout=0.01)
+    while True:
+        try:
+            tx.send_obj_nowait(b"x" * 500)
+        except shmring.WouldBlock:
+            break
+    with pytest.raises(shmring.Timeout):
+        tx.send_obj(b"x" * 500, timeout=0.01)
+    assert rx.recv_obj_nowait() == b"x" * 500
 
 
 def test_too_large_sends_nothing(pair: tuple[shmring.Producer, shmring.Consumer]) -> None:

@@ -28,18 +28,17 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 import pytest
+from pattern_util import KIND_IDS, KINDS, patterns
 
 import shmring
 from shmring import _layout as L
+from shmring._layout import TRAITS
 
 CTX = get_context("fork")
 CAPACITY = 4096
 WAIT = 10.0  # bound on any wait expected to succeed
 ROUNDS = 16  # producers killed per random-kill test
 
-KINDS = [("spsc", False), ("mpsc", False), ("mpmc", False), ("broadcast", False),
-         ("broadcast", True)]
-KIND_IDS = ["spsc", "mpsc", "mpmc", "broadcast", "broadcast-lossy"]
 
 
 # ------------------------------------------------------------ helpers --
@@ -64,21 +63,13 @@ def spawn() -> Iterator[Callable[..., BaseProcess]]:
 
 
 @pytest.fixture
-def channel(uname: str) -> Iterator[Callable[..., shmring.Channel]]:
-    made: list[shmring.Channel] = []
+def channel(make_channel: Callable[..., shmring.Channel]) -> Callable[..., shmring.Channel]:
+    """Unsupervised channels of CAPACITY bytes: the test reaps the dead."""
 
     def _make(pattern: str, lossy: bool = False, **kw: Any) -> shmring.Channel:
-        ch = shmring.Channel.create(uname, capacity=CAPACITY, pattern=pattern, lossy=lossy,
-                                    supervised=False, **kw)
-        made.append(ch)
-        return ch
+        return make_channel(pattern, CAPACITY, lossy=lossy, supervised=False, **kw)
 
-    yield _make
-    for ch in made:
-        try:
-            ch.close()
-        finally:
-            ch.unlink()
+    return _make
 
 
 def kill(p: BaseProcess) -> None:
@@ -161,9 +152,9 @@ def test_producer_killed_mid_claim(channel: Callable[..., shmring.Channel],
                                    spawn: Callable[..., BaseProcess], uname: str,
                                    pattern: str, lossy: bool, wrap: bool) -> None:
     ch = channel(pattern, lossy)
-    multi = pattern in ("mpsc", "mpmc")
+    multi = TRAITS[pattern].multi_producer
     consumers = [ch.consumer()]
-    if pattern in ("mpmc", "broadcast"):
+    if TRAITS[pattern].multi_consumer:
         consumers.append(ch.consumer())
     rx = consumers[0]
     tx = ch.producer()
@@ -194,7 +185,7 @@ def test_producer_killed_mid_claim(channel: Callable[..., shmring.Channel],
             ch.producer()
     got = [drain(c) for c in consumers]
     # Every consumer is held up at the open claim.
-    if pattern == "broadcast":
+    if TRAITS[pattern].fan_out:
         assert got == [pre] * len(consumers)
     else:
         assert sorted(m for g in got for m in g) == sorted(pre)
@@ -208,12 +199,12 @@ def test_producer_killed_mid_claim(channel: Callable[..., shmring.Channel],
         tx = ch.producer()  # the role is free; the new producer continues at the tail
         tx.send_many(post)
     got = [drain(c) for c in consumers]
-    if pattern == "broadcast":
+    if TRAITS[pattern].fan_out:
         assert got == [post] * len(consumers)
     else:
         assert sorted(m for g in got for m in g) == sorted(post)
         assert all(g == sorted(g) for g in got)
-    flows(ch, tx, consumers, pattern == "broadcast")
+    flows(ch, tx, consumers, TRAITS[pattern].fan_out)
     for c in consumers:
         assert c.missed == 0
 
@@ -253,7 +244,7 @@ def consume_then_die_holding_view(name: str, first: int, joined: Event, start: E
     time.sleep(60)
 
 
-@pytest.mark.parametrize("pattern", ["spsc", "mpsc"])
+@pytest.mark.parametrize("pattern", patterns(multi_consumer=False))
 def test_single_consumer_killed_holding_a_view(channel: Callable[..., shmring.Channel],
                                                spawn: Callable[..., BaseProcess], uname: str,
                                                pattern: str) -> None:
@@ -409,7 +400,7 @@ def steady_producer(name: str, count: int) -> None:
     ch.close()
 
 
-@pytest.mark.parametrize("pattern", ["spsc", "mpsc", "mpmc", "broadcast"])
+@pytest.mark.parametrize("pattern", list(TRAITS))
 def test_random_kills(channel: Callable[..., shmring.Channel],
                       spawn: Callable[..., BaseProcess], uname: str, pattern: str) -> None:
     """Producers killed at random points, over and over: whatever send()
@@ -421,7 +412,7 @@ def test_random_kills(channel: Callable[..., shmring.Channel],
     rnd = random.Random(hash(pattern) % 1000 + 7)
     steady: BaseProcess | None = None
     steady_count = 20_000
-    if pattern in ("mpsc", "mpmc"):
+    if TRAITS[pattern].multi_producer:
         # Another producer runs throughout: dead claims sit among its records.
         steady = spawn(steady_producer, uname, steady_count)
     received: list[int] = []

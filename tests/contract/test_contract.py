@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import pattern_util
 import pytest
 
 import shmring
 from shmring import _layout as L
+from shmring._layout import TRAITS
 
 CAPACITY = 4096
 WAIT = 5.0  # bound on every wait that is expected to succeed
@@ -30,21 +32,21 @@ class Kind:
 
     @property
     def multi_producer(self) -> bool:
-        return self.pattern in ("mpsc", "mpmc")
+        return TRAITS[self.pattern].multi_producer
 
     @property
     def multi_consumer(self) -> bool:
-        return self.pattern in ("mpmc", "broadcast")
+        return TRAITS[self.pattern].multi_consumer
 
     @property
     def fanout(self) -> bool:
-        return self.pattern == "broadcast"
+        return TRAITS[self.pattern].fan_out
 
     def __str__(self) -> str:
         return self.pattern + ("-lossy" if self.lossy else "")
 
 
-KINDS = [Kind("spsc"), Kind("mpsc"), Kind("mpmc"), Kind("broadcast"), Kind("broadcast", True)]
+KINDS = [Kind(pattern, lossy) for pattern, lossy in pattern_util.KINDS]
 LOSSLESS = [k for k in KINDS if not k.lossy]
 
 Make = Callable[..., shmring.Channel]
@@ -57,22 +59,13 @@ def kind(request: pytest.FixtureRequest) -> Kind:
 
 
 @pytest.fixture
-def make(uname: str, kind: Kind) -> Iterator[Make]:
-    """Creates channels of this test's kind; closes and unlinks them after."""
-    made: list[shmring.Channel] = []
+def make(make_channel: Make, kind: Kind) -> Make:
+    """Creates channels of this test's kind (``make_channel`` closes them)."""
 
     def _make(capacity: int = CAPACITY, suffix: str = "", **kw: object) -> shmring.Channel:
-        ch = shmring.Channel.create(uname + suffix, capacity=capacity, pattern=kind.pattern,
-                                    lossy=kind.lossy, **kw)  # type: ignore[arg-type]
-        made.append(ch)
-        return ch
+        return make_channel(kind.pattern, capacity, suffix=suffix, lossy=kind.lossy, **kw)
 
-    yield _make
-    for ch in made:
-        try:
-            ch.close()
-        finally:
-            ch.unlink()
+    return _make
 
 
 def record_bytes(n: int) -> int:

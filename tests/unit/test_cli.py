@@ -154,7 +154,7 @@ def test_systemd_unit_runs_a_command_the_supervisor_accepts() -> None:
 
     from shmring._supervisor.command import add_arguments
 
-    unit = Path(__file__).resolve().parent.parent / "examples/systemd/shmring-supervisor.service"
+    unit = Path(__file__).resolve().parents[2] / "examples/systemd/shmring-supervisor.service"
     (exec_start,) = [line.split("=", 1)[1] for line in unit.read_text().splitlines()
                      if line.startswith("ExecStart=")]
     argv = shlex.split(exec_start)

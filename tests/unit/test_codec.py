@@ -14,7 +14,7 @@ import random
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from queue import Empty, Full
 from typing import Any
 
@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import shmring
 from shmring import _core
+from shmring._layout import TRAITS
 
 TAG = b"\x01"
 CAP = 1 << 20
@@ -215,15 +216,11 @@ def test_malformed_value_records(record: bytes, cause: type[BaseException] | Non
         assert isinstance(info.value.__cause__, cause)
 
 
-@pytest.fixture(params=["spsc", "mpsc", "mpmc", "broadcast"])
-def pair(uname: str, request: pytest.FixtureRequest
-         ) -> Iterator[tuple[shmring.Producer, shmring.Consumer]]:
-    ch = shmring.Channel.create(uname, capacity=CAP, pattern=request.param)
-    try:
-        yield ch.producer(), ch.consumer()
-    finally:
-        ch.close()
-        ch.unlink()
+@pytest.fixture(params=list(TRAITS))
+def pair(make_channel: Callable[..., shmring.Channel], request: pytest.FixtureRequest
+         ) -> tuple[shmring.Producer, shmring.Consumer]:
+    ch = make_channel(request.param, CAP)
+    return ch.producer(), ch.consumer()
 
 
 def test_corrupt_record_in_the_ring_is_consumed(
@@ -431,7 +428,8 @@ def test_queue_value_records_and_fallbacks(uname: str) -> None:
         h = q._h
         assert h is not None
         # Both get paths: with a timeout (Python) and the common call (C).
-        for get in (lambda: q.get(timeout=1), q.get):
+        getters: tuple[Callable[[], Any], ...] = (lambda: q.get(timeout=1), q.get)
+        for get in getters:
             assert h.state is not None and h.state.reserve()  # as put() counts an item
             (h.tx or h.producer()).send(TAG + b"\xdd")
             q.put("after")
@@ -467,9 +465,9 @@ def test_send_obj_and_recv_obj_arguments(uname: str) -> None:
             with pytest.raises(TypeError):
                 tx.send_obj(*bad)
         with pytest.raises(TypeError):
-            tx.send_obj(1, bogus=1)
+            tx.send_obj(1, bogus=1)  # type: ignore[call-arg]
         with pytest.raises(TypeError):
-            rx.recv_obj(1, 2)
+            rx.recv_obj(1, 2)  # type: ignore[call-overload]
         with pytest.raises(ValueError):
             rx.recv_obj(-1)
         # Another serializer, per call or per endpoint: not the value codec.

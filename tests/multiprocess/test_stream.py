@@ -13,7 +13,7 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,13 +28,8 @@ CHUNK = struct.Struct("<4sIQ")
 
 
 @pytest.fixture
-def ch(uname: str) -> Iterator[shmring.Channel]:
-    c = shmring.Channel.create(uname, capacity=CAP, pattern="spsc")
-    try:
-        yield c
-    finally:
-        c.close()
-        c.unlink()
+def ch(make_channel: Callable[..., shmring.Channel]) -> shmring.Channel:
+    return make_channel("spsc", CAP)
 
 
 def _send_mixed(name: str) -> None:
@@ -198,6 +193,7 @@ def test_sender_killed_mid_stream(ch: shmring.Channel) -> None:
         except shmring.WouldBlock:
             time.sleep(0.001)
     time.sleep(0.1)  # the sender fills the ring and waits for room
+    assert p.pid is not None
     os.kill(p.pid, signal.SIGKILL)
     p.join(WAIT)
     with pytest.raises(shmring.Timeout):
@@ -351,6 +347,7 @@ def test_sender_killed_at_a_random_point(ch: shmring.Channel, seed: int) -> None
     p = mp.get_context("fork").Process(target=_stream_forever, args=(ch.name,))
     p.start()
     time.sleep(random.Random(seed).uniform(0.05, 0.3))
+    assert p.pid is not None
     os.kill(p.pid, signal.SIGKILL)
     p.join(WAIT)
     ch.recover_dead()
