@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import shmring
+from shmring import _layout as L
 from shmring._objects import frame as _objects
 
 CAP = 1 << 22  # 4 MiB ring; max_message 2 MiB - 16
@@ -224,7 +225,7 @@ def test_nowait_and_timeouts(make_channel: Callable[..., shmring.Channel]) -> No
 
 def test_too_large_sends_nothing(pair: tuple[shmring.Producer, shmring.Consumer]) -> None:
     tx, rx = pair
-    if tx._channel.pattern == "mpmc":  # spsc streams it instead (test_stream.py)
+    if tx._pattern == L.PATTERN_MPMC:  # spsc streams it instead (test_stream.py)
         with pytest.raises(shmring.MessageTooLarge):
             tx.send_obj(np.zeros(CAP, np.uint8))
     with pytest.raises(shmring.MessageTooLarge):

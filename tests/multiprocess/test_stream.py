@@ -160,7 +160,11 @@ def test_sender_timeout_mid_stream_drops_that_object_only(ch: shmring.Channel) -
         tx.send_obj(np.zeros(10 * CAP, np.uint8), timeout=0.05)  # nobody reads: the ring fills
     assert rx.recv_obj(timeout=WAIT) == "before"
     a = np.arange(30_000, dtype=np.int64)
-    t = threading.Thread(target=lambda: (tx.send_obj({"after": 1}), tx.send_obj(a)))
+    def send_after() -> None:
+        tx.send_obj({"after": 1})
+        tx.send_obj(a)
+
+    t = threading.Thread(target=send_after)
     t.start()
     # The head and the chunks that fitted come first: dropped at the next record.
     assert rx.recv_obj(timeout=WAIT) == {"after": 1}
