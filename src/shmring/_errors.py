@@ -9,6 +9,8 @@ Full and empty are not errors on the blocking calls: they wait. Only the
 
 from __future__ import annotations
 
+from . import _core
+
 
 class ShmringError(Exception):
     """Base class of every error shmring raises."""
@@ -105,3 +107,8 @@ for _cls in list(globals().values()):
     if isinstance(_cls, type) and issubclass(_cls, ShmringError):
         _cls.__module__ = "shmring"
 del _cls
+
+# The extension raises these (by meaning, as the Python code does): handed to
+# it once, here, before anything else can call into it.
+_core.set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, MessageTooLarge, Closed,
+                 ClaimRevoked, DecodeError)

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -423,8 +424,14 @@ def test_daemon_takes_over_from_an_auto_started_one(env: Env) -> None:
     p = subprocess.Popen([sys.executable, "-m", "shmring", "supervisor", "--namespace",
                           env.namespace, "--socket-dir", env.socket_dir],
                          stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(p.stderr or ()), daemon=True)
+    reader.start()
     try:
-        time.sleep(0.5)
+        # It says it waits (a started interpreter may take a while under load).
+        wait_for(lambda: any("waiting to take over" in line for line in err), 30,
+                 "the daemon to wait for the lock")
         assert p.poll() is None  # waiting, not gone
         assert env.supervisor_pid() == os.getpid()
         first.stop()
@@ -433,9 +440,9 @@ def test_daemon_takes_over_from_an_auto_started_one(env: Env) -> None:
     finally:
         first.stop()
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=10)
+        p.wait(timeout=10)
+        reader.join(10)
     assert p.returncode == 0
-    assert "waiting to take over" in err
 
 
 # --------------------------------------------------------------- security --

@@ -15,7 +15,9 @@ The layers, lowest first (a module may always import its own layer):
 - ``_region``, ``_objects``: only those four;
 - ``_supervisor.wire``, ``_supervisor.client``: those four and each other;
 - ``_channel``: ``_region``, ``_objects``, ``_supervisor.client`` and below;
-- ``_queue``: ``_channel`` and below;
+- ``_queue``: ``_channel`` and below (and ``_pipeline``, for a Pool);
+- ``_pipeline``, ``_journal``, ``_bridge`` (to come): ``_channel`` and
+  below, never one another;
 - ``_supervisor`` (the server side: all but wire and client): ``_region``
   and below, never ``_channel``, ``_objects`` or ``_queue``;
 - ``_cli``: anything; nothing imports ``_cli`` but the ``__main__`` entry;
@@ -50,7 +52,12 @@ RULES: dict[str, set[str] | None] = {
     "_supervisor.wire": BASE | CLIENT,
     "_supervisor.client": BASE | CLIENT,
     "_channel": CHANNEL_MAY,
-    "_queue": CHANNEL_MAY | {"_channel"},
+    "_queue": CHANNEL_MAY | {"_channel", "_pipeline"},
+    # Layers to come, given their place now: each stands on the channel and
+    # none on another (a Pool of _queue's may run on _pipeline's workers).
+    "_pipeline": CHANNEL_MAY | {"_channel"},
+    "_journal": CHANNEL_MAY | {"_channel"},
+    "_bridge": CHANNEL_MAY | {"_channel"},
     "_supervisor": BASE | {"_region"} | CLIENT,
     "_cli": None,
     "public": None,

@@ -16,24 +16,14 @@ from typing import Any
 from .. import _core
 from .. import _layout as L
 from .._errors import (
-    Broken,
-    ClaimRevoked,
     Closed,
-    CorruptRegion,
-    EndOfStream,
-    MessageTooLarge,
     RegionNotFound,
     RoleTaken,
-    Timeout,
-    WouldBlock,
 )
 from .._region.inventory import unlink_if_created
 from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
 from .endpoints import Consumer, Producer
-
-_core.set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, MessageTooLarge,
-                 Closed, ClaimRevoked)
 
 
 class Channel:
@@ -181,7 +171,7 @@ class Channel:
         except BaseException:
             self._release_role(slot, producer=False)
             raise
-        if pattern != L.PATTERN_BROADCAST:
+        if not L.TRAITS[region.pattern].fan_out:
             region.table.set_state(slot, L.SLOT_ACTIVE)
         c._channel = self
         c._slot = slot

@@ -72,8 +72,6 @@ _CHUNK = struct.Struct("<4sIQ")  # magic, stream id (low 32 bits), offset in the
 
 _encode_value = _core.encode_value
 _decode_value = _core.decode_value
-# The C value decoder raises this for a malformed value record.
-_core.set_decode_error(DecodeError)
 
 
 # ------------------------------------------------------------ encoding --

@@ -58,7 +58,11 @@ if TYPE_CHECKING:
 #: included): measured best on a 2-core x86-64 with a 1 MiB L2 and a 32 MiB
 #: L3, in a 2-4 MiB ring (smaller chunks halved the rate).
 STREAM_CHUNK = 1 << 20
-_STREAMING = frozenset({L.PATTERN_SPSC, L.PATTERN_BROADCAST})
+#: A streamed object's records must reach each consumer in a row, from one
+#: writer: so only the patterns with one producer that hand every consumer
+#: all records in order (spsc, broadcast) stream.
+_STREAMING = frozenset(t.code for t in L.TRAITS.values()
+                       if not t.multi_producer and (t.fan_out or not t.multi_consumer))
 _MAX_STREAM = 1 << 48  # a head claiming more buffer bytes than this is corrupt
 _stream_ids = itertools.count(int.from_bytes(os.urandom(4), "little"))
 

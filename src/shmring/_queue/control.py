@@ -33,20 +33,9 @@ from .._channel.channel import Channel
 from .._channel.endpoints import Consumer, Producer
 from .._errors import CorruptRegion, Timeout
 
-# The control block: offsets into the ring bytes of the ``.ctl`` region
-# (csrc/queue.c uses the same). Words that change often sit on their own
-# 128-byte line.
-_CTL_MAGIC_VALUE = 0x3274634F51524853  # "SHRQOct2"
-_PUTS = 0  # u64: items put (counted before they are written)
-_GETS = 128  # u64: items taken (counted after), and puts undone
-_NOTFULL_SEQ = 256  # u32 futex word: bumped when an item is taken (maxsize > 0)
-_NOTFULL_WAITERS = 264  # u64: putters asleep on _NOTFULL_SEQ
-_UNFINISHED = 384  # u64: JoinableQueue items put and not task_done()
-_JOIN_SEQ = 512  # u32 futex word: bumped when _UNFINISHED reaches 0
-_JOIN_WAITERS = 520  # u64: join() callers asleep on _JOIN_SEQ
-_MAXSIZE = 640  # u64: maxsize in items (0: unbounded), set at creation
-_CTL_MAGIC = 648  # u64: _CTL_MAGIC_VALUE once the block is initialised
-_CTL_BYTES = 768
+# The control block's words (offsets into the ring bytes of the ``.ctl``
+# region) are layout.h's, read here as ``L.CTL_*``; the C put and get use the
+# same names.
 _MINUS_ONE = (1 << 64) - 1  # fetch_add(-1)
 
 
@@ -66,7 +55,7 @@ class _Handles:
         self.buf = ch.region._mapping()
         self.cbuf = ctl.region._mapping()
         self.base = int(struct.unpack_from("<Q", self.cbuf, L.HDR_DATA_OFFSET)[0])
-        if ctl.capacity < _CTL_BYTES:
+        if ctl.capacity < L.CTL_BYTES:
             raise CorruptRegion(f"{ctl.name!r} is too small to be a queue's control block")
         self._offsets()
         self.tx: Producer | None = None
@@ -75,8 +64,8 @@ class _Handles:
 
     def _offsets(self) -> None:
         base = self.base
-        self.notfull_seq = base + _NOTFULL_SEQ
-        self.notfull_waiters = base + _NOTFULL_WAITERS
+        self.notfull_seq = base + L.CTL_NOTFULL_SEQ
+        self.notfull_waiters = base + L.CTL_NOTFULL_WAITERS
 
     def bind(self, maxsize: int, joinable: bool, wlock: _core.Lock,
              rlock: _core.Lock) -> _core.QueueState:
@@ -111,14 +100,14 @@ class _Handles:
 
     def init_block(self, maxsize: int) -> None:
         """Initialise a new control block: ``maxsize``, then the magic."""
-        _core.store(self.cbuf, self.base + _MAXSIZE, max(0, maxsize))
-        _core.store(self.cbuf, self.base + _CTL_MAGIC, _CTL_MAGIC_VALUE)
+        _core.store(self.cbuf, self.base + L.CTL_MAXSIZE, max(0, maxsize))
+        _core.store(self.cbuf, self.base + L.CTL_MAGIC, L.CTL_MAGIC_VALUE)
 
     def maxsize(self) -> int:
         """The queue's ``maxsize``, once the block is known initialised."""
-        if _core.load(self.cbuf, self.base + _CTL_MAGIC) != _CTL_MAGIC_VALUE:
+        if _core.load(self.cbuf, self.base + L.CTL_MAGIC) != L.CTL_MAGIC_VALUE:
             raise CorruptRegion(f"{self.ctl.name!r} is not an initialised queue control block")
-        return int(_core.load(self.cbuf, self.base + _MAXSIZE))
+        return int(_core.load(self.cbuf, self.base + L.CTL_MAXSIZE))
 
     def close(self) -> None:
         """Close the endpoints and channels (only in the process that opened them)."""
@@ -178,11 +167,11 @@ def wait_unfinished(h: _Handles, timeout: float | None) -> None:
     """JoinableQueue.join: wait until the unfinished-task count is zero,
     sleeping on the join futex word meanwhile (Timeout once ``timeout``
     seconds passed)."""
-    cbuf, unf, seqw = h.cbuf, h.base + _UNFINISHED, h.base + _JOIN_SEQ
+    cbuf, unf, seqw = h.cbuf, h.base + L.CTL_UNFINISHED, h.base + L.CTL_JOIN_SEQ
     if _core.load(cbuf, unf) == 0:
         return
     deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-    waiters = h.base + _JOIN_WAITERS
+    waiters = h.base + L.CTL_JOIN_WAITERS
     _core.fetch_add(cbuf, waiters, 1)
     try:
         while True:

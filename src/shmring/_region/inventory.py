@@ -173,7 +173,7 @@ def _fill(snap: Snapshot, region: Region) -> None:
             snap.bytes_out += s.bytes
             if s.state == L.SLOT_ACTIVE:
                 cursors.append(s.cursor)
-    if snap.pattern == "broadcast":
+    if L.TRAITS[snap.pattern].fan_out:
         used = c["tail"] - min(cursors) if cursors and not snap.lossy else 0
     else:
         used = c["tail"] - c["head"]

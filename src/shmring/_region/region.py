@@ -122,7 +122,7 @@ class Region:
             )
         if not isinstance(slots, int) or not 1 <= slots <= L.MAX_SLOTS:
             raise InvalidArgument(f"slots must be between 1 and {L.MAX_SLOTS}")
-        if lossy and pattern != "broadcast":
+        if lossy and not L.TRAITS[pattern].can_be_lossy:
             raise InvalidArgument("lossy applies to the broadcast pattern only")
         doff = L.data_offset(slots)
         total = doff + size

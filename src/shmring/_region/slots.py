@@ -38,7 +38,7 @@ from .. import _layout as L
 from .._errors import CorruptRegion
 
 #: Set in a slot's pid word by whoever recovers it (one winner, by CAS).
-RECOVERING = 1 << 63
+RECOVERING = L.SLOT_RECOVERING
 
 _COUNTS = (L.SLOT_CLAIM_LEN, L.SLOT_CURSOR, L.SLOT_MESSAGES, L.SLOT_BYTES, L.SLOT_MISSED,
            L.SLOT_LAST_MSGNO)

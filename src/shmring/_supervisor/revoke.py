@@ -29,7 +29,10 @@ log = logging.getLogger("shmring.supervisor")
 
 #: Seconds a producer may hold one claim before the supervisor revokes it.
 DEFAULT_CLAIM_TIMEOUT = 10.0
-MULTI_PRODUCER = ("mpsc", "mpmc")
+#: Patterns whose claims can be revoked: only there do consumers pass over a
+#: claimed record (it is quarantined), so only there can one stuck producer
+#: be left behind.
+MULTI_PRODUCER = frozenset(t.name for t in L.TRAITS.values() if t.multi_producer)
 
 
 class ClaimWatch:

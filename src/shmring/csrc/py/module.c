@@ -251,10 +251,18 @@ static PyObject *m_lift_quarantine(PyObject *m, PyObject *const *a, Py_ssize_t n
 
 static PyObject *m_set_errors(PyObject *m, PyObject *args) {
     (void)m;
-    PyObject *e[8];
-    if (!PyArg_ParseTuple(args, "OOOOOOOO", &e[0], &e[1], &e[2], &e[3], &e[4], &e[5], &e[6],
-                          &e[7]))
+    PyObject *e[9];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO", &e[0], &e[1], &e[2], &e[3], &e[4], &e[5], &e[6],
+                          &e[7], &e[8]))
         return NULL;
+    for (int i = 0; i < 9; i++)
+        if (!PyExceptionClass_Check(e[i]))
+            return PyErr_Format(PyExc_TypeError, "set_errors: argument %d is not an exception class",
+                                i + 1);
+    /* The value decoder (value/decode.c) keeps its own: it has no py/ header. */
+    PyObject *r = value_set_decode_error(m, e[8]);
+    if (!r) return NULL;
+    Py_DECREF(r);
     PyObject **dst[8] = {&E_WouldBlock, &E_Timeout, &E_EndOfStream, &E_Broken,
                          &E_Corrupt,    &E_TooLarge, &E_Closed,     &E_Revoked};
     for (int i = 0; i < 8; i++) {
@@ -319,14 +327,13 @@ static PyMethodDef methods[] = {
      "plain value."},
     {"decode_value", (PyCFunction)value_decode_value, METH_O,
      "decode_value(buffer): the object in a value record; DecodeError if malformed."},
-    {"set_decode_error", (PyCFunction)value_set_decode_error, METH_O,
-     "set_decode_error(cls): the class decode_value and _recv_value raise."},
     {"set_object_paths", (PyCFunction)obj_set_object_paths, METH_VARARGS,
      "set_object_paths(PickleSerializer, send_obj, send_encoded, recv_obj, recv_other): "
      "the Python functions send_obj and recv_obj hand other calls to."},
     {"set_errors", (PyCFunction)m_set_errors, METH_VARARGS,
      "set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, "
-     "MessageTooLarge, Closed, ClaimRevoked): the classes the extension raises."},
+     "MessageTooLarge, Closed, ClaimRevoked, DecodeError): the classes the extension raises, "
+     "handed over once by shmring._errors."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "shmring._core",
