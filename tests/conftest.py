@@ -17,6 +17,10 @@ from queue_util import segments, wait_gone
 
 import shmring
 
+# Fixtures that live with their helpers: the channel contract's (``kind``,
+# ``make``) and the supervisor tests' (``env``, ``sup``).
+pytest_plugins = ["channel_util", "supervisor_util"]
+
 SHM = "/dev/shm"
 
 
@@ -94,9 +98,3 @@ def make_queue(uname: str) -> Iterator[Callable[..., Any]]:
         q.close()
     for q in made:
         assert wait_gone(segments(q)), f"{q!r} outlived its last holder"
-
-
-@pytest.fixture
-def make(make_queue: Callable[..., Any]) -> Callable[..., Any]:
-    """``make_queue`` under its older name."""
-    return make_queue

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from shmring._supervisor import client as _client
+from shmring._supervisor.server import Supervisor
 
 _counter = itertools.count()
 _children: list[Child] = []
@@ -109,6 +110,21 @@ def supervisor_env(monkeypatch: pytest.MonkeyPatch, idle: float = 0.3) -> Iterat
             env.wait_no_supervisor()
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """This test's own namespace and socket directory (``supervisor_env``)."""
+    with supervisor_env(monkeypatch) as e:
+        yield e
+
+
+@pytest.fixture
+def sup(env: Env) -> Iterator[Supervisor]:
+    """An in-process supervisor for the test's namespace."""
+    s = Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0).start()
+    yield s
+    s.stop()
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "a condition") -> None:

@@ -23,13 +23,6 @@ def ch(make_channel: Callable[..., shmring.Channel],
     return make_channel(request.param, 1 << 16)
 
 
-@pytest.fixture
-def make(make_channel: Callable[..., shmring.Channel]) -> Callable[..., shmring.Channel]:
-    """Channels named after the test (keyword arguments of Channel.create);
-    ``make_channel`` closes and unlinks them."""
-    return make_channel
-
-
 def later(delay: float, fn: object, *args: object) -> threading.Thread:
     def run() -> None:
         time.sleep(delay)
@@ -89,10 +82,10 @@ def test_cancelled_receive_loses_nothing(ch: shmring.Channel) -> None:
     assert got == [b"%d" % i for i in range(1, 50, 2)]
 
 
-def test_cancel_under_a_stream_loses_nothing(make: Callable[..., shmring.Channel]) -> None:
+def test_cancel_under_a_stream_loses_nothing(make_channel: Callable[..., shmring.Channel]) -> None:
     # A producer thread streams while the receiving task is repeatedly
     # cancelled by timeouts: every message arrives exactly once, in order.
-    ch = make(capacity=1 << 12, pattern="spsc")
+    ch = make_channel(capacity=1 << 12, pattern="spsc")
     tx, rx = ch.producer(), ch.consumer()
     n = 3000
 
@@ -151,9 +144,9 @@ def test_one_helper_thread_per_endpoint(ch: shmring.Channel) -> None:
 
 
 @pytest.mark.parametrize("pattern", ["spsc", "mpmc"])
-def test_async_iteration_until_end_of_stream(make: Callable[..., shmring.Channel],
+def test_async_iteration_until_end_of_stream(make_channel: Callable[..., shmring.Channel],
                                              pattern: str) -> None:
-    ch = make(capacity=1 << 16, pattern=pattern)
+    ch = make_channel(capacity=1 << 16, pattern=pattern)
     tx, rx = ch.producer(), ch.consumer()
 
     async def main() -> list[bytes]:
@@ -170,8 +163,8 @@ def test_async_iteration_until_end_of_stream(make: Callable[..., shmring.Channel
     assert asyncio.run(main()) == [b"m%d" % i for i in range(100)]
 
 
-def test_send_async_waits_for_space(make: Callable[..., shmring.Channel]) -> None:
-    ch = make(capacity=1 << 12, pattern="spsc")
+def test_send_async_waits_for_space(make_channel: Callable[..., shmring.Channel]) -> None:
+    ch = make_channel(capacity=1 << 12, pattern="spsc")
     tx, rx = ch.producer(), ch.consumer()
 
     async def main() -> None:
@@ -195,8 +188,8 @@ def test_send_async_waits_for_space(make: Callable[..., shmring.Channel]) -> Non
     asyncio.run(main())
 
 
-def test_send_async_sees_close_send(make: Callable[..., shmring.Channel]) -> None:
-    ch = make(capacity=1 << 12, pattern="mpsc")
+def test_send_async_sees_close_send(make_channel: Callable[..., shmring.Channel]) -> None:
+    ch = make_channel(capacity=1 << 12, pattern="mpsc")
     tx = ch.producer()
     ch.consumer()
 
@@ -232,8 +225,8 @@ def test_objects_async(ch: shmring.Channel) -> None:
     asyncio.run(main())
 
 
-def test_many_tasks_share_one_consumer(make: Callable[..., shmring.Channel]) -> None:
-    ch = make(capacity=1 << 14, pattern="mpmc")
+def test_many_tasks_share_one_consumer(make_channel: Callable[..., shmring.Channel]) -> None:
+    ch = make_channel(capacity=1 << 14, pattern="mpmc")
     tx, rx = ch.producer(), ch.consumer()
 
     async def worker(out: list[bytes]) -> None:
@@ -285,8 +278,8 @@ def _child_sends_later(name: str) -> None:
     ch.close()
 
 
-def test_messages_from_another_process(make: Callable[..., shmring.Channel]) -> None:
-    ch = make(capacity=1 << 14, pattern="mpsc")
+def test_messages_from_another_process(make_channel: Callable[..., shmring.Channel]) -> None:
+    ch = make_channel(capacity=1 << 14, pattern="mpsc")
     rx = ch.consumer()
     p = mp.get_context("fork").Process(target=_child_sends_later, args=(ch.name,))
     p.start()

@@ -86,8 +86,8 @@ def _pool_work(x: int) -> int:
 
 # ------------------------------------------------ put / get / ordering --
 @pytest.mark.parametrize("cls", [*QUEUES, shmring.SimpleQueue])
-def test_fifo_order(make: Callable[..., Any], cls: type) -> None:
-    q = make(cls)
+def test_fifo_order(make_queue: Callable[..., Any], cls: type) -> None:
+    q = make_queue(cls)
     items = [i if i % 3 else {"i": i, "pad": "x" * i} for i in range(300)]
     for item in items:
         q.put(item)
@@ -95,11 +95,11 @@ def test_fifo_order(make: Callable[..., Any], cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", QUEUES)
-def test_put_until_full(make: Callable[..., Any], cls: type) -> None:
+def test_put_until_full(make_queue: Callable[..., Any], cls: type) -> None:
     # A queue of six: every spelling of put fills it, then each spelling of
     # a put that must not wait raises Full, and a put with a timeout raises
     # Full once the timeout has passed. A child then finds all six, in order.
-    q = make(cls, maxsize=6)
+    q = make_queue(cls, maxsize=6)
     assert q.empty() and not q.full() and q.qsize() == 0
     q.put(1)
     q.put(2, True)
@@ -120,7 +120,7 @@ def test_put_until_full(make: Callable[..., Any], cls: type) -> None:
             attempt()
         assert T - 0.01 <= time.monotonic() - t0 < T + 2
     assert q.qsize() == 6
-    results = make()
+    results = make_queue()
     p = mp.get_context("fork").Process(target=_getter, args=(q, results, 6))
     p.start()
     assert results.get(timeout=WAIT) == [1, 2, 3, 4, 5, 6]
@@ -129,8 +129,8 @@ def test_put_until_full(make: Callable[..., Any], cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", QUEUES)
-def test_get_what_a_child_put(make: Callable[..., Any], cls: type) -> None:
-    q = make(cls)
+def test_get_what_a_child_put(make_queue: Callable[..., Any], cls: type) -> None:
+    q = make_queue(cls)
     p = mp.get_context("fork").Process(target=_putter, args=(q, [1, 2, 3, 4, 5]))
     p.start()
     p.join(WAIT)
@@ -152,8 +152,8 @@ def test_get_what_a_child_put(make: Callable[..., Any], cls: type) -> None:
         assert T - 0.01 <= time.monotonic() - t0 < T + 2
 
 
-def test_forked_child_gets_items_put_before_the_fork(make: Callable[..., Any]) -> None:
-    q, results = make(), make()
+def test_forked_child_gets_items_put_before_the_fork(make_queue: Callable[..., Any]) -> None:
+    q, results = make_queue(), make_queue()
     for i in range(10):
         q.put(i)
     p = mp.get_context("fork").Process(target=_getter, args=(q, results, 10))
@@ -165,10 +165,10 @@ def test_forked_child_gets_items_put_before_the_fork(make: Callable[..., Any]) -
     assert q.get(timeout=WAIT) == "parent still works"
 
 
-def test_forked_child_puts_after_the_parents_items(make: Callable[..., Any]) -> None:
+def test_forked_child_puts_after_the_parents_items(make_queue: Callable[..., Any]) -> None:
     # The parent puts 0..9, forks a child that puts 10..19: the parent gets
     # 0..19 in order, then nothing.
-    q = make()
+    q = make_queue()
     for i in range(10):
         q.put(i)
     p = mp.get_context("fork").Process(target=_putter, args=(q, list(range(10, 20))))
@@ -179,8 +179,8 @@ def test_forked_child_puts_after_the_parents_items(make: Callable[..., Any]) -> 
     p.join(WAIT)
 
 
-def test_get_timeout_waits_at_least_the_timeout(make: Callable[..., Any]) -> None:
-    q = make()
+def test_get_timeout_waits_at_least_the_timeout(make_queue: Callable[..., Any]) -> None:
+    q = make_queue()
     t0 = time.monotonic()
     with pytest.raises(queue.Empty):
         q.get(True, 0.2)
@@ -209,8 +209,8 @@ def test_put_and_get_while_importing(tmp_path: Any, monkeypatch: pytest.MonkeyPa
         sys.modules.pop("uses_a_queue_on_import", None)
 
 
-def test_qsize_counts_items(make: Callable[..., Any]) -> None:
-    q = make()
+def test_qsize_counts_items(make_queue: Callable[..., Any]) -> None:
+    q = make_queue()
     for i in range(5):
         assert q.qsize() == i
         q.put(i)
@@ -219,9 +219,9 @@ def test_qsize_counts_items(make: Callable[..., Any]) -> None:
         assert q.qsize() == 4 - i
 
 
-def test_unpicklable_item_raises_and_queue_carries_on(make: Callable[..., Any]) -> None:
+def test_unpicklable_item_raises_and_queue_carries_on(make_queue: Callable[..., Any]) -> None:
     # multiprocessing reports this from its feeder thread; we raise in put().
-    q = make(shmring.JoinableQueue, maxsize=2)
+    q = make_queue(shmring.JoinableQueue, maxsize=2)
     with pytest.raises(TypeError):
         q.put(threading.Lock())
     assert q.qsize() == 0 and q.empty()
@@ -233,8 +233,8 @@ def test_unpicklable_item_raises_and_queue_carries_on(make: Callable[..., Any]) 
     q.join(timeout=1)  # the failed put left no unfinished task behind
 
 
-def test_full_in_bytes(make: Callable[..., Any]) -> None:
-    q = make(maxsize_bytes=4096)
+def test_full_in_bytes(make_queue: Callable[..., Any]) -> None:
+    q = make_queue(maxsize_bytes=4096)
     n = 0
     with pytest.raises(queue.Full):
         while True:
@@ -247,8 +247,8 @@ def test_full_in_bytes(make: Callable[..., Any]) -> None:
     assert not q.full()
 
 
-def test_large_items(make: Callable[..., Any]) -> None:
-    q = make(maxsize_bytes=1 << 24)  # items up to 8 MiB
+def test_large_items(make_queue: Callable[..., Any]) -> None:
+    q = make_queue(maxsize_bytes=1 << 24)  # items up to 8 MiB
     a = np.arange(1 << 19, dtype=np.float64)
     for _ in range(3):
         q.put({"a": a, "n": 1})
@@ -260,8 +260,8 @@ def test_large_items(make: Callable[..., Any]) -> None:
 
 # -------------------------------------------------------------- close --
 @pytest.mark.parametrize("cls", [*QUEUES, shmring.SimpleQueue])
-def test_closed_queue_raises_value_error(make: Callable[..., Any], cls: type) -> None:
-    q = make(cls)
+def test_closed_queue_raises_value_error(make_queue: Callable[..., Any], cls: type) -> None:
+    q = make_queue(cls)
     q.put("left behind")
     q.close()
     q.close()  # idempotent
@@ -281,15 +281,15 @@ def test_closed_queue_raises_value_error(make: Callable[..., Any], cls: type) ->
     assert "closed" in repr(q)
 
 
-def test_join_thread_before_close_is_an_error(make: Callable[..., Any]) -> None:
-    q = make()
+def test_join_thread_before_close_is_an_error(make_queue: Callable[..., Any]) -> None:
+    q = make_queue()
     with pytest.raises(AssertionError):
         q.join_thread()
     q.cancel_join_thread()  # harmless at any time
 
 
-def test_close_in_one_process_leaves_the_queue_to_others(make: Callable[..., Any]) -> None:
-    q, results = make(), make()
+def test_close_in_one_process_leaves_the_queue_to_others(make_queue: Callable[..., Any]) -> None:
+    q, results = make_queue(), make_queue()
     q.put("a")
     q.put("b")
     ctx = mp.get_context("spawn")
@@ -306,8 +306,8 @@ def test_close_in_one_process_leaves_the_queue_to_others(make: Callable[..., Any
 
 
 # -------------------------------------------------------- joinable --
-def test_task_done_and_join_across_processes(make: Callable[..., Any]) -> None:
-    q, done = make(shmring.JoinableQueue), make()
+def test_task_done_and_join_across_processes(make_queue: Callable[..., Any]) -> None:
+    q, done = make_queue(shmring.JoinableQueue), make_queue()
     ctx = mp.get_context("fork")
     workers = [ctx.Process(target=_task_worker, args=(q, done)) for _ in range(3)]
     for w in workers:
@@ -324,8 +324,8 @@ def test_task_done_and_join_across_processes(make: Callable[..., Any]) -> None:
         assert w.exitcode == 0
 
 
-def test_task_done_too_many_times(make: Callable[..., Any]) -> None:
-    q = make(shmring.JoinableQueue)
+def test_task_done_too_many_times(make_queue: Callable[..., Any]) -> None:
+    q = make_queue(shmring.JoinableQueue)
     with pytest.raises(ValueError, match="too many times"):
         q.task_done()
     q.put(1)
@@ -335,8 +335,8 @@ def test_task_done_too_many_times(make: Callable[..., Any]) -> None:
         q.task_done()
 
 
-def test_join_waits_for_the_last_task(make: Callable[..., Any]) -> None:
-    q = make(shmring.JoinableQueue)
+def test_join_waits_for_the_last_task(make_queue: Callable[..., Any]) -> None:
+    q = make_queue(shmring.JoinableQueue)
     q.join()  # nothing put: returns at once
     q.put("job")
     with pytest.raises(shmring.Timeout):
@@ -356,8 +356,8 @@ def test_join_waits_for_the_last_task(make: Callable[..., Any]) -> None:
 
 
 # ----------------------------------------------------- maxsize waits --
-def test_full_queue_put_waits_for_a_get(make: Callable[..., Any]) -> None:
-    q = make(maxsize=2)
+def test_full_queue_put_waits_for_a_get(make_queue: Callable[..., Any]) -> None:
+    q = make_queue(maxsize=2)
     q.put(1)
     q.put(2)
     threading.Timer(0.1, q.get).start()
@@ -367,8 +367,8 @@ def test_full_queue_put_waits_for_a_get(make: Callable[..., Any]) -> None:
     assert [q.get(), q.get()] == [2, 3]
 
 
-def test_full_queue_put_is_woken_from_another_process(make: Callable[..., Any]) -> None:
-    q, results = make(maxsize=1), make()
+def test_full_queue_put_is_woken_from_another_process(make_queue: Callable[..., Any]) -> None:
+    q, results = make_queue(maxsize=1), make_queue()
     q.put("first")
     p = mp.get_context("fork").Process(target=_getter, args=(q, results, 2))
     p.start()
@@ -379,8 +379,8 @@ def test_full_queue_put_is_woken_from_another_process(make: Callable[..., Any]) 
 
 # ------------------------------------------------- processes, pools --
 @pytest.mark.parametrize("method", START_METHODS)
-def test_pass_to_process(make: Callable[..., Any], method: str) -> None:
-    jobs, results = make(), make(shmring.SimpleQueue)
+def test_pass_to_process(make_queue: Callable[..., Any], method: str) -> None:
+    jobs, results = make_queue(), make_queue(shmring.SimpleQueue)
     ctx: Any = mp.get_context(method)
     procs = [ctx.Process(target=_echo, args=(jobs, results)) for _ in range(2)]
     for p in procs:
@@ -398,8 +398,8 @@ def test_pass_to_process(make: Callable[..., Any], method: str) -> None:
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_pool_initializer(make: Callable[..., Any], method: str) -> None:
-    q = make()
+def test_pool_initializer(make_queue: Callable[..., Any], method: str) -> None:
+    q = make_queue()
     with mp.get_context(method).Pool(2, initializer=_pool_init, initargs=(q,)) as pool:
         pids = pool.map(_pool_work, range(20))
         pool.close()
@@ -408,9 +408,9 @@ def test_pool_initializer(make: Callable[..., Any], method: str) -> None:
     assert sorted(q.get(timeout=WAIT) for _ in range(20)) == [x * x for x in range(20)]
 
 
-def test_queue_sent_through_a_queue(make: Callable[..., Any]) -> None:
+def test_queue_sent_through_a_queue(make_queue: Callable[..., Any]) -> None:
     # Unlike multiprocessing's, a shmring queue pickles at any time (by name).
-    q, carrier = make(), make()
+    q, carrier = make_queue(), make_queue()
     carrier.put(q)
     inner = carrier.get(timeout=WAIT)
     assert inner.name == q.name
@@ -420,8 +420,8 @@ def test_queue_sent_through_a_queue(make: Callable[..., Any]) -> None:
     assert pickle.loads(pickle.dumps(q)).name == q.name
 
 
-def test_many_processes_each_item_once(make: Callable[..., Any]) -> None:
-    jobs, results = make(), make()
+def test_many_processes_each_item_once(make_queue: Callable[..., Any]) -> None:
+    jobs, results = make_queue(), make_queue()
     ctx = mp.get_context("fork")
     producers = [ctx.Process(target=_putter, args=(jobs, [(k, i) for i in range(200)]))
                  for k in range(3)]
@@ -439,8 +439,8 @@ def test_many_processes_each_item_once(make: Callable[..., Any]) -> None:
     assert results.empty() and jobs.empty()
 
 
-def test_threads_share_a_queue(make: Callable[..., Any]) -> None:
-    q = make(maxsize=16)
+def test_threads_share_a_queue(make_queue: Callable[..., Any]) -> None:
+    q = make_queue(maxsize=16)
     got: list[int] = []
     lock = threading.Lock()
 
@@ -469,8 +469,8 @@ def test_threads_share_a_queue(make: Callable[..., Any]) -> None:
     assert sorted(got) == sorted(k * 1000 + i for k in range(4) for i in range(500))
 
 
-def test_os_fork_child_uses_its_own_endpoints(make: Callable[..., Any]) -> None:
-    q = make()
+def test_os_fork_child_uses_its_own_endpoints(make_queue: Callable[..., Any]) -> None:
+    q = make_queue()
     q.put("before")  # the parent's producer exists before the fork
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -490,8 +490,8 @@ def test_os_fork_child_uses_its_own_endpoints(make: Callable[..., Any]) -> None:
 
 # ---------------------------------------------------------- lifetime --
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
-def test_region_lives_while_any_holder_lives(make: Callable[..., Any], how: str) -> None:
-    q = make()
+def test_region_lives_while_any_holder_lives(make_queue: Callable[..., Any], how: str) -> None:
+    q = make_queue()
     ctx = mp.get_context("spawn")
     # A holder that puts and exits: its items stay.
     a = ctx.Process(target=_putter, args=(q, [0, 1, 2]))
@@ -542,8 +542,8 @@ def _report_empty(q: Any, child_can_start: Any, parent_can_continue: Any) -> Non
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_simple_queue_empty_seen_from_a_child(make: Callable[..., Any], method: str) -> None:
-    q = make(shmring.SimpleQueue)
+def test_simple_queue_empty_seen_from_a_child(make_queue: Callable[..., Any], method: str) -> None:
+    q = make_queue(shmring.SimpleQueue)
     ctx: Any = mp.get_context(method)
     child_can_start, parent_can_continue = ctx.Event(), ctx.Event()
     p = ctx.Process(target=_report_empty, args=(q, child_can_start, parent_can_continue))
@@ -558,8 +558,8 @@ def test_simple_queue_empty_seen_from_a_child(make: Callable[..., Any], method: 
     p.join(WAIT)
 
 
-def test_simple_queue(make: Callable[..., Any]) -> None:
-    q = make(shmring.SimpleQueue)
+def test_simple_queue(make_queue: Callable[..., Any]) -> None:
+    q = make_queue(shmring.SimpleQueue)
     assert q.empty()
     q.put(("result", 1))
     assert not q.empty()
@@ -567,8 +567,8 @@ def test_simple_queue(make: Callable[..., Any]) -> None:
     assert q.empty()
 
 
-def test_repr_name_and_generic(make: Callable[..., Any]) -> None:
-    q = make()
+def test_repr_name_and_generic(make_queue: Callable[..., Any]) -> None:
+    q = make_queue()
     assert q.name in repr(q) and repr(q).startswith("<shmring.Queue")
     assert shmring.Queue[int] is not None and shmring.SimpleQueue[str] is not None
     with pytest.raises(shmring.RegionExists):

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 from pattern_util import patterns
-from supervisor_util import Child, Env, FakeClock, supervisor_env, wait_for
+from supervisor_util import Child, Env, FakeClock, wait_for
 
 import shmring
 from shmring import _core
@@ -30,12 +30,6 @@ from shmring._supervisor.server import Supervisor
 
 TIMEOUT = 5.0
 PATTERNS = patterns(multi_producer=True)
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    with supervisor_env(monkeypatch) as e:
-        yield e
 
 
 @pytest.fixture

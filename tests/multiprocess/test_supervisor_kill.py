@@ -14,22 +14,15 @@ operations, then is SIGKILLed; steps D and E use the real ``claim()``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 from pattern_util import patterns
 from storm_util import storm
-from supervisor_util import Child, Env, sleep_forever, supervisor_env, wait_for
+from supervisor_util import Child, Env, sleep_forever, wait_for
 
 import shmring
 from shmring import _core
 from shmring import _layout as L
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    with supervisor_env(monkeypatch) as e:
-        yield e
 
 
 def _word(length: int, rtype: int, pos: int, cap: int) -> int:

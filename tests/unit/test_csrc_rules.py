@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import shmring
-
-CSRC = Path(shmring.__file__).resolve().parent / "csrc"
+CSRC = Path(__file__).resolve().parents[2] / "src" / "shmring" / "csrc"
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
 MAX_LINES = 600
 

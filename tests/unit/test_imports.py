@@ -259,15 +259,19 @@ def test_the_rules_catch_an_upward_import() -> None:
          "shmring._channel.channel": {"shmring._region.region", "shmring._supervisor.client"},
          "shmring._supervisor.server": {"shmring._channel.channel"},
          "shmring._queue.queue": {"shmring._cli.main"},
-         "shmring._pipeline.graph": set()}
+         "shmring._pipeline.graph": {"shmring._journal.writer"},
+         "shmring._viewer.app": set()}
     assert broken_rules(g) == [
-        "shmring._pipeline.graph: layer '_pipeline' has no dependency rule",
+        "shmring._pipeline.graph imports shmring._journal.writer: _pipeline may import only "
+        "_channel, _core, _errors, _layout, _objects, _proc, _region, _supervisor.client, "
+        "_supervisor.wire",
         "shmring._queue.queue imports shmring._cli.main: nothing imports _cli",
         "shmring._region.region imports shmring._channel.channel: _region may import "
         "only _core, _errors, _layout, _proc",
         "shmring._supervisor.server imports shmring._channel.channel: _supervisor may "
         "import only _core, _errors, _layout, _proc, _region, _supervisor.client, "
         "_supervisor.wire",
+        "shmring._viewer.app: layer '_viewer' has no dependency rule",
     ]
 
 

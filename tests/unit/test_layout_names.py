@@ -9,10 +9,9 @@ import ast
 import re
 from pathlib import Path
 
-import shmring
 from shmring import _core, _layout
 
-PKG = Path(shmring.__file__).resolve().parent
+PKG = Path(__file__).resolve().parents[2] / "src" / "shmring"
 LAYOUT_H = PKG / "csrc" / "layout.h"
 LAYOUT_PY = PKG / "_layout.py"
 

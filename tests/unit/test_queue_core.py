@@ -22,9 +22,9 @@ WAIT = 30.0
 
 
 # ------------------------------------------------------------ dispatch --
-def test_common_call_stays_in_c(make: Callable[..., Any],
+def test_common_call_stays_in_c(make_queue: Callable[..., Any],
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    q = make()
+    q = make_queue()
     q.put("warm")  # the first put and get make this process's endpoints
     assert q.get() == "warm"
     calls: list[str] = []
@@ -56,15 +56,15 @@ def test_common_call_stays_in_c(make: Callable[..., Any],
     assert q.get(timeout=WAIT) == 1
     assert q.get_nowait() == 2
     assert calls == ["put", "put", "put", "get", "get"]
-    j = make(serializer=shmring.JSONSerializer())
+    j = make_queue(serializer=shmring.JSONSerializer())
     calls.clear()
     j.put([1, 2])
     assert j.get() == [1, 2]
     assert calls == ["put", "get"]
 
 
-def test_put_of_a_value_too_large_undoes_its_counts(make: Callable[..., Any]) -> None:
-    q = make(shmring.JoinableQueue, maxsize_bytes=1 << 16)
+def test_put_of_a_value_too_large_undoes_its_counts(make_queue: Callable[..., Any]) -> None:
+    q = make_queue(shmring.JoinableQueue, maxsize_bytes=1 << 16)
     with pytest.raises(shmring.MessageTooLarge):
         q.put("x" * (1 << 16))
     assert q.qsize() == 0
@@ -78,8 +78,8 @@ def test_put_of_a_value_too_large_undoes_its_counts(make: Callable[..., Any]) ->
     q.join(timeout=0)
 
 
-def test_full_queue_hands_the_common_put_to_python(make: Callable[..., Any]) -> None:
-    q = make(maxsize=2)
+def test_full_queue_hands_the_common_put_to_python(make_queue: Callable[..., Any]) -> None:
+    q = make_queue(maxsize=2)
     q.put(1)
     q.put(2)
     assert q.full()
@@ -94,8 +94,8 @@ def test_full_queue_hands_the_common_put_to_python(make: Callable[..., Any]) -> 
     assert q.qsize() == 0
 
 
-def test_corrupt_pickle_record_is_counted_out_by_the_c_get(make: Callable[..., Any]) -> None:
-    q = make()
+def test_corrupt_pickle_record_is_counted_out_by_the_c_get(make_queue: Callable[..., Any]) -> None:
+    q = make_queue()
     q.put("warm")
     assert q.get() == "warm"
     h = q._h
@@ -110,11 +110,11 @@ def test_corrupt_pickle_record_is_counted_out_by_the_c_get(make: Callable[..., A
 
 
 # ------------------------------------------------------------- threads --
-def test_threads_mix_both_paths(make: Callable[..., Any]) -> None:
+def test_threads_mix_both_paths(make_queue: Callable[..., Any]) -> None:
     """Putters and getters in threads of one process, each alternating the C
     call and the Python one (a timeout, a pickled object), on a queue small
     enough that the C put often finds it full: every item comes out once."""
-    q = make(maxsize=8)
+    q = make_queue(maxsize=8)
     got: list[Any] = []
     lock = threading.Lock()
     n = 600
@@ -154,8 +154,8 @@ def test_threads_mix_both_paths(make: Callable[..., Any]) -> None:
     assert q.qsize() == 0
 
 
-def test_a_waiting_c_get_leaves_other_calls_their_timeouts(make: Callable[..., Any]) -> None:
-    q = make()
+def test_a_waiting_c_get_leaves_other_calls_their_timeouts(make_queue: Callable[..., Any]) -> None:
+    q = make_queue()
     out: list[Any] = []
     t = threading.Thread(target=lambda: out.append(q.get()))  # waits, holding the read lock
     t.start()
@@ -169,8 +169,8 @@ def test_a_waiting_c_get_leaves_other_calls_their_timeouts(make: Callable[..., A
     assert out == ["one"]
 
 
-def test_close_while_a_c_get_waits(make: Callable[..., Any]) -> None:
-    q = make()
+def test_close_while_a_c_get_waits(make_queue: Callable[..., Any]) -> None:
+    q = make_queue()
     q.put("warm")
     assert q.get() == "warm"
     out: list[Any] = []

@@ -15,9 +15,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-import shmring
-
-CSRC = Path(shmring.__file__).resolve().parent / "csrc"
+CSRC = Path(__file__).resolve().parents[2] / "src" / "shmring" / "csrc"
 
 ORDERED = re.compile(
     r"\b(ld_acq|st_rel|ld_sc|st_sc|cas_sc|fadd_sc|ld32_acq|ld32_sc|st32_sc|fadd32_sc|fsub32_sc"
