@@ -3,7 +3,14 @@ lossy or not, with its traits from ``shmring._layout.TRAITS``), helpers to
 fill, drain and tag messages, and two fixtures (a plugin of the top-level
 conftest): ``kind`` runs a test once per kind of channel, ``make`` creates
 channels of that kind through the shared ``make_channel`` fixture, which
-closes them."""
+closes them.
+
+One process, checked against spsc, mpsc, mpmc, broadcast and lossy
+broadcast alike; where a pattern's contract differs (lossy broadcast never
+blocks its producer; single-role patterns refuse a second producer or
+consumer) a test says so by branching on the kind's traits, never by
+skipping.
+"""
 
 from __future__ import annotations
 

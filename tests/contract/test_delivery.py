@@ -1,8 +1,6 @@
 """The channel contract, every pattern: delivery, full and empty, waking, end of stream.
 
-One process, checked against spsc, mpsc, mpmc, broadcast and lossy
-broadcast alike (the ``kind`` fixture); where a pattern's contract differs
-the test says so by branching on its traits, never by skipping.
+Each test runs once per kind of channel (``kind``, from channel_util).
 """
 
 from __future__ import annotations

@@ -2,9 +2,7 @@
 too large, a second holder of a single role, a closed channel, bad
 arguments).
 
-One process, checked against spsc, mpsc, mpmc, broadcast and lossy
-broadcast alike (the ``kind`` fixture); where a pattern's contract differs
-the test says so by branching on its traits, never by skipping.
+Each test runs once per kind of channel (``kind``, from channel_util).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 import pytest
+from channel_util import drain
 from pattern_util import KIND_IDS, KINDS, patterns
 
 import shmring
@@ -83,15 +84,6 @@ def kill(p: BaseProcess) -> None:
 def wait(ev: Event, p: BaseProcess) -> None:
     if not ev.wait(WAIT):
         raise AssertionError(f"child never got ready (exit code {p.exitcode})")
-
-
-def drain(rx: shmring.Consumer) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(rx.recv_nowait())
-        except shmring.WouldBlock:
-            return out
 
 
 def flows(ch: shmring.Channel, tx: shmring.Producer, consumers: list[shmring.Consumer],

@@ -2,7 +2,7 @@
 dead processes left half-done, no committed message is lost or duplicated,
 nothing is left in /dev/shm, nothing hangs.
 
-The steps of a multi-producer claim (csrc/ring.c, ``ring_claim``/``commit``)
+The steps of a multi-producer claim (csrc/ring/produce.c, ``ring_claim``/``commit``)
 are: record the intent in the slot, compare-exchange the tail, mark the claim
 confirmed in the slot, write the end-of-ring padding if the claim wraps,
 write the claimed header, write the payload, publish the header and clear the

@@ -1,7 +1,8 @@
-"""The value codec (csrc/codec.c): plain objects through send_obj/recv_obj and
-Queue without pickle. Round trips give what pickle gives (values and exact
-types), everything else falls back to pickle unchanged, and corrupt records
-from another process raise DecodeError, never crash."""
+"""The value codec (csrc/value/, its endpoint glue in csrc/py/objects.c):
+plain objects through send_obj/recv_obj and Queue without pickle. Round
+trips give what pickle gives (values and exact types), everything else falls
+back to pickle unchanged, and corrupt records from another process raise
+DecodeError, never crash."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The C put and get of shmring's queues (csrc/queue.c): which calls they
+"""The C put and get of shmring's queues (csrc/py/queue.c): which calls they
 take and which they hand to the Python paths, their lock (``_core.Lock``),
 and the two paths used at once by threads of one process."""
 

@@ -18,7 +18,7 @@ callback, so an 8 MB array is copied exactly once on the way in (array ->
 ring) and once on the way out (ring -> the received array), or not at all
 with ``copy=False``; a plain value skips pickle altogether (the C value
 codec). ``send_obj`` and ``recv_obj`` are C methods of the cores
-(``csrc/codec.c``) that handle the common call without a Python frame and
+(``csrc/py/objects.c``) that handle the common call without a Python frame and
 hand every other call to the Python paths this package registers once, below.
 """
 

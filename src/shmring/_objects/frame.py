@@ -4,7 +4,7 @@ The first byte of a record tells its kind, so small objects pay for no header:
 
 - a *value record* (first byte ``0x01``): a plain value - built only from
   the exact types None, bool, int (int64), float, str, bytes, tuple, list
-  and dict - encoded by the C value codec (``csrc/codec.c``) straight into
+  and dict - encoded by the C value codec (``csrc/value/``) straight into
   the claimed record and decoded straight from the ring, one C call each way.
   For a small dict that is several times cheaper than ``pickle.dumps`` plus
   ``pickle.loads`` alone. Anything else - another type or a subclass, an int
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 FRAME_MAGIC = b"\x00SRF"
-#: First byte of a value record (the C value codec, csrc/codec.c).
+#: First byte of a value record (the C value codec, csrc/value/).
 VALUE_TAG = 0x01
 FRAME_VERSION = 1
 _HEADER = struct.Struct("<4sHHQ")

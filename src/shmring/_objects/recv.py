@@ -1,6 +1,6 @@
 """Receiving objects: the :class:`ObjectReceiver` half of ``shmring.Consumer``.
 
-``recv_obj`` is a C method of the consumer core (``csrc/codec.c``): the
+``recv_obj`` is a C method of the consumer core (``csrc/py/objects.c``): the
 common call - the default serializer, a value record, ``copy=True`` - is
 decoded from the ring in that one call, with no Python frame in front of
 it. Every other call it hands to :func:`_recv_obj` or :func:`_recv_other`
@@ -222,6 +222,6 @@ def _recv_other(self: ObjectReceiver, timeout: float | None, ser: Serializer) ->
     return _take_other(self, ser, timeout, False)
 
 
-# Producer.send_obj and Consumer.recv_obj are C methods (csrc/codec.c) that
+# Producer.send_obj and Consumer.recv_obj are C methods (csrc/py/objects.c) that
 # handle the common call - the default serializer, a plain value, copy=True -
 # without a Python frame, and hand every other call to the functions above.

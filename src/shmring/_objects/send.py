@@ -1,6 +1,6 @@
 """Sending objects: the :class:`ObjectSender` half of ``shmring.Producer``.
 
-``send_obj`` is a C method of the producer core (``csrc/codec.c``): the
+``send_obj`` is a C method of the producer core (``csrc/py/objects.c``): the
 common call - the default serializer and a plain value - is encoded into the
 ring in that one call, with no Python frame in front of it. Every other call
 it hands to :func:`_send_obj` or :func:`_send_encoded` here (wired in by

@@ -1,7 +1,7 @@
 """What shmring's three queues share: creation, attachment, fork and
 pickling, close, and the Python paths of put and get.
 
-``put`` and ``get`` are C methods (``csrc/queue.c``, the base class
+``put`` and ``get`` are C methods (``csrc/py/queue.c``, the base class
 ``_core.QueueCore``): the common call - blocking without a timeout, the
 default serializer, a plain value - counts, encodes and writes (or takes,
 decodes and counts) in one call, as ``send_obj`` does. Every other call,
@@ -126,7 +126,7 @@ class _QueueBase(_core.QueueCore):
         self._name = name
         self._namespace = namespace
         self._serializer = PICKLE if serializer is None else serializer
-        # A plain value goes through the value codec (csrc/codec.c) only with
+        # A plain value goes through the value codec (csrc/value/) only with
         # the default serializer; others see every object.
         self._plain = self._serializer.__class__ is PickleSerializer
         self._closed = False
@@ -274,7 +274,7 @@ class _QueueBase(_core.QueueCore):
             try:
                 tx = h.tx or h.producer()
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                # A plain value (csrc/codec.c) is encoded straight into the
+                # A plain value (csrc/value/) is encoded straight into the
                 # ring by one C call; anything else is pickled.
                 if data is None and not tx._send_value(obj, left, not block):
                     data, buffers = _pickle(obj, ser)

@@ -16,7 +16,7 @@ of the two always sees the other.
 Counting (reserve, taken, unreserve, task_done, count) is the C
 ``_core.QueueState``'s, for the C and the Python paths alike; waiting for
 room under ``maxsize`` and for ``join`` is here. This module owns the
-block's offsets (``csrc/queue.c`` uses the same).
+block's offsets (``csrc/py/queue.c`` uses the same).
 """
 
 from __future__ import annotations

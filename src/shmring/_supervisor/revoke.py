@@ -5,7 +5,7 @@ A producer of an mpsc or mpmc region that holds one claim for longer than
 ``claim_timeout`` (stopped with SIGSTOP, stuck in a debugger or a deadlock)
 has the claim revoked, so consumers go on; it gets
 :class:`~shmring.ClaimRevoked` when it resumes. The claim's bytes stay
-quarantined until it is done with them (ring.c, "revocation"); each look
+quarantined until it is done with them (csrc/ring/revoke.c); each look
 also lifts the quarantines whose producers have moved on.
 
 This is the supervisor's one periodic check (every ``claim_timeout / 4``, at

@@ -303,7 +303,7 @@ static PyGetSetDef C_getset[] = {
      "Lossy broadcast: messages this consumer was overrun on and never saw.", NULL},
     {"_closed", (getter)C_get_closed, NULL, "True once closed.", NULL},
     {"_stream", (getter)C_get_stream, (setter)C_set_stream,
-     "A streamed object being received (shmring._objects._Stream), or None: while one "
+     "A streamed object being received (shmring._objects.stream._Stream), or None: while one "
      "is, recv_obj leaves every record to the Python path.",
      NULL},
     {NULL, NULL, NULL, NULL, NULL}};

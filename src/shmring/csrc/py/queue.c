@@ -1,6 +1,6 @@
 /* py/queue.c - shmring.Queue's put and get in one C call each.
  *
- * shmring/_queue.py builds the queue: an mpmc channel for the items and a
+ * shmring/_queue/ builds the queue: an mpmc channel for the items and a
  * control block (the ring bytes of a small second region) for the item
  * count, the unfinished-task count and two futex words. Its put and get in
  * Python cost a frame, a lock, two counter calls and the codec call: about
