@@ -41,3 +41,35 @@ def test_test_modules_are_not_too_long() -> None:
     long = {str(p.relative_to(ROOT)): n for p in TESTS
             if (n := len(p.read_text().splitlines())) > MAX_TEST_LINES}
     assert not long, f"test modules over {MAX_TEST_LINES} lines: {long}"
+
+
+#: Offsets of attach-slot words and of the exclusive-role owner words: only
+#: the attach table (``_region/slots.py``) may name them.
+SLOT_WORDS = frozenset({
+    "slot_offset", "SLOT_PID", "SLOT_START_TIME", "SLOT_ROLE", "SLOT_STATE", "SLOT_CLAIM_POS",
+    "SLOT_CLAIM_LEN", "SLOT_CURSOR", "SLOT_MESSAGES", "SLOT_BYTES", "SLOT_MISSED",
+    "SLOT_LAST_MSGNO", "SLOT_RECOVERING", "OFF_PRODUCER_OWNER", "OFF_CONSUMER_OWNER",
+})
+SLOT_OWNERS = {PACKAGE / "_region" / "slots.py", PACKAGE / "_layout.py"}
+
+
+def slot_word_uses(tree: ast.AST) -> set[str]:
+    """Names of slot words a module reads as attributes (``L.SLOT_PID``) or
+    imports by name."""
+    out = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in SLOT_WORDS}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom):
+            out |= {a.name for a in n.names if a.name in SLOT_WORDS}
+    return out
+
+
+def test_slot_word_finder_finds_them() -> None:
+    tree = ast.parse("from .._layout import SLOT_CURSOR\nx = L.slot_offset(3) + L.SLOT_PID\n")
+    assert slot_word_uses(tree) == {"SLOT_CURSOR", "slot_offset", "SLOT_PID"}
+
+
+def test_only_the_attach_table_touches_slot_words() -> None:
+    assert set(MODULES) >= SLOT_OWNERS
+    found = {str(p.relative_to(PACKAGE)): sorted(uses) for p in MODULES
+             if p not in SLOT_OWNERS and (uses := slot_word_uses(ast.parse(p.read_text())))}
+    assert not found, f"slot words outside _region/slots.py: {found}"

@@ -122,12 +122,12 @@ class Channel:
         raise RegionNotFound(f"region {name!r} kept being removed while opening it")
 
     # ------------------------------------------------------------ roles --
-    def _take_role(self, owner_off: int, what: str) -> int:
+    def _take_role(self, *, producer: bool) -> int:
         region = self._region
-        role = L.ROLE_PRODUCER if owner_off == L.OFF_PRODUCER_OWNER else L.ROLE_CONSUMER
-        slot = region.alloc_slot(role)
+        what = "producer" if producer else "consumer"
+        slot = region.alloc_slot(L.ROLE_PRODUCER if producer else L.ROLE_CONSUMER)
         for attempt in range(2):
-            if region.table.take_owner(owner_off, slot):
+            if region.table.take_owner(slot, producer=producer):
                 return slot
             if attempt == 0:
                 region.reap_dead()  # the holder may have died
@@ -146,7 +146,7 @@ class Channel:
         if pattern in L.MULTI_PRODUCER:
             slot = region.alloc_slot(L.ROLE_PRODUCER)
         else:
-            slot = self._take_role(L.OFF_PRODUCER_OWNER, "producer")
+            slot = self._take_role(producer=True)
         try:
             p = Producer(region._mapping(), slot)
         except BaseException:
@@ -162,7 +162,7 @@ class Channel:
         region = self._region
         pattern = L.PATTERNS[region.pattern]
         if pattern in L.SINGLE_CONSUMER:
-            slot = self._take_role(L.OFF_CONSUMER_OWNER, "consumer")
+            slot = self._take_role(producer=False)
         else:
             slot = region.alloc_slot(L.ROLE_CONSUMER)
         try:
@@ -188,8 +188,7 @@ class Channel:
         buf = region.buf
         if buf is None or not self._owns(slot):
             return
-        owner = L.OFF_PRODUCER_OWNER if producer else L.OFF_CONSUMER_OWNER
-        region.table.release_owner(owner, slot)
+        region.table.release_owner(slot, producer=producer)
         if not producer:
             # A broadcast consumer stops gating the producer.
             region.table.set_state(slot, L.SLOT_CLOSING)

@@ -44,6 +44,10 @@ _COUNTS = (L.SLOT_CLAIM_LEN, L.SLOT_CURSOR, L.SLOT_MESSAGES, L.SLOT_BYTES, L.SLO
            L.SLOT_LAST_MSGNO)
 
 
+def _owner_word(producer: bool) -> int:
+    return L.OFF_PRODUCER_OWNER if producer else L.OFF_CONSUMER_OWNER
+
+
 @dataclass(frozen=True)
 class SlotInfo:
     """One entry of the attach table, as read at one moment."""
@@ -148,14 +152,15 @@ class AttachTable:
         _core.store32(self._buf, L.slot_offset(slot) + L.SLOT_STATE, state)
 
     # ---------------------------------------------- exclusive roles --
-    def take_owner(self, owner_off: int, slot: int) -> bool:
-        """Make ``slot`` the owner of exclusive role ``owner_off``
-        (``L.OFF_PRODUCER_OWNER``/``OFF_CONSUMER_OWNER``) if nobody has it."""
-        return bool(_core.cas(self._buf, owner_off, 0, slot + 1))
+    def take_owner(self, slot: int, *, producer: bool) -> bool:
+        """Make ``slot`` the owner of the exclusive producer (or consumer)
+        role if nobody has it."""
+        return bool(_core.cas(self._buf, _owner_word(producer), 0, slot + 1))
 
-    def release_owner(self, owner_off: int, slot: int) -> None:
-        """Give exclusive role ``owner_off`` back, if ``slot`` holds it."""
-        _core.cas(self._buf, owner_off, slot + 1, 0)
+    def release_owner(self, slot: int, *, producer: bool) -> None:
+        """Give the exclusive producer (or consumer) role back, if ``slot``
+        holds it."""
+        _core.cas(self._buf, _owner_word(producer), slot + 1, 0)
 
     # ------------------------------------------------------- reading --
     def pid(self, slot: int) -> int:
