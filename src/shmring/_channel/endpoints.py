@@ -110,7 +110,7 @@ class Producer(AsyncSender, ObjectSender):
     ``send(data, timeout=None)`` copies one bytes-like message in, waiting for
     space (``Timeout`` if the timeout passes); ``send_nowait(data)`` raises
     ``WouldBlock`` instead of waiting; ``send_many(items)`` sends a batch and
-    publishes it once. Example::
+    publishes it once. Example (fragment)::
 
         tx = ch.producer()
         tx.send(b"hello")
@@ -154,7 +154,7 @@ class Consumer(AsyncReceiver, ObjectReceiver):
     (``EndOfStream`` once the channel is closed for sending and drained);
     ``recv_nowait()`` raises ``WouldBlock`` instead of waiting;
     ``recv_many(n)`` takes up to ``n`` at once; ``recv_view()`` reads in place.
-    Iterating yields messages until end-of-stream::
+    Iterating yields messages until end-of-stream (fragment)::
 
         for msg in ch.consumer():
             handle(msg)

@@ -52,6 +52,8 @@ class Queue(_QueueBase, Generic[T]):
     processes as an argument, under any start method::
 
         import multiprocessing as mp
+        import os
+
         import shmring
 
         def worker(q):
@@ -63,6 +65,7 @@ class Queue(_QueueBase, Generic[T]):
             p.start()
             print(q.get(timeout=10))
             p.join()
+            q.close()
     """
 
     def __init__(
@@ -136,7 +139,7 @@ class Queue(_QueueBase, Generic[T]):
 class JoinableQueue(Queue[T]):
     """A :class:`Queue` that also counts unfinished tasks, like
     ``multiprocessing.JoinableQueue``: every ``put`` adds one, every
-    ``task_done`` removes one, and ``join`` waits for zero::
+    ``task_done`` removes one, and ``join`` waits for zero (fragment)::
 
         q = shmring.JoinableQueue()
         for job in jobs:
@@ -170,9 +173,12 @@ class SimpleQueue(_QueueBase, Generic[T]):
     """The interface of ``multiprocessing.SimpleQueue``: ``put``, ``get``,
     ``empty`` and ``close``, no timeouts::
 
+        import shmring
+
         q = shmring.SimpleQueue()
         q.put(("result", 1))
         assert q.get() == ("result", 1)
+        q.close()
     """
 
     def __init__(
