@@ -122,7 +122,13 @@ class Producer(AsyncSender, ObjectSender):
     _slot: int
 
     def claim(self, n: int, timeout: float | None = None) -> Claim:
-        """Reserve ``n`` bytes in the ring for a zero-copy write (see :class:`Claim`)."""
+        """Reserve ``n`` bytes in the ring for a zero-copy write (see :class:`Claim`).
+
+        ``claim(0)`` is allowed and commits an empty message, exactly as
+        ``send(b"")`` does: a claim is the zero-copy form of ``send``, so
+        code that claims a computed size needs no special case for zero.
+        A negative ``n`` raises ``ValueError``; more than ``max_message``
+        raises :class:`~shmring.MessageTooLarge`."""
         return Claim(self, self._claim(n, timeout))
 
     def close(self) -> None:

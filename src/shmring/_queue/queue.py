@@ -28,7 +28,8 @@ optional timeout.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+import typing
+from typing import TYPE_CHECKING, Any, Generic
 
 from .. import _core
 from .. import _layout as L
@@ -38,7 +39,16 @@ from .control import wait_unfinished
 
 __all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    #: The item type. A bare ``Queue`` is ``Queue[Any]``, as an untyped queue
+    #: of multiprocessing is, so ``q: shmring.Queue`` passes ``mypy --strict``
+    #: (a PEP 696 default; typing.TypeVar takes ``default=`` only from 3.13,
+    #: and only type checkers need it, so at run time T is a plain TypeVar).
+    T = TypeVar("T", default=Any)
+else:
+    T = typing.TypeVar("T")
 
 
 class Queue(_QueueBase, Generic[T]):
