@@ -8,7 +8,8 @@ Example::
     tx = ch.producer()
     tx.send(b"work")
     rx = shmring.Channel.open("jobs").consumer()
-    assert rx.recv() == b"work"
+    assert rx.recv(timeout=1) == b"work"
+    ch.close(); ch.unlink()
 """
 
 from ._channel.channel import Channel

@@ -145,21 +145,3 @@ def test_supervisor_command_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["supervisor", "--help"])
     out = capsys.readouterr().out
     assert "--namespace" in out and "--exit-when-idle" in out
-
-
-def test_systemd_unit_runs_a_command_the_supervisor_accepts() -> None:
-    import argparse
-    import shlex
-    from pathlib import Path
-
-    from shmring._supervisor.command import add_arguments
-
-    unit = Path(__file__).resolve().parents[2] / "examples/systemd/shmring-supervisor.service"
-    (exec_start,) = [line.split("=", 1)[1] for line in unit.read_text().splitlines()
-                     if line.startswith("ExecStart=")]
-    argv = shlex.split(exec_start)
-    assert argv[:5] == ["/usr/bin/env", "python3", "-m", "shmring", "supervisor"]
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    args = p.parse_args(argv[5:])
-    assert args.namespace == "default" and args.exit_when_idle is None

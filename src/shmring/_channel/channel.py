@@ -29,7 +29,7 @@ from .endpoints import Consumer, Producer
 class Channel:
     """A named channel between processes: a region with a ring in it.
 
-    Create it in one process and open it by name in others::
+    Create it in one process and open it by name in others (fragment)::
 
         ch = shmring.Channel.create("jobs", capacity=1 << 20, pattern="mpmc")
         tx = ch.producer()

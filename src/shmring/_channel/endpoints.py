@@ -110,7 +110,7 @@ class Producer(AsyncSender, ObjectSender):
     ``send(data, timeout=None)`` copies one bytes-like message in, waiting for
     space (``Timeout`` if the timeout passes); ``send_nowait(data)`` raises
     ``WouldBlock`` instead of waiting; ``send_many(items)`` sends a batch and
-    publishes it once. Example::
+    publishes it once. Example (fragment)::
 
         tx = ch.producer()
         tx.send(b"hello")
@@ -122,7 +122,13 @@ class Producer(AsyncSender, ObjectSender):
     _slot: int
 
     def claim(self, n: int, timeout: float | None = None) -> Claim:
-        """Reserve ``n`` bytes in the ring for a zero-copy write (see :class:`Claim`)."""
+        """Reserve ``n`` bytes in the ring for a zero-copy write (see :class:`Claim`).
+
+        ``claim(0)`` is allowed and commits an empty message, exactly as
+        ``send(b"")`` does: a claim is the zero-copy form of ``send``, so
+        code that claims a computed size needs no special case for zero.
+        A negative ``n`` raises ``ValueError``; more than ``max_message``
+        raises :class:`~shmring.MessageTooLarge`."""
         return Claim(self, self._claim(n, timeout))
 
     def close(self) -> None:
@@ -154,7 +160,7 @@ class Consumer(AsyncReceiver, ObjectReceiver):
     (``EndOfStream`` once the channel is closed for sending and drained);
     ``recv_nowait()`` raises ``WouldBlock`` instead of waiting;
     ``recv_many(n)`` takes up to ``n`` at once; ``recv_view()`` reads in place.
-    Iterating yields messages until end-of-stream::
+    Iterating yields messages until end-of-stream (fragment)::
 
         for msg in ch.consumer():
             handle(msg)

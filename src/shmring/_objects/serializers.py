@@ -49,7 +49,7 @@ class Serializer(abc.ABC):
     ``out_of_band = False`` owns the whole record: what :meth:`dumps` returns
     is exactly what a reader in another language sees.
 
-    Example, a serializer of UTF-8 strings::
+    Example, a serializer of UTF-8 strings (fragment)::
 
         class Text(shmring.Serializer):
             def dumps(self, obj, buffers):
@@ -81,7 +81,7 @@ class PickleSerializer(Serializer):
     C-contiguous ``memoryview``) travel out of band; smaller ones are cheaper
     in the pickle stream. ``oob_threshold=0`` sends every buffer out of band.
 
-    Example::
+    Example (fragment)::
 
         tx.send_obj({"frame": np.zeros((1080, 1920, 3), np.uint8), "seq": 7})
         msg = rx.recv_obj()        # msg["frame"] is a writable copy
@@ -128,7 +128,7 @@ class JSONSerializer(Serializer):
     """Compact UTF-8 JSON, one document per record: readable from any language.
 
     ``default`` and ``object_hook`` are passed to :func:`json.dumps` and
-    :func:`json.loads`. Example::
+    :func:`json.loads`. Example (fragment)::
 
         tx.serializer = rx.serializer = shmring.JSONSerializer()
         tx.send_obj({"price": 101.5, "sym": "ABC"})
@@ -162,7 +162,7 @@ class MsgspecSerializer(Serializer):
     from other languages. Needs the ``msgspec`` package.
 
     ``type`` is what :meth:`loads` decodes into (``msgspec.Struct`` classes
-    are validated). Example::
+    are validated). Example (fragment)::
 
         ser = shmring.MsgspecSerializer()
         tx.send_obj({"id": 1, "tags": ["a"]}, serializer=ser)

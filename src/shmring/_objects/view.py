@@ -23,7 +23,7 @@ from .serializers import Serializer
 class ObjectView:
     """An object received with ``copy=False``: its out-of-band buffers
     (numpy arrays, ...) are read-only views of the record, which stays held
-    in the ring until :meth:`release` or the end of the ``with`` block::
+    in the ring until :meth:`release` or the end of the ``with`` block (fragment)::
 
         with rx.recv_obj(copy=False) as frame:
             total += frame["pixels"].sum()   # read in place, no copy

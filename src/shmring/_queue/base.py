@@ -30,7 +30,7 @@ import uuid
 import weakref
 from pickle import PickleBuffer
 from queue import Empty, Full
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _core
 from .. import _layout as L
@@ -41,6 +41,7 @@ from .._objects.frame import encode, framed_size
 from .._objects.recv import _take_other, decode_bytes
 from .._objects.send import write
 from .._objects.serializers import _WRAPPABLE, PICKLE, PickleSerializer, Serializer, _dumps
+from .._region.names import check_namespace, default_namespace
 from .._region.region import split_segment_name
 from .control import _close_handles, _Handles, wait_for_room
 
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 #: Ring bytes of a queue unless ``maxsize_bytes`` says otherwise.
 DEFAULT_MAXSIZE_BYTES = 1 << 23
 _SMALL_ITEM = 32  # full() before any put found the ring full: room for this?
+_Q = TypeVar("_Q", bound="_QueueBase")
 
 
 def _pickle(obj: Any, ser: Serializer) -> tuple[ReadableBuffer, list[PickleBuffer]]:
@@ -195,6 +197,21 @@ class _QueueBase(_core.QueueCore):
             self._h = h
             self._finalizer = weakref.finalize(self, _close_handles, h, self._rlock,
                                                self._wlock)
+
+    @classmethod
+    def open(cls: type[_Q], name: str, *, namespace: str | None = None,
+             serializer: Serializer | None = None) -> _Q:
+        """Open the existing queue called ``name`` (made by another process
+        with ``name=``), as unpickling a queue does. Raises
+        :class:`~shmring.RegionNotFound` if there is no such queue. The
+        queue lives while any process holds it; :meth:`close` detaches this
+        one. Open it as the class it was made as (a ``JoinableQueue`` as a
+        ``JoinableQueue``), and with the same ``serializer``::
+
+            q = shmring.Queue.open("results")     # made elsewhere with name="results"
+        """
+        ns = check_namespace(default_namespace() if namespace is None else namespace)
+        return _rebuild(cls, name, ns, serializer)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self._name, self._namespace, self._serializer))
@@ -352,8 +369,8 @@ class _QueueBase(_core.QueueCore):
         return st.count()
 
 
-def _rebuild(cls: type[_QueueBase], name: str, namespace: str,
-             serializer: Serializer) -> _QueueBase:
+def _rebuild(cls: type[_Q], name: str, namespace: str, serializer: Serializer | None) -> _Q:
+    """Open queue ``name`` as ``cls``: what unpickling and ``open`` do."""
     q = cls.__new__(cls)
     q._setup(name, namespace, serializer, None)
     q._attach()

@@ -28,7 +28,8 @@ optional timeout.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+import typing
+from typing import TYPE_CHECKING, Any, Generic
 
 from .. import _core
 from .. import _layout as L
@@ -38,7 +39,16 @@ from .control import wait_unfinished
 
 __all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    #: The item type. A bare ``Queue`` is ``Queue[Any]``, as an untyped queue
+    #: of multiprocessing is, so ``q: shmring.Queue`` passes ``mypy --strict``
+    #: (a PEP 696 default; typing.TypeVar takes ``default=`` only from 3.13,
+    #: and only type checkers need it, so at run time T is a plain TypeVar).
+    T = TypeVar("T", default=Any)
+else:
+    T = typing.TypeVar("T")
 
 
 class Queue(_QueueBase, Generic[T]):
@@ -52,6 +62,8 @@ class Queue(_QueueBase, Generic[T]):
     processes as an argument, under any start method::
 
         import multiprocessing as mp
+        import os
+
         import shmring
 
         def worker(q):
@@ -63,6 +75,7 @@ class Queue(_QueueBase, Generic[T]):
             p.start()
             print(q.get(timeout=10))
             p.join()
+            q.close()
     """
 
     def __init__(
@@ -136,7 +149,7 @@ class Queue(_QueueBase, Generic[T]):
 class JoinableQueue(Queue[T]):
     """A :class:`Queue` that also counts unfinished tasks, like
     ``multiprocessing.JoinableQueue``: every ``put`` adds one, every
-    ``task_done`` removes one, and ``join`` waits for zero::
+    ``task_done`` removes one, and ``join`` waits for zero (fragment)::
 
         q = shmring.JoinableQueue()
         for job in jobs:
@@ -170,9 +183,12 @@ class SimpleQueue(_QueueBase, Generic[T]):
     """The interface of ``multiprocessing.SimpleQueue``: ``put``, ``get``,
     ``empty`` and ``close``, no timeouts::
 
+        import shmring
+
         q = shmring.SimpleQueue()
         q.put(("result", 1))
         assert q.get() == ("result", 1)
+        q.close()
     """
 
     def __init__(
