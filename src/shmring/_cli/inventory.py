@@ -69,8 +69,8 @@ def inspect(args: argparse.Namespace) -> int:
     try:
         s = _gc.snapshot(ns, args.name)
     except FileNotFoundError:
-        print(f"no region {args.name!r} in namespace {ns!r} (`shmring ls` lists them)",
-              file=sys.stderr)
+        print(f"shmring: error: no region {args.name!r} in namespace {ns!r} "
+              "(`shmring ls` lists them)", file=sys.stderr)
         return 1
     if args.json:
         json.dump(dict(s.to_json(), verdict=_gc.verdict(s)), sys.stdout, indent=2)
@@ -157,7 +157,7 @@ def gc(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     if not found:
-        print("no orphaned regions")
+        print("no orphaned regions" + (f" in namespace {ns!r}" if ns else ""))
         return 0
     rows = [["NAMESPACE", "NAME", "SIZE", "AGE", "VERDICT", "DEAD PROCESSES"]]
     for s, v in found:
