@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .params import Params
 from .runner import main
 from .workloads import BENCHES, select
 
+#: What ``--help`` says (plain text; the module docstring is reStructuredText).
+DESCRIPTION = (
+    "Measure shmring and its peers (multiprocessing queues and pipes, faster-fifo, "
+    "ZeroMQ, iceoryx2) on the same workloads: the tables go to stdout, progress to "
+    "stderr, and latest.md, latest.json and latest.png to the output directory."
+)
+
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    # `shmring bench` runs this module with argv[0] set to its own name.
+    prog = sys.argv[0] if sys.argv[0] == "shmring bench" else "python -m benchmarks"
+    ap = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
     ap.add_argument("--quick", action="store_true", help="short runs, 1 repeat (under a minute)")
     ap.add_argument(
         "--only",

@@ -93,7 +93,8 @@ def test_inspect(env: Env, uname: str, capsys: pytest.CaptureFixture[str]) -> No
         ch.unlink()
     code = main(["inspect", uname, "--namespace", env.namespace])
     assert code == 1
-    assert "no region" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("shmring: error: no region") and err.count("\n") == 1
 
 
 def test_gc_lists_then_removes_orphans(env: Env, uname: str,

@@ -4,14 +4,20 @@ messages through a channel, and the demo says what it did and how fast.
 It needs no setup and leaves nothing in /dev/shm: the channel is unlinked as
 soon as both processes have it open (live mappings stay valid), so even a
 crash of the demo cannot leave the segment behind.
+
+Ctrl-C in a terminal signals the whole process group, so the producer is
+started with SIGINT ignored: only the consumer (the command itself) sees it,
+ends the producer at once (it may be blocked on a full ring) and exits 130.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import time
 import zlib
+from multiprocessing.process import BaseProcess
 
 from .._channel.channel import Channel
 from .._errors import EndOfStream
@@ -39,21 +45,27 @@ def _producer(name: str, namespace: str, count: int, ready: mp.synchronize.Event
 
 
 def run(count: int = 1_000_000, capacity: int = 1 << 20) -> int:
-    """Run the demo; returns a process exit status."""
+    """Run the demo; returns a process exit status.
+
+    Ctrl-C (``KeyboardInterrupt``) stops the producer at once, removes the
+    segment and propagates, so that the command can exit 130.
+    """
     name = f"demo-{os.getpid()}"
     namespace = "demo"
-    ch = Channel.create(name, capacity=capacity, pattern="spsc", namespace=namespace)
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     proc = ctx.Process(target=_producer, args=(name, namespace, count, ready), daemon=True)
+    ch = Channel.create(name, capacity=capacity, pattern="spsc", namespace=namespace)
+    previous = None  # the SIGINT handler, while a second Ctrl-C is ignored
     try:
         rx = ch.consumer()
-        proc.start()
+        _start_ignoring_sigint(proc)
         print(f"channel {name!r}: spsc ring of {capacity >> 10} KiB in /dev/shm; producer "
               f"pid {proc.pid} sends {count:,} messages of {SIZE} bytes, one send() each; "
-              f"consumer pid {os.getpid()} receives them")
+              f"consumer pid {os.getpid()} receives them", flush=True)
         if not ready.wait(30):
             print("producer did not start")
+            _stop(proc)
             return 1
         ch.unlink()  # both sides have it mapped: nothing can leak from here on
         received, crc = 0, 0
@@ -69,9 +81,18 @@ def run(count: int = 1_000_000, capacity: int = 1 << 20) -> int:
         except EndOfStream:
             pass
         dt = time.perf_counter() - t0
-    finally:
         proc.join(30)
+    except BaseException:
+        # Ctrl-C or an error: do not wait for a producer that may be blocked,
+        # and let no second Ctrl-C cut the clean-up short.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _stop(proc)
+        raise
+    finally:
+        ch.unlink()  # idempotent: already done once the producer was ready
         ch.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     expected = 0
     for i in range(count):
         expected = zlib.crc32(_message(i), expected)
@@ -82,6 +103,33 @@ def run(count: int = 1_000_000, capacity: int = 1 << 20) -> int:
     print(f"checksum over the stream {verdict}; producer exit code {proc.exitcode}")
     print("nothing left in /dev/shm" if not _leftover(name) else "segment left behind!")
     return 0 if ok and proc.exitcode == 0 else 1
+
+
+def _start_ignoring_sigint(proc: BaseProcess) -> None:
+    """Start ``proc`` with SIGINT ignored, so that Ctrl-C in a terminal (sent to
+    the whole foreground process group) reaches only this process, which then
+    stops the producer: one quiet exit instead of a traceback from each.
+
+    An ignored signal stays ignored across exec and Python keeps it so at
+    start-up. A Ctrl-C during the few milliseconds of ``start()`` is lost.
+    """
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop(proc: BaseProcess) -> None:
+    """End the producer now: SIGTERM, then SIGKILL if it lingers."""
+    if proc.pid is None:
+        return  # never started
+    if proc.exitcode is None:
+        proc.terminate()
+        proc.join(5)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join(5)
 
 
 def _leftover(name: str) -> bool:

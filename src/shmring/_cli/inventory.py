@@ -6,30 +6,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from .._region import inventory as _gc
 from .._region.names import check_namespace, default_namespace, unlink_segment
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" or n == int(n) else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
-def _table(rows: Sequence[Sequence[str]], out: Any) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+from . import args as _types
+from .readable import age, health, local_time, process_start, size, table
 
 
 def _namespace_arg(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--namespace", "-n", help=f"only this namespace (default: {what})")
+    p.add_argument("--namespace", "-n", type=_types.namespace,
+                   help=f"only this namespace (default: {what})")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -41,7 +29,7 @@ def ls_args(p: argparse.ArgumentParser) -> None:
 
 def ls(args: argparse.Namespace) -> int:
     """List regions: size, pattern, persistence, processes, fill, messages."""
-    ns = check_namespace(args.namespace) if args.namespace else None
+    ns: str | None = args.namespace
     snaps = _gc.snapshots(ns)
     if args.json:
         json.dump([dict(s.to_json(), verdict=_gc.verdict(s)) for s in snaps], sys.stdout,
@@ -55,22 +43,23 @@ def ls(args: argparse.Namespace) -> int:
              "PROCESSES"]]
     for s in snaps:
         if s.state != "ok":
-            rows.append([s.namespace, s.name, f"({s.state})", _size(s.size), "", "", "", "",
-                         ""])
+            rows.append([s.namespace, s.name, f"({health(s).label})", size(s.size), "", "", "",
+                         "", ""])
             continue
         procs = " ".join(f"{v.pid}:{v.role}" + ("" if v.alive else "(dead)") for v in s.slots)
-        fill = f"{100 * s.fill / s.capacity:.0f}% of {_size(s.capacity)}" if s.capacity else ""
+        fill = f"{100 * s.fill / s.capacity:.0f}% of {size(s.capacity)}" if s.capacity else ""
         rows.append([s.namespace, s.name, s.pattern + (" lossy" if s.lossy else "")
-                     if s.pattern else "?", _size(s.size), "yes" if s.persistent else "no",
+                     if s.pattern else "?", size(s.size), "yes" if s.persistent else "no",
                      fill, f"{s.messages_in:,}", f"{s.messages_out:,}", procs or "-"])
-    _table(rows, sys.stdout)
+    table(rows, sys.stdout)
     return 0
 
 
 # ------------------------------------------------------------------ inspect --
 def inspect_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``shmring inspect``."""
-    p.add_argument("name", help="the region's name (as given to Channel.create)")
+    p.add_argument("name", type=_types.region_name,
+                   help="the region's name (as given to Channel.create)")
     _namespace_arg(p, "$SHMRING_NAMESPACE or 'default'")
 
 
@@ -80,42 +69,49 @@ def inspect(args: argparse.Namespace) -> int:
     try:
         s = _gc.snapshot(ns, args.name)
     except FileNotFoundError:
-        print(f"no region {args.name!r} in namespace {ns!r} (`shmring ls` lists them)",
-              file=sys.stderr)
+        print(f"shmring: error: no region {args.name!r} in namespace {ns!r} "
+              "(`shmring ls` lists them)", file=sys.stderr)
         return 1
     if args.json:
         json.dump(dict(s.to_json(), verdict=_gc.verdict(s)), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     print(f"region {s.name!r}  namespace {s.namespace!r}  segment {s.segment}  "
-          f"({_size(s.size)})")
-    if s.state != "ok":
-        print(f"state: {s.state}" + (f": {s.error}" if s.error else ""))
-        return 0
+          f"({size(s.size)})")
+    state = health(s)
+    if state.label != "ok":
+        print(f"state: {state.label}" + (f": {state.detail}" if state.detail else ""))
+        return 1 if state.failed else 0
+    c = s.counters
     header = [("pattern", f"{s.pattern}{' (lossy)' if s.lossy else ''}"),
-              ("capacity", f"{s.capacity} ({_size(s.capacity)})"),
-              ("max_message", str(s.max_message)), ("slots", str(s.slot_count)),
+              ("capacity", f"{s.capacity:,} ({size(s.capacity)})"),
+              ("max_message", f"{s.max_message:,}"), ("slots", str(s.slot_count)),
               ("persistent", "yes" if s.persistent else "no"),
-              ("created", f"{s.created_ns} ({s.age:.1f} s ago)"),
+              ("created", f"{local_time(s.created_ns / 1e9)} ({age(s.age)} ago)"),
               ("creator pid", str(s.creator_pid)), ("verdict", _gc.verdict(s)),
-              ("fill", f"{s.fill} bytes"),
-              ("messages in/out", f"{s.messages_in} / {s.messages_out}"),
-              ("bytes in/out", f"{s.bytes_in} / {s.bytes_out}")]
-    _table([[k + ":", v] for k, v in header], sys.stdout)
+              ("fill", f"{s.fill:,} bytes"),
+              ("messages in/out", f"{s.messages_in:,} / {s.messages_out:,}"),
+              ("bytes in/out", f"{s.bytes_in:,} / {s.bytes_out:,}"),
+              # The endpoints that closed or died fold their totals into the
+              # header (stats_*); "in/out" above adds the attached ones.
+              ("  of which closed", f"{c['stats_in_msgs']:,} / {c['stats_out_msgs']:,} "
+               f"messages, {c['stats_in_bytes']:,} / {c['stats_out_bytes']:,} bytes "
+               "(endpoints gone since)")]
+    table([[k + ":", v] for k, v in header], sys.stdout)
     print("\ncounters:")
-    _table([[f"  {k}", str(v)] for k, v in s.counters.items()], sys.stdout)
+    table([[f"  {k}", str(v)] for k, v in c.items() if not k.startswith("stats_")], sys.stdout)
     print("\nattach table:")
     if not s.slots:
         print("  (empty)")
         return 0
-    rows = [["  SLOT", "PID", "START", "ROLE", "STATE", "ALIVE", "CLAIM", "CURSOR", "MSGS",
+    rows = [["  SLOT", "PID", "STARTED", "ROLE", "STATE", "ALIVE", "CLAIM", "CURSOR", "MSGS",
              "BYTES", "MISSED"]]
     for v in s.slots:
-        rows.append([f"  {v.index}", str(v.pid), str(v.start_time), v.role,
+        rows.append([f"  {v.index}", str(v.pid), process_start(v.start_time), v.role,
                      {0: "free", 1: "active", 2: "closing"}.get(v.state, str(v.state)),
                      "yes" if v.alive else "NO", "-" if v.claim_pos is None else str(v.claim_pos),
-                     str(v.cursor), str(v.messages), str(v.bytes), str(v.missed)])
-    _table(rows, sys.stdout)
+                     str(v.cursor), f"{v.messages:,}", f"{v.bytes:,}", f"{v.missed:,}"])
+    table(rows, sys.stdout)
     return 0
 
 
@@ -130,10 +126,12 @@ def gc_args(p: argparse.ArgumentParser) -> None:
 
 def gc(args: argparse.Namespace) -> int:
     """List (and with --yes remove) regions no live process uses."""
-    ns = check_namespace(args.namespace) if args.namespace else None
+    ns: str | None = args.namespace
     found = []
     for s in _gc.snapshots(ns):
         v = _gc.verdict(s)
+        if v == "orphan" and health(s).label == "corrupt":
+            v = "corrupt"  # magic overwritten under a live creator: not an orphan
         if v in ("orphan", "corrupt") or (v == "persistent" and args.persistent):
             found.append((s, v))
         elif v == "persistent":
@@ -159,15 +157,17 @@ def gc(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     if not found:
-        print("no orphaned regions")
+        print("no orphaned regions" + (f" in namespace {ns!r}" if ns else ""))
         return 0
     rows = [["NAMESPACE", "NAME", "SIZE", "AGE", "VERDICT", "DEAD PROCESSES"]]
     for s, v in found:
         dead = " ".join(str(x.pid) for x in s.slots if not x.alive)
-        rows.append([s.namespace, s.name, _size(s.size), f"{s.age:.0f} s", v, dead or "-"])
-    _table(rows, sys.stdout)
+        rows.append([s.namespace, s.name, size(s.size), age(s.age), v, dead or "-"])
+    table(rows, sys.stdout)
     if args.yes:
         print(f"removed {len(removed)} region(s)")
     elif any("kept" not in v for _, v in found):
-        print("(nothing removed: run `shmring gc --yes` to remove them)")
+        again = ["shmring", "gc", "--yes"] + (["-n", ns] if ns else []) + \
+            (["--persistent"] if args.persistent else [])
+        print(f"(nothing removed: run `{shlex.join(again)}` to remove them)")
     return 0

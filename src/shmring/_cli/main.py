@@ -2,19 +2,44 @@
 
 Each subcommand is a function taking the parsed arguments and returning an
 exit status; ``COMMANDS`` maps names to (help, add_arguments, run).
+
+:func:`main` is the one place where errors meet the user: bad arguments are
+refused by argparse (one line, status 2), a shmring or OS error that reaches
+the top is one line with status 1 (2 for ``InvalidArgument``), and Ctrl-C
+ends the command quietly with status 130. A traceback is left only for a
+bug.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from .. import __version__
+from .._errors import InvalidArgument, ShmringError
+from . import args as _types
+
+#: What ``shmring --help`` says (the module docstring is for developers).
+DESCRIPTION = """\
+shmring passes messages between processes through POSIX shared memory.
+These commands try it (demo), show what is in /dev/shm (ls, inspect), remove
+what no live process uses (gc), run a namespace's supervisor in the
+foreground (supervisor) and compare shmring with its peers (bench)."""
+
+EPILOG = "`shmring COMMAND --help` describes a command and its options."
+
+#: Exit status of a command ended by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--count", type=int, default=1_000_000, help="messages to move")
+    p.add_argument("--count", type=_types.positive_int, default=1_000_000,
+                   help="messages to move, at least 1 (default 1,000,000)")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -66,14 +91,17 @@ def _bench(args: argparse.Namespace) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     if importlib.util.find_spec("benchmarks") is None:
-        print("shmring bench runs from a source checkout: cd into it, then "
-              "`pip install '.[bench]'` and `shmring bench --quick`")
+        print("shmring: error: shmring bench runs from a source checkout: cd into it, "
+              "then `pip install '.[bench]'` and `shmring bench --quick`", file=sys.stderr)
         return 2
-    sys.argv = ["benchmarks", *args.rest]
+    sys.argv = ["shmring bench", *args.rest]  # the benchmarks' usage names this command
     try:
         runpy.run_module("benchmarks", run_name="__main__")
     except SystemExit as e:
-        return int(e.code or 0) if not isinstance(e.code, str) else 1
+        if isinstance(e.code, str):
+            print(f"shmring: error: {e.code}", file=sys.stderr)
+            return 2
+        return int(e.code or 0)
     return 0
 
 
@@ -88,17 +116,56 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``shmring`` console script."""
-    parser = argparse.ArgumentParser(prog="shmring", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a refusal in one line: ``shmring: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line on stderr and exit with status 2."""
+        self.exit(2, f"shmring: error: {message} (see `{self.prog} --help`)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The parser of the ``shmring`` command and its subcommands."""
+    p = _Parser(prog="shmring", description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"shmring {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_, add, _run) in COMMANDS.items():
         add(sub.add_parser(name, help=help_, description=help_))
-    argv = list(sys.argv[1:] if argv is None else argv)
+    return p
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] == ["bench"]:  # everything after it belongs to the benchmarks
         return _bench(argparse.Namespace(rest=argv[1:]))
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     return COMMANDS[args.command][2](args)
+
+
+def _say(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return str(error) or type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``shmring`` console script; returns the exit status."""
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        return INTERRUPTED  # the commands have cleaned up on their way out
+    except BrokenPipeError:
+        # `shmring ls | head`: the reader left. Say nothing, and keep Python
+        # from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except InvalidArgument as e:  # e.g. a bad $SHMRING_NAMESPACE
+        print(f"shmring: error: {_say(e)}", file=sys.stderr)
+        return 2
+    except (ShmringError, OSError) as e:
+        print(f"shmring: error: {_say(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
