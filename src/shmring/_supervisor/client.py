@@ -30,6 +30,7 @@ per attach and detach, each answered before the call returns: when
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import itertools
@@ -111,6 +112,10 @@ class Connection:
         self._lock = threading.RLock()
         self._sock: socket.socket | None = None
         self._watch_r = self._watch_w = -1
+        # The background thread (watcher, or reconnector after the
+        # supervisor's death) and the event that tells it to stop.
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self._ids = itertools.count(1)
 
     # -------------------------------------------------------------- requests --
@@ -132,6 +137,7 @@ class Connection:
             with self._lock:
                 k = (seg, created_ns)
                 self.holds[k] = self.holds.get(k, 0) + 1
+                self._sync_watcher()
             return
         err = reply.get("error")
         if err in ("gone", "stale", "unpublished"):
@@ -157,6 +163,7 @@ class Connection:
                     self.holds[k] = n
                 else:
                     self.holds.pop(k, None)
+                self._sync_watcher()
             return bool(reply.get("unlinked"))
 
     def status(self) -> dict[str, Any]:
@@ -164,9 +171,21 @@ class Connection:
         return self._request({"op": "status"})
 
     def disconnect(self) -> None:
-        """Close the connection (it is made again on the next request)."""
+        """Close the connection (it is made again on the next request) and
+        stop its background thread."""
         with self._lock:
             self._close_sock()
+            self._stop_thread()
+
+    def stop_watching(self) -> None:
+        """Stop and join the background thread, keeping the connection (at
+        interpreter exit: nothing is left to re-register for)."""
+        if not self._lock.acquire(timeout=5.0):  # held by a stuck request: leave it be
+            return
+        try:
+            self._stop_thread()
+        finally:
+            self._lock.release()
 
     def _request(self, msg: dict[str, Any], *, connect: bool = True) -> dict[str, Any]:
         with self._lock:
@@ -174,7 +193,8 @@ class Connection:
             while True:
                 if self._sock is None:
                     if not connect:
-                        raise SupervisorUnavailable("not connected")
+                        raise SupervisorUnavailable(
+                        f"not connected to the supervisor of namespace {self.namespace!r}")
                     self._connect(deadline)
                 sock = self._sock
                 assert sock is not None
@@ -248,7 +268,7 @@ class Connection:
                 self.holds.pop((seg, int(cns)), None)
         self.supervisor_pid = int(reply["pid"])
         self._sock = sock
-        self._start_watcher(sock)
+        self._sync_watcher()
 
     def _dial(self, deadline: float, autostart: bool) -> socket.socket:
         delay = 0.001
@@ -308,23 +328,66 @@ class Connection:
             log.warning("the supervisor launcher did not exit")
 
     # -------------------------------------------------------------- watching --
+    # One background thread per connection, and only while this process holds
+    # regions (without holds there is nothing to re-register, and a request
+    # that meets EOF reconnects by itself). It is a daemon named
+    # ``shmring-watch-<ns>``, stopped and joined when the holds end, when the
+    # connection closes and at interpreter exit, so test suites that check
+    # for dangling threads find none. It never blocks on the lock while
+    # asked to stop (see _lock_or_stop): the stopper holds the lock and joins.
+    def _sync_watcher(self) -> None:
+        """Under the lock: a watcher runs iff connected and holding regions."""
+        if self.holds and self._sock is not None:
+            if self._watch_w < 0:
+                self._start_watcher(self._sock)
+        elif self._sock is not None and self._watch_w >= 0:
+            self._stop_thread()
+
     def _start_watcher(self, sock: socket.socket) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._stop_thread()
         r, w = os.pipe2(os.O_CLOEXEC)
         self._watch_r, self._watch_w = r, w
-        threading.Thread(target=self._watch, args=(sock, sock.fileno(), r),
-                         name=f"shmring-watch-{self.namespace}", daemon=True).start()
+        self._stop = stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(sock, sock.fileno(), r, stop),
+                                        name=f"shmring-watch-{self.namespace}", daemon=True)
+        self._thread.start()
 
-    def _close_sock(self) -> None:
+    def _wake_watcher(self) -> None:
         if self._watch_w >= 0:
             with contextlib.suppress(OSError):
                 os.write(self._watch_w, b"x")
                 os.close(self._watch_w)
             self._watch_w = -1
+
+    def _stop_thread(self) -> None:
+        """Under the lock: stop the background thread and join it (unless
+        this is that thread)."""
+        self._stop.set()
+        self._wake_watcher()
+        t, self._thread = self._thread, None
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5.0)
+            if t.is_alive():
+                log.warning("the %s thread did not stop", t.name)
+
+    def _lock_or_stop(self, stop: threading.Event) -> bool:
+        """Take the lock, unless asked to stop meanwhile (False, not taken)."""
+        while not self._lock.acquire(timeout=0.02):
+            if stop.is_set():
+                return False
+        if stop.is_set():
+            self._lock.release()
+            return False
+        return True
+
+    def _close_sock(self) -> None:
+        self._wake_watcher()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
-    def _watch(self, sock: socket.socket, fd: int, r: int) -> None:
+    def _watch(self, sock: socket.socket, fd: int, r: int, stop: threading.Event) -> None:
         try:
             poller = select.poll()
             poller.register(fd, select.POLLRDHUP)
@@ -338,16 +401,23 @@ class Connection:
         finally:
             os.close(r)
         # The supervisor is gone.
-        with self._lock:
+        if not self._lock_or_stop(stop):
+            return
+        try:
             if self._sock is not sock:
                 return
             self._close_sock()
-        self._reconnect()
+        finally:
+            self._lock.release()
+        self._reconnect(stop)
 
-    def _reconnect(self) -> None:
+    def _reconnect(self, stop: threading.Event | None = None) -> None:
+        stop = threading.Event() if stop is None else stop
         delay = 0.05
         while True:
-            with self._lock:
+            if not self._lock_or_stop(stop):
+                return
+            try:
                 if self._sock is not None or not self.holds:
                     return
                 try:
@@ -357,7 +427,10 @@ class Connection:
                     return
                 except (ShmringError, OSError) as e:
                     log.warning("cannot reach a supervisor for %r: %s", self.namespace, e)
-            time.sleep(delay)
+            finally:
+                self._lock.release()
+            if stop.wait(delay):
+                return
             delay = min(delay * 2, 5.0)
 
     # ------------------------------------------------------------------ fork --
@@ -372,6 +445,8 @@ class Connection:
             with contextlib.suppress(OSError):
                 os.close(self._watch_w)
         self._watch_r = self._watch_w = -1
+        self._thread = None  # the parent's thread: not in this process
+        self._stop = threading.Event()
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 os.close(self._sock.detach())
@@ -391,11 +466,26 @@ def _after_fork_in_child() -> None:
                 # from inside a fork hook; the watcher retries if it is gone.
                 c._connect(time.monotonic(), autostart=False)
         except (ShmringError, OSError):
-            threading.Thread(target=c._reconnect, daemon=True,
-                             name=f"shmring-watch-{c.namespace}").start()
+            with c._lock:
+                c._stop = stop = threading.Event()
+                c._thread = threading.Thread(target=c._reconnect, args=(stop,), daemon=True,
+                                             name=f"shmring-watch-{c.namespace}")
+                c._thread.start()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _stop_all_watchers() -> None:
+    """At interpreter exit: stop and join every connection's thread (the
+    connections stay open until the process ends)."""
+    with _conns_lock:
+        conns = list(_conns.values())
+    for c in conns:
+        c.stop_watching()
+
+
+atexit.register(_stop_all_watchers)
 
 
 def _try_spawn_lock(path: str) -> int:
