@@ -83,7 +83,14 @@ class RegionNotFound(ShmringError, FileNotFoundError):
 
 
 class PermissionDenied(ShmringError, PermissionError):
-    """The region (or supervisor) belongs to another user."""
+    """The region (or supervisor) belongs to another user, or the region's
+    mode does not let this user read and write it.
+
+    For a region, ``mode`` (its permission bits) and ``owner_uid`` say which;
+    both are None where not known."""
+
+    mode: int | None = None
+    owner_uid: int | None = None
 
 
 class NoSpace(ShmringError, OSError):

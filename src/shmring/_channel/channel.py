@@ -53,8 +53,8 @@ class Channel:
         # (docs/design.md, "Supervisor"); supervised=False opts out.
         self._supervisor: _client.Connection | None = None
         if _client.enabled(supervised):
-            conn = _client.connection(_namespace(region.segment))
             try:
+                conn = _client.connection(_namespace(region.segment))
                 conn.attach(region.segment, self._created_ns)
             except BaseException:
                 region.free_slot(self._slot)
@@ -82,7 +82,14 @@ class Channel:
         The region is removed once every process that used it has closed it
         or exited, unless ``persistent=True`` (then :meth:`unlink` it).
         ``supervised=False`` (or ``$SHMRING_SUPERVISOR=0``) leaves its
-        lifetime to you: no supervisor is contacted."""
+        lifetime to you: no supervisor is contacted.
+
+        ``mode`` is the region's permission bits (0o000-0o777), applied
+        exactly, whatever the umask: the default 0o600 lets only this user
+        open the channel, 0o660 also the group, 0o666 everyone (opening needs
+        read and write access; another user is refused with a
+        :class:`PermissionDenied` that says the mode and the owner). Other
+        bits raise :class:`InvalidArgument`."""
         seg = segment_name(name, namespace)
         conn = _client.connection(_namespace(seg)) if _client.enabled(supervised) else None
         if conn is not None:

@@ -82,12 +82,27 @@ _conns_lock = threading.Lock()
 def connection(namespace: str, directory: str | None = None) -> Connection:
     """This process's connection for ``namespace`` (made on first use, not yet
     connected)."""
-    d = _ipc.socket_dir() if directory is None else directory
-    with _conns_lock:
-        c = _conns.get((d, namespace))
-        if c is None:
-            c = _conns[(d, namespace)] = Connection(namespace, d)
-        return c
+    try:
+        d = _ipc.socket_dir() if directory is None else directory
+        with _conns_lock:
+            c = _conns.get((d, namespace))
+            if c is None:
+                c = _conns[(d, namespace)] = Connection(namespace, d)
+            return c
+    except ShmringError:
+        raise
+    except OSError as e:
+        # Not a RegionNotFound's FileNotFoundError, nor a region's
+        # PermissionError: the supervisor's directory is what is wrong.
+        where = directory or os.environ.get("SHMRING_SOCKET_DIR") or "the socket directory"
+        raise SupervisorUnavailable(
+            f"cannot use {where!r} for the supervisor of namespace {namespace!r} "
+            f"({e.strerror or e}): {_WHAT_TO_DO}") from e
+
+
+#: The end of every SupervisorUnavailable message that a user can act on.
+_WHAT_TO_DO = ("fix SHMRING_SOCKET_DIR (a directory this user owns or may create), run "
+               "`shmring supervisor` yourself, or set SHMRING_SUPERVISOR=0 to run without one")
 
 
 def disconnect_all() -> None:
@@ -292,7 +307,7 @@ class Connection:
                 now = time.monotonic()
                 if autostart and now - last_spawn > 2.0:
                     if spawn_fd < 0:
-                        spawn_fd = _try_spawn_lock(self.paths["spawn"])
+                        spawn_fd = self._spawn_lock()
                     if spawn_fd >= 0:
                         self._spawn()
                         last_spawn = time.monotonic()
@@ -301,7 +316,9 @@ class Connection:
                     raise SupervisorUnavailable(
                         f"no supervisor for namespace {self.namespace!r} at "
                         f"{self.paths['sock']!r}"
-                        + ("" if autostart else " (not started: auto-start is off here)")
+                        + (f" (one was started but did not listen; see {self.paths['log']!r})"
+                           if autostart and last_spawn > 0 else
+                           "" if autostart else " (not started: auto-start is off here)")
                         + "; start one with `shmring supervisor`, or set SHMRING_SUPERVISOR=0"
                     )
                 time.sleep(delay)
@@ -319,13 +336,29 @@ class Connection:
         cmd = [sys.executable, "-m", "shmring", "supervisor", "--namespace", self.namespace,
                "--socket-dir", self.directory, "--exit-when-idle", idle, "--daemonize"]
         log.debug("starting %s", " ".join(cmd))
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True,
-                                close_fds=True, cwd="/", env=env)
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True,
+                                    close_fds=True, cwd="/", env=env)
+        except OSError as e:
+            # Say so now rather than after CONNECT_TIMEOUT of retries.
+            raise SupervisorUnavailable(
+                f"cannot start a supervisor for namespace {self.namespace!r}: running "
+                f"{sys.executable!r} failed ({e.strerror or e}); run `shmring supervisor` "
+                "yourself (as this user), or set SHMRING_SUPERVISOR=0 to run without one"
+            ) from e
         try:
             proc.wait(timeout=CONNECT_TIMEOUT)  # the daemonizing parent exits at once
         except subprocess.TimeoutExpired:
             log.warning("the supervisor launcher did not exit")
+
+    def _spawn_lock(self) -> int:
+        try:
+            return _try_spawn_lock(self.paths["spawn"])
+        except OSError as e:
+            raise SupervisorUnavailable(
+                f"cannot start a supervisor for namespace {self.namespace!r}: "
+                f"{self.paths['spawn']!r}: {e.strerror or e}; {_WHAT_TO_DO}") from e
 
     # -------------------------------------------------------------- watching --
     # One background thread per connection, and only while this process holds
