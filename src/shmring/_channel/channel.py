@@ -139,10 +139,15 @@ class Channel:
             if attempt == 0:
                 region.reap_dead()  # the holder may have died
         region.free_slot(slot)
-        raise RoleTaken(
-            f"channel {region.name!r} ({region.pattern}) allows one {what} and another "
-            f"process or endpoint has it; close that one first"
+        pid = region.table.owner_pid(producer=producer)
+        holder = ("another endpoint of this process" if pid == os.getpid() else
+                  f"pid {pid}" if pid is not None else "another endpoint")
+        err = RoleTaken(
+            f"channel {region.name!r} ({region.pattern}) allows one {what}; {holder} holds "
+            f"it (close that {what} first)"
         )
+        err.channel, err.pid = region.name, pid
+        raise err
 
     def producer(self) -> Producer:
         """A new producer endpoint (one at a time on spsc and broadcast)."""
@@ -155,7 +160,7 @@ class Channel:
         else:
             slot = self._take_role(producer=True)
         try:
-            p = Producer(region._mapping(), slot)
+            p = Producer(region._mapping(), slot, region.name)
         except BaseException:
             self._release_role(slot, producer=True)
             raise
@@ -173,7 +178,7 @@ class Channel:
         else:
             slot = region.alloc_slot(L.ROLE_CONSUMER)
         try:
-            c = Consumer(region._mapping(), slot)
+            c = Consumer(region._mapping(), slot, region.name)
             c._join()
         except BaseException:
             self._release_role(slot, producer=False)
