@@ -135,10 +135,16 @@ def test_mode_0o666_lets_another_user_send_and_receive(
         with shmring.Channel.open(uname, timeout=0.5, supervised=False) as theirs:
             out["got"] = theirs.consumer().recv(timeout=5).decode()
             theirs.producer().send(b"from nobody")
+            try:
+                theirs.unlink()  # /dev/shm is sticky: only the owner removes
+            except shmring.PermissionDenied as e:
+                out["unlink"] = str(e)
 
     out = as_nobody(use)
-    assert out == {"got": "to nobody"}
+    assert out.get("got") == "to nobody", out
     assert rx.recv(timeout=5) == b"from nobody"
+    assert "belongs to uid 0 (mode 0o666): only its owner can remove it" in out["unlink"]
+    assert os.path.exists(_file(ch))
 
 
 def test_another_users_supervised_open_fails_cleanly(

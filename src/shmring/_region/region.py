@@ -34,14 +34,13 @@ from .._errors import (
     CorruptRegion,
     InvalidArgument,
     NoSpace,
-    PermissionDenied,
     RegionExists,
     RegionNotFound,
 )
 from .._proc import alive, my_start_time, start_time
+from .names import refused, unlink_segment
 from .names import segment_name as segment_name
 from .names import split_segment_name as split_segment_name
-from .names import unlink_segment
 from .slots import AttachTable
 from .slots import SlotInfo as SlotInfo
 
@@ -59,30 +58,9 @@ def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
         raise RegionNotFound(f"no region {seg!r}: create it first, or check the name and "
                              "namespace") from e
     except posix_ipc.PermissionsError as e:
-        raise _refused(seg) from e
+        raise refused(seg) from e
     except ValueError as e:
         raise InvalidArgument(f"bad region name {seg!r}: {e}") from e
-
-
-def _refused(seg: str) -> PermissionDenied:
-    """Why this user may not open ``seg``: its mode, saying the mode and the
-    owner (the name in ``/dev/shm`` can be looked at without opening it)."""
-    try:
-        st = os.stat("/dev/shm/" + seg.lstrip("/"))
-    except OSError:
-        return PermissionDenied(f"region {seg!r} belongs to another user")
-    mode, uid = st.st_mode & 0o777, st.st_uid
-    me = os.geteuid()
-    if uid != me and not mode & 0o066:
-        why = (f"belongs to uid {uid} and its mode {mode:#o} lets only its owner in "
-               "(its creator can share it with mode=0o660 or 0o666)")
-    else:
-        who = "its owner" if uid == me else f"uid {me}"
-        why = (f"has mode {mode:#o} (owner uid {uid}), which does not let {who} read and "
-               "write it (its creator chooses with mode=, e.g. 0o660 or 0o666)")
-    err = PermissionDenied(f"region {seg!r} {why}")
-    err.mode, err.owner_uid = mode, uid
-    return err
 
 
 class Region:
