@@ -60,3 +60,16 @@ def test_spawn_lock_that_cannot_be_opened(env: Env, uname: str) -> None:
     _check(info.value, IsADirectoryError)
     assert "cannot start a supervisor" in str(info.value)
     assert not os.path.exists(env.shm(uname))
+
+
+def test_socket_path_too_long(monkeypatch: pytest.MonkeyPatch, tmp_path: object,
+                              uname: str) -> None:
+    deep = os.path.join(str(tmp_path), "d" * 120)
+    os.mkdir(deep, 0o700)
+    monkeypatch.setenv("SHMRING_SOCKET_DIR", deep)
+    with pytest.raises(shmring.SupervisorUnavailable) as info:
+        shmring.Channel.create(uname, capacity=4096)
+    _check(info.value, OSError)
+    assert "socket paths are limited to 107 bytes" in str(info.value)
+    assert not os.path.exists(f"/dev/shm/shmring.default.{uname}")
+

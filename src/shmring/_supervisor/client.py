@@ -100,6 +100,8 @@ def connection(namespace: str, directory: str | None = None) -> Connection:
             f"({e.strerror or e}): {_WHAT_TO_DO}") from e
 
 
+#: Longest AF_UNIX socket path on Linux (sun_path less its terminating NUL).
+_SUN_PATH_MAX = 107
 #: The end of every SupervisorUnavailable message that a user can act on.
 _WHAT_TO_DO = ("fix SHMRING_SOCKET_DIR (a directory this user owns or may create), run "
                "`shmring supervisor` yourself, or set SHMRING_SUPERVISOR=0 to run without one")
@@ -301,6 +303,12 @@ class Connection:
                     sock.close()
                     raise PermissionDenied(
                         f"cannot connect to {self.paths['sock']!r}: {e}") from e
+                except OSError as e:  # e.g. a path longer than AF_UNIX allows
+                    sock.close()
+                    raise SupervisorUnavailable(
+                        f"cannot connect to {self.paths['sock']!r} ({e.strerror or e}; "
+                        f"socket paths are limited to {_SUN_PATH_MAX} bytes): "
+                        f"{_WHAT_TO_DO}") from e
                 except BaseException:
                     sock.close()
                     raise
