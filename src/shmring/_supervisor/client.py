@@ -12,11 +12,16 @@ per attach and detach, each answered before the call returns: when
   nobody's zombie) and retries with backoff. Of many clients starting at once,
   only the holder of ``<ns>.spawn`` spawns (a record lock, which a forked
   child does not inherit); a second supervisor would exit anyway on
-  ``<ns>.lock``.
+  ``<ns>.lock``. Whatever keeps a supervisor from being reached or started
+  (an unusable ``SHMRING_SOCKET_DIR``, an interpreter this user cannot run)
+  is a :class:`SupervisorUnavailable` that says what to do, the cause
+  chained.
 - **Reconnect.** A watcher thread (blocked in ``poll(POLLRDHUP)``, so it
-  never wakes for replies) notices the supervisor's exit and, while this
-  process holds regions, connects to a new one, starting it if needed, and
-  re-registers everything in ``hello``. A request that meets EOF is retried on
+  never wakes for replies) notices the supervisor's exit and connects to a
+  new one, starting it if needed, and re-registers everything in ``hello``.
+  It runs only while this process holds regions (a daemon named
+  ``shmring-watch-<ns>``), and is stopped and joined when the last one is
+  closed, when the connection closes and at interpreter exit. A request that meets EOF is retried on
   the new connection; the local registry only changes once the supervisor
   acknowledged, so replaying is exact.
 - **Fork.** ``os.register_at_fork``: the child drops the parent's socket
