@@ -13,11 +13,21 @@ from . import _core
 
 
 class ShmringError(Exception):
-    """Base class of every error shmring raises."""
+    """Base class of every error shmring raises.
+
+    ``channel`` is the name of the channel the error is about, where there
+    is one (every error of an endpoint's call has it), else None."""
+
+    channel: str | None = None
 
 
 class Timeout(ShmringError, TimeoutError):
-    """A blocking call's timeout passed before it could complete."""
+    """A blocking call's timeout passed before it could complete.
+
+    ``timeout`` is the call's timeout in seconds (None where the wait had a
+    deadline of its own), ``channel`` the channel's name."""
+
+    timeout: float | None = None
 
 
 class WouldBlock(ShmringError):
@@ -50,7 +60,13 @@ class CorruptRegion(Broken):
 
 
 class MessageTooLarge(ShmringError, ValueError):
-    """A message is larger than the channel's ``max_message``; nothing was written."""
+    """A message is larger than the channel's ``max_message``; nothing was written.
+
+    ``size`` is the message's size in bytes (None where not known),
+    ``limit`` the channel's ``max_message``, ``channel`` its name."""
+
+    size: int | None = None
+    limit: int | None = None
 
 
 class DecodeError(ShmringError, ValueError):
@@ -71,7 +87,12 @@ class InvalidArgument(ShmringError, ValueError):
 
 
 class RoleTaken(ShmringError):
-    """A second producer (or consumer) on a pattern that allows only one."""
+    """A second producer (or consumer) on a pattern that allows only one.
+
+    ``pid`` is the process holding the role (None if it could not be
+    read), ``channel`` the channel's name."""
+
+    pid: int | None = None
 
 
 class RegionExists(ShmringError, FileExistsError):
@@ -83,7 +104,14 @@ class RegionNotFound(ShmringError, FileNotFoundError):
 
 
 class PermissionDenied(ShmringError, PermissionError):
-    """The region (or supervisor) belongs to another user."""
+    """The region (or supervisor) belongs to another user, or the region's
+    mode does not let this user read and write it.
+
+    For a region, ``mode`` (its permission bits) and ``owner_uid`` say which;
+    both are None where not known."""
+
+    mode: int | None = None
+    owner_uid: int | None = None
 
 
 class NoSpace(ShmringError, OSError):

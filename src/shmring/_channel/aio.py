@@ -167,6 +167,23 @@ def stop_waiter(ep: _Endpoint) -> None:
         w.stop()
 
 
+def _timeout(ep: _Endpoint, timeout: float | None, what: str) -> Timeout:
+    """The Timeout a blocking call raises, naming the channel (as the C
+    endpoints' own do)."""
+    err = Timeout(f"timed out after {timeout} s waiting for {what} in {ep._label}")
+    # (what: "space" or "a message", the words the C endpoints use)
+    err.channel, err.timeout = ep._name, timeout
+    return err
+
+
+def _closed(ep: _Endpoint) -> Closed:
+    name = ep._name
+    err = Closed("this endpoint is closed" if name is None else
+                 f"this endpoint of channel {name!r} is closed")
+    err.channel = name
+    return err
+
+
 async def _until(ep: _Endpoint, consumer: bool, attempt: Callable[[], T], nbytes: int,
                  timeout: float | None, what: str) -> T:
     """Run ``attempt`` (a ``*_nowait`` call) until it stops raising WouldBlock."""
@@ -179,20 +196,20 @@ async def _until(ep: _Endpoint, consumer: bool, attempt: Callable[[], T], nbytes
         except WouldBlock:
             pass
         if ep._closed:
-            raise Closed("this endpoint is closed")
+            raise _closed(ep)
         if waiter is None:
             waiter = _waiter(ep, consumer)
         timer = None
         if deadline is not None:
             left = deadline - loop.time()
             if left <= 0:
-                raise Timeout(f"timed out waiting for {what}")
+                raise _timeout(ep, timeout, what)
         fut = waiter.request(loop, nbytes)
         try:
             if deadline is not None:
                 timer = loop.call_later(left, _resolve, fut, False)
             if not await fut:
-                raise Timeout(f"timed out waiting for {what}")
+                raise _timeout(ep, timeout, what)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -214,7 +231,7 @@ class AsyncSender(ObjectSender):
         """
         nbytes = memoryview(data).nbytes
         await _until(self, False, lambda: self.send_nowait(data), nbytes, timeout,
-                     "space in the channel")
+                     "space")
 
     async def send_obj_async(self, obj: Any, timeout: float | None = None, *,
                              serializer: Serializer | None = None) -> None:
@@ -226,7 +243,7 @@ class AsyncSender(ObjectSender):
         """
         data, buffers = encode(obj, self.serializer if serializer is None else serializer)
         await _until(self, False, lambda: write(self, data, buffers, None, True),
-                     framed_size(data, buffers), timeout, "space in the channel")
+                     framed_size(data, buffers), timeout, "space")
 
 
 class AsyncReceiver(ObjectReceiver):

@@ -53,8 +53,8 @@ class Channel:
         # (docs/design.md, "Supervisor"); supervised=False opts out.
         self._supervisor: _client.Connection | None = None
         if _client.enabled(supervised):
-            conn = _client.connection(_namespace(region.segment))
             try:
+                conn = _client.connection(_namespace(region.segment))
                 conn.attach(region.segment, self._created_ns)
             except BaseException:
                 region.free_slot(self._slot)
@@ -82,7 +82,14 @@ class Channel:
         The region is removed once every process that used it has closed it
         or exited, unless ``persistent=True`` (then :meth:`unlink` it).
         ``supervised=False`` (or ``$SHMRING_SUPERVISOR=0``) leaves its
-        lifetime to you: no supervisor is contacted."""
+        lifetime to you: no supervisor is contacted.
+
+        ``mode`` is the region's permission bits (0o000-0o777), applied
+        exactly, whatever the umask: the default 0o600 lets only this user
+        open the channel, 0o660 also the group, 0o666 everyone (opening needs
+        read and write access; another user is refused with a
+        :class:`PermissionDenied` that says the mode and the owner). Other
+        bits raise :class:`InvalidArgument`."""
         seg = segment_name(name, namespace)
         conn = _client.connection(_namespace(seg)) if _client.enabled(supervised) else None
         if conn is not None:
@@ -132,10 +139,15 @@ class Channel:
             if attempt == 0:
                 region.reap_dead()  # the holder may have died
         region.free_slot(slot)
-        raise RoleTaken(
-            f"channel {region.name!r} ({region.pattern}) allows one {what} and another "
-            f"process or endpoint has it; close that one first"
+        pid = region.table.owner_pid(producer=producer)
+        holder = ("another endpoint of this process" if pid == os.getpid() else
+                  f"pid {pid}" if pid is not None else "another endpoint")
+        err = RoleTaken(
+            f"channel {region.name!r} ({region.pattern}) allows one {what}; {holder} holds "
+            f"it (close that {what} first)"
         )
+        err.channel, err.pid = region.name, pid
+        raise err
 
     def producer(self) -> Producer:
         """A new producer endpoint (one at a time on spsc and broadcast)."""
@@ -148,7 +160,7 @@ class Channel:
         else:
             slot = self._take_role(producer=True)
         try:
-            p = Producer(region._mapping(), slot)
+            p = Producer(region._mapping(), slot, region.name)
         except BaseException:
             self._release_role(slot, producer=True)
             raise
@@ -166,7 +178,7 @@ class Channel:
         else:
             slot = region.alloc_slot(L.ROLE_CONSUMER)
         try:
-            c = Consumer(region._mapping(), slot)
+            c = Consumer(region._mapping(), slot, region.name)
             c._join()
         except BaseException:
             self._release_role(slot, producer=False)

@@ -266,6 +266,16 @@ class _QueueBase(_core.QueueCore):
         return f"<shmring.{type(self).__name__} {self._name!r}{state}>"
 
     # ------------------------------------------------------- put and get --
+    # queue.Full and queue.Empty, as multiprocessing raises them, with a
+    # message that names the queue and the wait.
+    def _full(self, block: bool, timeout: float | None) -> Full:
+        waited = f": no room within {timeout} s" if block and timeout is not None else ""
+        return Full(f"queue {self._name!r} is full{waited}")
+
+    def _empty(self, block: bool, timeout: float | None) -> Empty:
+        waited = f": nothing came within {timeout} s" if block and timeout is not None else ""
+        return Empty(f"queue {self._name!r} is empty{waited}")
+
     # put() and get() are QueueCore's C methods; these are the paths they
     # hand every other call to.
     def _put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
@@ -278,7 +288,10 @@ class _QueueBase(_core.QueueCore):
         ser = self._serializer
         deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
         if not st.reserve():
-            wait_for_room(h, st, block, deadline)
+            try:
+                wait_for_room(h, st, block, deadline)
+            except Full:
+                raise self._full(block, timeout) from None
         data: ReadableBuffer | None = None
         buffers: list[PickleBuffer] = []
         done = False
@@ -287,7 +300,7 @@ class _QueueBase(_core.QueueCore):
                 data, buffers = _pickle(obj, ser)
             lock = self._wlock
             if not _acquire(lock, block, deadline):
-                raise Full
+                raise self._full(block, timeout)
             try:
                 tx = h.tx or h.producer()
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -301,7 +314,7 @@ class _QueueBase(_core.QueueCore):
                 # What full() asks about: room for an item this size.
                 self._full_size = (framed_size(data, buffers) if data is not None
                                    else len(_core.encode_value(obj) or b""))
-                raise Full from None
+                raise self._full(block, timeout) from None
             finally:
                 lock.release()
             done = True
@@ -321,7 +334,8 @@ class _QueueBase(_core.QueueCore):
         deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
         lock = self._rlock
         if not _acquire(lock, block, deadline):
-            raise Empty
+            raise self._empty(block, timeout)
+        asked = timeout
         if deadline is not None:
             timeout = max(0.0, deadline - time.monotonic())
         data = None
@@ -336,7 +350,7 @@ class _QueueBase(_core.QueueCore):
                 if obj is NotImplemented:
                     obj, data = self._take_record(rx, timeout, not block)
             except (WouldBlock, Timeout):
-                raise Empty from None
+                raise self._empty(block, asked) from None
             except DecodeError:
                 st.taken()  # a record that cannot be decoded is consumed
                 raise

@@ -183,7 +183,10 @@ def wait_unfinished(h: _Handles, timeout: float | None) -> None:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise Timeout("timed out waiting for unfinished tasks")
+                    err = Timeout(f"timed out after {timeout} s waiting for the unfinished "
+                                  f"tasks of queue {h.ch.name!r} (task_done)")
+                    err.channel, err.timeout = h.ch.name, timeout
+                    raise err
             _core.futex_wait(cbuf, seqw, seq, left)
     finally:
         _core.fetch_add(cbuf, waiters, _MINUS_ONE)

@@ -29,9 +29,9 @@ from typing import Any
 
 from .. import _core
 from .. import _layout as L
-from .._errors import PermissionDenied, RegionNotFound, ShmringError
+from .._errors import RegionNotFound, ShmringError
 from .._proc import alive
-from .names import PREFIX, list_segments, split_segment_name, unlink_segment
+from .names import PREFIX, list_segments, refused, split_segment_name, unlink_segment
 from .region import Region
 
 SHM_DIR = "/dev/shm"
@@ -238,7 +238,7 @@ def unlink_if_created(seg: str, created_ns: int) -> bool:
     except FileNotFoundError:
         return False
     except PermissionError as e:
-        raise PermissionDenied(f"region {seg!r} belongs to another user") from e
+        raise refused(seg) from e
     try:
         head = os.pread(fd, L.HDR_CREATED_NS + 8, 0)
     finally:

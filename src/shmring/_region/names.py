@@ -63,7 +63,7 @@ def unlink_segment(seg: str) -> None:
     except posix_ipc.ExistentialError as e:
         raise RegionNotFound(f"no region {seg!r}") from e
     except posix_ipc.PermissionsError as e:
-        raise PermissionDenied(f"region {seg!r} belongs to another user") from e
+        raise refused(seg, unlink=True) from e
 
 
 def list_segments(namespace: str | None = None) -> list[tuple[str, str]]:
@@ -78,3 +78,27 @@ def list_segments(namespace: str | None = None) -> list[tuple[str, str]]:
         if parsed and (namespace is None or parsed[0] == namespace):
             out.append(parsed)
     return out
+
+
+def refused(seg: str, *, unlink: bool = False) -> PermissionDenied:
+    """Why this user may not open (or, with ``unlink``, remove) ``seg``: its
+    mode or its owner, saying both (the name in ``/dev/shm`` can be looked at
+    without opening it). ``/dev/shm`` is sticky: only the owner removes."""
+    try:
+        st = os.stat("/dev/shm/" + seg.lstrip("/"))
+    except OSError:
+        return PermissionDenied(f"region {seg!r} belongs to another user")
+    mode, uid = st.st_mode & 0o777, st.st_uid
+    me = os.geteuid()
+    if unlink and uid != me:
+        why = f"belongs to uid {uid} (mode {mode:#o}): only its owner can remove it"
+    elif uid != me and not mode & 0o066:
+        why = (f"belongs to uid {uid} and its mode {mode:#o} lets only its owner in "
+               "(its creator can share it with mode=0o660 or 0o666)")
+    else:
+        who = "its owner" if uid == me else f"uid {me}"
+        why = (f"has mode {mode:#o} (owner uid {uid}), which does not let {who} read and "
+               "write it (its creator chooses with mode=, e.g. 0o660 or 0o666)")
+    err = PermissionDenied(f"region {seg!r} {why}")
+    err.mode, err.owner_uid = mode, uid
+    return err

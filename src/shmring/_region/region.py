@@ -2,7 +2,8 @@
 attach table (its words: ``slots.py``; names and listing: ``names.py``).
 
 Creation follows DESIGN.md: ``shm_open(O_CREAT|O_EXCL, 0600)`` so nobody can
-squat a name, ``ftruncate`` then ``posix_fallocate`` so a full ``/dev/shm`` is
+squat a name (then ``fchmod`` to the requested mode exactly, since
+``shm_open`` applies the umask), ``ftruncate`` then ``posix_fallocate`` so a full ``/dev/shm`` is
 a clean :class:`NoSpace` at creation rather than a ``SIGBUS`` on some later
 write, then the header, whose magic is stored last (with release order) to
 publish it. An attacher opens with size 0 (a non-zero size would resize
@@ -33,14 +34,13 @@ from .._errors import (
     CorruptRegion,
     InvalidArgument,
     NoSpace,
-    PermissionDenied,
     RegionExists,
     RegionNotFound,
 )
 from .._proc import alive, my_start_time, start_time
+from .names import refused, unlink_segment
 from .names import segment_name as segment_name
 from .names import split_segment_name as split_segment_name
-from .names import unlink_segment
 from .slots import AttachTable
 from .slots import SlotInfo as SlotInfo
 
@@ -58,7 +58,7 @@ def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
         raise RegionNotFound(f"no region {seg!r}: create it first, or check the name and "
                              "namespace") from e
     except posix_ipc.PermissionsError as e:
-        raise PermissionDenied(f"region {seg!r} belongs to another user") from e
+        raise refused(seg) from e
     except ValueError as e:
         raise InvalidArgument(f"bad region name {seg!r}: {e}") from e
 
@@ -96,11 +96,21 @@ class Region:
         """Create region ``name`` whose ring holds ``size`` bytes (a power of
         two, at least 1024).
 
+        ``mode`` is the segment's permission bits (0o000-0o777), applied
+        exactly, whatever the umask: the default 0o600 lets only this user
+        in; 0o660 adds the group, 0o666 everyone. Opening needs read and
+        write access.
+
         Raises :class:`RegionExists` if the name is taken, :class:`NoSpace`
         if ``/dev/shm`` cannot hold it, :class:`InvalidArgument` for a bad
-        name, size, pattern or option.
+        name, size, pattern, mode or option.
         """
         seg = segment_name(name, namespace)
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise InvalidArgument(
+                f"mode {mode!r} must be permission bits between 0o000 and 0o777 "
+                "(e.g. 0o600 for this user only, 0o666 for everyone)"
+            )
         if pattern not in L.PATTERNS:
             raise InvalidArgument(
                 f"unknown pattern {pattern!r}: use one of {', '.join(L.PATTERNS)}"
@@ -128,6 +138,9 @@ class Region:
         total = doff + size
         shm = _open_segment(seg, posix_ipc.O_CREX, mode)
         try:
+            # shm_open's mode went through the umask: set it exactly, before
+            # anything is published (so nobody could have opened it yet).
+            os.fchmod(shm.fd, mode)
             os.ftruncate(shm.fd, total)
             try:
                 os.posix_fallocate(shm.fd, 0, total)

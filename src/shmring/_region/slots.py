@@ -157,6 +157,15 @@ class AttachTable:
         role if nobody has it."""
         return bool(_core.cas(self._buf, _owner_word(producer), 0, slot + 1))
 
+    def owner_pid(self, *, producer: bool) -> int | None:
+        """The pid holding the exclusive producer (or consumer) role, or
+        None if nobody does (a snapshot: for error messages)."""
+        word = int(_core.load(self._buf, _owner_word(producer)))
+        if word == 0 or word > self.count:
+            return None
+        pid = self.pid(word - 1) & ~RECOVERING
+        return pid or None
+
     def release_owner(self, slot: int, *, producer: bool) -> None:
         """Give the exclusive producer (or consumer) role back, if ``slot``
         holds it."""

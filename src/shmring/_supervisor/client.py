@@ -12,11 +12,16 @@ per attach and detach, each answered before the call returns: when
   nobody's zombie) and retries with backoff. Of many clients starting at once,
   only the holder of ``<ns>.spawn`` spawns (a record lock, which a forked
   child does not inherit); a second supervisor would exit anyway on
-  ``<ns>.lock``.
+  ``<ns>.lock``. Whatever keeps a supervisor from being reached or started
+  (an unusable ``SHMRING_SOCKET_DIR``, an interpreter this user cannot run)
+  is a :class:`SupervisorUnavailable` that says what to do, the cause
+  chained.
 - **Reconnect.** A watcher thread (blocked in ``poll(POLLRDHUP)``, so it
-  never wakes for replies) notices the supervisor's exit and, while this
-  process holds regions, connects to a new one, starting it if needed, and
-  re-registers everything in ``hello``. A request that meets EOF is retried on
+  never wakes for replies) notices the supervisor's exit and connects to a
+  new one, starting it if needed, and re-registers everything in ``hello``.
+  It runs only while this process holds regions (a daemon named
+  ``shmring-watch-<ns>``), and is stopped and joined when the last one is
+  closed, when the connection closes and at interpreter exit. A request that meets EOF is retried on
   the new connection; the local registry only changes once the supervisor
   acknowledged, so replaying is exact.
 - **Fork.** ``os.register_at_fork``: the child drops the parent's socket
@@ -30,6 +35,7 @@ per attach and detach, each answered before the call returns: when
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import itertools
@@ -81,12 +87,29 @@ _conns_lock = threading.Lock()
 def connection(namespace: str, directory: str | None = None) -> Connection:
     """This process's connection for ``namespace`` (made on first use, not yet
     connected)."""
-    d = _ipc.socket_dir() if directory is None else directory
-    with _conns_lock:
-        c = _conns.get((d, namespace))
-        if c is None:
-            c = _conns[(d, namespace)] = Connection(namespace, d)
-        return c
+    try:
+        d = _ipc.socket_dir() if directory is None else directory
+        with _conns_lock:
+            c = _conns.get((d, namespace))
+            if c is None:
+                c = _conns[(d, namespace)] = Connection(namespace, d)
+            return c
+    except ShmringError:
+        raise
+    except OSError as e:
+        # Not a RegionNotFound's FileNotFoundError, nor a region's
+        # PermissionError: the supervisor's directory is what is wrong.
+        where = directory or os.environ.get("SHMRING_SOCKET_DIR") or "the socket directory"
+        raise SupervisorUnavailable(
+            f"cannot use {where!r} for the supervisor of namespace {namespace!r} "
+            f"({e.strerror or e}): {_WHAT_TO_DO}") from e
+
+
+#: Longest AF_UNIX socket path on Linux (sun_path less its terminating NUL).
+_SUN_PATH_MAX = 107
+#: The end of every SupervisorUnavailable message that a user can act on.
+_WHAT_TO_DO = ("fix SHMRING_SOCKET_DIR (a directory this user owns or may create), run "
+               "`shmring supervisor` yourself, or set SHMRING_SUPERVISOR=0 to run without one")
 
 
 def disconnect_all() -> None:
@@ -111,6 +134,10 @@ class Connection:
         self._lock = threading.RLock()
         self._sock: socket.socket | None = None
         self._watch_r = self._watch_w = -1
+        # The background thread (watcher, or reconnector after the
+        # supervisor's death) and the event that tells it to stop.
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self._ids = itertools.count(1)
 
     # -------------------------------------------------------------- requests --
@@ -132,6 +159,7 @@ class Connection:
             with self._lock:
                 k = (seg, created_ns)
                 self.holds[k] = self.holds.get(k, 0) + 1
+                self._sync_watcher()
             return
         err = reply.get("error")
         if err in ("gone", "stale", "unpublished"):
@@ -157,6 +185,7 @@ class Connection:
                     self.holds[k] = n
                 else:
                     self.holds.pop(k, None)
+                self._sync_watcher()
             return bool(reply.get("unlinked"))
 
     def status(self) -> dict[str, Any]:
@@ -164,9 +193,21 @@ class Connection:
         return self._request({"op": "status"})
 
     def disconnect(self) -> None:
-        """Close the connection (it is made again on the next request)."""
+        """Close the connection (it is made again on the next request) and
+        stop its background thread."""
         with self._lock:
             self._close_sock()
+            self._stop_thread()
+
+    def stop_watching(self) -> None:
+        """Stop and join the background thread, keeping the connection (at
+        interpreter exit: nothing is left to re-register for)."""
+        if not self._lock.acquire(timeout=5.0):  # held by a stuck request: leave it be
+            return
+        try:
+            self._stop_thread()
+        finally:
+            self._lock.release()
 
     def _request(self, msg: dict[str, Any], *, connect: bool = True) -> dict[str, Any]:
         with self._lock:
@@ -174,7 +215,8 @@ class Connection:
             while True:
                 if self._sock is None:
                     if not connect:
-                        raise SupervisorUnavailable("not connected")
+                        raise SupervisorUnavailable(
+                        f"not connected to the supervisor of namespace {self.namespace!r}")
                     self._connect(deadline)
                 sock = self._sock
                 assert sock is not None
@@ -248,7 +290,7 @@ class Connection:
                 self.holds.pop((seg, int(cns)), None)
         self.supervisor_pid = int(reply["pid"])
         self._sock = sock
-        self._start_watcher(sock)
+        self._sync_watcher()
 
     def _dial(self, deadline: float, autostart: bool) -> socket.socket:
         delay = 0.001
@@ -266,13 +308,19 @@ class Connection:
                     sock.close()
                     raise PermissionDenied(
                         f"cannot connect to {self.paths['sock']!r}: {e}") from e
+                except OSError as e:  # e.g. a path longer than AF_UNIX allows
+                    sock.close()
+                    raise SupervisorUnavailable(
+                        f"cannot connect to {self.paths['sock']!r} ({e.strerror or e}; "
+                        f"socket paths are limited to {_SUN_PATH_MAX} bytes): "
+                        f"{_WHAT_TO_DO}") from e
                 except BaseException:
                     sock.close()
                     raise
                 now = time.monotonic()
                 if autostart and now - last_spawn > 2.0:
                     if spawn_fd < 0:
-                        spawn_fd = _try_spawn_lock(self.paths["spawn"])
+                        spawn_fd = self._spawn_lock()
                     if spawn_fd >= 0:
                         self._spawn()
                         last_spawn = time.monotonic()
@@ -281,7 +329,9 @@ class Connection:
                     raise SupervisorUnavailable(
                         f"no supervisor for namespace {self.namespace!r} at "
                         f"{self.paths['sock']!r}"
-                        + ("" if autostart else " (not started: auto-start is off here)")
+                        + (f" (one was started but did not listen; see {self.paths['log']!r})"
+                           if autostart and last_spawn > 0 else
+                           "" if autostart else " (not started: auto-start is off here)")
                         + "; start one with `shmring supervisor`, or set SHMRING_SUPERVISOR=0"
                     )
                 time.sleep(delay)
@@ -299,32 +349,91 @@ class Connection:
         cmd = [sys.executable, "-m", "shmring", "supervisor", "--namespace", self.namespace,
                "--socket-dir", self.directory, "--exit-when-idle", idle, "--daemonize"]
         log.debug("starting %s", " ".join(cmd))
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True,
-                                close_fds=True, cwd="/", env=env)
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True,
+                                    close_fds=True, cwd="/", env=env)
+        except OSError as e:
+            # Say so now rather than after CONNECT_TIMEOUT of retries.
+            raise SupervisorUnavailable(
+                f"cannot start a supervisor for namespace {self.namespace!r}: running "
+                f"{sys.executable!r} failed ({e.strerror or e}); run `shmring supervisor` "
+                "yourself (as this user), or set SHMRING_SUPERVISOR=0 to run without one"
+            ) from e
         try:
             proc.wait(timeout=CONNECT_TIMEOUT)  # the daemonizing parent exits at once
         except subprocess.TimeoutExpired:
             log.warning("the supervisor launcher did not exit")
 
+    def _spawn_lock(self) -> int:
+        try:
+            return _try_spawn_lock(self.paths["spawn"])
+        except OSError as e:
+            raise SupervisorUnavailable(
+                f"cannot start a supervisor for namespace {self.namespace!r}: "
+                f"{self.paths['spawn']!r}: {e.strerror or e}; {_WHAT_TO_DO}") from e
+
     # -------------------------------------------------------------- watching --
+    # One background thread per connection, and only while this process holds
+    # regions (without holds there is nothing to re-register, and a request
+    # that meets EOF reconnects by itself). It is a daemon named
+    # ``shmring-watch-<ns>``, stopped and joined when the holds end, when the
+    # connection closes and at interpreter exit, so test suites that check
+    # for dangling threads find none. It never blocks on the lock while
+    # asked to stop (see _lock_or_stop): the stopper holds the lock and joins.
+    def _sync_watcher(self) -> None:
+        """Under the lock: a watcher runs iff connected and holding regions."""
+        if self.holds and self._sock is not None:
+            if self._watch_w < 0:
+                self._start_watcher(self._sock)
+        elif self._sock is not None and self._watch_w >= 0:
+            self._stop_thread()
+
     def _start_watcher(self, sock: socket.socket) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._stop_thread()
         r, w = os.pipe2(os.O_CLOEXEC)
         self._watch_r, self._watch_w = r, w
-        threading.Thread(target=self._watch, args=(sock, sock.fileno(), r),
-                         name=f"shmring-watch-{self.namespace}", daemon=True).start()
+        self._stop = stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(sock, sock.fileno(), r, stop),
+                                        name=f"shmring-watch-{self.namespace}", daemon=True)
+        self._thread.start()
 
-    def _close_sock(self) -> None:
+    def _wake_watcher(self) -> None:
         if self._watch_w >= 0:
             with contextlib.suppress(OSError):
                 os.write(self._watch_w, b"x")
                 os.close(self._watch_w)
             self._watch_w = -1
+
+    def _stop_thread(self) -> None:
+        """Under the lock: stop the background thread and join it (unless
+        this is that thread)."""
+        self._stop.set()
+        self._wake_watcher()
+        t, self._thread = self._thread, None
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5.0)
+            if t.is_alive():
+                log.warning("the %s thread did not stop", t.name)
+
+    def _lock_or_stop(self, stop: threading.Event) -> bool:
+        """Take the lock, unless asked to stop meanwhile (False, not taken)."""
+        while not self._lock.acquire(timeout=0.02):
+            if stop.is_set():
+                return False
+        if stop.is_set():
+            self._lock.release()
+            return False
+        return True
+
+    def _close_sock(self) -> None:
+        self._wake_watcher()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
-    def _watch(self, sock: socket.socket, fd: int, r: int) -> None:
+    def _watch(self, sock: socket.socket, fd: int, r: int, stop: threading.Event) -> None:
         try:
             poller = select.poll()
             poller.register(fd, select.POLLRDHUP)
@@ -338,16 +447,23 @@ class Connection:
         finally:
             os.close(r)
         # The supervisor is gone.
-        with self._lock:
+        if not self._lock_or_stop(stop):
+            return
+        try:
             if self._sock is not sock:
                 return
             self._close_sock()
-        self._reconnect()
+        finally:
+            self._lock.release()
+        self._reconnect(stop)
 
-    def _reconnect(self) -> None:
+    def _reconnect(self, stop: threading.Event | None = None) -> None:
+        stop = threading.Event() if stop is None else stop
         delay = 0.05
         while True:
-            with self._lock:
+            if not self._lock_or_stop(stop):
+                return
+            try:
                 if self._sock is not None or not self.holds:
                     return
                 try:
@@ -357,7 +473,10 @@ class Connection:
                     return
                 except (ShmringError, OSError) as e:
                     log.warning("cannot reach a supervisor for %r: %s", self.namespace, e)
-            time.sleep(delay)
+            finally:
+                self._lock.release()
+            if stop.wait(delay):
+                return
             delay = min(delay * 2, 5.0)
 
     # ------------------------------------------------------------------ fork --
@@ -372,6 +491,8 @@ class Connection:
             with contextlib.suppress(OSError):
                 os.close(self._watch_w)
         self._watch_r = self._watch_w = -1
+        self._thread = None  # the parent's thread: not in this process
+        self._stop = threading.Event()
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 os.close(self._sock.detach())
@@ -391,11 +512,26 @@ def _after_fork_in_child() -> None:
                 # from inside a fork hook; the watcher retries if it is gone.
                 c._connect(time.monotonic(), autostart=False)
         except (ShmringError, OSError):
-            threading.Thread(target=c._reconnect, daemon=True,
-                             name=f"shmring-watch-{c.namespace}").start()
+            with c._lock:
+                c._stop = stop = threading.Event()
+                c._thread = threading.Thread(target=c._reconnect, args=(stop,), daemon=True,
+                                             name=f"shmring-watch-{c.namespace}")
+                c._thread.start()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _stop_all_watchers() -> None:
+    """At interpreter exit: stop and join every connection's thread (the
+    connections stay open until the process ends)."""
+    with _conns_lock:
+        conns = list(_conns.values())
+    for c in conns:
+        c.stop_watching()
+
+
+atexit.register(_stop_all_watchers)
 
 
 def _try_spawn_lock(path: str) -> int:

@@ -39,14 +39,14 @@ int consumer_take(EndpointObject *self, int64_t deadline, int nowait, const char
          * record being overwritten, corrupt counters): the deadline and
          * signals are honoured here too, or this loop could spin forever. */
         if (deadline >= 0 && mono_ns() >= deadline) {
-            PyErr_SetString(E_Timeout, "timed out waiting for a message");
+            raise_timeout(self, 0);
             return -1;
         }
         if (PyErr_CheckSignals() < 0) return -1;
         int w = endpoint_wait(self, 0, deadline);
         if (w < 0) return -1;
         if (w > 0) {
-            PyErr_SetString(E_Timeout, "timed out waiting for a message");
+            raise_timeout(self, 0);
             return -1;
         }
     }
@@ -119,7 +119,7 @@ static PyObject *C_recv(EndpointObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *timeout;
     int64_t deadline;
     if (parse_timeout_only(args, nargs, kwnames, "recv", 0, NULL, &timeout) < 0) return NULL;
-    if (check_recvable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    if (check_recvable(self) < 0 || endpoint_deadline(self, timeout, &deadline) < 0) return NULL;
     return recv_one(self, deadline, 0);
 }
 
@@ -127,7 +127,7 @@ static PyObject *C_recv_nowait(EndpointObject *self, PyObject *unused) {
     (void)unused;
     if (check_recvable(self) < 0) return NULL;
     PyObject *b = recv_one(self, -1, 1);
-    if (!b && !PyErr_Occurred()) PyErr_SetString(E_WouldBlock, "channel empty");
+    if (!b && !PyErr_Occurred()) raise_would_block(self, 0);
     return b;
 }
 
@@ -137,7 +137,7 @@ static PyObject *C_recv_many(EndpointObject *self, PyObject *const *args, Py_ssi
     int64_t deadline;
     if (parse_timeout_only(args, nargs, kwnames, "recv_many", 1, &maxobj, &timeout) < 0)
         return NULL;
-    if (check_recvable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    if (check_recvable(self) < 0 || endpoint_deadline(self, timeout, &deadline) < 0) return NULL;
     Py_ssize_t maxn = PyNumber_AsSsize_t(maxobj, PyExc_OverflowError);
     if (maxn == -1 && PyErr_Occurred()) return NULL;
     if (maxn < 1) {
@@ -178,7 +178,7 @@ static PyObject *C_recv_into(EndpointObject *self, PyObject *const *args, Py_ssi
     int64_t deadline;
     if (parse_timeout_only(args, nargs, kwnames, "recv_into", 1, &target, &timeout) < 0)
         return NULL;
-    if (check_recvable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    if (check_recvable(self) < 0 || endpoint_deadline(self, timeout, &deadline) < 0) return NULL;
     Py_buffer vb;
     if (PyObject_GetBuffer(target, &vb, PyBUF_WRITABLE) < 0) return NULL;
     ring_t *r = &self->ring;
@@ -211,7 +211,7 @@ static PyObject *C_peek(EndpointObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *timeout;
     int64_t deadline;
     if (parse_timeout_only(args, nargs, kwnames, "peek", 0, NULL, &timeout) < 0) return NULL;
-    if (check_recvable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    if (check_recvable(self) < 0 || endpoint_deadline(self, timeout, &deadline) < 0) return NULL;
     ring_t *r = &self->ring;
     if (r->lossy) {
         /* The producer may overwrite a record under a lossy reader: a view
@@ -302,6 +302,10 @@ static PyGetSetDef C_getset[] = {
     {"missed", (getter)C_get_missed, NULL,
      "Lossy broadcast: messages this consumer was overrun on and never saw.", NULL},
     {"_closed", (getter)C_get_closed, NULL, "True once closed.", NULL},
+    {"_label", (getter)endpoint_get_label, NULL,
+     "The channel as error messages name it: channel 'jobs' (spsc, 4096 bytes).", NULL},
+    {"_name", (getter)endpoint_get_name, NULL, "The channel's name (None if not given).",
+     NULL},
     {"_stream", (getter)C_get_stream, (setter)C_set_stream,
      "A streamed object being received (shmring._objects.stream._Stream), or None: while one "
      "is, recv_obj leaves every record to the Python path.",

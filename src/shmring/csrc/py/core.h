@@ -22,6 +22,12 @@ typedef struct {
     volatile int closing; /* closed while busy: the last one out releases */
     PyObject *weakrefs;
     PyObject *stream;    /* consumer: a streamed object being received, or NULL */
+    /* For error messages only (never read on the hot path): the channel's
+     * name, given once at construction (or NULL), and the timeout of the
+     * call in progress in seconds (-1 for none), stored by
+     * endpoint_deadline. */
+    PyObject *name;
+    double timeout_s;
 } EndpointObject;
 
 extern PyTypeObject ProducerType, ConsumerType;
@@ -34,9 +40,22 @@ int endpoint_init(EndpointObject *self, PyObject *args, int consumer);
 void endpoint_dealloc(EndpointObject *self);
 int endpoint_check_open(EndpointObject *self);
 int parse_timeout(PyObject *obj, int64_t *deadline_ns);
+/* parse_timeout for a call of this endpoint: also keeps the timeout for the
+ * error message. */
+int endpoint_deadline(EndpointObject *self, PyObject *obj, int64_t *deadline_ns);
 /* Waits with the GIL released; 0 ready, 1 timed out, -1 Python error. */
 int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns);
 PyObject *raise_ring(EndpointObject *self, int rc);
+/* The error path: each sets an exception naming the channel (an attribute
+ * `channel` too) and returns NULL. */
+PyObject *raise_timeout(EndpointObject *self, int space);
+PyObject *raise_too_large(EndpointObject *self, uint64_t n);
+PyObject *raise_would_block(EndpointObject *self, int space);
+PyObject *raise_closed(EndpointObject *self, const char *what);
+/* Getters `_label` ("channel 'jobs' (spsc, 4096 bytes)", for messages
+ * raised in Python) and `_name` (the channel's name or None). */
+PyObject *endpoint_get_label(EndpointObject *self, void *unused);
+PyObject *endpoint_get_name(EndpointObject *self, void *unused);
 void endpoint_drop_view(EndpointObject *self);
 /* Bracket any use of the mapping with the GIL released. leave() returns -1
  * with Closed set if the endpoint was closed meanwhile. */

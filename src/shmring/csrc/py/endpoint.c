@@ -11,18 +11,28 @@ PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt, *E_To
     *E_Closed, *E_Revoked;
 
 int endpoint_init(EndpointObject *self, PyObject *args, int consumer) {
-    PyObject *mapping;
+    PyObject *mapping, *name = Py_None;
     unsigned int slot;
-    if (!PyArg_ParseTuple(args, "OI", &mapping, &slot)) return -1;
+    if (!PyArg_ParseTuple(args, "OI|O", &mapping, &slot, &name)) return -1;
     if (self->open) {
         PyErr_SetString(PyExc_RuntimeError, "endpoint already initialised");
         return -1;
     }
+    if (name != Py_None && !PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "the channel name must be a str or None");
+        return -1;
+    }
+    Py_XSETREF(self->name, name == Py_None ? NULL : Py_NewRef(name));
+    self->timeout_s = -1.0;
     if (PyObject_GetBuffer(mapping, &self->buf, PyBUF_WRITABLE) < 0) return -1;
     int rc = ring_init(&self->ring, self->buf.buf, (uint64_t)self->buf.len, slot, consumer);
     if (rc != RING_OK) {
-        PyErr_Format(E_Corrupt ? E_Corrupt : PyExc_ValueError, "corrupt region: %s",
-                     self->ring.err);
+        if (self->name)
+            PyErr_Format(E_Corrupt ? E_Corrupt : PyExc_ValueError,
+                         "corrupt region of channel %R: %s", self->name, self->ring.err);
+        else
+            PyErr_Format(E_Corrupt ? E_Corrupt : PyExc_ValueError, "corrupt region: %s",
+                         self->ring.err);
         PyBuffer_Release(&self->buf);
         return -1;
     }
@@ -51,7 +61,7 @@ int endpoint_leave(EndpointObject *self) {
         self->open = 0;
         PyBuffer_Release(&self->buf);
     }
-    PyErr_SetString(E_Closed, "the endpoint was closed while this call waited");
+    raise_closed(self, "was closed while this call waited");
     return -1;
 }
 
@@ -90,18 +100,20 @@ void endpoint_dealloc(EndpointObject *self) {
     }
     Py_CLEAR(self->view);
     Py_CLEAR(self->stream);
+    Py_CLEAR(self->name);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 int endpoint_check_open(EndpointObject *self) {
     if (self->open && !self->closing) return 0;
-    PyErr_SetString(E_Closed, "this endpoint is closed");
+    raise_closed(self, "is closed");
     return -1;
 }
 
-int parse_timeout(PyObject *obj, int64_t *deadline_ns) {
+static int parse_timeout_s(PyObject *obj, int64_t *deadline_ns, double *seconds) {
     if (obj == NULL || obj == Py_None) {
         *deadline_ns = -1;
+        *seconds = -1.0;
         return 0;
     }
     double t = PyFloat_AsDouble(obj);
@@ -110,9 +122,19 @@ int parse_timeout(PyObject *obj, int64_t *deadline_ns) {
         PyErr_SetString(PyExc_ValueError, "timeout must be None or a number >= 0");
         return -1;
     }
+    *seconds = t;
     if (t > 1e9) t = 1e9;
     *deadline_ns = mono_ns() + (int64_t)(t * 1e9);
     return 0;
+}
+
+int parse_timeout(PyObject *obj, int64_t *deadline_ns) {
+    double unused;
+    return parse_timeout_s(obj, deadline_ns, &unused);
+}
+
+int endpoint_deadline(EndpointObject *self, PyObject *obj, int64_t *deadline_ns) {
+    return parse_timeout_s(obj, deadline_ns, &self->timeout_s);
 }
 
 int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns) {
@@ -183,26 +205,169 @@ PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ss
     return PyBool_FromLong(w == WAIT_READY);
 }
 
+/* ---- Errors that say what happened (the error path only) ----
+ * Each names the channel ("channel 'jobs' (spsc, 4096 bytes)") and sets the
+ * facts on the exception too: `channel` always, then what the error is
+ * about (`timeout`, `size`, `limit`). The name was given once at
+ * construction; pattern and capacity are the ring's own copies, so this is
+ * safe after the mapping was released. */
+
+static const char *pattern_name(uint32_t p) {
+    switch (p) {
+    case PATTERN_SPSC: return "spsc";
+    case PATTERN_MPSC: return "mpsc";
+    case PATTERN_MPMC: return "mpmc";
+    case PATTERN_BROADCAST: return "broadcast";
+    default: return "?";
+    }
+}
+
+/* "channel 'jobs' (spsc, 4096 bytes)"; new reference or NULL. */
+static PyObject *label(EndpointObject *self) {
+    const char *pat = pattern_name(self->ring.pattern);
+    unsigned long long cap = (unsigned long long)self->ring.cap;
+    if (self->name) return PyUnicode_FromFormat("channel %R (%s, %llu bytes)", self->name, pat, cap);
+    return PyUnicode_FromFormat("the channel (%s, %llu bytes)", pat, cap);
+}
+
+PyObject *endpoint_get_label(EndpointObject *self, void *unused) {
+    (void)unused;
+    return label(self);
+}
+
+PyObject *endpoint_get_name(EndpointObject *self, void *unused) {
+    (void)unused;
+    return Py_NewRef(self->name ? self->name : Py_None);
+}
+
+/* Raise cls(msg) (msg stolen) with attribute `channel` and up to two more
+ * (values stolen; a NULL key ends the list). NULL always. */
+static PyObject *raise_with(EndpointObject *self, PyObject *cls, PyObject *msg, const char *k1,
+                            PyObject *v1, const char *k2, PyObject *v2) {
+    PyObject *exc = NULL;
+    if (msg && (!k1 || v1) && (!k2 || v2)) exc = PyObject_CallOneArg(cls, msg);
+    if (exc) {
+        PyObject *name = self->name ? self->name : Py_None;
+        if (PyObject_SetAttrString(exc, "channel", name) < 0 ||
+            (k1 && PyObject_SetAttrString(exc, k1, v1) < 0) ||
+            (k2 && PyObject_SetAttrString(exc, k2, v2) < 0))
+            Py_CLEAR(exc);
+    }
+    Py_XDECREF(msg);
+    Py_XDECREF(v1);
+    Py_XDECREF(v2);
+    if (exc) {
+        PyErr_SetObject(cls, exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+/* msg = "<prefix><label><suffix>", each part a C string. */
+static PyObject *labelled(EndpointObject *self, const char *prefix, const char *suffix) {
+    PyObject *l = label(self);
+    if (!l) return NULL;
+    PyObject *m = PyUnicode_FromFormat("%s%U%s", prefix, l, suffix);
+    Py_DECREF(l);
+    return m;
+}
+
+PyObject *raise_timeout(EndpointObject *self, int space) {
+    double t = self->timeout_s;
+    PyObject *l = label(self);
+    if (!l) return NULL;
+    const char *what = space ? "space in" : "a message in";
+    PyObject *msg, *tv;
+    if (t >= 0.0) {
+        char *ts = PyOS_double_to_string(t, 'r', 0, 0, NULL);
+        if (!ts) {
+            Py_DECREF(l);
+            return NULL;
+        }
+        msg = PyUnicode_FromFormat("timed out after %s s waiting for %s %U", ts, what, l);
+        PyMem_Free(ts);
+        tv = PyFloat_FromDouble(t);
+    } else { /* a deadline without a timeout: not from a call of ours */
+        msg = PyUnicode_FromFormat("timed out waiting for %s %U", what, l);
+        tv = Py_NewRef(Py_None);
+    }
+    Py_DECREF(l);
+    return raise_with(self, E_Timeout, msg, "timeout", tv, NULL, NULL);
+}
+
+PyObject *raise_too_large(EndpointObject *self, uint64_t n) {
+    unsigned long long lim = (unsigned long long)self->ring.max_message;
+    PyObject *msg =
+        self->name
+            ? PyUnicode_FromFormat("message of %llu bytes exceeds channel %R max_message %llu",
+                                   (unsigned long long)n, self->name, lim)
+            : PyUnicode_FromFormat("message of %llu bytes exceeds the channel's max_message "
+                                   "%llu", (unsigned long long)n, lim);
+    return raise_with(self, E_TooLarge, msg, "size", PyLong_FromUnsignedLongLong(n), "limit",
+                      PyLong_FromUnsignedLongLong(lim));
+}
+
+PyObject *raise_would_block(EndpointObject *self, int space) {
+    return raise_with(self, E_WouldBlock,
+                      labelled(self, "", space ? " is full" : " is empty"), NULL, NULL, NULL,
+                      NULL);
+}
+
+PyObject *raise_closed(EndpointObject *self, const char *what) {
+    PyObject *msg;
+    if (!what) { /* end of stream for senders */
+        msg = self->name ? PyUnicode_FromFormat("channel %R was closed for sending (close_send)",
+                                                self->name)
+                         : PyUnicode_FromString("the channel was closed for sending "
+                                                "(close_send)");
+    } else if (self->name) {
+        msg = PyUnicode_FromFormat("this endpoint of channel %R %s", self->name, what);
+    } else {
+        msg = PyUnicode_FromFormat("this endpoint %s", what);
+    }
+    return raise_with(self, E_Closed, msg, NULL, NULL, NULL, NULL);
+}
+
 PyObject *raise_ring(EndpointObject *self, int rc) {
     switch (rc) {
-    case RING_EOS: PyErr_SetString(E_EndOfStream, "end of stream"); break;
+    case RING_EOS:
+        return raise_with(self, E_EndOfStream,
+                          labelled(self, "end of stream: ",
+                                   " was closed for sending and every message was received"),
+                          NULL, NULL, NULL, NULL);
     case RING_BROKEN:
-        PyErr_SetString(E_Broken, "the channel was marked broken (a peer died holding "
-                                  "state that could not be recovered, or the region is "
-                                  "being torn down)");
-        break;
+        return raise_with(self, E_Broken,
+                          labelled(self, "",
+                                   " was marked broken (a peer died holding state that could "
+                                   "not be recovered, or the region is being torn down)"),
+                          NULL, NULL, NULL, NULL);
     case RING_REVOKED:
-        PyErr_SetString(E_Revoked, "this producer held its claim longer than the supervisor's "
-                                   "claim timeout (stopped or stuck), so the claim was revoked "
-                                   "and consumers went on: the message was not sent");
-        break;
-    case RING_CORRUPT:
-        PyErr_Format(E_Corrupt, "corrupt region: %s", self->ring.err);
-        break;
-    case RING_TOOBIG:
-        PyErr_Format(E_TooLarge, "message larger than this channel's max_message (%llu bytes)",
-                     (unsigned long long)self->ring.max_message);
-        break;
+        return raise_with(self, E_Revoked,
+                          labelled(self, "this producer of ",
+                                   " held its claim longer than the supervisor's claim timeout "
+                                   "(stopped or stuck), so the claim was revoked and consumers "
+                                   "went on: the message was not sent"),
+                          NULL, NULL, NULL, NULL);
+    case RING_CORRUPT: {
+        PyObject *l = label(self);
+        PyObject *msg = l ? PyUnicode_FromFormat("corrupt region of %U: %s", l, self->ring.err)
+                          : NULL;
+        Py_XDECREF(l);
+        return raise_with(self, E_Corrupt, msg, NULL, NULL, NULL, NULL);
+    }
+    case RING_TOOBIG: {
+        /* Sizes are checked where they are known (raise_too_large); this is
+         * a commit larger than its claim. */
+        unsigned long long lim = (unsigned long long)self->ring.max_message;
+        PyObject *msg = self->name ? PyUnicode_FromFormat(
+                                         "message larger than channel %R max_message %llu",
+                                         self->name, lim)
+                                   : PyUnicode_FromFormat(
+                                         "message larger than the channel's max_message %llu",
+                                         lim);
+        return raise_with(self, E_TooLarge, msg, "limit", PyLong_FromUnsignedLongLong(lim),
+                          NULL, NULL);
+    }
     default: PyErr_Format(PyExc_RuntimeError, "unexpected ring status %d", rc);
     }
     return NULL;

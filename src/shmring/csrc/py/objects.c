@@ -31,9 +31,9 @@
 
 /* ------------------------------------------------------- the endpoints -- */
 
-static int parse_flags(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t first,
-                       int64_t *deadline, int *nowait) {
-    if (parse_timeout(nargs > first ? args[first] : NULL, deadline) < 0) return -1;
+static int parse_flags(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                       Py_ssize_t first, int64_t *deadline, int *nowait) {
+    if (endpoint_deadline(self, nargs > first ? args[first] : NULL, deadline) < 0) return -1;
     *nowait = 0;
     if (nargs > first + 1 && (*nowait = PyObject_IsTrue(args[first + 1])) < 0) return -1;
     return 0;
@@ -65,8 +65,7 @@ PyObject *obj_send_encoded(EndpointObject *self, PyObject *obj, unsigned char *s
     /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
      * (py/module.c m_store32) in shmring/_channel (close_send). */
     if (ld32_acq(r->base, OFF_EOS)) {
-        PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
-        return NULL;
+        return raise_closed(self, NULL);
     }
     /* Too large for one record: the pickle path streams a large top-level
      * bytes-like object where the pattern allows, else raises. */
@@ -111,7 +110,7 @@ PyObject *obj_send_value(EndpointObject *self, PyObject *const *args, Py_ssize_t
     int nowait;
     if (nargs < 1 || nargs > 3)
         return PyErr_Format(PyExc_TypeError, "_send_value(obj, timeout=None, nowait=False)");
-    if (parse_flags(args, nargs, 1, &deadline, &nowait) < 0) return NULL;
+    if (parse_flags(self, args, nargs, 1, &deadline, &nowait) < 0) return NULL;
     return send_value(self, args[0], deadline, nowait);
 }
 
@@ -120,7 +119,7 @@ PyObject *obj_send_value(EndpointObject *self, PyObject *const *args, Py_ssize_t
 static int take_wait(EndpointObject *self, int64_t deadline, int nowait, const char **p,
                      uint64_t *n) {
     int rc = consumer_take(self, deadline, nowait, p, n);
-    if (rc == 1) PyErr_SetString(E_WouldBlock, "channel empty");
+    if (rc == 1) raise_would_block(self, 0);
     return rc ? -1 : 0;
 }
 
@@ -177,7 +176,7 @@ PyObject *obj_recv_value(EndpointObject *self, PyObject *const *args, Py_ssize_t
     int64_t deadline;
     int nowait;
     if (nargs > 2) return PyErr_Format(PyExc_TypeError, "_recv_value(timeout=None, nowait=False)");
-    if (parse_flags(args, nargs, 0, &deadline, &nowait) < 0) return NULL;
+    if (parse_flags(self, args, nargs, 0, &deadline, &nowait) < 0) return NULL;
     return obj_recv(self, deadline, nowait);
 }
 
@@ -257,7 +256,7 @@ PyObject *obj_send_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t n
         return forward(Send_full, (PyObject *)self, args, nargs, kwnames);
     }
     PyObject *sent = NULL;
-    if (parse_timeout(timeout, &deadline) == 0) sent = send_value(self, args[0], deadline, 0);
+    if (endpoint_deadline(self, timeout, &deadline) == 0) sent = send_value(self, args[0], deadline, 0);
     if (sent == Py_False) {
         /* Not a plain value: pickle it, as send_obj always did. */
         Py_DECREF(sent);
@@ -281,7 +280,7 @@ PyObject *obj_recv_obj(EndpointObject *self, PyObject *const *args, Py_ssize_t n
         return forward(Recv_full, (PyObject *)self, args, nargs, kwnames);
     }
     PyObject *v = NULL;
-    if (parse_timeout(timeout, &deadline) == 0) v = obj_recv(self, deadline, 0);
+    if (endpoint_deadline(self, timeout, &deadline) == 0) v = obj_recv(self, deadline, 0);
     if (v == Py_NotImplemented) {
         /* Another kind of record, held (or a stream in progress): the Python
          * path takes it, with what is left of the timeout - a stream's

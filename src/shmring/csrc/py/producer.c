@@ -46,7 +46,7 @@ static int check_sendable(EndpointObject *self) {
     /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
      * (py/module.c m_store32) in shmring/_channel (close_send). */
     if (ld32_acq(self->ring.base, OFF_EOS)) {
-        PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
+        raise_closed(self, NULL);
         return -1;
     }
     return 0;
@@ -59,24 +59,25 @@ int producer_claim_wait(EndpointObject *self, uint64_t n, int64_t deadline, int 
         int rc = ring_claim(r, n, dst);
         if (rc == RING_OK) return 0;
         if (rc != RING_AGAIN) {
-            raise_ring(self, rc);
+            if (rc == RING_TOOBIG) raise_too_large(self, n);
+            else raise_ring(self, rc);
             return -1;
         }
         if (r->batch) ring_flush(r); /* let consumers see what we have */
         if (nowait) {
-            PyErr_SetString(E_WouldBlock, "channel full");
+            raise_would_block(self, 1);
             return -1;
         }
         int w = endpoint_wait(self, 1, deadline);
         if (w < 0) return -1;
         if (w > 0) {
-            PyErr_SetString(E_Timeout, "timed out waiting for space in the channel");
+            raise_timeout(self, 1);
             return -1;
         }
         /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
          * (py/module.c m_store32) in shmring/_channel (close_send). */
         if (ld32_acq(r->base, OFF_EOS)) {
-            PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
+            raise_closed(self, NULL);
             return -1;
         }
     }
@@ -134,7 +135,7 @@ static PyObject *P_send(EndpointObject *self, PyObject *const *args, Py_ssize_t 
     int64_t deadline;
     data_t d;
     if (parse_data_timeout(args, nargs, kwnames, "send", &data, &timeout) < 0) return NULL;
-    if (check_sendable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    if (check_sendable(self) < 0 || endpoint_deadline(self, timeout, &deadline) < 0) return NULL;
     if (get_data(data, &d) < 0) return NULL;
     int rc = send_one(self, &d, deadline, 0);
     put_data(&d);
@@ -158,7 +159,7 @@ static PyObject *P_send_many(EndpointObject *self, PyObject *const *args, Py_ssi
     int64_t deadline;
     if (parse_data_timeout(args, nargs, kwnames, "send_many", &items, &timeout) < 0)
         return NULL;
-    if (check_sendable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    if (check_sendable(self) < 0 || endpoint_deadline(self, timeout, &deadline) < 0) return NULL;
     PyObject *seq = PySequence_Fast(items, "send_many() takes an iterable of bytes-like");
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), i;
@@ -193,7 +194,7 @@ static PyObject *P_claim(EndpointObject *self, PyObject *const *args, Py_ssize_t
     PyObject *size, *timeout;
     int64_t deadline;
     if (parse_data_timeout(args, nargs, kwnames, "claim", &size, &timeout) < 0) return NULL;
-    if (check_sendable(self) < 0 || parse_timeout(timeout, &deadline) < 0) return NULL;
+    if (check_sendable(self) < 0 || endpoint_deadline(self, timeout, &deadline) < 0) return NULL;
     Py_ssize_t n = PyNumber_AsSsize_t(size, PyExc_OverflowError);
     if (n == -1 && PyErr_Occurred()) return NULL;
     if (n < 0) {
@@ -205,17 +206,15 @@ static PyObject *P_claim(EndpointObject *self, PyObject *const *args, Py_ssize_t
     for (;;) {
         int rc = ring_claim(r, (uint64_t)n, &dst);
         if (rc == RING_OK) break;
+        if (rc == RING_TOOBIG) return raise_too_large(self, (uint64_t)n);
         if (rc != RING_AGAIN) return raise_ring(self, rc);
         int w = endpoint_wait(self, 1, deadline);
         if (w < 0) return NULL;
-        if (w > 0) {
-            PyErr_SetString(E_Timeout, "timed out waiting for space in the channel");
-            return NULL;
-        }
+        if (w > 0) return raise_timeout(self, 1);
         /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
          * (py/module.c m_store32) in shmring/_channel (close_send). */
         if (ld32_acq(r->base, OFF_EOS)) {
-            PyErr_SetString(E_Closed, "the channel was closed for sending (close_send)");
+            raise_closed(self, NULL);
             return NULL;
         }
     }
@@ -335,6 +334,10 @@ static PyMethodDef P_methods[] = {
 static PyGetSetDef P_getset[] = {
     {"_claimed", (getter)P_get_claimed, NULL, "True while a claim is open.", NULL},
     {"_closed", (getter)P_get_closed, NULL, "True once closed.", NULL},
+    {"_label", (getter)endpoint_get_label, NULL,
+     "The channel as error messages name it: channel 'jobs' (spsc, 4096 bytes).", NULL},
+    {"_name", (getter)endpoint_get_name, NULL, "The channel's name (None if not given).",
+     NULL},
     {"_max_message", (getter)P_get_max_message, NULL, "The channel's max_message.", NULL},
     {"_pattern", (getter)P_get_pattern, NULL, "The channel's pattern (a PATTERN_* code).",
      NULL},
