@@ -15,6 +15,7 @@ import queue
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
 import shmring
@@ -94,6 +95,20 @@ def test_nowait_errors_name_the_channel(make_channel: Make) -> None:
         except shmring.WouldBlock as e:
             assert (str(e), e.channel) == (f"{_label(ch)} is full", ch.name)
             break
+
+
+def test_nowait_object_errors_name_the_channel(make_channel: Make) -> None:
+    """The object paths that fall back to Python (buffers out of band, a
+    held view) word their refusals as the C paths do."""
+    ch = make_channel()
+    tx, rx = ch.producer(), ch.consumer()
+    with pytest.raises(shmring.WouldBlock) as info:
+        rx.recv_obj_nowait(copy=False)
+    assert (str(info.value), info.value.channel) == (f"{_label(ch)} is empty", ch.name)
+    with pytest.raises(shmring.WouldBlock) as info:
+        for _ in range(1000):
+            tx.send_obj_nowait(np.zeros(100))
+    assert (str(info.value), info.value.channel) == (f"{_label(ch)} is full", ch.name)
 
 
 # ------------------------------------------------------------ too large --

@@ -87,7 +87,9 @@ def write(tx: _core.ProducerCore, data: ReadableBuffer, buffers: list[PickleBuff
             view = tx._claim(end, 0.0 if nowait else timeout)
         except Timeout:
             if nowait:
-                raise WouldBlock("channel full") from None
+                err = WouldBlock(f"{tx._label} is full")
+                err.channel = tx._name
+                raise err from None
             raise
         try:
             _HEADER.pack_into(view, 0, FRAME_MAGIC, FRAME_VERSION, nbuf, payload.nbytes)

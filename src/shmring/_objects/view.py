@@ -82,7 +82,9 @@ def _peek(rx: _core.ConsumerCore, timeout: float | None, nowait: bool) -> memory
         return rx._peek(0.0 if nowait else timeout)
     except Timeout:
         if nowait:
-            raise WouldBlock("channel empty") from None
+            err = WouldBlock(f"{rx._label} is empty")
+            err.channel = rx._name
+            raise err from None
         raise
 
 
