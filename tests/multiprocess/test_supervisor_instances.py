@@ -16,10 +16,12 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import posix_ipc
 import pytest
 from supervisor_util import Env, FakeClock, wait_for
+from user_util import as_nobody
 
 import shmring
 from shmring._proc import my_start_time
@@ -128,31 +130,11 @@ def test_daemon_takes_over_from_an_auto_started_one(env: Env) -> None:
 
 
 # --------------------------------------------------------------- security --
-def _as_nobody(fn_body: str, env: Env, uname: str) -> dict[str, str]:
-    """Run checks in a forked child that dropped to uid/gid 65534."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        out: dict[str, str] = {}
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            exec(fn_body, {"env": env, "uname": uname, "out": out, "socket": socket,
-                           "shmring": shmring, "_ipc": _ipc, "posix_ipc": posix_ipc})
-        except BaseException as e:
-            out["error"] = repr(e)
-        os.write(w, json.dumps(out).encode())
-        os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    result: dict[str, str] = json.loads(data)
-    return result
+def _as_nobody(fn_body: str, env: Env, uname: str) -> dict[str, Any]:
+    """Run checks (Python source that fills ``out``) as another user."""
+    names = {"env": env, "uname": uname, "socket": socket, "shmring": shmring, "_ipc": _ipc,
+             "posix_ipc": posix_ipc}
+    return as_nobody(lambda out: exec(fn_body, {**names, "out": out}))
 
 
 CHECKS = """
