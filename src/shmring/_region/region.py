@@ -3,12 +3,20 @@ attach table (its words: ``slots.py``; names and listing: ``names.py``).
 
 Creation follows DESIGN.md: ``shm_open(O_CREAT|O_EXCL, 0600)`` so nobody can
 squat a name (then ``fchmod`` to the requested mode exactly, since
-``shm_open`` applies the umask), ``ftruncate`` then ``posix_fallocate`` so a full ``/dev/shm`` is
-a clean :class:`NoSpace` at creation rather than a ``SIGBUS`` on some later
-write, then the header, whose magic is stored last (with release order) to
+``shm_open`` applies the umask), ``ftruncate`` then ``posix_fallocate`` so a
+full ``/dev/shm`` is a clean :class:`NoSpace` at creation rather than a
+``SIGBUS`` on some later write, then the header, whose magic is stored last (with release order) to
 publish it. An attacher opens with size 0 (a non-zero size would resize
 somebody else's segment), waits briefly for the magic, and checks every field
 against the real segment size before trusting any.
+
+Mapping: a region of up to :data:`POPULATE_LIMIT` bytes is mapped with
+``MAP_POPULATE``, so even the first lap of its ring takes no page fault. A
+larger one is not: its pages are already allocated (``posix_fallocate``), so
+leaving them to be faulted in on first touch costs no ``SIGBUS``, only about
+1.5 µs per 4 KiB page the first time (measured on a 2-vCPU x86-64 VM), while
+populating cost about 2.3 s per GiB there (4 GiB: 9.5 s to populate, 1 s to
+allocate), in every process that maps it.
 
 Ownership of the segment's lifetime belongs to the supervisor; a Region
 never unlinks behind anybody's back (compare CPython's ``shared_memory``
@@ -46,6 +54,16 @@ from .slots import SlotInfo as SlotInfo
 
 # segment_name, split_segment_name and SlotInfo are re-exported: _channel
 # and _queue import them from here. Their home is names.py and slots.py.
+
+#: Regions up to this size are mapped with MAP_POPULATE (see the module
+#: docstring); larger ones fault their pages in on first touch.
+POPULATE_LIMIT = 64 << 20
+
+
+def _map(fd: int, size: int) -> mmap.mmap:
+    """Map ``size`` bytes of the segment ``fd``, read-write and shared."""
+    flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if size <= POPULATE_LIMIT else 0)
+    return mmap.mmap(fd, size, flags, mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
@@ -151,8 +169,7 @@ class Region:
                         "free space or use a smaller capacity"
                     ) from e
                 raise
-            buf = mmap.mmap(shm.fd, total, mmap.MAP_SHARED | mmap.MAP_POPULATE,
-                            mmap.PROT_READ | mmap.PROT_WRITE)
+            buf = _map(shm.fd, total)
         except BaseException:
             shm.close_fd()
             shm.unlink()
@@ -196,8 +213,7 @@ class Region:
                     f"segment {seg!r} is {size} bytes, smaller than a region header: "
                     "not a shmring region (remove it with `shmring gc`)"
                 )
-            buf = mmap.mmap(shm.fd, size, mmap.MAP_SHARED | mmap.MAP_POPULATE,
-                            mmap.PROT_READ | mmap.PROT_WRITE)
+            buf = _map(shm.fd, size)
         finally:
             shm.close_fd()
         region = cls(name, seg, buf, size)
