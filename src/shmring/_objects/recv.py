@@ -175,22 +175,9 @@ def _take_view(rx: ObjectReceiver, ser: Serializer, timeout: float | None,
 # ------------------------------------- the Python paths of the C recv_obj --
 def _recv_obj(self: ObjectReceiver, timeout: float | None = None, *, copy: bool = True,
               serializer: Serializer | None = None) -> Any:
-    """Receive one object, waiting up to ``timeout`` seconds for it.
-
-    With ``copy=True`` (the default) the object owns its memory: a received
-    numpy array is a writable copy (read-only if the sent one was).
-    ``copy=False`` returns an :class:`ObjectView` to use as a context
-    manager: its arrays are zero-copy, read-only views of the ring, valid
-    inside the block. Raises :class:`~shmring.Timeout`,
-    :class:`~shmring.EndOfStream`, or :class:`~shmring.DecodeError` (the
-    record could not be decoded; it is consumed).
-
-    Example::
-
-        obj = rx.recv_obj(timeout=5)
-        with rx.recv_obj(copy=False) as frame:
-            mean = frame["image"].mean()
-    """
+    """``Consumer.recv_obj`` for the calls its C method hands over (another
+    serializer, ``copy=False``, a record that is not a value record); the
+    method and its overloads are documented in ``_core.pyi``."""
     ser = self.serializer if serializer is None else serializer
     if copy and ser.__class__ is PickleSerializer:
         # A value record: decoded from the ring by one C call.

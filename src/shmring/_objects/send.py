@@ -110,18 +110,9 @@ def write(tx: _core.ProducerCore, data: ReadableBuffer, buffers: list[PickleBuff
 # ------------------------------------- the Python paths of the C send_obj --
 def _send_obj(self: ObjectSender, obj: Any, timeout: float | None = None, *,
               serializer: Serializer | None = None) -> None:
-    """Send one Python object, waiting up to ``timeout`` seconds for space.
-
-    Large buffers (numpy arrays, big ``bytes``) are written straight into
-    one claimed record, without an intermediate copy. Raises
-    :class:`~shmring.Timeout`, :class:`~shmring.MessageTooLarge` (the
-    encoded object exceeds the channel's ``max_message``; nothing was sent),
-    or whatever the serializer raises for an object it cannot encode.
-
-    Example::
-
-        tx.send_obj({"id": 7, "image": np.zeros((480, 640), np.uint8)})
-    """
+    """``Producer.send_obj`` for the calls its C method hands over (another
+    serializer, or an object that is not a plain value); the method is
+    documented in ``_core.pyi``."""
     ser = self.serializer if serializer is None else serializer
     if ser.__class__ is PickleSerializer and self._send_value(obj, timeout):
         return  # a plain value, encoded into the ring by one C call
