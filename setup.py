@@ -16,6 +16,7 @@ SOURCES = [
     "ring/consume.c",
     "ring/recover.c",
     "ring/revoke.c",
+    "ring/link.c",
     "value/encode.c",
     "value/decode.c",
     "py/module.c",
@@ -25,6 +26,7 @@ SOURCES = [
     "py/objects.c",
     "py/lock.c",
     "py/queue.c",
+    "py/link.c",
 ]
 HEADERS = [
     "layout.h",
@@ -38,6 +40,7 @@ HEADERS = [
     "py/core.h",
     "py/objects.h",
     "py/lock.h",
+    "py/link.h",
 ]
 
 setup(

@@ -113,6 +113,48 @@ def framed_size(data: ReadableBuffer, buffers: Sequence[PickleBuffer]) -> int:
     return end
 
 
+class FramePlan:
+    """Where each part of a framed record goes: ``encode``'s bytes and
+    out-of-band buffers laid out (header, buffer table, payload, each buffer
+    ``_BUF_ALIGN``-aligned), ``size`` bytes in all. :meth:`write` puts them
+    into a claimed view; :meth:`release` lets the buffers go."""
+
+    def __init__(self, data: ReadableBuffer, buffers: Sequence[PickleBuffer]) -> None:
+        self.raws = [b.raw() for b in buffers]
+        self.payload = memoryview(data)
+        nbuf = len(self.raws)
+        if nbuf > 0xFFFF:
+            self.release()
+            raise ValueError(f"too many out-of-band buffers ({nbuf}); at most 65535")
+        self.p0 = _HEADER.size + _ENTRY.size * nbuf if nbuf else 0
+        self.entries: list[tuple[int, int, int]] = []
+        end = self.p0 + self.payload.nbytes
+        for r in self.raws:
+            off = _align(end)
+            end = off + r.nbytes
+            self.entries.append((off, r.nbytes, _FLAG_READONLY if r.readonly else 0))
+        self.size = end
+
+    def write(self, view: memoryview) -> None:
+        """Write the record into ``view`` (at least ``size`` bytes): framed
+        if there are out-of-band buffers, else the bare bytes."""
+        n = self.payload.nbytes
+        if not self.raws:
+            view[:n] = self.payload
+            return
+        _HEADER.pack_into(view, 0, FRAME_MAGIC, FRAME_VERSION, len(self.raws), n)
+        for i, e in enumerate(self.entries):
+            _ENTRY.pack_into(view, _HEADER.size + _ENTRY.size * i, *e)
+        view[self.p0:self.p0 + n] = self.payload
+        for (off, size, _), r in zip(self.entries, self.raws, strict=True):
+            view[off:off + size] = r
+
+    def release(self) -> None:
+        """Release the raw views of the out-of-band buffers."""
+        for r in self.raws:
+            r.release()
+
+
 # ------------------------------------------------------------ decoding --
 def _frame(mv: memoryview) -> tuple[memoryview, list[tuple[int, int, int]]]:
     """Parse and bounds-check a framed record: (payload, buffer table)."""

@@ -19,15 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _core
 from .._errors import Timeout, WouldBlock
-from .frame import (
-    _ENTRY,
-    _FLAG_READONLY,
-    _HEADER,
-    FRAME_MAGIC,
-    FRAME_VERSION,
-    _align,
-    encode,
-)
+from .frame import FramePlan, encode
 from .serializers import _WRAPPABLE, PICKLE, PickleSerializer, Serializer, _dumps
 from .stream import _streams, _write_stream
 
@@ -67,24 +59,13 @@ def write(tx: _core.ProducerCore, data: ReadableBuffer, buffers: list[PickleBuff
         else:
             tx.send(data, timeout)
         return
-    raws = [b.raw() for b in buffers]
+    plan = FramePlan(data, buffers)
     try:
-        payload = memoryview(data)
-        nbuf = len(raws)
-        if nbuf > 0xFFFF:
-            raise ValueError(f"too many out-of-band buffers ({nbuf}); at most 65535")
-        p0 = _HEADER.size + _ENTRY.size * nbuf
-        entries = []
-        end = p0 + payload.nbytes
-        for r in raws:
-            off = _align(end)
-            end = off + r.nbytes
-            entries.append((off, r.nbytes, _FLAG_READONLY if r.readonly else 0))
-        if end > tx._max_message and not nowait and _streams(tx):
-            _write_stream(tx, payload, raws, timeout)
+        if plan.size > tx._max_message and not nowait and _streams(tx):
+            _write_stream(tx, plan.payload, plan.raws, timeout)
             return
         try:
-            view = tx._claim(end, 0.0 if nowait else timeout)
+            view = tx._claim(plan.size, 0.0 if nowait else timeout)
         except Timeout:
             if nowait:
                 err = WouldBlock(f"{tx._label} is full")
@@ -92,19 +73,13 @@ def write(tx: _core.ProducerCore, data: ReadableBuffer, buffers: list[PickleBuff
                 raise err from None
             raise
         try:
-            _HEADER.pack_into(view, 0, FRAME_MAGIC, FRAME_VERSION, nbuf, payload.nbytes)
-            for i, e in enumerate(entries):
-                _ENTRY.pack_into(view, _HEADER.size + _ENTRY.size * i, *e)
-            view[p0:p0 + payload.nbytes] = payload
-            for (off, n, _), r in zip(entries, raws, strict=True):
-                view[off:off + n] = r
+            plan.write(view)
         except BaseException:
             tx._abort()
             raise
         tx._commit()
     finally:
-        for r in raws:
-            r.release()
+        plan.release()
 
 
 # ------------------------------------- the Python paths of the C send_obj --

@@ -31,10 +31,9 @@ from .. import _core
 from .. import _layout as L
 from .._errors import RegionNotFound, ShmringError
 from .._proc import alive
-from .names import PREFIX, list_segments, refused, split_segment_name, unlink_segment
+from .names import PREFIX, SHM_DIR, list_segments, refused, split_segment_name, unlink_segment
 from .region import Region
 
-SHM_DIR = "/dev/shm"
 #: Seconds a region may stay without any attach slot while its creator lives.
 CREATION_GRACE = 5.0
 

@@ -16,6 +16,8 @@ import posix_ipc
 from .._errors import InvalidArgument, PermissionDenied, RegionNotFound
 
 PREFIX = "shmring"
+#: Where POSIX shared-memory segments appear as files.
+SHM_DIR = "/dev/shm"
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}\Z")
 _NS_RE = re.compile(r"[A-Za-z0-9_\-]{1,40}\Z")
 
@@ -70,7 +72,7 @@ def list_segments(namespace: str | None = None) -> list[tuple[str, str]]:
     """(namespace, name) of every shmring segment in /dev/shm (optionally one namespace)."""
     out = []
     try:
-        entries = os.listdir("/dev/shm")
+        entries = os.listdir(SHM_DIR)
     except FileNotFoundError:
         return []
     for entry in sorted(entries):
@@ -85,7 +87,7 @@ def refused(seg: str, *, unlink: bool = False) -> PermissionDenied:
     mode or its owner, saying both (the name in ``/dev/shm`` can be looked at
     without opening it). ``/dev/shm`` is sticky: only the owner removes."""
     try:
-        st = os.stat("/dev/shm/" + seg.lstrip("/"))
+        st = os.stat(SHM_DIR + "/" + seg.lstrip("/"))
     except OSError:
         return PermissionDenied(f"region {seg!r} belongs to another user")
     mode, uid = st.st_mode & 0o777, st.st_uid

@@ -31,6 +31,8 @@ import mmap
 import os
 import struct
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import posix_ipc
 
@@ -46,11 +48,14 @@ from .._errors import (
     RegionNotFound,
 )
 from .._proc import alive, my_start_time, start_time
-from .names import refused, unlink_segment
+from .names import SHM_DIR, refused, unlink_segment
 from .names import segment_name as segment_name
 from .names import split_segment_name as split_segment_name
 from .slots import AttachTable
 from .slots import SlotInfo as SlotInfo
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 # segment_name, split_segment_name and SlotInfo are re-exported: _channel
 # and _queue import them from here. Their home is names.py and slots.py.
@@ -89,9 +94,11 @@ class Region:
     for you. ``buf`` is the writable mapping of the whole segment.
     """
 
-    def __init__(self, name: str, seg: str, buf: mmap.mmap, size: int) -> None:
+    def __init__(self, name: str, seg: str, buf: mmap.mmap, size: int, inode: int = 0) -> None:
         self.name = name
         self.segment = seg
+        #: The segment's inode number: the region's id in linked slots.
+        self.inode = inode
         self.buf: mmap.mmap | None = buf
         self.size = size
         self._table = AttachTable(buf, name)
@@ -170,6 +177,7 @@ class Region:
                     ) from e
                 raise
             buf = _map(shm.fd, total)
+            inode = os.fstat(shm.fd).st_ino
         except BaseException:
             shm.close_fd()
             shm.unlink()
@@ -190,7 +198,7 @@ class Region:
         # Publication: everything above is visible before the magic (pairs
         # with the attacher's acquire load in _wait_published).
         _core.store(buf, L.HDR_MAGIC, L.SHMRING_MAGIC)
-        return cls(name, seg, buf, total)
+        return cls(name, seg, buf, total, inode)
 
     @classmethod
     def attach(cls, name: str, *, namespace: str | None = None, timeout: float = 2.0) -> Region:
@@ -214,9 +222,10 @@ class Region:
                     "not a shmring region (remove it with `shmring gc`)"
                 )
             buf = _map(shm.fd, size)
+            inode = os.fstat(shm.fd).st_ino
         finally:
             shm.close_fd()
-        region = cls(name, seg, buf, size)
+        region = cls(name, seg, buf, size, inode)
         try:
             region._wait_published(deadline)
             region.validate()
@@ -366,14 +375,18 @@ class Region:
         """A snapshot of every taken slot of the attach table."""
         return self.table.snapshot()
 
-    def recover_slot(self, slot: int, pid: int) -> bool:
+    def recover_slot(self, slot: int, pid: int, *,
+                     find_region: Callable[[int], WriteableBuffer | None] | None = None,
+                     force: bool = False) -> bool:
         """Recover slot ``slot`` whose process ``pid`` is dead, then free it.
 
         Exactly one caller wins the slot (compare-exchange on its pid), so the
         supervisor and a process that finds a dead peer may both try. Returns
-        True if this call did the recovery.
+        True if this call did the recovery. ``find_region`` and ``force``:
+        see :meth:`AttachTable.recover` (pipeline workers' linked slots).
         """
-        return self.table.recover(slot, pid)
+        return self.table.recover(slot, pid, find_region=find_region or find_by_inode,
+                                  force=force)
 
     def dead_slots(self) -> list[tuple[int, int]]:
         """(slot, pid) of every slot whose process has exited."""
@@ -399,3 +412,34 @@ class Region:
             if alive(pid, started) if started else start_time(pid) is not None:
                 pids.add(pid)
         return pids
+
+
+def find_by_inode(inode: int) -> mmap.mmap | None:
+    """The mapping of the shmring region whose segment has inode ``inode``,
+    or None: how recovery finds the region a dead pipeline worker's linked
+    outputs went to when nobody hands it one (the supervisor does)."""
+    try:
+        entries = list(os.scandir(SHM_DIR))
+    except OSError:
+        return None
+    for e in entries:
+        if not e.name.startswith("shmring.") or e.inode() != inode:
+            continue
+        try:
+            fd = os.open(e.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if st.st_ino != inode or st.st_size < L.REGION_HEADER_SIZE:
+                return None
+            buf = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED)
+        finally:
+            os.close(fd)
+        try:
+            _core.check_region(buf)
+        except CorruptRegion:
+            buf.close()
+            return None
+        return buf
+    return None

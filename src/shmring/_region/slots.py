@@ -30,18 +30,23 @@ from __future__ import annotations
 
 import mmap
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import _core
 from .. import _layout as L
 from .._errors import CorruptRegion
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 #: Set in a slot's pid word by whoever recovers it (one winner, by CAS).
 RECOVERING = L.SLOT_RECOVERING
 
 _COUNTS = (L.SLOT_CLAIM_LEN, L.SLOT_CURSOR, L.SLOT_MESSAGES, L.SLOT_BYTES, L.SLOT_MISSED,
-           L.SLOT_LAST_MSGNO)
+           L.SLOT_LAST_MSGNO, L.SLOT_LINK_IN, L.SLOT_LINK_OUT, L.SLOT_LINK_REGION,
+           L.SLOT_LINK_DONE)
 
 
 def _owner_word(producer: bool) -> int:
@@ -134,17 +139,48 @@ class AttachTable:
         _core.store(buf, so + L.SLOT_START_TIME, 0)
         _core.store(buf, so + L.SLOT_PID, 0)
 
-    def recover(self, slot: int, pid: int) -> bool:
+    def recover(self, slot: int, pid: int, *,
+                find_region: Callable[[int], WriteableBuffer | None] | None = None,
+                force: bool = False) -> bool:
         """Recover slot ``slot`` of dead process ``pid`` (``_core.recover_slot``:
         its claim, taken records, cursor and exclusive roles), then free it.
         Exactly one caller wins (CAS of the pid word to ``pid | RECOVERING``);
-        True if this call did it."""
+        True if this call did it.
+
+        A pipeline worker's slots are linked (csrc/ring/link.c): recovering
+        its input slot reads the region its outputs went to, which
+        ``find_region(region_id)`` maps (None if it cannot); a producer slot
+        whose linked claim waits for that (:meth:`link_pending`) is left
+        alone (False) unless ``force``."""
         buf = self._buf
-        if not _core.cas(buf, L.slot_offset(slot) + L.SLOT_PID, pid, pid | RECOVERING):
+        so = L.slot_offset(slot)
+        if not force and self.link_pending(slot):
             return False
-        _core.recover_slot(buf, slot)
+        if not _core.cas(buf, so + L.SLOT_PID, pid, pid | RECOVERING):
+            return False
+        out = None
+        if (find_region is not None and _core.load32(buf, so + L.SLOT_ROLE) == L.ROLE_CONSUMER
+                and _core.load(buf, so + L.SLOT_LINK_IN)):
+            out = find_region(int(_core.load(buf, so + L.SLOT_LINK_REGION)))
+        if _core.recover_slot(buf, slot, out, force) == _core.RECOVER_DEFERRED:
+            _core.cas(buf, so + L.SLOT_PID, pid | RECOVERING, pid)
+            return False
         self.free(slot)
         return True
+
+    def link_pending(self, slot: int) -> bool:
+        """True if ``slot`` is a producer's whose linked claim waits for the
+        recovery of the input it came from (csrc/ring/link.c)."""
+        so = L.slot_offset(slot)
+        return (_core.load32(self._buf, so + L.SLOT_ROLE) == L.ROLE_PRODUCER
+                and _core.load(self._buf, so + L.SLOT_LINK_IN) != 0)
+
+    def links_input(self, slot: int) -> bool:
+        """True if ``slot`` is a consumer's passing an input on by linked
+        commits (its recovery needs the output region)."""
+        so = L.slot_offset(slot)
+        return (_core.load32(self._buf, so + L.SLOT_ROLE) == L.ROLE_CONSUMER
+                and _core.load(self._buf, so + L.SLOT_LINK_IN) != 0)
 
     def set_state(self, slot: int, state: int) -> None:
         """Store ``state`` (``L.SLOT_ACTIVE``/``SLOT_CLOSING``) in ``slot``:

@@ -45,12 +45,16 @@ from .. import _layout as L
 from .._errors import CorruptRegion, ShmringError
 from .._region import inventory as _gc
 from .._region.names import list_segments, split_segment_name, unlink_segment
-from .._region.region import Region
+from .._region.region import Region, find_by_inode
 from .deaths import Proc, ProcessIndex
 
 log = logging.getLogger("shmring.supervisor")
 
 RegionKey = tuple[str, int]  # (segment name, created_ns): one region, not one name
+
+#: Seconds a dead pipeline worker's linked output claim waits for the
+#: recovery of its input (csrc/ring/link.c) before it is padded regardless.
+LINK_WAIT = 5.0
 
 
 @dataclass(eq=False)
@@ -106,6 +110,8 @@ class RegionTable:
         self._on_untracked = on_untracked
         self._regions: dict[RegionKey, Tracked] = {}
         self.grace_until = 0.0
+        # (region, slot, pid) of linked producer slots waiting: since when.
+        self._link_waits: dict[tuple[RegionKey, int, int], float] = {}
 
     def __iter__(self) -> Iterator[Tracked]:
         return iter(list(self._regions.values()))
@@ -120,6 +126,33 @@ class RegionTable:
     def inodes(self) -> list[int]:
         """The inode of every tracked region (each mapped once, by us)."""
         return [t.ino for t in self._regions.values()]
+
+    def find_region(self, inode: int) -> Any:
+        """The mapping of the region whose segment has inode ``inode`` (a
+        dead pipeline worker's output region, csrc/ring/link.c): ours if we
+        track it, else found in /dev/shm, else None."""
+        for t in self._regions.values():
+            if t.ino == inode and t.region.buf is not None:
+                return t.region.buf
+        return find_by_inode(inode)
+
+    def _recover(self, t: Tracked, slot: int, pid: int) -> bool:
+        """Recover one dead slot of ``t``. A linked producer slot waits (up to
+        LINK_WAIT) for its input's recovery: False, and ``t`` is looked at
+        again shortly."""
+        table = t.region.table
+        wait_key = (t.key, slot, pid)
+        force = False
+        if table.link_pending(slot):
+            since = self._link_waits.setdefault(wait_key, self._clock())
+            if self._clock() - since < LINK_WAIT:
+                self._schedule(self._clock() + 0.05, lambda: self.evaluate(t))
+                return False
+            log.warning("slot %d of %s: a linked claim waited %.0f s for its input's "
+                        "recovery; padding it", slot, t.seg, LINK_WAIT)
+            force = True
+        self._link_waits.pop(wait_key, None)
+        return t.region.recover_slot(slot, pid, find_region=self.find_region, force=force)
 
     def in_grace(self) -> bool:
         """True during the startup grace: no table entry is judged dead."""
@@ -343,8 +376,11 @@ class RegionTable:
             elif in_grace:
                 uncertain = True
                 continue
+            if t.region.table.link_pending(i) and not self._recover(t, i, pid):
+                live = True  # the slot waits for its input's recovery
+                continue
             try:
-                recovered = t.region.recover_slot(i, pid)
+                recovered = self._recover(t, i, pid)
             except CorruptRegion as e:
                 # The ring cannot be repaired; the slot still goes.
                 log.warning("slot %d of %s: %s", i, t.seg, e)
@@ -385,10 +421,13 @@ class RegionTable:
             if t is not None:
                 t.holders.pop(p.key, None)
         p.holds.clear()
-        for k in touched:
-            t = self._regions.get(k)
-            if t is not None:
-                self._recover_proc(t, p)
+        # Input slots first: a pipeline worker's linked output claims wait
+        # for the recovery of the input they came from (csrc/ring/link.c).
+        for inputs_first in (True, False):
+            for k in touched:
+                t = self._regions.get(k)
+                if t is not None:
+                    self._recover_proc(t, p, inputs_only=inputs_first)
         for k in touched:
             t = self._regions.get(k)
             if t is not None:
@@ -414,10 +453,12 @@ class RegionTable:
             self._recover_proc(t, p)
             self.evaluate(t)
 
-    def _recover_proc(self, t: Tracked, p: Proc) -> None:
+    def _recover_proc(self, t: Tracked, p: Proc, *, inputs_only: bool = False) -> None:
         for i in t.region.table.slots_of(p.lpid, p.start):
+            if inputs_only and not t.region.table.links_input(i):
+                continue
             try:
-                if t.region.recover_slot(i, p.lpid):
+                if self._recover(t, i, p.lpid):
                     self._stats["recovered"] += 1
                     log.info("recovered slot %d of %s (pid %d exited)", i, t.seg, p.pid)
             except ShmringError as e:

@@ -83,6 +83,19 @@
  *   56 bytes       u64   payload bytes sent or received
  *   64 missed      u64   lossy broadcast: messages this consumer never saw
  *   72 last_msgno  u64   lossy broadcast: number of the last message read
+ *   80 link_in     u64   mpmc consumer (a pipeline worker): 1 + position of the
+ *                        input record whose outputs it is sending (a linked
+ *                        commit, ring/link.c), 0 = none. Producer: 1 + position
+ *                        of its linked claim in flight, 0 = none: recovery of
+ *                        the producer waits while it is set (the input's
+ *                        recovery decides and clears it), revocation skips it
+ *   88 link_out    u64   consumer: 1 + position of the output record claimed
+ *                        for that input (in the output region), 0 = none
+ *   96 link_region u64   consumer: the output region's id (its segment's inode)
+ *   104 link_done  u64   consumer: outputs of the input committed (bits 0-31);
+ *                        bits 32-39 the output endpoint's slot+1; LINK_COUNTED
+ *                        (the output at link_out is in the count), LINK_SINGLE
+ *                        (one output completes the input: map), LINK_COMPLETE
  *
  * RECORD (RECORD_ALIGN-aligned; a record never straddles the end of the ring,
  * a PAD record fills the end instead):
@@ -100,6 +113,14 @@
  *   8  seq    u64  the record's own position (broadcast: its message number);
  *                  a reader checks it, so corrupt counters are caught
  *   16 payload
+ *
+ * LINKED RECORD (the payload of a record sent by a linked commit begins with
+ * LINK_HDR bytes; the rest is the sender's):
+ *
+ *   0  item     u64  the item's id, assigned once at the pipeline's source
+ *   8  attempts u32  times a consumer took it to pass it on (ring_link_begin)
+ *   12 done     u32  outputs of it committed by earlier attempts (recovery
+ *                    writes it when it hands the record back)
  *
  * QUEUE CONTROL BLOCK (shmring.Queue, CTL_BYTES at a LINE-aligned offset of
  * the ring bytes of the queue's second, ".ctl" region; csrc/py/queue.c and
@@ -186,6 +207,23 @@
 #define SLOT_BYTES 56u
 #define SLOT_MISSED 64u
 #define SLOT_LAST_MSGNO 72u
+
+#define SLOT_LINK_IN 80u
+#define SLOT_LINK_OUT 88u
+#define SLOT_LINK_REGION 96u
+#define SLOT_LINK_DONE 104u
+
+#define LINK_COUNT_MASK 0xFFFFFFFFull
+#define LINK_SLOT_SHIFT 32u
+#define LINK_SLOT_MASK 0xFFull
+#define LINK_COUNTED (1ULL << 61)
+#define LINK_SINGLE (1ULL << 62)
+#define LINK_COMPLETE (1ULL << 63)
+
+#define LINK_HDR 16u
+#define LINK_HDR_ITEM 0u
+#define LINK_HDR_ATTEMPTS 8u
+#define LINK_HDR_DONE 12u
 
 #define SLOT_RECOVERING (1ULL << 63) /* in SLOT_PID: a recoverer holds the slot */
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "atomics.h"
+#include "py/link.h"
 #include "py/objects.h"
 #include "wait.h"
 
@@ -283,6 +284,11 @@ static PyMethodDef C_methods[] = {
     {"_peek", (PyCFunction)(void (*)(void))C_peek, METH_FASTCALL | METH_KEYWORDS,
      "_peek(timeout=None) -> memoryview: hold the next record and view it in place."},
     {"_release", (PyCFunction)C_release, METH_NOARGS, "_release(): free the held record."},
+    {"_link_take", (PyCFunction)(void (*)(void))link_take, METH_FASTCALL,
+     "_link_take(timeout=None, single=False) -> (item, attempts, done, view): take an input "
+     "to pass on by linked commits (ring/link.c)."},
+    {"_link_finish", (PyCFunction)link_finish, METH_NOARGS,
+     "_link_finish(): every output of the input is sent: release it."},
     {"_recv_value", (PyCFunction)(void (*)(void))obj_recv_value, METH_FASTCALL,
      "_recv_value(timeout=None, nowait=False): the next record decoded, if it is a value "
      "record (csrc/value); otherwise NotImplemented, the record left held."},

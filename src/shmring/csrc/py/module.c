@@ -212,16 +212,27 @@ static int buffer_and_slot(PyObject *const *a, Py_ssize_t n, const char *usage, 
 
 static PyObject *m_recover_slot(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     (void)m;
-    Py_buffer vb;
+    Py_buffer vb, ob;
     uint32_t slot;
-    if (buffer_and_slot(a, n, "recover_slot", &vb, &slot) < 0) return NULL;
+    if (n < 2 || n > 4)
+        return PyErr_Format(PyExc_TypeError, "recover_slot(buffer, slot, out=None, force=False)");
+    if (buffer_and_slot(a, 2, "recover_slot", &vb, &slot) < 0) return NULL;
+    int have_out = n >= 3 && a[2] != Py_None;
+    int force = n >= 4 ? PyObject_IsTrue(a[3]) : 0;
+    if (force < 0 || (have_out && PyObject_GetBuffer(a[2], &ob, PyBUF_WRITABLE) < 0)) {
+        PyBuffer_Release(&vb);
+        return NULL;
+    }
     int fixed;
     /* Recovery may pause a few milliseconds (see recover_claim). */
     Py_BEGIN_ALLOW_THREADS
-    fixed = ring_recover_slot(vb.buf, (uint64_t)vb.len, slot);
+    fixed = ring_recover_slot(vb.buf, (uint64_t)vb.len, slot, have_out ? ob.buf : NULL,
+                              have_out ? (uint64_t)ob.len : 0, force);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&vb);
-    if (fixed < 0) return PyErr_Format(E_Corrupt, "corrupt region: cannot recover slot %u", slot);
+    if (have_out) PyBuffer_Release(&ob);
+    if (fixed == -1)
+        return PyErr_Format(E_Corrupt, "corrupt region: cannot recover slot %u", slot);
     return PyLong_FromLong(fixed);
 }
 
@@ -314,7 +325,8 @@ static PyMethodDef methods[] = {
     {"check_region", (PyCFunction)m_check_region, METH_O,
      "check_region(buffer): raise CorruptRegion unless the header is valid."},
     {"recover_slot", (PyCFunction)(void (*)(void))m_recover_slot, METH_FASTCALL,
-     "recover_slot(buffer, slot) -> int: repair what a dead endpoint left."},
+     "recover_slot(buffer, slot, out=None, force=False) -> int: repair what a dead endpoint "
+     "left; RECOVER_DEFERRED (-3): a linked claim waits for its input's recovery."},
     {"revoke_claim", (PyCFunction)(void (*)(void))m_revoke_claim, METH_FASTCALL,
      "revoke_claim(buffer, slot) -> int: revoke a stuck producer's claim (1), "
      "nothing to revoke (0), quarantine table full (-2)."},
@@ -367,6 +379,9 @@ static const struct {
     C(REC_OWNER_SHIFT), C(REC_OWNER_MASK), C(REC_LAP_SHIFT), C(REC_LAP_MASK), C(CTL_PUTS),
     C(CTL_GETS), C(CTL_NOTFULL_SEQ), C(CTL_NOTFULL_WAITERS), C(CTL_UNFINISHED), C(CTL_JOIN_SEQ),
     C(CTL_JOIN_WAITERS), C(CTL_MAXSIZE), C(CTL_MAGIC), C(CTL_BYTES), C(CTL_MAGIC_VALUE),
+    C(SLOT_LINK_IN), C(SLOT_LINK_OUT), C(SLOT_LINK_REGION), C(SLOT_LINK_DONE), C(LINK_COUNT_MASK),
+    C(LINK_SLOT_SHIFT), C(LINK_SLOT_MASK), C(LINK_COUNTED), C(LINK_SINGLE), C(LINK_COMPLETE),
+    C(LINK_HDR), C(LINK_HDR_ITEM), C(LINK_HDR_ATTEMPTS), C(LINK_HDR_DONE),
 };
 
 PyMODINIT_FUNC PyInit__core(void) {
@@ -383,6 +398,10 @@ PyMODINIT_FUNC PyInit__core(void) {
             goto fail;
         }
         Py_DECREF(v);
+    }
+    if (PyModule_AddIntConstant(m, "RECOVER_DEFERRED", RECOVER_DEFERRED) < 0) {
+        Py_DECREF(layout);
+        goto fail;
     }
     if (PyModule_AddObject(m, "LAYOUT", layout) < 0) {
         Py_DECREF(layout);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "atomics.h"
+#include "py/link.h"
 #include "py/objects.h"
 
 /* Copies this large are done with the GIL released. */
@@ -320,6 +321,15 @@ static PyMethodDef P_methods[] = {
     {"_commit", (PyCFunction)(void (*)(void))P_commit, METH_FASTCALL,
      "_commit(nbytes=None): publish the open claim (its first nbytes)."},
     {"_abort", (PyCFunction)P_abort, METH_NOARGS, "_abort(): withdraw the open claim."},
+    {"_link_claim", (PyCFunction)(void (*)(void))link_claim, METH_FASTCALL,
+     "_link_claim(consumer, n, item, region, timeout=None) -> memoryview: claim an output of "
+     "the consumer's input (a linked commit, ring/link.c)."},
+    {"_link_commit", (PyCFunction)(void (*)(void))link_commit, METH_FASTCALL,
+     "_link_commit(consumer, nbytes=None, last=False): commit it; last: the input is done."},
+    {"_link_abort", (PyCFunction)link_abort, METH_O, "_link_abort(consumer): withdraw it."},
+    {"_link_send", (PyCFunction)(void (*)(void))link_send, METH_FASTCALL,
+     "_link_send(consumer, data, item, region, last=False, timeout=None): claim, copy and "
+     "commit one output."},
     {"_send_value", (PyCFunction)(void (*)(void))obj_send_value, METH_FASTCALL,
      "_send_value(obj, timeout=None, nowait=False) -> bool: send obj as a value record "
      "(csrc/value); False, sending nothing, if it is not a plain value."},

@@ -16,4 +16,12 @@ void quar_set_done(char *base, uint64_t e);
 /* consume.c: mpmc, advances head over every done record at it. */
 void ring_sweep(ring_t *r);
 
+/* link.c: what recovery does with the record at pos that a dead worker
+ * held while passing it on (a linked commit), given the output region's
+ * mapping (or NULL): LINK_NONE (no link names it: hand it back as usual),
+ * LINK_DONE (every output is committed: it is done), LINK_REDELIVER (hand
+ * it back; its header now says how many outputs were committed). */
+enum { LINK_NONE = 0, LINK_DONE = 1, LINK_REDELIVER = 2 };
+int link_recover(ring_t *in, uint32_t slot, uint64_t pos, char *out_base, uint64_t out_size);
+
 #endif

@@ -111,7 +111,8 @@ static int recover_claim(ring_t *r, uint32_t slot) {
     return 0;
 }
 
-int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
+int ring_recover_slot(char *base, uint64_t size, uint32_t slot, char *out_base,
+                      uint64_t out_size, int force) {
     ring_t rr, *r = &rr;
     if (ring_init(r, base, size, slot, 0) != RING_OK) return -1;
     uint64_t so = r->slot_off;
@@ -120,6 +121,11 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
      * (py/module.c m_store32) in shmring/_region and shmring/_channel. */
     uint32_t role = ld32_acq(base, so + SLOT_ROLE);
     int fixed = 0;
+    /* SYNC(link-mark): a linked claim waits for its input's recovery (ring/link.c); pairs with
+     * its release in ring_link_claim and its clearing in link_recover. */
+    if (role == ROLE_PRODUCER && r->multi_producer && !force &&
+        ld_acq(base, so + SLOT_LINK_IN) != 0)
+        return RECOVER_DEFERRED;
     if (role == ROLE_PRODUCER && r->multi_producer) {
         fixed += recover_claim(r, slot);
         /* SYNC(claim-intent), SYNC(sweep-intent): the dead endpoint has nothing in flight any
@@ -186,7 +192,11 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot) {
             uint64_t a = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
             uint32_t st = rec_state(w);
             if (rec_owner(w) == slot + 1 && (st == ST_TAKEN || st == ST_SWEEP)) {
-                if (rec_type(w) != REC_MSG || st == ST_SWEEP) {
+                int link = LINK_NONE;
+                if (st == ST_TAKEN && rec_type(w) == REC_MSG &&
+                    (uint64_t)rec_len(w) >= RECORD_HEADER + LINK_HDR)
+                    link = link_recover(r, slot, q, out_base, out_size);
+                if (rec_type(w) != REC_MSG || st == ST_SWEEP || link == LINK_DONE) {
                     uint64_t nw = rec_with_state(w, ST_DONE, slot + 1);
                     /* SYNC(mpmc-take): hand it back (or finish it) by compare-exchange. */
                     if (cas_sc(base, WORD_OFF(r, q), &w, nw)) fixed++;

@@ -77,6 +77,9 @@ int ring_revoke_claim(char *base, uint64_t size, uint32_t slot) {
      * state in ring_consumer_join and recovery, and of role and state by _core.store32
      * (py/module.c m_store32) in shmring/_region and shmring/_channel. */
     if (!r->multi_producer || ld32_acq(base, so + SLOT_ROLE) != ROLE_PRODUCER) return 0;
+    /* SYNC(link-mark): a linked claim is never revoked (ring/link.c); pairs with its release in
+     * ring_link_claim. */
+    if (ld_acq(base, so + SLOT_LINK_IN) != 0) return 0;
     /* SYNC(claim-intent): pairs with the release stores of the slot's claim position and length in
      * ring_claim (and their reset on commit, abort and revocation). */
     uint64_t p = ld_acq(base, so + SLOT_CLAIM_POS);

@@ -92,8 +92,29 @@ int ring_ready_space(void *r);
 
 /* Recovery of a dead endpoint's slot, run by any process that has the
  * region mapped, after the slot's process is known to be dead and before
- * the slot is freed. Returns the number of records repaired or handed back. */
-int ring_recover_slot(char *base, uint64_t size, uint32_t slot);
+ * the slot is freed. Returns the number of records repaired or handed back,
+ * -1 for a corrupt header, or RECOVER_DEFERRED: a producer slot whose linked
+ * claim waits for the recovery of its input (ring/link.c); nothing was done,
+ * try again later, or with force (its claim is then padded regardless).
+ * out_base/out_size: the mapping of the region a dead pipeline worker's
+ * linked outputs went to (its slot's link_region), or NULL. */
+#define RECOVER_DEFERRED (-3)
+int ring_recover_slot(char *base, uint64_t size, uint32_t slot, char *out_base,
+                      uint64_t out_size, int force);
+
+/* The linked commit (ring/link.c), for a pipeline worker holding a record
+ * of an mpmc ring (in) and sending its outputs to out (mpsc or mpmc).
+ * begin: counts the attempt in the record's header and starts the link
+ * (single: one output completes it); item, attempts and done are read from
+ * the header. claim/commit/abort: one output, of len payload bytes after its
+ * LINK_HDR header (region: the output region's id, for recovery). finish:
+ * every output is sent: the input is released. */
+int ring_link_begin(ring_t *in, int single, uint64_t *item, uint32_t *attempts, uint32_t *done);
+int ring_link_claim(ring_t *out, ring_t *in, uint64_t len, uint64_t item, uint64_t region,
+                    char **payload);
+int ring_link_commit(ring_t *out, ring_t *in, uint64_t used, int last);
+void ring_link_abort(ring_t *out, ring_t *in);
+void ring_link_finish(ring_t *in);
 
 /* Revocation (mpsc, mpmc), run by the supervisor only. ring_revoke_claim
  * turns the claim in flight of a live producer that has held it too long

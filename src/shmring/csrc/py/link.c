@@ -1,0 +1,194 @@
+/* py/link.c - the linked commit (ring/link.c) as methods of the endpoint
+ * cores, for shmring's pipelines: a worker takes an input with
+ * ConsumerCore._link_take, sends each output with ProducerCore._link_send (or
+ * _link_claim and _link_commit, to write in place), and ends an input with
+ * no more outputs with ConsumerCore._link_finish. Each is one call. */
+#include "py/core.h"
+
+#include <string.h>
+
+#include "atomics.h"
+#include "py/link.h"
+
+static int as_u64(PyObject *o, uint64_t *v) {
+    unsigned long long x = PyLong_AsUnsignedLongLong(o);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *v = x;
+    return 0;
+}
+
+/* The consumer an output is linked to: open, holding a record it began. */
+static EndpointObject *linked_input(PyObject *o) {
+    if (!PyObject_TypeCheck(o, &ConsumerType)) {
+        PyErr_SetString(PyExc_TypeError, "a linked send needs the Consumer its input came from");
+        return NULL;
+    }
+    EndpointObject *in = (EndpointObject *)o;
+    if (endpoint_check_open(in) < 0) return NULL;
+    /* SYNC(link): our own link word, read back (ring_link_begin stored it). */
+    if (!in->ring.held ||
+        ld_acq(in->ring.base, in->ring.slot_off + SLOT_LINK_IN) != in->ring.held_pos + 1) {
+        PyErr_SetString(PyExc_RuntimeError, "the consumer holds no input taken with _link_take");
+        return NULL;
+    }
+    return in;
+}
+
+PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs > 2) return PyErr_Format(PyExc_TypeError, "_link_take(timeout=None, single=False)");
+    int64_t deadline;
+    if (endpoint_check_open(self) < 0 ||
+        endpoint_deadline(self, nargs >= 1 ? args[0] : Py_None, &deadline) < 0)
+        return NULL;
+    int single = nargs >= 2 ? PyObject_IsTrue(args[1]) : 0;
+    if (single < 0) return NULL;
+    ring_t *r = &self->ring;
+    if (r->pattern != PATTERN_MPMC)
+        return PyErr_Format(PyExc_ValueError, "a linked commit takes its input from an mpmc "
+                                              "channel");
+    const char *p;
+    uint64_t n;
+    if (consumer_take(self, deadline, 0, &p, &n) != 0) return NULL;
+    uint64_t item;
+    uint32_t attempts, done;
+    int rc = ring_link_begin(r, single, &item, &attempts, &done);
+    if (rc != RING_OK) {
+        ring_unhold(r); /* not consumed: it goes back */
+        return raise_ring(self, rc);
+    }
+    endpoint_drop_view(self);
+    self->view = PyMemoryView_FromMemory((char *)p + LINK_HDR, (Py_ssize_t)(n - LINK_HDR),
+                                         PyBUF_READ);
+    if (!self->view) return NULL;
+    Py_INCREF(self->view);
+    return Py_BuildValue("(KIIN)", (unsigned long long)item, attempts, done, self->view);
+}
+
+PyObject *link_finish(EndpointObject *self, PyObject *unused) {
+    (void)unused;
+    if (endpoint_check_open(self) < 0) return NULL;
+    endpoint_drop_view(self);
+    ring_link_finish(&self->ring);
+    Py_RETURN_NONE;
+}
+
+/* Claims n payload bytes after the link header, waiting for space. */
+static int claim(EndpointObject *self, EndpointObject *in, uint64_t n, uint64_t item,
+                 uint64_t region, int64_t deadline, char **dst) {
+    ring_t *r = &self->ring;
+    if (r->claimed) {
+        PyErr_SetString(PyExc_RuntimeError, "a claim is open on this producer");
+        return -1;
+    }
+    for (;;) {
+        int rc = ring_link_claim(r, &in->ring, n, item, region, dst);
+        if (rc == RING_OK) return 0;
+        if (rc == RING_TOOBIG) {
+            raise_too_large(self, n + LINK_HDR);
+            return -1;
+        }
+        if (rc != RING_AGAIN) {
+            raise_ring(self, rc);
+            return -1;
+        }
+        int w = endpoint_wait(self, 1, deadline);
+        if (w < 0) return -1;
+        if (w > 0) {
+            raise_timeout(self, 1);
+            return -1;
+        }
+        /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
+         * (py/module.c m_store32) in shmring/_channel (close_send). */
+        if (ld32_acq(r->base, OFF_EOS)) {
+            raise_closed(self, NULL);
+            return -1;
+        }
+    }
+}
+
+/* (consumer, n, item, region, timeout) for _link_claim; _link_send takes the
+ * data instead of n, and last after region. */
+PyObject *link_claim(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 4 || nargs > 5)
+        return PyErr_Format(PyExc_TypeError, "_link_claim(consumer, n, item, region, "
+                                             "timeout=None)");
+    EndpointObject *in = linked_input(args[0]);
+    uint64_t n, item, region;
+    int64_t deadline;
+    if (!in || endpoint_check_open(self) < 0 || as_u64(args[1], &n) < 0 ||
+        as_u64(args[2], &item) < 0 || as_u64(args[3], &region) < 0 ||
+        endpoint_deadline(self, nargs == 5 ? args[4] : Py_None, &deadline) < 0)
+        return NULL;
+    char *dst;
+    if (claim(self, in, n, item, region, deadline, &dst) < 0) return NULL;
+    self->view = PyMemoryView_FromMemory(dst, (Py_ssize_t)n, PyBUF_WRITE);
+    if (!self->view) {
+        ring_link_abort(&self->ring, &in->ring);
+        return NULL;
+    }
+    Py_INCREF(self->view);
+    return self->view;
+}
+
+/* (consumer, nbytes=None, last=False) */
+PyObject *link_commit(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 3)
+        return PyErr_Format(PyExc_TypeError, "_link_commit(consumer, nbytes=None, last=False)");
+    EndpointObject *in = linked_input(args[0]);
+    if (!in || endpoint_check_open(self) < 0) return NULL;
+    ring_t *r = &self->ring;
+    if (!r->claimed) {
+        PyErr_SetString(PyExc_RuntimeError, "no claim is open");
+        return NULL;
+    }
+    uint64_t used = r->claim_len - LINK_HDR;
+    if (nargs >= 2 && args[1] != Py_None) {
+        if (as_u64(args[1], &used) < 0) return NULL;
+        if (used > r->claim_len - LINK_HDR)
+            return PyErr_Format(PyExc_ValueError, "_link_commit: nbytes beyond the claim");
+    }
+    int last = nargs >= 3 ? PyObject_IsTrue(args[2]) : 0;
+    if (last < 0) return NULL;
+    endpoint_drop_view(self);
+    if (last) endpoint_drop_view(in);
+    int rc = ring_link_commit(r, &in->ring, used, last);
+    if (rc != RING_OK) return raise_ring(self, rc);
+    Py_RETURN_NONE;
+}
+
+PyObject *link_abort(EndpointObject *self, PyObject *consumer) {
+    EndpointObject *in = linked_input(consumer);
+    if (!in || endpoint_check_open(self) < 0) return NULL;
+    endpoint_drop_view(self);
+    ring_link_abort(&self->ring, &in->ring);
+    Py_RETURN_NONE;
+}
+
+/* (consumer, data, item, region, last=False, timeout=None) */
+PyObject *link_send(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 4 || nargs > 6)
+        return PyErr_Format(PyExc_TypeError, "_link_send(consumer, data, item, region, "
+                                             "last=False, timeout=None)");
+    EndpointObject *in = linked_input(args[0]);
+    uint64_t item, region;
+    int64_t deadline;
+    if (!in || endpoint_check_open(self) < 0 || as_u64(args[2], &item) < 0 ||
+        as_u64(args[3], &region) < 0)
+        return NULL;
+    int last = nargs >= 5 ? PyObject_IsTrue(args[4]) : 0;
+    if (last < 0 || endpoint_deadline(self, nargs == 6 ? args[5] : Py_None, &deadline) < 0)
+        return NULL;
+    Py_buffer vb;
+    if (PyObject_GetBuffer(args[1], &vb, PyBUF_SIMPLE) < 0) return NULL;
+    char *dst;
+    if (claim(self, in, (uint64_t)vb.len, item, region, deadline, &dst) < 0) {
+        PyBuffer_Release(&vb);
+        return NULL;
+    }
+    memcpy(dst, vb.buf, (size_t)vb.len);
+    PyBuffer_Release(&vb);
+    if (last) endpoint_drop_view(in);
+    int rc = ring_link_commit(&self->ring, &in->ring, (uint64_t)vb.len, last);
+    if (rc != RING_OK) return raise_ring(self, rc);
+    Py_RETURN_NONE;
+}
