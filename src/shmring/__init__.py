@@ -29,6 +29,7 @@ from ._errors import (
     QueueClosed,
     RegionExists,
     RegionNotFound,
+    RemoteError,
     RoleTaken,
     ShmringError,
     SupervisorUnavailable,
@@ -37,6 +38,9 @@ from ._errors import (
 )
 from ._objects.serializers import JSONSerializer, MsgspecSerializer, PickleSerializer, Serializer
 from ._objects.view import ObjectView
+from ._pipeline.pipeline import Pipeline
+from ._pipeline.run import Run
+from ._pipeline.stage import Stream
 from ._queue.queue import JoinableQueue, Queue, SimpleQueue
 from ._region.region import Region
 
@@ -62,6 +66,7 @@ __all__ = [
     "ObjectView",
     "PermissionDenied",
     "PickleSerializer",
+    "Pipeline",
     "Producer",
     "Queue",
     "QueueClosed",
@@ -69,10 +74,13 @@ __all__ = [
     "Region",
     "RegionExists",
     "RegionNotFound",
+    "RemoteError",
     "RoleTaken",
+    "Run",
     "Serializer",
     "ShmringError",
     "SimpleQueue",
+    "Stream",
     "SupervisorUnavailable",
     "Timeout",
     "WouldBlock",

@@ -95,6 +95,22 @@ class RoleTaken(ShmringError):
     pid: int | None = None
 
 
+class RemoteError(ShmringError):
+    """A pipeline stage's function raised in a worker process (with
+    ``on_error="raise"``), or its workers could not run at all.
+
+    ``stage`` is the stage's name, ``item`` the item it was given (None if
+    there was none), and ``remote_traceback`` the worker's traceback as text
+    (also the end of the message)."""
+
+    def __init__(self, message: str, *, stage: str, item: object = None,
+                 remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.item = item
+        self.remote_traceback = remote_traceback
+
+
 class RegionExists(ShmringError, FileExistsError):
     """A region of that name already exists."""
 

@@ -1,0 +1,120 @@
+"""The status board of a run: one shared entry per worker, written by that
+worker, read by the parent (stats, timeouts, who held what when it died).
+
+It is the ring bytes of a channel of its own (``<pipeline>...board``), used
+as plain words: no record is ever sent through it, and the channel gives it
+the region lifecycle every other segment of the run has (the supervisor
+removes it with the rest). Each entry is ``ENTRY`` 8-byte words; a worker
+writes only its own, the parent reads them and clears an entry before it
+gives it to a new worker. The board's first ``HEAD`` words are the run's:
+the items in each edge, for ``max_inflight``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from .. import _core
+from .. import _layout as L
+from .._channel.channel import Channel
+
+# Words of an entry.
+PID, ITEM, STARTED, TAKEN, FIRST, OUT, BUSY_NS, DONE, SKIPPED, DEAD, ERRORS, STOP = range(12)
+HIST = 16  # first word of the latency histogram
+BUCKETS = 96  # bucket b: [2**(b/4), 2**((b+1)/4)) microseconds; the last one open
+ENTRY = HIST + BUCKETS
+HEAD = 64  # the run's words: INFLIGHT + edge
+INFLIGHT = 0
+
+
+def bucket(seconds: float) -> int:
+    """The histogram bucket of a duration."""
+    us = seconds * 1e6
+    if us < 1.0:
+        return 0
+    return min(BUCKETS - 1, int(4 * math.log2(us)))
+
+
+def quantile(hist: list[int], q: float) -> float | None:
+    """The ``q`` quantile of a histogram, in seconds (a bucket's midpoint:
+    within 10 %), or None if it is empty."""
+    total = sum(hist)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for b, n in enumerate(hist):
+        seen += n
+        if seen >= rank:
+            return float(2 ** ((b + 0.5) / 4) / 1e6)
+    return None
+
+
+class Board:
+    """The words of a board channel. ``Board.create`` in the parent,
+    ``Board.open`` in a worker, which writes ``words[base(i) + WORD]`` of its own entry."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        buf = channel.region._mapping()
+        off = _core.load(buf, L.HDR_DATA_OFFSET)
+        cap = _core.load(buf, L.HDR_CAPACITY)
+        self.words = memoryview(buf)[off:off + cap].cast("Q")
+        self.entries = (len(self.words) - HEAD) // ENTRY
+
+    @classmethod
+    def create(cls, name: str, entries: int, namespace: str | None) -> Board:
+        """A new board with room for ``entries`` workers at once."""
+        need = (HEAD + entries * ENTRY) * 8
+        cap = max(L.MIN_CAPACITY, 1 << (need - 1).bit_length())
+        return cls(Channel.create(name, cap, "mpsc", namespace=namespace))
+
+    @classmethod
+    def open(cls, name: str, namespace: str | None) -> Board:
+        """The board of a running pipeline."""
+        return cls(Channel.open(name, namespace=namespace))
+
+    @staticmethod
+    def base(index: int) -> int:
+        """The first word of entry ``index`` (word ``base + PID`` is its pid)."""
+        return HEAD + index * ENTRY
+
+    def word(self, index: int, word: int) -> int:
+        """Word ``word`` of entry ``index``."""
+        return int(self.words[HEAD + index * ENTRY + word])
+
+    def clear(self, index: int) -> None:
+        """Zero entry ``index`` before a new worker gets it."""
+        b = HEAD + index * ENTRY
+        for i in range(ENTRY):
+            self.words[b + i] = 0
+
+    def inflight(self, edge: int) -> int:
+        """Items sent into edge ``edge`` and not yet finished by its stage."""
+        return int(self.words[INFLIGHT + edge])
+
+    def add_inflight(self, edge: int, n: int) -> None:
+        """Count ``n`` items into (or, negative, out of) edge ``edge``."""
+        _core.fetch_add(self.channel.region._mapping(), _word_offset(self, INFLIGHT + edge),
+                        n & 0xFFFFFFFFFFFFFFFF)
+
+    def totals(self, indexes: Iterable[int]) -> list[int]:
+        """The sums of entries' words (a worker's pid and item excepted)."""
+        out = [0] * ENTRY
+        words = self.words
+        for i in indexes:
+            b = HEAD + i * ENTRY
+            for w in range(TAKEN, ENTRY):
+                out[w] += words[b + w]
+        return out
+
+    def close(self) -> None:
+        """Unmap the board (the parent's close removes it)."""
+        self.words.release()
+        self.channel.close()
+
+
+def _word_offset(board: Board, word: int) -> int:
+    buf = board.channel.region._mapping()
+    return int(_core.load(buf, L.HDR_DATA_OFFSET)) + 8 * word

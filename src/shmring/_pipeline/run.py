@@ -1,0 +1,469 @@
+"""A running pipeline: its channels, its worker processes, and the parent's
+two threads (the feeder reading the source, the controller watching the
+workers).
+
+The controller replaces a dead worker at once (its item is already back in
+the ring: recovery is the supervisor's, on the same pidfd event), kills a
+worker past its stage's ``timeout``, reads the workers' notes (errors, dead
+letters), and closes each edge for sending once the stage before it is done:
+its input edge closed and drained (head == tail: every item taken was passed
+on). Workers leave on end of stream by themselves.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .. import _core
+from .. import _layout as L
+from .._channel.channel import Channel
+from .._errors import EndOfStream, InvalidArgument, RemoteError, Timeout
+from . import board as B
+from . import item as I
+from .order import Reorderer
+from .stats import StageRun, progress_line, stage_stats
+from .worker import WorkerSpec, main
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+ON_ERROR = ("raise", "skip", "dead_letter")
+#: A stage whose workers die this many times per worker without finishing
+#: anything is given up (RemoteError): they cannot run at all.
+MAX_FUTILE_RESTARTS = 20
+
+
+class Run:
+    """The context manager ``Pipeline.run()`` returns; iterate it for the
+    last stage's outputs."""
+
+    def __init__(self, pipeline: Pipeline, on_error: str, progress: bool) -> None:
+        if on_error not in ON_ERROR:
+            raise InvalidArgument(f"on_error must be one of {', '.join(ON_ERROR)}")
+        specs = pipeline._stages
+        if not specs:
+            raise InvalidArgument("the pipeline has no stages: add one after source()")
+        self._pipeline = pipeline
+        self._on_error = on_error
+        self._progress = progress
+        self._ctx = multiprocessing.get_context(pipeline.context)
+        self._ns = pipeline.namespace
+        self.ordered = any(s.ordered for s in specs)
+        self._sink = specs[-1].kind == "sink"
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._error: BaseException | None = None
+        self._dead: list[tuple[int, I.Note]] = []
+        self._reasons: dict[int, str] = {}
+        self._order = Reorderer() if self.ordered else None
+        self._channels: list[Channel] = []
+        self._stages: list[StageRun] = []
+        self._started = False
+        base = f"{pipeline.name}.{os.getpid()}.{pipeline._runs}"
+        pipeline._runs += 1
+        try:
+            for i, s in enumerate(specs):
+                cap = 1 << max(12, (s.max_bytes - 1).bit_length())
+                ch = Channel.create(f"{base}.{i}.{s.name}", cap, "mpmc",
+                                    max_message=cap // 2 - L.RECORD_HEADER, namespace=self._ns)
+                self._channels.append(ch)
+                self._stages.append(StageRun(s, i, ch))
+            last = specs[-1]
+            self._out: Channel | None = None
+            if not self._sink:
+                cap = 1 << max(12, (last.max_bytes - 1).bit_length())
+                self._out = Channel.create(f"{base}.out", cap, "mpsc",
+                                           max_message=cap // 2 - L.RECORD_HEADER,
+                                           namespace=self._ns)
+                self._channels.append(self._out)
+            self._ctl = Channel.create(f"{base}.ctl", 1 << 20, "mpsc", namespace=self._ns)
+            self._channels.append(self._ctl)
+            entries = sum(s.workers for s in specs) * 2 + 8
+            self._board = B.Board.create(f"{base}.board", entries, self._ns)
+            self._channels.append(self._board.channel)
+        except BaseException:
+            self._close_channels()
+            raise
+        self._free = list(range(self._board.entries))
+        self._ctl_rx = self._ctl.consumer()
+        self._out_rx = self._out.consumer() if self._out is not None else None
+        self._feed_tx = self._channels[0].producer()
+        self._source = pipeline._source
+
+    # ------------------------------------------------------------ workers --
+    def _start_worker(self, st: StageRun) -> None:
+        entry = self._free.pop()
+        self._board.clear(entry)
+        nxt = st.index + 1
+        spec = WorkerSpec(
+            stage=st.spec, index=st.index, entry=entry, namespace=self._ns,
+            edge_in=st.channel.name,
+            edge_out=(self._stages[nxt].channel.name if nxt < len(self._stages)
+                      else (self._out.name if self._out is not None else None)),
+            ctl=self._ctl.name, board=self._board.channel.name, ordered=self.ordered,
+            on_error=self._on_error, parent=os.getpid(),
+            out_inflight=(self._stages[nxt].spec.max_inflight if nxt < len(self._stages)
+                          else None))
+        p = self._ctx.Process(target=main, args=(spec,), daemon=True,
+                              name=f"shmring-{self._pipeline.name}-{st.spec.name}")
+        try:
+            p.start()
+        except BaseException:
+            self._free.append(entry)
+            raise
+        st.procs[entry] = p
+
+    def _reap(self) -> None:
+        for st in self._stages:
+            for entry, p in list(st.procs.items()):
+                if p.is_alive():
+                    continue
+                p.join()
+                code = p.exitcode
+                item = self._board.word(entry, B.ITEM)
+                if code and item:
+                    if entry in st.timed_out:
+                        why = "timeout"
+                    elif code < 0:
+                        why = f"killed by {signal.Signals(-code).name}"
+                    else:
+                        why = f"worker exited with code {code}"
+                    self._reasons[item - 1] = why
+                st.fold(self._board.totals([entry]))
+                st.timed_out.discard(entry)
+                del st.procs[entry]
+                self._free.append(entry)
+                if code:
+                    st.deaths += 1
+                if code and not st.closed and not self._stop.is_set() and not self._drained(st):
+                    futile = st.deaths - st.totals[B.DONE]
+                    if futile > MAX_FUTILE_RESTARTS * st.spec.workers:
+                        self._fail(RemoteError(
+                            f"stage {st.spec.name!r}: its workers keep dying before they "
+                            f"finish anything (last exit code {code})", stage=st.spec.name))
+                        return
+                    self._start_worker(st)
+
+    def _timeouts(self) -> None:
+        now = time.monotonic_ns()
+        for st in self._stages:
+            limit = st.spec.timeout
+            if limit is None:
+                continue
+            for entry, p in st.procs.items():
+                item = self._board.word(entry, B.ITEM)
+                started = self._board.word(entry, B.STARTED)
+                if (item and self._board.word(entry, B.ITEM) == item
+                        and now - started > limit * 1e9 and entry not in st.timed_out):
+                    st.timed_out.add(entry)
+                    if p.pid is not None:
+                        os.kill(p.pid, signal.SIGKILL)
+
+    def _scale(self) -> None:
+        for st in self._stages:
+            # Once its input is closed a stage's workers leave as they run out
+            # of items: only a dead one is replaced (_reap).
+            if st.eos or self._stop.is_set():
+                continue
+            live = [e for e in st.procs if not self._board.word(e, B.STOP)]
+            while len(live) < st.target:
+                self._start_worker(st)
+                live = [e for e in st.procs if not self._board.word(e, B.STOP)]
+            for e in live[st.target:]:
+                self._board.words[B.Board.base(e) + B.STOP] = 1
+
+    @staticmethod
+    def _drained(st: StageRun) -> bool:
+        """The stage's input is closed and every item of it passed on."""
+        buf = st.channel.region._mapping()
+        return st.eos and _core.load(buf, L.OFF_HEAD) == _core.load(buf, L.OFF_TAIL)
+
+    def _cascade(self) -> None:
+        for i, st in enumerate(self._stages):
+            if st.closed:
+                continue
+            if not self._drained(st):
+                return
+            st.closed = True
+            if i + 1 < len(self._stages):
+                self._stages[i + 1].channel.close_send()
+                self._stages[i + 1].eos = True
+            elif self._out is not None:
+                self._out.close_send()
+
+    # ---------------------------------------------------------- the notes --
+    def _read_ctl(self) -> None:
+        rx = self._ctl_rx
+        while True:
+            try:
+                mv = rx._peek(0)
+            except Timeout:
+                return
+            try:
+                item = int.from_bytes(mv[:8], "little")
+                body = mv[L.LINK_HDR:]
+                kind, path, off = I.parse(body)
+                note = I.read_note(body[off:])
+            finally:
+                rx._release()
+            if kind == I.ERROR and self._on_error == "raise":
+                value = I.item_value(note)
+                self._fail(RemoteError(
+                    f"stage {note.stage!r} raised on item {value!r}:\n{note.traceback}",
+                    stage=note.stage, item=value, remote_traceback=note.traceback))
+            else:
+                with self._lock:
+                    self._dead.append((item, note))
+            if self._order is not None:
+                key = (item,) + note.path
+                with self._lock:
+                    if self._stage_kind(note.stage) == "flat_map":
+                        self._order.end(key, note.outputs)
+                    else:
+                        self._order.tombstone(key)
+
+    def _stage_kind(self, name: str) -> str:
+        for st in self._stages:
+            if st.spec.name == name:
+                return st.spec.kind
+        return "map"
+
+    def _fail(self, e: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = e
+        self._halt()
+
+    # ------------------------------------------------------------ threads --
+    def _control(self) -> None:
+        last_line = 0.0
+        try:
+            while True:
+                sentinels = [p.sentinel for st in self._stages for p in st.procs.values()]
+                multiprocessing.connection.wait(sentinels, timeout=0.01)
+                self._read_ctl()
+                if self._stop.is_set():
+                    break
+                self._reap()
+                self._timeouts()
+                self._scale()
+                self._cascade()
+                if self._progress and time.monotonic() - last_line > 0.5:
+                    last_line = time.monotonic()
+                    progress_line(self.stats, final=False)
+                if all(st.closed for st in self._stages) and not any(
+                        st.procs for st in self._stages):
+                    self._read_ctl()
+                    break
+                if all(st.closed for st in self._stages):
+                    self._reap()
+        except BaseException as e:  # a bug here must not hang the run
+            self._fail(e)
+        finally:
+            if self._progress:
+                progress_line(self.stats, final=True)
+            self._finished.set()
+
+    def _feed(self) -> None:
+        tx = self._feed_tx
+        st0 = self._stages[0]
+        limit = st0.spec.max_inflight
+        try:
+            for n, obj in enumerate(self._source):
+                if self._stop.is_set():
+                    return
+                if limit is not None:
+                    while self._board.inflight(0) >= limit:
+                        if self._stop.wait(0.0005):
+                            return
+                    self._board.add_inflight(0, 1)
+                data, plan = I.source_record(n, obj)
+                while True:
+                    try:
+                        if plan is None:
+                            tx.send(data, 0.1)
+                        else:
+                            _send_planned(tx, data, plan)
+                        break
+                    except Timeout:
+                        if self._stop.is_set():
+                            return
+            st0.channel.close_send()
+            st0.eos = True
+        except BaseException as e:
+            self._fail(e)
+
+    # ------------------------------------------------------------- public --
+    def __enter__(self) -> Run:
+        self._started = True
+        try:
+            for st in self._stages:
+                for _ in range(st.spec.workers):
+                    self._start_worker(st)
+        except BaseException:
+            self._shutdown()
+            raise
+        self._controller = threading.Thread(target=self._control, daemon=True,
+                                            name="shmring-pipeline-control")
+        self._feeder = threading.Thread(target=self._feed, daemon=True,
+                                        name="shmring-pipeline-source")
+        self._controller.start()
+        self._feeder.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._shutdown()
+
+    def __iter__(self) -> Iterator[Any]:
+        rx = self._out_rx
+        if rx is None:
+            raise InvalidArgument("this pipeline ends in a sink: use run.wait()")
+        order = self._order
+        while True:
+            self._raise_error()
+            try:
+                mv = rx._peek(0.05)
+            except Timeout:
+                if self._stop.is_set():
+                    self._raise_error()
+                    return
+                continue
+            except EndOfStream:
+                self._finished.wait()
+                self._raise_error()
+                if order is not None:
+                    with self._lock:
+                        yield from order.ready()
+                return
+            try:
+                item = int.from_bytes(mv[:8], "little")
+                body = mv[L.LINK_HDR:]
+                kind, path, off = I.parse(body)
+                value = I.decode(body[off:], False) if kind == I.VALUE else None
+                count = I.count_of(body[off:]) if kind == I.END else 0
+            finally:
+                rx._release()
+            if order is None:
+                yield value
+                continue
+            with self._lock:
+                key = (item,) + path
+                if kind == I.VALUE:
+                    order.value(key, value)
+                elif kind == I.END:
+                    order.end(key, count)
+                else:
+                    order.tombstone(key)
+                ready = order.ready()
+            yield from ready
+
+    def wait(self, timeout: float | None = None) -> list[Any]:
+        """Wait until every stage is done; returns the outputs not iterated
+        (none for a pipeline ending in a sink). Raises :class:`Timeout`, or
+        the run's :class:`~shmring.RemoteError`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._out_rx is None:
+            if not self._finished.wait(timeout):
+                raise Timeout(f"the pipeline did not finish within {timeout} s")
+            self._raise_error()
+            return []
+        outs: list[Any] = []
+        it = iter(self)
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                outs.append(next(it))
+            except StopIteration:
+                return outs
+        raise Timeout(f"the pipeline did not finish within {timeout} s")
+
+    def cancel(self) -> None:
+        """Stop every stage now; iteration ends, unfinished items are dropped."""
+        self._halt()
+
+    def pids(self, stage: str) -> list[int]:
+        """The pids of stage ``stage``'s live workers."""
+        procs = list(self._stage(stage).procs.values())  # the controller changes the dict
+        return [p.pid for p in procs if p.pid is not None and p.is_alive()]
+
+    def scale(self, stage: str, n: int) -> None:
+        """Resize stage ``stage``'s pool to ``n`` workers (1..200) while it
+        runs; workers beyond ``n`` leave after their current item."""
+        if not isinstance(n, int) or not 1 <= n <= 200:
+            raise InvalidArgument("a stage has 1..200 workers")
+        self._stage(stage).target = n
+
+    @property
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per stage: ``in`` (items taken), ``out`` (outputs sent),
+        ``redelivered`` (items taken again after a worker died), ``skipped``,
+        ``dead_lettered``, ``errors``, ``workers`` (live), ``busy`` (working on
+        an item now), ``restarts``, ``p50_s`` and ``p99_s`` (time per item)."""
+        return {st.spec.name: stage_stats(st, self._board) for st in self._stages}
+
+    @property
+    def dead_letters(self) -> list[tuple[Any, str]]:
+        """``(item, reason)`` for every item given up: the exception text,
+        ``"killed by SIGKILL"`` (or another signal), or ``"timeout"``."""
+        with self._lock:
+            dead = list(self._dead)
+        return [(I.item_value(n), n.reason or self._reasons.get(item, "killed"))
+                for item, n in dead]
+
+    # ----------------------------------------------------------- internal --
+    def _stage(self, name: str) -> StageRun:
+        for st in self._stages:
+            if st.spec.name == name:
+                return st
+        raise InvalidArgument(f"no stage named {name!r}: "
+                              f"{', '.join(s.spec.name for s in self._stages)}")
+
+    def _raise_error(self) -> None:
+        e = self._error
+        if e is not None:
+            raise e
+
+    def _halt(self) -> None:
+        self._stop.set()
+        for st in self._stages:
+            for p in list(st.procs.values()):
+                if p.pid is not None and p.is_alive():
+                    os.kill(p.pid, signal.SIGKILL)
+
+    def _shutdown(self) -> None:
+        if not self._finished.is_set():
+            self._halt()
+        for t in (getattr(self, "_feeder", None), getattr(self, "_controller", None)):
+            if t is not None:
+                t.join()
+        for st in self._stages:
+            for p in list(st.procs.values()):
+                p.join()
+            st.procs.clear()
+        self._close_channels()
+
+    def _close_channels(self) -> None:
+        if getattr(self, "_board", None) is not None:
+            self._board.words.release()
+        for ch in reversed(self._channels):
+            ch.close()
+        self._channels.clear()
+
+
+def _send_planned(tx: Any, head: bytes, plan: Any) -> None:
+    view = tx._claim(len(head) + plan.size, 0.1)
+    try:
+        view[:len(head)] = head
+        plan.write(view[len(head):])
+    except BaseException:
+        tx._abort()
+        raise
+    tx._commit()
+    plan.release()

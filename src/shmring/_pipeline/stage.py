@@ -1,0 +1,136 @@
+"""A pipeline's stages as the user declares them: :class:`StageSpec` (what
+one stage runs, and how many workers) and :class:`Stream` (the chain built
+by ``source(...).map(...).filter(...)``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+KINDS = ("map", "filter", "flat_map", "sink")
+
+#: Default bound of an edge in bytes (its ring's capacity): an item may be
+#: up to half of it.
+DEFAULT_MAX_BYTES = 4 << 20
+
+
+@dataclass
+class StageSpec:
+    """One stage: ``fn`` run by ``workers`` processes on every item."""
+
+    kind: str
+    fn: Callable[..., Any]
+    name: str
+    workers: int = 1
+    init: Callable[[], Any] | None = None
+    timeout: float | None = None
+    max_redeliveries: int = 2
+    ordered: bool = False
+    max_inflight: int | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    zero_copy: bool = False
+
+    def check(self) -> None:
+        """Raise :class:`InvalidArgument` for a bad setting."""
+        if self.kind not in KINDS:
+            raise InvalidArgument(f"unknown stage kind {self.kind!r}")
+        if not callable(self.fn):
+            raise InvalidArgument(f"stage {self.name!r}: fn must be callable")
+        if self.init is not None and not callable(self.init):
+            raise InvalidArgument(f"stage {self.name!r}: init must be callable")
+        if not isinstance(self.workers, int) or not 1 <= self.workers <= 200:
+            raise InvalidArgument(f"stage {self.name!r}: workers must be 1..200")
+        if self.timeout is not None and not self.timeout > 0:
+            raise InvalidArgument(f"stage {self.name!r}: timeout must be > 0 seconds")
+        if not isinstance(self.max_redeliveries, int) or self.max_redeliveries < 0:
+            raise InvalidArgument(f"stage {self.name!r}: max_redeliveries must be >= 0")
+        if self.max_inflight is not None and (
+                not isinstance(self.max_inflight, int) or self.max_inflight < 1):
+            raise InvalidArgument(f"stage {self.name!r}: max_inflight must be >= 1")
+        if not isinstance(self.max_bytes, int) or not 4096 <= self.max_bytes <= 1 << 40:
+            raise InvalidArgument(f"stage {self.name!r}: max_bytes must be 4 KiB..1 TiB")
+
+
+def stage_name(fn: Callable[..., Any], name: str | None) -> str:
+    """``name``, or the function's name made fit for a channel name."""
+    if name is not None:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", name):
+            raise InvalidArgument(f"bad stage name {name!r}: use 1-64 letters, digits, "
+                                  "'_' or '-'")
+        return name
+    raw = getattr(fn, "__name__", None) or type(fn).__name__
+    clean = re.sub(r"[^A-Za-z0-9_-]", "", raw)[:64]
+    return clean or "stage"
+
+
+class Stream:
+    """The items coming out of the last stage added so far. Each method adds
+    a stage after it and returns the stream of that stage's outputs."""
+
+    def __init__(self, pipeline: Pipeline, position: int) -> None:
+        self._pipeline = pipeline
+        self._position = position
+
+    def _add(self, kind: str, fn: Callable[..., Any], kw: dict[str, Any]) -> Stream:
+        return self._pipeline._add_stage(self._position, kind, fn, kw)
+
+    def map(self, fn: Callable[..., Any], *, workers: int = 1, name: str | None = None,
+            init: Callable[[], Any] | None = None, timeout: float | None = None,
+            max_redeliveries: int = 2, ordered: bool = False, max_inflight: int | None = None,
+            max_bytes: int = DEFAULT_MAX_BYTES, zero_copy: bool = False) -> Stream:
+        """Each item becomes ``fn(item)`` (``fn(item, state)`` with ``init``:
+        ``state = init()``, once per worker). ``timeout``: seconds one item
+        may take before its worker is killed and the item counts a failed
+        attempt; after ``max_redeliveries`` + 1 failed attempts it is dead.
+        ``ordered``: the run yields outputs in source order. ``max_inflight``
+        and ``max_bytes`` bound the edge into this stage (items, bytes).
+        ``zero_copy``: numpy arrays arrive as read-only views of shared
+        memory, valid during the call."""
+        return self._add("map", fn, dict(
+            workers=workers, name=name, init=init, timeout=timeout,
+            max_redeliveries=max_redeliveries, ordered=ordered, max_inflight=max_inflight,
+            max_bytes=max_bytes, zero_copy=zero_copy))
+
+    def filter(self, fn: Callable[..., Any], *, workers: int = 1, name: str | None = None,
+               init: Callable[[], Any] | None = None, timeout: float | None = None,
+               max_redeliveries: int = 2, ordered: bool = False,
+               max_inflight: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+               zero_copy: bool = False) -> Stream:
+        """Keep the items for which ``fn(item)`` is true (see :meth:`map`)."""
+        return self._add("filter", fn, dict(
+            workers=workers, name=name, init=init, timeout=timeout,
+            max_redeliveries=max_redeliveries, ordered=ordered, max_inflight=max_inflight,
+            max_bytes=max_bytes, zero_copy=zero_copy))
+
+    def flat_map(self, fn: Callable[..., Iterable[Any]], *, workers: int = 1,
+                 name: str | None = None, init: Callable[[], Any] | None = None,
+                 timeout: float | None = None, max_redeliveries: int = 2, ordered: bool = False,
+                 max_inflight: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 zero_copy: bool = False) -> Stream:
+        """Each item becomes every element of the iterable ``fn(item)``
+        returns (see :meth:`map`). A worker that dies half-way through an
+        item's outputs leaves those it sent: the next attempt skips as many
+        (docs/design.md, "Pipelines"), so ``fn`` should yield the same
+        outputs in the same order each time."""
+        return self._add("flat_map", fn, dict(
+            workers=workers, name=name, init=init, timeout=timeout,
+            max_redeliveries=max_redeliveries, ordered=ordered, max_inflight=max_inflight,
+            max_bytes=max_bytes, zero_copy=zero_copy))
+
+    def sink(self, fn: Callable[..., Any], *, workers: int = 1, name: str | None = None,
+             init: Callable[[], Any] | None = None, timeout: float | None = None,
+             max_redeliveries: int = 2, max_inflight: int | None = None,
+             max_bytes: int = DEFAULT_MAX_BYTES, zero_copy: bool = False) -> None:
+        """End the pipeline: ``fn(item)`` is called on every item and its
+        result dropped. ``run.wait()`` waits for it."""
+        self._add("sink", fn, dict(
+            workers=workers, name=name, init=init, timeout=timeout,
+            max_redeliveries=max_redeliveries, max_inflight=max_inflight,
+            max_bytes=max_bytes, zero_copy=zero_copy))

@@ -1,0 +1,225 @@
+"""A stage's worker process: take an item, run the stage's function, send
+its outputs by linked commits (csrc/ring/link.c), until end of stream.
+
+What a worker holds when it dies is never lost nor repeated: the input stays
+taken in the ring until every output is committed, and recovery reads which
+outputs were. The worker's board entry says which item it is on and since
+when (the parent kills it past ``timeout``) and counts what it did.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from .._channel.channel import Channel
+from .._errors import Closed, EndOfStream, Timeout
+from . import board as B
+from . import item as I
+from .stage import StageSpec
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs, sent to it when it starts (picklable)."""
+
+    stage: StageSpec
+    index: int  # position of the stage in the pipeline
+    entry: int  # the worker's board entry
+    namespace: str | None
+    edge_in: str
+    edge_out: str | None  # None: a sink
+    ctl: str
+    board: str
+    ordered: bool
+    on_error: str
+    parent: int
+    out_inflight: int | None  # the next stage's max_inflight (edge index + 1 counts)
+
+
+class _Worker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        st = spec.stage
+        self.stage = st
+        self.cin = Channel.open(spec.edge_in, namespace=spec.namespace)
+        self.rx = self.cin.consumer()
+        self.cctl = Channel.open(spec.ctl, namespace=spec.namespace)
+        self.ctl = self.cctl.producer()
+        self.ctl_region = self.cctl.region.inode
+        self.cout = None if spec.edge_out is None else Channel.open(
+            spec.edge_out, namespace=spec.namespace)
+        self.tx = self.ctl if self.cout is None else self.cout.producer()
+        self.out_region = self.ctl_region if self.cout is None else self.cout.region.inode
+        self.board = B.Board.open(spec.board, spec.namespace)
+        self.words = self.board.words
+        self.base = B.Board.base(spec.entry)
+        self.words[self.base + B.PID] = os.getpid()
+        self.ordered = spec.ordered and self.stage.kind != "sink"
+        self.state: Any = None
+        # The current item: its id, path, outputs sent by earlier attempts,
+        # and the number of the next output.
+        self.item = 0
+        self.path: I.Path = ()
+        self.done = 0
+        self.j = 0
+
+    def close(self) -> None:
+        self.board.close()
+        for ch in (self.cin, self.cctl, self.cout):
+            if ch is not None:
+                ch.close()
+
+    # ------------------------------------------------------------ sending --
+    def _wait_room(self) -> None:
+        """max_inflight of the next stage: wait while its edge is full."""
+        limit = self.spec.out_inflight
+        assert limit is not None
+        edge = self.spec.index + 1
+        while self.board.inflight(edge) >= limit:
+            time.sleep(0.0005)
+        self.board.add_inflight(edge, 1)
+
+    def out(self, kind: int, path: I.Path, obj: Any, last: bool) -> None:
+        """Output number ``j`` of the current item, unless an earlier attempt
+        sent it (``j < done``): to the next stage, or for ERROR and DEAD
+        notes to the parent. ``last``: the input is done."""
+        j = self.j
+        self.j = j + 1
+        if j < self.done:
+            if last:
+                self.rx._link_finish()
+            return
+        if kind == I.VALUE:
+            if self.spec.out_inflight is not None:
+                self._wait_room()
+            I.send(self.tx, self.rx, self.item, self.out_region, I.prefix(kind, path), obj,
+                   last)
+            self.words[self.base + B.OUT] += 1
+        elif kind in (I.ERROR, I.DEAD):
+            I.send_raw(self.ctl, self.rx, self.item, self.ctl_region,
+                       I.prefix(kind, path) + I.note_body(obj), last)
+        else:
+            I.send_raw(self.tx, self.rx, self.item, self.out_region,
+                       I.prefix(kind, path) + (obj or b""), last)
+
+    def nothing_more(self) -> None:
+        """The current item has no more outputs. In an ordered run its place
+        is kept (a tombstone; for a flat_map the END of its outputs)."""
+        if not self.ordered:
+            self.rx._link_finish()
+        elif self.stage.kind == "flat_map":
+            self.out(I.END, self.path, I.end_body(self.j), True)
+        else:
+            self.out(I.TOMBSTONE, self.path, None, True)
+
+    def note(self, kind: int, reason: str | None, tb: str, body: memoryview) -> None:
+        """The current item failed: an ERROR or DEAD note, its last output
+        (the parent keeps its place in an ordered run)."""
+        self.out(kind, self.path, I.Note(self.stage.name, reason, tb, bytes(body), self.path,
+                                         self.j), True)
+
+    # ------------------------------------------------------------ running --
+    def run(self) -> None:
+        st = self.stage
+        words, base = self.words, self.base
+        if st.init is not None:
+            self.state = st.init()
+        fn = st.fn
+        with_state = st.init is not None
+        kind_of = st.kind
+        single = kind_of in ("map", "filter")
+        max_attempts = st.max_redeliveries + 1
+        zero_copy = st.zero_copy
+        in_limit = st.max_inflight is not None
+        rx = self.rx
+        while True:
+            if words[base + B.STOP]:
+                return
+            try:
+                item, attempts, done, mv = rx._link_take(0.5, single)
+            except Timeout:
+                if os.getppid() != self.spec.parent:
+                    return  # the run's parent is gone
+                continue
+            except EndOfStream:
+                return
+            self.item, self.done, self.j = item, done, 0
+            kind, path, off = I.parse(mv)
+            self.path = path
+            if kind == I.VALUE:
+                words[base + B.TAKEN] += 1
+                if attempts == 1:
+                    words[base + B.FIRST] += 1
+                    if in_limit:
+                        self.board.add_inflight(self.spec.index, -1)
+            else:
+                # Tombstones and END markers pass through (ordered runs).
+                if kind_of == "sink":
+                    rx._link_finish()
+                else:
+                    I.send_raw(self.tx, rx, item, self.out_region, mv, True)
+                continue
+            body = mv[off:]
+            if attempts > max_attempts:
+                words[base + B.DEAD] += 1
+                self.j = done  # what earlier attempts sent stays sent
+                self.note(I.DEAD, None, "", body)
+                continue
+            t0 = time.monotonic()
+            words[base + B.STARTED] = int(t0 * 1e9)  # before ITEM: see Run._timeouts
+            words[base + B.ITEM] = item + 1
+            try:
+                value = I.decode(body, zero_copy)
+                result = fn(value, self.state) if with_state else fn(value)
+                if kind_of == "map":
+                    self.out(I.VALUE, path, result, True)
+                elif kind_of == "filter":
+                    if result:
+                        self.out(I.VALUE, path, value, True)
+                    else:
+                        self.nothing_more()
+                elif kind_of == "flat_map":
+                    for k, one in enumerate(result):
+                        self.out(I.VALUE, path + (k,), one, False)
+                    self.nothing_more()
+                else:
+                    rx._link_finish()
+            except Exception as e:
+                self.failed(e, body)
+            dt = time.monotonic() - t0
+            words[base + B.ITEM] = 0
+            words[base + B.BUSY_NS] += int(dt * 1e9)
+            words[base + B.HIST + B.bucket(dt)] += 1
+            words[base + B.DONE] += 1
+
+    def failed(self, e: Exception, body: memoryview) -> None:
+        """``fn`` raised on the current item (or its output could not be
+        sent): ``on_error`` decides. The input is still held."""
+        words, base = self.words, self.base
+        mode = self.spec.on_error
+        if mode == "skip":
+            words[base + B.SKIPPED] += 1
+            self.nothing_more()
+            return
+        words[base + (B.ERRORS if mode == "raise" else B.DEAD)] += 1
+        self.note(I.ERROR if mode == "raise" else I.DEAD, f"{type(e).__name__}: {e}",
+                  traceback.format_exc(), body)
+
+
+def main(spec: WorkerSpec) -> None:
+    """A worker process's entry point (``multiprocessing`` target)."""
+    # The parent handles Ctrl-C for the whole run and stops its workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        w = _Worker(spec)
+    except Closed:
+        return  # started as its stage finished: the next edge is closed already
+    try:
+        w.run()
+    finally:
+        w.close()
