@@ -103,12 +103,19 @@ class RemoteError(ShmringError):
     there was none), and ``remote_traceback`` the worker's traceback as text
     (also the end of the message)."""
 
-    def __init__(self, message: str, *, stage: str, item: object = None,
+    def __init__(self, message: str, *, stage: str = "", item: object = None,
                  remote_traceback: str = "") -> None:
         super().__init__(message)
         self.stage = stage
         self.item = item
         self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_remote_error, (str(self), self.stage, self.item, self.remote_traceback))
+
+
+def _remote_error(message: str, stage: str, item: object, tb: str) -> RemoteError:
+    return RemoteError(message, stage=stage, item=item, remote_traceback=tb)
 
 
 class RegionExists(ShmringError, FileExistsError):

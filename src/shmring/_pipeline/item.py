@@ -94,6 +94,7 @@ class Note:
     item: bytes
     path: Path = ()
     outputs: int = 0  # outputs of the item sent before it failed (a flat_map's)
+    fatal: bool = False  # the stage cannot run at all (its init raised)
 
 
 def note_body(note: Note) -> bytes:

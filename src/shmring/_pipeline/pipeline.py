@@ -5,6 +5,7 @@ item passed on exactly once whatever worker is killed (docs/design.md,
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -60,7 +61,7 @@ class Pipeline:
             raise InvalidArgument("a pipeline has one source")
         iter(iterable)  # a TypeError now, not in the feeder thread
         self._source = iterable
-        return Stream(self, 0)
+        return Stream(self._add_stage, 0)
 
     def _add_stage(self, position: int, kind: str, fn: Callable[..., Any],
                    kw: dict[str, Any]) -> Stream:
@@ -77,7 +78,7 @@ class Pipeline:
         spec = StageSpec(kind, fn, unique, **kw)
         spec.check()
         self._stages.append(spec)
-        return Stream(self, len(self._stages))
+        return Stream(self._add_stage, len(self._stages))
 
     @property
     def stages(self) -> list[str]:
@@ -93,4 +94,6 @@ class Pipeline:
         of counts on stderr while it runs."""
         if self._source is None:
             raise InvalidArgument("the pipeline has no source: call source() first")
-        return Run(self, on_error, progress)
+        self._runs += 1
+        return Run(f"{self.name}.{os.getpid()}.{self._runs}", self.context, self.namespace,
+                   self._source, list(self._stages), on_error, progress)

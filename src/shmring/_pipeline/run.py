@@ -15,11 +15,12 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from .. import _core
 from .. import _layout as L
@@ -28,11 +29,9 @@ from .._errors import EndOfStream, InvalidArgument, RemoteError, Timeout
 from . import board as B
 from . import item as I
 from .order import Reorderer
+from .stage import StageSpec
 from .stats import StageRun, progress_line, stage_stats
 from .worker import WorkerSpec, main
-
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
 
 ON_ERROR = ("raise", "skip", "dead_letter")
 #: A stage whose workers die this many times per worker without finishing
@@ -44,17 +43,23 @@ class Run:
     """The context manager ``Pipeline.run()`` returns; iterate it for the
     last stage's outputs."""
 
-    def __init__(self, pipeline: Pipeline, on_error: str, progress: bool) -> None:
+    _board: B.Board  # made by _open, with the channels
+
+    def __init__(self, base: str, context: str, namespace: str | None,
+                 source: Iterable[Any], specs: list[StageSpec], on_error: str,
+                 progress: bool) -> None:
         if on_error not in ON_ERROR:
             raise InvalidArgument(f"on_error must be one of {', '.join(ON_ERROR)}")
-        specs = pipeline._stages
         if not specs:
             raise InvalidArgument("the pipeline has no stages: add one after source()")
-        self._pipeline = pipeline
+        self._base = base  # the channels' names start with it
+        self._label = base.split(".")[0]
+        self._specs = specs
+        self._context = context
         self._on_error = on_error
         self._progress = progress
-        self._ctx = multiprocessing.get_context(pipeline.context)
-        self._ns = pipeline.namespace
+        self._ctx: Any = multiprocessing.get_context(context)
+        self._ns = namespace
         self.ordered = any(s.ordered for s in specs)
         self._sink = specs[-1].kind == "sink"
         self._lock = threading.Lock()
@@ -67,26 +72,21 @@ class Run:
         self._channels: list[Channel] = []
         self._stages: list[StageRun] = []
         self._started = False
-        base = f"{pipeline.name}.{os.getpid()}.{pipeline._runs}"
-        pipeline._runs += 1
+        self._out: Channel | None = None
+        self._final: dict[str, dict[str, Any]] | None = None  # stats once closed
+        self._source = source
+
+    def _open(self) -> None:
+        """Create the run's channels (edges, output, control, board)."""
+        specs, base = self._specs, self._base
         try:
             for i, s in enumerate(specs):
-                cap = 1 << max(12, (s.max_bytes - 1).bit_length())
-                ch = Channel.create(f"{base}.{i}.{s.name}", cap, "mpmc",
-                                    max_message=cap // 2 - L.RECORD_HEADER, namespace=self._ns)
-                self._channels.append(ch)
-                self._stages.append(StageRun(s, i, ch))
-            last = specs[-1]
-            self._out: Channel | None = None
+                self._stages.append(StageRun(s, i, self._edge(f"{base}.{i}.{s.name}",
+                                                              s.max_bytes, "mpmc")))
             if not self._sink:
-                cap = 1 << max(12, (last.max_bytes - 1).bit_length())
-                self._out = Channel.create(f"{base}.out", cap, "mpsc",
-                                           max_message=cap // 2 - L.RECORD_HEADER,
-                                           namespace=self._ns)
-                self._channels.append(self._out)
-            self._ctl = Channel.create(f"{base}.ctl", 1 << 20, "mpsc", namespace=self._ns)
-            self._channels.append(self._ctl)
-            entries = sum(s.workers for s in specs) * 2 + 8
+                self._out = self._edge(f"{base}.out", specs[-1].max_bytes, "mpsc")
+            self._ctl = self._edge(f"{base}.ctl", 1 << 20, "mpsc")
+            entries = sum(s.workers for s in specs) * 2 + 64
             self._board = B.Board.create(f"{base}.board", entries, self._ns)
             self._channels.append(self._board.channel)
         except BaseException:
@@ -95,11 +95,19 @@ class Run:
         self._free = list(range(self._board.entries))
         self._ctl_rx = self._ctl.consumer()
         self._out_rx = self._out.consumer() if self._out is not None else None
-        self._feed_tx = self._channels[0].producer()
-        self._source = pipeline._source
+        self._feed_tx = self._stages[0].channel.producer()
+
+    def _edge(self, name: str, max_bytes: int, pattern: str) -> Channel:
+        cap = 1 << max(12, (max_bytes - 1).bit_length())
+        ch = Channel.create(name, cap, pattern, max_message=cap // 2 - L.RECORD_HEADER,
+                            namespace=self._ns)
+        self._channels.append(ch)
+        return ch
 
     # ------------------------------------------------------------ workers --
     def _start_worker(self, st: StageRun) -> None:
+        if not self._free:
+            raise InvalidArgument("the run has no room for more workers")
         entry = self._free.pop()
         self._board.clear(entry)
         nxt = st.index + 1
@@ -113,9 +121,15 @@ class Run:
             out_inflight=(self._stages[nxt].spec.max_inflight if nxt < len(self._stages)
                           else None))
         p = self._ctx.Process(target=main, args=(spec,), daemon=True,
-                              name=f"shmring-{self._pipeline.name}-{st.spec.name}")
+                              name=f"shmring-{self._label}-{st.spec.name}")
         try:
             p.start()
+        except (pickle.PicklingError, AttributeError, TypeError) as e:
+            self._free.append(entry)
+            raise InvalidArgument(
+                f"stage {st.spec.name!r}: its function cannot be sent to a "
+                f"{self._context!r} worker ({e}); use a function defined at module "
+                "level, or Pipeline(..., context='fork')") from e
         except BaseException:
             self._free.append(entry)
             raise
@@ -210,10 +224,14 @@ class Run:
             try:
                 item = int.from_bytes(mv[:8], "little")
                 body = mv[L.LINK_HDR:]
-                kind, path, off = I.parse(body)
+                kind, _path, off = I.parse(body)
                 note = I.read_note(body[off:])
             finally:
                 rx._release()
+            if note.fatal:
+                self._fail(RemoteError(f"stage {note.stage!r}: {note.reason}\n{note.traceback}",
+                                       stage=note.stage, remote_traceback=note.traceback))
+                continue
             if kind == I.ERROR and self._on_error == "raise":
                 value = I.item_value(note)
                 self._fail(RemoteError(
@@ -223,7 +241,7 @@ class Run:
                 with self._lock:
                     self._dead.append((item, note))
             if self._order is not None:
-                key = (item,) + note.path
+                key = (item, *note.path)
                 with self._lock:
                     if self._stage_kind(note.stage) == "flat_map":
                         self._order.end(key, note.outputs)
@@ -303,7 +321,10 @@ class Run:
 
     # ------------------------------------------------------------- public --
     def __enter__(self) -> Run:
+        if self._started:
+            raise InvalidArgument("a run is entered once; call pipeline.run() again")
         self._started = True
+        self._open()
         try:
             for st in self._stages:
                 for _ in range(st.spec.workers):
@@ -355,7 +376,7 @@ class Run:
                 yield value
                 continue
             with self._lock:
-                key = (item,) + path
+                key = (item, *path)
                 if kind == I.VALUE:
                     order.value(key, value)
                 elif kind == I.END:
@@ -398,7 +419,10 @@ class Run:
         runs; workers beyond ``n`` leave after their current item."""
         if not isinstance(n, int) or not 1 <= n <= 200:
             raise InvalidArgument("a stage has 1..200 workers")
-        self._stage(stage).target = n
+        st = self._stage(stage)
+        if n - len(st.procs) > len(self._free):
+            raise InvalidArgument(f"the run has room for {len(self._free)} more workers")
+        st.target = n
 
     @property
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -406,6 +430,10 @@ class Run:
         ``redelivered`` (items taken again after a worker died), ``skipped``,
         ``dead_lettered``, ``errors``, ``workers`` (live), ``busy`` (working on
         an item now), ``restarts``, ``p50_s`` and ``p99_s`` (time per item)."""
+        if self._final is not None:
+            return self._final
+        if not self._started:
+            return {}
         return {st.spec.name: stage_stats(st, self._board) for st in self._stages}
 
     @property
@@ -450,8 +478,10 @@ class Run:
         self._close_channels()
 
     def _close_channels(self) -> None:
-        if getattr(self, "_board", None) is not None:
+        if "_board" in self.__dict__:
+            self._final = {st.spec.name: stage_stats(st, self._board) for st in self._stages}
             self._board.words.release()
+            del self._board
         for ch in reversed(self._channels):
             ch.close()
         self._channels.clear()

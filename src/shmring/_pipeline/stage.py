@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._errors import InvalidArgument
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
+#: How a stream adds a stage: (position, kind, fn, options) -> the new stream.
+AddStage = Callable[[int, str, Callable[..., Any], dict[str, Any]], "Stream"]
 
 KINDS = ("map", "filter", "flat_map", "sink")
 
@@ -74,12 +74,12 @@ class Stream:
     """The items coming out of the last stage added so far. Each method adds
     a stage after it and returns the stream of that stage's outputs."""
 
-    def __init__(self, pipeline: Pipeline, position: int) -> None:
-        self._pipeline = pipeline
+    def __init__(self, add: AddStage, position: int) -> None:
+        self._add_stage = add
         self._position = position
 
     def _add(self, kind: str, fn: Callable[..., Any], kw: dict[str, Any]) -> Stream:
-        return self._pipeline._add_stage(self._position, kind, fn, kw)
+        return self._add_stage(self._position, kind, fn, kw)
 
     def map(self, fn: Callable[..., Any], *, workers: int = 1, name: str | None = None,
             init: Callable[[], Any] | None = None, timeout: float | None = None,

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,11 @@ from .._errors import Closed, EndOfStream, Timeout
 from . import board as B
 from . import item as I
 from .stage import StageSpec
+
+
+class _Orphaned(Exception):
+    """The run's parent is gone: the worker leaves (what it holds is
+    recovered like a dead worker's)."""
 
 
 @dataclass
@@ -97,15 +103,26 @@ class _Worker:
         if kind == I.VALUE:
             if self.spec.out_inflight is not None:
                 self._wait_room()
-            I.send(self.tx, self.rx, self.item, self.out_region, I.prefix(kind, path), obj,
-                   last)
+            self._patient(I.send, self.tx, self.rx, self.item, self.out_region,
+                          I.prefix(kind, path), obj, last)
             self.words[self.base + B.OUT] += 1
         elif kind in (I.ERROR, I.DEAD):
-            I.send_raw(self.ctl, self.rx, self.item, self.ctl_region,
-                       I.prefix(kind, path) + I.note_body(obj), last)
+            self._patient(I.send_raw, self.ctl, self.rx, self.item, self.ctl_region,
+                          I.prefix(kind, path) + I.note_body(obj), last)
         else:
-            I.send_raw(self.tx, self.rx, self.item, self.out_region,
-                       I.prefix(kind, path) + (obj or b""), last)
+            self._patient(I.send_raw, self.tx, self.rx, self.item, self.out_region,
+                          I.prefix(kind, path) + (obj or b""), last)
+
+    def _patient(self, send: Callable[..., None], *args: Any) -> None:
+        """``send(*args, timeout)`` until it goes through: a full edge waits
+        as long as the run's parent lives (its stages drain it)."""
+        while True:
+            try:
+                send(*args, 1.0)
+                return
+            except Timeout:
+                if os.getppid() != self.spec.parent:
+                    raise _Orphaned from None
 
     def nothing_more(self) -> None:
         """The current item has no more outputs. In an ordered run its place
@@ -128,7 +145,14 @@ class _Worker:
         st = self.stage
         words, base = self.words, self.base
         if st.init is not None:
-            self.state = st.init()
+            try:
+                self.state = st.init()
+            except Exception as e:
+                # Fatal for the run whatever on_error says: the stage cannot work.
+                note = I.Note(st.name, f"init failed: {type(e).__name__}: {e}",
+                              traceback.format_exc(), b"", fatal=True)
+                self.ctl.send(I.link_header(0) + I.prefix(I.ERROR, ()) + I.note_body(note))
+                return
         fn = st.fn
         with_state = st.init is not None
         kind_of = st.kind
@@ -162,7 +186,7 @@ class _Worker:
                 if kind_of == "sink":
                     rx._link_finish()
                 else:
-                    I.send_raw(self.tx, rx, item, self.out_region, mv, True)
+                    self._patient(I.send_raw, self.tx, rx, item, self.out_region, mv, True)
                 continue
             body = mv[off:]
             if attempts > max_attempts:
@@ -185,7 +209,7 @@ class _Worker:
                         self.nothing_more()
                 elif kind_of == "flat_map":
                     for k, one in enumerate(result):
-                        self.out(I.VALUE, path + (k,), one, False)
+                        self.out(I.VALUE, (*path, k), one, False)
                     self.nothing_more()
                 else:
                     rx._link_finish()
@@ -221,5 +245,7 @@ def main(spec: WorkerSpec) -> None:
         return  # started as its stage finished: the next edge is closed already
     try:
         w.run()
+    except _Orphaned:
+        pass
     finally:
         w.close()
