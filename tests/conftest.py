@@ -19,7 +19,7 @@ import shmring
 
 # Fixtures that live with their helpers: the channel contract's (``kind``,
 # ``make``) and the supervisor tests' (``env``, ``sup``).
-pytest_plugins = ["channel_util", "supervisor_util"]
+pytest_plugins = ["channel_util", "pipeline_util", "supervisor_util"]
 
 SHM = "/dev/shm"
 

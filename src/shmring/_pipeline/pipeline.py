@@ -68,8 +68,6 @@ class Pipeline:
         if position != len(self._stages):
             raise InvalidArgument("a pipeline is one chain: add each stage to the stream "
                                   "the previous one returned")
-        if self._stages and self._stages[-1].kind == "sink":
-            raise InvalidArgument("nothing comes after a sink")
         name = stage_name(fn, kw.pop("name"))
         taken = {s.name for s in self._stages}
         unique, n = name, 2

@@ -1,0 +1,113 @@
+"""A seeded SIGKILL storm over a pipeline's workers: run a pipeline while a
+thread SIGKILLs random workers of random stages at random moments, then
+check that every output came out exactly once (in order, for an ordered
+run), that the run ended, and that nothing of it is left in /dev/shm."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline_util import gone
+
+import shmring
+
+
+def work(x: int) -> int:
+    """A little CPU per item, so kills land mid-item too."""
+    for _ in range(100):
+        pass
+    return x * 3
+
+
+def fan(x: int) -> list[int]:
+    """0, 1 or 2 outputs."""
+    return [x, -x][: x % 3]
+
+
+def keep(x: int) -> bool:
+    """Drop a quarter."""
+    return x % 4 != 1
+
+
+def plus(x: int) -> int:
+    """x + 1."""
+    return x + 1
+
+
+Build = Callable[[shmring.Stream, bool], Any]
+Expect = Callable[[int], list[int]]
+
+TOPOLOGIES: dict[str, tuple[Build, Expect]] = {
+    # name: (build the stages on a stream, expected outputs for source x)
+    "map-map": (lambda s, o: s.map(work, workers=3, ordered=o).map(plus, workers=2),
+                lambda x: [x * 3 + 1]),
+    "flat-filter": (lambda s, o: s.flat_map(fan, workers=2, ordered=o)
+                    .filter(keep, workers=2).map(work, workers=2),
+                    lambda x: [v * 3 for v in fan(x) if keep(v)]),
+}
+
+
+@dataclass
+class Outcome:
+    """What one storm saw."""
+
+    kills: int
+    outputs: int
+    lost: int
+    duplicated: int
+    in_order: bool
+
+
+def storm(name: str, topology: str, seed: int, items: int = 10000, kills: int = 15,
+          ordered: bool = False, timeout: float = 120.0) -> Outcome:
+    """Run one storm; raise AssertionError on a hang or a leak."""
+    rng = random.Random(seed)
+    build, expect = TOPOLOGIES[topology]
+    p = shmring.Pipeline(name)
+    build(p.source(range(items)), ordered)
+    done = threading.Event()
+    killed = [0]
+    with p.run() as run:
+        stages = p.stages
+
+        def killer() -> None:
+            for _ in range(kills):
+                if done.wait(rng.uniform(0.0005, 0.01)):
+                    return
+                pids = run.pids(rng.choice(stages))
+                if pids:
+                    try:
+                        os.kill(rng.choice(pids), signal.SIGKILL)
+                        killed[0] += 1
+                    except ProcessLookupError:
+                        pass
+
+        t = threading.Thread(target=killer)
+        t.start()
+        try:
+            out = run.wait(timeout=timeout)  # Timeout: a hang
+        finally:
+            done.set()
+            t.join()
+    assert gone(name), f"segments of {name} outlived the run"
+    want = [v for x in range(items) for v in expect(x)]
+    got_c, want_c = collections.Counter(out), collections.Counter(want)
+    return Outcome(killed[0], len(out), sum((want_c - got_c).values()),
+                   sum((got_c - want_c).values()), out == want)
+
+
+def budget_seeds(budget: float) -> Iterator[int]:
+    """Seeds 1, 2, ... until ``budget`` seconds have passed."""
+    end = time.monotonic() + budget
+    seed = 0
+    while time.monotonic() < end:
+        seed += 1
+        yield seed
