@@ -15,7 +15,7 @@ SEEDS = range(1, 13)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sigkill_storm(pname: str, topology: str, seed: int, ordered: bool) -> None:
     o = storm(pname, topology, seed, ordered=ordered)
-    assert (o.lost, o.duplicated) == (0, 0), o
+    assert (o.lost, o.duplicated, o.dead_letters) == (0, 0, 0), o
     if ordered:
         assert o.in_order, o
     assert o.kills > 0, o

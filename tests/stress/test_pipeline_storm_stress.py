@@ -19,7 +19,7 @@ def test_pipeline_storm_many_seeds(pname: str, topology: str) -> None:
     for seed in budget_seeds(budget / len(TOPOLOGIES)):
         o = storm(f"{pname}-{seed}", topology, 1000 + seed, items=50000, kills=80,
                   ordered=bool(seed % 2))
-        assert (o.lost, o.duplicated) == (0, 0), (seed, o)
+        assert (o.lost, o.duplicated, o.dead_letters) == (0, 0, 0), (seed, o)
         if seed % 2:
             assert o.in_order, (seed, o)
         runs += 1

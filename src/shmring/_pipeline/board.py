@@ -60,6 +60,7 @@ class Board:
         buf = channel.region._mapping()
         off = _core.load(buf, L.HDR_DATA_OFFSET)
         cap = _core.load(buf, L.HDR_CAPACITY)
+        self.data_offset = int(off)
         self.words = memoryview(buf)[off:off + cap].cast("Q")
         self.entries = (len(self.words) - HEAD) // ENTRY
 
@@ -91,13 +92,23 @@ class Board:
             self.words[b + i] = 0
 
     def inflight(self, edge: int) -> int:
-        """Items sent into edge ``edge`` and not yet finished by its stage."""
-        return int(self.words[INFLIGHT + edge])
+        """Items sent into edge ``edge`` and not yet taken by its stage.
 
-    def add_inflight(self, edge: int, n: int) -> None:
-        """Count ``n`` items into (or, negative, out of) edge ``edge``."""
-        _core.fetch_add(self.channel.region._mapping(), _word_offset(self, INFLIGHT + edge),
-                        n & 0xFFFFFFFFFFFFFFFF)
+        Counted up after each send and down (by ``_link_take``) before an
+        item's first attempt is counted: a process killed in between leaves
+        the count low (one item more may wait), never high, so a storm of
+        kills cannot wedge an edge. A take may come before its send's count:
+        the word is read as signed."""
+        v = int(self.words[INFLIGHT + edge])
+        return v - (1 << 64) if v >= 1 << 63 else v
+
+    def sent(self, edge: int) -> None:
+        """Count one item sent into edge ``edge``."""
+        _core.fetch_add(self.channel.region._mapping(), self.offset(INFLIGHT + edge), 1)
+
+    def offset(self, word: int) -> int:
+        """Byte offset of board word ``word`` in the channel's mapping."""
+        return self.data_offset + 8 * word
 
     def totals(self, indexes: Iterable[int]) -> list[int]:
         """The sums of entries' words (a worker's pid and item excepted)."""
@@ -114,7 +125,3 @@ class Board:
         self.words.release()
         self.channel.close()
 
-
-def _word_offset(board: Board, word: int) -> int:
-    buf = board.channel.region._mapping()
-    return int(_core.load(buf, L.HDR_DATA_OFFSET)) + 8 * word

@@ -302,7 +302,6 @@ class Run:
                     while self._board.inflight(0) >= limit:
                         if self._stop.wait(0.0005):
                             return
-                    self._board.add_inflight(0, 1)
                 data, plan = I.source_record(n, obj)
                 while True:
                     try:
@@ -314,6 +313,8 @@ class Run:
                     except Timeout:
                         if self._stop.is_set():
                             return
+                if limit is not None:
+                    self._board.sent(0)
             st0.channel.close_send()
             st0.eos = True
         except BaseException as e:

@@ -81,14 +81,18 @@ class _Worker:
                 ch.close()
 
     # ------------------------------------------------------------ sending --
-    def _wait_room(self) -> None:
-        """max_inflight of the next stage: wait while its edge is full."""
-        limit = self.spec.out_inflight
-        assert limit is not None
+    def _wait_room(self, limit: int) -> None:
+        """max_inflight of the next stage: wait while its edge is full,
+        before taking an input, so that no item is held meanwhile (a worker
+        killed while it waits costs no item an attempt). Each worker may
+        then send one item past the bound."""
         edge = self.spec.index + 1
         while self.board.inflight(edge) >= limit:
+            if self.words[self.base + B.STOP]:
+                return
             time.sleep(0.0005)
-        self.board.add_inflight(edge, 1)
+            if os.getppid() != self.spec.parent:
+                raise _Orphaned
 
     def out(self, kind: int, path: I.Path, obj: Any, last: bool) -> None:
         """Output number ``j`` of the current item, unless an earlier attempt
@@ -101,17 +105,23 @@ class _Worker:
                 self.rx._link_finish()
             return
         if kind == I.VALUE:
-            if self.spec.out_inflight is not None:
-                self._wait_room()
             self._patient(I.send, self.tx, self.rx, self.item, self.out_region,
                           I.prefix(kind, path), obj, last)
             self.words[self.base + B.OUT] += 1
+            self.counted()
         elif kind in (I.ERROR, I.DEAD):
             self._patient(I.send_raw, self.ctl, self.rx, self.item, self.ctl_region,
                           I.prefix(kind, path) + I.note_body(obj), last)
         else:
             self._patient(I.send_raw, self.tx, self.rx, self.item, self.out_region,
                           I.prefix(kind, path) + (obj or b""), last)
+            self.counted()
+
+    def counted(self) -> None:
+        """A record went into the next edge: count it there (max_inflight;
+        its consumer counts it down when it first takes it)."""
+        if self.spec.out_inflight is not None:
+            self.board.sent(self.spec.index + 1)
 
     def _patient(self, send: Callable[..., None], *args: Any) -> None:
         """``send(*args, timeout)`` until it goes through: a full edge waits
@@ -159,13 +169,18 @@ class _Worker:
         single = kind_of in ("map", "filter")
         max_attempts = st.max_redeliveries + 1
         zero_copy = st.zero_copy
-        in_limit = st.max_inflight is not None
         rx = self.rx
+        counter = (self.board.channel.region._mapping() if st.max_inflight is not None
+                   else None)
+        counter_at = self.board.offset(B.INFLIGHT + self.spec.index)
+        out_limit = self.spec.out_inflight
         while True:
             if words[base + B.STOP]:
                 return
+            if out_limit is not None:
+                self._wait_room(out_limit)
             try:
-                item, attempts, done, mv = rx._link_take(0.5, single)
+                item, attempts, done, mv = rx._link_take(0.5, single, counter, counter_at)
             except Timeout:
                 if os.getppid() != self.spec.parent:
                     return  # the run's parent is gone
@@ -179,14 +194,13 @@ class _Worker:
                 words[base + B.TAKEN] += 1
                 if attempts == 1:
                     words[base + B.FIRST] += 1
-                    if in_limit:
-                        self.board.add_inflight(self.spec.index, -1)
             else:
                 # Tombstones and END markers pass through (ordered runs).
                 if kind_of == "sink":
                     rx._link_finish()
                 else:
                     self._patient(I.send_raw, self.tx, rx, item, self.out_region, mv, True)
+                    self.counted()
                 continue
             body = mv[off:]
             if attempts > max_attempts:

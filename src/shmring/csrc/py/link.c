@@ -17,6 +17,24 @@ static int as_u64(PyObject *o, uint64_t *v) {
     return 0;
 }
 
+/* Decrements the u64 at offset of buffer counter. */
+static int count_down(PyObject *counter, PyObject *offset) {
+    uint64_t off = 0;
+    if (offset && as_u64(offset, &off) < 0) return -1;
+    Py_buffer vb;
+    if (PyObject_GetBuffer(counter, &vb, PyBUF_WRITABLE) < 0) return -1;
+    if (off % 8 || off + 8 > (uint64_t)vb.len) {
+        PyBuffer_Release(&vb);
+        PyErr_SetString(PyExc_ValueError, "_link_take: counter offset outside the buffer");
+        return -1;
+    }
+    /* SYNC(py-word), SYNC(inflight): a pipeline's count of items waiting in an edge; pairs with
+     * its adds by _core.fetch_add (py/module.c m_fetch_add) in shmring/_pipeline/board.py. */
+    fadd_sc(vb.buf, off, (uint64_t)-1);
+    PyBuffer_Release(&vb);
+    return 0;
+}
+
 /* The consumer an output is linked to: open, holding a record it began. */
 static EndpointObject *linked_input(PyObject *o) {
     if (!PyObject_TypeCheck(o, &ConsumerType)) {
@@ -34,8 +52,14 @@ static EndpointObject *linked_input(PyObject *o) {
     return in;
 }
 
+/* (timeout=None, single=False, counter=None, offset=0). counter: a writable
+ * buffer whose u64 at offset is decremented the first time a record is taken
+ * (a pipeline's count of items waiting in an edge), before its attempt is
+ * counted: a taker killed in between leaves the count one low, never high. */
 PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs > 2) return PyErr_Format(PyExc_TypeError, "_link_take(timeout=None, single=False)");
+    if (nargs > 4)
+        return PyErr_Format(PyExc_TypeError,
+                            "_link_take(timeout=None, single=False, counter=None, offset=0)");
     int64_t deadline;
     if (endpoint_check_open(self) < 0 ||
         endpoint_deadline(self, nargs >= 1 ? args[0] : Py_None, &deadline) < 0)
@@ -49,6 +73,14 @@ PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t narg
     const char *p;
     uint64_t n;
     if (consumer_take(self, deadline, 0, &p, &n) != 0) return NULL;
+    if (nargs >= 3 && args[2] != Py_None && n >= LINK_HDR) {
+        uint32_t before;
+        memcpy(&before, p + LINK_HDR_ATTEMPTS, 4);
+        if (before == 0 && count_down(args[2], nargs >= 4 ? args[3] : NULL) < 0) {
+            ring_unhold(r);
+            return NULL;
+        }
+    }
     uint64_t item;
     uint32_t attempts, done;
     int rc = ring_link_begin(r, single, &item, &attempts, &done);

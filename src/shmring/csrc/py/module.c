@@ -114,9 +114,9 @@ static PyObject *m_fetch_add(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (get_u64(a[2], &d) < 0) return NULL;
     char *p = word_at(a[0], &vb, a[1], 8);
     if (!p) return NULL;
-    /* SYNC(py-word), SYNC(ctl-waiters): seq-cst add for Python, e.g. a queue waiter raising its
-     * count (shmring/_queue) before it re-reads its condition; pairs with wake_word in
-     * py/queue.c. */
+    /* SYNC(py-word), SYNC(ctl-waiters), SYNC(inflight): seq-cst add for Python, e.g. a queue
+     * waiter raising its count (shmring/_queue) before it re-reads its condition; pairs with
+     * wake_word in py/queue.c; or a pipeline's count of items in an edge (py/link.c). */
     uint64_t old = fadd_sc(p, 0, d);
     PyBuffer_Release(&vb);
     return PyLong_FromUnsignedLongLong(old);
