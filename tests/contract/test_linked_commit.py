@@ -41,7 +41,7 @@ def worker(in_name: str, out_name: str, step: str, single: bool, conn: Connectio
     cout = shmring.Channel.open(out_name)
     rx, tx = cin.consumer(), cout.producer()
     region = cout.region.inode
-    item, attempts, done, view = rx._link_take(5, single)
+    item, attempts, done, view = rx._link_take(5, single, None, 0, cin.region.inode)
     conn.send(("took", item, attempts, done, bytes(view)))
     n_out = {"taken": 0, "claimed": 0, "committed": 1, "two": 2, "two+claimed": 2,
              "finished": 1}[step]
@@ -186,3 +186,26 @@ def test_misuse_raises(make_channel: Callable[..., shmring.Channel]) -> None:
     with pytest.raises(shmring.CorruptRegion, match="shorter than its header"):
         rx._link_take(0)
     assert rx.recv(timeout=1) == b"short"  # it was given back, not lost
+
+
+def test_forced_recovery_of_a_waiting_claim_stays_consistent(
+        make_channel: Callable[..., shmring.Channel], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor's last resort (LINK_WAIT): the linked claim is padded
+    before the input is recovered; the input must then go back, not be
+    taken for done."""
+    monkeypatch.setenv("SHMRING_SUPERVISOR", "0")
+    cin = make_channel("mpmc", 1 << 16, suffix="-in")
+    cout = make_channel("mpsc", 1 << 16, suffix="-out")
+    cin.producer().send(record(5, b"five"))
+    rx_out = cout.consumer()
+    _, pid = run_and_kill(cin.name, cout.name, "claimed", True)
+    (slot,) = [i for i in slots_of(cout, pid) if cout.region.table.link_pending(i)]
+    assert not cout.region.recover_slot(slot, pid)  # waits for its input
+    assert cout.region.recover_slot(slot, pid, force=True)
+    assert drain(rx_out) == []  # the padding is consumed, and nothing else
+    cin.recover_dead()
+    cout.recover_dead()
+    rx = cin.consumer()
+    item, attempts, done, view = rx._link_take(0)
+    assert (item, attempts, done, bytes(view)) == (5, 2, 0, b"five")
+    rx._link_finish()

@@ -282,3 +282,48 @@ def test_stage_names_are_unique_and_listed(pname: str) -> None:
         assert sorted(run) == [x + 3 for x in range(10)]
         with pytest.raises(shmring.InvalidArgument, match="no stage named"):
             run.pids("nope")
+
+
+def test_a_failing_source_stops_the_run_with_its_exception(pname: str) -> None:
+    def source() -> Any:
+        yield from range(10)
+        raise OSError("disk gone")
+
+    p = shmring.Pipeline(pname)
+    p.source(source()).map(inc)
+    with pytest.raises(OSError, match="disk gone"), p.run() as run:
+        list(run)
+    assert gone(pname)
+
+
+def test_wait_raises_the_remote_error_of_a_sink(pname: str) -> None:
+    def bad(x: int) -> None:
+        if x == 3:
+            raise RuntimeError("sink broke")
+
+    p = shmring.Pipeline(pname)
+    p.source(range(10)).sink(bad)
+    with pytest.raises(shmring.RemoteError, match="sink broke") as ei, p.run() as run:
+        run.wait(timeout=30)
+    assert ei.value.stage == "bad" and ei.value.item == 3
+
+
+def test_a_run_is_used_inside_its_with_block(pname: str) -> None:
+    p = shmring.Pipeline(pname)
+    p.source(range(3)).map(inc)
+    run = p.run()
+    with pytest.raises(shmring.InvalidArgument, match="start the run"):
+        list(run)
+    with run:
+        assert sorted(run) == [1, 2, 3]
+    with pytest.raises(shmring.InvalidArgument, match="entered once"), run:
+        pass
+
+
+def test_progress_prints_counts(pname: str, capsys: pytest.CaptureFixture[str]) -> None:
+    p = shmring.Pipeline(pname)
+    p.source(range(200)).map(inc).map(double)
+    with p.run(progress=True) as run:
+        assert len(list(run)) == 200
+    err = capsys.readouterr().err
+    assert "inc 200>200" in err.splitlines()[-1] and "double 200>200" in err

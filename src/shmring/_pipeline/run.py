@@ -345,6 +345,8 @@ class Run:
         self._shutdown()
 
     def __iter__(self) -> Iterator[Any]:
+        if not self._started:
+            raise InvalidArgument("start the run first: with pipeline.run() as run: ...")
         rx = self._out_rx
         if rx is None:
             raise InvalidArgument("this pipeline ends in a sink: use run.wait()")
@@ -391,6 +393,8 @@ class Run:
         """Wait until every stage is done; returns the outputs not iterated
         (none for a pipeline ending in a sink). Raises :class:`Timeout`, or
         the run's :class:`~shmring.RemoteError`."""
+        if not self._started:
+            raise InvalidArgument("start the run first: with pipeline.run() as run: ...")
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._out_rx is None:
             if not self._finished.wait(timeout):

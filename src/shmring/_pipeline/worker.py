@@ -173,6 +173,7 @@ class _Worker:
         counter = (self.board.channel.region._mapping() if st.max_inflight is not None
                    else None)
         counter_at = self.board.offset(B.INFLIGHT + self.spec.index)
+        in_region = self.cin.region.inode
         out_limit = self.spec.out_inflight
         while True:
             if words[base + B.STOP]:
@@ -180,7 +181,8 @@ class _Worker:
             if out_limit is not None:
                 self._wait_room(out_limit)
             try:
-                item, attempts, done, mv = rx._link_take(0.5, single, counter, counter_at)
+                item, attempts, done, mv = rx._link_take(0.5, single, counter, counter_at,
+                                                         in_region)
             except Timeout:
                 if os.getppid() != self.spec.parent:
                     return  # the run's parent is gone

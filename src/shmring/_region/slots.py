@@ -151,7 +151,8 @@ class AttachTable:
         its input slot reads the region its outputs went to, which
         ``find_region(region_id)`` maps (None if it cannot); a producer slot
         whose linked claim waits for that (:meth:`link_pending`) is left
-        alone (False) unless ``force``."""
+        alone (False) unless ``force`` (then the input's slot is told the
+        claim was not committed, and the claim is padded)."""
         buf = self._buf
         so = L.slot_offset(slot)
         if not force and self.link_pending(slot):
@@ -159,8 +160,9 @@ class AttachTable:
         if not _core.cas(buf, so + L.SLOT_PID, pid, pid | RECOVERING):
             return False
         out = None
-        if (find_region is not None and _core.load32(buf, so + L.SLOT_ROLE) == L.ROLE_CONSUMER
-                and _core.load(buf, so + L.SLOT_LINK_IN)):
+        if find_region is not None and (self.links_input(slot) or self.link_pending(slot)):
+            # An input slot: the region its outputs went to; a producer's
+            # (forced): the region of the input.
             out = find_region(int(_core.load(buf, so + L.SLOT_LINK_REGION)))
         if _core.recover_slot(buf, slot, out, force) == _core.RECOVER_DEFERRED:
             _core.cas(buf, so + L.SLOT_PID, pid | RECOVERING, pid)

@@ -90,8 +90,11 @@
  *                        the producer waits while it is set (the input's
  *                        recovery decides and clears it), revocation skips it
  *   88 link_out    u64   consumer: 1 + position of the output record claimed
- *                        for that input (in the output region), 0 = none
- *   96 link_region u64   consumer: the output region's id (its segment's inode)
+ *                        for that input (in the output region), 0 = none;
+ *                        LINK_RESOLVING (bit 63) while a recovery decides on
+ *                        it. Producer: 1 + the input's consumer slot
+ *   96 link_region u64   consumer: the output region's id (its segment's
+ *                        inode); producer: the input region's
  *   104 link_done  u64   consumer: outputs of the input committed (bits 0-31);
  *                        bits 32-39 the output endpoint's slot+1; LINK_COUNTED
  *                        (the output at link_out is in the count), LINK_SINGLE
@@ -219,6 +222,7 @@
 #define LINK_COUNTED (1ULL << 61)
 #define LINK_SINGLE (1ULL << 62)
 #define LINK_COMPLETE (1ULL << 63)
+#define LINK_RESOLVING (1ULL << 63) /* in link_out */
 
 #define LINK_HDR 16u
 #define LINK_HDR_ITEM 0u

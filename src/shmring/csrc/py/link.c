@@ -52,14 +52,16 @@ static EndpointObject *linked_input(PyObject *o) {
     return in;
 }
 
-/* (timeout=None, single=False, counter=None, offset=0). counter: a writable
+/* (timeout=None, single=False, counter=None, offset=0, region=0). region: this
+ * region's id (its inode), recorded for a forced recovery. counter: a writable
  * buffer whose u64 at offset is decremented the first time a record is taken
  * (a pipeline's count of items waiting in an edge), before its attempt is
  * counted: a taker killed in between leaves the count one low, never high. */
 PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs > 4)
-        return PyErr_Format(PyExc_TypeError,
-                            "_link_take(timeout=None, single=False, counter=None, offset=0)");
+    if (nargs > 5)
+        return PyErr_Format(PyExc_TypeError, "_link_take(timeout=None, single=False, "
+                                             "counter=None, offset=0, region=0)");
+    if (nargs == 5 && as_u64(args[4], &self->ring.link_region) < 0) return NULL;
     int64_t deadline;
     if (endpoint_check_open(self) < 0 ||
         endpoint_deadline(self, nargs >= 1 ? args[0] : Py_None, &deadline) < 0)

@@ -23,5 +23,10 @@ void ring_sweep(ring_t *r);
  * it back; its header now says how many outputs were committed). */
 enum { LINK_NONE = 0, LINK_DONE = 1, LINK_REDELIVER = 2 };
 int link_recover(ring_t *in, uint32_t slot, uint64_t pos, char *out_base, uint64_t out_size);
+/* link.c: a forced recovery of a producer slot whose linked claim waits
+ * (the supervisor's LINK_WAIT passed): tells the input's slot (in the region
+ * mapped at in_base, or NULL) that the claim was not committed, and clears
+ * the mark; RECOVER_DEFERRED if that input's recovery is deciding now. */
+int link_force(ring_t *out, char *in_base, uint64_t in_size);
 
 #endif

@@ -87,6 +87,9 @@ int ring_link_claim(ring_t *out, ring_t *in, uint64_t len, uint64_t item, uint64
     char *p;
     int rc = ring_claim(out, len + LINK_HDR, &p);
     if (rc != RING_OK) return rc;
+    /* Where the input is, for a forced recovery of this slot (link_force). */
+    st_rlx(out->base, out->slot_off + SLOT_LINK_OUT, in->slot + 1);
+    st_rlx(out->base, out->slot_off + SLOT_LINK_REGION, in->link_region);
     /* SYNC(link-mark): the claim is linked: pairs with ring_recover_slot's acquire of the mark
      * (it defers) and ring_revoke_claim's (it skips). */
     st_rel(out->base, out->slot_off + SLOT_LINK_IN, out->claim_pos + 1);
@@ -156,9 +159,15 @@ int link_recover(ring_t *in, uint32_t slot, uint64_t pos, char *out_base, uint64
     int have_out = out_base && ring_init(&o, out_base, out_size, 0, 0) == RING_OK &&
                    oslot >= 1 && oslot <= o.slot_count && o.multi_producer;
     if (q1 && !(d & LINK_COUNTED)) {
+        /* The decision is ours, unless a forced recovery of the output's
+         * slot padded the claim first (it zeroes link_out: link_force). */
+        /* SYNC(link-resolve): pairs with link_force's compare-exchange of link_out. */
+        if (!cas_sc(base, so + SLOT_LINK_OUT, &q1, q1 | LINK_RESOLVING)) q1 = 0;
+    }
+    if (q1 && !(d & LINK_COUNTED)) {
         /* Without the output region (gone, or not found) its state cannot
          * be read; it is taken as not committed: the input goes back. */
-        if (have_out && out_committed(&o, q1 - 1)) count++;
+        if (have_out && out_committed(&o, (q1 & ~LINK_RESOLVING) - 1)) count++;
     }
     if (have_out) {
         uint64_t os = SLOTS_OFFSET + (uint64_t)(oslot - 1) * SLOT_SIZE;
@@ -178,4 +187,29 @@ int link_recover(ring_t *in, uint32_t slot, uint64_t pos, char *out_base, uint64
     /* SYNC(link): resolved. */
     st_rel(base, so + SLOT_LINK_IN, 0);
     return complete ? LINK_DONE : LINK_REDELIVER;
+}
+
+int link_force(ring_t *out, char *in_base, uint64_t in_size) {
+    uint64_t so = out->slot_off;
+    /* SYNC(link-mark): the mark of the dead producer's linked claim. */
+    uint64_t mark = ld_acq(out->base, so + SLOT_LINK_IN);
+    if (!mark) return 0;
+    ring_t in;
+    uint64_t islot = ld_rlx(out->base, so + SLOT_LINK_OUT);
+    if (in_base && ring_init(&in, in_base, in_size, 0, 0) == RING_OK && islot >= 1 &&
+        islot <= in.slot_count) {
+        uint64_t is = SLOTS_OFFSET + (islot - 1) * SLOT_SIZE;
+        /* SYNC(slot-pid): the input slot is the same dead process's. */
+        uint64_t mine = ld_acq(out->base, so + SLOT_PID) & ~SLOT_RECOVERING;
+        if ((ld_acq(in_base, is + SLOT_PID) & ~SLOT_RECOVERING) == mine) {
+            uint64_t e = mark;
+            /* SYNC(link-resolve): the claim is about to be padded: the input's recovery must not
+             * take it for a consumed output. Pairs with link_recover's compare-exchange. */
+            if (!cas_sc(in_base, is + SLOT_LINK_OUT, &e, 0) && e == (mark | LINK_RESOLVING))
+                return RECOVER_DEFERRED; /* that recovery is deciding now */
+        }
+    }
+    /* SYNC(link-mark): no longer waiting. */
+    st_rel(out->base, so + SLOT_LINK_IN, 0);
+    return 0;
 }

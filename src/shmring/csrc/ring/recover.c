@@ -123,9 +123,10 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot, char *out_base,
     int fixed = 0;
     /* SYNC(link-mark): a linked claim waits for its input's recovery (ring/link.c); pairs with
      * its release in ring_link_claim and its clearing in link_recover. */
-    if (role == ROLE_PRODUCER && r->multi_producer && !force &&
-        ld_acq(base, so + SLOT_LINK_IN) != 0)
-        return RECOVER_DEFERRED;
+    if (role == ROLE_PRODUCER && r->multi_producer && ld_acq(base, so + SLOT_LINK_IN) != 0) {
+        if (!force || link_force(r, out_base, out_size) == RECOVER_DEFERRED)
+            return RECOVER_DEFERRED;
+    }
     if (role == ROLE_PRODUCER && r->multi_producer) {
         fixed += recover_claim(r, slot);
         /* SYNC(claim-intent), SYNC(sweep-intent): the dead endpoint has nothing in flight any

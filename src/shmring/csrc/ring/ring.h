@@ -63,6 +63,7 @@ typedef struct {
     uint64_t last_msgno;
     int have_baseline;
     uint64_t messages, bytes; /* mirrored into this endpoint's slot */
+    uint64_t link_region; /* consumer: this region's id, for the linked commit (link.c) */
     int batch;           /* defer publication and wake-ups to ring_flush */
     int pending;         /* a deferred publication is waiting */
     uint64_t want;       /* record bytes a waiting producer needs */
@@ -96,8 +97,9 @@ int ring_ready_space(void *r);
  * -1 for a corrupt header, or RECOVER_DEFERRED: a producer slot whose linked
  * claim waits for the recovery of its input (ring/link.c); nothing was done,
  * try again later, or with force (its claim is then padded regardless).
- * out_base/out_size: the mapping of the region a dead pipeline worker's
- * linked outputs went to (its slot's link_region), or NULL. */
+ * out_base/out_size: the mapping of the region its slot's link_region names
+ * (a dead pipeline worker's: for an input slot, the region its linked outputs
+ * went to; for a producer slot, the region of the input), or NULL. */
 #define RECOVER_DEFERRED (-3)
 int ring_recover_slot(char *base, uint64_t size, uint32_t slot, char *out_base,
                       uint64_t out_size, int force);
