@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import _core
 from .. import _layout as L
 from .._objects.frame import FramePlan, _decode_copy, _decode_view, encode
 from .._objects.serializers import PICKLE
@@ -38,6 +39,7 @@ VALUE, TOMBSTONE, END, ERROR, DEAD = range(5)
 _LINK = struct.Struct("<QII")  # the ring's LINK_HDR: item, attempts, done
 assert _LINK.size == L.LINK_HDR
 _COUNT = struct.Struct("<I")
+_encode_value = _core.encode_value
 #: The prefix of a value at the top of its item (no path): the common case.
 PLAIN = bytes(8)
 
@@ -153,6 +155,9 @@ def send_framed(tx: Producer, rx: Consumer, item: int, region: int, head: bytes,
 def source_record(item: int, obj: Any) -> tuple[bytes, FramePlan | None]:
     """The record of a source item: (bytes, None) for a small one, or
     (header, plan) for one with out-of-band buffers to write in place."""
+    value = _encode_value(obj)
+    if value is not None:  # a plain value: one C call
+        return _LINK.pack(item, 0, 0) + PLAIN + value, None
     data, buffers = encode(obj, PICKLE)
     head = _LINK.pack(item, 0, 0) + PLAIN
     if not buffers:

@@ -26,6 +26,7 @@ from .. import _core
 from .. import _layout as L
 from .._channel.channel import Channel
 from .._errors import EndOfStream, InvalidArgument, RemoteError, Timeout
+from .._objects.frame import VALUE_TAG
 from . import board as B
 from . import item as I
 from .order import Reorderer
@@ -34,6 +35,10 @@ from .stats import StageRun, progress_line, stage_stats
 from .worker import WorkerSpec, main
 
 ON_ERROR = ("raise", "skip", "dead_letter")
+# Offsets in a record of a pipeline channel: kind and depth (item.py), and
+# the body of a value without a path.
+_KIND, _DEPTH, _BODY = L.LINK_HDR, L.LINK_HDR + 1, L.LINK_HDR + 8
+_decode_value = _core.decode_value
 #: A stage whose workers die this many times per worker without finishing
 #: anything is given up (RemoteError): they cannot run at all.
 MAX_FUTILE_RESTARTS = 20
@@ -158,7 +163,7 @@ class Run:
                 if code:
                     st.deaths += 1
                 if code and not st.closed and not self._stop.is_set() and not self._drained(st):
-                    futile = st.deaths - st.totals[B.DONE]
+                    futile = st.deaths - st.totals[B.FIRST]
                     if futile > MAX_FUTILE_RESTARTS * st.spec.workers:
                         self._fail(RemoteError(
                             f"stage {st.spec.name!r}: its workers keep dying before they "
@@ -368,15 +373,22 @@ class Run:
                         yield from order.ready()
                 return
             try:
-                item = int.from_bytes(mv[:8], "little")
-                body = mv[L.LINK_HDR:]
-                kind, path, off = I.parse(body)
-                value = I.decode(body[off:], False) if kind == I.VALUE else None
-                count = I.count_of(body[off:]) if kind == I.END else 0
+                if order is None and mv[_KIND] == I.VALUE and mv[_DEPTH] == 0:
+                    # The common case: a value at the top of its item.
+                    body = mv[_BODY:]
+                    value = _decode_value(body) if body[0] == VALUE_TAG else I.decode(body, False)
+                    kind = -1
+                else:
+                    item = int.from_bytes(mv[:8], "little")
+                    body = mv[L.LINK_HDR:]
+                    kind, path, off = I.parse(body)
+                    value = I.decode(body[off:], False) if kind == I.VALUE else None
+                    count = I.count_of(body[off:]) if kind == I.END else 0
             finally:
                 rx._release()
             if order is None:
-                yield value
+                if kind in (-1, I.VALUE):
+                    yield value
                 continue
             with self._lock:
                 key = (item, *path)

@@ -47,7 +47,7 @@ def stage_stats(st: StageRun, board: B.Board) -> dict[str, Any]:
     return {
         "in": t[B.FIRST],
         "out": t[B.OUT],
-        "redelivered": t[B.TAKEN] - t[B.FIRST],
+        "redelivered": t[B.AGAIN],
         "skipped": t[B.SKIPPED],
         "dead_lettered": t[B.DEAD],
         "errors": t[B.ERRORS],
