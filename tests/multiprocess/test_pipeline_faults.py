@@ -122,8 +122,29 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def start_script(pname: str) -> tuple[subprocess.Popen[str], list[int]]:
-    child = subprocess.Popen([sys.executable, "-c", SCRIPT, pname], stdout=subprocess.PIPE,
+# The parent never reads: every edge fills, and workers wait on full rings
+# (a backlog of records in a 4 KiB edge behind them) or on max_inflight.
+STUCK = textwrap.dedent("""
+    import itertools, sys, time
+    import shmring
+    p = shmring.Pipeline(sys.argv[1])
+    s = p.source(itertools.count()).map(abs, workers=2)
+    if sys.argv[2] == "inflight":
+        s.map(abs, workers=2, max_inflight=2)
+    else:
+        s.map(abs, workers=2, max_bytes=4096)
+    with p.run() as run:
+        time.sleep(0.5)
+        pids = run.pids("abs") + run.pids("abs-2")
+        print(" ".join(map(str, pids)), flush=True)
+        time.sleep(3600)
+""")
+
+
+def start_script(pname: str, script: str = SCRIPT,
+                 *args: str) -> tuple[subprocess.Popen[str], list[int]]:
+    child = subprocess.Popen([sys.executable, "-c", script, pname, *args],
+                             stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     assert child.stdout is not None
     line = child.stdout.readline()
@@ -147,8 +168,10 @@ def test_ctrl_c_stops_every_stage(pname: str) -> None:
     assert gone(pname)
 
 
-def test_workers_leave_when_the_parent_is_killed(pname: str) -> None:
-    child, pids = start_script(pname)
+@pytest.mark.parametrize("script", [(SCRIPT,), (STUCK, "ring"), (STUCK, "inflight")],
+                         ids=["reading", "full-ring", "full-inflight"])
+def test_workers_leave_when_the_parent_is_killed(pname: str, script: tuple[str, ...]) -> None:
+    child, pids = start_script(pname, *script)
     time.sleep(0.2)
     child.kill()
     child.wait(10)

@@ -30,9 +30,10 @@ _decode_value = _core.decode_value
 monotonic_ns = time.monotonic_ns
 
 
-class _Orphaned(Exception):
+class _Orphaned(BaseException):
     """The run's parent is gone: the worker leaves (what it holds is
-    recovered like a dead worker's)."""
+    recovered like a dead worker's). A BaseException, so that no handler of
+    a stage function's errors takes it for the item's fault."""
 
 
 @dataclass
@@ -190,11 +191,15 @@ class _Worker:
         counter_at = self.board.offset(B.INFLIGHT + self.spec.index)
         in_region = self.cin.region.inode
         out_limit = self.spec.out_inflight
+        taken = 0
         while True:
             if words[base + B.STOP]:
                 return
             if out_limit is not None:
                 self._wait_room(out_limit)
+            taken += 1
+            if not taken & 63 and os.getppid() != self.spec.parent:
+                return  # the run's parent is gone: leave its backlog
             try:
                 item, attempts, done, mv = rx._link_take(0.5, single, counter, counter_at,
                                                          in_region)
