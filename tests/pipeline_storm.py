@@ -78,12 +78,12 @@ class Outcome:
 
 
 def storm(name: str, topology: str, seed: int, items: int = 10000, kills: int = 15,
-          ordered: bool = False, timeout: float = 120.0) -> Outcome:
+          ordered: bool = False, timeout: float = 120.0, chunksize: int = 1) -> Outcome:
     """Run one storm; raise AssertionError on a hang or a leak."""
     rng = random.Random(seed)
     build, expect = TOPOLOGIES[topology]
     p = shmring.Pipeline(name)
-    build(p.source(range(items)), ordered)
+    build(p.source(range(items), chunksize=chunksize), ordered)
     done = threading.Event()
     killed = [0]
     with p.run() as run:

@@ -7,14 +7,17 @@ from __future__ import annotations
 import pytest
 from pipeline_storm import TOPOLOGIES, storm
 
-SEEDS = range(1, 13)
+SEEDS = range(1, 9)
 
 
+@pytest.mark.parametrize("chunksize", [1, 37], ids=["items", "chunks"])
 @pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
 @pytest.mark.parametrize("topology", sorted(TOPOLOGIES))
 @pytest.mark.parametrize("seed", SEEDS)
-def test_sigkill_storm(pname: str, topology: str, seed: int, ordered: bool) -> None:
-    o = storm(pname, topology, seed, ordered=ordered)
+def test_sigkill_storm(pname: str, topology: str, seed: int, ordered: bool,
+                       chunksize: int) -> None:
+    o = storm(pname, topology, seed, ordered=ordered, chunksize=chunksize,
+              items=10000 if chunksize == 1 else 40000)
     assert (o.lost, o.duplicated, o.dead_letters) == (0, 0, 0), o
     if ordered:
         assert o.in_order, o

@@ -18,7 +18,7 @@ def test_pipeline_storm_many_seeds(pname: str, topology: str) -> None:
     runs = kills = 0
     for seed in budget_seeds(budget / len(TOPOLOGIES)):
         o = storm(f"{pname}-{seed}", topology, 1000 + seed, items=50000, kills=80,
-                  ordered=bool(seed % 2))
+                  ordered=bool(seed % 2), chunksize=1 if seed % 3 else 50)
         assert (o.lost, o.duplicated, o.dead_letters) == (0, 0, 0), (seed, o)
         if seed % 2:
             assert o.in_order, (seed, o)

@@ -12,7 +12,9 @@ of attempts at it, the outputs already sent), then what this module writes:
                    source item (one index per flat_map it came out of)
     .. body   VALUE: the object, encoded as ``send_obj`` encodes it (a value
               record, pickle, or a frame with out-of-band buffers); END: the
-              number of outputs, u32; ERROR/DEAD: a pickled :class:`Note`
+              number of outputs, u32; ERROR/DEAD: a pickled :class:`Note`;
+              CHUNK: a list of entries, COMPACT: (ids, values), encoded as a
+              VALUE is
 
 The body starts 8-byte aligned, so arrays decoded in place are aligned.
 """
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
     from .._channel.endpoints import Consumer, Producer
 
-VALUE, TOMBSTONE, END, ERROR, DEAD = range(5)
+VALUE, TOMBSTONE, END, ERROR, DEAD, CHUNK, COMPACT = range(7)
 
 _LINK = struct.Struct("<QII")  # the ring's LINK_HDR: item, attempts, done
 assert _LINK.size == L.LINK_HDR
@@ -152,17 +154,26 @@ def send_framed(tx: Producer, rx: Consumer, item: int, region: int, head: bytes,
         plan.release()
 
 
-def source_record(item: int, obj: Any) -> tuple[bytes, FramePlan | None]:
-    """The record of a source item: (bytes, None) for a small one, or
-    (header, plan) for one with out-of-band buffers to write in place."""
+def source_record(item: int, obj: Any, kind: int = VALUE) -> tuple[bytes, FramePlan | None]:
+    """The record of a source item (or, ``kind=CHUNK``, a list of entries):
+    (bytes, None) for a small one, or (header, plan) for one with
+    out-of-band buffers to write in place."""
+    head = _LINK.pack(item, 0, 0) + (PLAIN if kind == VALUE else prefix(kind, ()))
     value = _encode_value(obj)
     if value is not None:  # a plain value: one C call
-        return _LINK.pack(item, 0, 0) + PLAIN + value, None
+        return head + value, None
     data, buffers = encode(obj, PICKLE)
-    head = _LINK.pack(item, 0, 0) + PLAIN
     if not buffers:
         return head + bytes(data), None
     return head, FramePlan(data, buffers)
+
+
+def encoded(obj: Any) -> bytes:
+    """``obj`` as a VALUE body (for a note about it)."""
+    data, buffers = encode(obj, PICKLE, values=True)
+    if buffers:  # a note carries its item in band
+        return pickle.dumps(obj, 5)
+    return bytes(data)
 
 
 def link_header(item: int) -> bytes:

@@ -51,16 +51,24 @@ class Pipeline:
         self.context = context
         self.namespace = namespace
         self._source: Iterable[Any] | None = None
+        self._chunksize = 1
         self._stages: list[StageSpec] = []
         self._runs = 0
 
-    def source(self, iterable: Iterable[Any]) -> Stream:
+    def source(self, iterable: Iterable[Any], *, chunksize: int = 1) -> Stream:
         """Feed the pipeline from ``iterable`` (read lazily, in the parent, no
-        further ahead than the first edge has room for)."""
+        further ahead than the first edge has room for). ``chunksize``: items
+        travel in chunks of up to that many, one record each (faster for
+        small items; ``max_inflight`` then counts chunks). Exactly once holds
+        as for single items; a chunk's items are run one after another by
+        one worker."""
         if self._source is not None:
             raise InvalidArgument("a pipeline has one source")
+        if not isinstance(chunksize, int) or not 1 <= chunksize <= 1 << 20:
+            raise InvalidArgument("chunksize must be 1..1048576")
         iter(iterable)  # a TypeError now, not in the feeder thread
         self._source = iterable
+        self._chunksize = chunksize
         return Stream(self._add_stage, 0)
 
     def _add_stage(self, position: int, kind: str, fn: Callable[..., Any],
@@ -94,4 +102,4 @@ class Pipeline:
             raise InvalidArgument("the pipeline has no source: call source() first")
         self._runs += 1
         return Run(f"{self.name}.{os.getpid()}.{self._runs}", self.context, self.namespace,
-                   self._source, list(self._stages), on_error, progress)
+                   self._source, list(self._stages), on_error, progress, self._chunksize)

@@ -12,6 +12,7 @@ on). Workers leave on end of stream by themselves.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -29,6 +30,7 @@ from .._errors import EndOfStream, InvalidArgument, RemoteError, Timeout
 from .._objects.frame import VALUE_TAG
 from . import board as B
 from . import item as I
+from .chunk import expand, source_chunk
 from .order import Reorderer
 from .stage import StageSpec
 from .stats import StageRun, progress_line, stage_stats
@@ -52,7 +54,7 @@ class Run:
 
     def __init__(self, base: str, context: str, namespace: str | None,
                  source: Iterable[Any], specs: list[StageSpec], on_error: str,
-                 progress: bool) -> None:
+                 progress: bool, chunksize: int = 1) -> None:
         if on_error not in ON_ERROR:
             raise InvalidArgument(f"on_error must be one of {', '.join(ON_ERROR)}")
         if not specs:
@@ -67,6 +69,7 @@ class Run:
         self._ns = namespace
         self.ordered = any(s.ordered for s in specs)
         self._sink = specs[-1].kind == "sink"
+        self._chunksize = chunksize
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._finished = threading.Event()
@@ -124,7 +127,8 @@ class Run:
             ctl=self._ctl.name, board=self._board.channel.name, ordered=self.ordered,
             on_error=self._on_error, parent=os.getpid(),
             out_inflight=(self._stages[nxt].spec.max_inflight if nxt < len(self._stages)
-                          else None))
+                          else None),
+            chunked=self._chunksize > 1)
         p = self._ctx.Process(target=main, args=(spec,), daemon=True,
                               name=f"shmring-{self._label}-{st.spec.name}")
         try:
@@ -230,28 +234,60 @@ class Run:
                 item = int.from_bytes(mv[:8], "little")
                 body = mv[L.LINK_HDR:]
                 kind, _path, off = I.parse(body)
-                note = I.read_note(body[off:])
+                if kind == I.CHUNK:
+                    notes = [(e[1][0], e[0], e[2]) for e in I.decode(body[off:], False)]
+                else:
+                    notes = [(item, kind, I.read_note(body[off:]))]
             finally:
                 rx._release()
-            if note.fatal:
-                self._fail(RemoteError(f"stage {note.stage!r}: {note.reason}\n{note.traceback}",
-                                       stage=note.stage, remote_traceback=note.traceback))
-                continue
-            if kind == I.ERROR and self._on_error == "raise":
-                value = I.item_value(note)
-                self._fail(RemoteError(
-                    f"stage {note.stage!r} raised on item {value!r}:\n{note.traceback}",
-                    stage=note.stage, item=value, remote_traceback=note.traceback))
+            for n_item, n_kind, note in notes:
+                self._note(n_item, n_kind, note)
+
+    def _note(self, item: int, kind: int, note: I.Note) -> None:
+        """An ERROR or DEAD note about source item ``item``."""
+        if note.fatal:
+            self._fail(RemoteError(f"stage {note.stage!r}: {note.reason}\n{note.traceback}",
+                                   stage=note.stage, remote_traceback=note.traceback))
+            return
+        if kind == I.ERROR and self._on_error == "raise":
+            value = I.item_value(note)
+            self._fail(RemoteError(
+                f"stage {note.stage!r} raised on item {value!r}:\n{note.traceback}",
+                stage=note.stage, item=value, remote_traceback=note.traceback))
+        else:
+            with self._lock:
+                self._dead.append((item, note))
+        if self._order is not None:
+            key = (item, *note.path)
+            with self._lock:
+                if self._stage_kind(note.stage) == "flat_map":
+                    self._order.end(key, note.outputs)
+                else:
+                    self._order.tombstone(key)
+
+    def _chunk(self, entries: list[Any]) -> list[Any]:
+        """The values of a CHUNK record that reached the parent, in the
+        order to yield them (notes handled, the others put in order)."""
+        order = self._order
+        out: list[Any] = []
+        for tag, key, value in entries:
+            if tag in (I.ERROR, I.DEAD):
+                self._note(key[0], tag, value)
+            elif order is None:
+                if tag == I.VALUE:
+                    out.append(value)
             else:
                 with self._lock:
-                    self._dead.append((item, note))
-            if self._order is not None:
-                key = (item, *note.path)
-                with self._lock:
-                    if self._stage_kind(note.stage) == "flat_map":
-                        self._order.end(key, note.outputs)
+                    if tag == I.VALUE:
+                        order.value(tuple(key), value)
+                    elif tag == I.END:
+                        order.end(tuple(key), value)
                     else:
-                        self._order.tombstone(key)
+                        order.tombstone(tuple(key))
+        if order is not None:
+            with self._lock:
+                out = order.ready()
+        return out
 
     def _stage_kind(self, name: str) -> str:
         for st in self._stages:
@@ -299,16 +335,31 @@ class Run:
         tx = self._feed_tx
         st0 = self._stages[0]
         limit = st0.spec.max_inflight
+        size = self._chunksize
         try:
-            for n, obj in enumerate(self._source):
-                if self._stop.is_set():
-                    return
+            it = iter(self._source)
+            n = 0
+            while True:
+                if size == 1:
+                    try:
+                        obj = next(it)
+                    except StopIteration:
+                        break
+                    data, plan = I.source_record(n, obj)
+                    n += 1
+                else:
+                    objs = list(itertools.islice(it, size))
+                    if not objs:
+                        break
+                    data, plan = source_chunk(n, objs)
+                    n += len(objs)
                 if limit is not None:
                     while self._board.inflight(0) >= limit:
                         if self._stop.wait(0.0005):
                             return
-                data, plan = I.source_record(n, obj)
                 while True:
+                    if self._stop.is_set():
+                        return
                     try:
                         if plan is None:
                             tx.send(data, 0.1)
@@ -316,8 +367,7 @@ class Run:
                             _send_planned(tx, data, plan)
                         break
                     except Timeout:
-                        if self._stop.is_set():
-                            return
+                        pass
                 if limit is not None:
                     self._board.sent(0)
             st0.channel.close_send()
@@ -382,10 +432,17 @@ class Run:
                     item = int.from_bytes(mv[:8], "little")
                     body = mv[L.LINK_HDR:]
                     kind, path, off = I.parse(body)
-                    value = I.decode(body[off:], False) if kind == I.VALUE else None
+                    decoded = kind in (I.VALUE, I.CHUNK, I.COMPACT)
+                    value = I.decode(body[off:], False) if decoded else None
                     count = I.count_of(body[off:]) if kind == I.END else 0
             finally:
                 rx._release()
+            if kind == I.COMPACT and order is None:
+                yield from value[1]
+                continue
+            if kind == I.CHUNK or kind == I.COMPACT:
+                yield from self._chunk(value if kind == I.CHUNK else expand(value))
+                continue
             if order is None:
                 if kind in (-1, I.VALUE):
                     yield value

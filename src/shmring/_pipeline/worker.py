@@ -23,6 +23,7 @@ from .._errors import Closed, EndOfStream, Timeout
 from .._objects.frame import VALUE_TAG
 from . import board as B
 from . import item as I
+from .chunk import ChunkRunner
 from .stage import StageSpec
 
 _encode_value = _core.encode_value
@@ -52,6 +53,7 @@ class WorkerSpec:
     on_error: str
     parent: int
     out_inflight: int | None  # the next stage's max_inflight (edge index + 1 counts)
+    chunked: bool = False  # the source sends chunks of items (chunk.py)
 
 
 class _Worker:
@@ -101,37 +103,44 @@ class _Worker:
             if os.getppid() != self.spec.parent:
                 raise _Orphaned
 
-    def out(self, kind: int, path: I.Path, obj: Any, last: bool) -> None:
+    def out(self, kind: int, path: I.Path, obj: Any, last: bool, to_ctl: bool = False) -> None:
         """Output number ``j`` of the current item, unless an earlier attempt
         sent it (``j < done``): to the next stage, or for ERROR and DEAD
-        notes to the parent. ``last``: the input is done."""
+        notes (and ``to_ctl``) to the parent. ``last``: the input is done."""
         j = self.j
         self.j = j + 1
         if j < self.done:
             if last:
                 self.rx._link_finish()
             return
-        if kind == I.VALUE:
+        if kind in (I.ERROR, I.DEAD) or to_ctl:
+            body = I.note_body(obj) if kind in (I.ERROR, I.DEAD) else None
+            if body is not None:
+                self._patient(I.send_raw, self.ctl, self.rx, self.item, self.ctl_region,
+                              I.prefix(kind, path) + body, last)
+            else:
+                self._patient(I.send, self.ctl, self.rx, self.item, self.ctl_region,
+                              I.prefix(kind, path), obj, last)
+            return
+        if kind in (I.VALUE, I.CHUNK, I.COMPACT):
             data = _encode_value(obj)
             if data is None:  # not a plain value: pickled, maybe framed
                 self._patient(I.send, self.tx, self.rx, self.item, self.out_region,
                               I.prefix(kind, path), obj, last)
             else:
-                record = (I.PLAIN if not path else I.prefix(kind, path)) + data
+                record = (I.PLAIN if not path and kind == I.VALUE
+                          else I.prefix(kind, path)) + data
                 try:
                     self.tx._link_send(self.rx, record, self.item, self.out_region, last, 1.0)
                 except Timeout:
                     self._patient(I.send_raw, self.tx, self.rx, self.item, self.out_region,
                                   record, last)
-            self.words[self.base + B.OUT] += 1
-            self.counted()
-        elif kind in (I.ERROR, I.DEAD):
-            self._patient(I.send_raw, self.ctl, self.rx, self.item, self.ctl_region,
-                          I.prefix(kind, path) + I.note_body(obj), last)
+            if kind == I.VALUE:
+                self.words[self.base + B.OUT] += 1
         else:
             self._patient(I.send_raw, self.tx, self.rx, self.item, self.out_region,
                           I.prefix(kind, path) + (obj or b""), last)
-            self.counted()
+        self.counted()
 
     def counted(self) -> None:
         """A record went into the next edge: count it there (max_inflight;
@@ -191,6 +200,8 @@ class _Worker:
         counter_at = self.board.offset(B.INFLIGHT + self.spec.index)
         in_region = self.cin.region.inode
         out_limit = self.spec.out_inflight
+        chunks = ChunkRunner(self, fn)
+        take_mode: int = 2 if self.spec.chunked else int(single)  # 2: chunk.py
         taken = 0
         while True:
             if words[base + B.STOP]:
@@ -201,7 +212,7 @@ class _Worker:
             if not taken & 63 and os.getppid() != self.spec.parent:
                 return  # the run's parent is gone: leave its backlog
             try:
-                item, attempts, done, mv = rx._link_take(0.5, single, counter, counter_at,
+                item, attempts, done, mv = rx._link_take(0.5, take_mode, counter, counter_at,
                                                          in_region)
             except Timeout:
                 if os.getppid() != self.spec.parent:
@@ -216,6 +227,9 @@ class _Worker:
             else:
                 kind, path, off = I.parse(mv)
             self.path = path
+            if kind == I.CHUNK or kind == I.COMPACT:
+                chunks.run(kind, I.decode(mv[off:], zero_copy), attempts, done, max_attempts)
+                continue
             if kind == I.VALUE:
                 words[base + (B.FIRST if attempts == 1 else B.AGAIN)] += 1
             else:

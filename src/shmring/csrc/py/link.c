@@ -66,8 +66,16 @@ PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t narg
     if (endpoint_check_open(self) < 0 ||
         endpoint_deadline(self, nargs >= 1 ? args[0] : Py_None, &deadline) < 0)
         return NULL;
-    int single = nargs >= 2 ? PyObject_IsTrue(args[1]) : 0;
-    if (single < 0) return NULL;
+    int single = 0;
+    if (nargs >= 2 && PyLong_Check(args[1])) {
+        single = (int)PyLong_AsLong(args[1]);
+        if (single < 0 || single > 2) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "single is 0, 1 or 2");
+            return NULL;
+        }
+    } else if (nargs >= 2 && (single = PyObject_IsTrue(args[1])) < 0) {
+        return NULL;
+    }
     ring_t *r = &self->ring;
     if (r->pattern != PATTERN_MPMC)
         return PyErr_Format(PyExc_ValueError, "a linked commit takes its input from an mpmc "

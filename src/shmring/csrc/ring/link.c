@@ -62,7 +62,10 @@ int ring_link_begin(ring_t *in, int single, uint64_t *item, uint32_t *attempts, 
     *attempts = a;
     *done = d;
     st_rlx(in->base, IN_SLOT(in, SLOT_LINK_OUT), 0);
-    st_rlx(in->base, IN_SLOT(in, SLOT_LINK_DONE), (uint64_t)d | (single ? LINK_SINGLE : 0));
+    /* single 2: one output completes the input on its first attempt only (a
+     * pipeline's chunk: later attempts send one output per item). */
+    int one = single == 2 ? a == 1 : single != 0;
+    st_rlx(in->base, IN_SLOT(in, SLOT_LINK_DONE), (uint64_t)d | (one ? LINK_SINGLE : 0));
     /* SYNC(link): release of link_in after the header and the link's other words; pairs with
      * ring_recover_slot's acquire of it (link_recover). */
     st_rel(in->base, IN_SLOT(in, SLOT_LINK_IN), in->held_pos + 1);

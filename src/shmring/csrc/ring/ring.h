@@ -107,7 +107,8 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot, char *out_base,
 /* The linked commit (ring/link.c), for a pipeline worker holding a record
  * of an mpmc ring (in) and sending its outputs to out (mpsc or mpmc).
  * begin: counts the attempt in the record's header and starts the link
- * (single: one output completes it); item, attempts and done are read from
+ * (single: one output completes it; 2: on its first attempt only); item,
+ * attempts and done are read from
  * the header. claim/commit/abort: one output, of len payload bytes after its
  * LINK_HDR header (region: the output region's id, for recovery). finish:
  * every output is sent: the input is released. */
