@@ -115,16 +115,18 @@ def test_timeout_is_per_item(pname: str) -> None:
 def test_sink_and_state(pname: str, tmp_path: Any) -> None:
     path = tmp_path / "seen"
 
-    def record(x: int, f: Any) -> None:
-        f.write(f"{x}\n")
-        f.flush()
+    def record(x: int, log: list[int]) -> None:
+        log.append(x)
+        with open(path, "a") as f:
+            f.write(f"{x} {len(log)}\n")
 
     p = shmring.Pipeline(pname)
-    p.source(range(500), chunksize=32).map(inc).sink(record, workers=2,
-                                                     init=lambda: open(path, "a"))
+    p.source(range(500), chunksize=32).map(inc).sink(record, workers=2, init=list)
     with p.run() as run:
         assert run.wait(timeout=30) == []
-    assert sorted(int(x) for x in path.read_text().split()) == list(range(1, 501))
+    lines = [line.split() for line in path.read_text().splitlines()]
+    assert sorted(int(x) for x, _ in lines) == list(range(1, 501))
+    assert max(int(n) for _, n in lines) > 1  # each worker kept its own state
 
 
 def test_numpy_chunks(pname: str) -> None:
