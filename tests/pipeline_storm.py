@@ -77,7 +77,7 @@ class Outcome:
     dead_letters: int
 
 
-def storm(name: str, topology: str, seed: int, items: int = 10000, kills: int = 15,
+def storm(name: str, topology: str, seed: int, items: int = 20000, kills: int = 15,
           ordered: bool = False, timeout: float = 120.0, chunksize: int = 1) -> Outcome:
     """Run one storm; raise AssertionError on a hang or a leak."""
     rng = random.Random(seed)
@@ -93,7 +93,8 @@ def storm(name: str, topology: str, seed: int, items: int = 10000, kills: int = 
             for _ in range(kills):
                 if done.wait(rng.uniform(0.0005, 0.01)):
                     return
-                pids = run.pids(rng.choice(stages))
+                live = [p for st in stages for p in run.pids(st)]
+                pids = run.pids(rng.choice(stages)) or live
                 if pids:
                     try:
                         os.kill(rng.choice(pids), signal.SIGKILL)

@@ -195,7 +195,8 @@ class Chaos:
     killed: list[tuple[str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.marks = [self.lines * (i + 1) // (self.kills + 1) for i in range(self.kills)]
+        # Within the first half of the lines: the run must still be going.
+        self.marks = [self.lines * (i + 1) // (2 * self.kills + 2) for i in range(self.kills)]
         self.rng = random.Random(self.seed)
 
     def step(self, run: Any, line: int) -> None:
@@ -247,7 +248,9 @@ def run_pipeline(args: argparse.Namespace, lines: Iterable[str], poison_at: int 
 
     p = shmring.Pipeline("wordfreq")
     (p.source(source())
-     .map(parse, workers=w, name="parse")
+     # A short first edge keeps the outputs close behind the source, so the
+     # workers are still busy when --chaos kills them.
+     .map(parse, workers=w, name="parse", max_inflight=64)
      .filter(functools.partial(keep, lang=args.lang), workers=w, name="filter")
      .flat_map(split, workers=w, name="split")
      .map(count, workers=w, name="count", init=functools.partial(Tokenizer, args.cost / 1e3),

@@ -327,3 +327,18 @@ def test_progress_prints_counts(pname: str, capsys: pytest.CaptureFixture[str]) 
         assert len(list(run)) == 200
     err = capsys.readouterr().err
     assert "inc 200>200" in err.splitlines()[-1] and "double 200>200" in err
+
+
+def test_wait_keeps_its_timeout_and_loses_nothing(pname: str) -> None:
+    def slow(x: int) -> int:
+        time.sleep(0.4 if x == 3 else 0)
+        return x
+
+    p = shmring.Pipeline(pname)
+    p.source(range(6)).map(slow, ordered=True)
+    with p.run() as run:
+        t0 = time.monotonic()
+        with pytest.raises(shmring.Timeout):
+            run.wait(timeout=0.1)
+        assert time.monotonic() - t0 < 0.35
+        assert run.wait(timeout=30) == list(range(6))

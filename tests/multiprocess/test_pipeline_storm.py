@@ -17,7 +17,7 @@ SEEDS = range(1, 9)
 def test_sigkill_storm(pname: str, topology: str, seed: int, ordered: bool,
                        chunksize: int) -> None:
     o = storm(pname, topology, seed, ordered=ordered, chunksize=chunksize,
-              items=10000 if chunksize == 1 else 40000)
+              items=20000 if chunksize == 1 else 80000)
     assert (o.lost, o.duplicated, o.dead_letters) == (0, 0, 0), o
     if ordered:
         assert o.in_order, o

@@ -82,6 +82,7 @@ class Run:
         self._started = False
         self._out: Channel | None = None
         self._final: dict[str, dict[str, Any]] | None = None  # stats once closed
+        self._pending: list[Any] = []  # outputs taken by a wait() that timed out
         self._source = source
 
     def _open(self) -> None:
@@ -402,10 +403,18 @@ class Run:
     def __iter__(self) -> Iterator[Any]:
         if not self._started:
             raise InvalidArgument("start the run first: with pipeline.run() as run: ...")
-        rx = self._out_rx
-        if rx is None:
+        if self._out_rx is None:
             raise InvalidArgument("this pipeline ends in a sink: use run.wait()")
+        return self._outputs(None)
+
+    def _outputs(self, deadline: float | None) -> Iterator[Any]:
+        """The last stage's outputs; Timeout once ``deadline`` passes with
+        none coming (the outputs yielded so far are the caller's)."""
+        rx = self._out_rx
+        assert rx is not None
         order = self._order
+        while self._pending:
+            yield self._pending.pop(0)
         while True:
             self._raise_error()
             try:
@@ -414,6 +423,8 @@ class Run:
                 if self._stop.is_set():
                     self._raise_error()
                     return
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
                 continue
             except EndOfStream:
                 self._finished.wait()
@@ -471,13 +482,15 @@ class Run:
             self._raise_error()
             return []
         outs: list[Any] = []
-        it = iter(self)
-        while deadline is None or time.monotonic() < deadline:
-            try:
-                outs.append(next(it))
-            except StopIteration:
-                return outs
-        raise Timeout(f"the pipeline did not finish within {timeout} s")
+        try:
+            for value in self._outputs(deadline):
+                outs.append(value)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout
+        except Timeout:
+            self._pending[:0] = outs  # not lost: the next wait or loop yields them
+            raise Timeout(f"the pipeline did not finish within {timeout} s") from None
+        return outs
 
     def cancel(self) -> None:
         """Stop every stage now; iteration ends, unfinished items are dropped."""
