@@ -139,10 +139,11 @@ def _mpire() -> Any:
 
 
 # ------------------------------------------------------ 1. small items --------
-def small_shmring(n: int, workers: int) -> dict[str, float]:
-    """Two map stages of ``workers`` each; items/s from entering the run to its end."""
+def small_shmring(n: int, workers: int, chunksize: int = 1) -> dict[str, float]:
+    """Two map stages of ``workers`` each, items sent ``chunksize`` to a
+    record; items/s from entering the run to its end."""
     p = shmring.Pipeline(TOKEN, context="fork")
-    p.source(range(n)).map(inc, workers=workers).map(dbl, workers=workers)
+    p.source(range(n), chunksize=chunksize).map(inc, workers=workers).map(dbl, workers=workers)
     c0, t0 = _cpu(), time.perf_counter()
     with p.run() as run:
         t1 = time.perf_counter()
@@ -183,6 +184,9 @@ def small_configs() -> list[tuple[str, str, str, Callable[[int], dict[str, float
         (f"shmring_w{w}", f"shmring Pipeline, workers={w}",
          f"2 map stages x {w} worker(s), unordered; {2 * w} workers",
          functools.partial(small_shmring, workers=w)) for w in (1, 2)]
+    out += [(f"shmring_k{c}", f"shmring Pipeline, chunksize={c}",
+             "2 map stages x 1 worker, unordered; source(chunksize=...)",
+             functools.partial(small_shmring, workers=1, chunksize=c)) for c in (256, 4096)]
     peers = [("pool", "multiprocessing.Pool.imap"), ("executor", "ProcessPoolExecutor.map")]
     if _mpire() is not None:
         peers.append(("mpire", "mpire WorkerPool.map"))
@@ -451,7 +455,10 @@ def summary(res: dict[str, dict[str, Entry]], nproc: int) -> dict[str, Any]:
     ours, pool_best = best(small, "shmring"), best(small, "pool_")
     ours_v = med(small[ours], "items_s") if ours else None
     mem, cold = med(arrays["memcpy"], "gb_s"), med(arrays["cold"], "gb_s")
-    out = {"shmring_best": ours, "pool_best": pool_best,
+    single = best(small, "shmring_w")  # one item per record, as Pool at chunksize 1
+    single_v = med(small[single], "items_s") if single else None
+    out = {"shmring_best": ours, "pool_best": pool_best, "shmring_single_best": single,
+           "single_over_pool_c1": _div(single_v, med(small["pool_c1"], "items_s")),
            "shmring_over_pool_c1": _div(ours_v, med(small["pool_c1"], "items_s")),
            "shmring_over_pool_best": _div(ours_v, med(small[pool_best], "items_s")
                                           if pool_best else None)}
@@ -486,7 +493,9 @@ def render(res: dict[str, dict[str, Entry]], meta: dict[str, Any]) -> str:
     out += _table(["system", "items/s median", "min–max", "setup ms", "min–max", "CPU µs/item",
                    "min–max", "shmring ×", "notes"], rows)
     out += ["", f"shmring best: {small[ours]['label'] if ours else 'n/a'}. "
-            f"shmring / Pool(chunksize 1) = {_f2(s['shmring_over_pool_c1'])} (goal ≥ 10); "
+            f"One item per record: shmring / Pool(chunksize 1) = "
+            f"{_f2(s['single_over_pool_c1'])}; best of shmring / Pool(chunksize 1) = "
+            f"{_f2(s['shmring_over_pool_c1'])} (goal ≥ 10); "
             f"shmring / Pool(best, {small[pb]['label'].split(', ')[-1] if pb else 'n/a'}) = "
             f"{_f2(s['shmring_over_pool_best'])} (goal ≥ 2).", "",
             f"### 2. 8 MB float64 arrays through three zero_copy stages, {p['arrays']} arrays", "",

@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
+from channel_util import drain
 
 import shmring
 from shmring import _core
@@ -83,15 +84,6 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.005)
     return cond()
-
-
-def drain(rx: shmring.Consumer) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(rx.recv_nowait())
-        except shmring.WouldBlock:
-            return out
 
 
 # (step, single, outputs that must arrive, input handed back?, its done count)

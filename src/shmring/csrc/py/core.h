@@ -66,6 +66,9 @@ PyObject *endpoint_close(EndpointObject *self, PyObject *unused);
  * or -1 with WouldBlock (nowait), Timeout, Closed or the ring's error set. */
 int producer_claim_wait(EndpointObject *self, uint64_t n, int64_t deadline, int nowait,
                         char **dst);
+/* After a full ring: waits for space until the deadline; 0 to try again, or
+ * -1 with Timeout or Closed (end of stream) set. */
+int producer_wait_space(EndpointObject *self, int64_t deadline);
 /* Takes the next record, waiting until the deadline (as recv does): 0 with
  * it held, 1 for nothing (nowait), -1 with an error set. */
 int consumer_take(EndpointObject *self, int64_t deadline, int nowait, const char **p,

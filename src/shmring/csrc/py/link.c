@@ -133,18 +133,7 @@ static int claim(EndpointObject *self, EndpointObject *in, uint64_t n, uint64_t 
             raise_ring(self, rc);
             return -1;
         }
-        int w = endpoint_wait(self, 1, deadline);
-        if (w < 0) return -1;
-        if (w > 0) {
-            raise_timeout(self, 1);
-            return -1;
-        }
-        /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
-         * (py/module.c m_store32) in shmring/_channel (close_send). */
-        if (ld32_acq(r->base, OFF_EOS)) {
-            raise_closed(self, NULL);
-            return -1;
-        }
+        if (producer_wait_space(self, deadline) < 0) return -1;
     }
 }
 

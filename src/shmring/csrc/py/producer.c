@@ -69,19 +69,24 @@ int producer_claim_wait(EndpointObject *self, uint64_t n, int64_t deadline, int 
             raise_would_block(self, 1);
             return -1;
         }
-        int w = endpoint_wait(self, 1, deadline);
-        if (w < 0) return -1;
-        if (w > 0) {
-            raise_timeout(self, 1);
-            return -1;
-        }
-        /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
-         * (py/module.c m_store32) in shmring/_channel (close_send). */
-        if (ld32_acq(r->base, OFF_EOS)) {
-            raise_closed(self, NULL);
-            return -1;
-        }
+        if (producer_wait_space(self, deadline) < 0) return -1;
     }
+}
+
+int producer_wait_space(EndpointObject *self, int64_t deadline) {
+    int w = endpoint_wait(self, 1, deadline);
+    if (w < 0) return -1;
+    if (w > 0) {
+        raise_timeout(self, 1);
+        return -1;
+    }
+    /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
+     * (py/module.c m_store32) in shmring/_channel (close_send). */
+    if (ld32_acq(self->ring.base, OFF_EOS)) {
+        raise_closed(self, NULL);
+        return -1;
+    }
+    return 0;
 }
 
 /* 0 sent; -1 error set. */
@@ -209,15 +214,7 @@ static PyObject *P_claim(EndpointObject *self, PyObject *const *args, Py_ssize_t
         if (rc == RING_OK) break;
         if (rc == RING_TOOBIG) return raise_too_large(self, (uint64_t)n);
         if (rc != RING_AGAIN) return raise_ring(self, rc);
-        int w = endpoint_wait(self, 1, deadline);
-        if (w < 0) return NULL;
-        if (w > 0) return raise_timeout(self, 1);
-        /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
-         * (py/module.c m_store32) in shmring/_channel (close_send). */
-        if (ld32_acq(r->base, OFF_EOS)) {
-            raise_closed(self, NULL);
-            return NULL;
-        }
+        if (producer_wait_space(self, deadline) < 0) return NULL;
     }
     self->view = PyMemoryView_FromMemory(dst, n, PyBUF_WRITE);
     if (!self->view) {
