@@ -130,7 +130,7 @@ def test_sink_and_state(pname: str, tmp_path: Any) -> None:
 
 
 def test_numpy_chunks(pname: str) -> None:
-    np = pytest.importorskip("numpy")
+    import numpy as np
     p = shmring.Pipeline(pname)
     p.source((np.full(10_000, i) for i in range(30)), chunksize=4).map(lambda a: int(a.sum()),
                                                                       zero_copy=True)
