@@ -5,6 +5,7 @@ processes and real shared memory throughout."""
 from __future__ import annotations
 
 import collections
+import re
 import threading
 import time
 from typing import Any
@@ -342,3 +343,20 @@ def test_wait_keeps_its_timeout_and_loses_nothing(pname: str) -> None:
             run.wait(timeout=0.1)
         assert time.monotonic() - t0 < 0.35
         assert run.wait(timeout=30) == list(range(6))
+
+
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_a_large_item_that_fails_is_dead_lettered_by_its_size(pname: str, chunksize: int) -> None:
+    def refuse_big(b: bytes) -> int:
+        if len(b) > 1000:
+            raise ValueError("too big for me")
+        return len(b)
+
+    p = shmring.Pipeline(pname)
+    p.source([b"x" * 10, b"y" * (1 << 20), b"z" * 20], chunksize=chunksize).map(
+        refuse_big, max_bytes=8 << 20)
+    with p.run(on_error="dead_letter") as run:
+        assert sorted(run) == [10, 20]
+    ((item, reason),) = run.dead_letters
+    assert reason == "ValueError: too big for me"
+    assert re.fullmatch(r"<an item of \d{7} encoded bytes, too large to keep in a note>", item)

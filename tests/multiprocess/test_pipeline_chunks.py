@@ -141,3 +141,36 @@ def test_numpy_chunks(pname: str) -> None:
 def test_bad_chunksize(pname: str) -> None:
     with pytest.raises(shmring.InvalidArgument, match="chunksize"):
         shmring.Pipeline(pname).source(range(3), chunksize=0)
+
+
+def test_a_chunk_of_failures_fits(pname: str) -> None:
+    """Every item of big chunks fails: the notes travel with the chunk (one
+    traceback each), into the next edge or, from a sink, the control channel."""
+    def always(x: int) -> int:
+        raise ValueError(f"no {x}")
+
+    for build in ("map", "sink"):
+        p = shmring.Pipeline(f"{pname}{build}")
+        s = p.source(range(20000), chunksize=20000)  # notes past one record
+        if build == "map":
+            s.map(always)
+        else:
+            s.sink(always)
+        with p.run(on_error="dead_letter") as run:
+            assert run.wait(timeout=60) == []
+        dead = run.dead_letters
+        assert len(dead) == 20000 and dead[0][1].startswith("ValueError: no ")
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "entries"])
+def test_a_chunk_too_large_for_one_record_goes_item_by_item(pname: str, compact: bool) -> None:
+    def blob(n: int) -> bytes:
+        return b"x" * n
+
+    p = shmring.Pipeline(pname)
+    # 64 outputs of 64 KiB: 4 MiB, twice what one record of the edge holds.
+    s = p.source([64 << 10] * 64, chunksize=64)
+    s.map(blob, timeout=None if compact else 30).map(len)
+    with p.run() as run:
+        assert list(run) == [64 << 10] * 64
+    assert run.stats["blob"]["restarts"] == 0 and run.stats["blob"]["out"] == 64

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .._channel.endpoints import Consumer
+from .._errors import MessageTooLarge
 from . import board as B
 from . import item as I
 from .stage import StageSpec
@@ -84,6 +85,7 @@ class ChunkRunner:
         self.sink = self.kind == "sink"
         self.ordered = w.ordered
         self.with_state = w.stage.init is not None
+        self.traced = False
         # map and (unordered) filter run a first attempt's chunk in one
         # comprehension, timed as a whole: not with a per-item timeout.
         self.fast = w.stage.timeout is None and (
@@ -92,14 +94,16 @@ class ChunkRunner:
     def run(self, kind: int, body: Any, attempts: int, done: int, max_attempts: int) -> None:
         """Process one chunk (taken with ``single=2``)."""
         w = self.w
+        self.traced = False  # a chunk's notes carry one traceback: the first
         if attempts == 1 and kind == I.COMPACT and self.fast and self.compact(body):
             return
         entries = expand(body) if kind == I.COMPACT else body
         if attempts == 1:
-            outs: list[Entry] = []
-            for e in entries:
-                outs.extend(self.entry(e, True))
-            self.send(outs, True, False)
+            per = [self.entry(e, True) for e in entries]
+            try:
+                self.send([o for outs in per for o in outs], True, False)
+            except MessageTooLarge:
+                self.split(per)
             return
         last = len(entries) - 1
         if done > last:
@@ -153,9 +157,28 @@ class ChunkRunner:
         words[base + B.OUT] += len(out)
         if self.sink:
             w.rx._link_finish()
-        else:
+            return True
+        try:
             w.out(I.COMPACT, (), (out_ids, out), True)
+        except MessageTooLarge:
+            if isinstance(out_ids, int):
+                out_ids = range(out_ids, out_ids + len(out))
+            by_id = dict(zip(out_ids, out, strict=True))
+            ids_in = ids if not isinstance(ids, int) else range(ids, ids + n)
+            self.split([[(I.VALUE, (i,), by_id[i])] if i in by_id else [] for i in ids_in])
         return True
+
+    def split(self, per: list[list[Entry]]) -> None:
+        """The chunk's outputs are too large for one record: send them item
+        by item, output ``j`` being item ``j``'s, as a chunk handed back
+        does (no output is out yet: one output no longer completes it)."""
+        w = self.w
+        w.rx._link_many()
+        last = len(per) - 1
+        for j, outs in enumerate(per):
+            self.send(outs, j == last, True)
+        if not per:
+            w.rx._link_finish()
 
     def entry(self, e: Entry, first: bool) -> list[Entry]:
         """The outputs of one entry."""
@@ -209,7 +232,9 @@ class ChunkRunner:
                 return [(I.TOMBSTONE, key, None)]
             return outs
         w.words[w.base + (B.ERRORS if mode == "raise" else B.DEAD)] += 1
-        note = I.Note(w.stage.name, f"{type(exc).__name__}: {exc}", traceback.format_exc(),
+        tb = "" if self.traced else traceback.format_exc()
+        self.traced = True
+        note = I.Note(w.stage.name, f"{type(exc).__name__}: {exc}", tb,
                       I.encoded(value), key[1:], len(outs))
         return [*outs, (I.ERROR if mode == "raise" else I.DEAD, key, note)]
 

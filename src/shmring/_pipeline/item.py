@@ -168,12 +168,26 @@ def source_record(item: int, obj: Any, kind: int = VALUE) -> tuple[bytes, FrameP
     return head, FramePlan(data, buffers)
 
 
+#: The most of an item a note carries (the control channel's records are
+#: at most 256 KiB): a larger one is described instead.
+NOTE_ITEM_MAX = 128 << 10
+
+
 def encoded(obj: Any) -> bytes:
     """``obj`` as a VALUE body (for a note about it)."""
     data, buffers = encode(obj, PICKLE, values=True)
     if buffers:  # a note carries its item in band
-        return pickle.dumps(obj, 5)
-    return bytes(data)
+        return note_item(pickle.dumps(obj, 5))
+    return note_item(bytes(data))
+
+
+def note_item(body: bytes) -> bytes:
+    """``body`` (an encoded item), or, past NOTE_ITEM_MAX, the encoding of a
+    string that says how large it was."""
+    if len(body) <= NOTE_ITEM_MAX:
+        return body
+    return bytes(encode(f"<an item of {len(body)} encoded bytes, too large to keep in a note>",
+                        PICKLE)[0])
 
 
 def link_header(item: int) -> bytes:

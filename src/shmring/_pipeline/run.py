@@ -94,7 +94,9 @@ class Run:
                                                               s.max_bytes, "mpmc")))
             if not self._sink:
                 self._out = self._edge(f"{base}.out", specs[-1].max_bytes, "mpsc")
-            self._ctl = self._edge(f"{base}.ctl", 1 << 20, "mpsc")
+            # A sink's chunk sends its notes here in one record.
+            ctl_bytes = max(1 << 20, specs[-1].max_bytes if self._chunksize > 1 else 0)
+            self._ctl = self._edge(f"{base}.ctl", ctl_bytes, "mpsc")
             entries = sum(s.workers for s in specs) * 2 + 64
             self._board = B.Board.create(f"{base}.board", entries, self._ns)
             self._channels.append(self._board.channel)

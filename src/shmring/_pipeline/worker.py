@@ -172,8 +172,9 @@ class _Worker:
     def note(self, kind: int, reason: str | None, tb: str, body: memoryview) -> None:
         """The current item failed: an ERROR or DEAD note, its last output
         (the parent keeps its place in an ordered run)."""
-        self.out(kind, self.path, I.Note(self.stage.name, reason, tb, bytes(body), self.path,
-                                         self.j), True)
+        item = I.note_item(bytes(body))
+        self.out(kind, self.path, I.Note(self.stage.name, reason, tb, item, self.path, self.j),
+                 True)
 
     # ------------------------------------------------------------ running --
     def run(self) -> None:

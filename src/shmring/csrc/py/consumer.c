@@ -287,6 +287,8 @@ static PyMethodDef C_methods[] = {
     {"_link_take", (PyCFunction)(void (*)(void))link_take, METH_FASTCALL,
      "_link_take(timeout=None, single=False) -> (item, attempts, done, view): take an input "
      "to pass on by linked commits (ring/link.c)."},
+    {"_link_many", (PyCFunction)link_many, METH_NOARGS,
+     "_link_many(): no output is sent yet, and one output no longer completes the input."},
     {"_link_finish", (PyCFunction)link_finish, METH_NOARGS,
      "_link_finish(): every output of the input is sent: release it."},
     {"_recv_value", (PyCFunction)(void (*)(void))obj_recv_value, METH_FASTCALL,

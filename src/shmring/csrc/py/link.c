@@ -106,6 +106,13 @@ PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t narg
     return Py_BuildValue("(KIIN)", (unsigned long long)item, attempts, done, self->view);
 }
 
+PyObject *link_many(EndpointObject *self, PyObject *unused) {
+    (void)unused;
+    if (!linked_input((PyObject *)self)) return NULL;
+    ring_link_many(&self->ring);
+    Py_RETURN_NONE;
+}
+
 PyObject *link_finish(EndpointObject *self, PyObject *unused) {
     (void)unused;
     if (endpoint_check_open(self) < 0) return NULL;

@@ -8,6 +8,7 @@
 /* ConsumerCore */
 PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *link_finish(EndpointObject *self, PyObject *unused);
+PyObject *link_many(EndpointObject *self, PyObject *unused);
 /* ProducerCore */
 PyObject *link_claim(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *link_commit(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);

@@ -127,6 +127,14 @@ void ring_link_abort(ring_t *out, ring_t *in) {
     st_rel(out->base, out->slot_off + SLOT_LINK_IN, 0);
 }
 
+void ring_link_many(ring_t *in) {
+    if (!in->held) return;
+    uint64_t d = ld_rlx(in->base, IN_SLOT(in, SLOT_LINK_DONE));
+    /* SYNC(link): no output is committed yet (the caller says so): the flag goes before any is;
+     * pairs with link_recover's acquire. */
+    st_rel(in->base, IN_SLOT(in, SLOT_LINK_DONE), d & ~LINK_SINGLE);
+}
+
 void ring_link_finish(ring_t *in) {
     if (!in->held) return;
     uint64_t d = ld_rlx(in->base, IN_SLOT(in, SLOT_LINK_DONE));

@@ -118,6 +118,8 @@ int ring_link_claim(ring_t *out, ring_t *in, uint64_t len, uint64_t item, uint64
 int ring_link_commit(ring_t *out, ring_t *in, uint64_t used, int last);
 void ring_link_abort(ring_t *out, ring_t *in);
 void ring_link_finish(ring_t *in);
+/* Before any output of the input is sent: one output no longer completes it. */
+void ring_link_many(ring_t *in);
 
 /* Revocation (mpsc, mpmc), run by the supervisor only. ring_revoke_claim
  * turns the claim in flight of a live producer that has held it too long
