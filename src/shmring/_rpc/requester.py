@@ -211,7 +211,7 @@ class Requester:
                f"{n} server{'s' if n > 1 else ''} attached: the one that took it may have died, "
                "or is still at work")
         err = Timeout(f"no reply from service {self.service!r} to request {rid} within "
-                      f"{timeout} s ({who})")
+                      f"{timeout:g} s ({who})" if timeout is not None else f"no reply ({who})")
         err.timeout, err.channel = timeout, self.service
         return err
 
