@@ -335,8 +335,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="jobd", description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    """jobd's command line: ``run [--max-tries N]`` and ``status [--json]``."""
+    p = argparse.ArgumentParser(prog="jobd", description="A job server on shmring: clients "
+                                "submit jobs, workers come and go, poison jobs end in the "
+                                "dead letters.")
     p.add_argument("--name", default="jobd", help="service name (default jobd)")
     p.add_argument("--namespace", default=None,
                    help="shmring namespace (default $SHMRING_NAMESPACE, else default)")
@@ -347,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", help="ask the running jobd how it is doing")
     st.add_argument("--json", action="store_true", help="machine-readable")
     st.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for jobd")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     if args.command == "run" and args.max_tries < 1:
         p.error("--max-tries must be at least 1")
