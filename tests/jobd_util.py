@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import pytest
-
 from shmring._rpc import Requester
 
 JOBD = Path(__file__).resolve().parents[1] / "examples" / "jobd"
@@ -93,15 +91,19 @@ class Jobs:
         if self._client is not None:
             self._client.close()
             self._client = None
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
+        running = [p for p in self.procs if p.poll() is None]
+        for p in running:
+            p.send_signal(signal.SIGTERM)
+        for p in running:
             try:
                 p.communicate(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.communicate(timeout=10)
+        for p in self.procs:
+            for stream in (p.stdout, p.stderr):
+                if stream is not None:
+                    stream.close()
 
 
 def segments(namespace: str) -> list[str]:
@@ -109,10 +111,10 @@ def segments(namespace: str) -> list[str]:
     return sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"shmring.{namespace}."))
 
 
-@pytest.fixture
-def jobs() -> Iterator[Jobs]:
-    """A :class:`Jobs` in a fresh namespace; at the end every process is
-    stopped and every segment of the namespace must be gone within 10 s."""
+def fresh_jobs() -> Iterator[Jobs]:
+    """A :class:`Jobs` in a fresh namespace (the body of a test module's
+    ``jobs`` fixture); at the end every process is stopped and every segment
+    of the namespace must be gone within 10 s."""
     ns = f"jobd-{os.getpid()}-{next(_count)}"
     j = Jobs(ns)
     try:

@@ -77,6 +77,7 @@ class Worker:
         self.me = [os.getpid(), my_start_time(), self.inbox_name]
         self.jobd = Requester(service, namespace=namespace)
         self.done = 0
+        self.missing = False  # no jobd answered the last message
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -86,17 +87,17 @@ class Worker:
         """Send ``msg`` to jobd until one acknowledges it (a restarted jobd
         counts), or ``give_up_after`` seconds pass (None: until stopped)."""
         deadline = None if give_up_after is None else time.monotonic() + give_up_after
-        waited = False
         while True:
             try:
                 self.jobd.call({**msg, "worker": self.me}, timeout=1.0)
-                if waited:
-                    self.say("jobd is back")
+                if self.missing:
+                    self.say("jobd answers again")
+                    self.missing = False
                 return True
             except shmring.Timeout:
-                if not waited:
-                    self.say(f"no jobd answers ({msg['op']}); trying again")
-                waited = True
+                if not self.missing:
+                    self.say(f"no jobd answers ({msg['op']}); trying again every second")
+                    self.missing = True
             if deadline is not None and time.monotonic() > deadline:
                 return False
             if deadline is None and self.stopping:

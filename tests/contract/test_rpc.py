@@ -88,16 +88,16 @@ def test_a_failure_comes_back_as_remote_error(pair: tuple[Responder, Requester])
     req = server.recv(timeout=5)
     try:
         raise KeyError("missing thing")
-    except KeyError as e:
-        req.fail(e)
+    except KeyError as raised:
+        req.fail(raised)
     with pytest.raises(shmring.RemoteError) as info:
         client.result(rid, timeout=5)
-    e = info.value
-    assert f"service {server.service!r} failed request {rid}" in str(e)
-    assert "KeyError" in str(e) and "missing thing" in str(e)
-    assert "Traceback" in e.remote_traceback and e.stage == server.service
-    back = pickle.loads(pickle.dumps(e))
-    assert type(back) is shmring.RemoteError and back.remote_traceback == e.remote_traceback
+    err = info.value
+    assert f"service {server.service!r} failed request {rid}" in str(err)
+    assert "KeyError" in str(err) and "missing thing" in str(err)
+    assert "Traceback" in err.remote_traceback and err.stage == server.service
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is shmring.RemoteError and back.remote_traceback == err.remote_traceback
     rid = client.submit("y")
     server.recv(timeout=5).fail("bad input")
     with pytest.raises(shmring.RemoteError, match="bad input"):
@@ -105,7 +105,7 @@ def test_a_failure_comes_back_as_remote_error(pair: tuple[Responder, Requester])
     mine = shmring.RemoteError("exactly this", stage="s")
     rid = client.submit("z")
     server.recv(timeout=5).fail(mine)
-    with pytest.raises(shmring.RemoteError, match="^exactly this$"):
+    with pytest.raises(shmring.RemoteError, match=r"^exactly this$"):
         client.result(rid, timeout=5)
     assert server.stats["failed"] == 3
 

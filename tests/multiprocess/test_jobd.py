@@ -10,15 +10,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
-from jobd_util import JOBD, Jobs, client_json, jobs  # noqa: F401  (jobs: a fixture)
+from jobd_util import JOBD, Jobs, client_json, fresh_jobs
 
 import shmring
 
-
 N_JOBS = 30  # per client, three clients
 KILLS = 4
+
+
+@pytest.fixture
+def jobs() -> Iterator[Jobs]:
+    """jobd's processes of this test, in a namespace of its own."""
+    yield from fresh_jobs()
 
 
 def _submit(jobs: Jobs, task: str, arg: object) -> int:

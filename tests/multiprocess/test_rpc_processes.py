@@ -122,7 +122,7 @@ def test_a_server_killed_mid_request_gives_a_clear_timeout(ns: str) -> None:
         try:
             assert took.poll(20) and took.recv() == rid
             assert client.servers == 1
-            os.kill(hung.pid, signal.SIGKILL)
+            hung.kill()
             hung.join(10)
             t0 = time.monotonic()
             with pytest.raises(shmring.Timeout, match="no server is attached") as info:
@@ -144,7 +144,7 @@ def test_a_server_killed_mid_request_gives_a_clear_timeout(ns: str) -> None:
                 else:
                     with pytest.raises(shmring.RemoteError):
                         client.result(rid, timeout=10)
-            os.kill(hung2.pid, signal.SIGKILL)
+            hung2.kill()
             hung2.join(10)
             with pytest.raises(shmring.Timeout, match="1 server attached: the one that took "
                                                       "it may have died"):
