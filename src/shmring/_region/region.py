@@ -405,6 +405,23 @@ class Region:
         """Recover and free the slots of every dead process; returns how many."""
         return sum(self.recover_slot(i, pid) for i, pid in self.dead_slots())
 
+    def live_endpoints(self, role: int) -> int:
+        """How many endpoints of ``role`` (``ROLE_PRODUCER`` or
+        ``ROLE_CONSUMER``) live processes hold now. A consumer counts once it
+        has joined the ring; a dead process's endpoints never count, even
+        before anyone recovers them."""
+        buf = self._mapping()
+        n = 0
+        for i, pid, started in self.table.entries():
+            so = L.slot_offset(i)
+            if _core.load32(buf, so + L.SLOT_ROLE) != role:
+                continue
+            if role == L.ROLE_CONSUMER and _core.load32(buf, so + L.SLOT_STATE) != L.SLOT_ACTIVE:
+                continue
+            if alive(pid, started) if started else start_time(pid) is not None:
+                n += 1
+        return n
+
     def live_pids(self) -> set[int]:
         """Pids of the live processes in the attach table."""
         pids = set()

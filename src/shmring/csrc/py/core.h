@@ -11,6 +11,10 @@
  * extension once at import by _core.set_errors(). */
 extern PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt,
     *E_TooLarge, *E_Closed, *E_Revoked;
+/* A callable(endpoint) -> str | None that says why a producer found no space
+ * (no live consumer...), added to its Timeout's message; set once by
+ * _core.set_space_hint(), NULL if never. */
+extern PyObject *SpaceHint;
 
 typedef struct {
     PyObject_HEAD

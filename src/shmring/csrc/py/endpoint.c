@@ -9,6 +9,7 @@
 
 PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt, *E_TooLarge,
     *E_Closed, *E_Revoked;
+PyObject *SpaceHint;
 
 int endpoint_init(EndpointObject *self, PyObject *args, int consumer) {
     PyObject *mapping, *name = Py_None;
@@ -292,6 +293,16 @@ PyObject *raise_timeout(EndpointObject *self, int space) {
         tv = Py_NewRef(Py_None);
     }
     Py_DECREF(l);
+    if (msg && space && SpaceHint) {
+        /* The error path only: whatever the hint fails with, the timeout stands. */
+        PyObject *hint = PyObject_CallOneArg(SpaceHint, (PyObject *)self);
+        if (hint && PyUnicode_Check(hint)) {
+            PyObject *m2 = PyUnicode_FromFormat("%U: %U", msg, hint);
+            if (m2) Py_SETREF(msg, m2);
+        }
+        Py_XDECREF(hint);
+        PyErr_Clear();
+    }
     return raise_with(self, E_Timeout, msg, "timeout", tv, NULL, NULL);
 }
 

@@ -283,6 +283,14 @@ static PyObject *m_set_errors(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* set_space_hint(callable): see SpaceHint in core.h. */
+static PyObject *m_set_space_hint(PyObject *m, PyObject *fn) {
+    (void)m;
+    if (!PyCallable_Check(fn)) return PyErr_Format(PyExc_TypeError, "set_space_hint: not callable");
+    Py_XSETREF(SpaceHint, Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
 /* empty_bytearray(n): a bytearray of n bytes left uninitialised, for a
  * receiver that is about to overwrite all of them (bytearray(n) would
  * write zeros first: a second pass over a large buffer). */
@@ -342,6 +350,8 @@ static PyMethodDef methods[] = {
     {"set_object_paths", (PyCFunction)obj_set_object_paths, METH_VARARGS,
      "set_object_paths(PickleSerializer, send_obj, send_encoded, recv_obj, recv_other): "
      "the Python functions send_obj and recv_obj hand other calls to."},
+    {"set_space_hint", (PyCFunction)m_set_space_hint, METH_O,
+     "set_space_hint(fn): fn(producer) -> str | None explains a timeout waiting for space."},
     {"set_errors", (PyCFunction)m_set_errors, METH_VARARGS,
      "set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, "
      "MessageTooLarge, Closed, ClaimRevoked, DecodeError): the classes the extension raises, "
