@@ -120,7 +120,7 @@ def test_counts_follow_real_processes(make_channel: Make) -> None:
         os.kill(victim.pid, signal.SIGKILL)
         victim.join(10)
         assert ch.consumers == 2  # dead at once, before any recovery
-        p1, c1 = kids[1]
+        c1 = kids[1][1]
         c1.send("close")
         assert c1.poll(10) and c1.recv() == "closed"
         assert ch.consumers == 1

@@ -410,17 +410,8 @@ class Region:
         ``ROLE_CONSUMER``) live processes hold now. A consumer counts once it
         has joined the ring; a dead process's endpoints never count, even
         before anyone recovers them."""
-        buf = self._mapping()
-        n = 0
-        for i, pid, started in self.table.entries():
-            so = L.slot_offset(i)
-            if _core.load32(buf, so + L.SLOT_ROLE) != role:
-                continue
-            if role == L.ROLE_CONSUMER and _core.load32(buf, so + L.SLOT_STATE) != L.SLOT_ACTIVE:
-                continue
-            if alive(pid, started) if started else start_time(pid) is not None:
-                n += 1
-        return n
+        return sum(1 for pid, started in self.table.endpoints(role)
+                   if (alive(pid, started) if started else start_time(pid) is not None))
 
     def live_pids(self) -> set[int]:
         """Pids of the live processes in the attach table."""
