@@ -123,7 +123,10 @@ class Snapshot:
 
     def __init__(self, channel: shmring.Channel) -> None:
         self.channel = channel
-        self._buf = channel.region.buf
+        buf = channel.region.buf
+        if buf is None:
+            raise shmring.Closed(f"{channel.name!r} is closed")
+        self._buf = buf
         self._base = int(_core.load(self._buf, L.HDR_DATA_OFFSET))
 
     # ----------------------------------------------------- lifecycle --
@@ -417,8 +420,9 @@ class Subscriber:
     ``lossy=True`` reads ``NAME.lossy``: the publisher never waits for it,
     and updates it was too slow for are counted (:attr:`missed`,
     :attr:`Update.gap`). ``wait``: seconds to wait for the feed to exist
-    and for the publisher to send what its snapshot shows (a publisher
-    being restarted); :class:`shmring.Timeout` after that.
+    (:class:`shmring.RegionNotFound` after that); ``catch_up``: for the
+    publisher to send what its snapshot shows (one being restarted);
+    :class:`shmring.Timeout` after that.
 
     Example (fragment)::
 
@@ -429,7 +433,7 @@ class Subscriber:
     """
 
     def __init__(self, name: str, *, lossy: bool = False, namespace: str | None = None,
-                 wait: float = 10.0) -> None:
+                 wait: float = 10.0, catch_up: float = 30.0) -> None:
         self.name = name
         self.lossy = lossy
         self.table = Snapshot.open(name, namespace=namespace, wait=wait)
@@ -442,9 +446,12 @@ class Subscriber:
         #: Updates skipped (gaps in seq) and updates received twice (dropped).
         self.missed = 0
         self.duplicates = 0
+        #: Updates of seq <= snapshot_seq that the slot reads had not seen and
+        #: the join took from the ring instead (step 3).
+        self.folded = 0
         self._pending: tuple[int, str, Any] | None = None
         try:
-            self._join(wait)
+            self._join(catch_up)
         except BaseException:
             self.close()
             raise
@@ -466,6 +473,7 @@ class Subscriber:
                         f"within {wait:g} s (is the publisher running?)")
                 time.sleep(0.0005)
             self._pending = None
+            self.folded = 0
             while True:                                 # ... and drain what is in the ring
                 try:
                     msg = self._rx.recv_obj_nowait()
@@ -477,6 +485,7 @@ class Subscriber:
                     break
                 if seq > snap.get(key, (0, None))[0]:
                     snap[key] = (seq, value)
+                    self.folded += 1
             if self._rx.missed == 0:
                 self.snapshot_seqs = {k: s for k, (s, _v) in snap.items()}
                 self.snapshot = {k: v for k, (_s, v) in snap.items()}

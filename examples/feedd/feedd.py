@@ -29,12 +29,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+# feed.py is beside this file (the script's folder is on sys.path only when it
+# runs as a script, not when the tests import it).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import feed  # noqa: E402  (this folder)
+import feed
 
-import shmring  # noqa: E402
-from shmring import _layout  # noqa: E402
+import shmring
+from shmring import _layout
 
 DEFAULT_NAME = "ticks"
 _M64 = (1 << 64) - 1
@@ -130,13 +132,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------- status --
-def status(name: str) -> dict[str, Any]:
+def status(name: str, namespace: str | None = None) -> dict[str, Any]:
     """What runs under feed ``name``: the live publisher's pid (None if
     there is none), the seq, the keys, and every subscriber."""
     out: dict[str, Any] = {"name": name, "running": False, "pid": None, "seq": None,
                            "keys": None, "generation": None, "subscribers": []}
     try:
-        snap = feed.Snapshot.open(name)
+        snap = feed.Snapshot.open(name, namespace=namespace)
     except shmring.RegionNotFound:
         return out
     try:
@@ -145,7 +147,7 @@ def status(name: str) -> dict[str, Any]:
         for ch_name, kind in zip(feed.channel_names(name)[:2], ("lossless", "lossy"),
                                  strict=True):
             try:
-                ch = shmring.Channel.open(ch_name)
+                ch = shmring.Channel.open(ch_name, namespace=namespace)
             except shmring.RegionNotFound:
                 continue
             try:

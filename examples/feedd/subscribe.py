@@ -22,11 +22,13 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+# feed.py is beside this file (the script's folder is on sys.path only when it
+# runs as a script, not when the tests import it).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import feed  # noqa: E402  (this folder)
+import feed
 
-import shmring  # noqa: E402
+import shmring
 
 
 class _Stop:
@@ -100,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        sub = feed.Subscriber(args.name, lossy=args.lossy, wait=args.wait)
+        try:
+            sub = feed.Subscriber(args.name, lossy=args.lossy, wait=0)
+        except shmring.RegionNotFound:
+            if not args.quiet:
+                print(f"waiting for feed {args.name!r} to appear", flush=True)
+            sub = feed.Subscriber(args.name, lossy=args.lossy, wait=args.wait)
     except (shmring.RegionNotFound, shmring.Timeout) as e:
         print(f"subscribe: {e}", file=sys.stderr)
         return 1
