@@ -32,6 +32,7 @@ TIMEOUT = 30.0
 sys.path.insert(0, str(EXAMPLE))
 feed: ModuleType = importlib.import_module("feed")
 feedd: ModuleType = importlib.import_module("feedd")
+subscribe: ModuleType = importlib.import_module("subscribe")
 
 _runs = itertools.count()
 
@@ -75,8 +76,9 @@ class Program:
     """A program of the example running as a child process, its stdout read
     line by line with a deadline."""
 
-    def __init__(self, env: dict[str, str], script: Path, *args: str) -> None:
-        self.argv = [sys.executable, str(script), *args]
+    def __init__(self, env: dict[str, str], script: Path | None, *args: str) -> None:
+        # No script: args is the whole command line.
+        self.argv = [*args] if script is None else [sys.executable, str(script), *args]
         self.proc = subprocess.Popen(self.argv, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []

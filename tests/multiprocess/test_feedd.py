@@ -11,15 +11,12 @@ import multiprocessing as mp
 import os
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-import shmring
-from multiprocessing.synchronize import Event
-
 from feed_util import (
     FEEDD,
     SUBSCRIBE,
@@ -34,6 +31,8 @@ from feed_util import (
     status,
     wait_for,
 )
+
+import shmring
 
 STARTED = re.compile(r"feedd: (started|resumed) 'ticks' at seq (\d+) \(generation (\d+), pid")
 
@@ -96,7 +95,7 @@ def test_late_subscribers_get_the_state_at_their_seq_then_every_update(
         truth = Truth(11, 40, st["seq"] + 10_000)
         joined = [check_joined(truth, head, ups, head["snapshot_seq"] + count)
                   for head, ups in map(read_record, records)]
-        assert 1500 <= joined[0] and 6000 <= joined[1], joined
+        assert joined[0] >= 1500 and joined[1] >= 6000, joined
         # The publisher's own full state, read from its snapshot once it has
         # stopped: the same as the replay.
         assert st["running"] and st["pid"] == pub.pid and st["keys"] == 40
@@ -186,16 +185,16 @@ def test_feedd_killed_and_restarted_resumes_and_subscribers_see_no_gap(
         st = wait_for("two subscribers", subscribers(fenv, 2))
         assert sorted(s["channel"] for s in st["subscribers"]) == ["lossless", "lossy"]
         assert {s["pid"] for s in st["subscribers"]} == {s.pid for s in subs}
-        for generation in (2, 3, 4):
+        for generation in (2, 3):
             before = live(fenv)["seq"]
-            wait_for("feedd going", seq_at_least(fenv, before + 800))
+            wait_for("feedd going", seq_at_least(fenv, before + 500))
             pub.kill()
             down = status(fenv)  # the command, this time
             assert not down["running"] and down["pid"] is None and down["rc"] == 1
             assert len(down["subscribers"]) == 2   # they wait for it
             pub, start, gen = feedd_run(fenv, *args)
             progs.append(pub)
-            assert gen == generation and start >= down["seq"] >= before + 800
+            assert gen == generation and start >= down["seq"] >= before + 500
         wait_for("feedd going", seq_at_least(fenv, live(fenv)["seq"] + 500))
         summaries = []
         for s in subs:
@@ -207,9 +206,9 @@ def test_feedd_killed_and_restarted_resumes_and_subscribers_see_no_gap(
             # publisher's: the restarted feedd went on with the same walk.
             check_joined(truth, *read_record(rec), summary["last_seq"])
             assert summary["missed"] == summary["channel_missed"] == 0, summary
-            assert summary["duplicates"] <= 3, summary
+            assert summary["duplicates"] <= 2, summary
         st = live(fenv)
-        assert st["running"] and st["generation"] == 4 and st["subscribers"] == []
+        assert st["running"] and st["generation"] == 3 and st["subscribers"] == []
         pub.stop()
 
 
@@ -258,7 +257,8 @@ def _publish_then_die(ns: str, step: int, ready: Event, go: Event) -> None:
     snap, index, msg = pub.snapshot, pub._index["K2"], (11, "K2", 11.0)
     slot = snap._slot(index)
     copy = slot + feed.COPY0 + feed.COPY_SIZE * ((snap._load(slot - snap._base) + 1) & 1)
-    steps = [lambda: feed._put(snap._buf, copy, (11).to_bytes(8, "little") * 3),
+    steps: list[Callable[[], Any]] = [
+             lambda: feed._put(snap._buf, copy, (11).to_bytes(8, "little") * 3),
              lambda: snap.write_slot(index, 11, 11.0),
              lambda: snap._store(feed.LAST_SEQ, 11),
              lambda: pub._tx[0].send_obj(msg),
