@@ -26,7 +26,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector as _Collector
 
-from ._values import Totals
+from ._values import Hook, Totals
 from .registry import Registry
 
 
@@ -70,11 +70,13 @@ def _le(bound: float) -> str:
 
 class Collector(_Collector):
     """A prometheus_client collector over ``registry``: every collect (every
-    scrape) folds dead processes, then reads every total."""
+    scrape) folds dead processes, then reads every total. ``hook`` is
+    :meth:`Registry.fold`'s (for tests)."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, hook: Hook | None = None) -> None:
         self.registry = registry
+        self.hook = hook
 
     def collect(self) -> Iterator[Metric]:
         """The families of the region, as read now."""
-        yield from families(self.registry.read())
+        yield from families(self.registry.read(hook=self.hook))

@@ -63,7 +63,8 @@ class Registry:
     process: a counter or gauge takes one, a histogram its buckets plus two)
     and ``slabs`` (processes counting at once) size a region being created;
     an existing region keeps its own. ``mode`` is its permission bits, as
-    for :meth:`shmring.Channel.create`.
+    for :meth:`shmring.Channel.create`. With ``create=False`` a missing
+    region raises :class:`shmring.RegionNotFound` instead.
 
     Example::
 
@@ -79,14 +80,14 @@ class Registry:
     def __init__(self, name: str = DEFAULT_NAME, *, namespace: str | None = None,
                  entries: int = M.DEFAULT_ENTRIES, values: int = M.DEFAULT_VALUES,
                  slabs: int = M.DEFAULT_SLABS, entry_bytes: int = M.DEFAULT_ENTRY_BYTES,
-                 mode: int = 0o600) -> None:
+                 mode: int = 0o600, create: bool = True) -> None:
         sizes = (_positive("entries", entries, 1 << 20),
                  _positive("entry_bytes", entry_bytes, 1 << 16),
                  _positive("slabs", slabs, 1 << 16), _positive("values", values, 1 << 24))
         if entry_bytes % M.WORD or entry_bytes < 128:
             raise InvalidArgument(f"entry_bytes must be a multiple of 8, at least 128, "
                                   f"not {entry_bytes}")
-        self._ch = _open_or_create(name, namespace, sizes, mode)
+        self._ch = _open_or_create(name, namespace, sizes, mode, create)
         self._pid = os.getpid()
         self.name = name
         self._buf: Any = self._ch.region._mapping()
@@ -250,14 +251,15 @@ def _capacity(sizes: tuple[int, int, int, int]) -> int:
 
 
 def _open_or_create(name: str, namespace: str | None, sizes: tuple[int, int, int, int],
-                    mode: int) -> Channel:
+                    mode: int, create: bool) -> Channel:
     ch: Channel | None = None
     for _attempt in range(5):
         try:
             ch = Channel.open(name, namespace=namespace)
             break
         except RegionNotFound:
-            pass
+            if not create:
+                raise
         try:
             ch = Channel.create(name, _capacity(sizes), "spsc", persistent=True,
                                 slots=L.MAX_SLOTS, mode=mode, namespace=namespace)
