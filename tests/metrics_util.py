@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shmring.metrics import Registry
@@ -36,15 +35,37 @@ _count = itertools.count()
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+KILL = -signal.SIGKILL
+
+
+def jobs(s: Samples) -> int:
+    return int(sum(v for (name, _labels), v in s.items() if name == "jobs_total"))
+
+
+def check(s: Samples, expect: int) -> None:
+    """The daemon's totals of ``expect`` jobs, every process gone."""
+    assert jobs(s) == expect
+    assert s[("job_seconds_count", ())] == expect
+    assert s[("job_seconds_bucket", (("le", "+Inf"),))] == expect
+    assert s[("jobs_in_progress", ())] == 0
+    assert s[("shmring_metrics_processes", ())] == 0
+
+
+def runs(*specs: tuple[int, int]) -> list[list[str]]:
+    """worker.py arguments: (jobs, die after) each; 0: do not die."""
+    return [["--jobs", str(n), "--sleep", "0", "--seed", str(i)]
+            + (["--die-after", str(k)] if k else []) for i, (n, k) in enumerate(specs)]
+
+
 def mname() -> str:
     """A metrics region name unique to this test process."""
     return f"m-{os.getpid()}-{next(_count)}"
 
 
-@pytest.fixture
-def make_registry() -> Iterator[Callable[..., Registry]]:
-    """``make_registry(**kw)``: a new Registry (region named by ``mname``),
-    unlinked and closed at the end of the test."""
+def registries() -> Iterator[Callable[..., Registry]]:
+    """The body of a ``make_registry`` fixture: ``make_registry(**kw)`` is a
+    new Registry (region named by ``mname``), unlinked and closed at the
+    end of the test."""
     made: list[Registry] = []
 
     def make(name: str | None = None, **kw: Any) -> Registry:
@@ -59,10 +80,9 @@ def make_registry() -> Iterator[Callable[..., Registry]]:
         reg.close()
 
 
-@pytest.fixture
-def ns_env() -> Iterator[dict[str, str]]:
-    """An environment with a namespace of this test's own; its segments are
-    removed (and must be removable) at the end."""
+def namespace_env() -> Iterator[dict[str, str]]:
+    """The body of an ``ns_env`` fixture: an environment with a namespace
+    of this test's own; its segments are removed at the end."""
     ns = f"mt-{os.getpid()}-{next(_count)}"
     env = dict(os.environ, SHMRING_NAMESPACE=ns, SHMRING_SUPERVISOR_IDLE="1",
                PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
@@ -126,6 +146,45 @@ def worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """examples/metricsd/worker.py with ``args``, started."""
     return subprocess.Popen([sys.executable, str(WORKER), "--json", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+_FORKER = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import worker
+runs, parallel = json.loads(sys.argv[2]), int(sys.argv[3])
+codes = []
+for at in range(0, len(runs), parallel):
+    pids = []
+    for args in runs[at:at + parallel]:
+        pid = os.fork()
+        if pid == 0:
+            import io, contextlib
+            with contextlib.redirect_stdout(io.StringIO()):
+                rc = worker.main(args)
+            os._exit(rc)
+        pids.append(pid)
+    for pid in pids:
+        codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+print(json.dumps(codes))
+"""
+
+
+def fork_workers(env: dict[str, str], runs: list[list[str]],
+                 parallel: int = 1) -> subprocess.Popen[str]:
+    """One process that forks a worker.py (its ``main``) for each of
+    ``runs`` (argument lists), ``parallel`` at a time: many short-lived
+    workers without an interpreter start each. Prints their exit codes."""
+    return subprocess.Popen([sys.executable, "-c", _FORKER, str(EXAMPLE), json.dumps(runs),
+                             str(parallel)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def exit_codes(proc: subprocess.Popen[str], timeout: float = 120) -> list[int]:
+    """The exit codes ``fork_workers``' workers had."""
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return json.loads(out)  # type: ignore[no-any-return]
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any] | None:

@@ -13,11 +13,11 @@ import subprocess
 import sys
 import textwrap
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from metrics_util import make_registry, mname  # noqa: F401  (make_registry: a fixture)
+from metrics_util import registries
 
 import shmring.metrics as m
 from shmring import _core
@@ -27,6 +27,11 @@ from shmring.metrics._table import _key
 from shmring.metrics.registry import me
 
 Make = Callable[..., Registry]
+
+
+@pytest.fixture
+def make_registry() -> Iterator[Make]:
+    yield from registries()
 CTX = mp.get_context("fork")
 STEPS = ("copied", "adding", "added", "committed", "zeroed", "freed")
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
-from metrics_util import make_registry, mname, parse  # noqa: F401  (make_registry: a fixture)
+from metrics_util import mname, parse, registries
 from prometheus_client import CollectorRegistry, generate_latest
 
 import shmring
@@ -19,6 +19,11 @@ from shmring.metrics import Registry
 from shmring.metrics.prometheus import Collector
 
 Make = Callable[..., Registry]
+
+
+@pytest.fixture
+def make_registry() -> Iterator[Make]:
+    yield from registries()
 
 
 def series(reg: Registry, name: str) -> dict[tuple[str, ...], m.Series]:
@@ -152,7 +157,8 @@ def test_a_histogram_counts_by_bucket_bound_included(make_registry: Make) -> Non
     h = m.Histogram("lat", "Latency", buckets=[0.1, 1, math.inf], registry=reg)
     for v in (0.05, 0.1, 0.5, 1.0, 3.0, 100.0):
         h.observe(v)
-    assert h.counts() == ([2, 2, 2], pytest.approx(104.65))
+    counts, total = h.counts()
+    assert counts == [2, 2, 2] and total == pytest.approx(104.65)
     s = series(reg, "lat")[()]
     assert s.buckets == [2, 2, 2] and s.sum == pytest.approx(104.65)
 
