@@ -107,6 +107,8 @@ def test_the_readme_commands_are_the_programs_own() -> None:
     seen = set()
     for block in blocks:
         for line in block.splitlines():
+            if not line.startswith("python "):
+                continue
             argv = shlex.split(line.split("#", 1)[0])
             if len(argv) >= 2 and argv[0] == "python" and argv[1].endswith("metricsd.py"):
                 mod.parse_args(argv[2:])  # SystemExit on a bad command line
