@@ -42,7 +42,10 @@ SYSTEMS = {
 }
 
 
-def _make(system: str, tmp: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], int]]:
+Made = tuple[Callable[[], None], Callable[[], None], Callable[[], int]]
+
+
+def _make(system: str, tmp: str) -> Made:
     """(inc, cleanup, total) of one system, made in the measuring parent."""
     if system == "empty":
         return (lambda: None), (lambda: None), (lambda: 0)
@@ -67,14 +70,14 @@ def _make(system: str, tmp: str) -> tuple[Callable[[], None], Callable[[], None]
         import prometheus_client
         from prometheus_client import multiprocess
 
-        reg = prometheus_client.CollectorRegistry()
-        pc = prometheus_client.Counter("bench", "increments", registry=reg)
+        preg = prometheus_client.CollectorRegistry()
+        pc = prometheus_client.Counter("bench", "increments", registry=preg)
 
         def prom_total() -> int:
             if system == "prom":
                 return int(pc._value.get())
             agg = prometheus_client.CollectorRegistry()
-            multiprocess.MultiProcessCollector(agg, path=tmp)
+            multiprocess.MultiProcessCollector(agg, path=tmp)  # type: ignore[no-untyped-call]
             return int(agg.get_sample_value("bench_total") or 0)
 
         return pc.inc, (lambda: None), prom_total
@@ -109,14 +112,14 @@ def child(system: str, ops: int, procs: int) -> None:
                     os.read(r_go, 1)
                     f = inc
                     chunk = max(1, ops // CHUNKS)
-                    best = None
+                    best = -1
                     start = time.perf_counter_ns()
                     for _ in range(CHUNKS):
                         t0 = time.perf_counter_ns()
                         for _ in range(chunk):
                             f()
                         dt = time.perf_counter_ns() - t0
-                        best = dt if best is None or dt < best else best
+                        best = dt if best < 0 or dt < best else best
                     wall = time.perf_counter_ns() - start
                     os.write(w, json.dumps([best / chunk, wall]).encode())
                     os._exit(0)

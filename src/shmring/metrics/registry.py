@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import _core
 from .. import _layout as L
@@ -35,8 +35,12 @@ from . import _layout as M
 from ._table import Entry, Table
 from ._values import Hook, Totals, Values, owner_alive
 
-if TYPE_CHECKING:
-    from ._kinds import _Metric
+
+class _Bound(Protocol):
+    """A metric bound to its words (``_kinds._Metric``): unbinding sets
+    ``_buf`` to None, and its next update binds again."""
+
+    _buf: Any
 
 #: The region's name when none is given.
 DEFAULT_NAME = "metrics"
@@ -97,7 +101,7 @@ class Registry:
         self._slab = -1
         self._lock = threading.Lock()
         self._families: dict[str, Entry] = {}
-        self._bound: weakref.WeakSet[_Metric] = weakref.WeakSet()
+        self._bound: weakref.WeakSet[_Bound] = weakref.WeakSet()
         _REGISTRIES.add(self)
 
     # ----------------------------------------------------------- identity --
@@ -136,7 +140,7 @@ class Registry:
         return self.table.find_or_add(me(), kind=fam.kind, family=False, name=fam.name,
                                       values=values, vwords=words)
 
-    def _bind(self, metric: _Metric, series: Entry) -> tuple[Any, int]:
+    def _bind(self, metric: _Bound, series: Entry) -> tuple[Any, int]:
         """(mapping, byte offset) of ``series``'s first value word in this
         process's slab, which is taken at the first call (and after a fork)."""
         buf = self._mapping()
@@ -289,6 +293,9 @@ def _lay_out(ch: Channel, sizes: tuple[int, int, int, int]) -> None:
 
 
 def _wait_laid_out(ch: Channel) -> None:
+    if not ch.region.persistent or ch.pattern != "spsc":
+        raise CorruptRegion(f"region {ch.name!r} is a channel, not a metrics region: pick "
+                            "another name")
     buf = ch.region._mapping()
     base = int(_core.load(buf, L.HDR_DATA_OFFSET))
     deadline = time.monotonic() + INIT_WAIT
