@@ -1,0 +1,155 @@
+"""shmring.logging end to end, with real processes: the sink daemon
+(examples/logsink/logsinkd.py) and scripted apps (tests/logsink_util.py run
+as programs) in a namespace of their own, real SIGKILLs and SIGSTOPs.
+
+Every check is exact: an app says which of its records ``emit`` dropped, and
+the sink's file must hold every other record, none of the dropped ones, and
+a drop report whose counts add up to the app's ``handler.dropped``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from logsink_util import (
+    App,
+    cleanup,
+    drops_reported,
+    namespace,
+    records,
+    start_sink,
+    status,
+    stop,
+    wait_for,
+)
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    """A namespace of its own; its channel removed and its segments gone at the end."""
+    name = namespace()
+    yield name
+    cleanup(name)
+
+
+def expected(app: App, answers: list[dict[str, object]], n: int) -> set[tuple[int, int]]:
+    dropped: set[int] = set()
+    for a in answers:
+        dropped.update(a["dropped"])  # type: ignore[call-overload]
+    return {(app.pid, i) for i in range(n) if i not in dropped}
+
+
+def test_many_apps_one_sink_exact(ns: str, tmp_path: Path) -> None:
+    log = tmp_path / "sink.log"
+    sink = start_sink(ns, log)
+    apps = [App(ns) for _ in range(4)]
+    try:
+        for a in apps:
+            a.send("log 2000 many")
+        answers = [a.answer() for a in apps]
+        assert all(ans["dropped"] == [] for ans in answers), answers  # 800 kB into 4 MiB
+        wait_for(lambda: status(ns)["written"] == 8000, what="8000 records written")
+        got = records(log, "many")
+        assert set(got) == {(a.pid, i) for a in apps for i in range(2000)}
+        assert set(got.values()) == {1}
+        st = status(ns)
+        assert st["running"] and st["pid"] == sink.pid and st["drops_reported"] == 0
+        assert st["pending"] == 0 and st["handlers"] == 4
+        for a in apps:
+            assert a.close()["total_dropped"] == 0
+    finally:
+        for a in apps:
+            a.reap()
+        stop(sink)
+    assert not status(ns)["running"]
+
+
+def test_sink_absent_drops_counted_and_reported(ns: str, tmp_path: Path) -> None:
+    log = tmp_path / "sink.log"
+    app = App(ns)
+    sink = None
+    try:
+        early = app.log(300, "early")
+        assert early["dropped"] == list(range(300)) and early["total_dropped"] == 300
+        assert early["sent"] == 0
+        assert early["max_emit"] < 0.5, early["max_emit"]   # the bound (0.05 s) and slack
+        sink = start_sink(ns, log)
+        # The handler looks for the channel again at most every 0.5 s.
+        late: list[dict[str, object]] = []
+        while not late or late[-1]["sent"] == 0:
+            late.append(app.log(1, "late"))
+            assert len(late) < 200, "the handler never found the sink"
+        total = late[-1]["total_dropped"]
+        assert total == 300 + len(late) - 1
+        wait_for(lambda: drops_reported(log).get(app.pid) == total, what="the drop report")
+        assert records(log, "late") == {(app.pid, 0): 1}
+        assert records(log, "early") == {}
+        st = status(ns)
+        assert st["drops_reported"] == total and st["written"] == 1
+    finally:
+        app.reap()
+        if sink is not None:
+            stop(sink)
+
+
+def test_app_killed_right_after_emit_loses_nothing(ns: str, tmp_path: Path) -> None:
+    log = tmp_path / "sink.log"
+    sink = start_sink(ns, log)
+    app = App(ns)
+    try:
+        # The sink is alive but not reading: the records wait in the ring.
+        os.kill(sink.pid, signal.SIGSTOP)
+        ans = app.log(500, "kill")
+        os.kill(app.pid, signal.SIGKILL)   # right after its last emit returned
+        app.reap()
+        assert ans["dropped"] == [] and ans["sent"] == 500
+        os.kill(sink.pid, signal.SIGCONT)
+        wait_for(lambda: status(ns)["written"] == 500, what="500 records written")
+        assert records(log, "kill") == {(app.pid, i): 1 for i in range(500)}
+    finally:
+        os.kill(sink.pid, signal.SIGCONT)
+        app.reap()
+        stop(sink)
+
+
+def test_sink_killed_and_restarted_loses_nothing_and_rotates(ns: str, tmp_path: Path) -> None:
+    log = tmp_path / "sink.log"
+    args = ("--max-bytes", "20000", "--backups", "200")
+    sink = start_sink(ns, log, *args)
+    apps = [App(ns) for _ in range(3)]
+    n = 3000
+    try:
+        for a in apps:
+            a.send(f"log {n} restart 0.0003")
+        wait_for(lambda: (status(ns)["written"] or 0) > 1500, what="a stream to kill")
+        os.kill(sink.pid, signal.SIGKILL)
+        sink.wait()
+        stop(sink)
+        sink = start_sink(ns, log, *args)   # the same channel, re-opened
+        answers = [a.answer() for a in apps]
+        for a in apps:
+            a.send(f"log 10 tail")           # carries drops made while it was down
+        tails = [a.answer() for a in apps]
+        want = set().union(*(expected(a, [ans], n) for a, ans in zip(apps, answers)))
+        wait_for(lambda: set(records(log, "restart")) >= want, what="every record sent")
+        for a in apps:
+            a.close()
+        got = records(log, "restart")
+        assert set(got) == want                      # nothing dropped was written
+        # At least once: only the record being written at the kill may appear twice.
+        assert sum(got.values()) - len(got) <= 1, [k for k, v in got.items() if v > 1]
+        total = {a.pid: t["total_dropped"] for a, t in zip(apps, tails)}
+        wait_for(lambda: all(drops_reported(log).get(p, 0) == d for p, d in total.items()),
+                 what="the drop reports")
+        assert len(want) + sum(total.values()) == 3 * n + sum(
+            len(t["dropped"]) for t in tails)
+        assert (tmp_path / "sink.log.1").exists()  # rotated
+        assert len(list(tmp_path.glob("sink.log.*"))) > 3
+    finally:
+        for a in apps:
+            a.reap()
+        stop(sink)
