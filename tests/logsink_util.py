@@ -64,6 +64,13 @@ def status(ns: str, channel: str = "logsink") -> dict[str, Any]:
     return st
 
 
+def quick_status(ns: str, channel: str = "logsink") -> dict[str, Any]:
+    """``shmring.logging.sink_status`` from this process (cheaper to poll
+    than the command)."""
+    import shmring.logging as shlog
+    return shlog.sink_status(channel, namespace=ns)
+
+
 def start_sink(ns: str, log: Path, *args: str, channel: str = "logsink"
                ) -> subprocess.Popen[str]:
     """Start ``logsinkd.py run`` writing to ``log``; returns once it runs."""
@@ -72,7 +79,7 @@ def start_sink(ns: str, log: Path, *args: str, channel: str = "logsink"
                          env=env_for(ns), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          text=True)
     deadline = time.monotonic() + 30
-    while not (st := status(ns, channel))["running"] or st["pid"] != p.pid:
+    while not (st := quick_status(ns, channel))["running"] or st["pid"] != p.pid:
         assert p.poll() is None, f"the sink exited: {p.stderr.read() if p.stderr else ''}"
         assert time.monotonic() < deadline, "the sink did not start"
         time.sleep(0.05)

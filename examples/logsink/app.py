@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             break
         if i == 0:
             try:
-                {}["missing"]
+                settings: dict[str, int] = {}
+                settings["missing"] += 1
             except KeyError:
                 log.exception("record %d of %d (with a traceback)", i, args.count)
         else:

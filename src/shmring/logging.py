@@ -63,9 +63,9 @@ from ._channel.channel import Channel
 from ._channel.endpoints import Consumer, Producer
 from ._errors import (
     DecodeError,
+    EndOfStream,
     InvalidArgument,
     MessageTooLarge,
-    EndOfStream,
     RegionExists,
     RegionNotFound,
     ShmringError,
@@ -110,7 +110,7 @@ def encode_record(record: logging.LogRecord, *, dropped: int = 0,
     has an exception (:class:`Handler` formats it). ``limit`` (bytes) cuts the
     message and the traceback so that the encoding fits."""
     exc, stack = record.exc_text, record.stack_info
-    fields = (WIRE_VERSION, RECORD, float(record.created), int(record.levelno),
+    fields: tuple[Any, ...] = (WIRE_VERSION, RECORD, float(record.created), int(record.levelno),
               str(record.levelname), str(record.name), record.getMessage(),
               int(record.process or 0), str(record.processName), str(record.threadName),
               str(record.pathname), int(record.lineno), str(record.funcName),
