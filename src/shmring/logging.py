@@ -258,6 +258,9 @@ class Handler(logging.Handler):
         try:
             tx = ch.producer()
             self._inode = os.stat("/dev/shm" + ch.region.segment).st_ino
+        except (ShmringError, OSError):  # e.g. AttachTableFull: drop and count
+            ch.close()
+            return
         except BaseException:
             ch.close()
             raise
@@ -370,8 +373,10 @@ class Sink:
     ``StreamHandler``...), with a ``"N records dropped by pid P"`` warning
     (logger ``shmring.logsink``) before a record that carries drops.
 
-    Creates the channel (mpsc, ``capacity`` bytes, persistent), or re-opens
-    the one a previous sink left, with its unread records. One sink per
+    Creates the channel (mpsc, ``capacity`` bytes, persistent, 255 attach
+    slots: up to 126 handler processes at once, two slots each; a process
+    beyond that drops and counts its records), or re-opens the one a previous
+    sink left, with its unread records. One sink per
     channel: a second raises :class:`~shmring.RoleTaken`. :meth:`close`
     leaves the channel (records sent meanwhile wait for the next sink);
     :meth:`unlink` removes it. Example: see the module docstring.
@@ -402,8 +407,9 @@ class Sink:
     def _open(self, capacity: int) -> Channel:
         for _ in range(5):
             try:
+                # Every slot: a handler's process takes two (its attach and its producer).
                 return Channel.create(self.channel, capacity, "mpsc", persistent=True,
-                                      namespace=self.namespace)
+                                      slots=L.MAX_SLOTS, namespace=self.namespace)
             except RegionExists:
                 pass
             try:
@@ -514,16 +520,6 @@ class Sink:
         return f"<shmring.logging.Sink {self.channel!r} written={self.written}>"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sink_status(channel: str = DEFAULT_CHANNEL, *, namespace: str | None = None
                 ) -> dict[str, Any]:
     """What the sink of ``channel`` is doing, read from shared memory:
@@ -555,7 +551,7 @@ def sink_status(channel: str = DEFAULT_CHANNEL, *, namespace: str | None = None
         out.update(pending=max(0, inn - done), capacity=ch.capacity, sent_total=inn,
                    handlers=handlers,
                    fill=r.counter(L.OFF_TAIL) - r.counter(L.OFF_HEAD))
-        owner = r.table.owner_pid(producer=False)
+        owner = r.table.owner_pid(producer=False) if ch.consumers else None
     finally:
         ch.close()
     try:
@@ -565,7 +561,7 @@ def sink_status(channel: str = DEFAULT_CHANNEL, *, namespace: str | None = None
     try:
         w = _Words(st)
         pid = w.get(_W_PID)
-        if w.get(_W_MAGIC) == _MAGIC and pid == owner and _alive(pid):
+        if w.get(_W_MAGIC) == _MAGIC and pid == owner:
             out.update(running=True, pid=pid, started=w.get(_W_STARTED) / 1e9,
                        written=w.get(_W_WRITTEN), drops_reported=w.get(_W_DROPS),
                        undecodable=w.get(_W_BAD))

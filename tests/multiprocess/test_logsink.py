@@ -9,8 +9,10 @@ a drop report whose counts add up to the app's ``handler.dropped``.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from logsink_util import (
     App,
     cleanup,
     drops_reported,
+    lines,
     namespace,
     quick_status,
     records,
@@ -83,9 +86,12 @@ def test_sink_absent_drops_counted_and_reported(ns: str, tmp_path: Path) -> None
         sink = start_sink(ns, log)
         # The handler looks for the channel again at most every 0.5 s.
         late: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 20
         while not late or late[-1]["sent"] == 0:
+            assert time.monotonic() < deadline, "the handler never found the sink"
+            if late:
+                time.sleep(0.02)
             late.append(app.log(1, "late"))
-            assert len(late) < 200, "the handler never found the sink"
         total = late[-1]["total_dropped"]
         assert total == 300 + len(late) - 1
         wait_for(lambda: drops_reported(log).get(app.pid) == total, what="the drop report")
@@ -156,3 +162,49 @@ def test_sink_killed_and_restarted_loses_nothing_and_rotates(ns: str, tmp_path: 
         for a in apps:
             a.reap()
         stop(sink)
+
+
+class _Boom:
+    """Unpickling this would create a file: the sink must never do it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def test_sink_never_unpickles_and_skips_what_is_not_a_record(ns: str, tmp_path: Path) -> None:
+    import pickle
+
+    import shmring
+    import shmring.logging as shlog
+
+    log = tmp_path / "sink.log"
+    trap = tmp_path / "unpickled"
+    sink = start_sink(ns, log)
+    ch = shmring.Channel.open("logsink", namespace=ns)
+    try:
+        tx = ch.producer()
+        tx.send(pickle.dumps(_Boom(str(trap))))
+        tx.send_obj(("not", "a", "log record"))
+        tx.send(b"")
+        # A record whose args cannot be pickled is sent as its formatted message.
+        handler = shlog.Handler("logsink", namespace=ns)
+        logger = logging.getLogger("unpicklable")
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.error("args %s", lambda: None)
+        assert handler.sent == 1 and handler.dropped == 0
+        wait_for(lambda: quick_status(ns)["written"] == 1, what="the record")
+        st = quick_status(ns)
+        assert st["undecodable"] == 3 and st["pending"] == 0
+        handler.close()
+    finally:
+        ch.close()
+        stop(sink)
+    assert not trap.exists()
+    got = lines(log)
+    assert [(n, lv) for _p, n, lv, _m in got] == [("shmring.logsink", "ERROR")] * 3 + [
+        ("unpicklable", "ERROR")]
+    assert got[-1][3].startswith("args <function ")
