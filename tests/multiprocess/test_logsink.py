@@ -208,3 +208,32 @@ def test_sink_never_unpickles_and_skips_what_is_not_a_record(ns: str, tmp_path: 
     assert [(n, lv) for _p, n, lv, _m in got] == [("shmring.logsink", "ERROR")] * 3 + [
         ("unpicklable", "ERROR")]
     assert got[-1][3].startswith("args <function ")
+
+
+def test_slow_sink_bounds_emit_and_counts_drops(ns: str, tmp_path: Path) -> None:
+    log = tmp_path / "sink.log"
+    sink = start_sink(ns, log, "--capacity", "65536")   # a few hundred records
+    app = App(ns)
+    try:
+        os.kill(sink.pid, signal.SIGSTOP)                 # alive, not reading: the ring fills
+        full = app.log(3000, "full")
+        assert full["dropped"], "the ring never filled"
+        assert full["max_emit"] < 0.5, full["max_emit"]   # the bound (0.05 s) and slack
+        assert full["sent"] + full["total_dropped"] == 3000
+        os.kill(sink.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        late: list[dict[str, Any]] = []
+        while not late or late[-1]["sent"] == full["sent"]:
+            assert time.monotonic() < deadline, "no record got through after SIGCONT"
+            if late:
+                time.sleep(0.02)
+            late.append(app.log(1, "after"))
+        total = late[-1]["total_dropped"]
+        wait_for(lambda: drops_reported(log).get(app.pid) == total, what="the drop report")
+        assert set(records(log, "full")) == expected(app, [full], 3000)
+        assert set(records(log, "full").values()) == {1}
+        assert records(log, "after") == {(app.pid, 0): 1}
+    finally:
+        os.kill(sink.pid, signal.SIGCONT)
+        app.reap()
+        stop(sink)
