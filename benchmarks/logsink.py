@@ -162,12 +162,13 @@ def listener_killed(kind: str, n: int) -> dict[str, Any]:
                 p.join()
                 time.sleep(0.2)  # the supervisor frees the dead sink's role
                 rss0 = _rss_kib()
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 for i in range(n):
                     log.info("request %d served in %.3f ms", i, 1.25)
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 dropped = getattr(h, "dropped", 0)
-                msg = f"{(t1 - t0) / n * 1e6:.2f} {_rss_kib() - rss0} {dropped}\n"
+                msg = (f"{(t1 - t0) / n * 1e6:.2f} {_rss_kib() - rss0} {dropped} "
+                       f"{(c1 - c0) / n * 1e6:.2f}\n")
                 os.write(w, msg.encode())
                 if kind == "shmring":
                     cleanup()
@@ -196,6 +197,7 @@ def listener_killed(kind: str, n: int) -> dict[str, Any]:
     if line[0] == "error":
         raise RuntimeError(" ".join(line))
     return {"us": float(line[0]), "rss_kib": int(line[1]), "dropped": int(line[2]),
+            "cpu_us": float(line[3]),
             "exit": f"{waited:.2f} s" if exited else "hung (killed after 5 s)"}
 
 
@@ -272,11 +274,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {names[k]} | {_spread(w, '.1f')} | {_spread(c, '.1f')} | {_spread(r, '.0f')} |")
     print("\nListener SIGKILLed, then the app logs "
           f"{args.records} records:\n")
-    print("| handler | µs per call | app memory growth | dropped (counted) | app exit |")
-    print("|---|---|---|---|---|")
+    print("| handler | µs per call | app CPU µs per call | app memory growth "
+          "| dropped (counted) | app exit |")
+    print("|---|---|---|---|---|---|")
     for k in kinds:
         res = listener_killed(k, args.records)
-        print(f"| {names[k]} | {res['us']:.2f} | {res['rss_kib'] / 1024:.1f} MiB | "
+        print(f"| {names[k]} | {res['us']:.1f} | {res['cpu_us']:.1f} | "
+              f"{res['rss_kib'] / 1024:.1f} MiB | "
               f"{res['dropped'] if k == 'shmring' else 'not counted'} | {res['exit']} |")
     print("\nApp SIGKILLed right after its last call returned "
           f"({args.records} records):\n")
