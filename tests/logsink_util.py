@@ -7,8 +7,9 @@ The scripted app reads commands on stdin, one a line, and answers each with
 one JSON line:
 
 - ``log N TAG [SECONDS]``: log N records ``"TAG i"`` (SECONDS apart); answers ``{"dropped": [i...],
-  "max_emit": s, "sent": total, "total_dropped": total}`` (an index is
-  dropped when ``handler.dropped`` grew during its ``emit``);
+  "max_emit": s, "slow": emits that took 0.8 x timeout or more, "sent":
+  total, "total_dropped": total}`` (an index is dropped when
+  ``handler.dropped`` grew during its ``emit``);
 - ``close``: close the handler (reports what is unreported), answer, exit.
 """
 
@@ -214,7 +215,7 @@ def _serve(channel: str, timeout: float, stdin: IO[str], stdout: IO[str]) -> Non
     for line in stdin:
         words = line.split()
         if words[0] == "log":
-            dropped, worst = [], 0.0
+            dropped, worst, slow = [], 0.0, 0
             pause = float(words[3]) if len(words) > 3 else 0.0
             for i in range(int(words[1])):
                 if pause:
@@ -222,10 +223,12 @@ def _serve(channel: str, timeout: float, stdin: IO[str], stdout: IO[str]) -> Non
                 before = handler.dropped
                 t = time.monotonic()
                 log.info("%s %d", words[2], i)
-                worst = max(worst, time.monotonic() - t)
+                took = time.monotonic() - t
+                worst = max(worst, took)
+                slow += took >= 0.8 * timeout
                 if handler.dropped != before:
                     dropped.append(i)
-            answer: dict[str, Any] = {"dropped": dropped, "max_emit": worst}
+            answer: dict[str, Any] = {"dropped": dropped, "max_emit": worst, "slow": slow}
         else:
             handler.close()
             answer = {}

@@ -50,6 +50,7 @@ Example (the sink usually runs as ``examples/logsink/logsinkd.py``)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -231,14 +232,17 @@ class Handler(logging.Handler):
 
     # -------------------------------------------------------- connection --
     def _forget(self) -> None:
-        # In a forked child: the endpoints are the parent's; never close them here.
+        # In a forked child: the endpoints are the parent's (never close them
+        # here), and so are the counts: the child's start from zero.
         self._ch = self._tx = self._buf = None
-        self._retry_at = 0.0
+        self._retry_at = self._nowait_until = 0.0
+        self.dropped = self.sent = self._unreported = 0
 
     def _disconnect(self) -> None:
         ch, self._ch, self._tx, self._buf = self._ch, None, None, None
         if ch is not None:
-            ch.close()
+            with contextlib.suppress(ShmringError):  # a broken one: the supervisor cleans up
+                ch.close()
 
     def _connect(self, now: float) -> None:
         """Find the channel (at most every ``retry`` seconds)."""
@@ -291,14 +295,14 @@ class Handler(logging.Handler):
                     record.exc_info)
             data = encode_record(record, dropped=self._unreported,
                                  limit=tx._max_message)
+            nowait = bool(self._nowait_until) and time.monotonic() < self._nowait_until
             try:
-                if self._nowait_until and time.monotonic() < self._nowait_until:
+                if nowait:
                     tx.send_nowait(data)
                 else:
                     tx.send(data, self.timeout)
-                    self._nowait_until = 0.0
             except (Timeout, WouldBlock):
-                if not self._nowait_until:
+                if not nowait:
                     # The ring stayed full: for a while, try without waiting.
                     self._nowait_until = time.monotonic() + self.retry
                 self._drop()
@@ -306,8 +310,15 @@ class Handler(logging.Handler):
             except MessageTooLarge:
                 self._drop()
                 return
+            except ShmringError:
+                # The channel broke under us (e.g. Broken: its segment was
+                # truncated): let it go and look for a channel again later.
+                self._disconnect()
+                self._drop()
+                return
             self.sent += 1
             self._unreported = 0
+            self._nowait_until = 0.0
         except RecursionError:
             raise
         except Exception:

@@ -216,9 +216,11 @@ def test_slow_sink_bounds_emit_and_counts_drops(ns: str, tmp_path: Path) -> None
     app = App(ns)
     try:
         os.kill(sink.pid, signal.SIGSTOP)                 # alive, not reading: the ring fills
-        full = app.log(3000, "full")
+        full = app.cmd("log 3000 full 0.0005")           # 1.5 s or more
         assert full["dropped"], "the ring never filled"
         assert full["max_emit"] < 0.5, full["max_emit"]   # the bound (0.05 s) and slack
+        # One emit waits the full timeout, then none for 0.5 s, and so on.
+        assert full["slow"] <= 20, full["slow"]
         assert full["sent"] + full["total_dropped"] == 3000
         os.kill(sink.pid, signal.SIGCONT)
         deadline = time.monotonic() + 20
@@ -236,4 +238,39 @@ def test_slow_sink_bounds_emit_and_counts_drops(ns: str, tmp_path: Path) -> None
     finally:
         os.kill(sink.pid, signal.SIGCONT)
         app.reap()
+        stop(sink)
+
+
+def test_forked_child_sends_through_endpoints_of_its_own(ns: str, tmp_path: Path) -> None:
+    import shmring.logging as shlog
+
+    log = tmp_path / "sink.log"
+    sink = start_sink(ns, log)
+    handler = shlog.Handler("logsink", namespace=ns)
+    logger = logging.getLogger("forked")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.error("fork 0")
+        pid = os.fork()
+        if pid == 0:  # the child: counts of its own, then exit without cleanup
+            code = 1
+            try:
+                code = 0 if handler.sent == 0 and handler.dropped == 0 else 2
+                for i in range(1, 11):
+                    logger.error("fork %d", i)
+                if handler.sent != 10:
+                    code = 3
+            finally:
+                os._exit(code)
+        _, st = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(st) == 0
+        logger.error("fork 11")
+        wait_for(lambda: quick_status(ns)["written"] == 12, what="12 records")
+        assert records(log, "fork") == {
+            **{(os.getpid(), i): 1 for i in (0, 11)}, **{(pid, i): 1 for i in range(1, 11)}}
+        assert handler.sent == 2
+    finally:
+        handler.close()
+        logger.removeHandler(handler)
         stop(sink)
