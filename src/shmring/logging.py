@@ -31,6 +31,14 @@ Why it is built this way:
   to its handlers (which write and flush it) and only then releases it. A
   sink killed between the two writes that one record again after its restart.
 
+Rejected: pickling records as ``QueueHandler`` does (the sink would run
+code the sender chose); checking for a live consumer in the attach table on
+every emit (``Channel.consumers`` walks every slot and reads ``/proc``: tens
+of microseconds); a region per application (the sink would have to find
+them). Open: records left in the ring when the sink dies wait for the next
+sink; if none ever starts on that channel they are neither written nor
+counted as dropped.
+
 The sink's counters (records written, drops reported) live in a small
 region of their own, ``<channel>.sink``, which lives as long as the sink:
 :func:`sink_status` reads them from shared memory.
