@@ -346,7 +346,9 @@ class Connection:
                 os.close(spawn_fd)
 
     def _spawn(self) -> None:
-        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # The directory holding the shmring package (not the package itself,
+        # whose modules would then shadow the standard library's: logging).
+        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"]
                                         if env.get("PYTHONPATH") else "")
