@@ -107,8 +107,11 @@ class Jobs:
 
 
 def segments(namespace: str) -> list[str]:
-    """The /dev/shm entries of ``namespace``."""
-    return sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"shmring.{namespace}."))
+    """The /dev/shm entries of ``namespace``: its regions, and its
+    supervisor's instance guard (there until that supervisor exits)."""
+    guard = f"shmring-supervisor.{os.geteuid()}.{namespace}"
+    return sorted(e for e in os.listdir("/dev/shm")
+                  if e.startswith(f"shmring.{namespace}.") or e == guard)
 
 
 def fresh_jobs() -> Iterator[Jobs]:

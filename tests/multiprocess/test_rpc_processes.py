@@ -26,7 +26,10 @@ _count = itertools.count()
 
 
 def _segments(ns: str) -> list[str]:
-    return sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"shmring.{ns}."))
+    """The regions of ``ns`` and its supervisor's instance guard."""
+    guard = f"shmring-supervisor.{os.geteuid()}.{ns}"
+    return sorted(e for e in os.listdir("/dev/shm")
+                  if e.startswith(f"shmring.{ns}.") or e == guard)
 
 
 @pytest.fixture

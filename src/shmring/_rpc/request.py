@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import threading
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._errors import InvalidArgument, RemoteError
 
-if TYPE_CHECKING:
-    from .responder import Responder
+
+class _Answerer(Protocol):
+    """What a Request needs of the Responder that made it (named by a
+    protocol, not imported: the responder imports this module)."""
+
+    service: str
+
+    def _answer(self, req: Request, ok: bool, value: Any) -> bool: ...
 
 
 class Request:
@@ -39,7 +45,7 @@ class Request:
 
     __slots__ = ("_answered", "_responder", "id", "payload", "reply_to")
 
-    def __init__(self, responder: Responder, rid: int, reply_to: str, payload: Any) -> None:
+    def __init__(self, responder: _Answerer, rid: int, reply_to: str, payload: Any) -> None:
         self.id = rid
         self.payload = payload
         self.reply_to = reply_to

@@ -177,7 +177,9 @@ class Responder:
             self._replies.move_to_end(name)
             return hit
         try:
-            ch = Channel.open(name, namespace=self._namespace)
+            # wait=0: a reply channel is made before its first request is
+            # sent, so one that is not there is a client that is gone.
+            ch = Channel.open(name, wait=0, namespace=self._namespace)
         except (RegionNotFound, InvalidArgument):
             return None  # the client is gone (or never named a channel)
         try:

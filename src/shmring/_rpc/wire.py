@@ -31,7 +31,6 @@ from typing import Any
 
 from .._channel.channel import Channel
 from .._errors import InvalidArgument, RegionExists, RegionNotFound
-from .._proc import alive
 
 #: Ring bytes of a request channel made by either side (max_message is a quarter).
 REQUEST_CAPACITY = 1 << 20
@@ -91,8 +90,4 @@ def open_or_create(name: str, *, namespace: str | None, capacity: int, pattern: 
 
 def live_consumers(ch: Channel) -> int:
     """How many consumers of ``ch`` belong to live processes."""
-    consumers = getattr(ch, "consumers", None)
-    if isinstance(consumers, int):
-        return consumers
-    return sum(1 for s in ch.region.slots()
-               if s.role == "consumer" and s.start_time and alive(s.pid, s.start_time))
+    return ch.consumers
