@@ -91,15 +91,18 @@ class Jobs:
         if self._client is not None:
             self._client.close()
             self._client = None
+        # Workers first, so their bye still finds a jobd; then jobd.
         running = [p for p in self.procs if p.poll() is None]
-        for p in running:
-            p.send_signal(signal.SIGTERM)
-        for p in running:
-            try:
-                p.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate(timeout=10)
+        for group in ([p for p in running if "jobd.py" not in str(p.args)],
+                      [p for p in running if "jobd.py" in str(p.args)]):
+            for p in group:
+                p.send_signal(signal.SIGTERM)
+            for p in group:
+                try:
+                    p.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.communicate(timeout=10)
         for p in self.procs:
             for stream in (p.stdout, p.stderr):
                 if stream is not None:
