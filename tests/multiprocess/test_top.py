@@ -132,7 +132,8 @@ def running_scene() -> Iterator[Scene]:
     stop = os.path.join(sock_dir, "stop")
     env = dict(os.environ, SHMRING_NAMESPACE=ns, SHMRING_SOCKET_DIR=sock_dir,
                SHMRING_SUPERVISOR_IDLE="0.3")
-    env.pop("SHMRING_SUPERVISOR", None)
+    for k in ("SHMRING_SUPERVISOR", "COLUMNS", "LINES"):  # the terminal's size is tmux's
+        env.pop(k, None)
     n = next(_count)
     names = (f"t-{pid}-top{n}-feed", f"t-{pid}-top{n}-ticks", f"p-{pid}-top{n}")
     proc = subprocess.Popen([sys.executable, "-c", SCENE, stop, *names], env=env,
@@ -170,12 +171,15 @@ def _lock_held(path: str) -> bool:
     return lock_holder(path) is not None
 
 
-def poll(cond: Callable[[], object], timeout: float, what: str) -> None:
-    """Check ``cond`` every 20 ms until true; fail after ``timeout`` seconds."""
+def poll(cond: Callable[[], object], timeout: float, what: str,
+         show: Callable[[], str] | None = None) -> None:
+    """Check ``cond`` every 20 ms until true; fail after ``timeout`` seconds
+    (saying what ``show`` returns then, the screen)."""
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout} s waiting for {what}"
+                        + (f"; the screen:\n{show()}" if show else ""))
         time.sleep(0.02)
 
 
@@ -300,7 +304,7 @@ def live_run(tmux: Tmux, s: Scene, *args: str) -> None:
     tmux.start(*args)
     poll(lambda: flowing(tmux.screen(), s.feed) and flowing(tmux.screen(), s.ticks)
          and (stage_items(tmux.screen(), "0 inc") or 0) > 0, 30,
-         "a frame with rates")
+         "a frame with rates", tmux.screen)
     first = tmux.screen()
     check_frame(first, s)
     assert "(q quits)" in first
@@ -332,7 +336,7 @@ def test_live_plain_view_in_a_terminal(scene: Scene, tmux: Tmux) -> None:
 
 def test_top_attaches_to_nothing(scene: Scene, tmux: Tmux) -> None:
     tmux.start("-n", scene.namespace)
-    poll(lambda: flowing(tmux.screen(), scene.feed), 30, "a frame with rates")
+    poll(lambda: flowing(tmux.screen(), scene.feed), 30, "a frame with rates", tmux.screen)
     pid = tmux.top_pid()
     for _ns, name in inventory.list_segments(scene.namespace):
         snap = inventory.snapshot(scene.namespace, name)
@@ -347,7 +351,7 @@ def test_top_attaches_to_nothing(scene: Scene, tmux: Tmux) -> None:
 
 def test_sigterm_quits_cleanly(scene: Scene, tmux: Tmux) -> None:
     tmux.start("--plain")
-    poll(lambda: flowing(tmux.screen(), scene.feed), 30, "a frame with rates")
+    poll(lambda: flowing(tmux.screen(), scene.feed), 30, "a frame with rates", tmux.screen)
     pid = tmux.top_pid()
     os.kill(pid, signal.SIGTERM)
     poll(lambda: tmux.exit_status() is not None, 10, "top to exit")
@@ -375,7 +379,8 @@ def test_json_frame(scene: Scene) -> None:
     feed, ticks = regions[scene.feed], regions[scene.ticks]
     for x in (feed, ticks):
         assert x["in_per_s"] > 0 and x["out_per_s"] > 0
-        assert x["bytes_in_per_s"] >= 40 * x["in_per_s"]  # 40-byte messages
+        # 40-byte messages (the two counters are read one after the other)
+        assert x["bytes_in_per_s"] >= 0.9 * 40 * x["in_per_s"]
         assert x["run"] is None
     assert feed["pattern"] == "spsc" and feed["lag"] is None
     assert ticks["pattern"] == "broadcast" and ticks["lag"] is not None
