@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from shmring._region import inventory
+from shmring._region.names import list_segments
 
 #: The scene: ``python -c SCENE <stop file> <feed> <ticks> <pipeline>``.
 SCENE = r'''
@@ -338,7 +339,7 @@ def test_top_attaches_to_nothing(scene: Scene, tmux: Tmux) -> None:
     tmux.start("-n", scene.namespace)
     poll(lambda: flowing(tmux.screen(), scene.feed), 30, "a frame with rates", tmux.screen)
     pid = tmux.top_pid()
-    for _ns, name in inventory.list_segments(scene.namespace):
+    for _ns, name in list_segments(scene.namespace):
         snap = inventory.snapshot(scene.namespace, name)
         assert pid not in {v.pid for v in snap.slots}, name
     status = json.loads(scene.top("--json", "-i", "0.1").stdout)["supervisor"]
