@@ -1,7 +1,7 @@
 """Build of the one compiled piece, shmring._core (C11, no other native dependency).
 
 The sources are in layers (src/shmring/csrc/): ring/ is pure C, value/ the
-value record format, py/ the CPython glue; layout.h, atomics.h and wait.*
+value record format, py/ the CPython glue; layout.h, atomics.h, wait.* and guard.*
 underneath. Files include one another by their path from csrc/.
 """
 
@@ -11,6 +11,7 @@ CSRC = "src/shmring/csrc/"
 
 SOURCES = [
     "wait.c",
+    "guard.c",
     "ring/ring.c",
     "ring/produce.c",
     "ring/consume.c",
@@ -32,6 +33,7 @@ HEADERS = [
     "layout.h",
     "atomics.h",
     "wait.h",
+    "guard.h",
     "ring/ring.h",
     "ring/record.h",
     "ring/internal.h",

@@ -66,7 +66,8 @@ def test_send_timeout_names_the_channel(make_channel: Make, call: str) -> None:
     with pytest.raises(shmring.Timeout) as info:
         calls[call]()
     e = info.value
-    assert str(e) == f"timed out after 0.05 s waiting for space in {_label(ch)}"
+    assert str(e) == (f"timed out after 0.05 s waiting for space in {_label(ch)}: no live "
+                      "consumer is attached (none has opened it yet, or every one closed or died)")
     assert (e.channel, e.timeout) == (ch.name, 0.05)
 
 

@@ -47,6 +47,7 @@ from .._objects.recv import ObjectReceiver
 from .._objects.send import ObjectSender, write
 from .._objects.serializers import Serializer
 from .._objects.view import ObjectView
+from .presence import space_hint
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -170,7 +171,9 @@ def stop_waiter(ep: _Endpoint) -> None:
 def _timeout(ep: _Endpoint, timeout: float | None, what: str) -> Timeout:
     """The Timeout a blocking call raises, naming the channel (as the C
     endpoints' own do)."""
-    err = Timeout(f"timed out after {timeout} s waiting for {what} in {ep._label}")
+    msg = f"timed out after {timeout} s waiting for {what} in {ep._label}"
+    hint = space_hint(ep) if what == "space" else None
+    err = Timeout(f"{msg}: {hint}" if hint else msg)
     # (what: "space" or "a message", the words the C endpoints use)
     err.channel, err.timeout = ep._name, timeout
     return err

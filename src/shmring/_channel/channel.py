@@ -10,6 +10,7 @@ Lifecycle (close, close_send, unlink, the supervisor) and pickling are here.
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from typing import Any
 
@@ -17,12 +18,14 @@ from .. import _core
 from .. import _layout as L
 from .._errors import (
     Closed,
+    InvalidArgument,
     RegionNotFound,
     RoleTaken,
 )
 from .._region.inventory import unlink_if_created
 from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
+from . import presence as _presence  # noqa: F401  (registers the send timeouts' hint)
 from .endpoints import Consumer, Producer
 
 
@@ -113,10 +116,33 @@ class Channel:
             raise
 
     @classmethod
-    def open(cls, name: str, *, namespace: str | None = None, timeout: float = 2.0,
-             supervised: bool | None = None) -> Channel:
-        """Open the existing channel ``name`` (waits up to ``timeout`` seconds
-        for one being created)."""
+    def open(cls, name: str, *, wait: float | None = 0.0, namespace: str | None = None,
+             timeout: float = 2.0, supervised: bool | None = None) -> Channel:
+        """Open the existing channel ``name``.
+
+        ``wait`` is how many seconds to wait for a channel that does not exist
+        yet, so that processes can start in any order (0, the default, raises
+        :class:`RegionNotFound` at once; ``None`` waits for ever). ``timeout``
+        bounds the wait for one that exists but is still being created."""
+        if wait is not None and (wait != wait or wait < 0):
+            raise InvalidArgument(f"wait must be a number of seconds >= 0 or None, not {wait!r}")
+        deadline = None if wait is None else time.monotonic() + wait
+        pause = 0.001
+        while True:
+            try:
+                return cls._open(name, namespace, timeout, supervised)
+            except RegionNotFound as e:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    if wait:
+                        e.args = (f"{e.args[0]} (waited {wait:g} s for it)", *e.args[1:])
+                    raise
+                time.sleep(pause if left is None else min(pause, left))
+                pause = min(pause * 2, 0.05)
+
+    @classmethod
+    def _open(cls, name: str, namespace: str | None, timeout: float,
+              supervised: bool | None) -> Channel:
         for _attempt in range(5):
             region = Region.attach(name, namespace=namespace, timeout=timeout)
             try:
@@ -280,6 +306,17 @@ class Channel:
     def closed(self) -> bool:
         """True once :meth:`close` ran."""
         return self._region.closed
+
+    @property
+    def consumers(self) -> int:
+        """How many consumers live processes have on this channel now (from
+        the attach table; a dead process's never count)."""
+        return self._region.live_endpoints(L.ROLE_CONSUMER)
+
+    @property
+    def producers(self) -> int:
+        """How many producers live processes have on this channel now."""
+        return self._region.live_endpoints(L.ROLE_PRODUCER)
 
     def recover_dead(self) -> int:
         """Repair what dead processes left in this channel (their claims,

@@ -29,8 +29,9 @@ from typing import Any
 
 from .. import _core
 from .. import _layout as L
-from .._errors import RegionNotFound, ShmringError
+from .._errors import CorruptRegion, RegionNotFound, ShmringError
 from .._proc import alive
+from .guard import unmap, watch
 from .names import PREFIX, SHM_DIR, list_segments, refused, split_segment_name, unlink_segment
 from .region import Region
 
@@ -49,7 +50,7 @@ def map_segment(seg: str) -> tuple[mmap.mmap | None, os.stat_result]:
     fd = os.open(shm_path(seg), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
-        buf = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED) if st.st_size else None
+        buf = watch(mmap.mmap(fd, st.st_size, mmap.MAP_SHARED)) if st.st_size else None
     finally:
         os.close(fd)
     return buf, st
@@ -123,7 +124,7 @@ def snapshot(namespace: str, name: str) -> Snapshot:
             _core.load(buf, L.HDR_MAGIC) != L.SHMRING_MAGIC:
         snap.state = "unpublished"
         if buf is not None:
-            buf.close()
+            unmap(buf)
         return snap
     region = Region(name, seg, buf, st.st_size)
     try:
@@ -133,6 +134,9 @@ def snapshot(namespace: str, name: str) -> Snapshot:
             snap.state, snap.error = "corrupt", str(e)
             return snap
         _fill(snap, region)
+        region.check_intact()  # shrunk while we read it: what we read is not the region
+    except CorruptRegion as e:
+        snap.state, snap.error = "corrupt", str(e)
     finally:
         region.close()
     return snap

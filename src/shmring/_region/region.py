@@ -25,7 +25,6 @@ resource tracker, gh-82300), only when asked.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import mmap
 import os
@@ -48,6 +47,7 @@ from .._errors import (
     RegionNotFound,
 )
 from .._proc import alive, my_start_time, start_time
+from .guard import faulted, unmap, watch
 from .names import SHM_DIR, refused, unlink_segment
 from .names import segment_name as segment_name
 from .names import split_segment_name as split_segment_name
@@ -68,7 +68,7 @@ POPULATE_LIMIT = 64 << 20
 def _map(fd: int, size: int) -> mmap.mmap:
     """Map ``size`` bytes of the segment ``fd``, read-write and shared."""
     flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if size <= POPULATE_LIMIT else 0)
-    return mmap.mmap(fd, size, flags, mmap.PROT_READ | mmap.PROT_WRITE)
+    return watch(mmap.mmap(fd, size, flags, mmap.PROT_READ | mmap.PROT_WRITE))
 
 
 def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
@@ -276,8 +276,35 @@ class Region:
             # A call in another thread may still use the mapping (an endpoint
             # closed under it releases it on its way out): the mapping is then
             # unmapped when that last reference goes.
-            with contextlib.suppress(BufferError):
-                buf.close()
+            unmap(buf)
+
+    def truncated(self) -> int | None:
+        """The segment's size now if it was shrunk below what is mapped (or
+        a page of the mapping faulted: 0 then if the size is unknown), else
+        None. Checked without touching the mapping: a truncated region must
+        not be read, its pages past the end are gone."""
+        buf = self.buf
+        if buf is not None and faulted(buf):
+            return self._current_size() or 0
+        size = self._current_size()
+        return size if size is not None and size < self.size else None
+
+    def _current_size(self) -> int | None:
+        try:
+            st = os.stat(SHM_DIR + "/" + self.segment.lstrip("/"))
+        except OSError:
+            return None
+        return st.st_size if not self.inode or st.st_ino == self.inode else None
+
+    def check_intact(self) -> None:
+        """Raise :class:`CorruptRegion` if the segment was truncated."""
+        size = self.truncated()
+        if size is not None:
+            raise CorruptRegion(
+                f"region {self.name!r}: its segment {self.segment!r} was truncated to "
+                f"{size} bytes under its {self.size}-byte mapping; it cannot be used "
+                "(remove it with `shmring gc` once nobody holds it)"
+            )
 
     def unlink(self) -> None:
         """Remove the name; processes that have it mapped keep using it."""
@@ -405,6 +432,14 @@ class Region:
         """Recover and free the slots of every dead process; returns how many."""
         return sum(self.recover_slot(i, pid) for i, pid in self.dead_slots())
 
+    def live_endpoints(self, role: int) -> int:
+        """How many endpoints of ``role`` (``ROLE_PRODUCER`` or
+        ``ROLE_CONSUMER``) live processes hold now. A consumer counts once it
+        has joined the ring; a dead process's endpoints never count, even
+        before anyone recovers them."""
+        return sum(1 for pid, started in self.table.endpoints(role)
+                   if (alive(pid, started) if started else start_time(pid) is not None))
+
     def live_pids(self) -> set[int]:
         """Pids of the live processes in the attach table."""
         pids = set()
@@ -433,13 +468,13 @@ def find_by_inode(inode: int) -> mmap.mmap | None:
             st = os.fstat(fd)
             if st.st_ino != inode or st.st_size < L.REGION_HEADER_SIZE:
                 return None
-            buf = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED)
+            buf = watch(mmap.mmap(fd, st.st_size, mmap.MAP_SHARED))
         finally:
             os.close(fd)
         try:
             _core.check_region(buf)
         except CorruptRegion:
-            buf.close()
+            unmap(buf)
             return None
         return buf
     return None

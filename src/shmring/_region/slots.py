@@ -230,6 +230,19 @@ class AttachTable:
                 continue
             yield i, pid, _core.load(buf, so + L.SLOT_START_TIME)
 
+    def endpoints(self, role: int) -> Iterator[tuple[int, int]]:
+        """(pid, start time) of every endpoint slot of ``role`` taken now, a
+        consumer only once it has joined the ring (dead processes included:
+        the caller tells them apart)."""
+        buf = self._buf
+        for i, pid, started in self.entries():
+            so = L.slot_offset(i)
+            if _core.load32(buf, so + L.SLOT_ROLE) != role:
+                continue
+            if role == L.ROLE_CONSUMER and _core.load32(buf, so + L.SLOT_STATE) != L.SLOT_ACTIVE:
+                continue
+            yield pid, started
+
     def slots_of(self, pid: int, start: int) -> Iterator[int]:
         """Every slot held by process ``pid`` started at ``start``."""
         buf = self._buf

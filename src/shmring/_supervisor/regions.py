@@ -44,6 +44,7 @@ from .. import _core
 from .. import _layout as L
 from .._errors import CorruptRegion, ShmringError
 from .._region import inventory as _gc
+from .._region.guard import unmap
 from .._region.names import list_segments, split_segment_name, unlink_segment
 from .._region.region import Region, find_by_inode
 from .deaths import Proc, ProcessIndex
@@ -69,6 +70,7 @@ class Tracked:
     holders: dict[tuple[int, int], int] = field(default_factory=dict)
     registered: bool = False  # ever held by a client (past its creation window)
     uncertain: bool = False  # last kept only for entries not judged yet (grace)
+    truncated: bool = False  # its segment shrank under the mapping: never read again
 
     @property
     def key(self) -> RegionKey:
@@ -153,6 +155,22 @@ class RegionTable:
             force = True
         self._link_waits.pop(wait_key, None)
         return t.region.recover_slot(slot, pid, find_region=self.find_region, force=force)
+
+    def _intact(self, t: Tracked) -> bool:
+        """False once ``t``'s segment was truncated below its mapping (found
+        by its size, before touching it): its pages past the end are gone,
+        so its table is never read again and only registered holders keep
+        it; the unlink rule then removes it as any other."""
+        if t.truncated:
+            return False
+        size = t.region.truncated()
+        if size is None:
+            return True
+        t.truncated = True
+        log.warning("region %s was truncated to %d bytes under its %d-byte mapping: not "
+                    "reading it again; it is unlinked once no registered client holds it",
+                    t.seg, size, t.region.size)
+        return False
 
     def in_grace(self) -> bool:
         """True during the startup grace: no table entry is judged dead."""
@@ -252,11 +270,11 @@ class RegionTable:
         if buf is None or st.st_size < L.REGION_HEADER_SIZE or \
                 _core.load(buf, L.HDR_MAGIC) != L.SHMRING_MAGIC:
             if buf is not None:
-                buf.close()
+                unmap(buf)
             return "unpublished"
         parsed = split_segment_name(seg)
         assert parsed is not None
-        region = Region(parsed[1], seg, buf, st.st_size)
+        region = Region(parsed[1], seg, buf, st.st_size, st.st_ino)
         try:
             region.validate()
         except ShmringError as e:
@@ -351,9 +369,10 @@ class RegionTable:
             inodes = mapped[pid]
             return inodes is None or t.ino in inodes
 
-        entries: Iterable[tuple[int, int, int]]
+        entries: Iterable[tuple[int, int, int]] = ()
         try:
-            entries = t.region.table.entries()
+            if self._intact(t):
+                entries = t.region.table.entries()
         except CorruptRegion:
             # A header overwritten after creation: its table cannot be
             # trusted, so only registered holders keep the region alive.
@@ -393,7 +412,7 @@ class RegionTable:
         t.uncertain = uncertain and not live and not t.holders
         if live or t.holders or uncertain:
             return False
-        if not t.registered and not t.persistent and not slotted:
+        if not t.registered and not t.persistent and not slotted and not t.truncated:
             # Maybe between its creation and its creator's first slot.
             creator = int.from_bytes(bytes(buf[L.HDR_CREATOR_PID:L.HDR_CREATOR_PID + 8]),
                                      "little")
@@ -454,6 +473,8 @@ class RegionTable:
             self.evaluate(t)
 
     def _recover_proc(self, t: Tracked, p: Proc, *, inputs_only: bool = False) -> None:
+        if not self._intact(t):
+            return
         for i in t.region.table.slots_of(p.lpid, p.start):
             if inputs_only and not t.region.table.links_input(i):
                 continue

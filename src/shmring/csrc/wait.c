@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "atomics.h"
+#include "guard.h"
 
 /* Spinning pays only while the peer runs on another core; on this machine
  * class a round trip is ~0.5 us, so a few tens of microseconds of spinning
@@ -18,6 +19,11 @@
  * After that we sleep: an idle consumer costs nothing. */
 #define SPIN_NS 20000
 #define YIELD_NS 100000
+/* A sleeper wakes at least this often and returns WAIT_CHECK, so that its
+ * caller can check its segment was not truncated meanwhile (a futex word
+ * past the new end is one nobody can wake). One wake-up a second costs
+ * nothing. */
+#define SLICE_NS 1000000000LL
 
 int64_t mono_ns(void) {
     struct timespec ts;
@@ -46,17 +52,20 @@ int futex_wake_word(void *addr, int count) {
 int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn ready,
              void *ctx, int64_t deadline_ns) {
     int64_t start = mono_ns(), now = start;
+    uint64_t faults0 = guard_faults();
     unsigned n = 0;
     while (now - start < SPIN_NS) {
         if (ready(ctx)) return WAIT_READY;
         cpu_relax();
         if ((++n & 63u) == 0) {
+            if (guard_faults() != faults0) return WAIT_CHECK;
             now = mono_ns();
             if (deadline_ns >= 0 && now >= deadline_ns) return WAIT_TIMEOUT;
         }
     }
     while (now - start < SPIN_NS + YIELD_NS) {
         if (ready(ctx)) return WAIT_READY;
+        if (guard_faults() != faults0) return WAIT_CHECK;
         sched_yield();
         now = mono_ns();
         if (deadline_ns >= 0 && now >= deadline_ns) return WAIT_TIMEOUT;
@@ -76,7 +85,12 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
             fsub32_sc(base, waiters_off, 1);
             return WAIT_READY;
         }
-        int64_t left = -1;
+        if (guard_faults() != faults0) {
+            /* SYNC(waiters): no longer waiting. */
+            fsub32_sc(base, waiters_off, 1);
+            return WAIT_CHECK;
+        }
+        int64_t left = SLICE_NS;
         if (deadline_ns >= 0) {
             left = deadline_ns - mono_ns();
             if (left <= 0) {
@@ -84,6 +98,7 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
                 fsub32_sc(base, waiters_off, 1);
                 return WAIT_TIMEOUT;
             }
+            if (left > SLICE_NS) left = SLICE_NS;
         }
         /* SYNC(futex): sleeps while the word is seq; pairs with the bump and wake in shm_notify,
          * endpoint_close (py/endpoint.c) and _core.wake (py/module.c m_wake). */
@@ -93,6 +108,7 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
         if (err == EINTR) return ready(ctx) ? WAIT_READY : WAIT_SIGNAL;
         if (ready(ctx)) return WAIT_READY;
         if (deadline_ns >= 0 && mono_ns() >= deadline_ns) return WAIT_TIMEOUT;
+        if (err == ETIMEDOUT) return WAIT_CHECK; /* a slice passed */
     }
 }
 

@@ -16,7 +16,11 @@
 
 #include <stdint.h>
 
-enum { WAIT_READY = 0, WAIT_TIMEOUT = 1, WAIT_SIGNAL = 2 };
+/* WAIT_CHECK: a mapping of this process faulted while waiting (a truncated
+ * segment, see guard.h), or a sleep slice passed without news: the caller
+ * checks that its own mapping is intact (touching its last page), then
+ * waits again. */
+enum { WAIT_READY = 0, WAIT_TIMEOUT = 1, WAIT_SIGNAL = 2, WAIT_CHECK = 3 };
 
 /* Returns non-zero when waiting should stop (data, space, end-of-stream,
  * broken ring...). Must only read shared memory. */

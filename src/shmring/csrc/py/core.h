@@ -11,6 +11,10 @@
  * extension once at import by _core.set_errors(). */
 extern PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt,
     *E_TooLarge, *E_Closed, *E_Revoked;
+/* A callable(endpoint) -> str | None that says why a producer found no space
+ * (no live consumer...), added to its Timeout's message; set once by
+ * _core.set_space_hint(), NULL if never. */
+extern PyObject *SpaceHint;
 
 typedef struct {
     PyObject_HEAD
@@ -39,6 +43,8 @@ int queue_add_types(PyObject *m);
 int endpoint_init(EndpointObject *self, PyObject *args, int consumer);
 void endpoint_dealloc(EndpointObject *self);
 int endpoint_check_open(EndpointObject *self);
+/* endpoint_check_open, after touching the mapping's last page (guard.h). */
+int endpoint_probe(EndpointObject *self);
 int parse_timeout(PyObject *obj, int64_t *deadline_ns);
 /* parse_timeout for a call of this endpoint: also keeps the timeout for the
  * error message. */
@@ -49,6 +55,8 @@ PyObject *raise_ring(EndpointObject *self, int rc);
 /* The error path: each sets an exception naming the channel (an attribute
  * `channel` too) and returns NULL. */
 PyObject *raise_timeout(EndpointObject *self, int space);
+/* Broken: the endpoint's segment was truncated (a fault caught by guard.c). */
+PyObject *raise_truncated(EndpointObject *self);
 PyObject *raise_too_large(EndpointObject *self, uint64_t n);
 PyObject *raise_would_block(EndpointObject *self, int space);
 PyObject *raise_closed(EndpointObject *self, const char *what);

@@ -5,10 +5,12 @@
 #include <limits.h>
 
 #include "atomics.h"
+#include "guard.h"
 #include "wait.h"
 
 PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt, *E_TooLarge,
     *E_Closed, *E_Revoked;
+PyObject *SpaceHint;
 
 int endpoint_init(EndpointObject *self, PyObject *args, int consumer) {
     PyObject *mapping, *name = Py_None;
@@ -104,8 +106,20 @@ void endpoint_dealloc(EndpointObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+int endpoint_probe(EndpointObject *self) {
+    if (endpoint_check_open(self) < 0) return -1;
+    /* Touch the mapping's last page: if the segment shrank below it, this
+     * faults (caught by guard.c) and the check below sees it. */
+    (void)*(volatile const char *)((const char *)self->buf.buf + self->buf.len - 1);
+    return endpoint_check_open(self);
+}
+
 int endpoint_check_open(EndpointObject *self) {
-    if (self->open && !self->closing) return 0;
+    if (self->open && !self->closing) {
+        if (!guard_faults() || !guard_faults_at(self->buf.buf)) return 0;
+        raise_truncated(self);
+        return -1;
+    }
     raise_closed(self, "is closed");
     return -1;
 }
@@ -141,6 +155,9 @@ int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns) {
     for (;;) {
         int w;
         ring_t *r = &self->ring;
+        /* A truncated ring reads as zeros, which may look ready for ever:
+         * every wait looks first (guard.h). */
+        if (endpoint_check_open(self) < 0) return -1;
         endpoint_enter(self);
         Py_BEGIN_ALLOW_THREADS
         if (space)
@@ -154,6 +171,10 @@ int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns) {
         if (w == WAIT_SIGNAL) {
             if (PyErr_CheckSignals() < 0) return -1;
             continue;
+        }
+        if (w == WAIT_CHECK) {
+            if (endpoint_probe(self) < 0) return -1; /* ours was truncated */
+            continue;                                /* another mapping, or a slice */
         }
         return w == WAIT_READY ? 0 : 1;
     }
@@ -194,6 +215,13 @@ PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ss
         if (endpoint_leave(self) < 0) {
             Py_DECREF(keep);
             return NULL;
+        }
+        if (w == WAIT_CHECK) {
+            if (endpoint_probe(self) < 0) {
+                Py_DECREF(keep);
+                return NULL;
+            }
+            continue;
         }
         if (w != WAIT_SIGNAL) break;
         if (PyErr_CheckSignals() < 0) {
@@ -292,6 +320,16 @@ PyObject *raise_timeout(EndpointObject *self, int space) {
         tv = Py_NewRef(Py_None);
     }
     Py_DECREF(l);
+    if (msg && space && SpaceHint) {
+        /* The error path only: whatever the hint fails with, the timeout stands. */
+        PyObject *hint = PyObject_CallOneArg(SpaceHint, (PyObject *)self);
+        if (hint && PyUnicode_Check(hint)) {
+            PyObject *m2 = PyUnicode_FromFormat("%U: %U", msg, hint);
+            if (m2) Py_SETREF(msg, m2);
+        }
+        Py_XDECREF(hint);
+        PyErr_Clear();
+    }
     return raise_with(self, E_Timeout, msg, "timeout", tv, NULL, NULL);
 }
 
@@ -305,6 +343,15 @@ PyObject *raise_too_large(EndpointObject *self, uint64_t n) {
                                    "%llu", (unsigned long long)n, lim);
     return raise_with(self, E_TooLarge, msg, "size", PyLong_FromUnsignedLongLong(n), "limit",
                       PyLong_FromUnsignedLongLong(lim));
+}
+
+PyObject *raise_truncated(EndpointObject *self) {
+    return raise_with(self, E_Broken,
+                      labelled(self, "",
+                               ": its shared memory segment was truncated under it (by some "
+                               "process of its owner); what the ring held is lost and the "
+                               "channel cannot be used: close it"),
+                      NULL, NULL, NULL, NULL);
 }
 
 PyObject *raise_would_block(EndpointObject *self, int space) {

@@ -5,8 +5,10 @@
 #include "py/core.h"
 
 #include <errno.h>
+#include <string.h>
 
 #include "atomics.h"
+#include "guard.h"
 #include "py/objects.h"
 #include "wait.h"
 
@@ -283,6 +285,46 @@ static PyObject *m_set_errors(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* watch(mapping) -> address: guard the mapping against SIGBUS (guard.h);
+ * unwatch(address) before it is unmapped; faults(mapping) -> faults caught
+ * in it (0: intact as far as this process touched it). */
+static PyObject *m_watch(PyObject *m, PyObject *arg) {
+    (void)m;
+    Py_buffer vb;
+    if (PyObject_GetBuffer(arg, &vb, PyBUF_SIMPLE) < 0) return NULL;
+    void *base = vb.buf;
+    size_t len = (size_t)vb.len;
+    PyBuffer_Release(&vb);
+    if (guard_watch(base, len) < 0)
+        return PyErr_Format(PyExc_RuntimeError, "too many shmring mappings to guard");
+    return PyLong_FromVoidPtr(base);
+}
+
+static PyObject *m_unwatch(PyObject *m, PyObject *arg) {
+    (void)m;
+    void *base = PyLong_AsVoidPtr(arg);
+    if (!base && PyErr_Occurred()) return NULL;
+    guard_unwatch(base);
+    Py_RETURN_NONE;
+}
+
+static PyObject *m_faults(PyObject *m, PyObject *arg) {
+    (void)m;
+    Py_buffer vb;
+    if (PyObject_GetBuffer(arg, &vb, PyBUF_SIMPLE) < 0) return NULL;
+    uint64_t f = guard_faults() ? guard_faults_at(vb.buf) : 0;
+    PyBuffer_Release(&vb);
+    return PyLong_FromUnsignedLongLong(f);
+}
+
+/* set_space_hint(callable): see SpaceHint in core.h. */
+static PyObject *m_set_space_hint(PyObject *m, PyObject *fn) {
+    (void)m;
+    if (!PyCallable_Check(fn)) return PyErr_Format(PyExc_TypeError, "set_space_hint: not callable");
+    Py_XSETREF(SpaceHint, Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
 /* empty_bytearray(n): a bytearray of n bytes left uninitialised, for a
  * receiver that is about to overwrite all of them (bytearray(n) would
  * write zeros first: a second pass over a large buffer). */
@@ -342,6 +384,13 @@ static PyMethodDef methods[] = {
     {"set_object_paths", (PyCFunction)obj_set_object_paths, METH_VARARGS,
      "set_object_paths(PickleSerializer, send_obj, send_encoded, recv_obj, recv_other): "
      "the Python functions send_obj and recv_obj hand other calls to."},
+    {"watch", (PyCFunction)m_watch, METH_O,
+     "watch(mapping) -> address: a SIGBUS in it (a truncated segment) is caught and counted."},
+    {"unwatch", (PyCFunction)m_unwatch, METH_O, "unwatch(address): before the unmap."},
+    {"faults", (PyCFunction)m_faults, METH_O,
+     "faults(mapping) -> SIGBUS faults caught in it (0: intact as far as touched)."},
+    {"set_space_hint", (PyCFunction)m_set_space_hint, METH_O,
+     "set_space_hint(fn): fn(producer) -> str | None explains a timeout waiting for space."},
     {"set_errors", (PyCFunction)m_set_errors, METH_VARARGS,
      "set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, "
      "MessageTooLarge, Closed, ClaimRevoked, DecodeError): the classes the extension raises, "
@@ -386,6 +435,9 @@ static const struct {
 
 PyMODINIT_FUNC PyInit__core(void) {
     if (PyType_Ready(&ProducerType) < 0 || PyType_Ready(&ConsumerType) < 0) return NULL;
+    int gerr = guard_install();
+    if (gerr) return PyErr_Format(PyExc_OSError, "cannot install the SIGBUS guard: %s",
+                                  strerror(gerr));
     PyObject *m = PyModule_Create(&moddef);
     if (!m) return NULL;
     PyObject *layout = PyDict_New();
