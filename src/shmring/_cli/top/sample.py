@@ -21,6 +21,7 @@ from ... import _core
 from ... import _layout as L
 from ..._pipeline import board as B
 from ..._region import inventory as _inv
+from ..._region.guard import faulted, unmap
 from ..._region.names import PREFIX, list_segments
 from .supervisor import SupervisorState, observe
 
@@ -73,9 +74,8 @@ def read_board(namespace: str, name: str) -> list[WorkerWords]:
         cap = int(_core.load(buf, L.HDR_CAPACITY))
         if off + cap > st.st_size or cap < 8 * (B.HEAD + B.ENTRY):
             return []
-        words = memoryview(buf)[off:off + cap].cast("Q")
-        try:
-            out = []
+        out: list[WorkerWords] = []
+        with memoryview(buf) as whole, whole[off:off + cap] as data, data.cast("Q") as words:
             for i in range((cap // 8 - B.HEAD) // B.ENTRY):
                 b = B.HEAD + i * B.ENTRY
                 pid = words[b + B.PID]
@@ -84,11 +84,10 @@ def read_board(namespace: str, name: str) -> list[WorkerWords]:
                                            words[b + B.AGAIN], words[b + B.OUT],
                                            words[b + B.DEAD], words[b + B.SKIPPED],
                                            words[b + B.ERRORS], words[b + B.BUSY_NS]))
-            return out
-        finally:
-            words.release()
+        # Truncated while we read it: what we read is zeros, not the board.
+        return [] if faulted(buf) else out
     finally:
-        buf.close()
+        unmap(buf)
 
 
 def command_name(pid: int) -> str:
