@@ -57,7 +57,10 @@ class Keys:
         ready, _, _ = select.select([self.fd], [], [], max(0.0, seconds))
         if not ready:
             return ""
-        data = os.read(self.fd, 64)
+        try:
+            data = os.read(self.fd, 64)
+        except OSError:  # EIO: the terminal is gone
+            data = b""
         if not data:  # the terminal hung up: nothing more will be typed
             self.__exit__()
             return ""
