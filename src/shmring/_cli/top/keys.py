@@ -6,6 +6,7 @@ stdin is not a terminal there are no keys: the wait is a plain sleep."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -46,7 +47,8 @@ class Keys:
 
     def __exit__(self, *exc: object) -> None:
         if self._saved is not None:
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+            with contextlib.suppress(OSError):  # a terminal that hung up keeps no mode
+                termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
             self._saved = None
 
     def wait(self, seconds: float) -> str:
