@@ -9,7 +9,8 @@ default): a tmux window (160x50) when tmux is installed, else a
 pseudo-terminal this script reads. The runs alternate in pairs (A B, then
 B A, ...) so that drift in the machine's load falls on both, and the table
 gives each pair's ratio B/A, their median and spread, and the CPU time that
-top (and the terminal drawing it) used per second of traffic.
+top, the terminal drawing it and the supervisor answering it used per second
+of traffic.
 
 Two designs (``--mode``): ``restart`` makes each run a separate
 producer/consumer pair of processes and starts a new ``shmring top`` for
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import multiprocessing as mp
 import os
 import select
@@ -43,6 +45,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 
 import shmring
+from shmring._cli.top.supervisor import lock_holder
 from shmring._region import inventory
 
 PAYLOAD = b"x" * 64
@@ -107,17 +110,23 @@ def throughput(name: str, seconds: float) -> float:
 
 # ------------------------------------------------------- top beside it ----
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
+    """User + system CPU time of ``pid`` so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+_servers = itertools.count()
 
 
 class TopInTmux:
     """``shmring top`` in a tmux window of a private tmux server."""
 
     def __init__(self, env: dict[str, str], interval: float) -> None:
-        self.sock = f"shmring-bench-{os.getpid()}"
+        self.sock = f"shmring-bench-{os.getpid()}-{next(_servers)}"  # one server per top
         self.env = env
         keep = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith("SHMRING_"))
         cmd = (f"env {keep} {sys.executable} -m shmring top --interval {interval}; "
@@ -212,8 +221,14 @@ Top = TopInTmux | TopOnPty
 
 
 def start_top(env: dict[str, str], interval: float, terminal: str) -> Top:
-    """``shmring top`` drawing in a terminal, its first frame drawn."""
-    return TopInTmux(env, interval) if terminal == "tmux" else TopOnPty(env, interval)
+    """``shmring top`` drawing in a terminal, its first frame drawn. Its
+    ``pids`` are what it costs: top, the terminal drawing it, and the
+    supervisor answering its status requests (idle otherwise)."""
+    top = TopInTmux(env, interval) if terminal == "tmux" else TopOnPty(env, interval)
+    sup = lock_holder(os.path.join(env["SHMRING_SOCKET_DIR"], f"{env['SHMRING_NAMESPACE']}.lock"))
+    if sup is not None:
+        top.pids.append(sup)
+    return top
 
 
 def beside(top: Top, name: str, seconds: float) -> tuple[float, float]:
@@ -222,7 +237,7 @@ def beside(top: Top, name: str, seconds: float) -> tuple[float, float]:
     t0 = time.perf_counter()
     rate = throughput(name, seconds)
     took = time.perf_counter() - t0
-    return rate, (sum(cpu_seconds(p) for p in top.pids) - cpu0) / took
+    return rate, max(0.0, sum(cpu_seconds(p) for p in top.pids) - cpu0) / took
 
 
 def _produce_until(name: str, stop: Event) -> None:
@@ -285,7 +300,7 @@ def paused(env: dict[str, str], name: str, args: argparse.Namespace) -> Iterator
                 m0, t0 = delivered(ns, name), time.perf_counter()
                 time.sleep(args.seconds)
                 m1, t1 = delivered(ns, name), time.perf_counter()
-                cpu = sum(cpu_seconds(p) for p in top.pids) - cpu0
+                cpu = max(0.0, sum(cpu_seconds(p) for p in top.pids) - cpu0)
                 res[run] = ((m1 - m0) / (t1 - t0), cpu / (t1 - t0))
             yield order, res["A"][0], res["B"][0], res["B"][1]
     finally:
@@ -343,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
           f"max {ratios[-1]:.3f}")
     print(f"median throughput: without {statistics.median(a for a, _, _ in rows):,.0f} msg/s, "
           f"with {statistics.median(b for _, b, _ in rows):,.0f} msg/s")
-    print(f"top's CPU (top + its terminal) per second of traffic: median "
+    print(f"top's CPU (top, its terminal, the supervisor) per second of traffic: median "
           f"{100 * statistics.median(cpus):.2f}% of one CPU")
     return 0
 

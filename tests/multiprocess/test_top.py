@@ -339,6 +339,9 @@ def test_top_attaches_to_nothing(scene: Scene, tmux: Tmux) -> None:
     tmux.start("-n", scene.namespace)
     poll(lambda: flowing(tmux.screen(), scene.feed), 30, "a frame with rates", tmux.screen)
     pid = tmux.top_pid()
+    with open(f"/proc/{pid}/stat") as f:
+        nice = int(f.read().rsplit(")", 1)[1].split()[16])
+    assert nice == min(19, os.nice(0) + 10)  # the traffic goes first
     for _ns, name in list_segments(scene.namespace):
         snap = inventory.snapshot(scene.namespace, name)
         assert pid not in {v.pid for v in snap.slots}, name
