@@ -189,3 +189,33 @@ def remove_stale(namespace: str) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def stale_namespaces(namespace: str | None = None) -> list[str]:
+    """Namespaces (all, or just ``namespace``) whose guard file of this user
+    is in /dev/shm with no supervisor holding it."""
+    mine = f"{PREFIX}{os.geteuid()}."
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    out = []
+    for e in sorted(names):
+        if not e.startswith(mine):
+            continue
+        ns = e[len(mine):]
+        if namespace is not None and ns != namespace:
+            continue
+        try:
+            fd = os.open(f"{SHM_DIR}/{e}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            out.append(ns)
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+    return out
+
