@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from shmring._supervisor import client as _client
+from shmring._supervisor import instance
 from shmring._supervisor.server import Supervisor
 
 _counter = itertools.count()
@@ -110,6 +111,8 @@ def supervisor_env(monkeypatch: pytest.MonkeyPatch, idle: float = 0.3) -> Iterat
             env.wait_no_supervisor()
         finally:
             shutil.rmtree(d, ignore_errors=True)
+            # A SIGKILLed supervisor leaves its instance guard in /dev/shm.
+            instance.remove_stale(ns)
 
 
 @pytest.fixture

@@ -255,13 +255,14 @@ with Supervisor(os.environ["SHMRING_NAMESPACE"], startup_grace=0.0) as sup:
             chans.append(shmring.Channel.create("full-%d" % i, capacity=1 << 14))
     except shmring.NoSpace as e:
         out["nospace_after"] = len(chans)
-    out["left_after_failure"] = len(os.listdir("/dev/shm"))
+    out["left_after_failure"] = len([e for e in os.listdir("/dev/shm") if e.startswith("shmring.")])
     chans[0].producer().send(b"still works")
     out["recv"] = chans[0].consumer().recv(timeout=1).decode()
     for ch in chans:
         ch.close()
-    out["left"] = os.listdir("/dev/shm")
+    out["left"] = [e for e in os.listdir("/dev/shm") if e.startswith("shmring.")]
     out["stats"] = sup.call(lambda: sup.stats)
+out["after_stop"] = os.listdir("/dev/shm")  # the instance guard went with the supervisor
 print(json.dumps(out))
 EOF
 """
@@ -281,6 +282,7 @@ def test_full_dev_shm(env: Env) -> None:
     assert out["recv"] == "still works"
     assert out["left"] == []
     assert out["stats"]["unlinked"] == out["nospace_after"]
+    assert out["after_stop"] == []
 
 
 # ------------------------------------------------------------------ misc --

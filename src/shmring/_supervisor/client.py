@@ -51,6 +51,7 @@ from typing import Any
 
 from .._errors import PermissionDenied, RegionNotFound, ShmringError, SupervisorUnavailable
 from .._proc import my_start_time
+from . import instance as _instance
 from . import wire as _ipc
 
 log = logging.getLogger("shmring.client")
@@ -298,20 +299,24 @@ class Connection:
         spawn_fd = -1
         try:
             while True:
+                # The namespace's supervisor may listen in another socket
+                # directory than ours (another environment started it): its
+                # guard in /dev/shm says where (instance.py).
+                holder = _instance.holder(self.namespace)
+                target = holder.socket if holder is not None else self.paths["sock"]
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
                 try:
-                    sock.connect(self.paths["sock"])
+                    sock.connect(target)
                     return sock
                 except (FileNotFoundError, ConnectionRefusedError):
                     sock.close()
                 except PermissionError as e:
                     sock.close()
-                    raise PermissionDenied(
-                        f"cannot connect to {self.paths['sock']!r}: {e}") from e
+                    raise PermissionDenied(f"cannot connect to {target!r}: {e}") from e
                 except OSError as e:  # e.g. a path longer than AF_UNIX allows
                     sock.close()
                     raise SupervisorUnavailable(
-                        f"cannot connect to {self.paths['sock']!r} ({e.strerror or e}; "
+                        f"cannot connect to {target!r} ({e.strerror or e}; "
                         f"socket paths are limited to {_SUN_PATH_MAX} bytes): "
                         f"{_WHAT_TO_DO}") from e
                 except BaseException:
@@ -341,7 +346,9 @@ class Connection:
                 os.close(spawn_fd)
 
     def _spawn(self) -> None:
-        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # The directory holding the shmring package (not the package itself,
+        # whose modules would then shadow the standard library's: logging).
+        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"]
                                         if env.get("PYTHONPATH") else "")

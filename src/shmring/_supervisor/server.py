@@ -56,6 +56,7 @@ from .._errors import ShmringError
 from .._proc import start_time as proc_start_time
 from .._region import inventory as _gc
 from .._region.names import check_namespace, default_namespace
+from . import instance as _instance
 from . import procfs
 from . import wire as _ipc
 from .deaths import Proc, ProcessIndex
@@ -145,6 +146,7 @@ class Supervisor:
         self.loop = EventLoop(clock)
         self._schedule = self.loop.schedule
         self._lock_fd = -1
+        self._guard: _instance.Guard | None = None
         self._listener: socket.socket | None = None
         self._conns: dict[int, _Conn] = {}
         self._idle_since: float | None = None
@@ -202,6 +204,7 @@ class Supervisor:
         self._lock_fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        self._take_guard(wait=wait)
         self.loop.open()
         # Pidfds in an epoll of their own, nested in the main one: handling
         # every death already queued is then one epoll_wait(0).
@@ -215,6 +218,26 @@ class Supervisor:
         self._update_idle()
         log.info("supervisor %d for namespace %r on %s", os.getpid(), self.namespace,
                  self.paths["sock"])
+
+    def _take_guard(self, *, wait: bool) -> None:
+        """Take the namespace's guard in /dev/shm (``instance.py``): another
+        supervisor of this user and namespace may run with another socket
+        directory. Without ``wait`` that is :class:`AlreadyRunning`."""
+        guard = _instance.Guard(self.namespace, self.paths["sock"])
+        logged = False
+        while (other := guard.try_acquire()) is not None:
+            if not wait or self._stopping:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+                raise AlreadyRunning(
+                    f"a supervisor already runs for namespace {self.namespace!r} (pid "
+                    f"{other.pid}, socket {other.socket}); its clients find it there")
+            if not logged:
+                log.info("supervisor %d runs for %r on %s: waiting to take over", other.pid,
+                         self.namespace, other.socket)
+                logged = True
+            time.sleep(0.2)
+        self._guard = guard
 
     def _listen(self) -> None:
         path = self.paths["sock"]
@@ -284,6 +307,9 @@ class Supervisor:
         self.procs.close()
         self.regions.close()
         self.loop.close()
+        if self._guard is not None:
+            self._guard.release()
+            self._guard = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = -1
@@ -292,6 +318,9 @@ class Supervisor:
     def _forget_fds(self) -> None:
         """In a forked child: drop every descriptor without touching what
         they refer to (the parent's supervisor goes on)."""
+        if self._guard is not None:
+            self._guard.after_fork()
+            self._guard = None
         fds = [self._lock_fd, *self.loop.fds()]
         if self._listener is not None:
             fds.append(self._listener.detach())
