@@ -197,6 +197,15 @@ def test_a_running_supervisor_answers_status(env: Env, uname: str) -> None:
             shmring._supervisor.client.disconnect_all()
 
 
+def test_a_supervisor_with_another_socket_directory_is_found(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0), \
+            tempfile.TemporaryDirectory(prefix="shmr-") as elsewhere:
+        monkeypatch.setenv("SHMRING_SOCKET_DIR", elsewhere)  # as another environment has it
+        s = observe(env.namespace)
+        assert s.answered and s.pid == os.getpid() and s.socket == env.sock
+
+
 def test_lock_holder_reads_proc_locks() -> None:
     with tempfile.NamedTemporaryFile() as f:
         assert lock_holder(f.name) is None

@@ -8,11 +8,14 @@ on a connection of its own, opened and closed per frame, and never says
 hello: it registers nothing, watches nothing, and cannot start a supervisor
 (the clients' ``Connection`` would auto-start one; this must not).
 
-When nothing answers, what is observable is said instead: whether the
-socket exists, and who holds the namespace's lock file (``/proc/locks``
-names the pid of an ``flock`` by the file's inode; the lock is never taken
-here, since even a probe would make a starting supervisor think another one
-runs).
+It is found the way clients find it: the namespace's guard in /dev/shm
+(``_supervisor/instance.py``) names the live supervisor and its socket,
+wherever its environment put it; without a guard, the socket is where this
+environment's would be. When nothing answers, what is observable is said
+instead: the guard's holder, or who holds the namespace's lock file
+(``/proc/locks`` names the pid of an ``flock`` by the file's inode; the lock
+is never taken here, since even a probe would make a starting supervisor
+think another one runs).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..._errors import ShmringError
-from ..._supervisor import wire
+from ..._supervisor import instance, wire
 
 #: Seconds to wait for a status reply (a frame must not hang on a busy supervisor).
 STATUS_TIMEOUT = 0.25
@@ -111,11 +114,12 @@ def observe(namespace: str) -> SupervisorState:
     except (ShmringError, OSError) as e:
         state.note = f"socket directory unusable: {e}"
         return state
-    state.socket = paths["sock"]
+    guard = instance.holder(namespace)
+    state.socket = guard.socket if guard is not None else paths["sock"]
     try:
-        st = ask_status(paths["sock"])
+        st = ask_status(state.socket)
     except (OSError, ValueError) as e:
-        holder = lock_holder(paths["lock"])
+        holder = guard.pid if guard is not None else lock_holder(paths["lock"])
         if holder is not None:
             state.running, state.pid = True, holder
             state.note = f"holds the lock but did not answer ({_why(e)})"
