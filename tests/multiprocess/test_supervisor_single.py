@@ -148,6 +148,11 @@ def test_the_guard_goes_with_its_supervisor_and_a_killed_ones_is_taken_over(
                                         f"{env.namespace}.sock")
     finally:
         _end(a, *([b] if b else []))
+    # A dead supervisor's guard is what `shmring gc --yes` removes (none here:
+    # the live one holds it).
+    gc = subprocess.run([sys.executable, "-m", "shmring", "gc", "-n", env.namespace, "--json"],
+                        capture_output=True, text=True, timeout=60)
+    assert '"stale_guards": []' in gc.stdout, gc.stdout
     # The last client gone, the supervisor exits when idle and removes its guard.
     wait_for(lambda: not os.path.exists(instance.path(env.namespace)), 15,
              "the guard file to be removed")
@@ -171,3 +176,32 @@ def test_a_planted_guard_is_not_trusted(env: Env, uname: str) -> None:
             _end(a)
         os.unlink(path)
     wait_for(lambda: not lock_held(env.lock), 15, "the supervisor to exit")
+
+
+def test_gc_removes_a_dead_supervisors_guard(env: Env, uname: str) -> None:
+    a = _client(env, env.socket_dir, uname, create=True)
+    try:
+        pid_a = _pid_of(a)
+        a.kill()  # the client first, so nothing restarts the supervisor
+        a.wait(30)
+        os.kill(pid_a, 9)
+        wait_for(lambda: env.supervisor_pid() is None, 10, "the supervisor to die")
+        assert os.path.exists(instance.path(env.namespace))
+        found = subprocess.run([sys.executable, "-m", "shmring", "gc", "-n", env.namespace],
+                               capture_output=True, text=True, timeout=60)
+        assert "instance guard of a dead supervisor" in found.stdout, found.stdout
+        assert os.path.exists(instance.path(env.namespace))  # only listed
+        gone = subprocess.run([sys.executable, "-m", "shmring", "gc", "-n", env.namespace,
+                               "--yes", "--json"], capture_output=True, text=True, timeout=60)
+        assert gone.returncode == 0
+        assert f'"{env.namespace}"' in gone.stdout, gone.stdout
+        assert not os.path.exists(instance.path(env.namespace))
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait(30)
+        # the region the killed client made: the supervisor is dead too
+        for e in os.listdir("/dev/shm"):
+            if e == f"shmring.{env.namespace}.{uname}":
+                os.unlink(f"/dev/shm/{e}")
+

@@ -30,6 +30,7 @@ import pytest
 from supervisor_util import Child, Env, wait_for
 
 import shmring
+from shmring._region.names import default_namespace
 
 Make = Callable[..., shmring.Channel]
 
@@ -206,3 +207,30 @@ def test_own_fault_is_caught_whoever_else_handles_sigbus(order: str) -> None:
                        text=True, timeout=60)
     assert (r.returncode, r.stdout.strip()) == (0, "Broken"), r
     assert "Bus error" not in r.stderr
+
+
+def test_a_put_blocked_on_a_full_queue_ends_broken(make_queue: Callable[..., shmring.Queue],
+                                                    ) -> None:
+    q = make_queue(maxsize=1)
+    ctl = f"/dev/shm/shmring.{default_namespace()}.{q.name}.ctl"
+
+    def child() -> None:
+        q.put(1)
+        got: list[BaseException] = []
+
+        def blocked() -> None:
+            try:
+                q.put(2)  # full: sleeps on the queue's not-full futex word
+            except BaseException as e:
+                got.append(e)
+
+        th = threading.Thread(target=blocked, daemon=True)
+        th.start()
+        time.sleep(0.2)
+        os.truncate(ctl, 100)
+        th.join(10)
+        assert not th.is_alive(), "the blocked put did not end"
+        assert len(got) == 1 and isinstance(got[0], shmring.Broken), got
+        assert "control segment was truncated" in str(got[0])
+
+    _in_child(child)

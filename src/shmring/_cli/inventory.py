@@ -11,6 +11,7 @@ import sys
 
 from .._region import inventory as _gc
 from .._region.names import check_namespace, default_namespace, unlink_segment
+from .._supervisor import instance as _instance
 from . import args as _types
 from .readable import age, health, local_time, process_start, size, table
 
@@ -151,11 +152,20 @@ def gc(args: argparse.Namespace) -> int:
                     gone = False
             if gone:
                 removed.append(s.segment)
+    # What a SIGKILLed supervisor leaves: its instance guard, unlocked.
+    guards = _instance.stale_namespaces(ns)
+    if args.yes:
+        guards = [g for g in guards if _instance.remove_stale(g)]
     if args.json:
         json.dump({"found": [dict(s.to_json(), verdict=v) for s, v in found],
-                   "removed": removed}, sys.stdout, indent=2)
+                   "removed": removed, "stale_guards": guards,
+                   "guards_removed": args.yes}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    if guards:
+        print(("removed" if args.yes else "found") + " the instance guard of a dead supervisor"
+              f" for namespace(s) {', '.join(guards)}"
+              + ("" if args.yes else " (`--yes` removes it)"))
     if not found:
         print("no orphaned regions" + (f" in namespace {ns!r}" if ns else ""))
         return 0

@@ -31,7 +31,7 @@ from .. import _core
 from .. import _layout as L
 from .._channel.channel import Channel
 from .._channel.endpoints import Consumer, Producer
-from .._errors import CorruptRegion, Timeout
+from .._errors import Broken, CorruptRegion, Timeout
 
 # The control block's words (offsets into the ring bytes of the ``.ctl``
 # region) are layout.h's, read here as ``L.CTL_*``; the C put and get use the
@@ -140,6 +140,22 @@ def _close_handles(h: _Handles, *locks: _core.Lock) -> None:
             lock.release()
 
 
+#: A sleeper wakes at least this often to check its control segment was not
+#: truncated meanwhile (a futex word past the new end is one nobody wakes).
+SLICE = 1.0
+
+
+def _sleep(h: _Handles, off: int, seq: int, left: float | None) -> None:
+    """Sleep on the futex word at ``off`` while it is ``seq``, for at most a
+    slice; raise :class:`Broken` if the control segment was truncated."""
+    cbuf = h.cbuf
+    _core.futex_wait(cbuf, off, seq, SLICE if left is None else min(left, SLICE))
+    cbuf[len(cbuf) - 1]  # faults (caught, counted) if the segment shrank below it
+    if _core.faults(cbuf):
+        raise Broken(f"queue {h.ch.name!r}: its control segment was truncated under it; the "
+                     "queue cannot be used")
+
+
 def wait_for_room(h: _Handles, st: _core.QueueState, block: bool,
                   deadline: float | None) -> None:
     """Reserve an item (st.reserve()) once the queue holds fewer than
@@ -158,7 +174,7 @@ def wait_for_room(h: _Handles, st: _core.QueueState, block: bool,
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise Full
-            _core.futex_wait(cbuf, h.notfull_seq, seq, left)
+            _sleep(h, h.notfull_seq, seq, left)
     finally:
         _core.fetch_add(cbuf, waiters, _MINUS_ONE)
 
@@ -187,6 +203,6 @@ def wait_unfinished(h: _Handles, timeout: float | None) -> None:
                                   f"tasks of queue {h.ch.name!r} (task_done)")
                     err.channel, err.timeout = h.ch.name, timeout
                     raise err
-            _core.futex_wait(cbuf, seqw, seq, left)
+            _sleep(h, seqw, seq, left)
     finally:
         _core.fetch_add(cbuf, waiters, _MINUS_ONE)

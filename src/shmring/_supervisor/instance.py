@@ -166,11 +166,12 @@ class Guard:
             self._fd = -1
 
 
-def remove_stale(namespace: str) -> bool:
-    """Remove ``namespace``'s guard if no supervisor holds it (one SIGKILLed
-    leaves it behind). True if removed."""
+def _stale(namespace: str, *, remove: bool) -> bool:
+    """True if ``namespace``'s guard file is ours and nobody holds it;
+    ``remove`` unlinks it then (locked, so no supervisor takes that inode)."""
+    p = path(namespace)
     try:
-        fd = os.open(path(namespace), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(p, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False
     try:
@@ -181,11 +182,31 @@ def remove_stale(namespace: str) -> bool:
         except BlockingIOError:
             return False
         try:
-            if os.stat(path(namespace), follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+            if os.stat(p, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
                 return False
         except FileNotFoundError:
             return False
-        os.unlink(path(namespace))
+        if remove:
+            os.unlink(p)
         return True
     finally:
         os.close(fd)
+
+
+def remove_stale(namespace: str) -> bool:
+    """Remove ``namespace``'s guard if no supervisor holds it (one SIGKILLed
+    leaves it behind). True if removed."""
+    return _stale(namespace, remove=True)
+
+
+def stale_namespaces(namespace: str | None = None) -> list[str]:
+    """Namespaces (all, or just ``namespace``) whose guard file of this user
+    is in /dev/shm with no supervisor holding it."""
+    mine = f"{PREFIX}{os.geteuid()}."
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    found = sorted(e[len(mine):] for e in names if e.startswith(mine))
+    return [ns for ns in found if (namespace is None or ns == namespace)
+            and _stale(ns, remove=False)]
