@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 import shmring
-from shmring._rpc import Requester
+from shmring import Requester
 
 
 def parse_arg(text: str) -> Any:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import shmring
-from shmring._rpc import Request, Requester, Responder
+from shmring import Request, Requester, Responder
 
 #: A job's identity: its client's reply channel and the request's id there.
 #: It survives a jobd restart, so a worker can report to the next jobd.

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import shmring
-from shmring._rpc import Requester
+from shmring import Requester
 
 
 def _fail(arg: Any) -> Any:
