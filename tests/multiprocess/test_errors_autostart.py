@@ -20,7 +20,6 @@ from supervisor_util import Env
 import shmring
 from shmring._region.names import default_namespace
 
-
 _ns = itertools.count()
 
 
