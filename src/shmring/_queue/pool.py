@@ -147,6 +147,8 @@ class Pool:
                     tid += 1
             except Exception as e:  # a bug must fail the job, not the pool
                 job._abandon(e)
+            # Hold no task's arguments while waiting for the next job.
+            job = task = None  # type: ignore[assignment]
 
     # --------------------------------------------------------- outcomes --
     def _collect(self) -> None:
@@ -155,6 +157,7 @@ class Pool:
             for out in self._run:
                 tid, ok, value = decode_outcome(out)
                 self._deliver(tid, ok, value)
+                value = None  # hold no result while waiting for the next
         except BaseException as e:  # the run failed: no task can finish now
             self._broken = e
         self._abandon_all(self._broken or Closed("the pool was terminated"))
