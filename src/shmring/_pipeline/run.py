@@ -12,6 +12,7 @@ on). Workers leave on end of stream by themselves.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -565,7 +566,10 @@ class Run:
         for st in self._stages:
             for p in list(st.procs.values()):
                 if p.pid is not None and p.is_alive():
-                    os.kill(p.pid, signal.SIGKILL)
+                    # The controller may reap it meanwhile (a Pool's terminate
+                    # runs in the user's thread while the run goes on).
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p.pid, signal.SIGKILL)
 
     def _shutdown(self) -> None:
         if not self._finished.is_set():

@@ -102,6 +102,7 @@ class Pool:
         # Jobs with tasks out: id(job) -> [job, how many].
         self._jobs: dict[int, list[Any]] = {}
         self._broken: BaseException | None = None
+        self._unmatched = 0  # outcomes of no task out: none, by exactly once
         pid = os.getpid()
         self._run = Run(f"pool-{pid}-{next(_pools)}.{pid}.1", method, namespace,
                         self._source(), [spec], "dead_letter", False, on_dead=self._dead)
@@ -166,6 +167,7 @@ class Pool:
         with self._lock:
             entry = self._cache.pop(tid, None)
             if entry is None:
+                self._unmatched += 1
                 return
             job, index = entry
             out = self._jobs.get(id(job))
@@ -352,8 +354,11 @@ class Pool:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """The workers' counts (``Pipeline`` run stats of the pool's stage)."""
-        return self._run.stats.get("task", {})
+        """The workers' counts (``Pipeline`` run stats of the pool's stage:
+        ``in``, ``redelivered``, ``dead_lettered``, ``restarts``...) and
+        ``unmatched``, outcomes that matched no task waiting for one (two
+        of one task would count here: 0, by exactly once)."""
+        return {**self._run.stats.get("task", {}), "unmatched": self._unmatched}
 
 
 def _start_method(context: Any) -> str:
