@@ -20,13 +20,14 @@ Left out, each for the reason in :data:`EXCLUDED`.
 from __future__ import annotations
 
 import functools
+import importlib
 import multiprocessing
 import os
 import unittest
 from typing import Any
 
 try:
-    import test._test_multiprocessing as cpy
+    cpy: Any = importlib.import_module("test._test_multiprocessing")
 except ImportError as e:  # pragma: no cover - depends on the interpreter
     raise ImportError(
         "tests/cpython_pool needs the standard library's test package "
@@ -66,7 +67,7 @@ class _SwapPool(unittest.TestCase):
 
     def tearDown(self) -> None:
         super().tearDown()
-        multiprocessing.Pool = self._saved  # type: ignore[method-assign]
+        multiprocessing.Pool = self._saved
 
 
 def _make(base_name: str, start: str) -> type[unittest.TestCase]:

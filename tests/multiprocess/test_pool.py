@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_util import all_exit, alive
+from pipeline_util import alive, all_exit
 
 from shmring import Closed, MessageTooLarge, RemoteError
 from shmring._queue.pool import Pool
 
 STATE: dict[str, Any] = {}
+# multiprocessing's wrappers, not in its type stubs.
+REMOTE_TRACEBACK: Any = multiprocessing.pool.__dict__["RemoteTraceback"]
+MAYBE_ENCODING_ERROR: Any = multiprocessing.pool.__dict__["MaybeEncodingError"]
 
 
 # ------------------------------------------------- functions the workers run --
@@ -262,9 +265,8 @@ def test_close_join_finishes_the_work() -> None:
 
 
 def test_join_while_running_raises() -> None:
-    with Pool(1) as p:
-        with pytest.raises(ValueError, match="still running"):
-            p.join()
+    with Pool(1) as p, pytest.raises(ValueError, match="still running"):
+        p.join()
 
 
 # ----------------------------------------------------- timeouts, callbacks --
@@ -312,11 +314,11 @@ def test_callbacks_run(pool: Pool) -> None:
 def test_exceptions_as_multiprocessing_returns_them(pool: Pool) -> None:
     with pytest.raises(KeyError) as e:
         pool.apply(fail, (7,))
-    assert isinstance(e.value.__cause__, multiprocessing.pool.RemoteTraceback)
+    assert isinstance(e.value.__cause__, REMOTE_TRACEBACK)
     assert "raise KeyError(x)" in str(e.value.__cause__)
     with pytest.raises(RemoteError, match="Unpicklable: bad 3"):
         pool.apply(fail_unpicklable, (3,))
-    with pytest.raises(multiprocessing.pool.MaybeEncodingError):
+    with pytest.raises(MAYBE_ENCODING_ERROR):
         pool.apply(unpicklable_result, (0,))
     with pytest.raises(MessageTooLarge):
         pool.apply(big_result, (8 << 20,))

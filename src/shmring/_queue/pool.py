@@ -37,7 +37,7 @@ from .pool_results import (
 )
 from .pool_task import decode_outcome, describe, encode_task, execute, initialize
 
-__all__ = ["Pool", "AsyncResult", "MapResult", "IMapIterator", "IMapUnorderedIterator"]
+__all__ = ["AsyncResult", "IMapIterator", "IMapUnorderedIterator", "MapResult", "Pool"]
 
 #: Default bound of each of the pool's two edges (tasks in, results out):
 #: a task's pickled arguments or result may be up to about half of it.
@@ -340,7 +340,7 @@ class Pool:
     def __del__(self) -> None:
         if getattr(self, "_state", TERMINATE) == RUN:
             warnings.warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning,
-                          source=self)
+                          stacklevel=2, source=self)
 
     def __repr__(self) -> str:
         return (f"<{type(self).__module__}.{type(self).__qualname__} "

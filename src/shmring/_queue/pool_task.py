@@ -15,9 +15,9 @@ instead of the pool's.
 from __future__ import annotations
 
 import itertools
+import multiprocessing.pool as _mp_pool
 import traceback
 from collections.abc import Callable
-from multiprocessing.pool import ExceptionWithTraceback, MaybeEncodingError
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -28,6 +28,11 @@ from .pool_results import APPLY, MAP, Task
 #: remote traceback as ``__cause__``); one that does not (its type, text and
 #: traceback: a RemoteError in the parent).
 OK, ERROR, REMOTE = 0, 1, 2
+# multiprocessing's own wrappers (not in its type stubs): an exception that
+# unpickles with its remote traceback as __cause__, and the error of a
+# result that cannot be pickled.
+ExceptionWithTraceback: Any = _mp_pool.__dict__["ExceptionWithTraceback"]
+MaybeEncodingError: Any = _mp_pool.__dict__["MaybeEncodingError"]
 
 
 def dumps(obj: Any) -> bytes:
