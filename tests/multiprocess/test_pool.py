@@ -22,7 +22,7 @@ import pytest
 from pipeline_util import alive, all_exit
 
 from shmring import Closed, MessageTooLarge, RemoteError
-from shmring._queue.pool import Pool
+from shmring._queue.pool import IMapIterator, Pool
 
 STATE: dict[str, Any] = {}
 # multiprocessing's wrappers, not in its type stubs.
@@ -283,6 +283,7 @@ def test_get_and_next_time_out(pool: Pool) -> None:
     assert not r.ready()
     assert r.get(10) == 1.0 and r.successful()
     it = pool.imap(sleep_for, [0.6, 0.0])
+    assert isinstance(it, IMapIterator)
     with pytest.raises(multiprocessing.TimeoutError):
         it.next(timeout=0.1)
     assert it.next(timeout=10) == 0.6
@@ -375,3 +376,44 @@ def test_bad_arguments() -> None:
             p.imap(square, [1], chunksize=0)
         with pytest.raises(ValueError, match="Chunksize"):
             p.map(square, [1], chunksize=0)
+
+
+EXIT_SCRIPT = """
+import json, sys, time
+from shmring._queue.pool import IMapIterator, Pool
+
+def nap(s):
+    time.sleep(s)
+    return s
+
+if __name__ == "__main__":
+    pool = Pool(2)
+    assert pool.map(abs, range(-50, 50)) == [abs(x) for x in range(-50, 50)]
+    pool.apply_async(nap, (30,))
+    while pool.stats["busy"] < 1:
+        time.sleep(0.01)
+    print(json.dumps({"pids": [w.pid for w in pool._pool], "base": pool._run._base}),
+          flush=True)
+    # no close(), no join(): the interpreter exits with a task in flight
+"""
+
+
+def test_exit_without_close_leaves_nothing(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "prog.py"
+    script.write_text(EXIT_SCRIPT)
+    env = {**os.environ, "SHMRING_NAMESPACE": f"poolexit{os.getpid()}"}
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60, env=env, check=True).stdout
+    assert time.monotonic() - t0 < 20  # not the 30 s task
+    info = json.loads(out)
+    assert len(info["pids"]) == 2
+    assert all_exit(info["pids"])
+    deadline = time.monotonic() + 10
+    while any(info["base"] in e for e in os.listdir("/dev/shm")):
+        assert time.monotonic() < deadline, "the pool's segments outlived its program"
+        time.sleep(0.05)

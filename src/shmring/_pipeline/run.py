@@ -577,6 +577,10 @@ class Run:
         for t in (getattr(self, "_feeder", None), getattr(self, "_controller", None)):
             if t is not None:
                 t.join()
+        if self._stop.is_set():
+            # A worker the controller started as the halt went by (its check
+            # of the stop flag just before) is killed now that it has stopped.
+            self._halt()
         for st in self._stages:
             for p in list(st.procs.values()):
                 p.join()

@@ -17,10 +17,12 @@ from __future__ import annotations
 import functools
 import itertools
 import multiprocessing
+import multiprocessing.util
 import os
 import queue
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.pool import CLOSE, RUN, TERMINATE
 from typing import Any
@@ -112,6 +114,11 @@ class Pool:
                                            name="shmring-pool-results")
         self._collector.start()
         self._joined = False
+        # At exit, before multiprocessing kills its daemonic children (which
+        # the run would replace, and run their tasks again), the pool stops
+        # as terminate() stops it. A weak reference: no pool kept alive.
+        self._at_exit = multiprocessing.util.Finalize(
+            self, _terminate_at_exit, args=(weakref.ref(self),), exitpriority=15)
 
     # -------------------------------------------------- the run's source --
     def _source(self) -> Iterator[tuple[int, bytes]]:
@@ -276,21 +283,25 @@ class Pool:
         return self.starmap_async(func, iterable, chunksize).get()  # type: ignore[no-any-return]
 
     def _imap(self, cls: type[IMapIterator], func: Callable[..., Any],
-              iterable: Iterable[Any], chunksize: int) -> IMapIterator:
+              iterable: Iterable[Any], chunksize: int) -> Iterator[Any]:
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
         job = cls(func, iterable, chunksize)
         self._submit(job)
-        return job
+        if chunksize == 1:
+            return job
+        return (value for chunk in job for value in chunk)
 
     def imap(self, func: Callable[..., Any], iterable: Iterable[Any],
-             chunksize: int = 1) -> IMapIterator:
+             chunksize: int = 1) -> Iterator[Any]:
         """``func(x)`` for each item, in order, as they come; ``iterable`` is
-        read lazily, ``chunksize`` items per task."""
+        read lazily, ``chunksize`` items per task. With ``chunksize`` 1 an
+        :class:`IMapIterator` (``next(timeout)``), else a generator, as in
+        ``multiprocessing``."""
         return self._imap(IMapIterator, func, iterable, chunksize)
 
     def imap_unordered(self, func: Callable[..., Any], iterable: Iterable[Any],
-                       chunksize: int = 1) -> IMapIterator:
+                       chunksize: int = 1) -> Iterator[Any]:
         """As :meth:`imap`, the results in the order they are done."""
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
 
@@ -313,6 +324,7 @@ class Pool:
         self._inbox.put(None)
         self._run.cancel()
         self._finish()
+        self._at_exit.cancel()
 
     def join(self) -> None:
         """Wait for the workers to leave (after :meth:`close` or
@@ -328,6 +340,7 @@ class Pool:
                 return
             self._joined = True
         self._run.__exit__(None, None, None)
+        self._at_exit.cancel()
 
     def __enter__(self) -> Pool:
         if self._state != RUN:
@@ -359,6 +372,12 @@ class Pool:
         ``unmatched``, outcomes that matched no task waiting for one (two
         of one task would count here: 0, by exactly once)."""
         return {**self._run.stats.get("task", {}), "unmatched": self._unmatched}
+
+
+def _terminate_at_exit(ref: weakref.ref[Pool]) -> None:
+    pool = ref()
+    if pool is not None:
+        pool.terminate()
 
 
 def _start_method(context: Any) -> str:

@@ -165,7 +165,10 @@ class MapResult(AsyncResult):
 
 class IMapIterator(_Job):
     """The iterator :meth:`Pool.imap` returns: results in the order of the
-    items; ``next(timeout)`` as ``multiprocessing``'s has it."""
+    items; ``next(timeout)`` as ``multiprocessing``'s has it. With a
+    ``chunksize`` over 1 its elements are the chunks' lists of results (the
+    pool returns a generator over their items, as ``multiprocessing``
+    does)."""
 
     _ordered = True
 
@@ -212,10 +215,12 @@ class IMapIterator(_Job):
             self._cond.notify_all()
 
     def _push(self, ok: bool, value: Any) -> None:
-        if ok:
-            self._ready.extend((True, v) for v in value)
+        # One entry per chunk: with chunksize 1 its one result; else the
+        # chunk's list, which the pool's imap flattens (as multiprocessing's).
+        if not ok or self._chunksize > 1:
+            self._ready.append((ok, value))
         else:
-            self._ready.append((False, value))
+            self._ready.append((True, value[0]))
 
     def _abandon(self, error: BaseException) -> None:
         with self._cond:
