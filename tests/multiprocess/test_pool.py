@@ -417,3 +417,21 @@ def test_exit_without_close_leaves_nothing(tmp_path: Path) -> None:
     while any(info["base"] in e for e in os.listdir("/dev/shm")):
         assert time.monotonic() < deadline, "the pool's segments outlived its program"
         time.sleep(0.05)
+
+
+def test_task_timeout_gives_up_a_hung_task() -> None:
+    with Pool(2, max_redeliveries=1, task_timeout=0.3) as p:
+        hung = p.apply_async(sleep_for, (60.0,))
+        quick = p.map_async(square, range(50))
+        with pytest.raises(RemoteError) as e:
+            hung.get(30)
+        assert "sleep_for(60.0)" in str(e.value) and "each of its 2 tries" in str(e.value)
+        assert "timeout" in str(e.value)
+        assert quick.get(30) == [x * x for x in range(50)]
+
+
+def test_a_pool_does_not_pickle() -> None:
+    import pickle
+
+    with Pool(1) as p, pytest.raises(NotImplementedError):
+        pickle.dumps(p)

@@ -66,7 +66,9 @@ class Pool:
     method name; default ``fork`` where there is one) are as in
     ``multiprocessing``. Beyond it: ``max_redeliveries`` (a task whose
     workers die is run again up to that many times, then fails with
-    :class:`~shmring.RemoteError` naming it), ``max_bytes`` (the bound of a
+    :class:`~shmring.RemoteError` naming it), ``task_timeout`` (seconds a
+    task may run before its worker is killed, which counts as one of those
+    tries; default: no limit), ``max_bytes`` (the bound of a
     task's pickled arguments or result is about half of it) and
     ``namespace`` (of the pool's channels).
     """
@@ -75,7 +77,8 @@ class Pool:
                  initializer: Callable[..., object] | None = None,
                  initargs: Iterable[Any] = (), maxtasksperchild: int | None = None,
                  context: Any = None, *, max_redeliveries: int = 2,
-                 max_bytes: int = DEFAULT_MAX_BYTES, namespace: str | None = None) -> None:
+                 task_timeout: float | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 namespace: str | None = None) -> None:
         self._state = TERMINATE  # until started: __del__ has nothing to warn of
         if processes is None:
             processes = os.cpu_count() or 1
@@ -95,7 +98,7 @@ class Pool:
         spec = StageSpec(
             "map", execute, "task", workers=processes,
             init=functools.partial(initialize, initializer, tuple(initargs), self._limit),
-            max_redeliveries=max_redeliveries, max_bytes=max_bytes,
+            max_redeliveries=max_redeliveries, timeout=task_timeout, max_bytes=max_bytes,
             max_tasks=maxtasksperchild)
         spec.check()
         self._lock = threading.Lock()
@@ -193,9 +196,10 @@ class Pool:
         job = entry[0]
         name = describe(item, f"task {tid} ({getattr(job.func, '__qualname__', job.func)!r})")
         if killed:
-            tries = self._max_redeliveries + 1
-            text = (f"task {tid}, {name}, was given up: each of its {tries} tries killed "
-                    f"its worker (the last: {reason})")
+            n = self._max_redeliveries + 1
+            tries = "its one try" if n == 1 else f"each of its {n} tries"
+            text = (f"task {tid}, {name}, was given up: {tries} killed its worker "
+                    f"(the last: {reason})")
         else:
             text = f"task {tid}, {name}, failed in the pool: {reason}"
         self._deliver(tid, False, RemoteError(text, stage="pool", item=name))
@@ -341,6 +345,9 @@ class Pool:
             self._joined = True
         self._run.__exit__(None, None, None)
         self._at_exit.cancel()
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
 
     def __enter__(self) -> Pool:
         if self._state != RUN:
