@@ -178,6 +178,30 @@ def test_imap_unordered_exactly_once_under_kills(pool: Pool) -> None:
     assert pool.stats["unmatched"] == 0
 
 
+def test_spawn_workers_killed_lose_nothing() -> None:
+    p = Pool(2, context="spawn", max_redeliveries=1000)
+    try:
+        with Killer(p, 4, seed=5) as k:
+            out = list(p.imap_unordered(slow_square, range(600)))
+        assert sorted(out) == [x * x for x in range(600)]
+        assert len(k.killed) >= 1
+        assert p.stats["unmatched"] == 0
+    finally:
+        p.terminate()
+        p.join()
+
+
+def test_kills_after_close_lose_nothing() -> None:
+    p = Pool(3, max_redeliveries=1000)
+    results = [p.apply_async(slow_square, (i,)) for i in range(600)]
+    p.close()
+    with Killer(p, 6, seed=6) as k:
+        p.join()
+    assert [r.get(0) for r in results] == [i * i for i in range(600)]
+    assert len(k.killed) >= 1
+    assert pool_segments(p) == []
+
+
 def test_apply_async_exactly_once_under_kills(pool: Pool) -> None:
     calls: list[int] = []
     lock = threading.Lock()
