@@ -43,6 +43,7 @@ from ._pipeline.run import Run
 from ._pipeline.stage import Stream
 from ._queue.queue import JoinableQueue, Queue, SimpleQueue
 from ._region.region import Region
+from ._rpc import Request, Requester, Responder
 
 __version__ = "0.1.0"
 
@@ -75,6 +76,9 @@ __all__ = [
     "RegionExists",
     "RegionNotFound",
     "RemoteError",
+    "Request",
+    "Requester",
+    "Responder",
     "RoleTaken",
     "Run",
     "Serializer",

@@ -60,6 +60,7 @@ RULES: dict[str, set[str] | None] = {
     "_pipeline": CHANNEL_MAY | {"_channel"},
     "_journal": CHANNEL_MAY | {"_channel"},
     "_bridge": CHANNEL_MAY | {"_channel"},
+    "_rpc": CHANNEL_MAY | {"_channel"},
     "_supervisor": BASE | {"_region"} | CLIENT,
     "_cli": None,
     "public": None,
