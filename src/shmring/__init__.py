@@ -41,6 +41,7 @@ from ._objects.view import ObjectView
 from ._pipeline.pipeline import Pipeline
 from ._pipeline.run import Run
 from ._pipeline.stage import Stream
+from ._queue.pool import Pool
 from ._queue.queue import JoinableQueue, Queue, SimpleQueue
 from ._region.region import Region
 from ._rpc import Request, Requester, Responder
@@ -68,6 +69,7 @@ __all__ = [
     "PermissionDenied",
     "PickleSerializer",
     "Pipeline",
+    "Pool",
     "Producer",
     "Queue",
     "QueueClosed",
