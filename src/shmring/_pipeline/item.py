@@ -195,3 +195,16 @@ def link_header(item: int) -> bytes:
     record of a worker's own)."""
     return _LINK.pack(item, 0, 0)
 
+
+def send_planned(tx: Any, head: bytes, plan: Any) -> None:
+    """Send one record: ``head`` (this module's prefix) then the body that
+    ``plan`` (an ``_objects.frame.FramePlan``) writes in place."""
+    view = tx._claim(len(head) + plan.size, 0.1)
+    try:
+        view[:len(head)] = head
+        plan.write(view[len(head):])
+    except BaseException:
+        tx._abort()
+        raise
+    tx._commit()
+    plan.release()

@@ -381,7 +381,7 @@ class Run:
                         if plan is None:
                             tx.send(data, 0.1)
                         else:
-                            _send_planned(tx, data, plan)
+                            I.send_planned(tx, data, plan)
                         break
                     except Timeout:
                         pass
@@ -596,14 +596,3 @@ class Run:
             ch.close()
         self._channels.clear()
 
-
-def _send_planned(tx: Any, head: bytes, plan: Any) -> None:
-    view = tx._claim(len(head) + plan.size, 0.1)
-    try:
-        view[:len(head)] = head
-        plan.write(view[len(head):])
-    except BaseException:
-        tx._abort()
-        raise
-    tx._commit()
-    plan.release()
