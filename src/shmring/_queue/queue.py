@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Generic
 from .. import _core
 from .. import _layout as L
 from .._objects.serializers import Serializer
-from .base import DEFAULT_MAXSIZE_BYTES, _QueueBase
+from .base import UNBOUNDED, _QueueBase
 from .control import wait_unfinished
 
 __all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
@@ -82,7 +82,7 @@ class Queue(_QueueBase, Generic[T]):
         self,
         maxsize: int = 0,
         *,
-        maxsize_bytes: int = DEFAULT_MAXSIZE_BYTES,
+        maxsize_bytes: int | None = UNBOUNDED,
         ctx: Any = None,
         serializer: Serializer | None = None,
         name: str | None = None,
@@ -126,6 +126,8 @@ class Queue(_QueueBase, Generic[T]):
         if self._maxsize and n >= self._maxsize:
             return True
         h = self._h or self._attach()
+        if h.chain is not None:
+            return False  # a growing queue has room for anything
         # The ring's own test (ring_has_space): a record never straddles the
         # end, so one that would is preceded by padding to the end.
         cap = h.ch.capacity
@@ -194,7 +196,7 @@ class SimpleQueue(_QueueBase, Generic[T]):
     def __init__(
         self,
         *,
-        maxsize_bytes: int = DEFAULT_MAXSIZE_BYTES,
+        maxsize_bytes: int | None = UNBOUNDED,
         ctx: Any = None,
         serializer: Serializer | None = None,
         name: str | None = None,
