@@ -83,7 +83,8 @@ def test_items_outlive_the_putter_that_grew_the_rings(make_queue: Callable[..., 
     the parent's watcher holds every ring the child made."""
     q = make_queue()
     for method in ("fork", "spawn"):
-        p = mp.get_context(method).Process(target=_put_many, args=(q, 200, 100_000))
+        ctx: Any = mp.get_context(method)
+        p = ctx.Process(target=_put_many, args=(q, 200, 100_000))
         p.start()
         p.join(WAIT)
         assert p.exitcode == 0
@@ -100,48 +101,56 @@ def _producer(q: Any, done: Any, k: int, n: int, seed: int) -> None:
         done.put((k, i))  # committed: reported only once put() returned
 
 
-def _consumer(q: Any, out: Any) -> None:
+def _consumer(q: Any, out: Any, j: int) -> None:
     while True:
         item = q.get(timeout=WAIT)
         if item is None:
             return
-        out.put(item[:2])
+        out.put((j, *item[:2]))
 
 
 def test_many_putters_and_getters_with_sigkills(make_queue: Callable[..., Any]) -> None:
-    """Four putters (two SIGKILLed at random points) and three getters on
-    one queue that grows and shrinks under them: every item reported put
-    arrives exactly once, in each putter's order."""
-    ctx = mp.get_context("fork")
+    """Four putters (two SIGKILLed at random points) and three getters (one
+    SIGKILLed) on one queue that grows and shrinks under them: every item
+    reported put arrives at most once, in each putter's order, and none is
+    lost but the one the killed getter may have taken and not reported."""
+    ctx: Any = mp.get_context("fork")
     q = make_queue()
     done: Any = ctx.SimpleQueue()
     out: Any = ctx.SimpleQueue()
     n = 400
     putters = [ctx.Process(target=_producer, args=(q, done, k, n, k)) for k in range(4)]
-    getters = [ctx.Process(target=_consumer, args=(q, out)) for _ in range(3)]
+    getters = [ctx.Process(target=_consumer, args=(q, out, j)) for j in range(3)]
     for p in getters + putters:
         p.start()
-    rnd = random.Random(7)
+    rnd = random.Random()
     time.sleep(rnd.uniform(0.05, 0.3))
-    for p in putters[:2]:
+    for p in (putters[0], getters[0], putters[1]):
         os.kill(p.pid or 0, signal.SIGKILL)
         time.sleep(rnd.uniform(0.0, 0.1))
     for p in putters:
         p.join(WAIT)
     assert [p.exitcode for p in putters[2:]] == [0, 0]
-    for _ in getters:
+    for _ in getters[1:]:
         q.put(None)
     for p in getters:
         p.join(WAIT)
-        assert p.exitcode == 0
+    assert [p.exitcode for p in getters[1:]] == [0, 0]
     committed = set()
     while not done.empty():
         committed.add(done.get())
-    got: list[tuple[int, int]] = []
+    seen: list[tuple[int, int, int]] = []
     while not out.empty():
-        got.append(out.get())
+        seen.append(out.get())
+    got = [(k, i) for _, k, i in seen]
     assert len(got) == len(set(got)), "an item arrived twice"
-    assert committed <= set(got), f"lost: {sorted(committed - set(got))[:5]}"
+    lost = committed - set(got)
+    assert len(lost) <= 1, f"lost: {sorted(lost)[:5]}"  # taken by the killed getter
     assert all((k, i) in committed or k < 2 for k, i in got)
-    assert len([1 for k, _ in got if k >= 2]) == 2 * n
+    assert len([1 for k, _ in got if k >= 2]) >= 2 * n - 1
+    runs: dict[tuple[int, int], list[int]] = {}
+    for j, k, i in seen:  # what one getter took of one putter came in its order
+        runs.setdefault((j, k), []).append(i)
+    assert all(r == sorted(r) for r in runs.values())
+    assert q._h.chain.gen() > 0  # it grew while they ran
     q.close()

@@ -348,10 +348,13 @@ class _QueueBase(_core.QueueCore):
         done = False
         plan: FramePlan | None = None
         try:
-            data = _core.encode_value(obj) if self._plain else None
+            value = _core.encode_value(obj) if self._plain else None
             buffers: list[PickleBuffer] = []
-            if data is None:
+            data: ReadableBuffer
+            if value is None:
                 data, buffers = _pickle(obj, self._serializer)
+            else:
+                data = value
             if buffers:
                 plan = FramePlan(data, buffers)
                 size, fill = plan.size, plan.write

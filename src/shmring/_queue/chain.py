@@ -45,8 +45,17 @@ from .. import _core
 from .. import _layout as L
 from .._channel.channel import Channel
 from .._channel.endpoints import Consumer, Producer
-from .._errors import Broken, Closed, CorruptRegion, EndOfStream, MessageTooLarge, RegionExists, RegionNotFound, Timeout, \
-    WouldBlock
+from .._errors import (
+    Broken,
+    Closed,
+    CorruptRegion,
+    EndOfStream,
+    MessageTooLarge,
+    RegionExists,
+    RegionNotFound,
+    Timeout,
+    WouldBlock,
+)
 
 log = logging.getLogger("shmring.queue")
 
@@ -147,13 +156,15 @@ class Chain:
         bytes (unless another process moved it already)."""
         if self.gen() != gen:
             return
-        made = None
         give_up = time.monotonic() + 30.0
         while True:
             try:
                 made = create_ring(self.name, gen + 1, capacity, self.namespace)
                 with self.lock:
+                    extra = self.chs.get(gen + 1)  # our watcher opened it meanwhile
                     self.chs[gen + 1] = made
+                if extra is not None:
+                    extra.close()
                 break
             except RegionExists:
                 try:
@@ -167,14 +178,11 @@ class Chain:
                     time.sleep(0.005)
                 if self.gen() != gen:
                     return
-        if not _core.cas(self.cbuf, self.base + CTL_GEN, gen, gen + 1):
-            if made is not None and self.gen() > gen + 1:  # stale: ours is not the next one
-                with self.lock:
-                    self.chs.pop(gen + 1, None)
-                made.close()
-                with contextlib.suppress(RegionNotFound):
-                    made.unlink()
-                return
+        # Fails only if another grower moved GEN on already. A ring we made
+        # then is kept, not unlinked: another grower may have published it
+        # (it opened ours); if it is a stale duplicate nobody reads, it goes
+        # with our other rings.
+        _core.cas(self.cbuf, self.base + CTL_GEN, gen, gen + 1)
         self.seal(gen)
         _core.fetch_add(self.cbuf, self.base + CTL_GEN_SEQ, 1)  # 64-bit add; the futex is u32
         _core.wake(self.cbuf, self.base + CTL_GEN_SEQ)

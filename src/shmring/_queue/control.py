@@ -47,8 +47,8 @@ class _Handles:
     process that opened them closes them (a forked child inherits the
     objects but not the right to close them)."""
 
-    __slots__ = ("base", "buf", "cbuf", "ch", "chain", "ctl", "notfull_seq", "notfull_waiters", "pid",
-                 "rx", "state", "tx")
+    __slots__ = ("base", "buf", "cbuf", "ch", "chain", "ctl", "notfull_seq", "notfull_waiters",
+                 "pid", "rx", "state", "tx")
 
     def __init__(self, ch: Channel, ctl: Channel) -> None:
         self.pid = os.getpid()
