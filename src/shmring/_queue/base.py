@@ -1,10 +1,12 @@
 """What shmring's three queues share: creation, attachment, fork and
 pickling, close, and the Python paths of put and get.
 
-``put`` and ``get`` are C methods (``csrc/py/queue.c``, the base class
-``_core.QueueCore``): the common call - blocking without a timeout, the
-default serializer, a plain value - counts, encodes and writes (or takes,
-decodes and counts) in one call, as ``send_obj`` does. Every other call,
+A queue bounded in bytes (``maxsize_bytes=``) is one ring; an unbounded
+one (the default) is a chain of rings (``chain.py``), put and get in Python
+only. On a bounded queue ``put`` and ``get`` are C methods
+(``csrc/py/queue.c``, the base class ``_core.QueueCore``): the common
+call - blocking without a timeout, the default serializer, a plain
+value - counts, encodes and writes (or takes, decodes and counts) in one call, as ``send_obj`` does. Every other call,
 and one that would wait for a lock another thread holds or for room under
 ``maxsize``, is handed to ``_put`` and ``_get`` below, which do the same
 with the same locks and words.
@@ -355,21 +357,21 @@ class _QueueBase(_core.QueueCore):
                 data, buffers = _pickle(obj, self._serializer)
             else:
                 data = value
+            fill = None
             if buffers:
                 plan = FramePlan(data, buffers)
                 size, fill = plan.size, plan.write
+            elif data.__class__ is bytes:
+                size = len(data)
             else:
-                raw = memoryview(data).cast("B")
-                size = raw.nbytes
-
-                def fill(view: memoryview) -> None:
-                    view[:size] = raw
+                data = memoryview(data).cast("B")
+                size = data.nbytes
             if not _acquire(self._wlock, block, deadline):
                 raise self._full(block, timeout)
             try:
                 if chain._thread is None:
                     chain.start()  # a forked child's first use
-                chain.put(size, fill, st.count())
+                chain.put(size, data, fill, st.count)
             finally:
                 self._wlock.release()
             done = True

@@ -61,9 +61,13 @@ log = logging.getLogger("shmring.queue")
 
 #: Ring bytes of generation 0 and of the ring a drained queue moves back to.
 BASE_CAPACITY = 1 << 14
-#: A full ring is followed by one twice its size, up to this; larger rings
-#: are made only for an item that needs one.
+#: A full ring is followed by one four times its size, up to this; larger
+#: rings are made only for an item that needs one.
 MAX_GROWN = 1 << 25
+#: A drained queue on a ring larger than this moves back to a BASE_CAPACITY
+#: ring at its next put. Rings up to it stay, so a queue that fills and
+#: drains a few hundred KiB at a time does not make rings over and over.
+SHRINK_ABOVE = 1 << 20
 
 # Control block words beyond the C layout's CTL_BYTES (python-only).
 CTL_GEN = L.CTL_BYTES                      # u64: the generation putters write to
@@ -90,7 +94,7 @@ def capacity_for(record: int, current: int = 0) -> int:
     """Ring bytes for the ring after one of ``current`` bytes, able to hold a
     record of ``record`` payload bytes."""
     need = 1 << max(0, 2 * (record + L.RECORD_HEADER + L.RECORD_ALIGN) - 1).bit_length()
-    return max(BASE_CAPACITY, need, min(2 * current, MAX_GROWN))
+    return max(BASE_CAPACITY, need, min(4 * current, MAX_GROWN))
 
 
 def create_ring(name: str, gen: int, capacity: int, namespace: str) -> Channel:
@@ -115,6 +119,7 @@ class Chain:
         self.chs: dict[int, Channel] = {0: ring0}
         self.tx: Producer | None = None
         self.tx_gen = 0
+        self.tx_buf: Any = None
         self.rx: Consumer | None = None
         self.rx_gen = int(_core.load(cbuf, base + CTL_HEAD))
         self.pid = os.getpid()
@@ -188,21 +193,25 @@ class Chain:
         _core.wake(self.cbuf, self.base + CTL_GEN_SEQ)
 
     # ------------------------------------------------------------- put --
-    def put(self, size: int, fill: Callable[[memoryview], None], queued: int) -> None:
-        """Write one record of ``size`` bytes (``fill`` writes it into the
-        claimed view), growing the chain as needed; never waits for room.
-        ``queued``: the items in the queue, this one included (a drained queue
-        on a large ring moves back to a small one)."""
+    def put(self, size: int, data: Any, fill: Callable[[memoryview], None] | None,
+            count: Callable[[], int]) -> None:
+        """Write one record of ``size`` bytes (``data``, or what ``fill``
+        writes into the claimed view), growing the chain as needed; never
+        waits for room. ``count()``: the items in the queue, this one
+        included (a drained queue on a large ring moves back to a small one)."""
+        cbuf, gen_off = self.cbuf, self.base + CTL_GEN
+        shrink = True
         while True:
-            gen = self.gen()
-            if self.tx is None or self.tx_gen != gen:
+            gen = _core.load(cbuf, gen_off)
+            tx = self.tx
+            if tx is None or self.tx_gen != gen:
                 self._move_tx(gen)
                 continue
-            tx = self.tx
-            if queued <= 1 and tx._max_message > BASE_CAPACITY and size < BASE_CAPACITY // 4:
-                self.advance(gen, BASE_CAPACITY)  # drained: back to a small ring
-                queued = 2
-                continue
+            if shrink and tx._max_message > SHRINK_ABOVE and size < BASE_CAPACITY // 4:
+                shrink = False
+                if count() <= 1:
+                    self.advance(gen, BASE_CAPACITY)  # drained: back to a small ring
+                    continue
             try:
                 view = tx._claim(size, 0.0)
             except (Timeout, WouldBlock):
@@ -215,12 +224,14 @@ class Chain:
                 self.advance(gen, capacity_for(size))  # sealed: GEN is past it
                 continue
             # Claim, check, commit: a claim made after the seal is withdrawn.
-            if _core.fetch_add(self.cbuf, self.base + CTL_GEN, 0) != gen or \
-                    _core.load32(self.chs[gen].region._mapping(), L.OFF_EOS):
+            if _core.fetch_add(cbuf, gen_off, 0) != gen or _core.load32(self.tx_buf, L.OFF_EOS):
                 tx._abort()
                 continue
             try:
-                fill(view)
+                if fill is None:
+                    view[:size] = data
+                else:
+                    fill(view)
             except BaseException:
                 tx._abort()
                 raise
@@ -263,6 +274,7 @@ class Chain:
         except Closed:
             return  # sealed already: GEN moved on, read it again
         self.tx_gen = gen
+        self.tx_buf = ch.region._mapping()
 
     # ------------------------------------------------------------- get --
     def consumer(self) -> Consumer:
@@ -363,6 +375,7 @@ class Chain:
         c.lock = threading.Lock()
         c.chs = dict(self.chs)
         c.tx = c.rx = None
+        c.tx_buf = None
         c.tx_gen, c.rx_gen = 0, self.rx_gen
         c.pid = os.getpid()
         c._stop = False
