@@ -7,8 +7,8 @@ only. On a bounded queue ``put`` and ``get`` are C methods
 (``csrc/py/queue.c``, the base class ``_core.QueueCore``): the common
 call - blocking without a timeout, the default serializer, a plain
 value - counts, encodes and writes (or takes, decodes and counts) in one
-call, as ``send_obj`` does. Every other call, and one that would wait for a lock another thread holds or for room under
-``maxsize``, is handed to ``_put`` and ``_get`` below, which do the same
+call, as ``send_obj`` does. Every other call, and one that would wait for
+a lock another thread holds or for room under ``maxsize``, is handed to ``_put`` and ``_get`` below, which do the same
 with the same locks and words.
 
 A queue is named (``q-<pid>-<random>`` unless given a name) and pickles as
