@@ -8,8 +8,9 @@ only. On a bounded queue ``put`` and ``get`` are C methods
 call - blocking without a timeout, the default serializer, a plain
 value - counts, encodes and writes (or takes, decodes and counts) in one
 call, as ``send_obj`` does. Every other call, and one that would wait for
-a lock another thread holds or for room under ``maxsize``, is handed to ``_put`` and ``_get`` below, which do the same
-with the same locks and words.
+a lock another thread holds or for room under ``maxsize``, is handed to
+``_put`` and ``_get`` below, which do the same with the same locks and
+words.
 
 A queue is named (``q-<pid>-<random>`` unless given a name) and pickles as
 its name: unpickling opens it, so it can be passed to ``Process``, to
