@@ -24,6 +24,14 @@ pytest_plugins = ["channel_util", "pipeline_util", "supervisor_util"]
 
 SHM = "/dev/shm"
 
+# One supervisor serves a user's namespace, whichever socket directory a
+# client would pick (the instance guard in /dev/shm): a test run shares no
+# namespace, so no supervisor, with other runs or other xdist workers. Tests
+# that want their own supervisor take a namespace of their own too
+# (supervisor_util's ``env``).
+os.environ.setdefault(
+    "SHMRING_NAMESPACE", f"t{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}-{os.getpid()}")
+
 
 def _shm_entries() -> set[str]:
     try:

@@ -41,8 +41,10 @@ from ._objects.view import ObjectView
 from ._pipeline.pipeline import Pipeline
 from ._pipeline.run import Run
 from ._pipeline.stage import Stream
+from ._queue.pool import Pool
 from ._queue.queue import JoinableQueue, Queue, SimpleQueue
 from ._region.region import Region
+from ._rpc import Request, Requester, Responder
 
 __version__ = "0.1.0"
 
@@ -67,6 +69,7 @@ __all__ = [
     "PermissionDenied",
     "PickleSerializer",
     "Pipeline",
+    "Pool",
     "Producer",
     "Queue",
     "QueueClosed",
@@ -75,6 +78,9 @@ __all__ = [
     "RegionExists",
     "RegionNotFound",
     "RemoteError",
+    "Request",
+    "Requester",
+    "Responder",
     "RoleTaken",
     "Run",
     "Serializer",

@@ -101,7 +101,10 @@ class RemoteError(ShmringError):
 
     ``stage`` is the stage's name, ``item`` the item it was given (None if
     there was none), and ``remote_traceback`` the worker's traceback as text
-    (also the end of the message)."""
+    (also the end of the message).
+
+    Also what a :class:`Requester` raises when the server failed the request
+    (``stage`` is then the service's name)."""
 
     def __init__(self, message: str, *, stage: str = "", item: object = None,
                  remote_traceback: str = "") -> None:

@@ -81,6 +81,7 @@ from ._errors import (
     Timeout,
     WouldBlock,
 )
+from ._region.slots import AttachTable
 
 __all__ = ["DEFAULT_CHANNEL", "Handler", "Sink", "decode_record", "encode_record", "sink_status"]
 
@@ -226,7 +227,7 @@ class Handler(logging.Handler):
         self._unreported = 0
         self._ch: Channel | None = None
         self._tx: Producer | None = None
-        self._buf: Any = None
+        self._table: AttachTable | None = None  # the channel's: is a sink there?
         self._inode = 0
         self._retry_at = 0.0
         self._nowait_until = 0.0
@@ -242,12 +243,12 @@ class Handler(logging.Handler):
     def _forget(self) -> None:
         # In a forked child: the endpoints are the parent's (never close them
         # here), and so are the counts: the child's start from zero.
-        self._ch = self._tx = self._buf = None
+        self._ch = self._tx = self._table = None
         self._retry_at = self._nowait_until = 0.0
         self.dropped = self.sent = self._unreported = 0
 
     def _disconnect(self) -> None:
-        ch, self._ch, self._tx, self._buf = self._ch, None, None, None
+        ch, self._ch, self._tx, self._table = self._ch, None, None, None
         if ch is not None:
             with contextlib.suppress(ShmringError):  # a broken one: the supervisor cleans up
                 ch.close()
@@ -276,26 +277,30 @@ class Handler(logging.Handler):
         except BaseException:
             ch.close()
             raise
-        self._ch, self._tx, self._buf = ch, tx, ch.region._mapping()
+        self._ch, self._tx, self._table = ch, tx, ch.region.table
 
     # -------------------------------------------------------------- emit --
     def _drop(self) -> None:
         self.dropped += 1
         self._unreported += 1
 
+    def _sink_there(self) -> bool:
+        """A sink holds the channel's consumer role (one load)."""
+        return self._table is not None and self._table.owned(producer=False)
+
     def emit(self, record: logging.LogRecord) -> None:
         """Send ``record`` to the sink, or drop and count it (never waits
         longer than ``timeout``)."""
         try:
             tx = self._tx
-            if tx is None or not _core.load(self._buf, L.OFF_CONSUMER_OWNER):
+            if tx is None or not self._sink_there():
                 now = time.monotonic()
                 if now < self._retry_at:
                     self._drop()
                     return
                 self._connect(now)
                 tx = self._tx
-                if tx is None or not _core.load(self._buf, L.OFF_CONSUMER_OWNER):
+                if tx is None or not self._sink_there():
                     self._drop()
                     return
             if record.exc_info and record.exc_text is None:
@@ -339,7 +344,7 @@ class Handler(logging.Handler):
         try:
             tx = self._tx
             if (tx is not None and self._unreported
-                    and _core.load(self._buf, L.OFF_CONSUMER_OWNER)):
+                    and self._sink_there()):
                 try:
                     tx.send(_note(self._unreported), self.timeout)
                     self._unreported = 0

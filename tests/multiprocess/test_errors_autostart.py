@@ -10,6 +10,7 @@ interpreter cannot start a supervisor: ``test_errors_other_user.py``.)
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 
@@ -17,6 +18,17 @@ import pytest
 from supervisor_util import Env
 
 import shmring
+from shmring._region.names import default_namespace
+
+_ns = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def lonely_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A namespace nobody supervises: a supervisor already running for the
+    process's own namespace would be found through its instance guard,
+    whatever socket directory a test breaks."""
+    monkeypatch.setenv("SHMRING_NAMESPACE", f"auto-{os.getpid()}-{next(_ns)}")
 
 
 def _check(e: shmring.SupervisorUnavailable, cause: type[BaseException]) -> None:
@@ -37,7 +49,7 @@ def test_missing_socket_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: obj
     assert not isinstance(info.value, FileNotFoundError)
     assert repr(bad) in str(info.value)
     _check(info.value, FileNotFoundError)
-    assert not os.path.exists(f"/dev/shm/shmring.default.{uname}")
+    assert not os.path.exists(f"/dev/shm/shmring.{default_namespace()}.{uname}")
 
 
 def test_missing_socket_directory_on_open(monkeypatch: pytest.MonkeyPatch, tmp_path: object,
@@ -71,5 +83,5 @@ def test_socket_path_too_long(monkeypatch: pytest.MonkeyPatch, tmp_path: object,
         shmring.Channel.create(uname, capacity=4096)
     _check(info.value, OSError)
     assert "socket paths are limited to 107 bytes" in str(info.value)
-    assert not os.path.exists(f"/dev/shm/shmring.default.{uname}")
+    assert not os.path.exists(f"/dev/shm/shmring.{default_namespace()}.{uname}")
 

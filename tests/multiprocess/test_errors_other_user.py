@@ -20,6 +20,7 @@ import pytest
 from user_util import NOBODY, as_nobody
 
 import shmring
+from shmring._region.names import default_namespace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 
@@ -64,7 +65,7 @@ def test_only_permission_bits_are_accepted(uname: str, mode: object) -> None:
     with pytest.raises(shmring.InvalidArgument, match=r"mode .* between 0o000 and 0o777"):
         shmring.Channel.create(uname, capacity=4096, mode=mode,  # type: ignore[arg-type]
                                supervised=False)
-    assert not os.path.exists(f"/dev/shm/shmring.default.{uname}")
+    assert not os.path.exists(f"/dev/shm/shmring.{default_namespace()}.{uname}")
 
 
 # ------------------------------------------------------- another user --

@@ -95,6 +95,8 @@ def test_sink_absent_drops_counted_and_reported(ns: str, tmp_path: Path) -> None
         total = late[-1]["total_dropped"]
         assert total == 300 + len(late) - 1
         wait_for(lambda: drops_reported(log).get(app.pid) == total, what="the drop report")
+        # The report is written just before the record that carried it.
+        wait_for(lambda: records(log, "late"), what="the record that carried the report")
         assert records(log, "late") == {(app.pid, 0): 1}
         assert records(log, "early") == {}
         st = status(ns)

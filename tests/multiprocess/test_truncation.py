@@ -100,11 +100,12 @@ def test_a_blocked_call_ends_broken(make_channel: Make, side: str) -> None:
     _in_child(child)
 
 
-def test_supervisor_survives_and_unlinks_it(env: Env, uname: str) -> None:
+@pytest.mark.parametrize("pattern", ["spsc", "mpmc"])  # mpmc: the claim watch looks too
+def test_supervisor_survives_and_unlinks_it(env: Env, uname: str, pattern: str) -> None:
     path = env.shm(uname)
 
     def client(c: Child) -> None:
-        ch = shmring.Channel.create(uname, capacity=1 << 16, pattern="spsc")
+        ch = shmring.Channel.create(uname, capacity=1 << 16, pattern=pattern)
         ch.producer().send(b"hello")
         c.signal()
         c.wait_go()
@@ -119,11 +120,14 @@ def test_supervisor_survives_and_unlinks_it(env: Env, uname: str) -> None:
     c.go()
     c.ready()
     assert os.path.getsize(path) == 100
+    time.sleep(1.5)  # a claim watch round (every second) over the shrunk region
     c.go()
     assert c.wait() == 0
     wait_for(lambda: not os.path.exists(path), 10, "the truncated region to be unlinked")
     os.kill(pid, 0)  # the same supervisor still runs
     assert env.supervisor_pid() == pid
+    with open(os.path.join(env.socket_dir, f"{env.namespace}.log")) as f:
+        assert "was truncated to 100 bytes" in f.read()  # said once, then not read again
 
 
 def test_region_sees_the_shrink_without_touching_it(make_channel: Make) -> None:

@@ -13,8 +13,8 @@ The layers, lowest first (a module may always import its own layer):
 
 - ``_core`` (C), then ``_errors``, ``_layout``, ``_proc``: only ``_core``;
 - ``_region``, ``_objects``: only those four;
-- ``_supervisor.wire``, ``_supervisor.client``, ``_supervisor.instance``: those four and
-  each other;
+- ``_supervisor.wire``, ``_supervisor.client``, ``_supervisor.instance``,
+  ``_supervisor.launch``: those four and each other;
 - ``_channel``: ``_region``, ``_objects``, ``_supervisor.client`` and below;
 - ``_queue``: ``_channel`` and below (and ``_pipeline``, for a Pool);
 - ``_pipeline``, ``_journal``, ``_bridge`` (to come): ``_channel`` and
@@ -40,7 +40,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "shmring"
 
 BASE = {"_core", "_errors", "_layout", "_proc"}
-CLIENT = {"_supervisor.wire", "_supervisor.client", "_supervisor.instance"}
+CLIENT = {"_supervisor.wire", "_supervisor.client", "_supervisor.instance",
+          "_supervisor.launch"}
 CHANNEL_MAY = BASE | {"_region", "_objects"} | CLIENT
 #: layer -> the other layers it may import; None: any layer but _cli.
 RULES: dict[str, set[str] | None] = {
@@ -53,6 +54,7 @@ RULES: dict[str, set[str] | None] = {
     "_supervisor.wire": BASE | CLIENT,
     "_supervisor.client": BASE | CLIENT,
     "_supervisor.instance": BASE | CLIENT,
+    "_supervisor.launch": BASE | CLIENT,
     "_channel": CHANNEL_MAY,
     "_queue": CHANNEL_MAY | {"_channel", "_pipeline"},
     # Layers to come, given their place now: each stands on the channel and
@@ -60,6 +62,7 @@ RULES: dict[str, set[str] | None] = {
     "_pipeline": CHANNEL_MAY | {"_channel"},
     "_journal": CHANNEL_MAY | {"_channel"},
     "_bridge": CHANNEL_MAY | {"_channel"},
+    "_rpc": CHANNEL_MAY | {"_channel"},
     "_supervisor": BASE | {"_region"} | CLIENT,
     "_cli": None,
     "public": None,
@@ -266,13 +269,13 @@ def test_the_rules_catch_an_upward_import() -> None:
     assert broken_rules(g) == [
         "shmring._pipeline.graph imports shmring._journal.writer: _pipeline may import only "
         "_channel, _core, _errors, _layout, _objects, _proc, _region, _supervisor.client, "
-        "_supervisor.instance, _supervisor.wire",
+        "_supervisor.instance, _supervisor.launch, _supervisor.wire",
         "shmring._queue.queue imports shmring._cli.main: nothing imports _cli",
         "shmring._region.region imports shmring._channel.channel: _region may import "
         "only _core, _errors, _layout, _proc",
         "shmring._supervisor.server imports shmring._channel.channel: _supervisor may "
         "import only _core, _errors, _layout, _proc, _region, _supervisor.client, "
-        "_supervisor.instance, _supervisor.wire",
+        "_supervisor.instance, _supervisor.launch, _supervisor.wire",
         "shmring._viewer.app: layer '_viewer' has no dependency rule",
     ]
 

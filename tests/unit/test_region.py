@@ -25,9 +25,10 @@ import pytest
 import shmring
 from shmring import _layout as L
 from shmring._proc import start_time
+from shmring._region.names import default_namespace
 
 WAIT = 10.0
-NS = "default"
+NS = default_namespace()  # conftest gives each test process its own
 
 
 def seg_name(name: str, namespace: str = NS) -> str:

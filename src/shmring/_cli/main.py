@@ -26,8 +26,9 @@ from . import args as _types
 DESCRIPTION = """\
 shmring passes messages between processes through POSIX shared memory.
 These commands try it (demo), show what is in /dev/shm (ls, inspect), remove
-what no live process uses (gc), run a namespace's supervisor in the
-foreground (supervisor) and compare shmring with its peers (bench)."""
+what no live process uses (gc), watch a namespace live (top), run a
+namespace's supervisor in the foreground (supervisor) and compare shmring
+with its peers (bench)."""
 
 EPILOG = "`shmring COMMAND --help` describes a command and its options."
 
@@ -76,6 +77,18 @@ def _tool(name: str) -> tuple[Callable[[argparse.ArgumentParser], None],
     return add, run
 
 
+def _top_args(p: argparse.ArgumentParser) -> None:
+    from .top import add_arguments
+
+    add_arguments(p)
+
+
+def _top(args: argparse.Namespace) -> int:
+    from .top import run
+
+    return run(args)
+
+
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("rest", nargs=argparse.REMAINDER,
                    help="arguments for `python -m benchmarks` (--quick, --only, ...)")
@@ -113,6 +126,8 @@ COMMANDS: dict[str, Command] = {
     "ls": ("list regions: size, pattern, processes, fill, messages", *_tool("ls")),
     "inspect": ("show one region's header, counters and attach table", *_tool("inspect")),
     "gc": ("list regions no live process uses (remove them with --yes)", *_tool("gc")),
+    "top": ("a live view of a namespace: regions, rates, pipelines, supervisor, processes",
+            _top_args, _top),
 }
 
 

@@ -12,6 +12,7 @@ on). Workers leave on end of stream by themselves.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -20,7 +21,7 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .. import _core
@@ -34,7 +35,7 @@ from .chunk import expand, source_chunk
 from .order import Reorderer
 from .stage import StageSpec
 from .stats import StageRun, progress_line, stage_stats
-from .worker import WorkerSpec, main
+from .worker import RETIRED, WorkerSpec, main
 
 ON_ERROR = ("raise", "skip", "dead_letter")
 # Offsets in a record of a pipeline channel: kind and depth (item.py), and
@@ -54,7 +55,8 @@ class Run:
 
     def __init__(self, base: str, context: str, namespace: str | None,
                  source: Iterable[Any], specs: list[StageSpec], on_error: str,
-                 progress: bool, chunksize: int = 1) -> None:
+                 progress: bool, chunksize: int = 1,
+                 on_dead: Callable[[int, Any, bool, str], None] | None = None) -> None:
         if on_error not in ON_ERROR:
             raise InvalidArgument(f"on_error must be one of {', '.join(ON_ERROR)}")
         if not specs:
@@ -84,6 +86,11 @@ class Run:
         self._final: dict[str, dict[str, Any]] | None = None  # stats once closed
         self._pending: list[Any] = []  # outputs taken by a wait() that timed out
         self._source = source
+        # Called with (source id, item, killed, reason) for each item given
+        # up (a Pool fails that task's result at once); ``killed``: its
+        # attempts killed their workers, ``reason`` says how (else it is
+        # the error's text).
+        self._on_dead = on_dead
 
     def _open(self) -> None:
         """Create the run's channels (edges, output, control, board)."""
@@ -155,6 +162,9 @@ class Run:
                 p.join()
                 code = p.exitcode
                 item = self._board.word(entry, B.ITEM)
+                retired = code == RETIRED
+                if retired:
+                    code = 0
                 if code and item:
                     if entry in st.timed_out:
                         why = "timeout"
@@ -169,7 +179,8 @@ class Run:
                 self._free.append(entry)
                 if code:
                     st.deaths += 1
-                if code and not st.closed and not self._stop.is_set() and not self._drained(st):
+                if ((code or retired) and not st.closed and not self._stop.is_set()
+                        and not self._drained(st)):
                     futile = st.deaths - st.totals[B.FIRST]
                     if futile > MAX_FUTILE_RESTARTS * st.spec.workers:
                         self._fail(RemoteError(
@@ -260,6 +271,9 @@ class Run:
         else:
             with self._lock:
                 self._dead.append((item, note))
+            if self._on_dead is not None:
+                self._on_dead(item, I.item_value(note), note.reason is None,
+                              note.reason or self._reasons.get(item, "killed"))
         if self._order is not None:
             key = (item, *note.path)
             with self._lock:
@@ -552,7 +566,10 @@ class Run:
         for st in self._stages:
             for p in list(st.procs.values()):
                 if p.pid is not None and p.is_alive():
-                    os.kill(p.pid, signal.SIGKILL)
+                    # The controller may reap it meanwhile (a Pool's terminate
+                    # runs in the user's thread while the run goes on).
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p.pid, signal.SIGKILL)
 
     def _shutdown(self) -> None:
         if not self._finished.is_set():
@@ -560,6 +577,10 @@ class Run:
         for t in (getattr(self, "_feeder", None), getattr(self, "_controller", None)):
             if t is not None:
                 t.join()
+        if self._stop.is_set():
+            # A worker the controller started as the halt went by (its check
+            # of the stop flag just before) is killed now that it has stopped.
+            self._halt()
         for st in self._stages:
             for p in list(st.procs.values()):
                 p.join()

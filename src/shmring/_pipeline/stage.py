@@ -36,6 +36,9 @@ class StageSpec:
     max_inflight: int | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
     zero_copy: bool = False
+    #: A worker leaves after this many items (and is replaced while the
+    #: stage has input): ``maxtasksperchild`` of a Pool.
+    max_tasks: int | None = None
 
     def check(self) -> None:
         """Raise :class:`InvalidArgument` for a bad setting."""
@@ -56,6 +59,9 @@ class StageSpec:
             raise InvalidArgument(f"stage {self.name!r}: max_inflight must be >= 1")
         if not isinstance(self.max_bytes, int) or not 4096 <= self.max_bytes <= 1 << 40:
             raise InvalidArgument(f"stage {self.name!r}: max_bytes must be 4 KiB..1 TiB")
+        if self.max_tasks is not None and (
+                not isinstance(self.max_tasks, int) or self.max_tasks < 1):
+            raise InvalidArgument(f"stage {self.name!r}: max_tasks must be >= 1")
 
 
 def stage_name(fn: Callable[..., Any], name: str | None) -> str:

@@ -51,7 +51,8 @@ def stage_stats(st: StageRun, board: B.Board) -> dict[str, Any]:
         "skipped": t[B.SKIPPED],
         "dead_lettered": t[B.DEAD],
         "errors": t[B.ERRORS],
-        "workers": sum(1 for p in st.procs.values() if p.is_alive()),
+        # A copy: the controller thread replaces workers meanwhile.
+        "workers": sum(1 for p in list(st.procs.values()) if p.is_alive()),
         "busy": sum(1 for e in live if board.word(e, B.ITEM)),
         "restarts": st.deaths,
         "p50_s": B.quantile(hist, 0.50),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -29,6 +30,9 @@ from .stage import StageSpec
 _encode_value = _core.encode_value
 _decode_value = _core.decode_value
 monotonic_ns = time.monotonic_ns
+#: The exit code of a worker that left after its stage's ``max_tasks``
+#: items: the parent replaces it without counting a death.
+RETIRED = 75
 
 
 class _Orphaned(BaseException):
@@ -82,6 +86,7 @@ class _Worker:
         self.path: I.Path = ()
         self.done = 0
         self.j = 0
+        self.retired = False  # left after max_tasks items
 
     def close(self) -> None:
         self.board.close()
@@ -204,8 +209,13 @@ class _Worker:
         chunks = ChunkRunner(self, fn)
         take_mode: int = 2 if self.spec.chunked else int(single)  # 2: chunk.py
         taken = 0
+        finished = 0
+        max_tasks = st.max_tasks
         while True:
             if words[base + B.STOP]:
+                return
+            if max_tasks is not None and finished >= max_tasks:
+                self.retired = True
                 return
             if out_limit is not None:
                 self._wait_room(out_limit)
@@ -222,6 +232,7 @@ class _Worker:
             except EndOfStream:
                 return
             self.item, self.done, self.j = item, done, 0
+            finished += 1
             path: I.Path
             if mv[1] == 0:  # no path: the common case, parsed here
                 kind, path, off = mv[0], (), 8
@@ -302,3 +313,5 @@ def main(spec: WorkerSpec) -> None:
         pass
     finally:
         w.close()
+    if w.retired:
+        sys.exit(RETIRED)

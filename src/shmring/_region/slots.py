@@ -195,6 +195,11 @@ class AttachTable:
         role if nobody has it."""
         return bool(_core.cas(self._buf, _owner_word(producer), 0, slot + 1))
 
+    def owned(self, *, producer: bool) -> bool:
+        """True if some endpoint holds the exclusive producer (or consumer)
+        role now (one load: cheap enough for a check before every send)."""
+        return bool(_core.load(self._buf, _owner_word(producer)))
+
     def owner_pid(self, *, producer: bool) -> int | None:
         """The pid holding the exclusive producer (or consumer) role, or
         None if nobody does (a snapshot: for error messages)."""

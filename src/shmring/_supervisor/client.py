@@ -44,7 +44,6 @@ import os
 import select
 import socket
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -52,6 +51,7 @@ from typing import Any
 from .._errors import PermissionDenied, RegionNotFound, ShmringError, SupervisorUnavailable
 from .._proc import my_start_time
 from . import instance as _instance
+from . import launch as _launch
 from . import wire as _ipc
 
 log = logging.getLogger("shmring.client")
@@ -353,24 +353,36 @@ class Connection:
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"]
                                         if env.get("PYTHONPATH") else "")
         idle = os.environ.get("SHMRING_SUPERVISOR_IDLE", str(IDLE_EXIT))
-        cmd = [sys.executable, "-m", "shmring", "supervisor", "--namespace", self.namespace,
+        python = _launch.interpreter(env)
+        cmd = [python, "-m", "shmring", "supervisor", "--namespace", self.namespace,
                "--socket-dir", self.directory, "--exit-when-idle", idle, "--daemonize"]
         log.debug("starting %s", " ".join(cmd))
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True,
-                                    close_fds=True, cwd="/", env=env)
+            # What the launcher says before it daemonizes (an interpreter that
+            # cannot import shmring, say) goes where the supervisor logs.
+            with open(self.paths["log"], "ab") as err:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=err, start_new_session=True, close_fds=True,
+                                        cwd="/", env=env)
         except OSError as e:
             # Say so now rather than after CONNECT_TIMEOUT of retries.
             raise SupervisorUnavailable(
                 f"cannot start a supervisor for namespace {self.namespace!r}: running "
-                f"{sys.executable!r} failed ({e.strerror or e}); run `shmring supervisor` "
-                "yourself (as this user), or set SHMRING_SUPERVISOR=0 to run without one"
+                f"{python!r} failed ({e.strerror or e}); set SHMRING_PYTHON to a Python that "
+                "can import shmring, run `shmring supervisor` yourself (as this user), or set "
+                "SHMRING_SUPERVISOR=0 to run without one"
             ) from e
         try:
-            proc.wait(timeout=CONNECT_TIMEOUT)  # the daemonizing parent exits at once
+            code = proc.wait(timeout=CONNECT_TIMEOUT)  # the daemonizing parent exits at once
         except subprocess.TimeoutExpired:
             log.warning("the supervisor launcher did not exit")
+            return
+        if code != 0:
+            raise SupervisorUnavailable(
+                f"cannot start a supervisor for namespace {self.namespace!r}: {python!r} "
+                f"exited with status {code} (see {self.paths['log']!r}); set SHMRING_PYTHON to "
+                "a Python that can import shmring, run `shmring supervisor` yourself, or set "
+                "SHMRING_SUPERVISOR=0 to run without one")
 
     def _spawn_lock(self) -> int:
         try:

@@ -83,6 +83,8 @@ class ClaimWatch:
         tracked = False
         for t in list(self._regions()):
             try:
+                if t.truncated or t.region.truncated() is not None:
+                    continue  # shrunk under its mapping: not read (regions.py says so once)
                 if t.region.pattern not in MULTI_PRODUCER:
                     continue
                 tracked = True
