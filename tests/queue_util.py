@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from typing import Any
@@ -10,8 +11,12 @@ import shmring
 
 
 def segments(q: shmring.Queue[Any] | shmring.SimpleQueue[Any]) -> list[str]:
+    """The queue's regions: its first ring, its control block, and every
+    ring it grew that exists now (``<name>.<generation>``)."""
     ns = q._namespace
-    return [f"/dev/shm/shmring.{ns}.{q.name}", f"/dev/shm/shmring.{ns}.{q.name}.ctl"]
+    base = f"/dev/shm/shmring.{ns}.{q.name}"
+    grown = [p for p in glob.glob(f"{glob.escape(base)}.*") if p[len(base) + 1:].isdigit()]
+    return [base, f"{base}.ctl", *sorted(grown)]
 
 
 def wait_gone(paths: list[str], timeout: float = 10.0) -> bool:

@@ -24,7 +24,7 @@ WAIT = 30.0
 # ------------------------------------------------------------ dispatch --
 def test_common_call_stays_in_c(make_queue: Callable[..., Any],
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    q = make_queue()
+    q = make_queue(maxsize_bytes=1 << 16)  # bounded in bytes: the C paths
     q.put("warm")  # the first put and get make this process's endpoints
     assert q.get() == "warm"
     calls: list[str] = []
@@ -95,7 +95,7 @@ def test_full_queue_hands_the_common_put_to_python(make_queue: Callable[..., Any
 
 
 def test_corrupt_pickle_record_is_counted_out_by_the_c_get(make_queue: Callable[..., Any]) -> None:
-    q = make_queue()
+    q = make_queue(maxsize_bytes=1 << 16)
     q.put("warm")
     assert q.get() == "warm"
     h = q._h

@@ -1,13 +1,16 @@
 """What shmring's three queues share: creation, attachment, fork and
 pickling, close, and the Python paths of put and get.
 
-``put`` and ``get`` are C methods (``csrc/py/queue.c``, the base class
-``_core.QueueCore``): the common call - blocking without a timeout, the
-default serializer, a plain value - counts, encodes and writes (or takes,
-decodes and counts) in one call, as ``send_obj`` does. Every other call,
-and one that would wait for a lock another thread holds or for room under
-``maxsize``, is handed to ``_put`` and ``_get`` below, which do the same
-with the same locks and words.
+A queue bounded in bytes (``maxsize_bytes=``) is one ring; an unbounded
+one (the default) is a chain of rings (``chain.py``), put and get in Python
+only. On a bounded queue ``put`` and ``get`` are C methods
+(``csrc/py/queue.c``, the base class ``_core.QueueCore``): the common
+call - blocking without a timeout, the default serializer, a plain
+value - counts, encodes and writes (or takes, decodes and counts) in one
+call, as ``send_obj`` does. Every other call, and one that would wait for
+a lock another thread holds or for room under ``maxsize``, is handed to
+``_put`` and ``_get`` below, which do the same with the same locks and
+words.
 
 A queue is named (``q-<pid>-<random>`` unless given a name) and pickles as
 its name: unpickling opens it, so it can be passed to ``Process``, to
@@ -36,20 +39,21 @@ from .. import _core
 from .. import _layout as L
 from .._channel.channel import Channel
 from .._channel.endpoints import Consumer
-from .._errors import CorruptRegion, DecodeError, QueueClosed, Timeout, WouldBlock
-from .._objects.frame import encode, framed_size
+from .._errors import CorruptRegion, DecodeError, EndOfStream, QueueClosed, Timeout, WouldBlock
+from .._objects.frame import FramePlan, encode, framed_size
 from .._objects.recv import _take_other, decode_bytes
 from .._objects.send import write
 from .._objects.serializers import _WRAPPABLE, PICKLE, PickleSerializer, Serializer, _dumps
 from .._region.names import check_namespace, default_namespace
 from .._region.region import split_segment_name
+from . import chain as C
 from .control import _close_handles, _Handles, wait_for_room
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-#: Ring bytes of a queue unless ``maxsize_bytes`` says otherwise.
-DEFAULT_MAXSIZE_BYTES = 1 << 23
+#: ``maxsize_bytes`` of a queue unbounded in bytes: it grows (chain.py).
+UNBOUNDED = None
 _SMALL_ITEM = 32  # full() before any put found the ring full: room for this?
 _Q = TypeVar("_Q", bound="_QueueBase")
 
@@ -90,20 +94,28 @@ class _QueueBase(_core.QueueCore):
         self,
         maxsize: int = 0,
         *,
-        maxsize_bytes: int = DEFAULT_MAXSIZE_BYTES,
+        maxsize_bytes: int | None = UNBOUNDED,
         serializer: Serializer | None = None,
         name: str | None = None,
         namespace: str | None = None,
     ) -> None:
         if not isinstance(maxsize, int):
             raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
-        if not isinstance(maxsize_bytes, int) or maxsize_bytes <= 0:
-            raise ValueError(f"maxsize_bytes must be a positive int, not {maxsize_bytes!r}")
-        capacity = max(L.MIN_CAPACITY, _next_pow2(maxsize_bytes))
+        if maxsize_bytes is not None and (not isinstance(maxsize_bytes, int)
+                                          or maxsize_bytes <= 0):
+            raise ValueError(f"maxsize_bytes must be a positive int or None, not "
+                             f"{maxsize_bytes!r}")
         if name is None:
             name = f"q-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        ch = Channel.create(name, capacity, "mpmc", max_message=capacity // 2 - L.RECORD_HEADER,
-                            slots=L.MAX_SLOTS, namespace=namespace)
+        if maxsize_bytes is None:
+            ch = C.create_ring(name, 0, C.BASE_CAPACITY,
+                               check_namespace(default_namespace() if namespace is None
+                                               else namespace))
+        else:
+            capacity = max(L.MIN_CAPACITY, _next_pow2(maxsize_bytes))
+            ch = Channel.create(name, capacity, "mpmc",
+                                max_message=capacity // 2 - L.RECORD_HEADER,
+                                slots=L.MAX_SLOTS, namespace=namespace)
         try:
             ctl = Channel.create(f"{name}.ctl", L.MIN_CAPACITY, "spsc", slots=L.MAX_SLOTS,
                                  namespace=namespace)
@@ -113,7 +125,7 @@ class _QueueBase(_core.QueueCore):
             raise
         try:
             h = _Handles(ch, ctl)
-            h.init_block(maxsize)
+            h.init_block(maxsize, chained=maxsize_bytes is None)
         except BaseException:
             for c in (ch, ctl):
                 c.close()
@@ -150,6 +162,8 @@ class _QueueBase(_core.QueueCore):
         self._state = h.bind(self._maxsize, self._joinable, self._wlock, self._rlock)
         self._h = h
         self._finalizer = weakref.finalize(self, _close_handles, h, self._rlock, self._wlock)
+        if h.chain is not None:
+            h.chain.start()
 
     def _attach(self) -> _Handles:
         """This process's handles, opening the queue by name if needed."""
@@ -292,6 +306,9 @@ class _QueueBase(_core.QueueCore):
                 wait_for_room(h, st, block, deadline)
             except Full:
                 raise self._full(block, timeout) from None
+        if h.chain is not None:
+            self._put_chained(h, st, obj, block, deadline, timeout)
+            return
         data: ReadableBuffer | None = None
         buffers: list[PickleBuffer] = []
         done = False
@@ -324,6 +341,95 @@ class _QueueBase(_core.QueueCore):
             if self._closed:
                 self._close_if_idle()
 
+    def _put_chained(self, h: _Handles, st: _core.QueueState, obj: Any, block: bool,
+                     deadline: float | None, timeout: float | None) -> None:
+        """put() on a growing queue (chain.py): encode, then claim, check
+        and commit in the newest ring, adding one if it is full. Counted
+        (reserved) already; undone here if it fails."""
+        chain = h.chain
+        assert chain is not None
+        done = False
+        plan: FramePlan | None = None
+        try:
+            value = _core.encode_value(obj) if self._plain else None
+            buffers: list[PickleBuffer] = []
+            data: ReadableBuffer
+            if value is None:
+                data, buffers = _pickle(obj, self._serializer)
+            else:
+                data = value
+            fill = None
+            if buffers:
+                plan = FramePlan(data, buffers)
+                size, fill = plan.size, plan.write
+            elif data.__class__ is bytes:
+                size = len(data)
+            else:
+                data = memoryview(data).cast("B")
+                size = data.nbytes
+            if not _acquire(self._wlock, block, deadline):
+                raise self._full(block, timeout)
+            try:
+                if chain._thread is None:
+                    chain.start()  # a forked child's first use
+                chain.put(size, data, fill, st.count)
+            finally:
+                self._wlock.release()
+            done = True
+        finally:
+            if plan is not None:
+                plan.release()
+            if not done:
+                st.unreserve()
+            if self._closed:
+                self._close_if_idle()
+
+    def _get_chained(self, h: _Handles, st: _core.QueueState, block: bool,
+                     deadline: float | None, timeout: float | None) -> Any:
+        """get() on a growing queue: take from the oldest ring not drained,
+        moving on at its end of stream."""
+        chain = h.chain
+        assert chain is not None
+        if not _acquire(self._rlock, block, deadline):
+            raise self._empty(block, timeout)
+        data = None
+        obj: Any = NotImplemented
+        looks = 0
+        try:
+            while True:
+                rx = chain.consumer()
+                nowait = not block
+                left = C.SLICE
+                if deadline is not None:
+                    left = min(left, max(0.0, deadline - time.monotonic()))
+                try:
+                    if self._plain:
+                        obj = rx._recv_value(None if nowait else left, nowait)
+                    if obj is NotImplemented:
+                        obj, data = self._take_record(rx, None if nowait else left, nowait)
+                    break
+                except EndOfStream:
+                    chain.drained()
+                    continue
+                except (WouldBlock, Timeout):
+                    # A newer ring may hold items: look again once this one is
+                    # sealed (a claim in flight in it may hold that up).
+                    if not chain.idle() and looks < 3:
+                        looks += 1
+                        continue
+                    if nowait or (deadline is not None and time.monotonic() >= deadline):
+                        raise self._empty(block, timeout) from None
+                    looks = 0
+                except DecodeError:
+                    st.taken()
+                    raise
+            st.taken()
+        finally:
+            self._rlock.release()
+            if self._closed:
+                self._close_if_idle()
+        return obj if data is None else self._decode_data(rx, data)
+
     def _get(self, block: bool = True, timeout: float | None = None) -> Any:
         """get() when it is not the common call (see the module docstring)."""
         if self._closed:
@@ -332,6 +438,8 @@ class _QueueBase(_core.QueueCore):
         st = h.state
         assert st is not None  # bound in _adopt
         deadline = None if timeout is None or not block else time.monotonic() + max(0.0, timeout)
+        if h.chain is not None:
+            return self._get_chained(h, st, block, deadline, timeout)
         lock = self._rlock
         if not _acquire(lock, block, deadline):
             raise self._empty(block, timeout)

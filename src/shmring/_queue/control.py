@@ -32,6 +32,8 @@ from .. import _layout as L
 from .._channel.channel import Channel
 from .._channel.endpoints import Consumer, Producer
 from .._errors import Broken, CorruptRegion, Timeout
+from .._region.region import split_segment_name
+from .chain import CTL_END, CTL_KIND, KIND_CHAIN, Chain
 
 # The control block's words (offsets into the ring bytes of the ``.ctl``
 # region) are layout.h's, read here as ``L.CTL_*``; the C put and get use the
@@ -45,8 +47,8 @@ class _Handles:
     process that opened them closes them (a forked child inherits the
     objects but not the right to close them)."""
 
-    __slots__ = ("base", "buf", "cbuf", "ch", "ctl", "notfull_seq", "notfull_waiters", "pid",
-                 "rx", "state", "tx")
+    __slots__ = ("base", "buf", "cbuf", "ch", "chain", "ctl", "notfull_seq", "notfull_waiters",
+                 "pid", "rx", "state", "tx")
 
     def __init__(self, ch: Channel, ctl: Channel) -> None:
         self.pid = os.getpid()
@@ -55,12 +57,20 @@ class _Handles:
         self.buf = ch.region._mapping()
         self.cbuf = ctl.region._mapping()
         self.base = int(struct.unpack_from("<Q", self.cbuf, L.HDR_DATA_OFFSET)[0])
-        if ctl.capacity < L.CTL_BYTES:
+        if ctl.capacity < CTL_END:
             raise CorruptRegion(f"{ctl.name!r} is too small to be a queue's control block")
         self._offsets()
         self.tx: Producer | None = None
         self.rx: Consumer | None = None
         self.state: _core.QueueState | None = None
+        self.chain: Chain | None = None
+        if _core.load(self.cbuf, self.base + CTL_KIND) == KIND_CHAIN:
+            self.chain = self._new_chain()
+
+    def _new_chain(self) -> Chain:
+        parsed = split_segment_name(self.ch.region.segment)
+        assert parsed is not None
+        return Chain(self.ch.name, parsed[0], self.ch, self.ctl, self.cbuf, self.base)
 
     def _offsets(self) -> None:
         base = self.base
@@ -96,11 +106,16 @@ class _Handles:
         h._offsets()
         h.tx = h.rx = None
         h.state = None
+        h.chain = None if self.chain is None else self.chain.inherit()
         return h
 
-    def init_block(self, maxsize: int) -> None:
-        """Initialise a new control block: ``maxsize``, then the magic."""
+    def init_block(self, maxsize: int, chained: bool = False) -> None:
+        """Initialise a new control block: ``maxsize`` and the kind (a
+        growing queue's, chain.py), then the magic."""
         _core.store(self.cbuf, self.base + L.CTL_MAXSIZE, max(0, maxsize))
+        if chained:
+            _core.store(self.cbuf, self.base + CTL_KIND, KIND_CHAIN)
+            self.chain = self._new_chain()
         _core.store(self.cbuf, self.base + L.CTL_MAGIC, L.CTL_MAGIC_VALUE)
 
     def maxsize(self) -> int:
@@ -119,7 +134,10 @@ class _Handles:
             if ep is not None:
                 ep.close()
         self.tx = self.rx = None
-        self.ch.close()
+        if self.chain is not None:
+            self.chain.close()  # closes ring 0 (self.ch) with the others
+        else:
+            self.ch.close()
         self.ctl.close()
 
 

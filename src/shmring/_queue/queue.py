@@ -17,10 +17,12 @@ The parts: ``control.py`` (the control block of counts and futex words),
 ``base.py`` (what the three classes share: creation, attachment, fork,
 pickling, the Python paths of ``put`` and ``get``), and this module.
 
-Differences from multiprocessing, by design: the queue is bounded in bytes
-(``maxsize_bytes``, rounded up to a power of two; an item larger than half
-of it raises :class:`~shmring.MessageTooLarge`) as well as, optionally, in
-items (``maxsize``); ``put`` raises pickling errors in the caller rather
+A queue is unbounded unless bounded, as multiprocessing's is: a chain of
+rings that grows while items wait and shrinks when drained (``chain.py``).
+Differences from multiprocessing, by design: ``maxsize_bytes`` makes a queue
+of one ring bounded in bytes (rounded up to a power of two; an item larger
+than half of it raises :class:`~shmring.MessageTooLarge`), as ``maxsize``
+bounds it in items; ``put`` raises pickling errors in the caller rather
 than printing them from a feeder thread; ``join_thread`` and
 ``cancel_join_thread`` have nothing to do; ``JoinableQueue.join`` takes an
 optional timeout.
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Generic
 from .. import _core
 from .. import _layout as L
 from .._objects.serializers import Serializer
-from .base import DEFAULT_MAXSIZE_BYTES, _QueueBase
+from .base import UNBOUNDED, _QueueBase
 from .control import wait_unfinished
 
 __all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
@@ -55,8 +57,9 @@ class Queue(_QueueBase, Generic[T]):
     """A process-shared FIFO with the interface of ``multiprocessing.Queue``.
 
     ``maxsize`` bounds the number of items (0: no bound, as in
-    multiprocessing); ``maxsize_bytes`` bounds the bytes in flight (rounded
-    up to a power of two; an item may be up to half of it). ``put`` raises
+    multiprocessing); ``maxsize_bytes`` (default None: no bound, the queue
+    grows) bounds the bytes in flight (rounded up to a power of two; an item
+    may be up to half of it). ``put`` raises
     :class:`queue.Full` and ``get`` raises :class:`queue.Empty` when
     ``block`` is false or ``timeout`` passes. Pass the queue to other
     processes as an argument, under any start method::
@@ -82,7 +85,7 @@ class Queue(_QueueBase, Generic[T]):
         self,
         maxsize: int = 0,
         *,
-        maxsize_bytes: int = DEFAULT_MAXSIZE_BYTES,
+        maxsize_bytes: int | None = UNBOUNDED,
         ctx: Any = None,
         serializer: Serializer | None = None,
         name: str | None = None,
@@ -126,6 +129,8 @@ class Queue(_QueueBase, Generic[T]):
         if self._maxsize and n >= self._maxsize:
             return True
         h = self._h or self._attach()
+        if h.chain is not None:
+            return False  # a growing queue has room for anything
         # The ring's own test (ring_has_space): a record never straddles the
         # end, so one that would is preceded by padding to the end.
         cap = h.ch.capacity
@@ -194,7 +199,7 @@ class SimpleQueue(_QueueBase, Generic[T]):
     def __init__(
         self,
         *,
-        maxsize_bytes: int = DEFAULT_MAXSIZE_BYTES,
+        maxsize_bytes: int | None = UNBOUNDED,
         ctx: Any = None,
         serializer: Serializer | None = None,
         name: str | None = None,
