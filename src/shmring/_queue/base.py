@@ -43,10 +43,11 @@ from .._errors import CorruptRegion, DecodeError, EndOfStream, QueueClosed, Time
 from .._objects.frame import FramePlan, encode, framed_size
 from .._objects.recv import _take_other, decode_bytes
 from .._objects.send import write
-from .._objects.serializers import _WRAPPABLE, PICKLE, PickleSerializer, Serializer, _dumps
+from .._objects.serializers import _WRAPPABLE, PICKLE, PickleSerializer, Serializer
 from .._region.names import check_namespace, default_namespace
 from .._region.region import split_segment_name
 from . import chain as C
+from . import reduce as _reduce
 from .control import _close_handles, _Handles, wait_for_room
 
 if TYPE_CHECKING:
@@ -59,11 +60,16 @@ _Q = TypeVar("_Q", bound="_QueueBase")
 
 
 def _pickle(obj: Any, ser: Serializer) -> tuple[ReadableBuffer, list[PickleBuffer]]:
-    """What ``put`` writes for an object that is not a plain value."""
+    """What ``put`` writes for an object that is not a plain value: with the
+    default serializer, pickled as multiprocessing pickles (``reduce.py``)."""
     if ser.__class__ is PickleSerializer and type(obj) not in _WRAPPABLE:
         buffers: list[PickleBuffer] = []  # encode()'s common case, inlined
-        pickled = _dumps(obj, 5, buffer_callback=buffers.append)
-        return (ser._inband_if_small(obj, pickled, buffers) if buffers else pickled), buffers
+        pickled = _reduce.dumps(obj, buffers)
+        threshold = ser.oob_threshold
+        if buffers and threshold and sum(memoryview(b).nbytes for b in buffers) < threshold:
+            buffers.clear()  # small buffers are cheaper in band
+            pickled = _reduce.dumps(obj, None)
+        return pickled, buffers
     return encode(obj, ser)
 
 
