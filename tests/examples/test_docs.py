@@ -86,7 +86,7 @@ def test_fragments_are_few_and_say_why(capsys: pytest.CaptureFixture[str]) -> No
               f"({len(RUN)} blocks run):")
         for b in FRAGMENTS:
             print(f"  {b.where}: {b.fragment}")
-    assert len(FRAGMENTS) == 9, [b.where for b in FRAGMENTS]
+    assert len(FRAGMENTS) == 10, [b.where for b in FRAGMENTS]
 
 
 def test_a_broken_block_fails_with_its_location(tmp_path: Path) -> None:

@@ -192,3 +192,19 @@ def test_installed_for_this_venv_it_serves_until_sigterm(jobs: Jobs, tmp_path: P
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out == "jobd: stopped\n"
+
+
+def test_the_readme_python_block_runs_from_the_checkout() -> None:
+    """The README's Python client (a fragment for test_docs.py: it starts the
+    programs of a checkout) runs as written from the top of this one."""
+    from doc_blocks import ROOT as TOP
+    from doc_blocks import markdown_blocks
+
+    (block,) = markdown_blocks(TOP / "examples" / "jobd" / "README.md")
+    assert block.fragment and "checkout" in block.fragment
+    ns = f"jobd-readme-{os.getpid()}"
+    r = subprocess.run([sys.executable, "-c", block.source], cwd=TOP, capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, SHMRING_NAMESPACE=ns))
+    assert r.returncode == 0, r.stderr
+    assert "failed, as it should:" in r.stdout and "jobs done" in r.stdout, r.stdout
+
