@@ -130,6 +130,19 @@ def test_supervisor_survives_and_unlinks_it(env: Env, uname: str, pattern: str) 
         assert "was truncated to 100 bytes" in f.read()  # said once, then not read again
 
 
+def test_a_truncated_channel_can_still_be_unlinked(uname: str) -> None:
+    ch = shmring.Channel.create(uname, capacity=1 << 16, supervised=False)
+    path = _shm(ch)
+    try:
+        os.truncate(path, 100)  # its header's creation time is gone with it
+        ch.unlink()
+        assert not os.path.exists(path)
+    finally:
+        ch.close()
+        if os.path.exists(path):
+            os.unlink(path)
+
+
 def test_region_sees_the_shrink_without_touching_it(make_channel: Make) -> None:
     ch = make_channel(capacity=1 << 16)
     region = ch.region
@@ -173,6 +186,7 @@ if order == "after":
 ch = shmring.Channel.create("trunc-%d" % os.getpid(), capacity=1 << 16, supervised=False)
 try:
     if where == "foreign":
+        ch.unlink()  # mapped still (the guard watches it), but nothing to leave if we die
         path = os.path.join(sys.argv[3], "file")
         with open(path, "wb") as f:
             f.truncate(1 << 16)
@@ -190,8 +204,8 @@ try:
         except shmring.Broken:
             print("Broken")
 finally:
+    ch.unlink()  # while mapped: by inode, the truncated header cannot say who made it
     ch.close()
-    ch.unlink()
 """
 
 

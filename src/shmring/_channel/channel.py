@@ -22,7 +22,7 @@ from .._errors import (
     RegionNotFound,
     RoleTaken,
 )
-from .._region.inventory import unlink_if_created
+from .._region.inventory import unlink_if_created, unlink_if_same
 from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
 from . import presence as _presence  # noqa: F401  (registers the send timeouts' hint)
@@ -265,7 +265,13 @@ class Channel:
         working. Idempotent: a name already removed (by the supervisor when
         the last user closed, or by anyone) or reused by a newer channel is
         left alone. Needed for persistent and unsupervised channels only."""
-        unlink_if_created(self._region.segment, self._created_ns)
+        region = self._region
+        if not region.closed and region.inode:
+            # Still mapped here, so its inode cannot be a newer region's: exact,
+            # and works when the header is unreadable (a truncated segment).
+            unlink_if_same(region.segment, region.inode)
+        else:
+            unlink_if_created(region.segment, self._created_ns)
 
     def __enter__(self) -> Channel:
         return self
