@@ -29,8 +29,10 @@ SHM = "/dev/shm"
 # namespace, so no supervisor, with other runs or other xdist workers. Tests
 # that want their own supervisor take a namespace of their own too
 # (supervisor_util's ``env``).
-os.environ.setdefault(
-    "SHMRING_NAMESPACE", f"t{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}-{os.getpid()}")
+# (An xdist worker inherits its controller's choice and makes its own.)
+if os.environ.get("SHMRING_NAMESPACE", "") == os.environ.get("_SHMRING_TEST_NAMESPACE", ""):
+    os.environ["SHMRING_NAMESPACE"] = os.environ["_SHMRING_TEST_NAMESPACE"] = (
+        f"t{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}-{os.getpid()}")
 
 
 def _shm_entries() -> set[str]:
