@@ -97,8 +97,11 @@ class AttachTable:
     def init(buf: mmap.mmap, count: int) -> None:
         """Lay out a fresh table of ``count`` free slots (before publication:
         plain stores, the magic's release store publishes them)."""
-        for i in range(count):
-            struct.pack_into("<Q", buf, L.slot_offset(i) + L.SLOT_CLAIM_POS, L.CLAIM_NONE)
+        # One copy of a slot image, repeated: the segment is zeros already
+        # (a loop of pack_into took 0.4 ms for 255 slots).
+        free = bytearray(L.SLOT_SIZE)
+        struct.pack_into("<Q", free, L.SLOT_CLAIM_POS, L.CLAIM_NONE)
+        buf[L.slot_offset(0):L.slot_offset(count)] = bytes(free) * count
 
     # -------------------------------------------------- take and give --
     def alloc(self, role: int, pid: int, start: int) -> int | None:

@@ -144,8 +144,19 @@ class Connection:
     # -------------------------------------------------------------- requests --
     def creating(self, seg: str) -> None:
         """Announce the creation of ``seg`` (if we die before attaching it, the
-        supervisor removes what we left)."""
-        self._request({"op": "creating", "seg": seg})
+        supervisor removes what we left). Not waited for: the supervisor reads
+        a connection's messages in order, even after the sender died, so this
+        one is handled before the ``attach`` that follows (whose reply is
+        waited for; ``_request`` passes over this one's)."""
+        with self._lock:
+            if self._sock is not None:
+                msg = {"op": "creating", "seg": seg, "id": next(self._ids)}
+                try:
+                    _ipc.send(self._sock, msg)
+                    return
+                except OSError:
+                    self._close_sock()  # gone: the waited-for path reconnects
+            self._request({"op": "creating", "seg": seg})
 
     def abandon(self, seg: str) -> None:
         """The creation announced for ``seg`` failed: nothing to watch."""
