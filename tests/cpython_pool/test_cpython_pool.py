@@ -20,22 +20,16 @@ Left out, each for the reason in :data:`EXCLUDED`.
 from __future__ import annotations
 
 import functools
-import importlib
 import multiprocessing
-import os
 import unittest
 from typing import Any
 
-try:
-    cpy: Any = importlib.import_module("test._test_multiprocessing")
-except ImportError as e:  # pragma: no cover - depends on the interpreter
-    raise ImportError(
-        "tests/cpython_pool needs the standard library's test package "
-        "(test._test_multiprocessing); install it (Debian/Ubuntu: "
-        "libpython3.X-testsuite) or run these tests with a python.org/pyenv "
-        "interpreter") from e
+from cpython_util import check_coverage, cpython_tests
 
 from shmring._queue.pool import Pool
+
+cpy: Any = cpython_tests("cpython_pool")
+
 
 #: Tests left out: they read or call ``multiprocessing.Pool`` internals, or
 #: test ``multiprocessing`` itself rather than the pool they are given.
@@ -97,11 +91,4 @@ def test_adapter_covers_the_pool_classes() -> None:
     """The classes this module runs are CPython's Pool tests, every test
     of theirs is run or listed in EXCLUDED, and nothing listed is missing
     (so the list cannot go stale silently)."""
-    names = set()
-    for base_name in CLASSES:
-        base = getattr(cpy, base_name)
-        names |= {n for n in dir(base) if n.startswith("test_")}
-    assert set(EXCLUDED) <= names
-    run = names - set(EXCLUDED)
-    assert len(run) >= 25, sorted(run)
-    assert os.path.basename(cpy.__file__) == "_test_multiprocessing.py"
+    check_coverage(cpy, CLASSES, EXCLUDED, at_least=25)

@@ -20,22 +20,16 @@ Left out, each for the reason in :data:`EXCLUDED`.
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
-import os
 import unittest
 from typing import Any
 
-try:
-    cpy: Any = importlib.import_module("test._test_multiprocessing")
-except ImportError as e:  # pragma: no cover - depends on the interpreter
-    raise ImportError(
-        "tests/cpython_queue needs the standard library's test package "
-        "(test._test_multiprocessing); install it (Debian/Ubuntu: "
-        "libpython3.X-testsuite) or run these tests with a python.org/pyenv "
-        "interpreter") from e
+from cpython_util import check_coverage, cpython_tests
 
 import shmring
+
+cpy: Any = cpython_tests("cpython_queue")
+
 
 #: Tests left out: they read or patch ``multiprocessing.Queue`` internals.
 EXCLUDED = {
@@ -112,10 +106,4 @@ del _start, _base, _cls
 def test_adapter_covers_the_queue_classes() -> None:
     """Every test of CPython's queue class is run or listed in EXCLUDED, and
     nothing listed is missing (so the list cannot go stale silently)."""
-    names = set()
-    for base_name in CLASSES:
-        base = getattr(cpy, base_name)
-        names |= {n for n in dir(base) if n.startswith("test_")}
-    assert set(EXCLUDED) <= names
-    assert len(names - set(EXCLUDED)) >= 8, sorted(names)
-    assert os.path.basename(cpy.__file__) == "_test_multiprocessing.py"
+    check_coverage(cpy, CLASSES, EXCLUDED, at_least=8)
