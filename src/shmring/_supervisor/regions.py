@@ -71,6 +71,7 @@ class Tracked:
     registered: bool = False  # ever held by a client (past its creation window)
     uncertain: bool = False  # last kept only for entries not judged yet (grace)
     truncated: bool = False  # its segment shrank under the mapping: never read again
+    corrupt: bool = False  # its table's header was overwritten: said once, not walked again
 
     @property
     def key(self) -> RegionKey:
@@ -171,6 +172,15 @@ class RegionTable:
                     "reading it again; it is unlinked once no registered client holds it",
                     t.seg, size, t.region.size)
         return False
+
+    def _corrupt(self, t: Tracked, e: CorruptRegion) -> None:
+        """``t``'s table cannot be walked (a header overwritten after it was
+        tracked): say so once; from then on only registered holders keep it,
+        and no event walks it again (each used to log a traceback)."""
+        if not t.corrupt:
+            t.corrupt = True
+            log.warning("region %s: %s; its table is not read again, registered clients "
+                        "alone keep it", t.seg, e)
 
     def in_grace(self) -> bool:
         """True during the startup grace: no table entry is judged dead."""
@@ -371,11 +381,12 @@ class RegionTable:
 
         entries: Iterable[tuple[int, int, int]] = ()
         try:
-            if self._intact(t):
+            if self._intact(t) and not t.corrupt:
                 entries = t.region.table.entries()
-        except CorruptRegion:
+        except CorruptRegion as e:
             # A header overwritten after creation: its table cannot be
             # trusted, so only registered holders keep the region alive.
+            self._corrupt(t, e)
             entries = ()
         for i, pid, start in entries:
             slotted = True
@@ -473,9 +484,14 @@ class RegionTable:
             self.evaluate(t)
 
     def _recover_proc(self, t: Tracked, p: Proc, *, inputs_only: bool = False) -> None:
-        if not self._intact(t):
+        if not self._intact(t) or t.corrupt:
             return
-        for i in t.region.table.slots_of(p.lpid, p.start):
+        try:
+            slots = list(t.region.table.slots_of(p.lpid, p.start))
+        except CorruptRegion as e:
+            self._corrupt(t, e)
+            return
+        for i in slots:
             if inputs_only and not t.region.table.links_input(i):
                 continue
             try:

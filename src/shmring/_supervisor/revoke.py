@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 from .. import _core
 from .. import _layout as L
-from .._errors import ShmringError
+from .._errors import CorruptRegion, ShmringError
 from .regions import RegionKey, Tracked
 
 log = logging.getLogger("shmring.supervisor")
@@ -83,12 +83,16 @@ class ClaimWatch:
         tracked = False
         for t in list(self._regions()):
             try:
-                if t.truncated or t.region.truncated() is not None:
-                    continue  # shrunk under its mapping: not read (regions.py says so once)
+                if t.truncated or t.corrupt or t.region.truncated() is not None:
+                    continue  # shrunk or overwritten: not read (regions.py says so once)
                 if t.region.pattern not in MULTI_PRODUCER:
                     continue
                 tracked = True
                 self._check_region(t, now, seen)
+            except CorruptRegion as e:
+                if not t.corrupt:  # said once, then not looked at again
+                    t.corrupt = True
+                    log.warning("cannot check the claims of %s: %s", t.seg, e)
             except (ShmringError, ValueError) as e:  # ValueError: unmapped meanwhile
                 log.warning("cannot check the claims of %s: %s", t.seg, e)
         for k in [k for k in self._claims if k not in seen]:
