@@ -19,8 +19,9 @@ import shmring
 from shmring._supervisor import instance
 
 # Fixtures that live with their helpers: the channel contract's (``kind``,
-# ``make``) and the supervisor tests' (``env``, ``sup``).
-pytest_plugins = ["channel_util", "pipeline_util", "supervisor_util"]
+# ``make``), the supervisor tests' (``env``, ``sup``) and the logsink tests'
+# (``ns``).
+pytest_plugins = ["channel_util", "logsink_util", "pipeline_util", "supervisor_util"]
 
 SHM = "/dev/shm"
 

@@ -127,12 +127,18 @@ def fresh_jobs() -> Iterator[Jobs]:
         yield j
     finally:
         j.stop_all()
-        deadline = time.monotonic() + 10
-        while (left := segments(ns)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for e in left:
-            os.unlink("/dev/shm/" + e)
-        assert not left, f"left in /dev/shm: {left}"
+        assert_gone(ns)
+
+
+def assert_gone(namespace: str, timeout: float = 10.0) -> None:
+    """Wait (bounded) for ``namespace``'s segments and guard to go; remove
+    and report whatever is left."""
+    deadline = time.monotonic() + timeout
+    while (left := segments(namespace)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for e in left:
+        os.unlink("/dev/shm/" + e)
+    assert not left, f"left in /dev/shm: {left}"
 
 
 def client_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:

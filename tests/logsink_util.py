@@ -23,8 +23,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "logsink"
@@ -241,3 +244,11 @@ def _serve(channel: str, timeout: float, stdin: IO[str], stdout: IO[str]) -> Non
 
 if __name__ == "__main__":
     _serve(sys.argv[1], float(sys.argv[2]), sys.stdin, sys.stdout)
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    """A namespace of its own; its channel removed and its segments gone at the end."""
+    name = namespace()
+    yield name
+    cleanup(name)

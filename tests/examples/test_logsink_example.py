@@ -11,19 +11,15 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from logsink_util import (
     APP,
     DAEMON,
     ROOT,
     UNIT,
-    cleanup,
     env_for,
     lines,
-    namespace,
     quick_status,
     start_sink,
     status,
@@ -31,14 +27,6 @@ from logsink_util import (
     wait_for,
 )
 from test_systemd_unit import exec_start, parse_unit
-
-
-@pytest.fixture
-def ns() -> Iterator[str]:
-    """A namespace of its own; its channel removed and its segments gone at the end."""
-    name = namespace()
-    yield name
-    cleanup(name)
 
 
 def _filled(line: str, home: Path) -> list[str]:

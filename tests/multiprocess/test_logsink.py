@@ -13,17 +13,13 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from logsink_util import (
     App,
-    cleanup,
     drops_reported,
     lines,
-    namespace,
     quick_status,
     records,
     start_sink,
@@ -31,14 +27,6 @@ from logsink_util import (
     stop,
     wait_for,
 )
-
-
-@pytest.fixture
-def ns() -> Iterator[str]:
-    """A namespace of its own; its channel removed and its segments gone at the end."""
-    name = namespace()
-    yield name
-    cleanup(name)
 
 
 def expected(app: App, answers: list[dict[str, Any]], n: int) -> set[tuple[int, int]]:

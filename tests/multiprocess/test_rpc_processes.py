@@ -17,19 +17,13 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
+from jobd_util import assert_gone
 
 import shmring
 from shmring._rpc import Requester, Responder
 
 CTX = mp.get_context("fork")
 _count = itertools.count()
-
-
-def _segments(ns: str) -> list[str]:
-    """The regions of ``ns`` and its supervisor's instance guard."""
-    guard = f"shmring-supervisor.{os.geteuid()}.{ns}"
-    return sorted(e for e in os.listdir("/dev/shm")
-                  if e.startswith(f"shmring.{ns}.") or e == guard)
 
 
 @pytest.fixture
@@ -40,12 +34,7 @@ def ns(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("SHMRING_NAMESPACE", name)
     monkeypatch.setenv("SHMRING_SUPERVISOR_IDLE", "1")
     yield name
-    deadline = time.monotonic() + 10
-    while (left := _segments(name)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for e in left:
-        os.unlink("/dev/shm/" + e)
-    assert not left, f"left in /dev/shm: {left}"
+    assert_gone(name)
 
 
 def _server(service: str, out: Connection) -> None:
