@@ -194,7 +194,7 @@ def read_record(buf: memoryview, off: int, end: int) -> Rec | str | None:
     (word 0), ``BAD`` if it does not check (bad kind, a length past ``end``,
     a checksum mismatch). Reads nothing outside ``buf[off:end]``."""
     if off + REC_SIZE > end:
-        return EMPTY if off + 4 > end or buf[off:off + 4] == b"\0\0\0\0" else BAD
+        return EMPTY if off + 4 > end or bytes(buf[off:off + 4]) == b"\0\0\0\0" else BAD
     word, crc, seq, time_ns, zero = REC.unpack_from(buf, off)
     if word == 0:
         return EMPTY

@@ -155,7 +155,8 @@ class Reader:
             self.missed += later[0][0] - first
             first, file = later[0]
         self._enter(first, file)
-        self._off, self.seq = self._seg.data_off, first  # type: ignore[union-attr]
+        assert self._seg is not None
+        self._off, self.seq = self._seg.data_off, first
 
     def _step(self, skip: bool = False) -> tuple[int, bytes] | None:
         r = self._peek()

@@ -95,17 +95,17 @@ def recover(path: str, durable: int) -> Tail:
     first, file = segs[-1]
     seg = Segment(file, first, writable=True)
     try:
-        off, nxt, t, sealed, clean = scan(seg, durable)
+        off, nxt, t, sealed, _ = scan(seg, durable)
         if nxt == first and off == seg.data_off and len(segs) > 1 and not sealed:
             # An empty last segment: is the one before it sealed?
             pfirst, pfile = segs[-2]
             prev = Segment(pfile, pfirst, writable=True)
-            poff, pnxt, pt, psealed, pclean = scan(prev, durable)
+            poff, pnxt, pt, psealed, _ = scan(prev, durable)
             if not psealed or pnxt != first:
                 seg.close()
                 os.unlink(file)
                 fsync_dir(path)
-                seg, off, nxt, t, sealed, clean = prev, poff, pnxt, pt, psealed, pclean
+                seg, off, nxt, t, sealed = prev, poff, pnxt, pt, psealed
                 first, file = pfirst, pfile
             else:
                 prev.close()

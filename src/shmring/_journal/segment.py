@@ -100,7 +100,7 @@ class Segment:
             e = F.unpack_index(self.buf, F.INDEX_OFF + F.INDEX_ENTRY.size * i)
             if e is None:
                 break
-            seq, t, off = e
+            seq, _, off = e
             if (off < h.data_off or off >= self.size or off % F.REC_ALIGN
                     or (out and (seq < out[-1][0] or off < out[-1][2]))):
                 break

@@ -69,7 +69,7 @@ class Flusher:
         while not self._stop.wait(self._interval):
             try:
                 self._flush()
-            except BaseException as e:  # noqa: BLE001 - kept and raised by the writer
+            except BaseException as e:  # kept, and raised by the writer
                 self.error = e
                 return
 
