@@ -168,9 +168,12 @@ def unpack_index(buf: bytes | memoryview, at: int) -> tuple[int, int, int] | Non
     return seq, time_ns, offset
 
 
+CRC_HEAD = struct.Struct("<IQQQ")
+
+
 def record_crc(word: int, seq: int, time_ns: int, payload: bytes | memoryview) -> int:
-    """The checksum of a record."""
-    return zlib.crc32(payload, zlib.crc32(struct.pack("<IQQQ", word, seq, time_ns, 0)))
+    """The checksum of a record: CRC32 of its header fields, then payload."""
+    return zlib.crc32(payload, zlib.crc32(CRC_HEAD.pack(word, seq, time_ns, 0)))
 
 
 class Rec(NamedTuple):

@@ -23,6 +23,7 @@ import fcntl
 import os
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ from .meta import LOCK_NAME, Meta
 from .recovery import recover
 from .segment import Segment, create_segment
 from .sync import Flusher, Policy
+
+_CRC_HEAD = F.CRC_HEAD
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -83,6 +86,8 @@ class Writer:
         meta.set_durable(tail.next_seq)
         self._unsynced_bytes = 0
         self._idx = len(self._seg.index_entries())
+        self._index_at = 0  # the offset from which a record gets an index entry
+        self._eager = policy.kind in ("always", "bytes")
         self._mark = (self._next, self._off)
         meta.set_writer(os.getpid())
         meta.publish(self._next)
@@ -132,51 +137,73 @@ class Writer:
             self._roll()
         return self._off
 
-    def _commit(self, off: int, n: int) -> int:
+    def _stamp(self) -> int:
+        t = time.time_ns()
+        return self._last_t if t < self._last_t else t
+
+    def _commit(self, off: int, n: int, crc: int | None = None, t: int = 0) -> int:
+        """Seal the record written at ``off`` (``crc`` and ``t``: its checksum
+        and time, if the caller made them) and publish it."""
         buf = self._seg.buf
         seq = self._next
-        t = time.time_ns()
-        if t < self._last_t:
-            t = self._last_t
         word = (n << F.KIND_BITS) | F.KIND_DATA
-        with buf[off + F.REC_SIZE:off + F.REC_SIZE + n] as payload:
-            crc = F.record_crc(word, seq, t, payload)
+        if crc is None:
+            t = self._stamp()
+            with buf[off + F.REC_SIZE:off + F.REC_SIZE + n] as payload:
+                crc = F.record_crc(word, seq, t, payload)
         F.REC.pack_into(buf, off, 0, crc, seq, t, 0)
         _core.store32(buf, off, word)
-        h = self._seg.header
-        while self._idx < h.n_index and off >= h.data_off + self._idx * h.stride:
-            self._seg.write_index(self._idx, seq, t, off)
-            self._idx += 1
-        end = F.align(off + F.REC_SIZE + n)
+        if off >= self._index_at:
+            self._write_index(seq, t, off)
+        end = (off + F.REC_SIZE + n + F.REC_ALIGN - 1) & -F.REC_ALIGN
         self._off = end
         self._next = seq + 1
         self._last_t = t
         self._mark = (seq + 1, end)
         self._meta.publish(seq + 1)
-        kind = self._policy.kind
-        if kind == "always":
-            self.flush()
-        elif kind == "bytes":
-            self._unsynced_bytes += end - off
-            if self._unsynced_bytes >= self._policy.nbytes:
-                self.flush()
+        if self._eager:
+            self._sync_policy(end - off)
         return seq
+
+    def _write_index(self, seq: int, t: int, off: int) -> None:
+        h = self._seg.header
+        while self._idx < h.n_index and off >= h.data_off + self._idx * h.stride:
+            self._seg.write_index(self._idx, seq, t, off)
+            self._idx += 1
+        self._index_at = (h.data_off + self._idx * h.stride if self._idx < h.n_index
+                          else 1 << 62)
+
+    def _sync_policy(self, nbytes: int) -> None:
+        if self._policy.kind == "always":
+            self.flush()
+            return
+        self._unsynced_bytes += nbytes
+        if self._unsynced_bytes >= self._policy.nbytes:
+            self.flush()
 
     def append(self, data: ReadableBuffer) -> int:
         """Append one record; return its sequence number. Example::
 
             seq = w.append(b"payload")
         """
-        self._check()
+        if self._error is not None or self._closed or self._flusher is not None:
+            self._check()
         with memoryview(data) as mv:
             flat = mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
             n = flat.nbytes
-            off = self._reserve(n)
+            off = self._off
+            if self._sealed or off + F.REC_SIZE + n + F.REC_ALIGN > self._seg.limit:
+                off = self._reserve(n)
             p0 = off + F.REC_SIZE
             self._seg.buf[p0:p0 + n] = flat
+            t = time.time_ns()
+            if t < self._last_t:
+                t = self._last_t
+            crc = zlib.crc32(flat, zlib.crc32(_CRC_HEAD.pack(
+                (n << F.KIND_BITS) | F.KIND_DATA, self._next, t, 0)))
             if flat is not mv:
                 flat.release()
-        return self._commit(off, n)
+        return self._commit(off, n, crc, t)
 
     @contextlib.contextmanager
     def claim(self, n: int) -> Iterator[memoryview]:
@@ -238,6 +265,7 @@ class Writer:
             self._seg = new
             self._off = self._synced = new.data_off
             self._idx = 0
+            self._index_at = 0
             self._sealed = False
             self._mark = (self._next, self._off)
         self._meta.publish(self._next)  # readers at the END record go on
