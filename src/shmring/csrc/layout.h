@@ -31,6 +31,13 @@
  *   48 created_ns   u64  CLOCK_REALTIME at creation
  *   56 data_offset  u64  offset of the ring bytes
  *   64 creator_pid  u64
+ *   72 untether_ns  u64  lossless broadcast: slow_consumer_timeout in ns, 0 =
+ *                        never. A consumer whose cursor gates the producer
+ *                        and has not moved for this long is untethered (its
+ *                        state becomes SLOT_UNTETHERED, so it gates no more;
+ *                        ring/untether.c). Nonzero also makes the producer
+ *                        keep `intent` (as lossy broadcast does), so every
+ *                        reader validates its copies
  *
  * Counters are 64-bit sequence numbers (byte positions in an unbounded
  * stream), never wrapped indices; position p lives at ring[p & (capacity-1)].
@@ -42,7 +49,8 @@
  *   READ  read_claim  mpmc: next record a consumer may take
  *         +8 latest   broadcast: start of the newest record (lapped readers
  *                     jump there)
- *         +16 intent  lossy broadcast: end of the record being written
+ *         +16 intent  lossy broadcast, and lossless broadcast with untether_ns:
+ *                     end of the record being written
  *                     (a seqlock: readers validate against it)
  *         +24 redeliver mpmc: records handed back by recovery, not yet retaken
  *   DATA  futex u32 (bumped when data arrives), +8 waiters u32
@@ -74,15 +82,19 @@
  *                        two recoverers never run on one slot
  *   8  start_time  u64   field 22 of /proc/<pid>/stat (tells pid reuse apart)
  *   16 role        u32   ROLE_*
- *   20 state       u32   SLOT_*
+ *   20 state       u32   SLOT_* (SLOT_UNTETHERED: a broadcast consumer the
+ *                        producer stopped waiting for; it sets ACTIVE again
+ *                        itself when it next reads)
  *   24 claim_pos   u64   producer: position of the claim in flight, or NONE
  *   32 claim_len   u64   its length including any padding before it; the
  *                        top bit (CLAIM_CONFIRMED) once the claim is won
  *   40 cursor      u64   broadcast consumer: next position it reads
  *   48 messages    u64   messages sent or received through this endpoint
  *   56 bytes       u64   payload bytes sent or received
- *   64 missed      u64   lossy broadcast: messages this consumer never saw
- *   72 last_msgno  u64   lossy broadcast: number of the last message read
+ *   64 missed      u64   lossy (or untethered) broadcast: messages this
+ *                        consumer never saw
+ *   72 last_msgno  u64   lossy broadcast, and broadcast with untether_ns:
+ *                        number of the last message read
  *   80 link_in     u64   mpmc consumer (a pipeline worker): 1 + position of the
  *                        input record whose outputs it is sending (a linked
  *                        commit, ring/link.c), 0 = none. Producer: 1 + position
@@ -147,7 +159,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC 0x01474e49524d4853ULL /* "SHMRING\x01" little-endian */
-#define LAYOUT_VERSION 2u
+#define LAYOUT_VERSION 3u
 
 #define LINE 128u
 
@@ -162,6 +174,7 @@
 #define HDR_CREATED_NS 48u
 #define HDR_DATA_OFFSET 56u
 #define HDR_CREATOR_PID 64u
+#define HDR_UNTETHER_NS 72u
 
 #define OFF_TAIL (1u * LINE)
 #define OFF_HEAD (2u * LINE)
@@ -249,6 +262,7 @@
 #define SLOT_FREE 0u
 #define SLOT_ACTIVE 1u
 #define SLOT_CLOSING 2u
+#define SLOT_UNTETHERED 3u /* broadcast consumer dropped from gating */
 
 #define RECORD_HEADER 16u
 #define RECORD_ALIGN 16u
