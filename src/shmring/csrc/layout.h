@@ -56,7 +56,10 @@
  *   DATA  futex u32 (bumped when data arrives), +8 waiters u32
  *   SPACE futex u32 (bumped when space is freed), +8 waiters u32
  *   CTRL  eos u32, +4 broken u32, +8 producer_owner u64 (slot+1 or 0),
- *         +16 consumer_owner u64 (slot+1 or 0), +24 msgno u64 (broadcast)
+ *         +16 consumer_owner u64 (slot+1 or 0), +24 msgno u64 (broadcast),
+ *         +32 gate_epoch u64 (broadcast with untether_ns: bumped by a
+ *         consumer that gates again after it was untethered; a producer that
+ *         sees it change recomputes its limit before its next claim)
  *   STATS totals of endpoints that are gone (closed, or recovered after their
  *         process died), folded in when their slot is freed; live endpoints
  *         count in their own slots. Cold path only (`shmring ls`):
@@ -191,6 +194,7 @@
 #define OFF_PRODUCER_OWNER (6u * LINE + 8u)
 #define OFF_CONSUMER_OWNER (6u * LINE + 16u)
 #define OFF_MSGNO (6u * LINE + 24u)
+#define OFF_GATE_EPOCH (6u * LINE + 32u)
 #define OFF_STATS_IN_MSGS (7u * LINE)
 #define OFF_STATS_IN_BYTES (7u * LINE + 8u)
 #define OFF_STATS_OUT_MSGS (7u * LINE + 16u)

@@ -94,6 +94,17 @@ int ring_claim(ring_t *r, uint64_t len, char **payload) {
     if (!r->multi_producer) {
         t = r->tail_local;
         if (t % RECORD_ALIGN) return corrupt(r, "tail is not record-aligned");
+        if (r->untether_ns) {
+            /* SYNC(gate-epoch): pairs with the add in ring_retether: a consumer that gates again
+             * after it was untethered is in the limit computed after we see its add (its cursor
+             * and state were stored before it). The word shares the line of the broken flag,
+             * read above. */
+            uint64_t e = ld_acq(r->base, OFF_GATE_EPOCH);
+            if (e != r->gate_epoch) {
+                r->gate_epoch = e;
+                r->limit = 0;
+            }
+        }
         idx = t & r->mask;
         pad = idx + reclen > r->cap ? r->cap - idx : 0;
         end = t + pad + reclen;

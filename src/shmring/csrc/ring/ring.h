@@ -79,6 +79,7 @@ typedef struct {
     /* producer with untether_ns: since when each consumer slot, at the
      * cursor noted, has held a claim back (0: not now); when it last looked */
     int64_t ut_seen;
+    uint64_t gate_epoch; /* OFF_GATE_EPOCH when the limit was last computed */
     uint64_t ut_cursor[MAX_SLOTS];
     int64_t ut_since[MAX_SLOTS];
 } ring_t;

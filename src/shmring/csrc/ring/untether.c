@@ -18,6 +18,13 @@
  * jumps to the newest record, and counts the message numbers it skipped in
  * `missed`, exactly as a lossy reader does. So the consumer may resume at
  * any instruction: it never keeps bytes that were overwritten under it.
+ *
+ * Gating again: the resumed consumer (ring_peek sees its state
+ * SLOT_UNTETHERED) stores its cursor - its own if nothing it had still to
+ * read was overwritten, else the newest record - sets ACTIVE and bumps the
+ * header's gate_epoch; the producer recomputes its limit before its next
+ * claim once it sees the bump, so at most a claim already under way can
+ * still overrun it (and that is validated and counted as above).
  */
 #include <string.h>
 
@@ -96,4 +103,8 @@ void ring_retether(ring_t *r) {
     /* SYNC(untether), SYNC(slot-state): gating again; pairs with the producer's compare-exchange
      * in ring_untether and its acquire of the state in gate(). */
     cas32_sc(r->base, r->slot_off + SLOT_STATE, &st, SLOT_ACTIVE);
+    /* SYNC(gate-epoch): the producer's limit may have been computed without us (it need not look
+     * at the cursors again for up to a ring): it recomputes before its next claim once it sees
+     * this. A claim it made before is caught by ring_validate. */
+    fadd_sc(r->base, OFF_GATE_EPOCH, 1);
 }
