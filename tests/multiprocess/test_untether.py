@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -25,8 +27,8 @@ from untether_util import (
     SIZES,
     Report,
     check_report,
-    cont,
     consumer_state,
+    cont,
     message,
     stop,
     subscribe,
@@ -96,6 +98,10 @@ def test_stopped_subscriber_is_untethered_after_the_timeout(
     assert waited >= TIMEOUT - 0.01, f"untethered after {waited:.3f} s, before the timeout"
     assert waited <= TIMEOUT + MARGIN, f"still gated {waited:.3f} s after the timeout"
     assert consumer_state(ch, a.pid) == L.SLOT_UNTETHERED
+    shown = subprocess.run([sys.executable, "-m", "shmring", "inspect", ch.name],
+                           capture_output=True, text=True, timeout=30).stdout
+    assert f"untethered after {TIMEOUT:g} s" in shown
+    assert [ln for ln in shown.splitlines() if f" {a.pid} " in ln and "untethered" in ln]
     # The producer and b go on while a stays stopped: several rings more.
     send_range(tx, sent, sent + 2000, rng)
     sent += 2000
@@ -202,3 +208,24 @@ def test_dead_subscriber_is_recovered_as_before(
     assert consumer_state(ch, a.pid) is None
     more = fill(tx, sent, rng) - sent  # gated by the live consumer alone now
     assert more > 10 and drain(live) == more
+
+
+@pytest.mark.parametrize(("kw", "why"), [
+    ({"pattern": "spsc", "slow_consumer_timeout": 1.0}, "lossless broadcast only"),
+    ({"pattern": "broadcast", "lossy": True, "slow_consumer_timeout": 1.0},
+     "lossless broadcast only"),
+    ({"pattern": "broadcast", "slow_consumer_timeout": -1}, "must be None"),
+    ({"pattern": "broadcast", "slow_consumer_timeout": float("nan")}, "must be None"),
+    ({"pattern": "broadcast", "slow_consumer_timeout": "1"}, "must be None"),
+    ({"pattern": "broadcast", "slow_consumer_timeout": True}, "must be None"),
+])
+def test_bad_slow_consumer_timeout_is_refused(uname: str, kw: dict[str, object],
+                                              why: str) -> None:
+    with pytest.raises(shmring.InvalidArgument, match=why):
+        shmring.Channel.create(uname, capacity=CAPACITY, supervised=False, **kw)  # type: ignore[arg-type]
+
+
+def test_zero_timeout_is_never(make_channel: Make) -> None:
+    ch = make_channel("broadcast", CAPACITY, supervised=False, slow_consumer_timeout=0)
+    assert ch.slow_consumer_timeout is None
+    assert ch.producer()._validating is False  # today's lossless path, untouched

@@ -16,6 +16,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from supervisor_util import Child
@@ -25,6 +26,12 @@ import shmring
 
 MARGIN = 1.5  # scheduling on 2 shared cores, and the producer's look interval
 WAYS = ("recv", "recv_view", "recv_many", "recv_into")
+
+
+def _subscriber(name: str, path: str, ways: tuple[str, ...]) -> Callable[[Child], None]:
+    def run(c: Child) -> None:
+        subscribe(c, name, path, ways=ways)
+    return run
 
 
 def trial(name: str, tmp: str, seed: int) -> tuple[int, int, int, int]:
@@ -47,7 +54,7 @@ def _run(ch: shmring.Channel, tmp: str, rng: random.Random,
     for k in range(rng.randint(2, 4)):
         path = os.path.join(tmp, f"r{k}")
         ways = tuple(rng.sample(WAYS, rng.randint(1, len(WAYS))))
-        subs.append((Child(lambda c, p=path, w=ways: subscribe(c, ch.name, p, ways=w)), path))
+        subs.append((Child(_subscriber(ch.name, path, ways)), path))
     for c, _ in subs:
         c.ready()
     stops: list[tuple[int, float, float]] = []  # (subscriber, stopped at, continued at)

@@ -3,7 +3,8 @@
 An object whose framed record (``frame.py``) would not fit the channel's
 ``max_message`` is *streamed* instead, where one producer writes and every
 consumer reads all records in order (``spsc``, and ``broadcast`` unless
-lossy or given a ``slow_consumer_timeout``, where a reader may be overrun): a *stream head* record - the frame's header, table and payload,
+lossy or given a ``slow_consumer_timeout``, where a reader may be
+overrun): a *stream head* record - the frame's header, table and payload,
 magic ``b"\\x00SRS"``, with the stream's id and total buffer bytes after the
 header and each table entry's offset counted in the stream - then the
 buffers' bytes in *chunk* records (``b"\\x00SRC"``, the stream id's low 32
