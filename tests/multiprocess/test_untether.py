@@ -229,3 +229,16 @@ def test_zero_timeout_is_never(make_channel: Make) -> None:
     ch = make_channel("broadcast", CAPACITY, supervised=False, slow_consumer_timeout=0)
     assert ch.slow_consumer_timeout is None
     assert ch.producer()._validating is False  # today's lossless path, untouched
+
+
+def test_objects_are_validated_copies_and_too_large_ones_are_not_streamed(
+        make_channel: Make) -> None:
+    ch = make_channel("broadcast", CAPACITY, supervised=False, slow_consumer_timeout=TIMEOUT)
+    tx, rx = ch.producer(), ch.consumer()
+    tx.send_obj({"n": 1, "s": "x" * 50})
+    tx.send_obj(bytearray(b"y" * 300))  # a pickled record, read through a view
+    assert rx.recv_obj(timeout=1) == {"n": 1, "s": "x" * 50}
+    assert rx.recv_obj(timeout=1) == bytearray(b"y" * 300)
+    with pytest.raises(shmring.MessageTooLarge):
+        tx.send_obj(b"z" * (ch.max_message * 4))
+    assert rx.missed == 0 and rx.untethered == 0
