@@ -98,6 +98,7 @@ def test_stopped_subscriber_is_untethered_after_the_timeout(
     assert waited >= TIMEOUT - 0.01, f"untethered after {waited:.3f} s, before the timeout"
     assert waited <= TIMEOUT + MARGIN, f"still gated {waited:.3f} s after the timeout"
     assert consumer_state(ch, a.pid) == L.SLOT_UNTETHERED
+    assert ch.consumers == 2  # untethered, still a consumer of the channel
     shown = subprocess.run([sys.executable, "-m", "shmring", "inspect", ch.name],
                            capture_output=True, text=True, timeout=30).stdout
     assert f"untethered after {TIMEOUT:g} s" in shown
