@@ -17,6 +17,9 @@ Commands (answers ``ok ...``, or ``error <exception type> <message>``):
 - ``release``: close the endpoint; ``close``: close the channel too;
 - ``supervise``: start a supervisor of the namespace in this PID namespace
   (``python -m shmring supervisor``) and wait until it holds its guard;
+- ``count REGION N``: add N to counter ``c`` and set gauge ``g`` to 1 in
+  metrics region REGION (this process's slab); ``fold REGION``: fold the
+  slabs of dead processes there (``ok <how many>``);
 - ``whoami``: ``ok <pid> <PID namespace inode>``.
 """
 
@@ -32,6 +35,7 @@ import time
 from typing import IO
 
 import shmring
+import shmring.metrics as m
 from shmring._proc import pid_namespace
 
 HERE = os.path.abspath(__file__)
@@ -146,6 +150,7 @@ class _State:
         self.ch: shmring.Channel | None = None
         self.ep: shmring.Producer | shmring.Consumer | None = None
         self.sup: subprocess.Popen[bytes] | None = None
+        self.metrics: dict[str, tuple[m.Registry, m.Counter, m.Gauge]] = {}
 
 
 def _run(st: _State, cmd: str, arg: str) -> str:
@@ -191,6 +196,18 @@ def _run(st: _State, cmd: str, arg: str) -> str:
                                    "--startup-grace", "0"], stdout=subprocess.DEVNULL)
         wait_until(lambda: instance.holder(ns) is not None, 20, "the supervisor's guard")
         return str(st.sup.pid)
+    if cmd in ("count", "fold"):
+        name, _, n = arg.partition(" ")
+        if name not in st.metrics:
+            reg = m.Registry(name)
+            st.metrics[name] = (reg, m.Counter("c", "c", registry=reg),
+                                m.Gauge("g", "g", registry=reg))
+        reg, c, g = st.metrics[name]
+        if cmd == "fold":
+            return str(reg.fold())
+        c.inc(int(n))
+        g.set(1.0)
+        return ""
     raise ValueError(f"unknown command {cmd!r}")
 
 
@@ -206,6 +223,8 @@ def serve() -> None:
         sys.stdout.write(out.rstrip() + "\n")
         sys.stdout.flush()
     _run(st, "close", "")
+    for reg, _c, _g in st.metrics.values():
+        reg.close()
     if st.sup is not None:
         st.sup.terminate()
         st.sup.wait(30)

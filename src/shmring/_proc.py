@@ -21,6 +21,7 @@ from the initial namespace every process on the machine is visible.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 #: The inode of the initial PID namespace (``PROC_PID_INIT_INO``): a process
@@ -198,6 +199,22 @@ class Census:
             return _lives(ours, started)
         # Every process of a namespace below ours is visible here.
         return False if self.complete or ns in self.namespaces else None
+
+    def judge_where(self, pid: int, start: Callable[[int], bool],
+                    ns: Callable[[int], bool] | None) -> bool | None:
+        """Is a process alive that calls itself ``pid`` in a namespace
+        ``ns(inode)`` accepts (None: any, the namespace is not known) with a
+        start time ``start(ticks)`` accepts? None if it cannot tell: not
+        found, and neither is every process visible here nor (``ns`` given)
+        some process of an accepted namespace."""
+        for (space, inner), ours in self.pids.items():
+            if inner == pid and (ns is None or ns(space)):
+                st = start_time(ours)
+                if st is not None and start(st) and not is_zombie(ours):
+                    return True
+        if self.complete or (ns is not None and any(ns(s) for s in self.namespaces)):
+            return False
+        return None
 
 
 def _innermost(pid: str) -> int | None:

@@ -24,6 +24,7 @@ import shmring
 from shmring._proc import Census, holder_alive, my_start_time, pid_namespace
 from shmring._region import inventory
 from shmring._supervisor.server import Supervisor
+from shmring.metrics import Registry
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -259,3 +260,44 @@ def test_hello_namespace_is_checked() -> None:
     assert procfs.check_peer(me, my_start_time(), pid_namespace() + 1)[1] == \
         "wrong PID namespace"
     assert procfs.check_peer(0, 5, 1234) == (1234, None)
+
+
+def test_metrics_slabs_across_namespaces(agents: list[Agent]) -> None:
+    """A metrics slab of a live process of the other namespace is never
+    folded (its counts stay its own, its gauge counts); once it is SIGKILLed
+    the host folds it (it sees the container's processes), and its counts
+    stay in the totals. A container cannot see a host process: it presumes
+    it alive and leaves its slab to the host."""
+    name = f"m-{os.getpid()}-pidns"
+    reg = Registry(name)
+    try:
+        box = Agent(container=True)
+        agents.append(box)
+        host = Agent(container=False)
+        agents.append(host)
+        box.ask(f"count {name} 5")
+        host.ask(f"count {name} 7")
+
+        def totals() -> tuple[float, float, int]:
+            t = reg.read()
+            got = {f.name: sum(float(s.value) for s in f.series) for f in t.families}
+            return got.get("c", 0.0), got.get("g", 0.0), t.live
+
+        for _ in range(3):
+            assert reg.fold() == 0
+            assert box.ask(f"fold {name}") == "0"
+        assert totals() == (12.0, 2.0, 2)
+        box.kill()
+        wait_until(lambda: reg.fold() == 1, 10, "the host to fold the container's slab")
+        assert totals() == (12.0, 1.0, 1)
+
+        box2 = Agent(container=True)
+        agents.append(box2)
+        box2.ask(f"count {name} 1")
+        host.kill()
+        assert box2.ask(f"fold {name}") == "0"  # it cannot see the host: not its to judge
+        wait_until(lambda: reg.fold() == 1, 10, "the host to fold the host agent's slab")
+        assert totals() == (13.0, 1.0, 1)
+    finally:
+        reg.unlink()
+        reg.close()
