@@ -200,6 +200,16 @@ class Census:
         # Every process of a namespace below ours is visible here.
         return False if self.complete or ns in self.namespaces else None
 
+    def where(self, pid: int, start: Callable[[int], bool],
+              ns: Callable[[int], bool] | None) -> int | None:
+        """Our pid of a live process as :meth:`judge_where` looks for, or None."""
+        for (space, inner), ours in self.pids.items():
+            if inner == pid and (ns is None or ns(space)):
+                st = start_time(ours)
+                if st is not None and start(st) and not is_zombie(ours):
+                    return ours
+        return None
+
     def judge_where(self, pid: int, start: Callable[[int], bool],
                     ns: Callable[[int], bool] | None) -> bool | None:
         """Is a process alive that calls itself ``pid`` in a namespace
@@ -207,14 +217,17 @@ class Census:
         start time ``start(ticks)`` accepts? None if it cannot tell: not
         found, and neither is every process visible here nor (``ns`` given)
         some process of an accepted namespace."""
-        for (space, inner), ours in self.pids.items():
-            if inner == pid and (ns is None or ns(space)):
-                st = start_time(ours)
-                if st is not None and start(st) and not is_zombie(ours):
-                    return True
+        if self.where(pid, start, ns) is not None:
+            return True
         if self.complete or (ns is not None and any(ns(s) for s in self.namespaces)):
             return False
         return None
+
+
+def innermost(pid: int | str) -> int | None:
+    """The pid process ``pid`` (of our ``/proc``) has in its own PID
+    namespace (the last of ``NSpid``), or None."""
+    return _innermost(str(pid))
 
 
 def _innermost(pid: str) -> int | None:
