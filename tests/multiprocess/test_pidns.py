@@ -181,7 +181,10 @@ def test_host_supervisor_keeps_unsupervised_container_slot(
         s.call(s.regions.evaluate_all)
         assert os.path.exists(path)
         ns, name = seg[len("/shmring."):].split(".", 1)
-        assert inventory.verdict(inventory.snapshot(ns, name)) == "live"
+        snap = inventory.snapshot(ns, name)
+        assert inventory.verdict(snap) == "live"  # gc keeps it
+        assert [(v.pid, v.pidns, v.alive) for v in snap.slots if v.role == "consumer"] == \
+            [(1, box.pidns, True)]
 
         again = shmring.Channel.open(uname)
         _refused(again, producer=False)

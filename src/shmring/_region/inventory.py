@@ -61,7 +61,8 @@ def map_segment(seg: str) -> tuple[mmap.mmap | None, os.stat_result]:
 
 @dataclass
 class SlotView:
-    """One taken attach slot and whether its process lives."""
+    """One taken attach slot and whether its process lives (a process of a
+    PID namespace this one cannot see counts as alive)."""
 
     index: int
     pid: int
@@ -74,6 +75,7 @@ class SlotView:
     messages: int
     bytes: int
     missed: int
+    pidns: int = 0  # the PID namespace its pid belongs to (inode; 0: not known)
 
 
 @dataclass
@@ -174,7 +176,7 @@ def _fill(snap: Snapshot, region: Region) -> None:
     for s in slots:
         view = SlotView(s.index, s.pid, s.start_time, s.role, s.state,
                         judge(s.pid, s.start_time, s.pidns) is not False, s.claim_pos,
-                        s.cursor, s.messages, s.bytes, s.missed)
+                        s.cursor, s.messages, s.bytes, s.missed, s.pidns)
         snap.slots.append(view)
         if s.role == "producer":
             snap.messages_in += s.messages
