@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from journal_util import expect_corrupt_or_same, payload, read_all
+from journal_util import CTX, expect_corrupt_or_same, payload, read_all
 
 import shmring
 from shmring._errors import CorruptJournal
@@ -122,3 +122,32 @@ def test_corrupt_journal_names_file_and_offset(
     assert isinstance(e.value, shmring.CorruptRegion)
     assert e.value.path == first and e.value.offset == at - F.REC_SIZE
     assert f"{first} at offset {at - F.REC_SIZE}" in str(e.value)
+
+
+def _truncate_under_reader(path: str, out: object) -> None:
+    with Journal.open(path) as j:
+        r = j.reader(timeout=0)
+        assert r.read()[0] == 0  # the first segment is mapped now
+        first = list_segments(path)[0][1]
+        os.truncate(first, F.PAGE)  # past the index: records are gone under the mapping
+        try:
+            list(r)
+        except CorruptJournal as e:
+            out.put(("corrupt", e.path, str(e)))  # type: ignore[attr-defined]
+        else:
+            out.put(("read", None, ""))  # type: ignore[attr-defined]
+
+
+def test_a_segment_truncated_under_a_reader_is_corrupt_not_sigbus(
+        tmp_path: Path, original: tuple[str, list[tuple[int, bytes]]]) -> None:
+    src, _ = original
+    path = str(tmp_path / "j")
+    shutil.copytree(src, path)
+    q = CTX.Queue()
+    p = CTX.Process(target=_truncate_under_reader, args=(path, q))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0  # no SIGBUS
+    kind, file, text = q.get(timeout=5)
+    assert kind == "corrupt" and file == list_segments(path)[0][1], text
+    assert "truncated while mapped" in text  # the SIGBUS guard caught the fault
