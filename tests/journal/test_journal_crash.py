@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from journal_util import crash_trial
 
-TRIALS = 4
+TRIALS = 6
 
 
 @pytest.mark.parametrize("seed", range(TRIALS))

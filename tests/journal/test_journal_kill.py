@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from journal_util import kill_trial
 
-TRIALS = 6
+TRIALS = 10
 
 
 @pytest.mark.parametrize("seed", range(TRIALS))

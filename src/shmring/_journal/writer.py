@@ -293,17 +293,20 @@ class Writer:
             return self._durable
 
     def close(self) -> None:
-        """Flush, then let the journal go (the lock too). Idempotent."""
+        """Flush, then let the journal go (the lock too). Idempotent. If an
+        msync failed (now or before), the journal is let go all the same
+        and :class:`SyncFailed` is raised: what was not durable may be lost."""
         if self._closed:
             return
         try:
             if self._flusher is not None:
                 self._flusher.stop()
-            if self._error is None and not (self._flusher and self._flusher.error):
-                self.flush()
-                self._meta.sync_page()
-            elif self._flusher is not None and self._flusher.error and self._error is None:
-                self._fail(self._flusher.error)
+                if self._flusher.error is not None and self._error is None:
+                    self._fail(self._flusher.error)
+            if self._error is not None:
+                raise self._error
+            self.flush()
+            self._meta.sync_page()
         finally:
             self._closed = True
             self._meta.set_writer(0)
