@@ -215,3 +215,18 @@ def test_a_live_reader_goes_on_across_a_killed_writer_and_its_successor(
         while r.seq < n + 500:
             got.append(r.read(timeout=10))
     check_prefix(got, 8, n + 500)
+
+
+def test_a_claim_that_raises_writes_nothing(tmp_path: Path) -> None:
+    with Journal.create(str(tmp_path / "j"), segment_size=SEG) as j:
+        w = j.writer()
+        with pytest.raises(KeyError), w.claim(1000) as buf:
+            buf[:] = b"\xff" * 1000
+            raise KeyError("abandoned")
+        assert w.append(b"short") == 0  # the abandoned claim took no seq
+        # Where the next records go, the abandoned bytes are gone.
+        assert bytes(w._seg.buf[w._off:w._off + 1000]) == bytes(1000)
+        with Journal.open(j.path) as other:
+            r = other.reader(timeout=0)
+            assert list(r) == [(0, b"short")]
+            assert r.seq == 1  # and the next record's place reads as not yet written

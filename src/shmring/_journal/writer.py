@@ -222,6 +222,11 @@ class Writer:
         view = self._seg.buf[off + F.REC_SIZE:off + F.REC_SIZE + n]
         try:
             yield view
+        except BaseException:
+            # Nothing is committed; zero what the block wrote, so no stray
+            # bytes lie where the next records' header words will go.
+            view[:] = bytes(n)
+            raise
         finally:
             view.release()
         self._commit(off, n)
