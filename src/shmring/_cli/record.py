@@ -1,0 +1,146 @@
+"""``shmring record CHANNEL DIR``: tee a channel into a journal.
+
+The recorder opens the channel as a consumer and appends every message it
+receives, byte for byte, to the journal in DIR (created if it does not
+exist, appended to if it does). What that costs the channel's other
+readers depends on the pattern:
+
+- ``broadcast``: the recorder is one more subscriber. It *taps* the stream
+  without taking anything from anyone, and sees what is sent after it
+  joined (on a lossy channel it may miss messages when it falls behind: the
+  summary counts them).
+- ``spsc``, ``mpsc``: the recorder *is* the channel's one consumer (the
+  role is refused while another process holds it). Nothing else reads the
+  channel while it records.
+- ``mpmc``: the recorder is one more consumer among the others: it takes
+  the messages it records, which the others then do not get.
+
+It runs until SIGINT or SIGTERM, or until the channel's end of stream, and
+then flushes the journal (``msync``) before it exits: every record it
+appended is durable when it has printed its summary. If it is killed
+(SIGKILL), what it appended is still in the journal (the kernel writes a
+shared file mapping back), the journal cuts a half-written tail on open, and
+the messages it had taken from the ring but not yet appended are lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+from .._channel.channel import Channel
+from .._errors import EndOfStream, Timeout
+from .._journal import Journal
+from . import args as _types
+from .stopping import POLL, stop_on_signals
+
+#: Messages taken from the ring per call (one publication of the cursor).
+BATCH = 256
+
+HELP = """\
+Record every message of CHANNEL into the journal in DIR (created if missing,
+appended to otherwise), bytes exactly as sent, until SIGINT/SIGTERM or the
+channel's end of stream; the journal is flushed before the command exits.
+
+Which messages it gets depends on the pattern: on a broadcast channel the
+recorder is one more subscriber and taps the stream without taking anything
+from the other consumers (it sees what is sent after it joined). On spsc and
+mpsc it is THE consumer (refused while another process holds the role), and
+on mpmc it is one consumer among the others: the messages it records are
+taken from them."""
+
+PATTERN_NOTE = {
+    "broadcast": "a subscriber: it taps the stream, the other consumers still get every message",
+    "spsc": "the channel's one consumer: nothing else reads it meanwhile",
+    "mpsc": "the channel's one consumer: nothing else reads it meanwhile",
+    "mpmc": "one more consumer: the messages it records are taken from the other consumers",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``shmring record``."""
+    p.description = HELP
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("channel", type=_types.region_name, help="the channel to record")
+    p.add_argument("dir", help="the journal's directory (created if it does not exist)")
+    p.add_argument("--namespace", "-n", type=_types.namespace,
+                   help="the channel's namespace (default: $SHMRING_NAMESPACE or 'default')")
+    p.add_argument("--wait", type=_types.seconds, default=0.0, metavar="SECONDS",
+                   help="wait this long for the channel to be created (default 0: it must "
+                   "exist); 'forever' waits for ever")
+    p.add_argument("--sync", default="interval:10ms",
+                   help="the journal's sync policy when it is created: none, always, "
+                   "interval:<n>ms or bytes:<n> (default interval:10ms)")
+    p.add_argument("--segment-size", type=_types.size_bytes, metavar="BYTES",
+                   help="segment file size when the journal is created (64M, 1G, ...; "
+                   "default: the journal's)")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print nothing but errors")
+
+
+def _journal(path: str, sync: str, segment_size: int | None) -> tuple[Journal, bool]:
+    """The journal in ``path``, opened, or created when the directory does
+    not exist or is empty; and whether it was created."""
+    if os.path.isdir(path) and os.listdir(path):
+        return Journal.open(path), False
+    kw = {} if segment_size is None else {"segment_size": segment_size}
+    return Journal.create(path, sync=sync, **kw), True
+
+
+def _printer(quiet: bool) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        if not quiet:
+            print(text, flush=True)
+    return say
+
+
+def run(args: argparse.Namespace) -> int:
+    """Record until a stop signal or the end of stream; 0 on either."""
+    say = _printer(args.quiet)
+    ch = Channel.open(args.channel, wait=args.wait, namespace=args.namespace)
+    try:
+        j, created = _journal(args.dir, args.sync, args.segment_size)
+        try:
+            return _record(ch, j, args, say, created)
+        finally:
+            j.close()
+    finally:
+        ch.close()
+
+
+def _record(ch: Channel, j: Journal, args: argparse.Namespace,
+            say: Callable[[str], None], created: bool) -> int:
+    rx = ch.consumer()
+    w = j.writer()
+    first = j.next_seq
+    count = size = 0
+    t0 = time.monotonic()
+    say(f"recording channel {ch.name!r} ({ch.pattern}) into {args.dir} "
+        f"({'new journal' if created else 'appending'}), from seq {first}: "
+        f"the recorder is {PATTERN_NOTE[ch.pattern]}")
+    why = "stopped"
+    with stop_on_signals() as stop:
+        while not stop.requested:
+            try:
+                batch = rx.recv_many(BATCH, timeout=POLL)
+            except Timeout:
+                continue
+            except EndOfStream:
+                why = "end of stream"
+                break
+            for data in batch:
+                w.append(data)
+                size += len(data)
+            count += len(batch)
+        durable = w.flush()
+    dt = time.monotonic() - t0
+    missed = rx.missed
+    rx.close()
+    last = f"seq {first}..{first + count - 1}" if count else "nothing"
+    say(f"recorded {count:,} messages ({size:,} bytes, {last}) in {dt:.1f} s: {why}; "
+        f"durable up to seq {durable}"
+        + (f"; missed {missed:,} (the channel is lossy and the recorder fell behind)"
+           if missed else ""))
+    return 0

@@ -1,0 +1,284 @@
+"""``shmring record`` and ``shmring replay`` with real processes: a producer
+process, the recorder as a subprocess, SIGKILL, SIGTERM, replay into a
+channel a consumer reads, and every byte compared.
+
+The producer sends message ``i`` = ``msg(i)``: its number, then up to 299
+bytes that run through every byte value, so a record cut, shifted or
+swapped with another does not compare equal.
+"""
+
+from __future__ import annotations
+
+import signal
+import struct
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from journal_cli_util import (
+    NS,
+    Proc,
+    journal_records,
+    namespace_env,
+    procs,
+    run_shmring,
+    shmring_argv,
+    wait_for,
+)
+
+import shmring
+from shmring._journal import Journal
+
+PRODUCER = r"""
+import struct, sys, time
+import shmring
+name, pattern, count, consumers, eos = sys.argv[1], sys.argv[2], int(sys.argv[3]), \
+    int(sys.argv[4]), sys.argv[5] == "eos"
+def msg(i):
+    return struct.pack("<I", i) + bytes((i * 7 + k) % 256 for k in range(i % 300))
+ch = shmring.Channel.create(name, capacity=1 << 16, pattern=pattern)
+tx = ch.producer()
+print("created", flush=True)
+while ch.consumers < consumers:
+    time.sleep(0.005)
+i = 0
+while count < 0 or i < count:
+    tx.send(msg(i), timeout=60)
+    i += 1
+if eos:
+    ch.close_send()
+print("sent", i, flush=True)
+ch.close()
+"""
+
+
+def msg(i: int) -> bytes:
+    """Message ``i`` of the producer."""
+    return struct.pack("<I", i) + bytes((i * 7 + k) % 256 for k in range(i % 300))
+
+
+@pytest.fixture
+def env() -> Iterator[dict[str, str]]:
+    with namespace_env() as e:
+        yield e
+
+
+def producer(env: dict[str, str], name: str, pattern: str, count: int, *,
+             consumers: int = 1, eos: bool = True) -> Proc:
+    """The producer as a process: creates ``name``, waits for ``consumers``,
+    sends ``count`` messages (-1: until killed)."""
+    p = Proc([sys.executable, "-c", PRODUCER, name, pattern, str(count), str(consumers),
+              "eos" if eos else "-"], env)
+    assert p.line() == "created"
+    return p
+
+
+def recorder(env: dict[str, str], name: str, journal: Path, *extra: str) -> Proc:
+    """``shmring record NAME JOURNAL`` as a process, once it says it records."""
+    p = Proc(shmring_argv("record", name, str(journal), *extra), env)
+    assert p.line().startswith(f"recording channel {name!r}")
+    return p
+
+
+def test_record_until_end_of_stream_keeps_every_byte(env: dict[str, str], uname: str,
+                                                     tmp_path: Path) -> None:
+    journal = tmp_path / "j"
+    with procs() as ps:
+        ps.append(prod := producer(env, uname, "spsc", 3000))
+        ps.append(rec := recorder(env, uname, journal))
+        assert "the channel's one consumer" in rec.lines_seen()
+        out, _ = rec.finish()
+        assert "recorded 3,000 messages" in out and "end of stream" in out, out
+        assert "durable up to seq 2999" in out, out
+        prod.finish()
+    got = journal_records(journal)
+    assert [s for s, _ in got] == list(range(3000))
+    assert [d for _, d in got] == [msg(i) for i in range(3000)]
+    j = Journal.open(str(journal), readonly=True)
+    try:
+        assert (j.durable_seq, j.next_seq) == (2999, 3000)
+    finally:
+        j.close()
+
+
+def test_sigkilled_recorder_leaves_a_prefix_that_replays_exactly(
+        env: dict[str, str], uname: str, tmp_path: Path) -> None:
+    """The crash case: the recorder SIGKILLed mid-stream (and the producer
+    after it). The journal is an exact prefix of what was sent, nothing
+    torn; replayed into a new channel, a consumer gets exactly that prefix,
+    and ``--from``/``--count`` pick a slice of it."""
+    journal = tmp_path / "j"
+    with procs() as ps:
+        ps.append(prod := producer(env, uname, "spsc", -1, eos=False))
+        ps.append(rec := recorder(env, uname, journal, "--sync", "none"))
+
+        def recorded() -> int:
+            j = Journal.open(str(journal), readonly=True)
+            try:
+                return j.next_seq
+            finally:
+                j.close()
+
+        wait_for("2,000 records", lambda: recorded() >= 2000)
+        rec.kill()
+        prod.kill()
+    got = journal_records(journal)
+    n = len(got)
+    assert n >= 2000
+    assert got == [(i, msg(i)) for i in range(n)]  # a prefix, in order, whole
+
+    replayed = uname + "-r"
+    with procs() as ps:
+        ps.append(rp := Proc(shmring_argv("replay", str(journal), replayed, "--create"), env))
+        ch = shmring.Channel.open(replayed, wait=10, namespace=env[NS])
+        try:
+            rx = ch.consumer()
+            seen: list[bytes] = []
+            with pytest.raises(shmring.EndOfStream):
+                while True:
+                    seen.append(rx.recv(timeout=10))
+        finally:
+            ch.close()
+        out, _ = rp.finish()
+    assert seen == [msg(i) for i in range(n)]
+    assert f"replayed {n:,} records" in out and "end of stream marked" in out, out
+
+    # A slice, into a channel that exists: opened, not created; no end of
+    # stream unless asked for.
+    ch = shmring.Channel.create(uname + "-s", capacity=1 << 16, namespace=env[NS])
+    try:
+        rx = ch.consumer()
+        done = run_shmring(env, "replay", str(journal), uname + "-s", "--from", "100",
+                           "--count", "50")
+        assert done.returncode == 0, done.stderr
+        assert [rx.recv(timeout=5) for _ in range(50)] == [msg(i) for i in range(100, 150)]
+        with pytest.raises(shmring.WouldBlock):
+            rx.recv_nowait()  # not EndOfStream: the replay left the stream open
+    finally:
+        ch.close()
+        ch.unlink()
+
+
+def test_sigterm_stops_the_recorder_flushed(env: dict[str, str], uname: str,
+                                            tmp_path: Path) -> None:
+    journal = tmp_path / "j"
+    with procs() as ps:
+        ps.append(prod := producer(env, uname, "mpsc", -1, eos=False))
+        ps.append(rec := recorder(env, uname, journal, "--sync", "none"))
+        wait_for("records", lambda: journal_records(journal))
+        rec.proc.send_signal(signal.SIGTERM)
+        out, _ = rec.finish()
+        prod.kill()
+    assert "stopped" in out, out
+    got = journal_records(journal)
+    assert got == [(i, msg(i)) for i in range(len(got))]
+    j = Journal.open(str(journal), readonly=True)
+    try:
+        # Flushed on the way out: durable up to the last record.
+        assert j.durable_seq == j.next_seq - 1 == len(got) - 1
+    finally:
+        j.close()
+    assert f"durable up to seq {len(got) - 1}" in out
+
+
+def test_broadcast_recorder_taps_without_stealing(env: dict[str, str], uname: str,
+                                                  tmp_path: Path) -> None:
+    """On broadcast the recorder is one more subscriber: the application's
+    consumer still gets every message, and so does the journal. A second
+    recording appends to the same journal."""
+    journal = tmp_path / "j"
+    for run in range(2):
+        with procs() as ps:
+            ps.append(prod := producer(env, uname, "broadcast", 2000, consumers=2))
+            ch = shmring.Channel.open(uname, namespace=env[NS])
+            try:
+                rx = ch.consumer()
+                ps.append(rec := recorder(env, uname, journal))
+                assert "taps the stream" in rec.lines_seen()
+                mine = []
+                with pytest.raises(shmring.EndOfStream):
+                    while True:
+                        mine.append(rx.recv(timeout=10))
+            finally:
+                ch.close()
+            out, _ = rec.finish()
+            prod.finish()
+        assert mine == [msg(i) for i in range(2000)]
+        assert f"from seq {2000 * run}" in rec.lines_seen()
+        assert "recorded 2,000 messages" in out, out
+    got = journal_records(journal)
+    assert [d for _, d in got] == [msg(i) for i in range(2000)] * 2
+
+
+def test_mpmc_recorder_is_one_consumer_among_others(env: dict[str, str], uname: str,
+                                                    tmp_path: Path) -> None:
+    """On mpmc the recorder takes what it records: with another consumer,
+    the two together get each message exactly once."""
+    journal = tmp_path / "j"
+    with procs() as ps:
+        ps.append(prod := producer(env, uname, "mpmc", 4000, consumers=2))
+        ch = shmring.Channel.open(uname, namespace=env[NS])
+        try:
+            rx = ch.consumer()
+            ps.append(rec := recorder(env, uname, journal))
+            assert "taken from the other consumers" in rec.lines_seen()
+            mine = []
+            with pytest.raises(shmring.EndOfStream):
+                while True:
+                    mine.append(rx.recv(timeout=10))
+                    time.sleep(0.0002)  # leave the recorder its share
+        finally:
+            ch.close()
+        rec.finish()
+        prod.finish()
+    recorded = [d for _, d in journal_records(journal)]
+    assert recorded and mine
+    assert sorted(recorded + mine) == sorted(msg(i) for i in range(4000))
+
+
+def test_replay_rate_paces_it(env: dict[str, str], uname: str, tmp_path: Path) -> None:
+    journal = tmp_path / "j"
+    j = Journal.create(str(journal), sync="none")
+    try:
+        w = j.writer()
+        for i in range(40):
+            w.append(msg(i))
+        w.flush()
+    finally:
+        j.close()
+    ch = shmring.Channel.create(uname, capacity=1 << 16, namespace=env[NS])
+    try:
+        rx = ch.consumer()
+        t = time.monotonic()
+        done = run_shmring(env, "replay", str(journal), uname, "--rate", "100",
+                           "--end-of-stream")
+        dt = time.monotonic() - t
+        assert done.returncode == 0, done.stderr
+        assert dt >= 0.39  # 40 records at 100 a second: the last one at 0.39 s
+        got = []
+        with pytest.raises(shmring.EndOfStream):
+            while True:
+                got.append(rx.recv(timeout=5))
+        assert got == [msg(i) for i in range(40)]
+    finally:
+        ch.close()
+        ch.unlink()
+
+
+def test_record_and_replay_refuse_bad_input_in_one_line(env: dict[str, str], uname: str,
+                                                        tmp_path: Path) -> None:
+    cases = [
+        (("record", uname, str(tmp_path / "j")), 1, "no region"),  # no such channel
+        (("replay", str(tmp_path / "nothing"), uname), 1, str(tmp_path / "nothing")),
+        (("replay", str(tmp_path), uname, "--pattern", "mpmc"), 2, "--create"),
+        (("replay", str(tmp_path), uname, "--rate", "0"), 2, "--rate"),
+        (("record", "bad/name", str(tmp_path / "j")), 2, "bad region name"),
+    ]
+    for argv, status, word in cases:
+        done = run_shmring(env, *argv)
+        assert done.returncode == status, (argv, done.returncode, done.stderr)
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("shmring: error: "), (argv, done.stderr)
+        assert word in lines[0], (argv, lines[0])
