@@ -204,20 +204,12 @@ def replay_read(d: str, recs: list[bytes]) -> float:
         w.flush()
     finally:
         j.close()
-    j = Journal.open(path, readonly=True)
-    try:
-        end = j.next_seq
-        reader = j.reader(from_seq=0)
+    with Journal.open(path) as j, j.reader(from_seq=0, timeout=0) as reader:
         n = 0
         t = time.perf_counter()
-        for seq, data in reader:
+        for _seq, data in reader:
             n += len(data)
-            if seq + 1 >= end:
-                break
         dt = time.perf_counter() - t
-        reader.close()
-    finally:
-        j.close()
     if n != sum(map(len, recs)):
         raise RuntimeError(f"replay read {n} bytes of {sum(map(len, recs))}")
     return dt
@@ -262,15 +254,15 @@ def _cell(values: list[float], fmt: str) -> str:
 
 def table(results: dict[str, Any]) -> str:
     """The one markdown table of a run."""
-    lines = ["| operation | record | records/s median (min-max) | GB/s median (min-max) "
+    lines = ["| operation | record | records/s, median (min-max) | GB/s, median (min-max) "
              "| notes |", "|---|---|---|---|---|"]
     for row in results["rows"]:
         if isinstance(row["seconds"], str):
             lines.append(f"| {row['system']} | {row['size']} B | n/a | n/a | {row['seconds']} |")
             continue
-        rate = [row["count"] / s for s in row["seconds"]]
+        krate = [row["count"] / s / 1e3 for s in row["seconds"]]
         gbs = [row["count"] * row["size"] / s / 1e9 for s in row["seconds"]]
-        lines.append(f"| {row['system']} | {row['size']:,} B | {_cell([r / 1e3 for r in rate], '{:,.0f}')}k "
+        lines.append(f"| {row['system']} | {row['size']:,} B | {_cell(krate, '{:,.0f}k')} "
                      f"| {_cell(gbs, '{:.2f}')} | {row['notes']} |")
     return "\n".join(lines)
 

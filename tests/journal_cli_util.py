@@ -147,20 +147,11 @@ def run_shmring(env: dict[str, str], *args: str,
 
 def journal_records(path: Path | str) -> list[tuple[int, bytes]]:
     """Every record of the journal in ``path``, in order, as (seq, bytes)."""
-    j = Journal.open(str(path), readonly=True)
-    try:
-        start, end = j.first_seq, j.next_seq
-        if end <= start:
-            return []
-        out: list[tuple[int, bytes]] = []
-        reader = j.reader(from_seq=start)
-        try:
-            for seq, data in reader:
-                out.append((seq, bytes(data)))
-                if seq + 1 >= end:
-                    break
-        finally:
-            reader.close()
-        return out
-    finally:
-        j.close()
+    with Journal.open(str(path)) as j, j.reader(timeout=0) as reader:
+        return list(reader)
+
+
+def journal_state(path: Path | str) -> tuple[int, int]:
+    """(durable_seq, next_seq) of the journal in ``path``."""
+    with Journal.open(str(path)) as j:
+        return j.durable_seq, j.next_seq

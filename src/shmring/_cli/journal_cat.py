@@ -2,8 +2,8 @@
 
 A table line is ``SEQ<tab>SIZE<tab>KIND<tab>CONTENT`` (``shown.py`` says how
 each kind is shown); ``--json`` prints JSON Lines with the exact bytes.
-``cat`` only reads: it opens the journal read-only, takes no writer lock and
-moves no named cursor, so it can run beside a live writer (``--follow``
+``cat`` only reads: it writes no record and moves no named cursor, so it
+can run beside a live writer (``--follow``
 prints new records as they are appended, until SIGINT/SIGTERM).
 """
 
@@ -50,34 +50,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the records; 0 when done."""
-    j = Journal.open(args.dir, readonly=True)
+    j = Journal.open(args.dir)
     try:
-        start = j.first_seq if args.from_seq is None else max(args.from_seq, j.first_seq)
         end = None if args.follow else j.next_seq
-        if args.count is not None:
-            end = start + args.count if end is None else min(end, start + args.count)
-        if end is not None and start >= end:
-            return 0
         out = sys.stdout
-        reader = j.reader(from_seq=start)
-        try:
-            with stop_on_signals() as stop:
-                seq = start
-                while not stop.requested and (end is None or seq < end):
-                    try:
-                        seq, data = reader.next(timeout=POLL)
-                    except Timeout:
-                        continue
-                    shown = classify(bytes(data), unpickle=args.unpickle)
-                    if args.json:
-                        out.write(json.dumps(json_record(seq, shown)) + "\n")
-                    else:
-                        out.write(text_line(seq, shown, args.width) + "\n")
-                    if args.follow:
-                        out.flush()
-                    seq += 1
-        finally:
-            reader.close()
+        shown = 0
+        with j.reader(from_seq=args.from_seq) as reader, stop_on_signals() as stop:
+            while not stop.requested and (end is None or reader.seq < end) and (
+                    args.count is None or shown < args.count):
+                try:
+                    seq, data = reader.read(timeout=POLL)
+                except Timeout:
+                    continue
+                record = classify(data, unpickle=args.unpickle)
+                if args.json:
+                    out.write(json.dumps(json_record(seq, record)) + "\n")
+                else:
+                    out.write(text_line(seq, record, args.width) + "\n")
+                if args.follow:
+                    out.flush()
+                shown += 1
     finally:
         j.close()
     return 0

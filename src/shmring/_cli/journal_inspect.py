@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from .._journal import Journal
+from .._journal.meta import META_NAME
 from . import args as _types
 from . import inventory as _regions
 from .readable import size, table
@@ -26,7 +27,7 @@ from .readable import size, table
 
 def is_journal_dir(path: str) -> bool:
     """True when ``path`` is a directory that holds a journal."""
-    return os.path.isdir(path) and Journal.exists(path)
+    return os.path.isfile(os.path.join(path, META_NAME))
 
 
 def inspect_args(p: argparse.ArgumentParser) -> None:
@@ -54,7 +55,7 @@ def inspect(args: argparse.Namespace) -> int:
 
 def journal(path: str, *, as_json: bool) -> int:
     """Print what the journal in ``path`` holds; 0."""
-    j = Journal.open(path, readonly=True)
+    j = Journal.open(path)
     try:
         info = j.info()
     finally:
@@ -67,45 +68,43 @@ def journal(path: str, *, as_json: bool) -> int:
     return 0
 
 
-def _count(first: int, nxt: int) -> str:
-    return f"{nxt - first:,} records" if nxt > first else "empty"
-
-
 def _show(path: str, info: dict[str, Any]) -> None:
     first, nxt, durable = info["first_seq"], info["next_seq"], info["durable_seq"]
+    segs = info["segments"]
     print(f"journal {path}")
-    durable_text = "nothing yet" if durable < first else f"seq {durable}"
-    behind = nxt - 1 - durable if nxt > first else 0
-    rows = [("records", f"seq {first}..{nxt - 1} ({_count(first, nxt)})" if nxt > first
-             else f"none (next seq {nxt})"),
-            ("durable up to", durable_text + (f" ({behind:,} appended since, not yet synced)"
-                                              if behind > 0 else "")),
-            ("bytes", f"{info.get('bytes', 0):,} in records"),
-            ("sync", str(info.get("sync", "?"))),
-            ("segment size", size(info["segment_size"]) if "segment_size" in info else "?"),
-            ("writer", _writer(info.get("writer_pid")))]
+    records = f"seq {first}..{nxt - 1} ({nxt - first:,} records)" if nxt > first else \
+        f"none (the next is seq {nxt})"
+    if durable >= nxt:
+        point = f"seq {durable}: every record is on disk" if nxt > first else f"seq {durable}"
+    else:
+        point = (f"seq {durable}: the records below it are on disk, {durable}..{nxt - 1} "
+                 "not synced yet")
+    rows = [("records", records),
+            ("durable point", point),
+            ("on disk", f"{size(sum(s['bytes'] for s in segs))} in {len(segs)} segment file(s)"),
+            ("sync", str(info["sync"])),
+            ("segment size", size(info["segment_size"])),
+            ("writer", _writer(info["writer_pid"]))]
     table([[k + ":", v] for k, v in rows], sys.stdout)
     print("\nsegments:")
-    segs = info.get("segments", [])
     if not segs:
         print("  (none)")
     else:
-        srows = [["  FILE", "FIRST SEQ", "LAST SEQ", "RECORDS", "USED", "SIZE"]]
+        srows = [["  FILE", "FIRST SEQ", "LAST SEQ", "RECORDS", "USED", "SIZE", "STATE"]]
         for s in segs:
-            n = s["next_seq"] - s["first_seq"]
             srows.append([f"  {s['file']}", str(s["first_seq"]),
-                          str(s["next_seq"] - 1) if n else "-", f"{n:,}",
-                          size(s["used"]), size(s["size"])])
+                          "-" if s["last_seq"] is None else str(s["last_seq"]),
+                          f"{s['records']:,}", size(s["used"]), size(s["bytes"]),
+                          "sealed" if s["sealed"] else "open"])
         table(srows, sys.stdout)
     print("\ncursors:")
-    cursors = info.get("cursors", {})
+    cursors: dict[str, int] = info["cursors"]
     if not cursors:
         print("  (none)")
         return
-    crows = [["  NAME", "ACKED", "BEHIND"]]
-    for name, acked in sorted(cursors.items()):
-        left = nxt - 1 - acked if acked is not None else nxt - first
-        crows.append([f"  {name}", "-" if acked is None else str(acked), f"{max(left, 0):,}"])
+    crows = [["  NAME", "NEXT SEQ", "BEHIND"]]
+    for name, at in sorted(cursors.items()):
+        crows.append([f"  {name}", str(at), f"{max(nxt - at, 0):,}"])
     table(crows, sys.stdout)
 
 

@@ -17,7 +17,9 @@ readers depends on the pattern:
 
 It runs until SIGINT or SIGTERM, or until the channel's end of stream, and
 then flushes the journal (``msync``) before it exits: every record it
-appended is durable when it has printed its summary. If it is killed
+appended is durable when it has printed its summary. Meanwhile the journal's
+sync policy (``--sync``; ``interval:10ms`` for a journal it creates) bounds
+what a machine crash can take. If it is killed
 (SIGKILL), what it appended is still in the journal (the kernel writes a
 shared file mapping back), the journal cuts a half-written tail on open, and
 the messages it had taken from the ring but not yet appended are lost.
@@ -70,9 +72,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", type=_types.seconds, default=0.0, metavar="SECONDS",
                    help="wait this long for the channel to be created (default 0: it must "
                    "exist); 'forever' waits for ever")
-    p.add_argument("--sync", default="interval:10ms",
-                   help="the journal's sync policy when it is created: none, always, "
-                   "interval:<n>ms or bytes:<n> (default interval:10ms)")
+    p.add_argument("--sync", metavar="POLICY",
+                   help="when the journal is msynced: none, always, interval:<n>ms or "
+                   "bytes:<n> (default: interval:10ms for a new journal, the journal's own "
+                   "policy for an existing one)")
     p.add_argument("--segment-size", type=_types.size_bytes, metavar="BYTES",
                    help="segment file size when the journal is created (64M, 1G, ...; "
                    "default: the journal's)")
@@ -80,13 +83,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print nothing but errors")
 
 
-def _journal(path: str, sync: str, segment_size: int | None) -> tuple[Journal, bool]:
-    """The journal in ``path``, opened, or created when the directory does
-    not exist or is empty; and whether it was created."""
-    if os.path.isdir(path) and os.listdir(path):
-        return Journal.open(path), False
+#: The sync policy of a journal that ``record`` creates.
+DEFAULT_SYNC = "interval:10ms"
+
+
+def _journal(path: str, sync: str | None, segment_size: int | None) -> tuple[Journal, bool]:
+    """The journal in ``path``, opened, or created when ``path`` does not
+    exist; and whether it was created. An existing directory that holds no
+    journal is refused by ``Journal.open`` (nothing is written into it)."""
+    if os.path.lexists(path):
+        return Journal.open(path, sync=sync), False
     kw = {} if segment_size is None else {"segment_size": segment_size}
-    return Journal.create(path, sync=sync, **kw), True
+    return Journal.create(path, sync=sync or DEFAULT_SYNC, **kw), True
 
 
 def _printer(quiet: bool) -> Callable[[str], None]:
@@ -140,7 +148,7 @@ def _record(ch: Channel, j: Journal, args: argparse.Namespace,
     rx.close()
     last = f"seq {first}..{first + count - 1}" if count else "nothing"
     say(f"recorded {count:,} messages ({size:,} bytes, {last}) in {dt:.1f} s: {why}; "
-        f"durable up to seq {durable}"
+        f"durable: every record below seq {durable}"
         + (f"; missed {missed:,} (the channel is lossy and the recorder fell behind)"
            if missed else ""))
     return 0

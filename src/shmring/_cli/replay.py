@@ -104,8 +104,9 @@ def _wait_consumer(ch: Channel, wait: float | None, stop: Stop) -> bool:
         if stop.requested:
             return False
         if deadline is not None and time.monotonic() >= deadline:
-            raise Timeout(f"no consumer opened channel {ch.name!r} within {wait:g} s",
-                          channel=ch.name, timeout=wait)
+            err = Timeout(f"no consumer opened channel {ch.name!r} within {wait:g} s")
+            err.channel, err.timeout = ch.name, wait
+            raise err
         time.sleep(0.01)
     return True
 
@@ -113,7 +114,7 @@ def _wait_consumer(ch: Channel, wait: float | None, stop: Stop) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Replay the journal into the channel; 0 when every record was sent."""
     _check(args)
-    j = Journal.open(args.dir, readonly=True)
+    j = Journal.open(args.dir)
     try:
         ch = _channel(args)
         try:
@@ -131,17 +132,15 @@ def _replay(j: Journal, ch: Channel, args: argparse.Namespace) -> int:
     with stop_on_signals() as stop:
         if args.create and not _wait_consumer(ch, args.wait, stop):
             return 0
-        start = j.first_seq if args.from_seq is None else max(args.from_seq, j.first_seq)
         end = None if args.follow else j.next_seq
-        if args.count is not None:
-            end = start + args.count if end is None else min(end, start + args.count)
         t0 = time.monotonic()
-        seq = start
-        if end is None or start < end:
-            reader = j.reader(from_seq=start)
-            while not stop.requested and (end is None or seq < end):
+        reader = j.reader(from_seq=args.from_seq)
+        start = reader.seq
+        try:
+            while not stop.requested and (end is None or reader.seq < end) and (
+                    args.count is None or sent < args.count):
                 try:
-                    seq, data = reader.next(timeout=POLL)
+                    _seq, data = reader.read(timeout=POLL)
                 except Timeout:
                     continue
                 if args.rate is not None:
@@ -150,7 +149,7 @@ def _replay(j: Journal, ch: Channel, args: argparse.Namespace) -> int:
                     break
                 sent += 1
                 size += len(data)
-                seq += 1
+        finally:
             reader.close()
         if end_of_stream and not stop.requested:
             ch.close_send()

@@ -26,15 +26,15 @@ tuples as lists, a dict with keys that are not all strings as
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
-import pickle
 from dataclasses import dataclass
 from typing import Any
 
 from .. import _core
 from .._errors import DecodeError
-from .._objects.frame import FRAME_MAGIC, VALUE_TAG, _decode_copy
-from .._objects.serializers import PickleSerializer
+from .._journal import decode_obj
+from .._objects.frame import FRAME_MAGIC, VALUE_TAG
 
 _PICKLE_PROTO = 0x80
 
@@ -65,10 +65,7 @@ def classify(data: bytes, *, unpickle: bool = False) -> Shown:
     if not unpickle:
         return Shown("pickle", data)
     try:
-        if head[0] == _PICKLE_PROTO:
-            value = pickle.loads(data)
-        else:
-            value = _decode_copy(PickleSerializer(), memoryview(data))
+        value = decode_obj(data)  # what Reader.objects() does: pickle.loads
     except Exception as e:  # any error of a foreign pickle: say it, go on
         return Shown("pickle", data, error=f"{type(e).__name__}: {e}")
     return Shown("pickle", data, value, decoded=True)
@@ -122,10 +119,8 @@ def json_record(seq: int, shown: Shown) -> dict[str, Any]:
     if shown.decoded:
         out["value"] = to_json(shown.value)
     elif shown.kind == "bytes":
-        try:
+        with contextlib.suppress(UnicodeDecodeError):
             out["text"] = shown.data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
     if shown.error:
         out["error"] = shown.error
     return out
