@@ -263,7 +263,7 @@ def table(results: dict[str, Any]) -> str:
         krate = [row["count"] / s / 1e3 for s in row["seconds"]]
         gbs = [row["count"] * row["size"] / s / 1e9 for s in row["seconds"]]
         lines.append(f"| {row['system']} | {row['size']:,} B | {_cell(krate, '{:,.0f}k')} "
-                     f"| {_cell(gbs, '{:.2f}')} | {row['notes']} |")
+                     f"| {_cell(gbs, '{:.3f}')} | {row['notes']} |")
     return "\n".join(lines)
 
 

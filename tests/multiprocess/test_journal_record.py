@@ -256,15 +256,36 @@ def test_replay_rate_paces_it(env: dict[str, str], uname: str, tmp_path: Path) -
 def test_record_and_replay_refuse_bad_input_in_one_line(env: dict[str, str], uname: str,
                                                         tmp_path: Path) -> None:
     cases = [
-        (("record", uname, str(tmp_path / "j")), 1, "no region"),  # no such channel
+        (("record", uname + "-none", str(tmp_path / "j")), 1, "no region"),
         (("replay", str(tmp_path / "nothing"), uname), 1, str(tmp_path / "nothing")),
         (("replay", str(tmp_path), uname, "--pattern", "mpmc"), 2, "--create"),
         (("replay", str(tmp_path), uname, "--rate", "0"), 2, "--rate"),
         (("record", "bad/name", str(tmp_path / "j")), 2, "bad region name"),
     ]
-    for argv, status, word in cases:
-        done = run_shmring(env, *argv)
-        assert done.returncode == status, (argv, done.returncode, done.stderr)
-        lines = done.stderr.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("shmring: error: "), (argv, done.stderr)
-        assert word in lines[0], (argv, lines[0])
+    held, big = tmp_path / "held", tmp_path / "big"
+    with Journal.create(str(big)) as jb:
+        jb.writer().append(b"x" * 2000)
+    ch = shmring.Channel.create(uname, capacity=4096, namespace=env[NS])  # max_message 1024
+    j = Journal.create(str(held))
+    try:
+        j.writer()
+        cases.append((("record", uname, str(held)), 1, "already has a writer"))
+        cases.append((("record", uname, str(tmp_path)), 1, "no journal at"))
+        cases.append((("replay", str(big), uname), 1,
+                      "record 0 (2,000 bytes) is larger than channel"))
+        for argv, status, word in cases:
+            check_refused(env, argv, status, word)
+        assert ch.consumers == 0  # the recorder never joined
+    finally:
+        j.close()
+        ch.close()
+        ch.unlink()
+
+
+def check_refused(env: dict[str, str], argv: tuple[str, ...], status: int, word: str) -> None:
+    """``shmring ARGV`` exits ``status`` with one line naming ``word``."""
+    done = run_shmring(env, *argv)
+    assert done.returncode == status, (argv, done.returncode, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("shmring: error: "), (argv, done.stderr)
+    assert word in lines[0], (argv, lines[0])

@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _record(ch: Channel, j: Journal, args: argparse.Namespace,
             say: Callable[[str], None], created: bool) -> int:
+    w = j.writer()  # before the consumer joins: a journal another writer holds is refused
     rx = ch.consumer()
-    w = j.writer()
     first = j.next_seq
     count = size = 0
     t0 = time.monotonic()

@@ -27,7 +27,7 @@ import time
 
 from .._channel.channel import Channel
 from .._channel.endpoints import Producer
-from .._errors import InvalidArgument, Timeout
+from .._errors import InvalidArgument, MessageTooLarge, Timeout
 from .._journal import Journal
 from . import args as _types
 from .stopping import POLL, Stop, stop_on_signals
@@ -135,18 +135,19 @@ def _replay(j: Journal, ch: Channel, args: argparse.Namespace) -> int:
         end = None if args.follow else j.next_seq
         t0 = time.monotonic()
         reader = j.reader(from_seq=args.from_seq)
-        start = reader.seq
+        first = last = -1
         try:
             while not stop.requested and (end is None or reader.seq < end) and (
                     args.count is None or sent < args.count):
                 try:
-                    _seq, data = reader.read(timeout=POLL)
+                    seq, data = reader.read(timeout=POLL)
                 except Timeout:
                     continue
-                if args.rate is not None:
-                    _pace(t0 + sent / args.rate, stop)
-                if not _send(tx, data, stop):
+                if args.rate is not None and not _pace(t0 + sent / args.rate, stop):
                     break
+                if not _send(tx, seq, data, ch, stop):
+                    break
+                first, last = (seq if first < 0 else first), seq
                 sent += 1
                 size += len(data)
         finally:
@@ -155,7 +156,7 @@ def _replay(j: Journal, ch: Channel, args: argparse.Namespace) -> int:
             ch.close_send()
     dt = time.monotonic() - t0
     if not args.quiet:
-        what = f"seq {start}..{start + sent - 1}" if sent else "nothing"
+        what = f"seq {first}..{last}" if sent else "nothing"
         print(f"replayed {sent:,} records ({size:,} bytes, {what}) into channel "
               f"{ch.name!r} ({ch.pattern}) in {dt:.1f} s"
               + ("; end of stream marked" if end_of_stream and not stop.requested else "")
@@ -163,13 +164,17 @@ def _replay(j: Journal, ch: Channel, args: argparse.Namespace) -> int:
     return 0
 
 
-def _pace(when: float, stop: Stop) -> None:
-    while not stop.requested and (left := when - time.monotonic()) > 0:
+def _pace(when: float, stop: Stop) -> bool:
+    """Sleep until ``when``; False if a stop signal came first."""
+    while (left := when - time.monotonic()) > 0:
+        if stop.requested:
+            return False
         time.sleep(min(left, POLL))
+    return not stop.requested
 
 
-def _send(tx: Producer, data: bytes | memoryview, stop: Stop) -> bool:
-    """Send one record, waiting for room as long as it takes; False if a
+def _send(tx: Producer, seq: int, data: bytes, ch: Channel, stop: Stop) -> bool:
+    """Send record ``seq``, waiting for room as long as it takes; False if a
     stop signal came first (the record was not sent)."""
     while True:
         try:
@@ -178,3 +183,10 @@ def _send(tx: Producer, data: bytes | memoryview, stop: Stop) -> bool:
         except Timeout:
             if stop.requested:
                 return False
+        except MessageTooLarge as e:
+            err = MessageTooLarge(
+                f"record {seq} ({len(data):,} bytes) is larger than channel {ch.name!r} "
+                f"takes ({ch.max_message:,} bytes): replay into a channel made with a larger "
+                "max_message (--create --max-message)")
+            err.channel, err.size, err.limit = ch.name, len(data), ch.max_message
+            raise err from e
