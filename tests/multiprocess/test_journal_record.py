@@ -30,6 +30,7 @@ from journal_cli_util import (
 )
 
 import shmring
+from shmring._cli.main import main
 from shmring._journal import Journal
 
 PRODUCER = r"""
@@ -253,8 +254,11 @@ def test_replay_rate_paces_it(env: dict[str, str], uname: str, tmp_path: Path) -
         ch.unlink()
 
 
-def test_record_and_replay_refuse_bad_input_in_one_line(env: dict[str, str], uname: str,
-                                                        tmp_path: Path) -> None:
+def test_record_and_replay_refuse_bad_input_in_one_line(
+        env: dict[str, str], uname: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Refusals in one line, in this process (``main``, as the console script
+    calls it); one case also as a process of its own, as a user types it."""
     cases = [
         (("record", uname + "-none", str(tmp_path / "j")), 1, "no region"),
         (("replay", str(tmp_path / "nothing"), uname), 1, str(tmp_path / "nothing")),
@@ -274,18 +278,25 @@ def test_record_and_replay_refuse_bad_input_in_one_line(env: dict[str, str], una
         cases.append((("replay", str(big), uname), 1,
                       "record 0 (2,000 bytes) is larger than channel"))
         for argv, status, word in cases:
-            check_refused(env, argv, status, word)
+            assert refusal(capsys, (*argv, "-n", env[NS])) == status, argv
+            line = capsys.readouterr().err.rstrip("\n")
+            assert "\n" not in line and line.startswith("shmring: error: "), (argv, line)
+            assert word in line, (argv, line)
         assert ch.consumers == 0  # the recorder never joined
+        done = run_shmring(env, "record", uname, str(held))
+        assert (done.returncode, done.stdout) == (1, ""), done.stderr
+        assert done.stderr.startswith("shmring: error: journal ")
+        assert done.stderr.count("\n") == 1 and "already has a writer" in done.stderr
     finally:
         j.close()
         ch.close()
         ch.unlink()
 
 
-def check_refused(env: dict[str, str], argv: tuple[str, ...], status: int, word: str) -> None:
-    """``shmring ARGV`` exits ``status`` with one line naming ``word``."""
-    done = run_shmring(env, *argv)
-    assert done.returncode == status, (argv, done.returncode, done.stderr)
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("shmring: error: "), (argv, done.stderr)
-    assert word in lines[0], (argv, lines[0])
+def refusal(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> int:
+    """The exit status of ``shmring ARGV`` run in this process."""
+    capsys.readouterr()
+    try:
+        return main(list(argv))
+    except SystemExit as e:  # argparse's refusal
+        return int(e.code or 0)
