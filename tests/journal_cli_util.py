@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import select
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,13 +66,23 @@ def wait_for(what: str, cond: Callable[[], T], timeout: float = TIMEOUT) -> T:
 
 
 class Proc:
-    """A child process, its stdout read line by line with a deadline."""
+    """A child process, its stdout read line by line with a deadline (by a
+    thread, so that lines that arrive together are each seen at once)."""
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         self.argv = argv
         self.lines: list[str] = []
         self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for got in self.proc.stdout:
+            self._queue.put(got)
+        self._queue.put("")  # end of its output
 
     @property
     def pid(self) -> int:
@@ -80,10 +91,10 @@ class Proc:
 
     def line(self, timeout: float = TIMEOUT) -> str:
         """The next line of its stdout."""
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, f"{self.argv}: no output within {timeout:.0f} s"
-        got = self.proc.stdout.readline()
+        try:
+            got = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"{self.argv}: no output within {timeout:.0f} s") from None
         assert got, f"{self.argv} ended ({self.proc.wait(TIMEOUT)}): {self.err()}"
         self.lines.append(got.rstrip("\n"))
         return self.lines[-1]
@@ -107,7 +118,13 @@ class Proc:
 
     def finish(self, status: int = 0, timeout: float = TIMEOUT) -> tuple[str, str]:
         """Wait for it to exit with ``status``; (rest of stdout, stderr)."""
-        out, err = self.proc.communicate(timeout=timeout)
+        self.proc.wait(timeout)
+        self._reader.join(timeout)
+        rest = []
+        while (got := self._queue.get_nowait()) != "":
+            rest.append(got)
+        out = "".join(rest)
+        err = self.err()
         assert self.proc.returncode == status, (self.argv, self.proc.returncode, out, err)
         return out, err
 
@@ -128,6 +145,7 @@ def procs() -> Iterator[list[Proc]]:
             if p.proc.poll() is None:
                 p.proc.kill()
             p.proc.wait(TIMEOUT)
+            p._reader.join(TIMEOUT)
             for f in (p.proc.stdout, p.proc.stderr):
                 if f is not None:
                     f.close()

@@ -300,3 +300,35 @@ def refusal(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> int:
         return main(list(argv))
     except SystemExit as e:  # argparse's refusal
         return int(e.code or 0)
+
+
+def test_follow_prints_and_replays_live_appends_until_sigterm(
+        env: dict[str, str], uname: str, tmp_path: Path) -> None:
+    """``cat --follow`` and ``replay --follow`` beside a live writer (this
+    process): what is there, then each append as it comes, until SIGTERM,
+    which ends both with status 0."""
+    journal = tmp_path / "j"
+    ch = shmring.Channel.create(uname, capacity=1 << 16, namespace=env[NS])
+    try:
+        rx = ch.consumer()
+        with Journal.create(str(journal), sync="none") as j, procs() as ps:
+            w = j.writer()
+            for i in range(10):
+                w.append(msg(i))
+            ps.append(cat := Proc(shmring_argv("cat", str(journal), "--follow"), env))
+            ps.append(rp := Proc(shmring_argv("replay", str(journal), uname, "--follow"), env))
+            assert [cat.line().split("\t")[0] for _ in range(10)] == [str(i) for i in range(10)]
+            assert [rx.recv(timeout=10) for _ in range(10)] == [msg(i) for i in range(10)]
+            for i in range(10, 15):
+                w.append(msg(i))
+            assert [cat.line().split("\t")[0] for _ in range(5)] == [str(i) for i in range(10, 15)]
+            assert [rx.recv(timeout=10) for _ in range(5)] == [msg(i) for i in range(10, 15)]
+            for p in (cat, rp):
+                p.proc.send_signal(signal.SIGTERM)
+            assert cat.finish()[0] == ""
+            out, _ = rp.finish()
+            assert "replayed 15 records" in out and "seq 0..14" in out, out
+            assert "stopped by signal" in out and "end of stream" not in out, out
+    finally:
+        ch.close()
+        ch.unlink()
