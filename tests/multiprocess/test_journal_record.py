@@ -9,6 +9,7 @@ swapped with another does not compare equal.
 
 from __future__ import annotations
 
+import re
 import signal
 import struct
 import sys
@@ -40,7 +41,8 @@ name, pattern, count, consumers, eos = sys.argv[1], sys.argv[2], int(sys.argv[3]
     int(sys.argv[4]), sys.argv[5] == "eos"
 def msg(i):
     return struct.pack("<I", i) + bytes((i * 7 + k) % 256 for k in range(i % 300))
-ch = shmring.Channel.create(name, capacity=1 << 16, pattern=pattern)
+lossy = pattern == "broadcast-lossy"
+ch = shmring.Channel.create(name, capacity=1 << 16, pattern=pattern.split("-")[0], lossy=lossy)
 tx = ch.producer()
 print("created", flush=True)
 while ch.consumers < consumers:
@@ -332,3 +334,34 @@ def test_follow_prints_and_replays_live_appends_until_sigterm(
     finally:
         ch.close()
         ch.unlink()
+
+
+def test_lossy_broadcast_recorder_counts_what_it_missed(env: dict[str, str], uname: str,
+                                                       tmp_path: Path) -> None:
+    """A recorder stopped (SIGSTOP) while a lossy broadcast producer runs on
+    misses messages; resumed, it records what is left in order and says how
+    many it missed: recorded + missed = sent."""
+    journal = tmp_path / "j"
+    with procs() as ps:
+        ps.append(prod := producer(env, uname, "broadcast-lossy", 20_000, consumers=2))
+        ps.append(rec := recorder(env, uname, journal))
+        rec.proc.send_signal(signal.SIGSTOP)
+        ch = shmring.Channel.open(uname, namespace=env[NS])  # the second consumer: go
+        try:
+            rx = ch.consumer()
+            assert prod.line() == "sent 20000"
+            rec.proc.send_signal(signal.SIGCONT)
+            out, _ = rec.finish()
+            rx.close()
+        finally:
+            ch.close()
+        prod.finish()
+    m = re.search(r"recorded ([\d,]+) messages.*; missed ([\d,]+) ", out)
+    assert m, out
+    recorded, missed = (int(g.replace(",", "")) for g in m.groups())
+    assert missed > 0 and recorded + missed == 20_000
+    got = [d for _, d in journal_records(journal)]
+    assert len(got) == recorded
+    numbers = [struct.unpack_from("<I", d)[0] for d in got]
+    assert numbers == sorted(set(numbers))  # in order, none twice
+    assert got == [msg(i) for i in numbers]  # each whole

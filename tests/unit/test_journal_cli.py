@@ -12,11 +12,13 @@ import base64
 import json
 import os
 import pickle
+import signal
 from pathlib import Path
 
 import pytest
 
 from shmring._cli.main import main, parser
+from shmring._cli.stopping import stop_on_signals
 from shmring._journal import Journal
 
 HOSTILE = b"\x1b[2J\x1b]0;owned\x07\r\x00\xff evil"
@@ -167,3 +169,17 @@ def test_help_says_what_record_takes_from_each_pattern() -> None:
     assert "CHANNEL must exist" in replay and "--create creates it" in replay
     cat = " ".join(choices["cat"].format_help().split())
     assert "--unpickle" in cat and "runs code" in cat
+
+
+def test_a_stop_signal_is_a_flag_and_a_second_one_interrupts() -> None:
+    """SIGTERM then SIGINT, really sent to this process: the first is only
+    noted (the loop leaves at its next check), the second, while stopping,
+    raises KeyboardInterrupt; the handlers before are back afterwards."""
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_signals() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.signal == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is before
