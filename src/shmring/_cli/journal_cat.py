@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``shmring cat``."""
     p.description = HELP
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("dir", help="the journal's directory")
+    p.add_argument("dir", metavar="DIR", help="the journal's directory")
     p.add_argument("--from", dest="from_seq", type=_types.seq_number, metavar="N",
                    help="first sequence number to print (default: the journal's first)")
     p.add_argument("--count", type=_types.positive_int, metavar="N",

@@ -65,8 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``shmring record``."""
     p.description = HELP
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("channel", type=_types.region_name, help="the channel to record")
-    p.add_argument("dir", help="the journal's directory (created if it does not exist)")
+    p.add_argument("channel", metavar="CHANNEL", type=_types.region_name,
+                   help="the channel to record")
+    p.add_argument("dir", metavar="DIR",
+                   help="the journal's directory (created if it does not exist)")
     p.add_argument("--namespace", "-n", type=_types.namespace,
                    help="the channel's namespace (default: $SHMRING_NAMESPACE or 'default')")
     p.add_argument("--wait", type=_types.seconds, default=0.0, metavar="SECONDS",

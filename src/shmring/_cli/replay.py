@@ -47,8 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``shmring replay``."""
     p.description = HELP
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("dir", help="the journal's directory")
-    p.add_argument("channel", type=_types.region_name, help="the channel to send into")
+    p.add_argument("dir", metavar="DIR", help="the journal's directory")
+    p.add_argument("channel", metavar="CHANNEL", type=_types.region_name,
+                   help="the channel to send into")
     p.add_argument("--from", dest="from_seq", type=_types.seq_number, metavar="N",
                    help="first sequence number to send (default: the journal's first)")
     p.add_argument("--count", type=_types.positive_int, metavar="N",
