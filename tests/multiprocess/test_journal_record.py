@@ -272,11 +272,14 @@ def test_record_and_replay_refuse_bad_input_in_one_line(
     with Journal.create(str(big)) as jb:
         jb.writer().append(b"x" * 2000)
     ch = shmring.Channel.create(uname, capacity=4096, namespace=env[NS])  # max_message 1024
+    wide = shmring.Channel.create(uname + "-wide", capacity=1 << 16, namespace=env[NS])
     j = Journal.create(str(held))
     try:
         j.writer()
         cases.append((("record", uname, str(held)), 1, "already has a writer"))
         cases.append((("record", uname, str(tmp_path)), 1, "no journal at"))
+        cases.append((("record", uname + "-wide", str(tmp_path / "small"), "--segment-size",
+                       "16K"), 2, "--segment-size"))  # 16 KiB messages, 16 KiB segments
         cases.append((("replay", str(big), uname), 1,
                       "record 0 (2,000 bytes) is larger than channel"))
         for argv, status, word in cases:
@@ -284,15 +287,17 @@ def test_record_and_replay_refuse_bad_input_in_one_line(
             line = capsys.readouterr().err.rstrip("\n")
             assert "\n" not in line and line.startswith("shmring: error: "), (argv, line)
             assert word in line, (argv, line)
-        assert ch.consumers == 0  # the recorder never joined
+        assert ch.consumers == wide.consumers == 0  # the recorder never joined
+        assert not (tmp_path / "small").exists()  # nor left a journal it made
         done = run_shmring(env, "record", uname, str(held))
         assert (done.returncode, done.stdout) == (1, ""), done.stderr
         assert done.stderr.startswith("shmring: error: journal ")
         assert done.stderr.count("\n") == 1 and "already has a writer" in done.stderr
     finally:
         j.close()
-        ch.close()
-        ch.unlink()
+        for c in (ch, wide):
+            c.close()
+            c.unlink()
 
 
 def refusal(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> int:

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from collections.abc import Callable
 
 from .._channel.channel import Channel
-from .._errors import EndOfStream, Timeout
+from .._errors import EndOfStream, InvalidArgument, Timeout
 from .._journal import Journal
 from . import args as _types
 from .stopping import POLL, stop_on_signals
@@ -114,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
         j, created = _journal(args.dir, args.sync, args.segment_size)
         try:
             return _record(ch, j, args, say, created)
+        except BaseException:
+            if created and j.next_seq == 0:  # refused before the first record: no trace
+                j.close()
+                shutil.rmtree(args.dir, ignore_errors=True)
+            raise
         finally:
             j.close()
     finally:
@@ -123,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
 def _record(ch: Channel, j: Journal, args: argparse.Namespace,
             say: Callable[[str], None], created: bool) -> int:
     w = j.writer()  # before the consumer joins: a journal another writer holds is refused
+    if ch.max_message > w.max_record:
+        raise InvalidArgument(
+            f"channel {ch.name!r} takes messages of up to {ch.max_message:,} bytes, but a "
+            f"record of journal {args.dir} holds at most {w.max_record:,}: record into a "
+            "journal with larger segments (--segment-size, for a new journal)")
     rx = ch.consumer()
     first = j.next_seq
     count = size = 0
