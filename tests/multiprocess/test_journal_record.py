@@ -154,6 +154,32 @@ def test_sigkilled_recorder_leaves_a_prefix_that_replays_exactly(
         ch.unlink()
 
 
+@pytest.mark.parametrize("pattern", ["spsc", "mpsc"])
+def test_a_recorder_killed_and_started_again_loses_nothing(
+        env: dict[str, str], uname: str, tmp_path: Path, pattern: str) -> None:
+    """On spsc/mpsc a message leaves the ring only once it is appended: a
+    recorder SIGKILLed mid-stream and started again on the same journal
+    records the whole stream, at most the record it died on twice."""
+    journal = tmp_path / "j"
+    with procs() as ps:
+        ps.append(prod := producer(env, uname, pattern, 6000))
+        ps.append(rec := recorder(env, uname, journal, "--sync", "none"))
+        wait_for("1,000 records", lambda: journal_state(journal)[1] >= 1000)
+        rec.kill()
+        ps.append(rec := recorder(env, uname, journal))
+        out, _ = rec.finish()
+        assert "end of stream" in out and "appending" in rec.lines_seen(), out
+        prod.finish()
+    numbers = [struct.unpack_from("<I", d)[0] for _, d in journal_records(journal)]
+    dups = len(numbers) - len(set(numbers))
+    assert sorted(set(numbers)) == list(range(6000))  # nothing lost
+    assert dups <= 1, dups
+    if dups:  # the one the first recorder died on, right where it died
+        k = next(i for i in range(1, len(numbers)) if numbers[i] <= numbers[i - 1])
+        assert numbers[k] == numbers[k - 1]
+    assert numbers == sorted(numbers)  # in order
+
+
 def test_sigterm_stops_the_recorder_flushed(env: dict[str, str], uname: str,
                                             tmp_path: Path) -> None:
     journal = tmp_path / "j"

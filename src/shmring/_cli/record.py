@@ -15,14 +15,25 @@ readers depends on the pattern:
 - ``mpmc``: the recorder is one more consumer among the others: it takes
   the messages it records, which the others then do not get.
 
+How it takes messages follows from that. On spsc, mpsc and mpmc a message
+is released from the ring only once it is appended (``recv_view``, append
+from the ring, release): a recorder SIGKILLed at any point has lost nothing
+the channel gave it. The record it held goes to the next consumer (a
+recorder started again on the same journal, or on mpmc another consumer),
+so the one it was appending when it died may be in the journal twice:
+at-least-once, one duplicate at most per kill. On broadcast nothing would be
+handed back (a subscriber that joins later starts at the newest message),
+so the recorder takes batches of up to 256 copies in one call
+(``recv_many``): SIGKILLed, it loses the batch in hand, which no one else
+was owed.
+
 It runs until SIGINT or SIGTERM, or until the channel's end of stream, and
 then flushes the journal (``msync``) before it exits: every record it
 appended is durable when it has printed its summary. Meanwhile the journal's
 sync policy (``--sync``; ``interval:10ms`` for a journal it creates) bounds
-what a machine crash can take. If it is killed
-(SIGKILL), what it appended is still in the journal (the kernel writes a
-shared file mapping back), the journal cuts a half-written tail on open, and
-the messages it had taken from the ring but not yet appended are lost.
+what a machine crash can take. If it is killed (SIGKILL), what it appended
+is still in the journal (the kernel writes a shared file mapping back), and
+the journal cuts a half-written tail on open.
 """
 
 from __future__ import annotations
@@ -34,12 +45,13 @@ import time
 from collections.abc import Callable
 
 from .._channel.channel import Channel
+from .._channel.endpoints import Consumer
 from .._errors import EndOfStream, InvalidArgument, Timeout
-from .._journal import Journal
+from .._journal import Journal, Writer
 from . import args as _types
-from .stopping import POLL, stop_on_signals
+from .stopping import POLL, Stop, stop_on_signals
 
-#: Messages taken from the ring per call (one publication of the cursor).
+#: Messages a broadcast recorder takes from the ring per call.
 BATCH = 256
 
 HELP = """\
@@ -136,26 +148,15 @@ def _record(ch: Channel, j: Journal, args: argparse.Namespace,
             "journal with larger segments (--segment-size, for a new journal)")
     rx = ch.consumer()
     first = j.next_seq
-    count = size = 0
     t0 = time.monotonic()
     say(f"recording channel {ch.name!r} ({ch.pattern}) into {args.dir} "
         f"({'new journal' if created else 'appending'}), from seq {first}: "
         f"the recorder is {PATTERN_NOTE[ch.pattern]}")
-    why = "stopped"
+    take = _batches if ch.pattern == "broadcast" else _one_by_one
     with stop_on_signals() as stop:
-        while not stop.requested:
-            try:
-                batch = rx.recv_many(BATCH, timeout=POLL)
-            except Timeout:
-                continue
-            except EndOfStream:
-                why = "end of stream"
-                break
-            for data in batch:
-                w.append(data)
-                size += len(data)
-            count += len(batch)
+        count, size, ended = take(rx, w, stop)
         durable = w.flush()
+    why = "end of stream" if ended else "stopped"
     dt = time.monotonic() - t0
     missed = rx.missed
     rx.close()
@@ -165,3 +166,40 @@ def _record(ch: Channel, j: Journal, args: argparse.Namespace,
         + (f"; missed {missed:,} (the channel is lossy and the recorder fell behind)"
            if missed else ""))
     return 0
+
+
+def _batches(rx: Consumer, w: Writer, stop: Stop) -> tuple[int, int, bool]:
+    """Append copies taken in batches (broadcast); (messages, bytes, whether
+    the stream ended)."""
+    count = size = 0
+    while not stop.requested:
+        try:
+            batch = rx.recv_many(BATCH, timeout=POLL)
+        except Timeout:
+            continue
+        except EndOfStream:
+            return count, size, True
+        for data in batch:
+            w.append(data)
+            size += len(data)
+        count += len(batch)
+    return count, size, False
+
+
+def _one_by_one(rx: Consumer, w: Writer, stop: Stop) -> tuple[int, int, bool]:
+    """Append each message from the ring, then release it (spsc, mpsc,
+    mpmc): what is taken from the channel is in the journal first."""
+    count = size = 0
+    recv_view, append = rx.recv_view, w.append
+    while not stop.requested:
+        try:
+            view = recv_view(POLL)
+        except Timeout:
+            continue
+        except EndOfStream:
+            return count, size, True
+        with view as data:
+            append(data)
+            size += len(data)
+        count += 1
+    return count, size, False
