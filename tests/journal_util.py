@@ -1,8 +1,9 @@
 """Helpers of the journal tests: deterministic payloads, a writer process
 that reports each append that returned, and reading a journal back whole.
 
-Shared by journal/ (a bounded number of seeded trials) and
-stress/test_journal_stress.py (many more, under a time budget).
+The SIGKILL and crash-copy trials are shared by journal/ (a bounded number
+of seeded trials) and stress/test_journal_stress.py (many more, under a
+time budget).
 """
 
 from __future__ import annotations
@@ -11,15 +12,22 @@ import multiprocessing as mp
 import os
 import random
 import shutil
+import signal
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
 from shmring._errors import CorruptJournal
 from shmring._journal import Journal
+from shmring._journal import format as F
+from shmring._journal.meta import Meta
+from shmring._journal.segment import Segment, list_segments
 
 CTX = mp.get_context("fork")
 _SIZES = (0, 1, 7, 16, 64, 300, 2000, 9000)
+MODES = ("append", "claim", "mixed")
+COPIES = 4
 
 
 def payload(seed: int, seq: int) -> bytes:
@@ -79,16 +87,16 @@ def start_writer(path: str, seed: int, mode: str, sync: str = "none",
 
 
 def copy_journal(src: str, dst: str) -> None:
-    """Copy a live journal's files: the meta page first (its durable point
-    is never ahead of the segment bytes copied after it), then segments."""
+    """Copy a live journal's files as a crash could leave them: the meta
+    page first (its durable point is never ahead of the segment bytes
+    copied after it), then the segments from the newest to the oldest (an
+    older one is sealed and no longer changes once a newer one has records;
+    one created after the listing is left out, as if the crash came before
+    its creation)."""
     os.mkdir(dst)
     shutil.copyfile(os.path.join(src, "journal.meta"), os.path.join(dst, "journal.meta"))
-    for name in sorted(os.listdir(src)):
-        if name.endswith(".seg"):
-            try:
-                shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
-            except FileNotFoundError:
-                pass
+    for name in sorted((n for n in os.listdir(src) if n.endswith(".seg")), reverse=True):
+        shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
 
 
 def expect_corrupt_or_same(path: str, original: list[tuple[int, bytes]],
@@ -105,3 +113,102 @@ def expect_corrupt_or_same(path: str, original: list[tuple[int, bytes]],
         return "corrupt"
     assert got == original
     return "same"
+
+
+# ------------------------------------------------------ SIGKILL trials --
+def kill_trial(tmp: str, seed: int) -> int:
+    """One trial: two writers in turn, each SIGKILLed at a random moment;
+    returns how many records survived."""
+    rng = random.Random(seed)
+    path = os.path.join(tmp, f"j{seed}")
+    Journal.create(path, segment_size=rng.choice((16 << 10, 64 << 10, 1 << 20))).close()
+    acked = 0
+    for _ in range(2):
+        p, done, _ = start_writer(path, seed, rng.choice(MODES),
+                                  sync=rng.choice(("none", "bytes:20000", "interval:2ms")))
+        deadline = time.monotonic() + 30
+        while done.value <= acked and time.monotonic() < deadline:
+            time.sleep(0.001)  # the child's writer is up and appending
+        time.sleep(rng.uniform(0.0, 0.15))
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(30)
+        assert p.exitcode == -signal.SIGKILL
+        acked = done.value
+        records = read_all(path)
+        check_prefix(records, seed, acked)
+        # At most the one record in flight when the kill came is there unacked.
+        assert len(records) <= acked + 1
+        acked = len(records)
+    return acked
+
+
+# ---------------------------------------------------- crash-copy trials --
+def offset_of(path: str, seq: int) -> tuple[str, int] | None:
+    """(segment file, offset) where record ``seq`` starts (or would start,
+    if it is the next one), in the journal at ``path``; None if not found."""
+    for first, file in reversed(list_segments(path)):
+        if first > seq:
+            continue
+        seg = Segment(file, first, writable=False)
+        try:
+            off, at = seg.start_at(seq=seq)
+            while at < seq:
+                r = seg.read(off)
+                if not isinstance(r, F.Rec) or r.kind != F.KIND_DATA:
+                    return None
+                off, at = r.next_off, r.seq + 1
+            return file, off
+        finally:
+            seg.close()
+    return None
+
+
+def damage_past(path: str, bound: int, rng: random.Random) -> None:
+    """What a crash may do to pages no msync covered: zero some of them,
+    or cut the tail file at a page boundary (all beyond record ``bound``)."""
+    where = offset_of(path, bound)
+    assert where is not None
+    file, off = where
+    first_page = -(-off // F.PAGE)
+    segs = [f for _, f in list_segments(path)]
+    for f in segs[segs.index(file):]:
+        size = os.path.getsize(f)
+        lo = first_page if f == file else 1  # a later segment's header was fsynced
+        pages = list(range(lo, size // F.PAGE))
+        if not pages:
+            continue
+        if rng.random() < 0.3 and f == segs[-1]:
+            os.truncate(f, rng.choice(pages) * F.PAGE)
+            continue
+        with open(f, "r+b") as fh:
+            for page in rng.sample(pages, min(len(pages), rng.randint(1, 6))):
+                fh.seek(page * F.PAGE)
+                fh.write(bytes(F.PAGE))
+
+
+def crash_trial(tmp: str, seed: int) -> list[int]:
+    """One trial; returns how many records each copy kept."""
+    rng = random.Random(seed)
+    path = os.path.join(tmp, f"j{seed}")
+    Journal.create(path, segment_size=rng.choice((16 << 10, 64 << 10))).close()
+    p, acked, flushed = start_writer(path, seed, "mixed",
+                                     sync=rng.choice(("none", "interval:3ms", "bytes:8000")))
+    kept = []
+    try:
+        for k in range(COPIES):
+            time.sleep(rng.uniform(0.005, 0.06))
+            durable = flushed.value
+            copy = os.path.join(tmp, f"c{seed}-{k}")
+            copy_journal(path, copy)
+            meta = Meta(copy)
+            bound = max(durable, meta.durable)
+            meta.close()
+            damage_past(copy, bound, rng)
+            records = read_all(copy)
+            check_prefix(records, seed, bound)
+            assert len(records) <= acked.value + 1
+            kept.append(len(records))
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(30)
+    return kept

@@ -83,7 +83,7 @@ def test_bad_arguments_are_typed_errors(tmp_path: Path) -> None:
         for kw in ({"from_seq": -1}, {"from_seq": 1, "from_time": 1.0}, {"timeout": -1},
                    {"name": ""}, {"name": "x" * 41}):
             with pytest.raises(shmring.InvalidArgument):
-                j.reader(**kw)  # type: ignore[arg-type]
+                j.reader(**kw)
         with pytest.raises(shmring.InvalidArgument):
             j.reader().ack(0)  # an anonymous reader has no cursor
         with pytest.raises(shmring.InvalidArgument):
@@ -114,6 +114,7 @@ def test_one_writer_at_a_time_and_the_lock_dies_with_it(tmp_path: Path) -> None:
                 j.writer()
             assert e.value.pid == p.pid and isinstance(e.value, shmring.RoleTaken)
             assert j.next_seq == 1
+            assert p.pid is not None
             os.kill(p.pid, 9)
             p.join(30)
             w = j.writer()  # the kernel dropped the dead writer's lock

@@ -40,7 +40,8 @@ def _record_offsets(file: str) -> list[int]:
     with open(file, "rb") as f:
         raw = memoryview(f.read())
     _, _, data_off = F.geometry(F.SEG_HEADER.unpack_from(raw)[3])
-    out, off = [], data_off
+    out: list[int] = []
+    off = data_off
     while True:
         r = F.read_record(raw, off, len(raw))
         if not isinstance(r, F.Rec):

@@ -25,15 +25,22 @@ from .writer import Writer, take_lock
 
 
 class Journal:
-    """A durable journal in a directory. Example::
+    """A durable journal in a directory: records appended by one writer,
+    read (replayed, then followed live) by any number of readers in any
+    processes, kept on disk (docs/journal.md). Example::
 
-        j = shmring.Journal.create("/var/lib/app/events", segment_size=64 << 20,
-                                   sync="interval:10ms")
+        import shmring
+
+        j = shmring.Journal.create("events", segment_size=1 << 20, sync="interval:10ms")
         w = j.writer()
-        seq = w.append(b"payload")
-        w.flush()
-        for seq, data in shmring.Journal.open("/var/lib/app/events").reader(timeout=0):
-            ...
+        seq = w.append(b"payload")                  # 0: the record's sequence number
+        w.append_obj({"id": 7, "tags": ["a", "b"]})  # the codec of Channel.send_obj
+        assert w.flush() == 2 == j.durable_seq      # msync: both records on disk
+        with shmring.Journal.open("events") as again:  # usually another process
+            r = again.reader(from_seq=0, timeout=0)  # timeout=0: stop at the end
+            assert r.read() == (0, b"payload")
+            assert list(r.objects()) == [(1, {"id": 7, "tags": ["a", "b"]})]
+        j.close()
     """
 
     def __init__(self, path: str, meta: Meta, sync: str) -> None:
