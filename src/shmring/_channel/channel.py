@@ -22,6 +22,7 @@ from .._errors import (
     RegionNotFound,
     RoleTaken,
 )
+from .._proc import pid_namespace
 from .._region.inventory import unlink_if_created, unlink_if_same
 from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
@@ -165,9 +166,12 @@ class Channel:
             if attempt == 0:
                 region.reap_dead()  # the holder may have died
         region.free_slot(slot)
-        pid = region.table.owner_pid(producer=producer)
-        holder = ("another endpoint of this process" if pid == os.getpid() else
-                  f"pid {pid}" if pid is not None else "another endpoint")
+        pid, ns = region.table.owner(producer=producer)
+        here = ns in (0, pid_namespace())
+        holder = ("another endpoint of this process" if pid == os.getpid() and here else
+                  f"pid {pid}" if pid is not None and here else
+                  f"pid {pid} of another PID namespace" if pid is not None else
+                  "another endpoint")
         err = RoleTaken(
             f"channel {region.name!r} ({region.pattern}) allows one {what}; {holder} holds "
             f"it (close that {what} first)"

@@ -46,7 +46,7 @@ from .._errors import (
     RegionExists,
     RegionNotFound,
 )
-from .._proc import alive, my_start_time, start_time
+from .._proc import holder_alive, my_start_time, pid_namespace
 from .guard import faulted, unmap, watch
 from .names import SHM_DIR, refused, unlink_segment
 from .names import segment_name as segment_name
@@ -381,9 +381,9 @@ class Region:
     def alloc_slot(self, role: int) -> int:
         """Take a free attach slot for this process in ``role``."""
         table = self.table
-        pid, started = os.getpid(), my_start_time()
+        pid, started, ns = os.getpid(), my_start_time(), pid_namespace()
         for attempt in range(2):
-            slot = table.alloc(role, pid, started)
+            slot = table.alloc(role, pid, started, ns)
             if slot is not None:
                 return slot
             if attempt == 0 and not self.reap_dead():
@@ -416,17 +416,13 @@ class Region:
                                   force=force)
 
     def dead_slots(self) -> list[tuple[int, int]]:
-        """(slot, pid) of every slot whose process has exited."""
-        dead = []
-        for i, pid, started in self.table.entries():
-            if started == 0:
-                # Being taken by pid right now; dead only if pid is gone.
-                if start_time(pid) is None:
-                    dead.append((i, pid))
-                continue
-            if not alive(pid, started):
-                dead.append((i, pid))
-        return dead
+        """(slot, pid) of every slot whose process has exited, as far as this
+        process can tell: a slot of another PID namespace (or one whose
+        namespace is not stored yet) is presumed alive here; the supervisor,
+        which holds its process's pidfd, decides its fate. A slot being taken
+        (start time 0) is dead only if its pid is gone."""
+        return [(i, pid) for i, pid, started, ns in self.table.entries()
+                if holder_alive(pid, started, ns) is False]
 
     def reap_dead(self) -> int:
         """Recover and free the slots of every dead process; returns how many."""
@@ -436,17 +432,16 @@ class Region:
         """How many endpoints of ``role`` (``ROLE_PRODUCER`` or
         ``ROLE_CONSUMER``) live processes hold now. A consumer counts once it
         has joined the ring; a dead process's endpoints never count, even
-        before anyone recovers them."""
-        return sum(1 for pid, started in self.table.endpoints(role)
-                   if (alive(pid, started) if started else start_time(pid) is not None))
+        before anyone recovers them, except one of another PID namespace
+        (presumed alive here: the supervisor recovers it)."""
+        return sum(1 for pid, started, ns in self.table.endpoints(role)
+                   if holder_alive(pid, started, ns) is not False)
 
     def live_pids(self) -> set[int]:
-        """Pids of the live processes in the attach table."""
-        pids = set()
-        for _i, pid, started in self.table.entries():
-            if alive(pid, started) if started else start_time(pid) is not None:
-                pids.add(pid)
-        return pids
+        """Pids of the live processes in the attach table (of other PID
+        namespaces too, presumed alive, as their processes see themselves)."""
+        return {pid for _i, pid, started, ns in self.table.entries()
+                if holder_alive(pid, started, ns) is not False}
 
 
 def find_by_inode(inode: int) -> mmap.mmap | None:

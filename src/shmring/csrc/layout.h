@@ -99,6 +99,12 @@
  *                        bits 32-39 the output endpoint's slot+1; LINK_COUNTED
  *                        (the output at link_out is in the count), LINK_SINGLE
  *                        (one output completes the input: map), LINK_COMPLETE
+ *   112 pidns      u64   the holder's PID namespace: the inode of its
+ *                        /proc/self/ns/pid (0 = not known yet: stored after
+ *                        the pid, before the start time). The pid and start
+ *                        time mean something only in that namespace: nobody
+ *                        judges the holder from a /proc of another one
+ *                        (_proc.py holder_alive, Census)
  *
  * RECORD (RECORD_ALIGN-aligned; a record never straddles the end of the ring,
  * a PAD record fills the end instead):
@@ -147,7 +153,7 @@
 #include <stdint.h>
 
 #define SHMRING_MAGIC 0x01474e49524d4853ULL /* "SHMRING\x01" little-endian */
-#define LAYOUT_VERSION 2u
+#define LAYOUT_VERSION 3u
 
 #define LINE 128u
 
@@ -215,6 +221,7 @@
 #define SLOT_LINK_OUT 88u
 #define SLOT_LINK_REGION 96u
 #define SLOT_LINK_DONE 104u
+#define SLOT_PIDNS 112u
 
 #define LINK_COUNT_MASK 0xFFFFFFFFull
 #define LINK_SLOT_SHIFT 32u
