@@ -1,6 +1,8 @@
 """Helpers of the journal command tests: run ``shmring`` subcommands and
 example programs as real processes in a namespace of the test's own, read
-their stdout line by line with a deadline, and read a journal back.
+their stdout line by line with a deadline, and read a journal back; and the
+test producer (a process sending ``msg(i)`` for i = 0, 1, ...) and the
+recorder process that the multiprocess and stress tests share.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import contextlib
 import itertools
 import os
 import queue
+import struct
 import subprocess
 import sys
 import threading
@@ -173,3 +176,54 @@ def journal_state(path: Path | str) -> tuple[int, int]:
     """(durable_seq, next_seq) of the journal in ``path``."""
     with Journal.open(str(path)) as j:
         return j.durable_seq, j.next_seq
+
+
+PRODUCER = r"""
+import os, struct, sys, time
+import shmring
+name, pattern, count, consumers, eos, hold = sys.argv[1], sys.argv[2], int(sys.argv[3]), \
+    int(sys.argv[4]), sys.argv[5] == "eos", sys.argv[6]
+def msg(i):
+    return struct.pack("<I", i) + bytes((i * 7 + k) % 256 for k in range(i % 300))
+lossy = pattern == "broadcast-lossy"
+ch = shmring.Channel.create(name, capacity=1 << 16, pattern=pattern.split("-")[0], lossy=lossy)
+tx = ch.producer()
+print("created", flush=True)
+while ch.consumers < consumers:
+    time.sleep(0.005)
+i = 0
+while count < 0 or i < count:
+    tx.send(msg(i), timeout=60)
+    i += 1
+if eos:
+    ch.close_send()
+print("sent", i, flush=True)
+deadline = time.monotonic() + 120
+while hold != "-" and not os.path.exists(hold) and time.monotonic() < deadline:
+    time.sleep(0.01)  # keeps the channel (and what is left in it) while consumers come and go
+ch.close()
+"""
+
+
+def msg(i: int) -> bytes:
+    """Message ``i`` of the producer."""
+    return struct.pack("<I", i) + bytes((i * 7 + k) % 256 for k in range(i % 300))
+
+
+def producer(env: dict[str, str], name: str, pattern: str, count: int, *,
+             consumers: int = 1, eos: bool = True, hold: Path | None = None) -> Proc:
+    """The producer as a process: creates ``name``, waits for ``consumers``,
+    sends ``count`` messages (-1: until killed), marks the end of the stream
+    (``eos``), and, given ``hold``, keeps the channel open until that file
+    exists."""
+    p = Proc([sys.executable, "-c", PRODUCER, name, pattern, str(count), str(consumers),
+              "eos" if eos else "-", "-" if hold is None else str(hold)], env)
+    assert p.line() == "created"
+    return p
+
+
+def recorder(env: dict[str, str], name: str, journal: Path, *extra: str) -> Proc:
+    """``shmring record NAME JOURNAL`` as a process, once it says it records."""
+    p = Proc(shmring_argv("record", name, str(journal), *extra), env)
+    assert p.line().startswith(f"recording channel {name!r}")
+    return p

@@ -2,9 +2,10 @@
 process, the recorder as a subprocess, SIGKILL, SIGTERM, replay into a
 channel a consumer reads, and every byte compared.
 
-The producer sends message ``i`` = ``msg(i)``: its number, then up to 299
-bytes that run through every byte value, so a record cut, shifted or
-swapped with another does not compare equal.
+The producer (``journal_cli_util.producer``) sends message ``i`` =
+``msg(i)``: its number, then up to 299 bytes that run through every byte
+value, so a record cut, shifted or swapped with another does not compare
+equal.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import re
 import signal
 import struct
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +23,11 @@ from journal_cli_util import (
     Proc,
     journal_records,
     journal_state,
+    msg,
     namespace_env,
     procs,
+    producer,
+    recorder,
     run_shmring,
     shmring_argv,
     wait_for,
@@ -34,56 +37,11 @@ import shmring
 from shmring._cli.main import main
 from shmring._journal import Journal
 
-PRODUCER = r"""
-import struct, sys, time
-import shmring
-name, pattern, count, consumers, eos = sys.argv[1], sys.argv[2], int(sys.argv[3]), \
-    int(sys.argv[4]), sys.argv[5] == "eos"
-def msg(i):
-    return struct.pack("<I", i) + bytes((i * 7 + k) % 256 for k in range(i % 300))
-lossy = pattern == "broadcast-lossy"
-ch = shmring.Channel.create(name, capacity=1 << 16, pattern=pattern.split("-")[0], lossy=lossy)
-tx = ch.producer()
-print("created", flush=True)
-while ch.consumers < consumers:
-    time.sleep(0.005)
-i = 0
-while count < 0 or i < count:
-    tx.send(msg(i), timeout=60)
-    i += 1
-if eos:
-    ch.close_send()
-print("sent", i, flush=True)
-ch.close()
-"""
-
-
-def msg(i: int) -> bytes:
-    """Message ``i`` of the producer."""
-    return struct.pack("<I", i) + bytes((i * 7 + k) % 256 for k in range(i % 300))
-
 
 @pytest.fixture
 def env() -> Iterator[dict[str, str]]:
     with namespace_env() as e:
         yield e
-
-
-def producer(env: dict[str, str], name: str, pattern: str, count: int, *,
-             consumers: int = 1, eos: bool = True) -> Proc:
-    """The producer as a process: creates ``name``, waits for ``consumers``,
-    sends ``count`` messages (-1: until killed)."""
-    p = Proc([sys.executable, "-c", PRODUCER, name, pattern, str(count), str(consumers),
-              "eos" if eos else "-"], env)
-    assert p.line() == "created"
-    return p
-
-
-def recorder(env: dict[str, str], name: str, journal: Path, *extra: str) -> Proc:
-    """``shmring record NAME JOURNAL`` as a process, once it says it records."""
-    p = Proc(shmring_argv("record", name, str(journal), *extra), env)
-    assert p.line().startswith(f"recording channel {name!r}")
-    return p
 
 
 def test_record_until_end_of_stream_keeps_every_byte(env: dict[str, str], uname: str,
@@ -160,15 +118,17 @@ def test_a_recorder_killed_and_started_again_loses_nothing(
     """On spsc/mpsc a message leaves the ring only once it is appended: a
     recorder SIGKILLed mid-stream and started again on the same journal
     records the whole stream, at most the record it died on twice."""
-    journal = tmp_path / "j"
+    journal, hold = tmp_path / "j", tmp_path / "done"
     with procs() as ps:
-        ps.append(prod := producer(env, uname, pattern, 6000))
+        # held open until the end: with no live user the channel would go
+        ps.append(prod := producer(env, uname, pattern, 6000, hold=hold))
         ps.append(rec := recorder(env, uname, journal, "--sync", "none"))
         wait_for("1,000 records", lambda: journal_state(journal)[1] >= 1000)
         rec.kill()
         ps.append(rec := recorder(env, uname, journal))
         out, _ = rec.finish()
         assert "end of stream" in out and "appending" in rec.lines_seen(), out
+        hold.touch()
         prod.finish()
     numbers = [struct.unpack_from("<I", d)[0] for _, d in journal_records(journal)]
     dups = len(numbers) - len(set(numbers))
