@@ -138,6 +138,8 @@ def kill_trial(tmp: str, seed: int) -> int:
         check_prefix(records, seed, acked)
         # At most the one record in flight when the kill came is there unacked.
         assert len(records) <= acked + 1
+        with Journal.open(path) as j:  # recovery msynced what the dead writer left
+            assert j.durable_seq == j.next_seq == len(records)
         acked = len(records)
     return acked
 
@@ -147,8 +149,10 @@ def offset_of(path: str, seq: int) -> tuple[str, int] | None:
     """(segment file, offset) where record ``seq`` starts (or would start,
     if it is the next one), in the journal at ``path``; None if not found."""
     for first, file in reversed(list_segments(path)):
-        if first > seq:
-            continue
+        with open(file, "rb") as f:
+            head = f.read(F.SEG_HEADER.size)
+        if first > seq or len(head) < F.SEG_HEADER.size or head.count(0) == len(head):
+            continue  # after it, or created but its header not written yet
         seg = Segment(file, first, writable=False)
         try:
             off, at = seg.start_at(seq=seq)
@@ -163,17 +167,35 @@ def offset_of(path: str, seq: int) -> tuple[str, int] | None:
     return None
 
 
+def _has_records(file: str) -> bool:
+    """True if the segment's first record word is written."""
+    with open(file, "rb") as f:
+        head = f.read(F.SEG_HEADER.size)
+        if len(head) < F.SEG_HEADER.size or head.count(0) == len(head):
+            return False
+        _, _, data_off = F.geometry(F.SEG_HEADER.unpack(head)[3])
+        f.seek(data_off)
+        return f.read(4) not in (b"", b"\0\0\0\0")
+
+
 def damage_past(path: str, bound: int, rng: random.Random) -> None:
     """What a crash may do to pages no msync covered: zero some of them,
-    or cut the tail file at a page boundary (all beyond record ``bound``)."""
+    or cut the tail file at a page boundary. Not covered: pages past record
+    ``bound`` in its segment and in the segments after it, except those
+    before a segment with records (the writer msynced a segment when it
+    sealed it, before it wrote the next one), and never page 0 (the header,
+    fsynced at creation)."""
     where = offset_of(path, bound)
     assert where is not None
     file, off = where
-    first_page = -(-off // F.PAGE)
     segs = [f for _, f in list_segments(path)]
-    for f in segs[segs.index(file):]:
+    start = segs.index(file)
+    with_records = [i for i in range(start, len(segs)) if _has_records(segs[i])]
+    if with_records and with_records[-1] > start:
+        start = with_records[-1]  # the segments before it are all durable
+    for f in segs[start:]:
         size = os.path.getsize(f)
-        lo = first_page if f == file else 1  # a later segment's header was fsynced
+        lo = max(1, -(-off // F.PAGE)) if f == file else 1
         pages = list(range(lo, size // F.PAGE))
         if not pages:
             continue

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from journal_util import CTX, check_prefix, payload, read_all
+from journal_util import CTX, check_prefix, payload, read_all, start_writer
 
 import shmring
 from shmring._errors import WriterTaken
@@ -194,3 +194,24 @@ def test_a_named_cursor_survives_reopen_and_holds_retention(tmp_path: Path) -> N
         old = j.reader(from_seq=0, timeout=0)
         first = next(iter(old))
         assert first[0] == info["first_seq"] and old.missed == info["first_seq"]
+
+
+def test_a_live_reader_goes_on_across_a_killed_writer_and_its_successor(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / "j")
+    Journal.create(path, segment_size=SEG).close()
+    with Journal.open(path) as j:
+        r = j.reader(timeout=10)
+        p, acked, _ = start_writer(path, 8, "mixed", limit=300)
+        got = [r.read(timeout=10) for _ in range(100)]
+        os.kill(p.pid, 9)  # mid-stream, wherever it is
+        p.join(30)
+        n = acked.value
+        # The next writer (another process) recovers the tail and goes on.
+        p2, _, _ = start_writer(path, 8, "append", limit=n + 500)
+        p2.join(60)
+        assert p2.exitcode == 0
+        assert j.next_seq == n + 500
+        while r.seq < n + 500:
+            got.append(r.read(timeout=10))
+    check_prefix(got, 8, n + 500)

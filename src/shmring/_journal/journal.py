@@ -106,6 +106,7 @@ class Journal:
                 try:
                     tail = recover(path, meta.durable)
                     tail.seg.close()
+                    meta.set_durable(tail.next_seq)  # recovery msynced the tail
                     meta.publish(tail.next_seq)
                 finally:
                     os.close(fd)

@@ -129,8 +129,9 @@ class Reader:
             if isinstance(r, F.Rec) and r.seq == self.seq:
                 if r.kind == F.KIND_DATA:
                     return r
-                self._next_segment(r.seq)
-                continue
+                if self._next_segment(r.seq):
+                    continue
+                return None  # sealed, and the next segment is not made yet
             if r is not F.EMPTY and self.seq < self._meta.durable:
                 raise F.corrupt(seg.file, self._off,
                                 f"record {self.seq} does not check (the journal is durable "
@@ -141,14 +142,16 @@ class Reader:
                                 f"to {self._meta.durable})")
             return None
 
-    def _next_segment(self, first: int) -> None:
+    def _next_segment(self, first: int) -> bool:
+        """Move to the segment after an END record for ``first``; False if
+        there is none yet (a writer recovered a sealed tail and makes it at
+        its next append)."""
         assert self._seg is not None
         file = os.path.join(self._path, F.segment_name(first))
         if not os.path.exists(file):
             later = [s for s in self._segments() if s[0] > self._seg.first_seq]
             if not later:
-                raise F.corrupt(self._seg.file, self._off,
-                                f"sealed, but the next segment ({file}) is missing")
+                return False
             if later[0][0] < first:
                 raise F.corrupt(later[0][1], None, f"starts at {later[0][0]}, inside the "
                                 f"segment before it (which ends at {first})")
@@ -157,6 +160,7 @@ class Reader:
         self._enter(first, file)
         assert self._seg is not None
         self._off, self.seq = self._seg.data_off, first
+        return True
 
     def _step(self, skip: bool = False) -> tuple[int, bytes] | None:
         r = self._peek()

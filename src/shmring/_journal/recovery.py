@@ -13,7 +13,10 @@ append (its word is still 0), or a machine that crashed with some pages of
 the tail written back and others not. Everything from there to the end of
 the segment is zeroed and msynced, so no stale record can follow a new one,
 and a segment created after the tail (the crash came between creating it
-and sealing the one before) is removed.
+and sealing the one before) is removed. Then the tail segment (and a sealed
+one before an empty tail) is msynced: a writer killed with records only in
+the page cache leaves them on disk after recovery, so the durable point
+moves up to the tail.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def scan(seg: Segment, durable: int) -> tuple[int, int, int, bool, bool]:
 
 def _zero_from(seg: Segment, off: int) -> None:
     """Zero every non-zero byte of ``seg`` from ``off`` on, and the index
-    entries that point there, then msync what changed."""
+    entries that point there (the caller msyncs)."""
     h = seg.header
     for i in range(h.n_index):
         at = F.INDEX_OFF + F.INDEX_ENTRY.size * i
@@ -74,7 +77,6 @@ def _zero_from(seg: Segment, off: int) -> None:
         if seg.buf[a:b] != _ZERO[:b - a]:
             seg.buf[a:b] = _ZERO[:b - a]
         a = b
-    seg.sync(0, seg.size)
 
 
 def _unused(file: str) -> bool:
@@ -108,6 +110,7 @@ def recover(path: str, durable: int) -> Tail:
                 seg, off, nxt, t, sealed = prev, poff, pnxt, pt, psealed
                 first, file = pfirst, pfile
             else:
+                prev.sync()  # a writer killed before it msynced the sealed segment
                 prev.close()
         if nxt < durable:
             raise F.corrupt(file, off, f"record {nxt} is missing or does not check, but the "
@@ -116,6 +119,7 @@ def recover(path: str, durable: int) -> Tail:
             _zero_from(seg, off)
             if seg.size < seg.header.segment_size:
                 seg = extend(seg)
+        seg.sync()  # what a killed writer left in the page cache: on disk now
         return Tail(seg, off, nxt, t, sealed)
     except BaseException:
         seg.close()

@@ -79,7 +79,8 @@ class Writer:
         self._last_t = tail.last_time
         self._sealed = tail.sealed
         self._synced = tail.off  # bytes of this segment below it are msynced or not ours
-        self._durable = min(meta.durable, tail.next_seq)
+        self._durable = tail.next_seq  # recovery msynced the tail
+        meta.set_durable(tail.next_seq)
         self._unsynced_bytes = 0
         self._idx = len(self._seg.index_entries())
         self._mark = (self._next, self._off)
