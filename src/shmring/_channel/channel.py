@@ -45,7 +45,9 @@ class Channel:
     one consumer), ``mpmc`` (work queue: each message to exactly one consumer),
     ``broadcast`` (one producer; every consumer sees every message sent after
     it joined; ``lossy=True`` never blocks the producer and counts what a slow
-    consumer missed in ``Consumer.missed``).
+    consumer missed in ``Consumer.missed``; a lossless one with
+    ``slow_consumer_timeout=`` stops waiting for a consumer that holds it back
+    without moving for that long).
     """
 
     def __init__(self, region: Region, *, supervised: bool | None = None) -> None:
@@ -79,6 +81,7 @@ class Channel:
         slots: int = 64,
         namespace: str | None = None,
         supervised: bool | None = None,
+        slow_consumer_timeout: float | None = None,
     ) -> Channel:
         """Create channel ``name``: a ring of ``capacity`` bytes (a power of
         two) in a new region. ``max_message`` defaults to a quarter of it.
@@ -93,7 +96,19 @@ class Channel:
         open the channel, 0o660 also the group, 0o666 everyone (opening needs
         read and write access; another user is refused with a
         :class:`PermissionDenied` that says the mode and the owner). Other
-        bits raise :class:`InvalidArgument`."""
+        bits raise :class:`InvalidArgument`.
+
+        ``slow_consumer_timeout`` (lossless broadcast only; default None,
+        never): a consumer whose cursor holds the producer back and has not
+        moved for that many seconds (stopped, stuck) is *untethered*: the
+        producer and the other consumers go on without it. When it reads
+        again it gates the producer once more and goes on from where it was
+        if nothing it had still to read was overwritten, else from the newest
+        message; ``Consumer.missed`` counts exactly the messages it lost and
+        ``Consumer.untethered`` how often this happened. Readers of such a
+        channel validate every copy (as lossy readers do), so views and
+        objects are of a copy and objects too large for a record are not
+        streamed."""
         seg = segment_name(name, namespace)
         conn = _client.connection(_namespace(seg)) if _client.enabled(supervised) else None
         if conn is not None:
@@ -101,7 +116,8 @@ class Channel:
         try:
             region = Region.create(name, capacity, mode=mode, pattern=pattern,
                                    max_message=max_message, slots=slots, lossy=lossy,
-                                   persistent=persistent, namespace=namespace)
+                                   persistent=persistent, namespace=namespace,
+                                   slow_consumer_timeout=slow_consumer_timeout)
         except BaseException:
             if conn is not None:
                 conn.abandon(seg)
@@ -311,6 +327,12 @@ class Channel:
     def max_message(self) -> int:
         """Largest message accepted."""
         return self._region.max_message
+
+    @property
+    def slow_consumer_timeout(self) -> float | None:
+        """Seconds after which a lossless broadcast producer stops waiting
+        for a consumer that does not move; None for never."""
+        return self._region.slow_consumer_timeout
 
     @property
     def closed(self) -> bool:

@@ -95,6 +95,7 @@ class Snapshot:
     slot_count: int = 0
     persistent: bool = False
     lossy: bool = False
+    slow_consumer_timeout: float | None = None
     created_ns: int = 0
     creator_pid: int = 0
     fill: int = 0
@@ -155,6 +156,7 @@ def _fill(snap: Snapshot, region: Region) -> None:
     snap.slot_count = region.slot_count
     snap.persistent = region.persistent
     snap.lossy = region.lossy
+    snap.slow_consumer_timeout = region.slow_consumer_timeout
     snap.created_ns = region.created_ns
     snap.age = max(0.0, time.time() - snap.created_ns / 1e9)
     snap.creator_pid = int(struct.unpack_from("<Q", buf, L.HDR_CREATOR_PID)[0])

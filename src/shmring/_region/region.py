@@ -86,6 +86,27 @@ def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
         raise InvalidArgument(f"bad region name {seg!r}: {e}") from e
 
 
+def untether_timeout_ns(timeout: float | None, pattern: str, lossy: bool) -> int:
+    """``slow_consumer_timeout`` in whole nanoseconds for the header (0:
+    never); InvalidArgument unless None or a finite number of seconds >= 0
+    on a lossless broadcast ring."""
+    if timeout is None or (not isinstance(timeout, bool) and timeout == 0):
+        return 0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
+        0 < timeout < 1e9
+    ):
+        raise InvalidArgument(
+            f"slow_consumer_timeout {timeout!r} must be None (never) or seconds > 0 "
+            "and below 1e9"
+        )
+    if pattern != "broadcast" or lossy:
+        raise InvalidArgument(
+            "slow_consumer_timeout applies to lossless broadcast only (a lossy "
+            "producer never waits; other patterns have one consumer per message)"
+        )
+    return max(1, round(timeout * 1e9))
+
+
 class Region:
     """A named shared-memory segment holding one ring, its header and its
     attach table.
@@ -117,6 +138,7 @@ class Region:
         lossy: bool = False,
         persistent: bool = False,
         namespace: str | None = None,
+        slow_consumer_timeout: float | None = None,
     ) -> Region:
         """Create region ``name`` whose ring holds ``size`` bytes (a power of
         two, at least 1024).
@@ -125,6 +147,10 @@ class Region:
         exactly, whatever the umask: the default 0o600 lets only this user
         in; 0o660 adds the group, 0o666 everyone. Opening needs read and
         write access.
+
+        ``slow_consumer_timeout`` (lossless broadcast only): seconds a
+        consumer may hold the producer back without moving before it stops
+        gating it (None or 0: never; see ``Channel.create``).
 
         Raises :class:`RegionExists` if the name is taken, :class:`NoSpace`
         if ``/dev/shm`` cannot hold it, :class:`InvalidArgument` for a bad
@@ -159,6 +185,7 @@ class Region:
             raise InvalidArgument(f"slots must be between 1 and {L.MAX_SLOTS}")
         if lossy and not L.TRAITS[pattern].can_be_lossy:
             raise InvalidArgument("lossy applies to the broadcast pattern only")
+        untether_ns = untether_timeout_ns(slow_consumer_timeout, pattern, lossy)
         doff = L.data_offset(slots)
         total = doff + size
         shm = _open_segment(seg, posix_ipc.O_CREX, mode)
@@ -194,6 +221,7 @@ class Region:
         struct.pack_into("<Q", buf, L.HDR_CREATED_NS, time.time_ns())
         struct.pack_into("<Q", buf, L.HDR_DATA_OFFSET, doff)
         struct.pack_into("<Q", buf, L.HDR_CREATOR_PID, os.getpid())
+        struct.pack_into("<Q", buf, L.HDR_UNTETHER_NS, untether_ns)
         AttachTable.init(buf, slots)
         # Publication: everything above is visible before the magic (pairs
         # with the attacher's acquire load in _wait_published).
@@ -355,6 +383,15 @@ class Region:
     def lossy(self) -> bool:
         """True for a lossy broadcast ring."""
         return bool(self.flags & L.FLAG_LOSSY)
+
+    @property
+    def slow_consumer_timeout(self) -> float | None:
+        """Lossless broadcast: seconds after which a consumer that holds the
+        producer back without moving stops gating it; None for never."""
+        ns = self._u64(L.HDR_UNTETHER_NS)
+        if self.pattern != "broadcast" or self.lossy or ns == 0:
+            return None
+        return ns / 1e9
 
     @property
     def persistent(self) -> bool:

@@ -56,6 +56,11 @@ def _owner_word(producer: bool) -> int:
     return L.OFF_PRODUCER_OWNER if producer else L.OFF_CONSUMER_OWNER
 
 
+#: States of a consumer slot that has joined its ring (an untethered
+#: broadcast consumer is still one: it gates again when it reads).
+_JOINED = frozenset((L.SLOT_ACTIVE, L.SLOT_UNTETHERED))
+
+
 @dataclass(frozen=True)
 class SlotInfo:
     """One entry of the attach table, as read at one moment."""
@@ -258,14 +263,15 @@ class AttachTable:
 
     def endpoints(self, role: int) -> Iterator[tuple[int, int, int]]:
         """(pid, start time, PID namespace) of every endpoint slot of
-        ``role`` taken now, a consumer only once it has joined the ring
-        (dead processes included: the caller tells them apart)."""
+        ``role`` taken now, a consumer only once it has joined the ring,
+        untethered ones too (dead processes included: the caller tells them
+        apart)."""
         buf = self._buf
         for i, pid, started, ns in self.entries():
             so = L.slot_offset(i)
             if _core.load32(buf, so + L.SLOT_ROLE) != role:
                 continue
-            if role == L.ROLE_CONSUMER and _core.load32(buf, so + L.SLOT_STATE) != L.SLOT_ACTIVE:
+            if role == L.ROLE_CONSUMER and _core.load32(buf, so + L.SLOT_STATE) not in _JOINED:
                 continue
             yield pid, started, ns
 
