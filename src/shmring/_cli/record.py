@@ -7,8 +7,8 @@ readers depends on the pattern:
 
 - ``broadcast``: the recorder is one more subscriber. It *taps* the stream
   without taking anything from anyone, and sees what is sent after it
-  joined (on a lossy channel it may miss messages when it falls behind: the
-  summary counts them).
+  joined (on a lossy channel, or one with a ``slow_consumer_timeout``, it
+  may miss messages when it falls behind: the summary counts them).
 - ``spsc``, ``mpsc``: the recorder *is* the channel's one consumer (the
   role is refused while another process holds it). Nothing else reads the
   channel while it records.
@@ -163,8 +163,8 @@ def _record(ch: Channel, j: Journal, args: argparse.Namespace,
     last = f"seq {first}..{first + count - 1}" if count else "nothing"
     say(f"recorded {count:,} messages ({size:,} bytes, {last}) in {dt:.1f} s: {why}; "
         f"durable: every record below seq {durable}"
-        + (f"; missed {missed:,} (the channel is lossy and the recorder fell behind)"
-           if missed else ""))
+        + (f"; missed {missed:,} (the recorder fell behind: the channel is lossy, or "
+           "untethered it after its slow_consumer_timeout)" if missed else ""))
     return 0
 
 
