@@ -33,7 +33,7 @@ def lease_millis(lease: object, pattern: str) -> int:
     """``Channel.create``'s ``lease`` as the header stores it (HDR_LEASE_MS):
     0 for the supervisor's default, LEASE_NEVER for never, else milliseconds
     (at least 1)."""
-    if lease == "supervisor":
+    if lease == "supervisor" or (pattern != "mpmc" and lease in (None, 0)):
         return 0
     if pattern != "mpmc":
         raise InvalidArgument(f"lease applies to the mpmc pattern only, not {pattern!r}")
