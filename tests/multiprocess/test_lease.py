@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from supervisor_util import Child, Env, FakeClock, wait_for
+from lease_storm import storm
+from supervisor_util import Child, Env, FakeClock, supervisor_env, wait_for
 
 import shmring
 from shmring import _core
@@ -401,3 +402,13 @@ def test_a_stopped_pipeline_worker_has_its_item_redone_once(
             with contextlib.suppress(ProcessLookupError):  # gone with its run
                 os.kill(int(marker.read_text()), signal.SIGCONT)
         s.stop()
+
+
+# ------------------------------------------------------------- a storm --
+def test_a_short_stop_storm_loses_nothing_and_hangs_nothing(
+        monkeypatch: pytest.MonkeyPatch, uname: str, tmp_path: Path) -> None:
+    """One seed of the stop storm (stress/test_lease_storm_stress.py runs many)."""
+    with supervisor_env(monkeypatch) as e:
+        got = storm(e, uname, str(tmp_path), "mpmc", seed=1, seconds=3.0)
+    assert got["stops"] > 0
+    assert got["revoked"] <= got["leases"]  # a look told so is one the supervisor took
