@@ -12,6 +12,7 @@ stress/test_lease_storm_stress.py (many seeds, a time budget).
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -72,6 +73,14 @@ def _consumer(name: str, log: str, seed: int) -> None:
             return
 
 
+def _run_producer(name: str, tag: int, count: int, waits: str, c: Child) -> None:
+    _producer(name, tag, count, waits)
+
+
+def _run_consumer(name: str, log: str, seed: int, c: Child) -> None:
+    _consumer(name, log, seed)
+
+
 def _records(path: str) -> list[tuple[bytes, tuple[int, int]]]:
     with open(path, "rb") as f:
         data = f.read()
@@ -94,9 +103,9 @@ def storm(env: Env, name: str, tmp: str, pattern: str, seed: int,
         count = 4000
         waits = os.path.join(tmp, "waits")
         logs = [os.path.join(tmp, f"c{i}") for i in range(n_cons)]
-        consumers = [Child(lambda c, i=i: _consumer(name, logs[i], seed * 10 + i))
+        consumers = [Child(functools.partial(_run_consumer, name, logs[i], seed * 10 + i))
                      for i in range(n_cons)]
-        producers = [Child(lambda c, t=t: _producer(name, t, count, waits))
+        producers = [Child(functools.partial(_run_producer, name, t, count, waits))
                      for t in range(1, n_prod + 1)]
         children += consumers + producers
         end = time.monotonic() + seconds

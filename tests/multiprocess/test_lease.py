@@ -111,7 +111,7 @@ def holder(uname: str, expect: bytes) -> Child:
 
 def fill(tx: shmring.Producer, start: int) -> list[bytes]:
     """Send until the ring is full; what was sent."""
-    sent = []
+    sent: list[bytes] = []
     while True:
         m = msg(start + len(sent))
         try:
