@@ -29,8 +29,12 @@
  *     that producer slot waits (RECOVER_DEFERRED) instead of padding the
  *     claim, because padding that a consumer then zeroes would read as
  *     "consumed". The input's recovery clears the mark once it has decided.
- *   - revocation never revokes a linked claim (ring_revoke_claim): a stuck
- *     worker is killed by its pipeline instead, and recovered as above.
+ *   - the claim watch never revokes a linked claim (ring_revoke_claim): a
+ *     stuck worker is killed by its pipeline instead, and recovered as
+ *     above, or loses its input's lease (ring/lease.c), which settles the
+ *     linked claim by compare-exchange while the worker may still run: it
+ *     publishes link_out (seq-cst) and then checks that its input is still
+ *     its own (still_held), and its commit and finish fail once it is not.
  *
  * A worker's aborted output clears link_out before it becomes padding.
  */
