@@ -138,16 +138,14 @@ class LeaseWatch:
         buf = t.region._mapping()
         for pos, word in _core.lease_scan(buf):
             slot = ((word >> L.REC_OWNER_SHIFT) & L.REC_OWNER_MASK) - 1
-            so = L.slot_offset(slot)
-            pid = int(_core.load(buf, so + L.SLOT_PID)) & ~L.SLOT_RECOVERING
+            pid, start, messages, link_in, link_region = t.region.table.holder(slot)
             leased = (word >> L.REC_STATE_SHIFT) & L.REC_STATE_MASK == L.ST_LEASED
             k = (t.key, pos)
             seen.add(k)
             if not leased:  # a hand-back under way is finished at once, whatever the lease
                 if lease is None:
                     continue
-                ident = (word, pid, int(_core.load(buf, so + L.SLOT_START_TIME)),
-                         int(_core.load(buf, so + L.SLOT_MESSAGES)))
+                ident = (word, pid, start, messages)
                 prev = self._held.get(k)
                 if prev is None or prev[0] != ident:
                     self._held[k] = (ident, now)
@@ -155,8 +153,8 @@ class LeaseWatch:
                 if now - prev[1] < lease:
                     continue
             out = None
-            if _core.load(buf, so + L.SLOT_LINK_IN) == pos + 1:
-                out = self._regions.find_region(int(_core.load(buf, so + L.SLOT_LINK_REGION)))
+            if link_in == pos + 1:
+                out = self._regions.find_region(link_region)
             rc = _core.revoke_lease(buf, pos, word, out)
             if rc in (1, 2):
                 self._stats["leases"] += 1
