@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -412,3 +413,41 @@ def test_a_short_stop_storm_loses_nothing_and_hangs_nothing(
         got = storm(e, uname, str(tmp_path), "mpmc", seed=1, seconds=3.0)
     assert got["stops"] > 0
     assert got["revoked"] <= got["leases"]  # a look told so is one the supervisor took
+
+
+# --------------------------------------------------- the supervisor's flag --
+def test_an_auto_started_supervisor_takes_its_lease_from_the_environment(
+        env: Env, monkeypatch: pytest.MonkeyPatch, uname: str) -> None:
+    """$SHMRING_LEASE_TIMEOUT reaches the daemon the first client starts."""
+    monkeypatch.setenv("SHMRING_LEASE_TIMEOUT", "0.4")
+    ch = shmring.Channel.create(uname, capacity=4096, pattern="mpmc")
+    tx, rx = ch.producer(), ch.consumer()
+    tx.send(b"held")
+    c = holder(uname, b"held")
+    t0 = time.monotonic()
+    assert rx.recv(timeout=10) == b"held"  # handed back by the daemon
+    assert time.monotonic() - t0 < 0.4 + 3.0
+    assert slot_leases(ch, c.pid) == 1
+    os.kill(c.pid, signal.SIGCONT)
+    assert c.ready() == b"L"
+    tx.send(b"again")
+    assert c.ready() == b"A"
+    assert c.wait() == 0
+    ch.close()
+
+
+@pytest.mark.parametrize(("argv", "env_value", "words"), [
+    (["--lease-timeout", "-3"], None, ["--lease-timeout", "'-3'"]),
+    (["--lease-timeout", "nan"], None, ["--lease-timeout"]),
+    ([], "soon", ["--lease-timeout", "$SHMRING_LEASE_TIMEOUT"]),
+])
+def test_bad_lease_timeouts_are_refused(env: Env, argv: list[str], env_value: str | None,
+                                        words: list[str]) -> None:
+    e = dict(os.environ)
+    if env_value is not None:
+        e["SHMRING_LEASE_TIMEOUT"] = env_value
+    p = subprocess.run([sys.executable, "-m", "shmring", "supervisor", "--exit-when-idle", "0",
+                        *argv], env=e, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    for w in words:
+        assert w in p.stderr
