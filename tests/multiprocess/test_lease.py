@@ -98,9 +98,9 @@ def holder(uname: str, expect: bytes) -> Child:
                 c.signal(b"H" if bytes(v) == expect else b"?")
                 c.wait_go()  # stopped here by the parent, then continued
         except LeaseRevoked:
-            c.signal(b"L")
+            c.signal(b"L" if rx.leases_revoked == 1 else b"?")
         else:
-            c.signal(b"C")
+            c.signal(b"C" if rx.leases_revoked == 0 else b"?")
         c.signal(b"A" if rx.recv(timeout=10) == b"again" else b"?")
 
     c = Child(run)

@@ -274,6 +274,12 @@ static PyObject *C_get_missed(EndpointObject *self, void *c) {
     return PyLong_FromUnsignedLongLong(
         ld_rlx(self->ring.base, self->ring.slot_off + SLOT_MISSED));
 }
+static PyObject *C_get_leases(EndpointObject *self, void *c) {
+    (void)c;
+    if (endpoint_check_open(self) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(
+        ld_rlx(self->ring.base, self->ring.slot_off + SLOT_LEASE) & LEASE_COUNT_MASK);
+}
 static PyObject *C_get_closed(EndpointObject *self, void *c) {
     (void)c;
     return PyBool_FromLong(!self->open);
@@ -317,6 +323,10 @@ static int C_set_stream(EndpointObject *self, PyObject *v, void *unused);
 static PyGetSetDef C_getset[] = {
     {"missed", (getter)C_get_missed, NULL,
      "Lossy broadcast: messages this consumer was overrun on and never saw.", NULL},
+    {"leases_revoked", (getter)C_get_leases, NULL,
+     "mpmc: records the supervisor took from this consumer because it held them past the "
+     "channel's lease (each ended in LeaseRevoked).",
+     NULL},
     {"_closed", (getter)C_get_closed, NULL, "True once closed.", NULL},
     {"_label", (getter)endpoint_get_label, NULL,
      "The channel as error messages name it: channel 'jobs' (spsc, 4096 bytes).", NULL},
