@@ -22,6 +22,7 @@ from .._errors import (
     RegionNotFound,
     RoleTaken,
 )
+from .._proc import pid_namespace
 from .._region.inventory import unlink_if_created, unlink_if_same
 from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
@@ -62,7 +63,9 @@ class Channel:
     one consumer), ``mpmc`` (work queue: each message to exactly one consumer),
     ``broadcast`` (one producer; every consumer sees every message sent after
     it joined; ``lossy=True`` never blocks the producer and counts what a slow
-    consumer missed in ``Consumer.missed``).
+    consumer missed in ``Consumer.missed``; a lossless one with
+    ``slow_consumer_timeout=`` stops waiting for a consumer that holds it back
+    without moving for that long).
     """
 
     def __init__(self, region: Region, *, supervised: bool | None = None) -> None:
@@ -97,6 +100,7 @@ class Channel:
         namespace: str | None = None,
         supervised: bool | None = None,
         lease: float | Literal["supervisor"] | None = "supervisor",
+        slow_consumer_timeout: float | None = None,
     ) -> Channel:
         """Create channel ``name``: a ring of ``capacity`` bytes (a power of
         two) in a new region. ``max_message`` defaults to a quarter of it.
@@ -117,7 +121,19 @@ class Channel:
         under way, a ``recv_view`` block, a pipeline worker's item) before
         the supervisor hands it to the other consumers; the holder then gets
         :class:`LeaseRevoked`. ``"supervisor"`` (the default) takes the
-        supervisor's ``--lease-timeout`` (30 s unless set); 0 or None: never."""
+        supervisor's ``--lease-timeout`` (30 s unless set); 0 or None: never.
+
+        ``slow_consumer_timeout`` (lossless broadcast only; default None,
+        never): a consumer whose cursor holds the producer back and has not
+        moved for that many seconds (stopped, stuck) is *untethered*: the
+        producer and the other consumers go on without it. When it reads
+        again it gates the producer once more and goes on from where it was
+        if nothing it had still to read was overwritten, else from the newest
+        message; ``Consumer.missed`` counts exactly the messages it lost and
+        ``Consumer.untethered`` how often this happened. Readers of such a
+        channel validate every copy (as lossy readers do), so views and
+        objects are of a copy and objects too large for a record are not
+        streamed."""
         lease_ms = lease_millis(lease, pattern)
         seg = segment_name(name, namespace)
         conn = _client.connection(_namespace(seg)) if _client.enabled(supervised) else None
@@ -127,7 +143,8 @@ class Channel:
             region = Region.create(name, capacity, mode=mode, pattern=pattern,
                                    max_message=max_message, slots=slots, lossy=lossy,
                                    persistent=persistent, namespace=namespace,
-                                   lease_ms=lease_ms)
+                                   lease_ms=lease_ms,
+                                   slow_consumer_timeout=slow_consumer_timeout)
         except BaseException:
             if conn is not None:
                 conn.abandon(seg)
@@ -192,9 +209,12 @@ class Channel:
             if attempt == 0:
                 region.reap_dead()  # the holder may have died
         region.free_slot(slot)
-        pid = region.table.owner_pid(producer=producer)
-        holder = ("another endpoint of this process" if pid == os.getpid() else
-                  f"pid {pid}" if pid is not None else "another endpoint")
+        pid, ns = region.table.owner(producer=producer)
+        here = ns in (0, pid_namespace())
+        holder = ("another endpoint of this process" if pid == os.getpid() and here else
+                  f"pid {pid}" if pid is not None and here else
+                  f"pid {pid} of another PID namespace" if pid is not None else
+                  "another endpoint")
         err = RoleTaken(
             f"channel {region.name!r} ({region.pattern}) allows one {what}; {holder} holds "
             f"it (close that {what} first)"
@@ -344,6 +364,12 @@ class Channel:
         if self.pattern != "mpmc" or ms == L.LEASE_NEVER:
             return None
         return "supervisor" if ms == 0 else ms / 1000.0
+
+    @property
+    def slow_consumer_timeout(self) -> float | None:
+        """Seconds after which a lossless broadcast producer stops waiting
+        for a consumer that does not move; None for never."""
+        return self._region.slow_consumer_timeout
 
     @property
     def closed(self) -> bool:

@@ -46,7 +46,7 @@ from .._errors import (
     RegionExists,
     RegionNotFound,
 )
-from .._proc import alive, my_start_time, start_time
+from .._proc import holder_alive, my_start_time, pid_namespace
 from .guard import faulted, unmap, watch
 from .names import SHM_DIR, refused, unlink_segment
 from .names import segment_name as segment_name
@@ -86,6 +86,27 @@ def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
         raise InvalidArgument(f"bad region name {seg!r}: {e}") from e
 
 
+def untether_timeout_ns(timeout: float | None, pattern: str, lossy: bool) -> int:
+    """``slow_consumer_timeout`` in whole nanoseconds for the header (0:
+    never); InvalidArgument unless None or a finite number of seconds >= 0
+    on a lossless broadcast ring."""
+    if timeout is None or (not isinstance(timeout, bool) and timeout == 0):
+        return 0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
+        0 < timeout < 1e9
+    ):
+        raise InvalidArgument(
+            f"slow_consumer_timeout {timeout!r} must be None (never) or seconds > 0 "
+            "and below 1e9"
+        )
+    if pattern != "broadcast" or lossy:
+        raise InvalidArgument(
+            "slow_consumer_timeout applies to lossless broadcast only (a lossy "
+            "producer never waits; other patterns have one consumer per message)"
+        )
+    return max(1, round(timeout * 1e9))
+
+
 class Region:
     """A named shared-memory segment holding one ring, its header and its
     attach table.
@@ -118,6 +139,7 @@ class Region:
         persistent: bool = False,
         namespace: str | None = None,
         lease_ms: int = 0,
+        slow_consumer_timeout: float | None = None,
     ) -> Region:
         """Create region ``name`` whose ring holds ``size`` bytes (a power of
         two, at least 1024).
@@ -129,6 +151,10 @@ class Region:
         exactly, whatever the umask: the default 0o600 lets only this user
         in; 0o660 adds the group, 0o666 everyone. Opening needs read and
         write access.
+
+        ``slow_consumer_timeout`` (lossless broadcast only): seconds a
+        consumer may hold the producer back without moving before it stops
+        gating it (None or 0: never; see ``Channel.create``).
 
         Raises :class:`RegionExists` if the name is taken, :class:`NoSpace`
         if ``/dev/shm`` cannot hold it, :class:`InvalidArgument` for a bad
@@ -167,6 +193,7 @@ class Region:
                 0 <= lease_ms <= L.LEASE_NEVER) or (lease_ms and pattern != "mpmc"):
             raise InvalidArgument(f"lease_ms {lease_ms!r}: a lease applies to mpmc only, "
                                   "in milliseconds")
+        untether_ns = untether_timeout_ns(slow_consumer_timeout, pattern, lossy)
         doff = L.data_offset(slots)
         total = doff + size
         shm = _open_segment(seg, posix_ipc.O_CREX, mode)
@@ -203,6 +230,7 @@ class Region:
         struct.pack_into("<Q", buf, L.HDR_DATA_OFFSET, doff)
         struct.pack_into("<Q", buf, L.HDR_CREATOR_PID, os.getpid())
         struct.pack_into("<Q", buf, L.HDR_LEASE_MS, lease_ms)
+        struct.pack_into("<Q", buf, L.HDR_UNTETHER_NS, untether_ns)
         AttachTable.init(buf, slots)
         # Publication: everything above is visible before the magic (pairs
         # with the attacher's acquire load in _wait_published).
@@ -366,6 +394,15 @@ class Region:
         return bool(self.flags & L.FLAG_LOSSY)
 
     @property
+    def slow_consumer_timeout(self) -> float | None:
+        """Lossless broadcast: seconds after which a consumer that holds the
+        producer back without moving stops gating it; None for never."""
+        ns = self._u64(L.HDR_UNTETHER_NS)
+        if self.pattern != "broadcast" or self.lossy or ns == 0:
+            return None
+        return ns / 1e9
+
+    @property
     def persistent(self) -> bool:
         """True if the region outlives its users until unlinked explicitly."""
         return bool(self.flags & L.FLAG_PERSISTENT)
@@ -390,9 +427,9 @@ class Region:
     def alloc_slot(self, role: int) -> int:
         """Take a free attach slot for this process in ``role``."""
         table = self.table
-        pid, started = os.getpid(), my_start_time()
+        pid, started, ns = os.getpid(), my_start_time(), pid_namespace()
         for attempt in range(2):
-            slot = table.alloc(role, pid, started)
+            slot = table.alloc(role, pid, started, ns)
             if slot is not None:
                 return slot
             if attempt == 0 and not self.reap_dead():
@@ -425,17 +462,13 @@ class Region:
                                   force=force)
 
     def dead_slots(self) -> list[tuple[int, int]]:
-        """(slot, pid) of every slot whose process has exited."""
-        dead = []
-        for i, pid, started in self.table.entries():
-            if started == 0:
-                # Being taken by pid right now; dead only if pid is gone.
-                if start_time(pid) is None:
-                    dead.append((i, pid))
-                continue
-            if not alive(pid, started):
-                dead.append((i, pid))
-        return dead
+        """(slot, pid) of every slot whose process has exited, as far as this
+        process can tell: a slot of another PID namespace (or one whose
+        namespace is not stored yet) is presumed alive here; the supervisor,
+        which holds its process's pidfd, decides its fate. A slot being taken
+        (start time 0) is dead only if its pid is gone."""
+        return [(i, pid) for i, pid, started, ns in self.table.entries()
+                if holder_alive(pid, started, ns) is False]
 
     def reap_dead(self) -> int:
         """Recover and free the slots of every dead process; returns how many."""
@@ -445,17 +478,16 @@ class Region:
         """How many endpoints of ``role`` (``ROLE_PRODUCER`` or
         ``ROLE_CONSUMER``) live processes hold now. A consumer counts once it
         has joined the ring; a dead process's endpoints never count, even
-        before anyone recovers them."""
-        return sum(1 for pid, started in self.table.endpoints(role)
-                   if (alive(pid, started) if started else start_time(pid) is not None))
+        before anyone recovers them, except one of another PID namespace
+        (presumed alive here: the supervisor recovers it)."""
+        return sum(1 for pid, started, ns in self.table.endpoints(role)
+                   if holder_alive(pid, started, ns) is not False)
 
     def live_pids(self) -> set[int]:
-        """Pids of the live processes in the attach table."""
-        pids = set()
-        for _i, pid, started in self.table.entries():
-            if alive(pid, started) if started else start_time(pid) is not None:
-                pids.add(pid)
-        return pids
+        """Pids of the live processes in the attach table (of other PID
+        namespaces too, presumed alive, as their processes see themselves)."""
+        return {pid for _i, pid, started, ns in self.table.entries()
+                if holder_alive(pid, started, ns) is not False}
 
 
 def find_by_inode(inode: int) -> mmap.mmap | None:

@@ -49,7 +49,7 @@ import time
 from typing import Any
 
 from .._errors import PermissionDenied, RegionNotFound, ShmringError, SupervisorUnavailable
-from .._proc import my_start_time
+from .._proc import my_start_time, pid_namespace
 from . import instance as _instance
 from . import launch as _launch
 from . import wire as _ipc
@@ -281,7 +281,8 @@ class Connection:
                                        "id": next(self._ids), "items": chunk,
                                        "more": i + 1 < len(chunks)}
                 if i == 0:
-                    msg.update(v=_ipc.PROTOCOL, pid=os.getpid(), start=my_start_time())
+                    msg.update(v=_ipc.PROTOCOL, pid=os.getpid(), start=my_start_time(),
+                               pidns=pid_namespace())
                     _ipc.send(sock, msg, [pidfd])
                 else:
                     _ipc.send(sock, msg)

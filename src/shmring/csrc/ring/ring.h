@@ -21,6 +21,10 @@
  *              Lossless: the producer is gated by the slowest live cursor.
  *              Lossy: never gated; readers validate each copy against the
  *              intent word (a seqlock) and count what they missed.
+ *              Lossless with a slow_consumer_timeout (untether_ns): gated,
+ *              but a consumer that holds the producer back without moving
+ *              for that long stops gating (ring/untether.c); readers then
+ *              validate as lossy readers do.
  */
 #ifndef SHMRING_RING_H
 #define SHMRING_RING_H
@@ -49,6 +53,8 @@ typedef struct {
     uint32_t pattern, flags, slot_count, slot;
     uint64_t slot_off;
     int multi_producer, lossy;
+    uint64_t untether_ns; /* lossless broadcast: slow_consumer_timeout, 0 = never */
+    int validating;       /* lossy, or untether_ns: copies are checked against intent */
     /* producer */
     uint64_t limit;      /* cached: claims must end at or before this */
     uint64_t tail_local; /* single-producer patterns own the tail */
@@ -63,6 +69,7 @@ typedef struct {
     uint64_t held_seq; /* read with the record, so lossy validation covers it */
     uint64_t last_msgno;
     int have_baseline;
+    uint64_t untethered; /* times this consumer found itself untethered */
     uint64_t messages, bytes; /* mirrored into this endpoint's slot */
     uint64_t link_region; /* consumer: this region's id, for the linked commit (link.c) */
     int batch;           /* defer publication and wake-ups to ring_flush */
@@ -70,6 +77,12 @@ typedef struct {
     uint64_t want;       /* record bytes a waiting producer needs */
     volatile int *cancel; /* set when the endpoint is closed under a waiter */
     char *err; /* static description of the last RING_CORRUPT */
+    /* producer with untether_ns: since when each consumer slot, at the
+     * cursor noted, has held a claim back (0: not now); when it last looked */
+    int64_t ut_seen;
+    uint64_t gate_epoch; /* OFF_GATE_EPOCH when the limit was last computed */
+    uint64_t ut_cursor[MAX_SLOTS];
+    int64_t ut_since[MAX_SLOTS];
 } ring_t;
 
 /* Checks the header against the mapping; 0 or RING_CORRUPT (err set). */
@@ -91,6 +104,11 @@ int ring_consumer_join(ring_t *r);
 
 int ring_ready_data(void *r);
 int ring_ready_space(void *r);
+
+/* Untethering (ring/untether.c): how often a producer blocked on a lossless
+ * broadcast with untether_ns should look again (it decides on its slow
+ * path, so it must wake to decide); -1 for never. */
+int64_t ring_untether_slice_ns(const ring_t *r);
 
 /* Recovery of a dead endpoint's slot, run by any process that has the
  * region mapped, after the slot's process is known to be dead and before
