@@ -6,17 +6,22 @@ look at the message does not count), no send may have waited longer than
 the lease (mpmc, where other consumers go on) or the stop (spsc, mpsc: the
 one consumer is the one stopped) plus a margin, and every process ends.
 
+``pipeline_storm`` does the same to a pipeline's workers (every stage with
+a lease): every output exactly once, and the run ends.
+
 Shared by multiprocess/test_lease.py (one seed, a few seconds) and
 stress/test_lease_storm_stress.py (many seeds, a time budget).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
 import signal
 import struct
+import threading
 import time
 from collections import Counter
 
@@ -155,3 +160,72 @@ def storm(env: Env, name: str, tmp: str, pattern: str, seed: int,
                 os.kill(c.pid, signal.SIGCONT)
                 c.kill()
         sup.stop()
+
+
+# ------------------------------------------------------------ pipelines --
+def nap_plus(x: int) -> int:
+    """x + 1 after half a millisecond: workers are often stopped mid-item."""
+    time.sleep(0.0005)
+    return x + 1
+
+
+def pipeline_storm(env: Env, name: str, seed: int, items: int = 8000, stops: int = 15,
+                   lease: float = LEASE, timeout: float = 120.0) -> dict[str, int]:
+    """A pipeline (map, flat_map, map; every stage with a lease) while a
+    thread stops random workers for up to twice the lease and continues
+    them: every output exactly once, and the run ends (``run.wait`` times
+    out on a hang). What happened: stops, outputs, leases revoked."""
+    sup = Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0).start()
+    try:
+        return _pipeline_storm(sup, name, seed, items, stops, lease, timeout)
+    finally:
+        sup.stop()
+
+
+def _pipeline_storm(sup: Supervisor, name: str, seed: int, items: int, stops: int,
+                    lease: float, timeout: float) -> dict[str, int]:
+    from pipeline_storm import fan, work  # the SIGKILL storm's stage functions
+    from pipeline_util import gone
+
+    rng = random.Random(seed)
+    never = 10**6  # no item is given up: a stopped worker is no poison
+    p = shmring.Pipeline(name)
+    (p.source(range(items))
+     .map(nap_plus, workers=3, lease=lease, max_redeliveries=never)
+     .flat_map(fan, workers=2, lease=lease, max_redeliveries=never)
+     .map(work, workers=2, lease=lease, max_redeliveries=never))
+    done = threading.Event()
+    stopped = [0]
+    with p.run() as run:
+        stages = p.stages
+
+        def stopper() -> None:
+            for _ in range(stops):
+                if done.wait(rng.uniform(0.001, 0.05)):
+                    return
+                pids = run.pids(rng.choice(stages))
+                if not pids:
+                    continue
+                pid = rng.choice(pids)
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    continue
+                stopped[0] += 1
+                done.wait(rng.uniform(0, 2 * lease))  # how long it stays stopped
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+        t = threading.Thread(target=stopper)
+        t.start()
+        try:
+            out = run.wait(timeout=timeout)  # Timeout: a hang
+        finally:
+            done.set()
+            t.join()
+    assert gone(name), f"segments of {name} outlived the run"
+    want = Counter(work(v) for x in range(items) for v in fan(x + 1))
+    got = Counter(out)
+    assert got == want, (f"seed {seed}: {sum((want - got).values())} lost, "
+                         f"{sum((got - want).values())} twice")
+    return {"stops": stopped[0], "outputs": len(out), "leases": int(sup.stats["leases"])}

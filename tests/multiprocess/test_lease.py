@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lease_storm import storm
+from lease_storm import pipeline_storm, storm
 from supervisor_util import Child, Env, FakeClock, supervisor_env, wait_for
 
 import shmring
@@ -413,6 +413,12 @@ def test_a_short_stop_storm_loses_nothing_and_hangs_nothing(
         got = storm(e, uname, str(tmp_path), "mpmc", seed=1, seconds=3.0)
     assert got["stops"] > 0
     assert got["revoked"] <= got["leases"]  # a look told so is one the supervisor took
+
+
+def test_a_short_stop_storm_over_a_pipeline_repeats_no_output(env: Env, pname: str) -> None:
+    """One seed of the pipeline stop storm (the stress run has many)."""
+    got = pipeline_storm(env, pname, seed=1, items=3000, stops=8)
+    assert got["stops"] > 0
 
 
 # --------------------------------------------------- the supervisor's flag --
