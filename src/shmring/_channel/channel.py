@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from typing import Any
+from typing import Any, Literal
 
 from .. import _core
 from .. import _layout as L
@@ -28,6 +28,24 @@ from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
 from . import presence as _presence  # noqa: F401  (registers the send timeouts' hint)
 from .endpoints import Consumer, Producer
+
+
+def lease_millis(lease: object, pattern: str) -> int:
+    """``Channel.create``'s ``lease`` as the header stores it (HDR_LEASE_MS):
+    0 for the supervisor's default, LEASE_NEVER for never, else milliseconds
+    (at least 1)."""
+    if lease == "supervisor" or (pattern != "mpmc" and lease in (None, 0)):
+        return 0
+    if pattern != "mpmc":
+        raise InvalidArgument(f"lease applies to the mpmc pattern only, not {pattern!r}")
+    if lease is None or (isinstance(lease, (int, float)) and not isinstance(lease, bool)
+                         and lease == 0):
+        return L.LEASE_NEVER
+    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not (
+            0 < lease < 1e9):
+        raise InvalidArgument(f"lease {lease!r} must be a number of seconds > 0, 0 or None "
+                              "(never), or 'supervisor' (its --lease-timeout)")
+    return max(1, round(lease * 1000))
 
 
 class Channel:
@@ -81,6 +99,7 @@ class Channel:
         slots: int = 64,
         namespace: str | None = None,
         supervised: bool | None = None,
+        lease: float | Literal["supervisor"] | None = "supervisor",
         slow_consumer_timeout: float | None = None,
     ) -> Channel:
         """Create channel ``name``: a ring of ``capacity`` bytes (a power of
@@ -98,6 +117,12 @@ class Channel:
         :class:`PermissionDenied` that says the mode and the owner). Other
         bits raise :class:`InvalidArgument`.
 
+        ``lease`` (mpmc): seconds a consumer may hold one record (a ``recv``
+        under way, a ``recv_view`` block, a pipeline worker's item) before
+        the supervisor hands it to the other consumers; the holder then gets
+        :class:`LeaseRevoked`. ``"supervisor"`` (the default) takes the
+        supervisor's ``--lease-timeout`` (30 s unless set); 0 or None: never.
+
         ``slow_consumer_timeout`` (lossless broadcast only; default None,
         never): a consumer whose cursor holds the producer back and has not
         moved for that many seconds (stopped, stuck) is *untethered*: the
@@ -109,6 +134,7 @@ class Channel:
         channel validate every copy (as lossy readers do), so views and
         objects are of a copy and objects too large for a record are not
         streamed."""
+        lease_ms = lease_millis(lease, pattern)
         seg = segment_name(name, namespace)
         conn = _client.connection(_namespace(seg)) if _client.enabled(supervised) else None
         if conn is not None:
@@ -117,6 +143,7 @@ class Channel:
             region = Region.create(name, capacity, mode=mode, pattern=pattern,
                                    max_message=max_message, slots=slots, lossy=lossy,
                                    persistent=persistent, namespace=namespace,
+                                   lease_ms=lease_ms,
                                    slow_consumer_timeout=slow_consumer_timeout)
         except BaseException:
             if conn is not None:
@@ -327,6 +354,16 @@ class Channel:
     def max_message(self) -> int:
         """Largest message accepted."""
         return self._region.max_message
+
+    @property
+    def lease(self) -> float | Literal["supervisor"] | None:
+        """mpmc: seconds a consumer may hold one record (see :meth:`create`);
+        ``"supervisor"`` for the supervisor's default, None for never (and on
+        other patterns)."""
+        ms = int(_core.load(self._region._mapping(), L.HDR_LEASE_MS))
+        if self.pattern != "mpmc" or ms == L.LEASE_NEVER:
+            return None
+        return "supervisor" if ms == 0 else ms / 1000.0
 
     @property
     def slow_consumer_timeout(self) -> float | None:

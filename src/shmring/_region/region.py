@@ -138,10 +138,14 @@ class Region:
         lossy: bool = False,
         persistent: bool = False,
         namespace: str | None = None,
+        lease_ms: int = 0,
         slow_consumer_timeout: float | None = None,
     ) -> Region:
         """Create region ``name`` whose ring holds ``size`` bytes (a power of
         two, at least 1024).
+
+        ``lease_ms`` (mpmc): how long a consumer may hold one record, in
+        milliseconds; 0 the supervisor's default, ``LEASE_NEVER`` never.
 
         ``mode`` is the segment's permission bits (0o000-0o777), applied
         exactly, whatever the umask: the default 0o600 lets only this user
@@ -185,6 +189,10 @@ class Region:
             raise InvalidArgument(f"slots must be between 1 and {L.MAX_SLOTS}")
         if lossy and not L.TRAITS[pattern].can_be_lossy:
             raise InvalidArgument("lossy applies to the broadcast pattern only")
+        if isinstance(lease_ms, bool) or not isinstance(lease_ms, int) or not (
+                0 <= lease_ms <= L.LEASE_NEVER) or (lease_ms and pattern != "mpmc"):
+            raise InvalidArgument(f"lease_ms {lease_ms!r}: a lease applies to mpmc only, "
+                                  "in milliseconds")
         untether_ns = untether_timeout_ns(slow_consumer_timeout, pattern, lossy)
         doff = L.data_offset(slots)
         total = doff + size
@@ -221,6 +229,7 @@ class Region:
         struct.pack_into("<Q", buf, L.HDR_CREATED_NS, time.time_ns())
         struct.pack_into("<Q", buf, L.HDR_DATA_OFFSET, doff)
         struct.pack_into("<Q", buf, L.HDR_CREATOR_PID, os.getpid())
+        struct.pack_into("<Q", buf, L.HDR_LEASE_MS, lease_ms)
         struct.pack_into("<Q", buf, L.HDR_UNTETHER_NS, untether_ns)
         AttachTable.init(buf, slots)
         # Publication: everything above is visible before the magic (pairs

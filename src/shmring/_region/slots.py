@@ -49,7 +49,8 @@ RECOVERING = L.SLOT_RECOVERING
 
 _COUNTS = (L.SLOT_CLAIM_LEN, L.SLOT_CURSOR, L.SLOT_MESSAGES, L.SLOT_BYTES, L.SLOT_MISSED,
            L.SLOT_LAST_MSGNO, L.SLOT_LINK_IN, L.SLOT_LINK_OUT, L.SLOT_LINK_REGION,
-           L.SLOT_LINK_DONE)
+           L.SLOT_LINK_DONE,
+           L.SLOT_LEASE)
 
 
 def _owner_word(producer: bool) -> int:
@@ -304,6 +305,18 @@ class AttachTable:
             if pos == L.CLAIM_NONE:
                 continue
             yield i, pid, pos
+
+    def holder(self, slot: int) -> tuple[int, int, int, int, int]:
+        """(pid, start time, messages, link_in, link_region) of ``slot``:
+        who holds a record a lease watch sees held (compared between its
+        looks), and the linked commit it is in (a pipeline worker's)."""
+        buf = self._buf
+        so = L.slot_offset(slot)
+        return (int(_core.load(buf, so + L.SLOT_PID)) & ~L.SLOT_RECOVERING,
+                int(_core.load(buf, so + L.SLOT_START_TIME)),
+                int(_core.load(buf, so + L.SLOT_MESSAGES)),
+                int(_core.load(buf, so + L.SLOT_LINK_IN)),
+                int(_core.load(buf, so + L.SLOT_LINK_REGION)))
 
     def snapshot(self) -> list[SlotInfo]:
         """Every taken slot, as read now (a slot being recovered included,

@@ -38,6 +38,10 @@
  *                        ring/untether.c). Nonzero also makes the producer
  *                        keep `intent` (as lossy broadcast does), so every
  *                        reader validates its copies
+ *   80 lease_ms     u64  mpmc: how long a consumer may hold one record before
+ *                        the supervisor hands it to the other consumers
+ *                        (ring/lease.c), in milliseconds; 0 = the supervisor's
+ *                        default (--lease-timeout), LEASE_NEVER = never
  *
  * Counters are 64-bit sequence numbers (byte positions in an unbounded
  * stream), never wrapped indices; position p lives at ring[p & (capacity-1)].
@@ -120,6 +124,11 @@
  *                        time mean something only in that namespace: nobody
  *                        judges the holder from a /proc of another one
  *                        (_proc.py holder_alive, Census)
+ *   120 lease      u64   mpmc consumer: leases the supervisor revoked from it
+ *                        (bits 0-62, counted after each); LEASE_BUSY (bit 63)
+ *                        while one is being handed back (ring/lease.c): a
+ *                        worker waits for it to clear before it starts a new
+ *                        linked item, so its link words stay readable
  *
  * RECORD (RECORD_ALIGN-aligned; a record never straddles the end of the ring,
  * a PAD record fills the end instead):
@@ -129,7 +138,9 @@
  *                  bits 32-35 type   (REC_MSG, REC_PAD, REC_REVOKED: a
  *                                     claim the supervisor revoked; read as
  *                                     padding, never zeroed by consumers)
- *                  bits 36-39 state  (mpmc: 0 ready, TAKEN, DONE, SWEEP)
+ *                  bits 36-39 state  (mpmc: 0 ready, TAKEN, DONE, SWEEP,
+ *                                     LEASED: its lease was revoked and the
+ *                                     supervisor is handing it back)
  *                  bits 40-47 owner  (mpmc: slot+1 of the consumer holding it)
  *                  bits 48-63 lap    (position / capacity, low 16 bits: a
  *                                     record of an older lap never compares
@@ -184,6 +195,8 @@
 #define HDR_DATA_OFFSET 56u
 #define HDR_CREATOR_PID 64u
 #define HDR_UNTETHER_NS 72u
+#define HDR_LEASE_MS 80u
+#define LEASE_NEVER UINT64_MAX
 
 #define OFF_TAIL (1u * LINE)
 #define OFF_HEAD (2u * LINE)
@@ -239,6 +252,9 @@
 #define SLOT_LINK_REGION 96u
 #define SLOT_LINK_DONE 104u
 #define SLOT_PIDNS 112u
+#define SLOT_LEASE 120u
+#define LEASE_BUSY (1ULL << 63) /* in SLOT_LEASE */
+#define LEASE_COUNT_MASK (LEASE_BUSY - 1)
 
 #define LINK_COUNT_MASK 0xFFFFFFFFull
 #define LINK_SLOT_SHIFT 32u
@@ -300,6 +316,7 @@
 #define ST_TAKEN 1u
 #define ST_DONE 2u
 #define ST_SWEEP 3u
+#define ST_LEASED 4u
 
 #define CTL_PUTS 0u
 #define CTL_GETS (1u * LINE)

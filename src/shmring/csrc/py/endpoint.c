@@ -9,7 +9,7 @@
 #include "wait.h"
 
 PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt, *E_TooLarge,
-    *E_Closed, *E_Revoked;
+    *E_Closed, *E_Revoked, *E_Lease;
 PyObject *SpaceHint;
 
 int endpoint_init(EndpointObject *self, PyObject *args, int consumer) {
@@ -407,6 +407,14 @@ PyObject *raise_ring(EndpointObject *self, int rc) {
                                    " held its claim longer than the supervisor's claim timeout "
                                    "(stopped or stuck), so the claim was revoked and consumers "
                                    "went on: the message was not sent"),
+                          NULL, NULL, NULL, NULL);
+    case RING_LEASE:
+        return raise_with(self, E_Lease,
+                          labelled(self, "this consumer of ",
+                                   " held its record longer than the channel's lease (stopped "
+                                   "or stuck), so the supervisor handed it to the other "
+                                   "consumers: it was not consumed here, and what was read of "
+                                   "it is dropped"),
                           NULL, NULL, NULL, NULL);
     case RING_CORRUPT: {
         PyObject *l = label(self);

@@ -149,12 +149,17 @@ static void sweep(ring_t *r) {
     if (swept) shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
 }
 
-static void mark_done_and_sweep(ring_t *r, uint64_t pos, uint64_t taken) {
-    /* SYNC(done-sweep): Seq-cst: pairs with the sweeper's seq-cst store of head followed by its
-     * load of this word. One of us sees the other, so no done record is left behind at head with
-     * nobody to sweep it. */
-    st_sc(r->base, WORD_OFF(r, pos), rec_with_state(taken, ST_DONE, r->slot + 1));
+static int mark_done_and_sweep(ring_t *r, uint64_t pos, uint64_t taken) {
+    uint64_t w = taken;
+    /* SYNC(done-sweep), SYNC(mpmc-take): Seq-cst: pairs with the sweeper's seq-cst store of head
+     * followed by its load of this word. One of us sees the other, so no done record is left
+     * behind at head with nobody to sweep it. A compare-exchange from the word we took: if the
+     * supervisor revoked our lease (ring/lease.c) the record is no longer ours, and whatever
+     * another consumer has made of it since is left alone. */
+    if (!cas_sc(r->base, WORD_OFF(r, pos), &w, rec_with_state(taken, ST_DONE, r->slot + 1)))
+        return RING_LEASE;
     sweep(r);
+    return RING_OK;
 }
 
 /* mpmc, records handed back by recovery: they sit below read_claim. */
@@ -239,7 +244,7 @@ static int peek_mpmc(ring_t *r, const char **payload, uint64_t *len) {
         /* SYNC(read-claim): read_claim moves past the record we took. */
         cas_sc(r->base, OFF_READ_CLAIM, &e, r0 + alen);
         if (rec_type(taken) != REC_MSG) {
-            mark_done_and_sweep(r, r0, taken);
+            (void)mark_done_and_sweep(r, r0, taken); /* padding: never leased */
             continue;
         }
         if (ld_rlx(r->base, SEQ_OFF(r, r0)) != r0)
@@ -335,9 +340,12 @@ static void free_to(ring_t *r, uint64_t to) {
     shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
 }
 
-void ring_release(ring_t *r) {
-    if (!r->held) return;
+int ring_release(ring_t *r) {
+    if (!r->held) return RING_OK;
     r->held = 0;
+    if (r->pattern == PATTERN_MPMC &&
+        mark_done_and_sweep(r, r->held_pos, r->held_word) != RING_OK)
+        return RING_LEASE; /* not consumed by us: not counted */
     r->messages++;
     r->bytes += r->held_len;
     st_rlx(r->base, r->slot_off + SLOT_MESSAGES, r->messages);
@@ -349,7 +357,7 @@ void ring_release(ring_t *r) {
         zero_record(r, r->held_pos, r->held_alen);
         free_to(r, to);
         break;
-    case PATTERN_MPMC: mark_done_and_sweep(r, r->held_pos, r->held_word); break;
+    case PATTERN_MPMC: break; /* done above */
     default:
         if (r->validating) {
             uint64_t m = r->held_seq; /* validated with the copy, unlike the ring now */
@@ -370,6 +378,7 @@ void ring_release(ring_t *r) {
         if (!r->lossy) shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
         break;
     }
+    return RING_OK;
 }
 
 /* The consumer goes away holding a record it did not release: it was not

@@ -43,6 +43,7 @@ enum {
     RING_TOOBIG = 5,  /* message larger than max_message */
     RING_LAPPED = 6,  /* lossy broadcast: the copy was overwritten; retry */
     RING_REVOKED = 7, /* the supervisor revoked this producer's claim */
+    RING_LEASE = 8,   /* the supervisor revoked this consumer's lease on its record */
 };
 
 typedef struct {
@@ -95,7 +96,7 @@ int ring_has_space(ring_t *r, uint64_t len);
 
 int ring_peek(ring_t *r, const char **payload, uint64_t *len);
 int ring_validate(ring_t *r); /* lossy broadcast: RING_OK or RING_LAPPED */
-void ring_release(ring_t *r);
+int ring_release(ring_t *r); /* RING_OK, or RING_LEASE (mpmc: no longer ours) */
 void ring_unhold(ring_t *r); /* closing while holding: give the record back */
 void ring_consumer_flush(ring_t *r); /* end of a batch of releases */
 int ring_has_data(ring_t *r);
@@ -135,7 +136,7 @@ int ring_link_claim(ring_t *out, ring_t *in, uint64_t len, uint64_t item, uint64
                     char **payload);
 int ring_link_commit(ring_t *out, ring_t *in, uint64_t used, int last);
 void ring_link_abort(ring_t *out, ring_t *in);
-void ring_link_finish(ring_t *in);
+int ring_link_finish(ring_t *in); /* RING_OK or RING_LEASE */
 /* Before any output of the input is sent: one output no longer completes it. */
 void ring_link_many(ring_t *in);
 
@@ -148,5 +149,19 @@ void ring_link_many(ring_t *in);
  * whose record head has passed, zeroing its bytes: the number freed. */
 int ring_revoke_claim(char *base, uint64_t size, uint32_t slot);
 int ring_lift_quarantine(char *base, uint64_t size);
+
+/* Leases (mpmc consumers; ring/lease.c), run by the supervisor only.
+ * ring_lease_scan lists the records consumers hold (taken, or leased: being
+ * handed back) between head and read_claim: up to max positions and words;
+ * the count, or -1 for a corrupt header. ring_revoke_lease takes the record
+ * at pos from its holder if its word is still word and hands it back to the
+ * other consumers (its holder gets RING_LEASE when it resumes): 1 handed
+ * back, 2 done (a linked input whose outputs were all sent), 0 not (the word
+ * changed: released or taken again), -2 not yet (the holder's output claim
+ * cannot be settled now: look again later), -1 corrupt. out_base/out_size:
+ * the region the holder's linked outputs go to (a pipeline worker), or NULL. */
+int ring_lease_scan(char *base, uint64_t size, uint64_t *pos, uint64_t *word, int max);
+int ring_revoke_lease(char *base, uint64_t size, uint64_t pos, uint64_t word, char *out_base,
+                      uint64_t out_size);
 
 #endif
