@@ -18,6 +18,7 @@ SOURCES = [
     "ring/recover.c",
     "ring/revoke.c",
     "ring/link.c",
+    "ring/slots.c",
     "value/encode.c",
     "value/decode.c",
     "py/module.c",

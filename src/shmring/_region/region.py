@@ -10,9 +10,17 @@ publish it. An attacher opens with size 0 (a non-zero size would resize
 somebody else's segment), waits briefly for the magic, and checks every field
 against the real segment size before trusting any.
 
-Mapping: a region of up to :data:`POPULATE_LIMIT` bytes is mapped with
-``MAP_POPULATE``, so even the first lap of its ring takes no page fault. A
-larger one is not: its pages are already allocated (``posix_fallocate``), so
+The attach table costs no ``/dev/shm`` up front, however many slots it
+has: only the header's pages (:data:`HEAD_BYTES`, the header and the first
+slots) and the ring are allocated at creation; a slot page is allocated
+(``posix_fallocate`` again, so a full ``/dev/shm`` is a clean
+:class:`NoSpace` there too) before the first slot on it is taken, and walks
+of the table never read past the slots ever taken (``slots.py``).
+
+Mapping: in a region of up to :data:`POPULATE_LIMIT` bytes the header pages
+and the ring are populated (``MADV_POPULATE_WRITE``; not ``MAP_POPULATE``,
+which would allocate the whole table), so even the first lap of its ring
+takes no page fault. A larger one is not: its pages are already allocated (``posix_fallocate``), so
 leaving them to be faulted in on first touch costs no ``SIGBUS``, only about
 1.5 µs per 4 KiB page the first time (measured on a 2-vCPU x86-64 VM), while
 populating cost about 2.3 s per GiB there (4 GiB: 9.5 s to populate, 1 s to
@@ -51,7 +59,7 @@ from .guard import faulted, unmap, watch
 from .names import SHM_DIR, refused, unlink_segment
 from .names import segment_name as segment_name
 from .names import split_segment_name as split_segment_name
-from .slots import AttachTable
+from .slots import AttachTable, slots_end, slots_in
 from .slots import SlotInfo as SlotInfo
 
 if TYPE_CHECKING:
@@ -63,12 +71,32 @@ if TYPE_CHECKING:
 #: Regions up to this size are mapped with MAP_POPULATE (see the module
 #: docstring); larger ones fault their pages in on first touch.
 POPULATE_LIMIT = 64 << 20
+#: Bytes at the start of a segment allocated at creation: the header and the
+#: attach slots that share its pages (55). Later slot pages: at first use.
+HEAD_BYTES = 2 * L.PAGE_ALIGN
+#: madvise advice (Linux 5.14; not named by Python 3.11's mmap module).
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
 def _map(fd: int, size: int) -> mmap.mmap:
     """Map ``size`` bytes of the segment ``fd``, read-write and shared."""
-    flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if size <= POPULATE_LIMIT else 0)
-    return watch(mmap.mmap(fd, size, flags, mmap.PROT_READ | mmap.PROT_WRITE))
+    return watch(mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE))
+
+
+def _head_end(doff: int) -> int:
+    return min(doff, HEAD_BYTES)
+
+
+def _populate(buf: mmap.mmap, doff: int, total: int) -> None:
+    """Fault in the header pages and the ring of a small region now (no
+    page fault on its first lap), never the untouched slot pages."""
+    if total > POPULATE_LIMIT:
+        return
+    try:
+        buf.madvise(_MADV_POPULATE_WRITE, 0, _head_end(doff))
+        buf.madvise(_MADV_POPULATE_WRITE, doff, total - doff)
+    except OSError:  # an older kernel: the pages fault in on first touch
+        pass
 
 
 def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
@@ -102,6 +130,8 @@ class Region:
         self.buf: mmap.mmap | None = buf
         self.size = size
         self._table = AttachTable(buf, name)
+        #: Slots whose pages are allocated for sure (alloc_slot makes more).
+        self._slots_ready = slots_in(HEAD_BYTES, L.MAX_SLOTS)
 
     # --------------------------------------------------------- lifecycle --
     @classmethod
@@ -168,7 +198,10 @@ class Region:
             os.fchmod(shm.fd, mode)
             os.ftruncate(shm.fd, total)
             try:
-                os.posix_fallocate(shm.fd, 0, total)
+                # The header's pages and the ring: the rest of the table
+                # stays a hole until its slots are used (alloc_slot).
+                os.posix_fallocate(shm.fd, 0, _head_end(doff))
+                os.posix_fallocate(shm.fd, doff, size)
             except OSError as e:
                 if e.errno == errno.ENOSPC:
                     raise NoSpace(
@@ -177,6 +210,7 @@ class Region:
                     ) from e
                 raise
             buf = _map(shm.fd, total)
+            _populate(buf, doff, total)
             inode = os.fstat(shm.fd).st_ino
         except BaseException:
             shm.close_fd()
@@ -194,7 +228,7 @@ class Region:
         struct.pack_into("<Q", buf, L.HDR_CREATED_NS, time.time_ns())
         struct.pack_into("<Q", buf, L.HDR_DATA_OFFSET, doff)
         struct.pack_into("<Q", buf, L.HDR_CREATOR_PID, os.getpid())
-        AttachTable.init(buf, slots)
+        # The attach table is all zeros (free slots) already: nothing to write.
         # Publication: everything above is visible before the magic (pairs
         # with the attacher's acquire load in _wait_published).
         _core.store(buf, L.HDR_MAGIC, L.SHMRING_MAGIC)
@@ -229,6 +263,7 @@ class Region:
         try:
             region._wait_published(deadline)
             region.validate()
+            _populate(buf, region._u64(L.HDR_DATA_OFFSET), size)
         except BaseException:
             region.close()
             raise
@@ -383,7 +418,7 @@ class Region:
         table = self.table
         pid, started = os.getpid(), my_start_time()
         for attempt in range(2):
-            slot = table.alloc(role, pid, started)
+            slot = self._take(role, pid, started)
             if slot is not None:
                 return slot
             if attempt == 0 and not self.reap_dead():
@@ -392,6 +427,45 @@ class Region:
             f"all {self.slot_count} attach slots of region {self.name!r} are taken: "
             "close unused channels and endpoints, or create the region with more slots"
         )
+
+    def _take(self, role: int, pid: int, started: int) -> int | None:
+        """Take the lowest free slot, allocating the page of a slot never
+        used before it is taken (tmpfs: a full /dev/shm is NoSpace here,
+        not SIGBUS on the first store)."""
+        table = self.table
+        count = table.count
+        while True:
+            limit = min(count, max(self._slots_ready, table.used + 1))
+            if limit > self._slots_ready:
+                self._reserve(limit)
+            slot = table.alloc(role, pid, started, limit)
+            if slot is not None or limit >= count:
+                return slot
+            # Every slot below limit is taken: slot_high is past it now.
+
+    def _reserve(self, limit: int) -> None:
+        """Allocate the pages of slots below ``limit`` (and the rest of the
+        last one's page)."""
+        end = -(-slots_end(limit) // L.PAGE_ALIGN) * L.PAGE_ALIGN
+        start = max(_head_end(self._u64(L.HDR_DATA_OFFSET)),
+                    slots_end(self._slots_ready) // L.PAGE_ALIGN * L.PAGE_ALIGN)
+        try:
+            fd = os.open(SHM_DIR + "/" + self.segment.lstrip("/"),
+                         os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:  # removed (or replaced) meanwhile: nothing to allocate through
+            self._slots_ready = limit
+            return
+        try:
+            if os.fstat(fd).st_ino == self.inode and end > start:
+                os.posix_fallocate(fd, start, end - start)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise NoSpace(f"/dev/shm has no room for attach slot {limit - 1} of region "
+                              f"{self.name!r}: free space") from e
+            raise
+        finally:
+            os.close(fd)
+        self._slots_ready = max(self._slots_ready, slots_in(end, L.MAX_SLOTS))
 
     def free_slot(self, slot: int) -> None:
         """Give slot ``slot`` back (nothing once the region is unmapped)."""

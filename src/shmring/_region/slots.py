@@ -22,6 +22,15 @@ producer of spsc/broadcast, the single consumer of spsc/mpsc): they hold
 
 The slot count is read from the header at every walk, not once: a header
 overwritten after validation must not make a walk leave the segment.
+
+A table may have thousands of slots (``L.MAX_SLOTS``, so thousands of
+processes can share one queue) and costs no ``/dev/shm`` until used: a free
+slot is all zeros, which a fresh segment already is, and walks stop at the
+header's ``slot_high`` (the slots ever taken), so the pages of slots nobody
+took are never read (tmpfs allocates a page at its first fault, a read's
+too). Taking a slot and finding a process's slots scan in C
+(``_core.slot_take``, ``_core.slots_of``: csrc/ring/slots.c), which raises
+``slot_high`` before it takes a slot's pid word.
 Liveness policy (is that pid alive?) is not here but in ``region.py``; this
 module only moves words.
 """
@@ -47,6 +56,16 @@ RECOVERING = L.SLOT_RECOVERING
 _COUNTS = (L.SLOT_CLAIM_LEN, L.SLOT_CURSOR, L.SLOT_MESSAGES, L.SLOT_BYTES, L.SLOT_MISSED,
            L.SLOT_LAST_MSGNO, L.SLOT_LINK_IN, L.SLOT_LINK_OUT, L.SLOT_LINK_REGION,
            L.SLOT_LINK_DONE)
+
+
+def slots_end(n: int) -> int:
+    """The byte offset where slot ``n`` begins (just past slot ``n - 1``)."""
+    return L.slot_offset(n)
+
+
+def slots_in(end: int, count: int) -> int:
+    """How many slots lie wholly below byte ``end`` of a region (at most ``count``)."""
+    return max(0, min(count, (end - L.SLOTS_OFFSET) // L.SLOT_SIZE))
 
 
 def _owner_word(producer: bool) -> int:
@@ -93,27 +112,27 @@ class AttachTable:
             raise CorruptRegion(f"region {self._name!r} has {n} attach slots: corrupt header")
         return n
 
-    @staticmethod
-    def init(buf: mmap.mmap, count: int) -> None:
-        """Lay out a fresh table of ``count`` free slots (before publication:
-        plain stores, the magic's release store publishes them)."""
-        # One copy of a slot image, repeated: the segment is zeros already
-        # (a loop of pack_into took 0.4 ms for 255 slots).
-        free = bytearray(L.SLOT_SIZE)
-        struct.pack_into("<Q", free, L.SLOT_CLAIM_POS, L.CLAIM_NONE)
-        buf[L.slot_offset(0):L.slot_offset(count)] = bytes(free) * count
+    @property
+    def used(self) -> int:
+        """How many slots a walk looks at: those ever taken (``slot_high``),
+        at most :attr:`count`. Every slot past it is free and untouched."""
+        return min(self.count, int(_core.load(self._buf, L.HDR_SLOT_HIGH)))
 
     # -------------------------------------------------- take and give --
-    def alloc(self, role: int, pid: int, start: int) -> int | None:
-        """Take a free slot for process ``pid`` (started at ``start``) in
-        ``role``; None if every slot is taken."""
+    @property
+    def high(self) -> int:
+        """The header's ``slot_high`` as stored: slots ever taken."""
+        return int(_core.load(self._buf, L.HDR_SLOT_HIGH))
+
+    def alloc(self, role: int, pid: int, start: int, limit: int = L.MAX_SLOTS) -> int | None:
+        """Take a free slot below ``limit`` for process ``pid`` (started at
+        ``start``) in ``role``; None if every one is taken. The caller makes
+        sure the pages of the slots below ``limit`` are allocated."""
         buf = self._buf
-        for i in range(self.count):
+        _ = self.count  # CorruptRegion for a count the mapping cannot hold
+        i = _core.slot_take(buf, pid, limit)
+        if i is not None:
             so = L.slot_offset(i)
-            if _core.load(buf, so + L.SLOT_PID) != 0:
-                continue
-            if not _core.cas(buf, so + L.SLOT_PID, 0, pid):
-                continue
             _core.store(buf, so + L.SLOT_START_TIME, start)
             _core.store32(buf, so + L.SLOT_ROLE, role)
             _core.store(buf, so + L.SLOT_CLAIM_POS, L.CLAIM_NONE)
@@ -227,7 +246,7 @@ class AttachTable:
         The start time is read after the pid (0: being taken right now).
         The count is read by this call (CorruptRegion here, not mid-walk);
         each slot when the walk reaches it."""
-        return self._entries(self.count)
+        return self._entries(self.used)
 
     def _entries(self, count: int) -> Iterator[tuple[int, int, int]]:
         buf = self._buf
@@ -253,20 +272,14 @@ class AttachTable:
 
     def slots_of(self, pid: int, start: int) -> Iterator[int]:
         """Every slot held by process ``pid`` started at ``start``."""
-        buf = self._buf
-        for i in range(self.count):
-            so = L.slot_offset(i)
-            if _core.load(buf, so + L.SLOT_PID) != pid:
-                continue
-            if _core.load(buf, so + L.SLOT_START_TIME) != start:
-                continue
-            yield i
+        _ = self.count  # CorruptRegion for a count the mapping cannot hold
+        yield from _core.slots_of(self._buf, pid, start)
 
     def producer_claims(self) -> Iterator[tuple[int, int, int]]:
         """(slot, pid word, claim position) of every producer slot with a
         claim in flight (what a claim watch compares between its looks)."""
         buf = self._buf
-        for i in range(self.count):
+        for i in range(self.used):
             so = L.slot_offset(i)
             pid = _core.load(buf, so + L.SLOT_PID)
             if not pid or _core.load32(buf, so + L.SLOT_ROLE) != L.ROLE_PRODUCER:
@@ -281,7 +294,7 @@ class AttachTable:
         with its pid)."""
         buf = self._buf
         out = []
-        for i in range(self.count):
+        for i in range(self.used):
             so = L.slot_offset(i)
             pid = _core.load(buf, so + L.SLOT_PID)
             if pid == 0:

@@ -88,6 +88,17 @@ void ring_consumer_flush(ring_t *r); /* end of a batch of releases */
 int ring_has_data(ring_t *r);
 int ring_consumer_join(ring_t *r);
 
+/* Attach slots (ring/slots.c). used: how many slots a walk of a table of
+ * count slots looks at (slot_high, at most count). take: take a free slot
+ * for pid by compare-exchange of its pid word; its index, -1 if every slot
+ * below limit is taken, -2 for a corrupt slot count (the caller makes sure
+ * the pages of the slots below limit are allocated: tmpfs). slots_of: the slots (at most max)
+ * whose pid and start time are these; how many. */
+uint32_t ring_slots_used(char *base, uint32_t count);
+int64_t ring_slot_take(char *base, uint64_t size, uint64_t pid, uint32_t limit);
+int ring_slots_of(char *base, uint64_t size, uint64_t pid, uint64_t start, uint32_t *out,
+                  int max);
+
 int ring_ready_data(void *r);
 int ring_ready_space(void *r);
 
