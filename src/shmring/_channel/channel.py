@@ -4,6 +4,10 @@ A :class:`Channel` is a region opened by name; its :meth:`Channel.producer`
 and :meth:`Channel.consumer` hand out endpoints (``endpoints.py``), each
 holding an attach slot and, on the single-producer or single-consumer
 patterns, the role's owner word; this module takes and gives back both.
+The channel's own slot (it marks this process as a user of the region) is
+lent to its first endpoint, so a process with one endpoint holds one slot
+(thousands of processes can share a queue); the endpoint gives it back to
+the channel when it closes.
 Lifecycle (close, close_send, unlink, the supervisor) and pickling are here.
 """
 
@@ -51,6 +55,7 @@ class Channel:
         self._region = region
         self._created_ns = region.created_ns
         self._slot = region.alloc_slot(L.ROLE_ATTACH)
+        self._lent = False  # the slot is an endpoint's now (lent to it)
         self._endpoints: weakref.WeakSet[Producer | Consumer] = weakref.WeakSet()
         # The supervisor unlinks the region once its last user is gone
         # (docs/design.md, "Supervisor"); supervised=False opts out.
@@ -155,16 +160,35 @@ class Channel:
         raise RegionNotFound(f"region {name!r} kept being removed while opening it")
 
     # ------------------------------------------------------------ roles --
+    def _endpoint_slot(self, role: int) -> int:
+        """A slot for a new endpoint of ``role``: the channel's own if it is
+        not lent already (and this process's: not a forked child's), else a
+        new one."""
+        if not self._lent and self._slot >= 0 and self._owns(self._slot):
+            self._region.table.lend(self._slot, role)
+            self._lent = True
+            return self._slot
+        return self._region.alloc_slot(role)
+
+    def _drop_slot(self, slot: int) -> None:
+        """An endpoint's slot is done with: given back to the channel if it
+        was lent, else freed."""
+        if self._lent and slot == self._slot:
+            self._region.table.give_back(slot)
+            self._lent = False
+        else:
+            self._region.free_slot(slot)
+
     def _take_role(self, *, producer: bool) -> int:
         region = self._region
         what = "producer" if producer else "consumer"
-        slot = region.alloc_slot(L.ROLE_PRODUCER if producer else L.ROLE_CONSUMER)
+        slot = self._endpoint_slot(L.ROLE_PRODUCER if producer else L.ROLE_CONSUMER)
         for attempt in range(2):
             if region.table.take_owner(slot, producer=producer):
                 return slot
             if attempt == 0:
                 region.reap_dead()  # the holder may have died
-        region.free_slot(slot)
+        self._drop_slot(slot)
         pid = region.table.owner_pid(producer=producer)
         holder = ("another endpoint of this process" if pid == os.getpid() else
                   f"pid {pid}" if pid is not None else "another endpoint")
@@ -182,7 +206,7 @@ class Channel:
             raise Closed(f"channel {region.name!r} was closed for sending")
         pattern = L.PATTERNS[region.pattern]
         if pattern in L.MULTI_PRODUCER:
-            slot = region.alloc_slot(L.ROLE_PRODUCER)
+            slot = self._endpoint_slot(L.ROLE_PRODUCER)
         else:
             slot = self._take_role(producer=True)
         try:
@@ -202,7 +226,7 @@ class Channel:
         if pattern in L.SINGLE_CONSUMER:
             slot = self._take_role(producer=False)
         else:
-            slot = region.alloc_slot(L.ROLE_CONSUMER)
+            slot = self._endpoint_slot(L.ROLE_CONSUMER)
         try:
             c = Consumer(region._mapping(), slot, region.name)
             c._join()
@@ -231,7 +255,7 @@ class Channel:
             # A broadcast consumer stops gating the producer.
             region.table.set_state(slot, L.SLOT_CLOSING)
             _core.wake(buf, L.OFF_SPACE_FUTEX)
-        region.free_slot(slot)
+        self._drop_slot(slot)
 
     # -------------------------------------------------------- lifecycle --
     def close_send(self) -> None:

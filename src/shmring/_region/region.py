@@ -514,6 +514,18 @@ class Region:
         return sum(1 for pid, started in self.table.endpoints(role)
                    if (alive(pid, started) if started else start_time(pid) is not None))
 
+    def live_holders(self) -> set[tuple[int, int]]:
+        """(pid, start time) of the live processes in the attach table."""
+        return {(pid, started) for _i, pid, started in self.table.entries()
+                if started and alive(pid, started)}
+
+    def held_by_any(self, holders: set[tuple[int, int]]) -> bool:
+        """True if one of ``holders`` ((pid, start time) pairs) holds a slot
+        here: one C scan of the table per holder, no /proc read."""
+        table = self.table
+        return any(next(table.slots_of(pid, started), None) is not None
+                   for pid, started in holders)
+
     def live_pids(self) -> set[int]:
         """Pids of the live processes in the attach table."""
         pids = set()

@@ -143,17 +143,47 @@ class AttachTable:
             return i
         return None
 
-    def free(self, slot: int) -> None:
-        """Give slot ``slot`` back; its endpoint's counts go to the header
-        totals (``shmring ls`` still shows them)."""
+    def lend(self, slot: int, role: int) -> None:
+        """Turn this process's channel slot ``slot`` (``ROLE_ATTACH``) into
+        an endpoint's of ``role``: a process that opens a channel and makes
+        one endpoint holds one slot, not two. Its counts are zero already
+        (:meth:`alloc`); a consumer's state is closing until it joins, set
+        before the role so that no walk sees an active consumer early."""
         buf = self._buf
         so = L.slot_offset(slot)
+        _core.store(buf, so + L.SLOT_CLAIM_POS, L.CLAIM_NONE)
+        if role == L.ROLE_CONSUMER:
+            _core.store32(buf, so + L.SLOT_STATE, L.SLOT_CLOSING)
+        _core.store32(buf, so + L.SLOT_ROLE, role)
+
+    def give_back(self, slot: int) -> None:
+        """The endpoint that was lent ``slot`` is closed: its counts go to
+        the header totals, as :meth:`free` does, and the slot is the
+        channel's again (``ROLE_ATTACH``)."""
+        buf = self._buf
+        so = L.slot_offset(slot)
+        self._fold(so)
+        _core.store32(buf, so + L.SLOT_ROLE, L.ROLE_ATTACH)
+        _core.store(buf, so + L.SLOT_CLAIM_POS, L.CLAIM_NONE)
+        for off in _COUNTS:
+            _core.store(buf, so + off, 0)
+        _core.store32(buf, so + L.SLOT_STATE, L.SLOT_ACTIVE)
+
+    def _fold(self, so: int) -> None:
+        buf = self._buf
         role = _core.load32(buf, so + L.SLOT_ROLE)
         if role in (L.ROLE_PRODUCER, L.ROLE_CONSUMER):
             msgs, nbytes = (L.OFF_STATS_IN_MSGS, L.OFF_STATS_IN_BYTES) \
                 if role == L.ROLE_PRODUCER else (L.OFF_STATS_OUT_MSGS, L.OFF_STATS_OUT_BYTES)
             _core.fetch_add(buf, msgs, _core.load(buf, so + L.SLOT_MESSAGES))
             _core.fetch_add(buf, nbytes, _core.load(buf, so + L.SLOT_BYTES))
+
+    def free(self, slot: int) -> None:
+        """Give slot ``slot`` back; its endpoint's counts go to the header
+        totals (``shmring ls`` still shows them)."""
+        buf = self._buf
+        so = L.slot_offset(slot)
+        self._fold(so)
         _core.store32(buf, so + L.SLOT_STATE, L.SLOT_FREE)
         _core.store32(buf, so + L.SLOT_ROLE, 0)
         # Start time 0 marks a slot being taken (alloc sets it right after
