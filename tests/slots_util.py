@@ -8,6 +8,7 @@ stress/test_queue_slots_stress.py (4,096).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -94,10 +95,8 @@ def fork_putters(q: Any, n: int) -> Attached:
         return seen
     finally:
         for fd in (gate_w, ready_r):
-            try:
+            with contextlib.suppress(OSError):  # closed already
                 os.close(fd)
-            except OSError:
-                pass
         _reap(pids)
 
 

@@ -51,7 +51,8 @@ class Channel:
     consumer missed in ``Consumer.missed``).
     """
 
-    def __init__(self, region: Region, *, supervised: bool | None = None) -> None:
+    def __init__(self, region: Region, *, supervised: bool | None = None,
+                 created: bool = False) -> None:
         self._region = region
         self._created_ns = region.created_ns
         self._slot = region.alloc_slot(L.ROLE_ATTACH)
@@ -63,7 +64,8 @@ class Channel:
         if _client.enabled(supervised):
             try:
                 conn = _client.connection(_namespace(region.segment))
-                conn.attach(region.segment, self._created_ns)
+                # Our own new region: registered without waiting for the reply.
+                conn.attach(region.segment, self._created_ns, wait=not created)
             except BaseException:
                 region.free_slot(self._slot)
                 raise
@@ -112,7 +114,7 @@ class Channel:
             raise
         created = region.created_ns
         try:
-            return cls(region, supervised=conn is not None)
+            return cls(region, supervised=conn is not None, created=True)
         except BaseException:
             region.close()
             unlink_if_created(seg, created)

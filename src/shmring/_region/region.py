@@ -33,6 +33,7 @@ resource tracker, gh-82300), only when asked.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -92,11 +93,9 @@ def _populate(buf: mmap.mmap, doff: int, total: int) -> None:
     page fault on its first lap), never the untouched slot pages."""
     if total > POPULATE_LIMIT:
         return
-    try:
+    with contextlib.suppress(OSError):  # an older kernel: pages fault in on first touch
         buf.madvise(_MADV_POPULATE_WRITE, 0, _head_end(doff))
         buf.madvise(_MADV_POPULATE_WRITE, doff, total - doff)
-    except OSError:  # an older kernel: the pages fault in on first touch
-        pass
 
 
 def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
@@ -415,7 +414,6 @@ class Region:
 
     def alloc_slot(self, role: int) -> int:
         """Take a free attach slot for this process in ``role``."""
-        table = self.table
         pid, started = os.getpid(), my_start_time()
         for attempt in range(2):
             slot = self._take(role, pid, started)
