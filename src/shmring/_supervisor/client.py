@@ -146,11 +146,12 @@ class Connection:
         """Announce the creation of ``seg`` (if we die before attaching it, the
         supervisor removes what we left). Not waited for: the supervisor reads
         a connection's messages in order, even after the sender died, so this
-        one is handled before the ``attach`` that follows (whose reply is
-        waited for; ``_request`` passes over this one's)."""
+        one is handled before the ``attach`` that follows. Sent with
+        ``noreply``: the supervisor answers it not at all, so no reply piles
+        up unread in our socket."""
         with self._lock:
             if self._sock is not None:
-                msg = {"op": "creating", "seg": seg, "id": next(self._ids)}
+                msg = {"op": "creating", "seg": seg, "id": next(self._ids), "noreply": True}
                 try:
                     _ipc.send(self._sock, msg)
                     return
@@ -177,7 +178,7 @@ class Connection:
             with self._lock:
                 if self._sock is not None:
                     msg = {"op": "attach", "seg": seg, "created_ns": created_ns,
-                           "id": next(self._ids)}
+                           "id": next(self._ids), "noreply": True}
                     try:
                         _ipc.send(self._sock, msg)
                     except OSError:

@@ -414,7 +414,10 @@ class Supervisor:
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
-        if reply is not None and key.fd in self._conns:
+        # "noreply": the client does not wait for this one (creating, and the
+        # attach of a region it has just created): a reply nobody reads would
+        # fill its socket buffer, then block our sends to it.
+        if reply is not None and key.fd in self._conns and not msg.get("noreply"):
             reply["id"] = msg.get("id")
             self._send(c, reply)
         self._update_idle()
