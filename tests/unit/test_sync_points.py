@@ -18,7 +18,7 @@ from pathlib import Path
 CSRC = Path(__file__).resolve().parents[2] / "src" / "shmring" / "csrc"
 
 ORDERED = re.compile(
-    r"\b(ld_acq|st_rel|ld_sc|st_sc|cas_sc|fadd_sc|ld32_acq|ld32_sc|st32_sc|fadd32_sc|fsub32_sc"
+    r"\b(ld_acq|st_rel|ld_sc|st_sc|cas_sc|fadd_sc|ld32_acq|ld32_sc|st32_sc|cas32_sc|fadd32_sc|fsub32_sc"
     r"|fence_sc|fence_acq|fence_rel|atomic_\w+|futex_wait_word|futex_wake_word)\s*\("
 )
 TAG = re.compile(r"SYNC\(([A-Za-z0-9_.:-]+)\)")

@@ -26,6 +26,7 @@ from .._errors import (
     RegionNotFound,
     RoleTaken,
 )
+from .._proc import pid_namespace
 from .._region.inventory import unlink_if_created, unlink_if_same
 from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
@@ -48,7 +49,9 @@ class Channel:
     one consumer), ``mpmc`` (work queue: each message to exactly one consumer),
     ``broadcast`` (one producer; every consumer sees every message sent after
     it joined; ``lossy=True`` never blocks the producer and counts what a slow
-    consumer missed in ``Consumer.missed``).
+    consumer missed in ``Consumer.missed``; a lossless one with
+    ``slow_consumer_timeout=`` stops waiting for a consumer that holds it back
+    without moving for that long).
     """
 
     def __init__(self, region: Region, *, supervised: bool | None = None,
@@ -85,6 +88,7 @@ class Channel:
         slots: int = 64,
         namespace: str | None = None,
         supervised: bool | None = None,
+        slow_consumer_timeout: float | None = None,
     ) -> Channel:
         """Create channel ``name``: a ring of ``capacity`` bytes (a power of
         two) in a new region. ``max_message`` defaults to a quarter of it.
@@ -99,7 +103,19 @@ class Channel:
         open the channel, 0o660 also the group, 0o666 everyone (opening needs
         read and write access; another user is refused with a
         :class:`PermissionDenied` that says the mode and the owner). Other
-        bits raise :class:`InvalidArgument`."""
+        bits raise :class:`InvalidArgument`.
+
+        ``slow_consumer_timeout`` (lossless broadcast only; default None,
+        never): a consumer whose cursor holds the producer back and has not
+        moved for that many seconds (stopped, stuck) is *untethered*: the
+        producer and the other consumers go on without it. When it reads
+        again it gates the producer once more and goes on from where it was
+        if nothing it had still to read was overwritten, else from the newest
+        message; ``Consumer.missed`` counts exactly the messages it lost and
+        ``Consumer.untethered`` how often this happened. Readers of such a
+        channel validate every copy (as lossy readers do), so views and
+        objects are of a copy and objects too large for a record are not
+        streamed."""
         seg = segment_name(name, namespace)
         conn = _client.connection(_namespace(seg)) if _client.enabled(supervised) else None
         if conn is not None:
@@ -107,7 +123,8 @@ class Channel:
         try:
             region = Region.create(name, capacity, mode=mode, pattern=pattern,
                                    max_message=max_message, slots=slots, lossy=lossy,
-                                   persistent=persistent, namespace=namespace)
+                                   persistent=persistent, namespace=namespace,
+                                   slow_consumer_timeout=slow_consumer_timeout)
         except BaseException:
             if conn is not None:
                 conn.abandon(seg)
@@ -191,9 +208,12 @@ class Channel:
             if attempt == 0:
                 region.reap_dead()  # the holder may have died
         self._drop_slot(slot)
-        pid = region.table.owner_pid(producer=producer)
-        holder = ("another endpoint of this process" if pid == os.getpid() else
-                  f"pid {pid}" if pid is not None else "another endpoint")
+        pid, ns = region.table.owner(producer=producer)
+        here = ns in (0, pid_namespace())
+        holder = ("another endpoint of this process" if pid == os.getpid() and here else
+                  f"pid {pid}" if pid is not None and here else
+                  f"pid {pid} of another PID namespace" if pid is not None else
+                  "another endpoint")
         err = RoleTaken(
             f"channel {region.name!r} ({region.pattern}) allows one {what}; {holder} holds "
             f"it (close that {what} first)"
@@ -333,6 +353,12 @@ class Channel:
     def max_message(self) -> int:
         """Largest message accepted."""
         return self._region.max_message
+
+    @property
+    def slow_consumer_timeout(self) -> float | None:
+        """Seconds after which a lossless broadcast producer stops waiting
+        for a consumer that does not move; None for never."""
+        return self._region.slow_consumer_timeout
 
     @property
     def closed(self) -> bool:

@@ -164,6 +164,10 @@ class Consumer(AsyncReceiver, ObjectReceiver):
 
         for msg in ch.consumer():
             handle(msg)
+
+    On broadcast, ``missed`` counts the messages this consumer never saw
+    (lossy, or untethered after the channel's ``slow_consumer_timeout``) and
+    ``untethered`` how often the producer stopped waiting for it.
     """
 
     _channel: _RoleOwner

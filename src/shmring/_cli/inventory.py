@@ -9,11 +9,16 @@ import json
 import shlex
 import sys
 
+from .. import _layout as L
 from .._region import inventory as _gc
 from .._region.names import check_namespace, default_namespace, unlink_segment
 from .._supervisor import instance as _instance
 from . import args as _types
 from .readable import age, health, local_time, process_start, size, table
+
+#: Slot states as `shmring inspect` names them.
+_STATES = {L.SLOT_FREE: "free", L.SLOT_ACTIVE: "active", L.SLOT_CLOSING: "closing",
+           L.SLOT_UNTETHERED: "untethered"}
 
 
 def _namespace_arg(p: argparse.ArgumentParser, what: str) -> None:
@@ -47,7 +52,9 @@ def ls(args: argparse.Namespace) -> int:
             rows.append([s.namespace, s.name, f"({health(s).label})", size(s.size), "", "", "",
                          "", ""])
             continue
-        procs = " ".join(f"{v.pid}:{v.role}" + ("" if v.alive else "(dead)") for v in s.slots)
+        procs = " ".join(f"{v.pid}:{v.role}" + ("" if v.alive else "(dead)")
+                         + ("(untethered)" if v.state == L.SLOT_UNTETHERED else "")
+                         for v in s.slots)
         fill = f"{100 * s.fill / s.capacity:.0f}% of {size(s.capacity)}" if s.capacity else ""
         rows.append([s.namespace, s.name, s.pattern + (" lossy" if s.lossy else "")
                      if s.pattern else "?", size(s.size), "yes" if s.persistent else "no",
@@ -84,7 +91,9 @@ def inspect(args: argparse.Namespace) -> int:
         print(f"state: {state.label}" + (f": {state.detail}" if state.detail else ""))
         return 1 if state.failed else 0
     c = s.counters
-    header = [("pattern", f"{s.pattern}{' (lossy)' if s.lossy else ''}"),
+    untether = (f", slow consumers untethered after {s.slow_consumer_timeout:g} s"
+                if s.slow_consumer_timeout else "")
+    header = [("pattern", f"{s.pattern}{' (lossy)' if s.lossy else ''}{untether}"),
               ("capacity", f"{s.capacity:,} ({size(s.capacity)})"),
               ("max_message", f"{s.max_message:,}"), ("slots", str(s.slot_count)),
               ("persistent", "yes" if s.persistent else "no"),
@@ -109,7 +118,7 @@ def inspect(args: argparse.Namespace) -> int:
              "BYTES", "MISSED"]]
     for v in s.slots:
         rows.append([f"  {v.index}", str(v.pid), process_start(v.start_time), v.role,
-                     {0: "free", 1: "active", 2: "closing"}.get(v.state, str(v.state)),
+                     _STATES.get(v.state, str(v.state)),
                      "yes" if v.alive else "NO", "-" if v.claim_pos is None else str(v.claim_pos),
                      str(v.cursor), f"{v.messages:,}", f"{v.bytes:,}", f"{v.missed:,}"])
     table(rows, sys.stdout)

@@ -3,7 +3,8 @@
 An object whose framed record (``frame.py``) would not fit the channel's
 ``max_message`` is *streamed* instead, where one producer writes and every
 consumer reads all records in order (``spsc``, and ``broadcast`` unless
-lossy): a *stream head* record - the frame's header, table and payload,
+lossy or given a ``slow_consumer_timeout``, where a reader may be
+overrun): a *stream head* record - the frame's header, table and payload,
 magic ``b"\\x00SRS"``, with the stream's id and total buffer bytes after the
 header and each table entry's offset counted in the stream - then the
 buffers' bytes in *chunk* records (``b"\\x00SRC"``, the stream id's low 32
@@ -70,7 +71,7 @@ _stream_ids = itertools.count(int.from_bytes(os.urandom(4), "little"))
 # ------------------------------------------------------------- sending --
 def _streams(tx: _core.ProducerCore) -> bool:
     """True if objects too large for one record are streamed on tx's channel."""
-    return tx._pattern in _STREAMING and not tx._lossy
+    return tx._pattern in _STREAMING and not tx._validating
 
 
 def _write_stream(tx: _core.ProducerCore, payload: memoryview, raws: list[memoryview],

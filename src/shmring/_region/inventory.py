@@ -4,7 +4,10 @@ starting supervisor.
 
 A region is an orphan when no process in its attach table is alive, judged by
 pid *and* start time (``_proc.alive``), so that a reused pid is never taken for
-the process that attached. Two exceptions keep a region that looks empty:
+the process that attached, and only where that pid means something: a slot
+of another PID namespace is judged through a ``_proc.Census`` (visible from
+here: translated, or dead if missing) or, if that namespace cannot be seen
+from here, presumed alive. Two exceptions keep a region that looks empty:
 
 - persistent regions (``Channel.create(..., persistent=True)``) stay until
   unlinked explicitly; gc lists them and removes them only when asked;
@@ -30,7 +33,7 @@ from typing import Any
 from .. import _core
 from .. import _layout as L
 from .._errors import CorruptRegion, RegionNotFound, ShmringError
-from .._proc import alive
+from .._proc import Census, holder_alive, proc_namespace
 from .guard import unmap, watch
 from .names import PREFIX, SHM_DIR, list_segments, refused, split_segment_name, unlink_segment
 from .region import Region
@@ -58,7 +61,8 @@ def map_segment(seg: str) -> tuple[mmap.mmap | None, os.stat_result]:
 
 @dataclass
 class SlotView:
-    """One taken attach slot and whether its process lives."""
+    """One taken attach slot and whether its process lives (a process of a
+    PID namespace this one cannot see counts as alive)."""
 
     index: int
     pid: int
@@ -71,6 +75,7 @@ class SlotView:
     messages: int
     bytes: int
     missed: int
+    pidns: int = 0  # the PID namespace its pid belongs to (inode; 0: not known)
 
 
 @dataclass
@@ -90,6 +95,7 @@ class Snapshot:
     slot_count: int = 0
     persistent: bool = False
     lossy: bool = False
+    slow_consumer_timeout: float | None = None
     created_ns: int = 0
     creator_pid: int = 0
     fill: int = 0
@@ -150,6 +156,7 @@ def _fill(snap: Snapshot, region: Region) -> None:
     snap.slot_count = region.slot_count
     snap.persistent = region.persistent
     snap.lossy = region.lossy
+    snap.slow_consumer_timeout = region.slow_consumer_timeout
     snap.created_ns = region.created_ns
     snap.age = max(0.0, time.time() - snap.created_ns / 1e9)
     snap.creator_pid = int(struct.unpack_from("<Q", buf, L.HDR_CREATOR_PID)[0])
@@ -163,10 +170,15 @@ def _fill(snap: Snapshot, region: Region) -> None:
     snap.messages_in, snap.bytes_in = c["stats_in_msgs"], c["stats_in_bytes"]
     snap.messages_out, snap.bytes_out = c["stats_out_msgs"], c["stats_out_bytes"]
     cursors = []
-    for s in region.slots():
+    slots = region.slots()
+    # Walked after reading the slots (whoever took one is in it), and only
+    # if some slot's pid is not of the namespace our /proc shows.
+    judge = Census.take().judge if any(s.pidns != proc_namespace() for s in slots) \
+        else holder_alive
+    for s in slots:
         view = SlotView(s.index, s.pid, s.start_time, s.role, s.state,
-                        alive(s.pid, s.start_time), s.claim_pos, s.cursor, s.messages,
-                        s.bytes, s.missed)
+                        judge(s.pid, s.start_time, s.pidns) is not False, s.claim_pos,
+                        s.cursor, s.messages, s.bytes, s.missed, s.pidns)
         snap.slots.append(view)
         if s.role == "producer":
             snap.messages_in += s.messages
@@ -211,7 +223,13 @@ def verdict(snap: Snapshot, grace: float = CREATION_GRACE) -> str:
 
 
 def _pid_exists(pid: int) -> bool:
-    return pid > 0 and os.path.exists(f"/proc/{pid}")
+    """True if a process may call itself ``pid`` (the creator's pid in a
+    header is as it saw itself, in a PID namespace not recorded there)."""
+    if pid <= 0:
+        return False
+    if os.path.exists(f"/proc/{pid}"):
+        return True
+    return pid in Census.take().innermost
 
 
 def unlink_if_same(seg: str, ino: int) -> bool:

@@ -55,7 +55,7 @@ from .._errors import (
     RegionExists,
     RegionNotFound,
 )
-from .._proc import alive, my_start_time, start_time
+from .._proc import holder_alive, my_start_time, pid_namespace
 from .guard import faulted, unmap, watch
 from .names import SHM_DIR, refused, unlink_segment
 from .names import segment_name as segment_name
@@ -113,6 +113,27 @@ def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
         raise InvalidArgument(f"bad region name {seg!r}: {e}") from e
 
 
+def untether_timeout_ns(timeout: float | None, pattern: str, lossy: bool) -> int:
+    """``slow_consumer_timeout`` in whole nanoseconds for the header (0:
+    never); InvalidArgument unless None or a finite number of seconds >= 0
+    on a lossless broadcast ring."""
+    if timeout is None or (not isinstance(timeout, bool) and timeout == 0):
+        return 0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
+        0 < timeout < 1e9
+    ):
+        raise InvalidArgument(
+            f"slow_consumer_timeout {timeout!r} must be None (never) or seconds > 0 "
+            "and below 1e9"
+        )
+    if pattern != "broadcast" or lossy:
+        raise InvalidArgument(
+            "slow_consumer_timeout applies to lossless broadcast only (a lossy "
+            "producer never waits; other patterns have one consumer per message)"
+        )
+    return max(1, round(timeout * 1e9))
+
+
 class Region:
     """A named shared-memory segment holding one ring, its header and its
     attach table.
@@ -146,6 +167,7 @@ class Region:
         lossy: bool = False,
         persistent: bool = False,
         namespace: str | None = None,
+        slow_consumer_timeout: float | None = None,
     ) -> Region:
         """Create region ``name`` whose ring holds ``size`` bytes (a power of
         two, at least 1024).
@@ -154,6 +176,10 @@ class Region:
         exactly, whatever the umask: the default 0o600 lets only this user
         in; 0o660 adds the group, 0o666 everyone. Opening needs read and
         write access.
+
+        ``slow_consumer_timeout`` (lossless broadcast only): seconds a
+        consumer may hold the producer back without moving before it stops
+        gating it (None or 0: never; see ``Channel.create``).
 
         Raises :class:`RegionExists` if the name is taken, :class:`NoSpace`
         if ``/dev/shm`` cannot hold it, :class:`InvalidArgument` for a bad
@@ -188,6 +214,7 @@ class Region:
             raise InvalidArgument(f"slots must be between 1 and {L.MAX_SLOTS}")
         if lossy and not L.TRAITS[pattern].can_be_lossy:
             raise InvalidArgument("lossy applies to the broadcast pattern only")
+        untether_ns = untether_timeout_ns(slow_consumer_timeout, pattern, lossy)
         doff = L.data_offset(slots)
         total = doff + size
         shm = _open_segment(seg, posix_ipc.O_CREX, mode)
@@ -227,6 +254,7 @@ class Region:
         struct.pack_into("<Q", buf, L.HDR_CREATED_NS, time.time_ns())
         struct.pack_into("<Q", buf, L.HDR_DATA_OFFSET, doff)
         struct.pack_into("<Q", buf, L.HDR_CREATOR_PID, os.getpid())
+        struct.pack_into("<Q", buf, L.HDR_UNTETHER_NS, untether_ns)
         # The attach table is all zeros (free slots) already: nothing to write.
         # Publication: everything above is visible before the magic (pairs
         # with the attacher's acquire load in _wait_published).
@@ -391,6 +419,15 @@ class Region:
         return bool(self.flags & L.FLAG_LOSSY)
 
     @property
+    def slow_consumer_timeout(self) -> float | None:
+        """Lossless broadcast: seconds after which a consumer that holds the
+        producer back without moving stops gating it; None for never."""
+        ns = self._u64(L.HDR_UNTETHER_NS)
+        if self.pattern != "broadcast" or self.lossy or ns == 0:
+            return None
+        return ns / 1e9
+
+    @property
     def persistent(self) -> bool:
         """True if the region outlives its users until unlinked explicitly."""
         return bool(self.flags & L.FLAG_PERSISTENT)
@@ -414,9 +451,9 @@ class Region:
 
     def alloc_slot(self, role: int) -> int:
         """Take a free attach slot for this process in ``role``."""
-        pid, started = os.getpid(), my_start_time()
+        pid, started, ns = os.getpid(), my_start_time(), pid_namespace()
         for attempt in range(2):
-            slot = self._take(role, pid, started)
+            slot = self._take(role, pid, started, ns)
             if slot is not None:
                 return slot
             if attempt == 0 and not self.reap_dead():
@@ -426,7 +463,7 @@ class Region:
             "close unused channels and endpoints, or create the region with more slots"
         )
 
-    def _take(self, role: int, pid: int, started: int) -> int | None:
+    def _take(self, role: int, pid: int, started: int, ns: int) -> int | None:
         """Take the lowest free slot, allocating the page of a slot never
         used before it is taken (tmpfs: a full /dev/shm is NoSpace here,
         not SIGBUS on the first store)."""
@@ -436,7 +473,7 @@ class Region:
             limit = min(count, max(self._slots_ready, table.used + 1))
             if limit > self._slots_ready:
                 self._reserve(limit)
-            slot = table.alloc(role, pid, started, limit)
+            slot = table.alloc(role, pid, started, ns, limit)
             if slot is not None or limit >= count:
                 return slot
             # Every slot below limit is taken: slot_high is past it now.
@@ -488,17 +525,13 @@ class Region:
                                   force=force)
 
     def dead_slots(self) -> list[tuple[int, int]]:
-        """(slot, pid) of every slot whose process has exited."""
-        dead = []
-        for i, pid, started in self.table.entries():
-            if started == 0:
-                # Being taken by pid right now; dead only if pid is gone.
-                if start_time(pid) is None:
-                    dead.append((i, pid))
-                continue
-            if not alive(pid, started):
-                dead.append((i, pid))
-        return dead
+        """(slot, pid) of every slot whose process has exited, as far as this
+        process can tell: a slot of another PID namespace (or one whose
+        namespace is not stored yet) is presumed alive here; the supervisor,
+        which holds its process's pidfd, decides its fate. A slot being taken
+        (start time 0) is dead only if its pid is gone."""
+        return [(i, pid) for i, pid, started, ns in self.table.entries()
+                if holder_alive(pid, started, ns) is False]
 
     def reap_dead(self) -> int:
         """Recover and free the slots of every dead process; returns how many."""
@@ -508,29 +541,30 @@ class Region:
         """How many endpoints of ``role`` (``ROLE_PRODUCER`` or
         ``ROLE_CONSUMER``) live processes hold now. A consumer counts once it
         has joined the ring; a dead process's endpoints never count, even
-        before anyone recovers them."""
-        return sum(1 for pid, started in self.table.endpoints(role)
-                   if (alive(pid, started) if started else start_time(pid) is not None))
+        before anyone recovers them, except one of another PID namespace
+        (presumed alive here: the supervisor recovers it)."""
+        return sum(1 for pid, started, ns in self.table.endpoints(role)
+                   if holder_alive(pid, started, ns) is not False)
 
-    def live_holders(self) -> set[tuple[int, int]]:
-        """(pid, start time) of the live processes in the attach table."""
-        return {(pid, started) for _i, pid, started in self.table.entries()
-                if started and alive(pid, started)}
+    def live_holders(self) -> set[tuple[int, int, int]]:
+        """(pid, start time, PID namespace) of the live processes in the
+        attach table (of other PID namespaces too, presumed alive)."""
+        return {(pid, started, ns) for _i, pid, started, ns in self.table.entries()
+                if started and holder_alive(pid, started, ns) is not False}
 
-    def held_by_any(self, holders: set[tuple[int, int]]) -> bool:
-        """True if one of ``holders`` ((pid, start time) pairs) holds a slot
-        here: one C scan of the table per holder, no /proc read."""
+    def held_by_any(self, holders: set[tuple[int, int, int]]) -> bool:
+        """True if one of ``holders`` ((pid, start time, PID namespace), as
+        :meth:`live_holders` gives them) holds a slot here: one C scan of the
+        table per holder, no /proc read."""
         table = self.table
-        return any(next(table.slots_of(pid, started), None) is not None
-                   for pid, started in holders)
+        return any(next(table.slots_of(pid, started, ns), None) is not None
+                   for pid, started, ns in holders)
 
     def live_pids(self) -> set[int]:
-        """Pids of the live processes in the attach table."""
-        pids = set()
-        for _i, pid, started in self.table.entries():
-            if alive(pid, started) if started else start_time(pid) is not None:
-                pids.add(pid)
-        return pids
+        """Pids of the live processes in the attach table (of other PID
+        namespaces too, presumed alive, as their processes see themselves)."""
+        return {pid for _i, pid, started, ns in self.table.entries()
+                if holder_alive(pid, started, ns) is not False}
 
 
 def find_by_inode(inode: int) -> mmap.mmap | None:

@@ -8,10 +8,13 @@ recovered, switching its state, reading who holds it -- goes through
 :class:`AttachTable`, so that the protocol on the pid word is written once:
 
 - a free slot has pid 0; a process takes one by compare-exchange of the pid
-  from 0 to its own, *then* stores its start time: start time 0 on a taken
-  slot means "being taken right now" (liveness checks leave it alone);
-- freeing stores the start time 0 and the pid 0 last, so the slot is never
-  seen free while its other words are still being reset;
+  from 0 to its own, *then* stores its PID namespace, *then* its start time:
+  start time 0 on a taken slot means "being taken right now" (liveness
+  checks leave it alone), and a start time read non-zero comes with the
+  namespace the pid belongs to (pid and start time are as the holder sees
+  itself, and mean nothing in another namespace);
+- freeing stores the start time 0, the namespace 0 and the pid 0 last, so
+  the slot is never seen free while its other words are still being reset;
 - recovery of a dead holder's slot is claimed by compare-exchange of the pid
   to ``pid | RECOVERING``: exactly one of the supervisor and in-process
   reapers wins, and everyone else skips a slot with that bit set.
@@ -72,6 +75,11 @@ def _owner_word(producer: bool) -> int:
     return L.OFF_PRODUCER_OWNER if producer else L.OFF_CONSUMER_OWNER
 
 
+#: States of a consumer slot that has joined its ring (an untethered
+#: broadcast consumer is still one: it gates again when it reads).
+_JOINED = frozenset((L.SLOT_ACTIVE, L.SLOT_UNTETHERED))
+
+
 @dataclass(frozen=True)
 class SlotInfo:
     """One entry of the attach table, as read at one moment."""
@@ -86,6 +94,7 @@ class SlotInfo:
     messages: int
     bytes: int
     missed: int
+    pidns: int = 0  # the holder's PID namespace (0: not known)
 
 
 class AttachTable:
@@ -124,15 +133,18 @@ class AttachTable:
         """The header's ``slot_high`` as stored: slots ever taken."""
         return int(_core.load(self._buf, L.HDR_SLOT_HIGH))
 
-    def alloc(self, role: int, pid: int, start: int, limit: int = L.MAX_SLOTS) -> int | None:
+    def alloc(self, role: int, pid: int, start: int, ns: int,
+              limit: int = L.MAX_SLOTS) -> int | None:
         """Take a free slot below ``limit`` for process ``pid`` (started at
-        ``start``) in ``role``; None if every one is taken. The caller makes
-        sure the pages of the slots below ``limit`` are allocated."""
+        ``start``, in PID namespace ``ns``) in ``role``; None if every one is
+        taken. The caller makes sure the pages of the slots below ``limit``
+        are allocated."""
         buf = self._buf
         _ = self.count  # CorruptRegion for a count the mapping cannot hold
         i = _core.slot_take(buf, pid, limit)
         if i is not None:
             so = L.slot_offset(i)
+            _core.store(buf, so + L.SLOT_PIDNS, ns)
             _core.store(buf, so + L.SLOT_START_TIME, start)
             _core.store32(buf, so + L.SLOT_ROLE, role)
             _core.store(buf, so + L.SLOT_CLAIM_POS, L.CLAIM_NONE)
@@ -189,6 +201,7 @@ class AttachTable:
         # Start time 0 marks a slot being taken (alloc sets it right after
         # winning the pid word): liveness checks leave such a slot alone.
         _core.store(buf, so + L.SLOT_START_TIME, 0)
+        _core.store(buf, so + L.SLOT_PIDNS, 0)
         _core.store(buf, so + L.SLOT_PID, 0)
 
     def recover(self, slot: int, pid: int, *,
@@ -255,11 +268,17 @@ class AttachTable:
     def owner_pid(self, *, producer: bool) -> int | None:
         """The pid holding the exclusive producer (or consumer) role, or
         None if nobody does (a snapshot: for error messages)."""
+        return self.owner(producer=producer)[0]
+
+    def owner(self, *, producer: bool) -> tuple[int | None, int]:
+        """(pid, PID namespace) of the holder of the exclusive producer (or
+        consumer) role; (None, 0) if nobody holds it (a snapshot: for error
+        messages; the pid is as its holder sees itself)."""
         word = int(_core.load(self._buf, _owner_word(producer)))
         if word == 0 or word > self.count:
-            return None
+            return None, 0
         pid = self.pid(word - 1) & ~RECOVERING
-        return pid or None
+        return (pid or None), self.pidns(word - 1) if pid else 0
 
     def release_owner(self, slot: int, *, producer: bool) -> None:
         """Give the exclusive producer (or consumer) role back, if ``slot``
@@ -271,39 +290,53 @@ class AttachTable:
         """The pid word of ``slot`` as stored (0 free; may carry RECOVERING)."""
         return int(_core.load(self._buf, L.slot_offset(slot) + L.SLOT_PID))
 
-    def entries(self) -> Iterator[tuple[int, int, int]]:
-        """(slot, pid, start time) of every taken slot not being recovered.
-        The start time is read after the pid (0: being taken right now).
-        The count is read by this call (CorruptRegion here, not mid-walk);
-        each slot when the walk reaches it."""
+    def pidns(self, slot: int) -> int:
+        """The PID namespace its holder stored in ``slot`` (0: not known)."""
+        return int(_core.load(self._buf, L.slot_offset(slot) + L.SLOT_PIDNS))
+
+    def entries(self) -> Iterator[tuple[int, int, int, int]]:
+        """(slot, pid, start time, PID namespace) of every taken slot not
+        being recovered. The start time is read after the pid (0: being
+        taken right now), the namespace after the start time (0: not known
+        yet, only while the start time is 0). The count is read by this call
+        (CorruptRegion here, not mid-walk); each slot when the walk reaches it."""
         return self._entries(self.used)
 
-    def _entries(self, count: int) -> Iterator[tuple[int, int, int]]:
+    def _entries(self, count: int) -> Iterator[tuple[int, int, int, int]]:
         buf = self._buf
         for i in range(count):
             so = L.slot_offset(i)
             pid = _core.load(buf, so + L.SLOT_PID)
             if pid == 0 or pid & RECOVERING:
                 continue
-            yield i, pid, _core.load(buf, so + L.SLOT_START_TIME)
+            started = _core.load(buf, so + L.SLOT_START_TIME)
+            yield i, pid, started, _core.load(buf, so + L.SLOT_PIDNS)
 
-    def endpoints(self, role: int) -> Iterator[tuple[int, int]]:
-        """(pid, start time) of every endpoint slot of ``role`` taken now, a
-        consumer only once it has joined the ring (dead processes included:
-        the caller tells them apart)."""
+    def endpoints(self, role: int) -> Iterator[tuple[int, int, int]]:
+        """(pid, start time, PID namespace) of every endpoint slot of
+        ``role`` taken now, a consumer only once it has joined the ring,
+        untethered ones too (dead processes included: the caller tells them
+        apart)."""
         buf = self._buf
-        for i, pid, started in self.entries():
+        for i, pid, started, ns in self.entries():
             so = L.slot_offset(i)
             if _core.load32(buf, so + L.SLOT_ROLE) != role:
                 continue
-            if role == L.ROLE_CONSUMER and _core.load32(buf, so + L.SLOT_STATE) != L.SLOT_ACTIVE:
+            if role == L.ROLE_CONSUMER and _core.load32(buf, so + L.SLOT_STATE) not in _JOINED:
                 continue
-            yield pid, started
+            yield pid, started, ns
 
-    def slots_of(self, pid: int, start: int) -> Iterator[int]:
-        """Every slot held by process ``pid`` started at ``start``."""
+    def slots_of(self, pid: int, start: int, ns: int) -> Iterator[int]:
+        """Every slot held by process ``pid`` started at ``start`` in PID
+        namespace ``ns`` (0: any; a slot whose namespace is not stored yet
+        matches every ``ns``). Found by a scan in C (``_core.slots_of``)."""
+        buf = self._buf
         _ = self.count  # CorruptRegion for a count the mapping cannot hold
-        yield from _core.slots_of(self._buf, pid, start)
+        for i in _core.slots_of(buf, pid, start):
+            held = _core.load(buf, L.slot_offset(i) + L.SLOT_PIDNS)
+            if ns and held and held != ns:
+                continue
+            yield i
 
     def producer_claims(self) -> Iterator[tuple[int, int, int]]:
         """(slot, pid word, claim position) of every producer slot with a
@@ -341,5 +374,6 @@ class AttachTable:
                 messages=_core.load(buf, so + L.SLOT_MESSAGES),
                 bytes=_core.load(buf, so + L.SLOT_BYTES),
                 missed=_core.load(buf, so + L.SLOT_MISSED),
+                pidns=_core.load(buf, so + L.SLOT_PIDNS),
             ))
         return out

@@ -49,7 +49,7 @@ import time
 from typing import Any
 
 from .._errors import PermissionDenied, RegionNotFound, ShmringError, SupervisorUnavailable
-from .._proc import my_start_time
+from .._proc import my_start_time, pid_namespace
 from . import instance as _instance
 from . import launch as _launch
 from . import wire as _ipc
@@ -168,12 +168,9 @@ class Connection:
         """Register that this process uses the region. Raises :class:`Stale`
         if the name no longer refers to it.
 
-        ``wait=False``: for the region this process has just created (and
-        announced with :meth:`creating`), which nobody can have removed or
-        replaced: sent without waiting for the reply, as ``creating`` is, if
-        connected (the supervisor handles a connection's messages in order,
-        so a later ``detach``, or this process's death, finds it
-        registered). Creation is then one message round trip cheaper."""
+        ``wait=False``: for the region this process has just created, which
+        cannot be stale: sent (``noreply``) without waiting, as ``creating``
+        is, if connected; the supervisor reads a connection in order."""
         if not wait:
             with self._lock:
                 if self._sock is not None:
@@ -303,7 +300,8 @@ class Connection:
                                        "id": next(self._ids), "items": chunk,
                                        "more": i + 1 < len(chunks)}
                 if i == 0:
-                    msg.update(v=_ipc.PROTOCOL, pid=os.getpid(), start=my_start_time())
+                    msg.update(v=_ipc.PROTOCOL, pid=os.getpid(), start=my_start_time(),
+                               pidns=pid_namespace())
                     _ipc.send(sock, msg, [pidfd])
                 else:
                     _ipc.send(sock, msg)

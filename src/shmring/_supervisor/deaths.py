@@ -14,8 +14,11 @@ what a death means for regions (recovering slots, unlinking) belongs to the
 region table, and for connections to the server.
 
 A process has two keys: ``key`` is (pid as the supervisor sees it, or -pid
-if it cannot see it; start time), ``lpid`` the pid the process calls itself,
-which is what its attach slots hold (they differ across PID namespaces).
+if it cannot see it; start time), and (``ns``, ``lpid``, start time): its PID
+namespace and the pid it calls itself there, which is what its attach slots
+hold (the two pids differ across PID namespaces). A process seen only in a
+table is found in our ``/proc`` through a ``Census`` when its namespace is
+not ours (``NSpid``); one we cannot see at all is not watched.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import selectors
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from .._proc import Census, proc_namespace
 from . import procfs
 
 
@@ -37,6 +41,7 @@ class Proc:
     lpid: int  # the pid the process calls itself: what its attach slots hold
     start: int
     pidfd: int
+    ns: int = 0  # its PID namespace, as its attach slots hold it (0: not known)
     conn: object | None = None  # the server's connection, while connected
     holds: dict[tuple[str, int], int] = field(default_factory=dict)  # registrations
     seen: set[tuple[str, int]] = field(default_factory=set)  # regions it may have slots in
@@ -60,7 +65,7 @@ class ProcessIndex:
         self._stats = stats
         self._on_death = on_death
         self._procs: dict[tuple[int, int], Proc] = {}
-        self._by_table: dict[tuple[int, int], Proc] = {}
+        self._by_table: dict[tuple[int, int, int], Proc] = {}
         self._sel: selectors.EpollSelector | None = None
         self._draining = False
 
@@ -97,27 +102,38 @@ class ProcessIndex:
         """The process of ``key`` (pid as seen here, start time)."""
         return self._procs.get(key)
 
-    def by_table(self, lpid: int, start: int) -> Proc | None:
-        """The process whose attach slots hold ``lpid`` and ``start``."""
-        return self._by_table.get((lpid, start))
+    def by_table(self, lpid: int, start: int, ns: int) -> Proc | None:
+        """The process whose attach slots hold ``lpid``, ``start`` and PID
+        namespace ``ns``."""
+        return self._by_table.get((ns, lpid, start))
 
     # -------------------------------------------------------- watching --
-    def watch(self, key: tuple[int, int], lpid: int, start: int, pidfd: int) -> Proc:
+    def watch(self, key: tuple[int, int], lpid: int, start: int, pidfd: int,
+              ns: int) -> Proc:
         """Watch a process through ``pidfd`` (the index owns it from now)."""
         assert self._sel is not None
-        p = Proc(key, lpid, start, pidfd)
+        p = Proc(key, lpid, start, pidfd, ns)
         self._procs[key] = p
-        self._by_table[(lpid, start)] = p
+        self._by_table[(ns, lpid, start)] = p
         self._sel.register(pidfd, selectors.EVENT_READ, p)
         return p
 
-    def watch_table_process(self, pid: int, start: int) -> Proc | None:
-        """A live process seen in an attach table that has not registered:
-        watch it. None if it is dead (or not ours to see)."""
+    def watch_table_process(self, lpid: int, start: int, ns: int,
+                            census: Callable[[], Census]) -> Proc | None:
+        """A live process seen in an attach table (as ``lpid`` of PID
+        namespace ``ns``) that has not registered: watch it. None if it is
+        dead or not ours to see (``census()`` tells which, and translates
+        the pid of another namespace)."""
+        pid = lpid if ns and ns == proc_namespace() else census().find(lpid, ns)
+        if pid is None:
+            return None
         pidfd = procfs.open_pidfd(pid, start)
         if pidfd is None:
             return None
-        return self.watch((pid, start), pid, start, pidfd)
+        if self._procs.get((pid, start)) is not None:  # known under another table key
+            os.close(pidfd)
+            return self._procs[(pid, start)]
+        return self.watch((pid, start), lpid, start, pidfd, ns)
 
     def exited(self, p: Proc) -> bool:
         """True if ``p`` has exited (its death may not be handled yet)."""
@@ -150,6 +166,6 @@ class ProcessIndex:
             self._sel.unregister(p.pidfd)
         os.close(p.pidfd)
         self._procs.pop(p.key, None)
-        if self._by_table.get((p.lpid, p.start)) is p:
-            del self._by_table[(p.lpid, p.start)]
+        if self._by_table.get((p.ns, p.lpid, p.start)) is p:
+            del self._by_table[(p.ns, p.lpid, p.start)]
         self._on_death(p)

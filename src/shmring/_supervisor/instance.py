@@ -10,7 +10,9 @@ every process that maps them sees; the guard lives there too:
 ls`` and ``gc`` look at ``shmring.*`` only).
 
 - The running supervisor holds an ``flock`` on it and writes one line into
-  it: its pid, its start time and its socket's path. It unlinks it when it
+  it: its pid, its start time, its PID namespace and its socket's path (a
+  client in another PID namespace cannot judge that pid: it presumes the
+  holder alive and lets the connection tell). It unlinks it when it
   stops (still holding the lock; whoever locks a file meanwhile checks that
   the path still names the inode it locked, and tries again if not). A
   SIGKILLed supervisor leaves the file unlocked: the next one takes it over;
@@ -32,7 +34,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .._proc import alive, my_start_time
+from .._proc import holder_alive, my_start_time, pid_namespace
 
 log = logging.getLogger("shmring.supervisor")
 
@@ -54,13 +56,16 @@ class Holder:
     pid: int
     start: int
     socket: str
+    pidns: int = 0  # its PID namespace (0: not said)
 
 
 def _parse(text: str) -> Holder | None:
-    parts = text.strip().split(" ", 2)
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+    parts = text.strip().split(" ", 3)
+    if len(parts) < 3 or not parts[0].isdigit() or not parts[1].isdigit():
         return None
-    return Holder(int(parts[0]), int(parts[1]), parts[2])
+    if len(parts) == 4 and parts[2].isdigit():  # pid start pidns socket
+        return Holder(int(parts[0]), int(parts[1]), parts[3], int(parts[2]))
+    return Holder(int(parts[0]), int(parts[1]), " ".join(parts[2:]))
 
 
 def _ours(fd: int) -> bool:
@@ -82,7 +87,7 @@ def holder(namespace: str) -> Holder | None:
         h = _parse(os.read(fd, 4096).decode(errors="replace"))
     finally:
         os.close(fd)
-    if h is None or not alive(h.pid, h.start):
+    if h is None or holder_alive(h.pid, h.start, h.pidns or pid_namespace()) is False:
         return None
     try:
         st = os.lstat(os.path.dirname(h.socket))
@@ -138,7 +143,8 @@ class Guard:
                 continue
             try:
                 os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()} {my_start_time()} {self.socket}\n".encode())
+                os.write(fd, f"{os.getpid()} {my_start_time()} {pid_namespace()} "
+                             f"{self.socket}\n".encode())
             except OSError as e:  # a full /dev/shm: held all the same, clients use their path
                 log.warning("cannot write the instance guard %s (%s): clients of other socket "
                             "directories will not find this supervisor", self.path,

@@ -14,6 +14,7 @@ import select
 from collections.abc import Callable, Iterable
 
 from .._proc import alive as proc_alive
+from .._proc import ns_of
 from .._proc import start_time as proc_start_time
 
 
@@ -44,6 +45,22 @@ def open_pidfd(pid: int, start: int) -> int | None:
         os.close(pidfd)
         return None
     return pidfd
+
+
+def check_peer(peer: int, start: int, ns: int) -> tuple[int, str | None]:
+    """Check what a client says of itself (its start time, its PID namespace
+    ``ns``, 0 if it did not say) against our ``/proc`` where it shows the
+    client (``peer``, its pid here, > 0). Returns the namespace its slots
+    hold and None, or why the claim is refused."""
+    if peer <= 0:
+        return ns, None  # not visible from here: its registration is its word
+    st = proc_start_time(peer)
+    if st is not None and st != start:
+        return ns, "wrong start time"
+    seen = ns_of(peer)
+    if seen and ns and seen != ns:
+        return ns, "wrong PID namespace"
+    return ns or seen, None
 
 
 def mapped_inodes(pid: int, ours: Callable[[], Iterable[int]]) -> dict[int, int] | None:

@@ -5,7 +5,12 @@ The supervisor keeps its own mapping of each tracked region (it takes no
 attach slot: it is not a user). A region is kept alive by (a) registrations
 of live clients (``holders``) and (b) live processes in its attach table,
 judged by pid and start time (an unsupervised process, or one between taking
-its slot and registering). :meth:`RegionTable.evaluate` applies the rule:
+its slot and registering) in the PID namespace its slot names: a registered
+client's slots by its pidfd, others through our ``/proc`` where it shows
+that namespace (``_proc.Census``: ours, or one below ours), and a slot of a
+namespace we cannot see is presumed alive (only its registration's pidfd,
+or a supervisor that sees it, may judge it). :meth:`RegionTable.evaluate`
+applies the rule:
 
 - slots of dead processes are recovered (``AttachTable.recover``: a claim in
   flight becomes padding, taken mpmc records go back, a broadcast cursor
@@ -43,6 +48,7 @@ from typing import Any
 from .. import _core
 from .. import _layout as L
 from .._errors import CorruptRegion, ShmringError
+from .._proc import Census, holder_alive, proc_namespace
 from .._region import inventory as _gc
 from .._region.guard import unmap
 from .._region.names import list_segments, split_segment_name, unlink_segment
@@ -61,6 +67,24 @@ LINK_WAIT = 5.0
 #: After a holder's death, a region that others still hold is judged again
 #: (its table walked) at most this often (seconds): see _judge_after_death.
 DEATHS_WALK = 0.05
+class _Lazy:
+    """One ``Census`` per evaluation, walked only if a slot needs it."""
+
+    def __init__(self) -> None:
+        self._census: Census | None = None
+
+    def get(self) -> Census:
+        """The census, walked at the first call."""
+        if self._census is None:
+            self._census = Census.take()
+        return self._census
+
+    def judge(self, pid: int, start: int, ns: int) -> bool | None:
+        """Is the holder of a slot alive (None: cannot tell from here)? A
+        slot of the namespace our /proc shows needs no census."""
+        if ns and ns == proc_namespace():
+            return holder_alive(pid, start, ns)
+        return self.get().judge(pid, start, ns)
 
 
 @dataclass(eq=False)
@@ -386,20 +410,22 @@ class RegionTable:
             inodes = mapped[pid]
             return inodes is None or t.ino in inodes
 
-        entries: Iterable[tuple[int, int, int]] = ()
+        entries: Iterable[tuple[int, int, int, int]] = ()
         try:
             if self._intact(t) and not t.corrupt:
-                entries = t.region.table.entries()
+                # Read them all before any census (whoever took a slot is in it).
+                entries = list(t.region.table.entries())
         except CorruptRegion as e:
             # A header overwritten after creation: its table cannot be
             # trusted, so only registered holders keep the region alive.
             self._corrupt(t, e)
             entries = ()
-        for i, pid, start in entries:
+        census = _Lazy()
+        for i, pid, start, ns in entries:
             slotted = True
-            p = self._procs.by_table(pid, start)
-            if p is None and not in_grace:
-                p = self._procs.watch_table_process(pid, start)
+            p = self._procs.by_table(pid, start, ns)
+            if p is None and not in_grace and start:
+                p = self._procs.watch_table_process(pid, start, ns, census.get)
                 if p is not None:
                     p.seen.add(t.key)
             if p is not None and not p.dead:
@@ -412,6 +438,11 @@ class RegionTable:
                     continue
             elif in_grace:
                 uncertain = True
+                continue
+            elif p is None and census.judge(pid, start, ns) is not False:
+                # Another PID namespace we cannot see, or a slot being taken:
+                # not ours to judge from /proc. Presumed alive.
+                live = True
                 continue
             if t.region.table.link_pending(i) and not self._recover(t, i, pid):
                 live = True  # the slot waits for its input's recovery
@@ -435,7 +466,8 @@ class RegionTable:
             creator = int.from_bytes(bytes(buf[L.HDR_CREATOR_PID:L.HDR_CREATOR_PID + 8]),
                                      "little")
             age = time.time() - t.created_ns / 1e9
-            if age < self.creation_grace and os.path.exists(f"/proc/{creator}"):
+            if age < self.creation_grace and (os.path.exists(f"/proc/{creator}")
+                                              or creator in census.get().innermost):
                 self._schedule(self._clock() + self.creation_grace - age + 0.05,
                                lambda: self.evaluate(t))
                 return False
@@ -518,7 +550,7 @@ class RegionTable:
         if not self._intact(t) or t.corrupt:
             return
         try:
-            slots = list(t.region.table.slots_of(p.lpid, p.start))
+            slots = list(t.region.table.slots_of(p.lpid, p.start, p.ns))
         except CorruptRegion as e:
             self._corrupt(t, e)
             return

@@ -53,7 +53,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import ShmringError
-from .._proc import start_time as proc_start_time
 from .._region import inventory as _gc
 from .._region.names import check_namespace, default_namespace
 from . import instance as _instance
@@ -516,12 +515,11 @@ class Supervisor:
         if pidfd >= 0 and peer > 0 and _ipc.pidfd_pid(pidfd) not in (peer, None):
             os.close(pidfd)
             return {"ok": False, "error": "protocol", "message": "the pidfd is not yours"}
-        if peer > 0:
-            st = proc_start_time(peer)
-            if st is not None and st != start:
-                if pidfd >= 0:
-                    os.close(pidfd)
-                return {"ok": False, "error": "protocol", "message": "wrong start time"}
+        ns, bad = procfs.check_peer(peer, start, int(msg.get("pidns") or 0))
+        if bad is not None:
+            if pidfd >= 0:
+                os.close(pidfd)
+            return {"ok": False, "error": "protocol", "message": bad}
         if pidfd < 0:
             if peer <= 0:
                 return {"ok": False, "error": "protocol", "message": "send a pidfd"}
@@ -530,7 +528,7 @@ class Supervisor:
             except OSError:
                 return {"ok": False, "error": "protocol", "message": "cannot watch you"}
         key = (peer if peer > 0 else -lpid, start)
-        p = self.procs.get(key) or self.procs.by_table(lpid, start)
+        p = self.procs.get(key) or self.procs.by_table(lpid, start, ns)
         if p is not None and not p.dead:
             os.close(pidfd)
             if p.conn is not None and p.conn is not c:
@@ -538,7 +536,7 @@ class Supervisor:
                 assert isinstance(old, _Conn)
                 self._drop_conn(old)
         else:
-            p = self.procs.watch(key, lpid, start, pidfd)
+            p = self.procs.watch(key, lpid, start, pidfd, ns)
         p.conn = c
         c.proc = p
         c.hello_items = list(msg.get("items", []))
@@ -590,7 +588,7 @@ class Supervisor:
                 for t in self.regions
             ],
             "processes": [
-                {"pid": p.pid, "lpid": p.lpid, "start_time": p.start,
+                {"pid": p.pid, "lpid": p.lpid, "pidns": p.ns, "start_time": p.start,
                  "connected": p.conn is not None,
                  "holds": [{"segment": k[0], "created_ns": k[1], "count": n}
                            for k, n in p.holds.items()]}

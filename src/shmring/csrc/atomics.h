@@ -51,6 +51,11 @@ static inline uint32_t ld32_acq(void *b, uint64_t off) {
 static inline uint32_t ld32_sc(void *b, uint64_t off) {
     return atomic_load_explicit(A32(b, off), memory_order_seq_cst);
 }
+static inline int cas32_sc(void *b, uint64_t off, uint32_t *expected, uint32_t desired) {
+    return atomic_compare_exchange_strong_explicit(A32(b, off), expected, desired,
+                                                   memory_order_seq_cst,
+                                                   memory_order_seq_cst);
+}
 static inline void st32_sc(void *b, uint64_t off, uint32_t v) {
     atomic_store_explicit(A32(b, off), v, memory_order_seq_cst);
 }

@@ -31,6 +31,13 @@
  *   48 created_ns   u64  CLOCK_REALTIME at creation
  *   56 data_offset  u64  offset of the ring bytes
  *   64 creator_pid  u64
+ *   72 untether_ns  u64  lossless broadcast: slow_consumer_timeout in ns, 0 =
+ *                        never. A consumer whose cursor gates the producer
+ *                        and has not moved for this long is untethered (its
+ *                        state becomes SLOT_UNTETHERED, so it gates no more;
+ *                        ring/untether.c). Nonzero also makes the producer
+ *                        keep `intent` (as lossy broadcast does), so every
+ *                        reader validates its copies
  *   88 slot_high    u64  attach slots ever taken: every slot at or above it is
  *                        free and untouched (all zeros). Raised, by compare-
  *                        exchange, *before* the slot's pid word is taken, so a
@@ -50,13 +57,17 @@
  *   READ  read_claim  mpmc: next record a consumer may take
  *         +8 latest   broadcast: start of the newest record (lapped readers
  *                     jump there)
- *         +16 intent  lossy broadcast: end of the record being written
+ *         +16 intent  lossy broadcast, and lossless broadcast with untether_ns:
+ *                     end of the record being written
  *                     (a seqlock: readers validate against it)
  *         +24 redeliver mpmc: records handed back by recovery, not yet retaken
  *   DATA  futex u32 (bumped when data arrives), +8 waiters u32
  *   SPACE futex u32 (bumped when space is freed), +8 waiters u32
  *   CTRL  eos u32, +4 broken u32, +8 producer_owner u64 (slot+1 or 0),
- *         +16 consumer_owner u64 (slot+1 or 0), +24 msgno u64 (broadcast)
+ *         +16 consumer_owner u64 (slot+1 or 0), +24 msgno u64 (broadcast),
+ *         +32 gate_epoch u64 (broadcast with untether_ns: bumped by a
+ *         consumer that gates again after it was untethered; a producer that
+ *         sees it change recomputes its limit before its next claim)
  *   STATS totals of endpoints that are gone (closed, or recovered after their
  *         process died), folded in when their slot is freed; live endpoints
  *         count in their own slots. Cold path only (`shmring ls`):
@@ -82,15 +93,19 @@
  *                        two recoverers never run on one slot
  *   8  start_time  u64   field 22 of /proc/<pid>/stat (tells pid reuse apart)
  *   16 role        u32   ROLE_*
- *   20 state       u32   SLOT_*
+ *   20 state       u32   SLOT_* (SLOT_UNTETHERED: a broadcast consumer the
+ *                        producer stopped waiting for; it sets ACTIVE again
+ *                        itself when it next reads)
  *   24 claim_pos   u64   producer: position of the claim in flight, or NONE
  *   32 claim_len   u64   its length including any padding before it; the
  *                        top bit (CLAIM_CONFIRMED) once the claim is won
  *   40 cursor      u64   broadcast consumer: next position it reads
  *   48 messages    u64   messages sent or received through this endpoint
  *   56 bytes       u64   payload bytes sent or received
- *   64 missed      u64   lossy broadcast: messages this consumer never saw
- *   72 last_msgno  u64   lossy broadcast: number of the last message read
+ *   64 missed      u64   lossy (or untethered) broadcast: messages this
+ *                        consumer never saw
+ *   72 last_msgno  u64   lossy broadcast, and broadcast with untether_ns:
+ *                        number of the last message read
  *   80 link_in     u64   mpmc consumer (a pipeline worker): 1 + position of the
  *                        input record whose outputs it is sending (a linked
  *                        commit, ring/link.c), 0 = none. Producer: 1 + position
@@ -107,6 +122,12 @@
  *                        bits 32-44 the output endpoint's slot+1; LINK_COUNTED
  *                        (the output at link_out is in the count), LINK_SINGLE
  *                        (one output completes the input: map), LINK_COMPLETE
+ *   112 pidns      u64   the holder's PID namespace: the inode of its
+ *                        /proc/self/ns/pid (0 = not known yet: stored after
+ *                        the pid, before the start time). The pid and start
+ *                        time mean something only in that namespace: nobody
+ *                        judges the holder from a /proc of another one
+ *                        (_proc.py holder_alive, Census)
  *
  * RECORD (RECORD_ALIGN-aligned; a record never straddles the end of the ring,
  * a PAD record fills the end instead):
@@ -192,6 +213,7 @@
 #define HDR_CREATED_NS 48u
 #define HDR_DATA_OFFSET 56u
 #define HDR_CREATOR_PID 64u
+#define HDR_UNTETHER_NS 72u
 #define HDR_SLOT_HIGH 88u
 
 #define OFF_TAIL (1u * LINE)
@@ -209,6 +231,7 @@
 #define OFF_PRODUCER_OWNER (6u * LINE + 8u)
 #define OFF_CONSUMER_OWNER (6u * LINE + 16u)
 #define OFF_MSGNO (6u * LINE + 24u)
+#define OFF_GATE_EPOCH (6u * LINE + 32u)
 #define OFF_STATS_IN_MSGS (7u * LINE)
 #define OFF_STATS_IN_BYTES (7u * LINE + 8u)
 #define OFF_STATS_OUT_MSGS (7u * LINE + 16u)
@@ -246,6 +269,7 @@
 #define SLOT_LINK_OUT 88u
 #define SLOT_LINK_REGION 96u
 #define SLOT_LINK_DONE 104u
+#define SLOT_PIDNS 112u
 
 #define LINK_COUNT_MASK 0xFFFFFFFFull
 #define LINK_SLOT_SHIFT 32u
@@ -280,6 +304,7 @@
 #define SLOT_FREE 0u
 #define SLOT_ACTIVE 1u
 #define SLOT_CLOSING 2u
+#define SLOT_UNTETHERED 3u /* broadcast consumer dropped from gating */
 
 #define RECORD_HEADER 16u
 #define RECORD_ALIGN 16u

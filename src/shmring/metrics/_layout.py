@@ -25,10 +25,17 @@ value words in every slab and in both retired copies: a counter one word
 (an unsigned 64-bit count), a gauge one (a double), a histogram one count
 per bucket, the ``+Inf`` bucket included, then its sum (a double).
 
-An *owner word* names a process: ``start time << 22 | pid`` (pids are below
-2**22 on Linux; a start time is in clock ticks since boot, below 2**41 for
-some thousands of years), so that a pid reused by another process never
+An *owner word* names a process: ``start << 38 | tag << 22 | pid`` (pids
+are below 2**22 on Linux), so that a pid reused by another process never
 passes for the one that took the word, and one compare-exchange takes it.
+``start`` is its start time in clock ticks since boot modulo 2**25 (3.9 days
+at 100 Hz: a new process with the pid of a dead owner would have to start
+in the same tick of a later lap to pass for it), and ``tag`` names its PID
+namespace (``ns_tag``: 1 + the namespace's inode modulo 65535; 0 unknown):
+the pid means something only there. The inodes of the namespaces alive at
+one time are allocated close together (the kernel reuses the lowest free
+ones), so two of them get the same tag only if more than 65535 namespaces
+of any kind live at once.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from __future__ import annotations
 from typing import Final
 
 MAGIC: Final = 0x3152_5445_4D53_4853  # "SHSMETR1" read little-endian
-VERSION: Final = 1
+VERSION: Final = 2  # 2: owner words carry a PID namespace tag
 WORD: Final = 8
 LINE: Final = 128  # bytes: slabs start on lines of their own
 
@@ -83,7 +90,10 @@ SLAB_HEAD: Final = LINE // WORD
 
 PID_BITS: Final = 22
 PID_MASK: Final = (1 << PID_BITS) - 1
-START_LIMIT: Final = 1 << 41
+NS_BITS: Final = 16
+NS_SHIFT: Final = PID_BITS
+START_SHIFT: Final = PID_BITS + NS_BITS
+START_LIMIT: Final = 1 << 25  # START_SHIFT + 25 = 63: WRITING stays free
 
 # Defaults of a new region.
 DEFAULT_ENTRIES: Final = 1024
@@ -92,9 +102,15 @@ DEFAULT_SLABS: Final = 256
 DEFAULT_VALUES: Final = 1024
 
 
-def owner_word(pid: int, start: int) -> int:
-    """The owner word of process ``pid`` started at ``start`` (clock ticks)."""
-    return (start % START_LIMIT) << PID_BITS | pid
+def ns_tag(ns: int) -> int:
+    """The tag of PID namespace ``ns`` (its inode) in owner words; 0 for 0."""
+    return ns % ((1 << NS_BITS) - 1) + 1 if ns else 0
+
+
+def owner_word(pid: int, start: int, ns: int) -> int:
+    """The owner word of process ``pid`` started at ``start`` (clock ticks)
+    in PID namespace ``ns`` (its inode)."""
+    return (start % START_LIMIT) << START_SHIFT | ns_tag(ns) << NS_SHIFT | pid
 
 
 def owner_pid(word: int) -> int:
@@ -103,8 +119,13 @@ def owner_pid(word: int) -> int:
 
 
 def owner_start(word: int) -> int:
-    """The start time of an owner word."""
-    return (word & ~WRITING) >> PID_BITS
+    """The start time of an owner word (modulo START_LIMIT)."""
+    return (word & ~WRITING) >> START_SHIFT
+
+
+def owner_ns_tag(word: int) -> int:
+    """The PID namespace tag of an owner word (0: not known)."""
+    return word >> NS_SHIFT & ((1 << NS_BITS) - 1)
 
 
 class Geometry:

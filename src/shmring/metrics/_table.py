@@ -32,9 +32,9 @@ from typing import Any
 
 from .. import _core
 from .._errors import Broken, InvalidArgument
-from .._proc import alive
 from . import _layout as M
 from ._errors import MetricsFull
+from ._owners import owner_alive
 
 #: Seconds to wait for an entry another live process is writing.
 WRITE_WAIT = 10.0
@@ -149,7 +149,7 @@ class Table:
                     return self._write(index, kind, text, vwords)
                 continue
             writer = state & ~M.WRITING
-            if not alive(M.owner_pid(writer), M.owner_start(writer)):
+            if not owner_alive(writer):
                 # Its writer died before READY: give it back (once, whoever wins).
                 _core.cas(self.buf, state_off, state, M.FREE)
                 continue

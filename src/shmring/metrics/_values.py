@@ -46,9 +46,9 @@ from typing import Any
 
 from .. import _core
 from .._errors import Timeout
-from .._proc import alive
 from . import _layout as M
 from ._errors import MetricsFull
+from ._owners import Judge, owner_alive
 from ._table import Entry, Table
 
 #: Called at each step of a fold with its name (tests kill the folder there).
@@ -74,9 +74,6 @@ def _doubles(view: memoryview) -> list[float]:
     return typing.cast("list[float]", view.cast("d").tolist())
 
 
-def owner_alive(word: int) -> bool:
-    """True if the process of owner word ``word`` still runs."""
-    return word != 0 and alive(M.owner_pid(word), M.owner_start(word))
 
 
 @dataclass
@@ -198,9 +195,10 @@ class Values:
     def _fold_dead(self, hook: Hook | None) -> int:
         self._finish(hook)
         n = 0
-        for i in range(self.geo.slabs):
-            w = self.owner(i)
-            if w and not owner_alive(w):
+        owners = [(i, self.owner(i)) for i in range(self.geo.slabs)]
+        judge = Judge()  # after reading the words: whoever took one is in its census
+        for i, w in owners:
+            if w and not judge.alive(w):
                 self._fold(i, w, hook)
                 n += 1
         return n
@@ -282,14 +280,16 @@ class Values:
         r = g.copy(c)
         q_ret = view[r:r + nbytes].cast("Q").tolist()
         d_ret = _doubles(view[r:r + nbytes])
-        owned: list[tuple[list[int], list[float], bool]] = []
+        words: list[tuple[list[int], list[float], int]] = []
         for i in range(g.slabs):
             w = self.owner(i)
             if w:
                 v0 = g.slab_values(i)
-                owned.append((view[v0:v0 + nbytes].cast("Q").tolist(),
-                              _doubles(view[v0:v0 + nbytes]), owner_alive(w)))
+                words.append((view[v0:v0 + nbytes].cast("Q").tolist(),
+                              _doubles(view[v0:v0 + nbytes]), w))
         view.release()
+        judge = Judge()  # after reading the words
+        owned = [(q, d, judge.alive(w)) for q, d, w in words]
         families: dict[str, Family] = {}
         series: list[Entry] = []
         for e in self.table.ready():

@@ -30,10 +30,11 @@ from .._errors import (
     RegionNotFound,
     RoleTaken,
 )
-from .._proc import my_start_time
+from .._proc import my_start_time, pid_namespace
 from . import _layout as M
+from ._owners import owner_alive
 from ._table import Entry, Table
-from ._values import Hook, Totals, Values, owner_alive
+from ._values import Hook, Totals, Values
 
 
 class _Bound(Protocol):
@@ -50,7 +51,7 @@ INIT_WAIT = 5.0
 
 def me() -> int:
     """This process's owner word (right after a fork too)."""
-    return M.owner_word(os.getpid(), my_start_time())
+    return M.owner_word(os.getpid(), my_start_time(), pid_namespace())
 
 
 def _positive(what: str, v: object, limit: int) -> int:

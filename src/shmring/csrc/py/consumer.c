@@ -194,7 +194,7 @@ static PyObject *C_recv_into(EndpointObject *self, PyObject *const *args, Py_ssi
                          "recv_into: buffer of %zd bytes is too small for a %llu-byte "
                          "message (the message stays in the channel)",
                          vb.len, (unsigned long long)n);
-            if (r->lossy) r->held = 0;
+            if (r->validating) r->held = 0;
             break;
         }
         memcpy(vb.buf, p, n);
@@ -214,9 +214,9 @@ static PyObject *C_peek(EndpointObject *self, PyObject *const *args, Py_ssize_t 
     if (parse_timeout_only(args, nargs, kwnames, "peek", 0, NULL, &timeout) < 0) return NULL;
     if (check_recvable(self) < 0 || endpoint_deadline(self, timeout, &deadline) < 0) return NULL;
     ring_t *r = &self->ring;
-    if (r->lossy) {
-        /* The producer may overwrite a record under a lossy reader: a view
-         * is of a validated copy. */
+    if (r->validating) {
+        /* The producer may overwrite a record under a lossy (or untethered)
+         * reader: a view is of a validated copy. */
         PyObject *b = recv_one(self, deadline, 0);
         if (!b) return NULL;
         self->view = PyMemoryView_FromObject(b);
@@ -266,6 +266,11 @@ static PyObject *C_get_missed(EndpointObject *self, void *c) {
     return PyLong_FromUnsignedLongLong(
         ld_rlx(self->ring.base, self->ring.slot_off + SLOT_MISSED));
 }
+static PyObject *C_get_untethered(EndpointObject *self, void *c) {
+    (void)c;
+    if (endpoint_check_open(self) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(self->ring.untethered);
+}
 static PyObject *C_get_closed(EndpointObject *self, void *c) {
     (void)c;
     return PyBool_FromLong(!self->open);
@@ -308,7 +313,11 @@ static int C_set_stream(EndpointObject *self, PyObject *v, void *unused);
 
 static PyGetSetDef C_getset[] = {
     {"missed", (getter)C_get_missed, NULL,
-     "Lossy broadcast: messages this consumer was overrun on and never saw.", NULL},
+     "Broadcast: messages this consumer was overrun on and never saw (lossy, or untethered "
+     "after slow_consumer_timeout).", NULL},
+    {"untethered", (getter)C_get_untethered, NULL,
+     "Lossless broadcast with slow_consumer_timeout: times the producer stopped waiting for "
+     "this consumer (it found out when it read next; missed counts what it lost).", NULL},
     {"_closed", (getter)C_get_closed, NULL, "True once closed.", NULL},
     {"_label", (getter)endpoint_get_label, NULL,
      "The channel as error messages name it: channel 'jobs' (spsc, 4096 bytes).", NULL},

@@ -38,6 +38,11 @@ int endpoint_init(EndpointObject *self, PyObject *args, int consumer) {
         PyBuffer_Release(&self->buf);
         return -1;
     }
+    if (!consumer && ring_untether_alloc(&self->ring) < 0) {
+        PyBuffer_Release(&self->buf);
+        PyErr_NoMemory();
+        return -1;
+    }
     self->ring.cancel = &self->closing;
     self->open = 1;
     return 0;
@@ -103,6 +108,7 @@ void endpoint_dealloc(EndpointObject *self) {
     Py_CLEAR(self->view);
     Py_CLEAR(self->stream);
     Py_CLEAR(self->name);
+    ring_untether_free(&self->ring);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -151,6 +157,13 @@ int endpoint_deadline(EndpointObject *self, PyObject *obj, int64_t *deadline_ns)
     return parse_timeout_s(obj, deadline_ns, &self->timeout_s);
 }
 
+/* The deadline, or slice_ns from now if that is sooner (slice_ns < 0: none). */
+static int64_t sooner(int64_t deadline_ns, int64_t slice_ns) {
+    if (slice_ns < 0) return deadline_ns;
+    int64_t t = mono_ns() + slice_ns;
+    return deadline_ns >= 0 && deadline_ns < t ? deadline_ns : t;
+}
+
 int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns) {
     for (;;) {
         int w;
@@ -158,16 +171,20 @@ int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns) {
         /* A truncated ring reads as zeros, which may look ready for ever:
          * every wait looks first (guard.h). */
         if (endpoint_check_open(self) < 0) return -1;
+        /* A producer that may untether a slow consumer decides when it looks
+         * (ring/untether.c): it wakes often enough to look in time. */
+        int64_t until = space ? sooner(deadline_ns, ring_untether_slice_ns(r)) : deadline_ns;
         endpoint_enter(self);
         Py_BEGIN_ALLOW_THREADS
         if (space)
             w = shm_wait(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS, ring_ready_space, r,
-                         deadline_ns);
+                         until);
         else
             w = shm_wait(r->base, OFF_DATA_FUTEX, OFF_DATA_WAITERS, ring_ready_data, r,
                          deadline_ns);
         Py_END_ALLOW_THREADS
         if (endpoint_leave(self) < 0) return -1;
+        if (w == WAIT_TIMEOUT && until != deadline_ns) continue; /* a slice, not the deadline */
         if (w == WAIT_SIGNAL) {
             if (PyErr_CheckSignals() < 0) return -1;
             continue;
@@ -203,6 +220,7 @@ PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ss
     copy.batch = 0;
     int w;
     for (;;) {
+        int64_t until = consumer ? deadline : sooner(deadline, ring_untether_slice_ns(&copy));
         endpoint_enter(self);
         Py_BEGIN_ALLOW_THREADS
         if (consumer)
@@ -210,7 +228,7 @@ PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ss
                          deadline);
         else
             w = shm_wait(copy.base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS, ring_ready_space,
-                         &copy, deadline);
+                         &copy, until);
         Py_END_ALLOW_THREADS
         if (endpoint_leave(self) < 0) {
             Py_DECREF(keep);
@@ -223,6 +241,7 @@ PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ss
             }
             continue;
         }
+        if (w == WAIT_TIMEOUT && until != deadline) continue; /* a slice */
         if (w != WAIT_SIGNAL) break;
         if (PyErr_CheckSignals() < 0) {
             Py_DECREF(keep);

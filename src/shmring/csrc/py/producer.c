@@ -298,6 +298,11 @@ static PyObject *P_get_lossy(EndpointObject *self, void *c) {
     if (endpoint_check_open(self) < 0) return NULL;
     return PyBool_FromLong(self->ring.lossy);
 }
+static PyObject *P_get_validating(EndpointObject *self, void *c) {
+    (void)c;
+    if (endpoint_check_open(self) < 0) return NULL;
+    return PyBool_FromLong(self->ring.validating);
+}
 static PyObject *P_get_eos(EndpointObject *self, void *c) {
     (void)c;
     if (endpoint_check_open(self) < 0) return NULL;
@@ -349,6 +354,9 @@ static PyGetSetDef P_getset[] = {
     {"_pattern", (getter)P_get_pattern, NULL, "The channel's pattern (a PATTERN_* code).",
      NULL},
     {"_lossy", (getter)P_get_lossy, NULL, "True on a lossy broadcast channel.", NULL},
+    {"_validating", (getter)P_get_validating, NULL,
+     "True where readers may be overrun (lossy broadcast, or lossless with "
+     "slow_consumer_timeout): they validate every copy.", NULL},
     {"_eos", (getter)P_get_eos, NULL, "True once the channel was closed for sending.", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 

@@ -25,6 +25,15 @@ static void hold(ring_t *r, uint64_t pos, uint64_t w, const char **payload, uint
 
 static void free_to(ring_t *r, uint64_t to);
 
+/* An untethered lossless reader that jumped to the newest record gates the
+ * producer from there (lossy readers gate nothing). */
+static void publish_jump(ring_t *r) {
+    if (r->lossy || !r->untether_ns) return;
+    /* SYNC(cursor): pairs with the producer's acquire of our cursor in gate(). */
+    st_sc(r->base, r->slot_off + SLOT_CURSOR, r->cursor);
+    shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+}
+
 /* Lossy broadcast, overrun at c: ring_peek jumps to the newest record, unless
  * we are there already; then that record is itself being overwritten (or the
  * counters are garbage) and nothing is readable until the producer commits:
@@ -44,21 +53,22 @@ static int peek_tail(ring_t *r, const char **payload, uint64_t *len) {
             if (c == r->cached_tail) return RING_AGAIN;
         }
         if (r->cached_tail < c || r->cached_tail - c > r->cap) {
-            if (r->lossy) return lapped(r, c);
+            if (r->validating) return lapped(r, c);
             return corrupt(r, "tail and cursor more than a ring apart");
         }
-        /* Lossy: a record the producer is overwriting is not read at all
-         * (an early look; ring_validate after the copy is the seqlock). */
-        if (r->lossy && ld_rlx(r->base, OFF_INTENT) > c + r->cap) return lapped(r, c);
+        /* Lossy (or untethered): a record the producer is overwriting is not
+         * read at all (an early look; ring_validate after the copy is the
+         * seqlock). */
+        if (r->validating && ld_rlx(r->base, OFF_INTENT) > c + r->cap) return lapped(r, c);
         uint64_t w = ld_rlx(r->base, WORD_OFF(r, c));
         int rc = check_record(r, c, w, r->cached_tail);
-        if (rc != RING_OK) return r->lossy ? lapped(r, c) : rc;
+        if (rc != RING_OK) return r->validating ? lapped(r, c) : rc;
         if (r->pattern == PATTERN_SPSC && rec_type(w) == REC_MSG &&
             ld_rlx(r->base, SEQ_OFF(r, c)) != c)
             return corrupt(r, "record sequence does not match its position");
         if (rec_type(w) == REC_PAD) {
             uint64_t to = c + align_up((uint64_t)rec_len(w), RECORD_ALIGN);
-            if (r->lossy && ring_validate(r) != RING_OK) return RING_LAPPED;
+            if (r->validating && ring_validate(r) != RING_OK) return RING_LAPPED;
             if (r->pattern == PATTERN_SPSC) {
                 free_to(r, to);
             } else {
@@ -289,6 +299,10 @@ int ring_peek(ring_t *r, const char **payload, uint64_t *len) {
         *len = r->held_len;
         return RING_OK;
     }
+    /* SYNC(untether): the producer stopped waiting for us (ring/untether.c); pairs with its
+     * compare-exchange of our state. Gate it again before reading on. */
+    if (r->untether_ns && ld32_acq(r->base, r->slot_off + SLOT_STATE) == SLOT_UNTETHERED)
+        ring_retether(r);
     int rc;
     switch (r->pattern) {
     case PATTERN_MPSC: rc = peek_mpsc(r, payload, len); break;
@@ -300,6 +314,7 @@ int ring_peek(ring_t *r, const char **payload, uint64_t *len) {
         uint64_t latest = ld_acq(r->base, OFF_LATEST);
         r->cursor = latest;
         r->cached_tail = latest;
+        publish_jump(r);
         return RING_LAPPED;
     }
     if (rc != RING_AGAIN) return rc;
@@ -320,9 +335,10 @@ int ring_peek(ring_t *r, const char **payload, uint64_t *len) {
     return rc;
 }
 
-/* Lossy broadcast: after copying the held record, was it overwritten? */
+/* Lossy broadcast (and lossless with untether_ns): after copying the held
+ * record, was it overwritten? */
 int ring_validate(ring_t *r) {
-    if (!r->lossy) return RING_OK;
+    if (!r->validating) return RING_OK;
     /* SYNC(intent): Seqlock reader. Pairs with the release fence after the producer's intent store:
      * if our copy saw any overwriting byte, we see its intent. */
     fence_acq();
@@ -334,6 +350,7 @@ int ring_validate(ring_t *r) {
     /* SYNC(latest): see ring_commit. */
     r->cursor = ld_acq(r->base, OFF_LATEST);
     r->cached_tail = r->cursor;
+    publish_jump(r);
     return RING_LAPPED;
 }
 
@@ -365,7 +382,7 @@ void ring_release(ring_t *r) {
         break;
     case PATTERN_MPMC: mark_done_and_sweep(r, r->held_pos, r->held_word); break;
     default:
-        if (r->lossy) {
+        if (r->validating) {
             uint64_t m = r->held_seq; /* validated with the copy, unlike the ring now */
             if (r->have_baseline && m > r->last_msgno + 1)
                 st_rlx(r->base, r->slot_off + SLOT_MISSED,
@@ -480,7 +497,7 @@ int ring_consumer_join(ring_t *r) {
     r->cursor = t;
     r->cached_tail = t;
     r->have_baseline = 0;
-    if (r->lossy) {
+    if (r->validating) {
         /* The number of the last message before our cursor: the count of
          * messages sent, read after the tail. Every message before the tail
          * is counted (their counts were stored before it, pairs with its

@@ -13,6 +13,16 @@
 int claim_revoked(ring_t *r, uint64_t start);
 /* revoke.c: sets QUAR_DONE in the quarantine entry at offset e. */
 void quar_set_done(char *base, uint64_t e);
+/* produce.c: the limit claims must end at or before, from the cursors. */
+uint64_t ring_gate(ring_t *r);
+/* untether.c, lossless broadcast with untether_ns only. ring_untether: the
+ * producer's claim ending at end does not fit under limit; consumers that
+ * have held it back from one cursor for untether_ns stop gating. Returns the
+ * new limit. ring_retether: a consumer that finds itself untethered gates
+ * again (from its own cursor if nothing it had still to read was
+ * overwritten, else from the newest record). */
+uint64_t ring_untether(ring_t *r, uint64_t end, uint64_t limit);
+void ring_retether(ring_t *r);
 /* consume.c: mpmc, advances head over every done record at it. */
 void ring_sweep(ring_t *r);
 

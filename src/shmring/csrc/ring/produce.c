@@ -60,6 +60,8 @@ static uint64_t gate(ring_t *r) {
     return m + r->cap;
 }
 
+uint64_t ring_gate(ring_t *r) { return gate(r); }
+
 int ring_has_space(ring_t *r, uint64_t reclen) {
     /* SYNC(broken), SYNC(eos): the flags' writers: see ring_claim and ring_peek. Broken or closed
      * for sending: a blocked sender wakes to say so. */
@@ -71,6 +73,8 @@ int ring_has_space(ring_t *r, uint64_t reclen) {
     uint64_t pad = idx + reclen > r->cap ? r->cap - idx : 0;
     if (t + pad + reclen <= r->limit) return 1;
     r->limit = gate(r);
+    if (t + pad + reclen > r->limit && r->untether_ns)
+        r->limit = ring_untether(r, t + pad + reclen, r->limit);
     return t + pad + reclen <= r->limit;
 }
 
@@ -91,18 +95,32 @@ int ring_claim(ring_t *r, uint64_t len, char **payload) {
     if (!r->multi_producer) {
         t = r->tail_local;
         if (t % RECORD_ALIGN) return corrupt(r, "tail is not record-aligned");
+        if (r->untether_ns) {
+            /* SYNC(gate-epoch): pairs with the add in ring_retether: a consumer that gates again
+             * after it was untethered is in the limit computed after we see its add (its cursor
+             * and state were stored before it). The word shares the line of the broken flag,
+             * read above. */
+            uint64_t e = ld_acq(r->base, OFF_GATE_EPOCH);
+            if (e != r->gate_epoch) {
+                r->gate_epoch = e;
+                r->limit = 0;
+            }
+        }
         idx = t & r->mask;
         pad = idx + reclen > r->cap ? r->cap - idx : 0;
         end = t + pad + reclen;
         if (end > r->limit) {
             r->limit = gate(r);
+            /* Slow path only: a lossless broadcast with a slow_consumer_timeout. */
+            if (end > r->limit && r->untether_ns) r->limit = ring_untether(r, end, r->limit);
             if (end > r->limit) return RING_AGAIN;
         }
-        if (r->lossy) {
+        if (r->validating) {
             /* SYNC(intent): Seqlock writer: the intent is visible before any byte we overwrite.
              * Pairs with the acquire fence in ring_validate. It never moves back: an aborted claim
              * may have overwritten bytes past the end of a smaller claim made after it (we own
-             * it). */
+             * it). Lossless broadcast keeps it too once consumers can be untethered: they
+             * validate their copies as lossy readers do. */
             if (end > ld_rlx(r->base, OFF_INTENT)) st_rlx(r->base, OFF_INTENT, end);
             fence_rel();
         }

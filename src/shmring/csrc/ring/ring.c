@@ -45,6 +45,11 @@ int ring_init(ring_t *r, char *base, uint64_t size, uint32_t slot, int consumer)
     r->slot_off = SLOTS_OFFSET + (uint64_t)slot * SLOT_SIZE;
     r->multi_producer = r->pattern == PATTERN_MPSC || r->pattern == PATTERN_MPMC;
     r->lossy = r->pattern == PATTERN_BROADCAST && (r->flags & FLAG_LOSSY);
+    if (r->pattern == PATTERN_BROADCAST && !r->lossy)
+        r->untether_ns = *(uint64_t *)(base + HDR_UNTETHER_NS);
+    r->validating = r->lossy || r->untether_ns != 0;
+    /* SYNC(gate-epoch): see ring_claim. */
+    r->gate_epoch = ld_acq(base, OFF_GATE_EPOCH);
     /* SYNC(tail), SYNC(head), SYNC(msgno): Pairs with the release stores of tail/head by the
      * previous owner of this role (or by recovery): we continue from what they published. */
     r->tail_local = ld_acq(base, OFF_TAIL);

@@ -21,6 +21,10 @@
  *              Lossless: the producer is gated by the slowest live cursor.
  *              Lossy: never gated; readers validate each copy against the
  *              intent word (a seqlock) and count what they missed.
+ *              Lossless with a slow_consumer_timeout (untether_ns): gated,
+ *              but a consumer that holds the producer back without moving
+ *              for that long stops gating (ring/untether.c); readers then
+ *              validate as lossy readers do.
  */
 #ifndef SHMRING_RING_H
 #define SHMRING_RING_H
@@ -48,6 +52,8 @@ typedef struct {
     uint32_t pattern, flags, slot_count, slot;
     uint64_t slot_off;
     int multi_producer, lossy;
+    uint64_t untether_ns; /* lossless broadcast: slow_consumer_timeout, 0 = never */
+    int validating;       /* lossy, or untether_ns: copies are checked against intent */
     /* producer */
     uint64_t limit;      /* cached: claims must end at or before this */
     uint64_t tail_local; /* single-producer patterns own the tail */
@@ -62,6 +68,7 @@ typedef struct {
     uint64_t held_seq; /* read with the record, so lossy validation covers it */
     uint64_t last_msgno;
     int have_baseline;
+    uint64_t untethered; /* times this consumer found itself untethered */
     uint64_t messages, bytes; /* mirrored into this endpoint's slot */
     uint64_t link_region; /* consumer: this region's id, for the linked commit (link.c) */
     int batch;           /* defer publication and wake-ups to ring_flush */
@@ -69,6 +76,16 @@ typedef struct {
     uint64_t want;       /* record bytes a waiting producer needs */
     volatile int *cancel; /* set when the endpoint is closed under a waiter */
     char *err; /* static description of the last RING_CORRUPT */
+    /* producer with untether_ns: since when each consumer slot, at the
+     * cursor noted, has held a claim back (0: not now); when it last looked */
+    int64_t ut_seen;
+    uint64_t gate_epoch; /* OFF_GATE_EPOCH when the limit was last computed */
+    /* One entry per attach slot (slot_count), on the heap: a table may have
+     * thousands of slots, and a ring_t is copied (py/endpoint.c's waits).
+     * Allocated by ring_untether_alloc for a producer on such a region only
+     * (NULL otherwise), freed by ring_untether_free. */
+    uint64_t *ut_cursor;
+    int64_t *ut_since;
 } ring_t;
 
 /* Checks the header against the mapping; 0 or RING_CORRUPT (err set). */
@@ -101,6 +118,13 @@ int ring_slots_of(char *base, uint64_t size, uint64_t pid, uint64_t start, uint3
 
 int ring_ready_data(void *r);
 int ring_ready_space(void *r);
+
+/* Untethering (ring/untether.c): how often a producer blocked on a lossless
+ * broadcast with untether_ns should look again (it decides on its slow
+ * path, so it must wake to decide); -1 for never. */
+int ring_untether_alloc(ring_t *r); /* after ring_init, for a producer: 0, or -1 (no memory) */
+void ring_untether_free(ring_t *r);
+int64_t ring_untether_slice_ns(const ring_t *r);
 
 /* Recovery of a dead endpoint's slot, run by any process that has the
  * region mapped, after the slot's process is known to be dead and before
