@@ -316,8 +316,20 @@ class RegionTable:
         parsed = split_segment_name(seg)
         assert parsed is not None
         region = Region(parsed[1], seg, buf, st.st_size, st.st_ino)
+        broken: CorruptRegion | None = None
         try:
             region.validate()
+        except CorruptRegion as e:
+            # Overwritten after its creator (or an opener) validated it,
+            # before we looked (a creator's attach is not waited for): a
+            # region of the creation time the client names is tracked all
+            # the same, as one whose header is overwritten after it was
+            # tracked is, so its registered holders alone keep it.
+            if cns is None or region.created_ns != cns:
+                region.close()
+                log.warning("region %s is corrupt, not tracked: %s", seg, e)
+                return "invalid"
+            broken = e
         except ShmringError as e:
             region.close()
             log.warning("region %s is corrupt, not tracked: %s", seg, e)
@@ -331,6 +343,8 @@ class RegionTable:
             region.close()
             return t
         t = Tracked(seg, created, region, st.st_ino, region.persistent)
+        if broken is not None:
+            self._corrupt(t, broken)
         self._regions[t.key] = t
         self._on_tracked(t)
         log.debug("tracking %s", seg)
