@@ -27,7 +27,11 @@ class Attached:
     """What the parent saw while every putter was attached."""
 
     items: list[Any]
-    #: Live producer endpoints over the queue's rings, counted from the tables.
+    #: Putters still running (attached: they hold the queue until released)
+    #: once the parent had every item.
+    alive: int
+    #: Live producer endpoints in the rings the parent still has open (a
+    #: drained ring is removed, with its putters' slots in it).
     producers: int
     #: The most slots one putter held in any one region.
     most_slots: int
@@ -81,7 +85,8 @@ def fork_putters(q: Any, n: int) -> Attached:
             chunk = os.read(ready_r, 65536)
             assert chunk, f"only {said} of {n} putters said they had put"
             said += len(chunk)
-        seen = Attached(items=items, producers=0, most_slots=0,
+        running = sum(1 for pid in pids if os.waitpid(pid, os.WNOHANG) == (0, 0))
+        seen = Attached(items=items, alive=running, producers=0, most_slots=0,
                         seconds=time.monotonic() - t0)
         mine = set(pids)
         regions = [ch.region for ch in _rings(q)] + [q._h.ctl.region]

@@ -122,7 +122,8 @@ def test_a_thousand_forked_putters_at_once(make_queue: Callable[..., Any]) -> No
     assert q.get(timeout=10) == "parent"  # the parent's endpoints exist before the fork
     seen = fork_putters(q, PUTTERS)
     assert sorted(seen.items) == list(range(PUTTERS))
-    assert seen.producers >= PUTTERS  # all attached at once (the parent's producer too)
+    assert seen.alive == PUTTERS  # all attached at once
+    assert seen.producers >= 1
     assert seen.most_slots == 1  # one slot per putter, in every region
     for high, allocated, capacity in seen.rings:
         assert allocated <= table_bytes_bound(high, capacity), (high, allocated, capacity)

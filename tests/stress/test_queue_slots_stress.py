@@ -21,9 +21,11 @@ def test_4096_forked_putters_at_once(make_queue: Callable[..., Any]) -> None:
     assert q.get(timeout=10) == "parent"
     seen = fork_putters(q, PUTTERS)
     assert sorted(seen.items) == list(range(PUTTERS))
-    assert seen.producers >= PUTTERS
+    assert seen.alive == PUTTERS  # all attached at once
+    assert seen.producers >= 1
     assert seen.most_slots == 1
     for high, allocated, capacity in seen.rings:
         assert allocated <= table_bytes_bound(high, capacity), (high, allocated, capacity)
     print(f"\n{PUTTERS} putters attached and drained in {seen.seconds:.1f} s; rings "
-          f"(slot_high, allocated bytes, ring bytes): {seen.rings}")
+          f"(slot_high, allocated bytes, ring bytes): {seen.rings}; "
+          f"live producers in them: {seen.producers}")
