@@ -59,6 +59,25 @@ class CorruptRegion(Broken):
     out of bounds."""
 
 
+class CorruptJournal(CorruptRegion):
+    """A journal's file breaks an invariant of its format (a bad checksum or
+    length below the durable point, a bad header, a gap between segments);
+    nothing was read out of bounds.
+
+    ``path`` is the file, ``offset`` the byte offset in it where the bad
+    bytes start (None where the error is about the file as a whole)."""
+
+    path: str | None = None
+    offset: int | None = None
+
+
+class SyncFailed(Broken, OSError):
+    """``msync``/``fsync`` of a journal failed (an I/O error, say): the writer
+    is unusable from then on, and records after the journal's
+    ``durable_seq`` may not be on disk. Never retried silently; the cause is
+    ``__cause__``."""
+
+
 class MessageTooLarge(ShmringError, ValueError):
     """A message is larger than the channel's ``max_message``; nothing was written.
 
@@ -141,7 +160,14 @@ class PermissionDenied(ShmringError, PermissionError):
 
 
 class NoSpace(ShmringError, OSError):
-    """``/dev/shm`` has no room for the region (ENOSPC at creation)."""
+    """``/dev/shm`` has no room for the region (ENOSPC at creation), or a
+    journal's file system has no room for its next segment file."""
+
+
+class WriterTaken(RoleTaken):
+    """A journal already has a writer (one writer at a time; the lock is
+    dropped by the kernel when the writer's process dies). ``pid`` is the
+    writer's process where known."""
 
 
 class AttachTableFull(ShmringError):
