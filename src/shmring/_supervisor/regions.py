@@ -235,16 +235,13 @@ class RegionTable:
         not (``invalid``, ``gone``, ``stale``, ``unpublished``)."""
         if not self.own_segment(seg):
             return "invalid"
+        p.creating.pop(seg, None)
         t = self._regions.get((seg, cns))
         if t is None:
             res = self.track(seg, cns)
             if isinstance(res, str):
-                # A creator's attach is not waited for: its region may be
-                # truncated or removed before we look. It stays "being
-                # created" by p, so p's death has it looked at again.
                 return res
             t = res
-        p.creating.pop(seg, None)
         t.registered = True
         p.holds[t.key] = p.holds.get(t.key, 0) + 1
         t.holders[p.key] = t.holders.get(p.key, 0) + 1
