@@ -54,8 +54,7 @@ class Channel:
     without moving for that long).
     """
 
-    def __init__(self, region: Region, *, supervised: bool | None = None,
-                 created: bool = False) -> None:
+    def __init__(self, region: Region, *, supervised: bool | None = None) -> None:
         self._region = region
         self._created_ns = region.created_ns
         self._slot = region.alloc_slot(L.ROLE_ATTACH)
@@ -67,8 +66,7 @@ class Channel:
         if _client.enabled(supervised):
             try:
                 conn = _client.connection(_namespace(region.segment))
-                # Our own new region: registered without waiting for the reply.
-                conn.attach(region.segment, self._created_ns, wait=not created)
+                conn.attach(region.segment, self._created_ns)
             except BaseException:
                 region.free_slot(self._slot)
                 raise
@@ -131,7 +129,7 @@ class Channel:
             raise
         created = region.created_ns
         try:
-            return cls(region, supervised=conn is not None, created=True)
+            return cls(region, supervised=conn is not None)
         except BaseException:
             region.close()
             unlink_if_created(seg, created)

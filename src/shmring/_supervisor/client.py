@@ -146,9 +146,9 @@ class Connection:
         """Announce the creation of ``seg`` (if we die before attaching it, the
         supervisor removes what we left). Not waited for: the supervisor reads
         a connection's messages in order, even after the sender died, so this
-        one is handled before the ``attach`` that follows. Sent with
-        ``noreply``: the supervisor answers it not at all, so no reply piles
-        up unread in our socket."""
+        one is handled before the ``attach`` that follows (whose reply is
+        waited for). Sent with ``noreply``: the supervisor answers it not at
+        all (one reply less to send and to pass over)."""
         with self._lock:
             if self._sock is not None:
                 msg = {"op": "creating", "seg": seg, "id": next(self._ids), "noreply": True}
@@ -164,27 +164,9 @@ class Connection:
         with contextlib.suppress(ShmringError):
             self._request({"op": "abandon", "seg": seg}, connect=False)
 
-    def attach(self, seg: str, created_ns: int, *, wait: bool = True) -> None:
+    def attach(self, seg: str, created_ns: int) -> None:
         """Register that this process uses the region. Raises :class:`Stale`
-        if the name no longer refers to it.
-
-        ``wait=False``: for the region this process has just created, which
-        cannot be stale: sent (``noreply``) without waiting, as ``creating``
-        is, if connected; the supervisor reads a connection in order."""
-        if not wait:
-            with self._lock:
-                if self._sock is not None:
-                    msg = {"op": "attach", "seg": seg, "created_ns": created_ns,
-                           "id": next(self._ids), "noreply": True}
-                    try:
-                        _ipc.send(self._sock, msg)
-                    except OSError:
-                        self._close_sock()  # gone: the waited-for path reconnects
-                    else:
-                        k = (seg, created_ns)
-                        self.holds[k] = self.holds.get(k, 0) + 1
-                        self._sync_watcher()
-                        return
+        if the name no longer refers to it."""
         reply = self._request({"op": "attach", "seg": seg, "created_ns": created_ns})
         if reply.get("ok"):
             with self._lock:

@@ -67,6 +67,8 @@ LINK_WAIT = 5.0
 #: After a holder's death, a region that others still hold is judged again
 #: (its table walked) at most this often (seconds): see _judge_after_death.
 DEATHS_WALK = 0.05
+
+
 class _Lazy:
     """One ``Census`` per evaluation, walked only if a slot needs it."""
 
@@ -316,20 +318,8 @@ class RegionTable:
         parsed = split_segment_name(seg)
         assert parsed is not None
         region = Region(parsed[1], seg, buf, st.st_size, st.st_ino)
-        broken: CorruptRegion | None = None
         try:
             region.validate()
-        except CorruptRegion as e:
-            # Overwritten after its creator (or an opener) validated it,
-            # before we looked (a creator's attach is not waited for): a
-            # region of the creation time the client names is tracked all
-            # the same, as one whose header is overwritten after it was
-            # tracked is, so its registered holders alone keep it.
-            if cns is None or region.created_ns != cns:
-                region.close()
-                log.warning("region %s is corrupt, not tracked: %s", seg, e)
-                return "invalid"
-            broken = e
         except ShmringError as e:
             region.close()
             log.warning("region %s is corrupt, not tracked: %s", seg, e)
@@ -343,8 +333,6 @@ class RegionTable:
             region.close()
             return t
         t = Tracked(seg, created, region, st.st_ino, region.persistent)
-        if broken is not None:
-            self._corrupt(t, broken)
         self._regions[t.key] = t
         self._on_tracked(t)
         log.debug("tracking %s", seg)

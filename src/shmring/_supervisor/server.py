@@ -413,9 +413,8 @@ class Supervisor:
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
-        # "noreply": the client does not wait for this one (creating, and the
-        # attach of a region it has just created): a reply nobody reads would
-        # fill its socket buffer, then block our sends to it.
+        # "noreply": the client does not wait for this one (creating): a reply
+        # nobody waits for is one send here and one pass-over there.
         if reply is not None and key.fd in self._conns and not msg.get("noreply"):
             reply["id"] = msg.get("id")
             self._send(c, reply)
