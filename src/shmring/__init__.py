@@ -19,6 +19,7 @@ from ._errors import (
     Broken,
     ClaimRevoked,
     Closed,
+    CorruptJournal,
     CorruptRegion,
     DecodeError,
     EndOfStream,
@@ -33,9 +34,12 @@ from ._errors import (
     RoleTaken,
     ShmringError,
     SupervisorUnavailable,
+    SyncFailed,
     Timeout,
     WouldBlock,
+    WriterTaken,
 )
+from ._journal import Journal
 from ._objects.serializers import JSONSerializer, MsgspecSerializer, PickleSerializer, Serializer
 from ._objects.view import ObjectView
 from ._pipeline.pipeline import Pipeline
@@ -56,11 +60,13 @@ __all__ = [
     "ClaimRevoked",
     "Closed",
     "Consumer",
+    "CorruptJournal",
     "CorruptRegion",
     "DecodeError",
     "EndOfStream",
     "InvalidArgument",
     "JSONSerializer",
+    "Journal",
     "JoinableQueue",
     "MessageTooLarge",
     "MsgspecSerializer",
@@ -88,7 +94,9 @@ __all__ = [
     "SimpleQueue",
     "Stream",
     "SupervisorUnavailable",
+    "SyncFailed",
     "Timeout",
     "WouldBlock",
+    "WriterTaken",
     "__version__",
 ]

@@ -27,8 +27,10 @@ DESCRIPTION = """\
 shmring passes messages between processes through POSIX shared memory.
 These commands try it (demo), show what is in /dev/shm (ls, inspect), remove
 what no live process uses (gc), watch a namespace live (top), run a
-namespace's supervisor in the foreground (supervisor) and compare shmring
-with its peers (bench)."""
+namespace's supervisor in the foreground (supervisor), compare shmring
+with its peers (bench), and keep channels in durable journals: record a
+channel into one (record), play one back into a channel (replay), print its
+records (cat) and show what it holds (inspect DIR)."""
 
 EPILOG = "`shmring COMMAND --help` describes a command and its options."
 
@@ -118,16 +120,54 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _module(name: str) -> tuple[Callable[[argparse.ArgumentParser], None],
+                                 Callable[[argparse.Namespace], int]]:
+    """The ``add_arguments`` and ``run`` of the command module ``name``
+    (imported when the command is used, so the journal stays unloaded for
+    the others)."""
+    def add(p: argparse.ArgumentParser) -> None:
+        import importlib
+
+        importlib.import_module(f"{__package__}.{name}").add_arguments(p)
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        result: int = importlib.import_module(f"{__package__}.{name}").run(args)
+        return result
+
+    return add, run
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    from .journal_inspect import inspect_args
+
+    inspect_args(p)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .journal_inspect import inspect
+
+    return inspect(args)
+
+
 COMMANDS: dict[str, Command] = {
     "bench": ("compare shmring with its peers (from a source checkout)", _bench_args, _bench),
     "demo": ("move a million messages between two processes", _demo_args, _demo),
     "supervisor": ("run the supervisor of a namespace in the foreground",
                    _supervisor_args, _supervisor),
     "ls": ("list regions: size, pattern, processes, fill, messages", *_tool("ls")),
-    "inspect": ("show one region's header, counters and attach table", *_tool("inspect")),
+    "inspect": ("show one region's header, counters and attach table, or a journal's "
+                "segments, sequence range, cursors and durable point", _inspect_args, _inspect),
     "gc": ("list regions no live process uses (remove them with --yes)", *_tool("gc")),
     "top": ("a live view of a namespace: regions, rates, pipelines, supervisor, processes",
             _top_args, _top),
+    "record": ("record a channel's messages into a journal (a directory of files)",
+               *_module("record")),
+    "replay": ("send a journal's records into a channel, bytes exactly as recorded",
+               *_module("replay")),
+    "cat": ("print a journal's records (objects decoded, bytes shown safely)",
+            *_module("journal_cat")),
 }
 
 
