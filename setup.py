@@ -19,6 +19,7 @@ SOURCES = [
     "ring/revoke.c",
     "ring/link.c",
     "ring/lease.c",
+    "ring/slots.c",
     "ring/untether.c",
     "value/encode.c",
     "value/decode.c",

@@ -314,8 +314,9 @@ def test_full_quarantine_table_defers_revocation(env: Env, uname: str) -> None:
         buf = ch.region._mapping()
         txs = [ch.producer() for _ in range(L.QUAR_ENTRIES + 1)]
         claims = [tx.claim(32) for tx in txs]
-        slots = [i for i in range(ch.region.slot_count)
-                 if _core.load(buf, L.slot_offset(i) + L.SLOT_CLAIM_POS) != L.CLAIM_NONE]
+        slots = [i for i in range(ch.region.slot_count)  # free slots are all zeros
+                 if _core.load(buf, L.slot_offset(i) + L.SLOT_PID) != 0
+                 and _core.load(buf, L.slot_offset(i) + L.SLOT_CLAIM_POS) != L.CLAIM_NONE]
         assert [_core.revoke_claim(buf, s) for s in slots] == [1] * L.QUAR_ENTRIES + [-2]
         claims[-1].commit()  # the last one was not revoked
         assert rx.recv(timeout=1) == bytes(32)

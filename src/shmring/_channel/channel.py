@@ -4,6 +4,10 @@ A :class:`Channel` is a region opened by name; its :meth:`Channel.producer`
 and :meth:`Channel.consumer` hand out endpoints (``endpoints.py``), each
 holding an attach slot and, on the single-producer or single-consumer
 patterns, the role's owner word; this module takes and gives back both.
+The channel's own slot (it marks this process as a user of the region) is
+lent to its first endpoint, so a process with one endpoint holds one slot
+(thousands of processes can share a queue); the endpoint gives it back to
+the channel when it closes.
 Lifecycle (close, close_send, unlink, the supervisor) and pickling are here.
 """
 
@@ -24,28 +28,11 @@ from .._errors import (
 )
 from .._proc import pid_namespace
 from .._region.inventory import unlink_if_created, unlink_if_same
+from .._region.options import lease_millis
 from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
 from . import presence as _presence  # noqa: F401  (registers the send timeouts' hint)
 from .endpoints import Consumer, Producer
-
-
-def lease_millis(lease: object, pattern: str) -> int:
-    """``Channel.create``'s ``lease`` as the header stores it (HDR_LEASE_MS):
-    0 for the supervisor's default, LEASE_NEVER for never, else milliseconds
-    (at least 1)."""
-    if lease == "supervisor" or (pattern != "mpmc" and lease in (None, 0)):
-        return 0
-    if pattern != "mpmc":
-        raise InvalidArgument(f"lease applies to the mpmc pattern only, not {pattern!r}")
-    if lease is None or (isinstance(lease, (int, float)) and not isinstance(lease, bool)
-                         and lease == 0):
-        return L.LEASE_NEVER
-    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not (
-            0 < lease < 1e9):
-        raise InvalidArgument(f"lease {lease!r} must be a number of seconds > 0, 0 or None "
-                              "(never), or 'supervisor' (its --lease-timeout)")
-    return max(1, round(lease * 1000))
 
 
 class Channel:
@@ -72,6 +59,7 @@ class Channel:
         self._region = region
         self._created_ns = region.created_ns
         self._slot = region.alloc_slot(L.ROLE_ATTACH)
+        self._lent = False  # the slot is an endpoint's now (lent to it)
         self._endpoints: weakref.WeakSet[Producer | Consumer] = weakref.WeakSet()
         # The supervisor unlinks the region once its last user is gone
         # (docs/design.md, "Supervisor"); supervised=False opts out.
@@ -199,16 +187,35 @@ class Channel:
         raise RegionNotFound(f"region {name!r} kept being removed while opening it")
 
     # ------------------------------------------------------------ roles --
+    def _endpoint_slot(self, role: int) -> int:
+        """A slot for a new endpoint of ``role``: the channel's own if it is
+        not lent already (and this process's: not a forked child's), else a
+        new one."""
+        if not self._lent and self._slot >= 0 and self._owns(self._slot):
+            self._region.table.lend(self._slot, role)
+            self._lent = True
+            return self._slot
+        return self._region.alloc_slot(role)
+
+    def _drop_slot(self, slot: int) -> None:
+        """An endpoint's slot is done with: given back to the channel if it
+        was lent, else freed."""
+        if self._lent and slot == self._slot:
+            self._region.table.give_back(slot)
+            self._lent = False
+        else:
+            self._region.free_slot(slot)
+
     def _take_role(self, *, producer: bool) -> int:
         region = self._region
         what = "producer" if producer else "consumer"
-        slot = region.alloc_slot(L.ROLE_PRODUCER if producer else L.ROLE_CONSUMER)
+        slot = self._endpoint_slot(L.ROLE_PRODUCER if producer else L.ROLE_CONSUMER)
         for attempt in range(2):
             if region.table.take_owner(slot, producer=producer):
                 return slot
             if attempt == 0:
                 region.reap_dead()  # the holder may have died
-        region.free_slot(slot)
+        self._drop_slot(slot)
         pid, ns = region.table.owner(producer=producer)
         here = ns in (0, pid_namespace())
         holder = ("another endpoint of this process" if pid == os.getpid() and here else
@@ -229,7 +236,7 @@ class Channel:
             raise Closed(f"channel {region.name!r} was closed for sending")
         pattern = L.PATTERNS[region.pattern]
         if pattern in L.MULTI_PRODUCER:
-            slot = region.alloc_slot(L.ROLE_PRODUCER)
+            slot = self._endpoint_slot(L.ROLE_PRODUCER)
         else:
             slot = self._take_role(producer=True)
         try:
@@ -249,7 +256,7 @@ class Channel:
         if pattern in L.SINGLE_CONSUMER:
             slot = self._take_role(producer=False)
         else:
-            slot = region.alloc_slot(L.ROLE_CONSUMER)
+            slot = self._endpoint_slot(L.ROLE_CONSUMER)
         try:
             c = Consumer(region._mapping(), slot, region.name)
             c._join()
@@ -278,7 +285,7 @@ class Channel:
             # A broadcast consumer stops gating the producer.
             region.table.set_state(slot, L.SLOT_CLOSING)
             _core.wake(buf, L.OFF_SPACE_FUTEX)
-        region.free_slot(slot)
+        self._drop_slot(slot)
 
     # -------------------------------------------------------- lifecycle --
     def close_send(self) -> None:

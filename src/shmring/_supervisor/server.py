@@ -416,7 +416,9 @@ class Supervisor:
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
-        if reply is not None and key.fd in self._conns:
+        # "noreply": the client does not wait for this one (creating): a reply
+        # nobody waits for is one send here and one pass-over there.
+        if reply is not None and key.fd in self._conns and not msg.get("noreply"):
             reply["id"] = msg.get("id")
             self._send(c, reply)
         self._update_idle()

@@ -38,6 +38,11 @@ int endpoint_init(EndpointObject *self, PyObject *args, int consumer) {
         PyBuffer_Release(&self->buf);
         return -1;
     }
+    if (!consumer && ring_untether_alloc(&self->ring) < 0) {
+        PyBuffer_Release(&self->buf);
+        PyErr_NoMemory();
+        return -1;
+    }
     self->ring.cancel = &self->closing;
     self->open = 1;
     return 0;
@@ -103,6 +108,7 @@ void endpoint_dealloc(EndpointObject *self) {
     Py_CLEAR(self->view);
     Py_CLEAR(self->stream);
     Py_CLEAR(self->name);
+    ring_untether_free(&self->ring);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

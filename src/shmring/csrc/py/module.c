@@ -238,6 +238,57 @@ static PyObject *m_recover_slot(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     return PyLong_FromLong(fixed);
 }
 
+/* slot_take(buffer, pid, limit) / slots_of(buffer, pid, start): attach slots found
+ * in C (ring/slots.c), a table may have thousands. */
+static PyObject *m_slot_take(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    uint64_t pid, limit;
+    if (n != 3) return PyErr_Format(PyExc_TypeError, "slot_take(buffer, pid, limit)");
+    if (get_u64(a[1], &pid) < 0 || get_u64(a[2], &limit) < 0) return NULL;
+    if (limit > MAX_SLOTS) limit = MAX_SLOTS;
+    if (pid == 0 || (pid & SLOT_RECOVERING))
+        return PyErr_Format(PyExc_ValueError, "slot_take: bad pid %llu", (unsigned long long)pid);
+    if (PyObject_GetBuffer(a[0], &vb, PyBUF_WRITABLE) < 0) return NULL;
+    int64_t slot = ring_slot_take(vb.buf, (uint64_t)vb.len, pid, (uint32_t)limit);
+    PyBuffer_Release(&vb);
+    if (slot == -2) return PyErr_Format(E_Corrupt, "corrupt region: bad attach slot count");
+    if (slot < 0) Py_RETURN_NONE;
+    return PyLong_FromLongLong(slot);
+}
+
+static PyObject *m_slots_of(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    uint64_t pid, start;
+    if (n != 3) return PyErr_Format(PyExc_TypeError, "slots_of(buffer, pid, start)");
+    if (get_u64(a[1], &pid) < 0 || get_u64(a[2], &start) < 0) return NULL;
+    uint32_t *found = PyMem_Malloc(MAX_SLOTS * sizeof(uint32_t));
+    if (!found) return PyErr_NoMemory();
+    if (PyObject_GetBuffer(a[0], &vb, PyBUF_WRITABLE) < 0) {
+        PyMem_Free(found);
+        return NULL;
+    }
+    int k = ring_slots_of(vb.buf, (uint64_t)vb.len, pid, start, found, (int)MAX_SLOTS);
+    PyBuffer_Release(&vb);
+    PyObject *out = PyList_New(k);
+    if (!out) {
+        PyMem_Free(found);
+        return NULL;
+    }
+    for (int i = 0; i < k; i++) {
+        PyObject *v = PyLong_FromUnsignedLong(found[i]);
+        if (!v) {
+            Py_DECREF(out);
+            PyMem_Free(found);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    PyMem_Free(found);
+    return out;
+}
+
 /* revoke_claim(buffer, slot) / lift_quarantine(buffer): the supervisor's
  * side of revocation (ring/revoke.c). */
 static PyObject *m_revoke_claim(PyObject *m, PyObject *const *a, Py_ssize_t n) {
@@ -422,6 +473,11 @@ static PyMethodDef methods[] = {
     {"revoke_lease", (PyCFunction)(void (*)(void))m_revoke_lease, METH_FASTCALL,
      "revoke_lease(buffer, pos, word, out=None) -> int: hand a record held too long back "
      "(1), done (2), not held so any more (0), not yet (-2)."},
+    {"slot_take", (PyCFunction)(void (*)(void))m_slot_take, METH_FASTCALL,
+     "slot_take(buffer, pid, limit) -> int | None: take a free attach slot below limit for pid "
+     "(its pid word, by compare-exchange); None if every one is taken."},
+    {"slots_of", (PyCFunction)(void (*)(void))m_slots_of, METH_FASTCALL,
+     "slots_of(buffer, pid, start) -> list[int]: the attach slots held by that process."},
     {"revoke_claim", (PyCFunction)(void (*)(void))m_revoke_claim, METH_FASTCALL,
      "revoke_claim(buffer, slot) -> int: revoke a stuck producer's claim (1), "
      "nothing to revoke (0), quarantine table full (-2)."},
@@ -462,7 +518,8 @@ static const struct {
     C(SHMRING_MAGIC), C(LAYOUT_VERSION), C(LINE), C(HDR_MAGIC), C(HDR_VERSION),
     C(HDR_PATTERN), C(HDR_TOTAL_SIZE), C(HDR_CAPACITY), C(HDR_MAX_MESSAGE),
     C(HDR_SLOT_COUNT), C(HDR_FLAGS), C(HDR_CREATED_NS), C(HDR_DATA_OFFSET),
-    C(HDR_CREATOR_PID), C(HDR_UNTETHER_NS), C(OFF_TAIL), C(OFF_HEAD), C(OFF_READ_CLAIM), C(OFF_LATEST),
+    C(HDR_CREATOR_PID), C(HDR_UNTETHER_NS), C(HDR_SLOT_HIGH), C(OFF_TAIL), C(OFF_HEAD),
+    C(OFF_READ_CLAIM), C(OFF_LATEST),
     C(OFF_INTENT), C(OFF_REDELIVER), C(OFF_DATA_FUTEX), C(OFF_DATA_WAITERS),
     C(OFF_SPACE_FUTEX), C(OFF_SPACE_WAITERS), C(OFF_EOS), C(OFF_BROKEN),
     C(OFF_PRODUCER_OWNER), C(OFF_CONSUMER_OWNER), C(OFF_MSGNO), C(OFF_GATE_EPOCH), C(OFF_STATS_IN_MSGS),

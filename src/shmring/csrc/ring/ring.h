@@ -81,8 +81,12 @@ typedef struct {
      * cursor noted, has held a claim back (0: not now); when it last looked */
     int64_t ut_seen;
     uint64_t gate_epoch; /* OFF_GATE_EPOCH when the limit was last computed */
-    uint64_t ut_cursor[MAX_SLOTS];
-    int64_t ut_since[MAX_SLOTS];
+    /* One entry per attach slot (slot_count), on the heap: a table may have
+     * thousands of slots, and a ring_t is copied (py/endpoint.c's waits).
+     * Allocated by ring_untether_alloc for a producer on such a region only
+     * (NULL otherwise), freed by ring_untether_free. */
+    uint64_t *ut_cursor;
+    int64_t *ut_since;
 } ring_t;
 
 /* Checks the header against the mapping; 0 or RING_CORRUPT (err set). */
@@ -102,12 +106,25 @@ void ring_consumer_flush(ring_t *r); /* end of a batch of releases */
 int ring_has_data(ring_t *r);
 int ring_consumer_join(ring_t *r);
 
+/* Attach slots (ring/slots.c). used: how many slots a walk of a table of
+ * count slots looks at (slot_high, at most count). take: take a free slot
+ * for pid by compare-exchange of its pid word; its index, -1 if every slot
+ * below limit is taken, -2 for a corrupt slot count (the caller makes sure
+ * the pages of the slots below limit are allocated: tmpfs). slots_of: the slots (at most max)
+ * whose pid and start time are these; how many. */
+uint32_t ring_slots_used(char *base, uint32_t count);
+int64_t ring_slot_take(char *base, uint64_t size, uint64_t pid, uint32_t limit);
+int ring_slots_of(char *base, uint64_t size, uint64_t pid, uint64_t start, uint32_t *out,
+                  int max);
+
 int ring_ready_data(void *r);
 int ring_ready_space(void *r);
 
 /* Untethering (ring/untether.c): how often a producer blocked on a lossless
  * broadcast with untether_ns should look again (it decides on its slow
  * path, so it must wake to decide); -1 for never. */
+int ring_untether_alloc(ring_t *r); /* after ring_init, for a producer: 0, or -1 (no memory) */
+void ring_untether_free(ring_t *r);
 int64_t ring_untether_slice_ns(const ring_t *r);
 
 /* Recovery of a dead endpoint's slot, run by any process that has the
