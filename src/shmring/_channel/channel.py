@@ -55,7 +55,8 @@ class Channel:
     without moving for that long).
     """
 
-    def __init__(self, region: Region, *, supervised: bool | None = None) -> None:
+    def __init__(self, region: Region, *, supervised: bool | None = None,
+                 register: bool = True) -> None:
         self._region = region
         self._created_ns = region.created_ns
         self._slot = region.alloc_slot(L.ROLE_ATTACH)
@@ -63,8 +64,9 @@ class Channel:
         self._endpoints: weakref.WeakSet[Producer | Consumer] = weakref.WeakSet()
         # The supervisor unlinks the region once its last user is gone
         # (docs/design.md, "Supervisor"); supervised=False opts out.
+        # register=False: the caller registers it (create_together).
         self._supervisor: _client.Connection | None = None
-        if _client.enabled(supervised):
+        if register and _client.enabled(supervised):
             try:
                 conn = _client.connection(_namespace(region.segment))
                 conn.attach(region.segment, self._created_ns)
@@ -146,6 +148,65 @@ class Channel:
             if conn is not None:
                 conn.abandon(seg)
             raise
+
+    @classmethod
+    def create_together(cls, specs: list[tuple[str, int, str, int | None]],
+                        namespace: str | None = None) -> list[Channel]:
+        """Create channels ``(name, capacity, pattern, max_message)`` with
+        ``MAX_SLOTS`` slots and the other options' defaults, as many
+        :meth:`create` calls would, but registered with the supervisor in one
+        round trip: each is announced and made, then every ``attach`` is sent
+        and every reply waited for. Every region is tracked by the supervisor
+        when this returns. All are made or none: on any error the ones made
+        are removed."""
+        conn = _client.connection(_namespace(segment_name(specs[0][0], namespace))) \
+            if _client.enabled(None) else None
+        if conn is None:
+            made: list[Channel] = []
+            try:
+                for name, capacity, pattern, max_message in specs:
+                    made.append(cls.create(name, capacity, pattern, max_message=max_message,
+                                           slots=L.MAX_SLOTS, namespace=namespace,
+                                           supervised=False))
+            except BaseException:
+                for c in made:
+                    c.close()
+                    c.unlink()
+                raise
+            return made
+        chans: list[Channel] = []
+        errors: list[Any] = []
+        try:
+            for name, capacity, pattern, max_message in specs:
+                seg = segment_name(name, namespace)
+                conn.creating(seg)  # if we die before attaching, it is cleaned up
+                try:
+                    region = Region.create(name, capacity, pattern=pattern,
+                                           max_message=max_message, slots=L.MAX_SLOTS,
+                                           namespace=namespace,
+                                           lease_ms=lease_millis("supervisor", pattern))
+                except BaseException:
+                    conn.abandon(seg)
+                    raise
+                try:
+                    chans.append(cls(region, register=False))
+                except BaseException:
+                    region.close()
+                    unlink_if_created(seg, region.created_ns)
+                    conn.abandon(seg)
+                    raise
+            errors = conn.attach_all([(c._region.segment, c._created_ns) for c in chans])
+            for c, err in zip(chans, errors, strict=True):
+                if err is None:
+                    c._supervisor = conn
+        except BaseException:
+            errors = []
+            _undo(chans, conn)
+            raise
+        if any(errors):
+            _undo(chans, conn)
+            raise next(e for e in errors if e is not None)
+        return chans
 
     @classmethod
     def open(cls, name: str, *, wait: float | None = 0.0, namespace: str | None = None,
@@ -403,6 +464,17 @@ class Channel:
     def __repr__(self) -> str:
         state = "closed" if self.closed else self.pattern
         return f"<shmring.Channel {self.name!r} {state}>"
+
+
+def _undo(chans: list[Channel], conn: _client.Connection) -> None:
+    """create_together failed: remove what it made (a registered channel's
+    close detaches it; the others were announced, never attached)."""
+    for c in chans:
+        seg, cns, registered = c._region.segment, c._created_ns, c._supervisor is not None
+        c.close()
+        unlink_if_created(seg, cns)
+        if not registered:
+            conn.abandon(seg)
 
 
 def _reopen(name: str, segment: str) -> Channel:

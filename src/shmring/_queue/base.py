@@ -86,7 +86,13 @@ def _after_fork_in_child() -> None:
         q._forget_after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _before_fork() -> None:
+    # The child holds every queue: the parent's watcher must run (_watch).
+    for q in list(_LIVE):
+        q._watch()
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 class _QueueBase(_core.QueueCore):
@@ -111,24 +117,21 @@ class _QueueBase(_core.QueueCore):
                                           or maxsize_bytes <= 0):
             raise ValueError(f"maxsize_bytes must be a positive int or None, not "
                              f"{maxsize_bytes!r}")
+        named = name is not None
         if name is None:
             name = f"q-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         if maxsize_bytes is None:
-            ch = C.create_ring(name, 0, C.BASE_CAPACITY,
-                               check_namespace(default_namespace() if namespace is None
-                                               else namespace))
+            namespace = check_namespace(default_namespace() if namespace is None else namespace)
+            ring = (C.seg_name(name, 0), C.BASE_CAPACITY, "mpmc",
+                    C.BASE_CAPACITY // 2 - L.RECORD_HEADER)
         else:
             capacity = max(L.MIN_CAPACITY, _next_pow2(maxsize_bytes))
-            ch = Channel.create(name, capacity, "mpmc",
-                                max_message=capacity // 2 - L.RECORD_HEADER,
-                                slots=L.MAX_SLOTS, namespace=namespace)
-        try:
-            ctl = Channel.create(f"{name}.ctl", L.MIN_CAPACITY, "spsc", slots=L.MAX_SLOTS,
-                                 namespace=namespace)
-        except BaseException:
-            ch.close()
-            ch.unlink()
-            raise
+            ring = (name, capacity, "mpmc", capacity // 2 - L.RECORD_HEADER)
+        # Both regions registered in one round trip: the supervisor tracks
+        # both when this returns (a region it never tracked could be left
+        # behind), for one wait instead of two.
+        ch, ctl = Channel.create_together(
+            [ring, (f"{name}.ctl", L.MIN_CAPACITY, "spsc", None)], namespace)
         try:
             h = _Handles(ch, ctl)
             h.init_block(maxsize, chained=maxsize_bytes is None)
@@ -139,10 +142,10 @@ class _QueueBase(_core.QueueCore):
             raise
         parsed = split_segment_name(ch.region.segment)
         assert parsed is not None
-        self._setup(name, parsed[0], serializer, h)
+        self._setup(name, parsed[0], serializer, h, watch=named)
 
     def _setup(self, name: str, namespace: str, serializer: Serializer | None,
-               h: _Handles | None) -> None:
+               h: _Handles | None, watch: bool = True) -> None:
         self._name = name
         self._namespace = namespace
         self._serializer = PICKLE if serializer is None else serializer
@@ -156,10 +159,10 @@ class _QueueBase(_core.QueueCore):
         self._h: _Handles | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         if h is not None:
-            self._adopt(h)
+            self._adopt(h, watch)
         _LIVE.add(self)
 
-    def _adopt(self, h: _Handles) -> None:
+    def _adopt(self, h: _Handles, watch: bool = True) -> None:
         try:
             self._maxsize = h.maxsize()
         except CorruptRegion:
@@ -168,8 +171,21 @@ class _QueueBase(_core.QueueCore):
         self._state = h.bind(self._maxsize, self._joinable, self._wlock, self._rlock)
         self._h = h
         self._finalizer = weakref.finalize(self, _close_handles, h, self._rlock, self._wlock)
-        if h.chain is not None:
+        if h.chain is not None and watch:
             h.chain.start()
+
+    def _watch(self) -> None:
+        """Make sure this process's watcher (chain.py) runs before another
+        process can reach the queue. A process that opens a queue starts it
+        at once (its watcher is what holds the rings others add); the
+        process that made a queue under a name of its own choosing, which
+        no other process can know yet, starts it when the queue first can
+        be reached: its first put or get, its pickling, a fork, its name
+        read. A thread start less in ``Queue()``, as multiprocessing starts
+        its feeder thread at the first put."""
+        h = self._h
+        if h is not None and h.chain is not None:
+            h.chain.ensure_started()
 
     def _attach(self) -> _Handles:
         """This process's handles, opening the queue by name if needed."""
@@ -234,6 +250,7 @@ class _QueueBase(_core.QueueCore):
         return _rebuild(cls, name, ns, serializer)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        self._watch()
         return (_rebuild, (type(self), self._name, self._namespace, self._serializer))
 
     # --------------------------------------------------------- lifecycle --
@@ -279,6 +296,7 @@ class _QueueBase(_core.QueueCore):
     @property
     def name(self) -> str:
         """The queue's name (its regions are ``<name>`` and ``<name>.ctl``)."""
+        self._watch()  # another process may open it by this name
         return self._name
 
     def __repr__(self) -> str:
@@ -376,8 +394,7 @@ class _QueueBase(_core.QueueCore):
             if not _acquire(self._wlock, block, deadline):
                 raise self._full(block, timeout)
             try:
-                if chain._thread is None:
-                    chain.start()  # a forked child's first use
+                chain.ensure_started()  # a forked child's or the maker's first put
                 chain.put(size, data, fill, st.count)
             finally:
                 self._wlock.release()
@@ -396,6 +413,7 @@ class _QueueBase(_core.QueueCore):
         moving on at its end of stream."""
         chain = h.chain
         assert chain is not None
+        chain.ensure_started()
         if not _acquire(self._rlock, block, deadline):
             raise self._empty(block, timeout)
         data = None

@@ -328,6 +328,13 @@ class Chain:
         ch.close()
 
     # --------------------------------------------------------- watcher --
+    def ensure_started(self) -> None:
+        """Start the watcher unless it runs (in this process) already."""
+        if self._thread is None:
+            with self.lock:
+                if self._thread is None and not self._stop:
+                    self.start()
+
     def start(self) -> None:
         """Start the watcher (in this process; again after a fork)."""
         self.pid = os.getpid()

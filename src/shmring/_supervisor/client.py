@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import itertools
 import logging
 import os
@@ -174,10 +173,25 @@ class Connection:
                 self.holds[k] = self.holds.get(k, 0) + 1
                 self._sync_watcher()
             return
-        err = reply.get("error")
-        if err in ("gone", "stale", "unpublished"):
-            raise Stale(f"region {seg!r} was removed or replaced while opening it")
-        raise ShmringError(f"the supervisor refused to register region {seg!r}: {err}")
+        err = _attach_error(seg, reply)
+        assert err is not None
+        raise err
+
+    def attach_all(self, regions: list[tuple[str, int]]) -> list[ShmringError | None]:
+        """Register several regions (``(seg, created_ns)`` each) in one round
+        trip: every ``attach`` is sent, then every reply waited for. Returns
+        per region None (registered) or the error :meth:`attach` would raise,
+        so that the caller can undo what it made."""
+        def count(msg: dict[str, Any], reply: dict[str, Any]) -> None:
+            # Under the lock as each reply comes: a reconnect meanwhile
+            # replays exactly the attaches not yet answered.
+            if reply.get("ok"):
+                k = (msg["seg"], msg["created_ns"])
+                self.holds[k] = self.holds.get(k, 0) + 1
+                self._sync_watcher()
+        msgs = [{"op": "attach", "seg": seg, "created_ns": cns} for seg, cns in regions]
+        replies = self._request_all(msgs, count)
+        return [_attach_error(m["seg"], r) for m, r in zip(msgs, replies, strict=True)]
 
     def detach(self, seg: str, created_ns: int) -> bool:
         """Unregister one use of the region; True if the supervisor unlinked it
@@ -223,8 +237,18 @@ class Connection:
             self._lock.release()
 
     def _request(self, msg: dict[str, Any], *, connect: bool = True) -> dict[str, Any]:
+        return self._request_all([msg], connect=connect)[0]
+
+    def _request_all(self, msgs: list[dict[str, Any]], on_reply: Any = None, *,
+                     connect: bool = True) -> list[dict[str, Any]]:
+        """Send every request of ``msgs``, then wait for every reply (one
+        round trip for all). ``on_reply(msg, reply)`` runs under the lock as
+        each reply comes. A supervisor that died (or hangs) gets our whole
+        state in hello on a new connection, then the requests not yet
+        answered again."""
         with self._lock:
             deadline = time.monotonic() + CONNECT_TIMEOUT
+            replies: list[dict[str, Any] | None] = [None] * len(msgs)
             while True:
                 if self._sock is None:
                     if not connect:
@@ -233,20 +257,26 @@ class Connection:
                     self._connect(deadline)
                 sock = self._sock
                 assert sock is not None
-                msg["id"] = next(self._ids)
+                waiting: dict[int, int] = {}
                 try:
-                    _ipc.send(sock, msg)
-                    while True:
+                    for i, msg in enumerate(msgs):
+                        if replies[i] is None:
+                            msg["id"] = next(self._ids)
+                            waiting[msg["id"]] = i
+                            _ipc.send(sock, msg)
+                    while waiting:
                         reply, fds = _ipc.recv(sock)
                         for fd in fds:
                             os.close(fd)
                         if reply is None:
                             raise ConnectionResetError("the supervisor closed the connection")
-                        if reply.get("id") == msg["id"]:
-                            return reply
+                        i = waiting.pop(reply.get("id"), -1)  # type: ignore[arg-type]
+                        if i >= 0:
+                            replies[i] = reply
+                            if on_reply is not None:
+                                on_reply(msgs[i], reply)
+                    return [r for r in replies if r is not None]
                 except (OSError, ValueError) as e:
-                    # The supervisor died (or hangs): a new one gets our whole
-                    # state in hello, then this request again.
                     self._close_sock()
                     if time.monotonic() >= deadline:
                         raise SupervisorUnavailable(
@@ -399,7 +429,7 @@ class Connection:
 
     def _spawn_lock(self) -> int:
         try:
-            return _try_spawn_lock(self.paths["spawn"])
+            return _launch.try_spawn_lock(self.paths["spawn"])
         except OSError as e:
             raise SupervisorUnavailable(
                 f"cannot start a supervisor for namespace {self.namespace!r}: "
@@ -531,6 +561,17 @@ class Connection:
             self._sock = None
 
 
+def _attach_error(seg: str, reply: dict[str, Any]) -> ShmringError | None:
+    """What an ``attach`` reply means: None (registered), :class:`Stale`, or
+    the supervisor's refusal."""
+    if reply.get("ok"):
+        return None
+    err = reply.get("error")
+    if err in ("gone", "stale", "unpublished"):
+        return Stale(f"region {seg!r} was removed or replaced while opening it")
+    return ShmringError(f"the supervisor refused to register region {seg!r}: {err}")
+
+
 def _after_fork_in_child() -> None:
     global _conns_lock
     _conns_lock = threading.Lock()
@@ -564,19 +605,3 @@ def _stop_all_watchers() -> None:
 
 
 atexit.register(_stop_all_watchers)
-
-
-def _try_spawn_lock(path: str) -> int:
-    """The right to start a supervisor, or -1 if another process has it.
-
-    A POSIX record lock, not ``flock``: it belongs to this process, so a
-    child forked meanwhile (by another thread) does not inherit it, and it
-    goes when we close the file or die. (A flock belongs to the open file,
-    which the child shares: it would keep the lock for its whole life.)"""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return -1
-    return fd

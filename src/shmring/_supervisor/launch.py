@@ -13,10 +13,14 @@ application again, or nothing that ever listens. So:
    and ``python3`` found on ``PATH``, the first that can import this very
    shmring (checked by running it once);
 4. else :class:`SupervisorUnavailable` at once, saying what to set.
+
+Of many clients that find no supervisor, only the holder of the spawn lock
+(:func:`try_spawn_lock`) starts one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -67,3 +71,19 @@ def interpreter(env: dict[str, str]) -> str:
         "Python interpreter (an embedded or frozen application) and no Python on PATH can "
         "import shmring; set SHMRING_PYTHON to one that can, run `shmring supervisor` "
         "yourself, or set SHMRING_SUPERVISOR=0 to run without one")
+
+
+def try_spawn_lock(path: str) -> int:
+    """The right to start a supervisor, or -1 if another process has it.
+
+    A POSIX record lock, not ``flock``: it belongs to this process, so a
+    child forked meanwhile (by another thread) does not inherit it, and it
+    goes when we close the file or die. (A flock belongs to the open file,
+    which the child shares: it would keep the lock for its whole life.)"""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
