@@ -154,11 +154,11 @@ class Channel:
                         namespace: str | None = None) -> list[Channel]:
         """Create channels ``(name, capacity, pattern, max_message)`` with
         ``MAX_SLOTS`` slots and the other options' defaults, as many
-        :meth:`create` calls would, but registered with the supervisor in one
-        round trip: each is announced and made, then every ``attach`` is sent
-        and every reply waited for. Every region is tracked by the supervisor
-        when this returns. All are made or none: on any error the ones made
-        are removed."""
+        :meth:`create` calls would, but with two messages to the supervisor
+        instead of four and one wait instead of two: all are announced
+        (``creating``), made, then registered (``attach_all``, whose reply
+        is waited for). Every region is tracked by the supervisor when this
+        returns. All are made or none: on any error those made are removed."""
         conn = _client.connection(_namespace(segment_name(specs[0][0], namespace))) \
             if _client.enabled(None) else None
         if conn is None:
@@ -176,35 +176,29 @@ class Channel:
             return made
         chans: list[Channel] = []
         errors: list[Any] = []
+        segs = [segment_name(spec[0], namespace) for spec in specs]
+        conn.creating(*segs)  # if we die before attaching, they are cleaned up
         try:
-            for name, capacity, pattern, max_message in specs:
-                seg = segment_name(name, namespace)
-                conn.creating(seg)  # if we die before attaching, it is cleaned up
-                try:
-                    region = Region.create(name, capacity, pattern=pattern,
-                                           max_message=max_message, slots=L.MAX_SLOTS,
-                                           namespace=namespace,
-                                           lease_ms=lease_millis("supervisor", pattern))
-                except BaseException:
-                    conn.abandon(seg)
-                    raise
+            for seg, (name, capacity, pattern, max_message) in zip(segs, specs, strict=True):
+                region = Region.create(name, capacity, pattern=pattern,
+                                       max_message=max_message, slots=L.MAX_SLOTS,
+                                       namespace=namespace,
+                                       lease_ms=lease_millis("supervisor", pattern))
                 try:
                     chans.append(cls(region, register=False))
                 except BaseException:
                     region.close()
                     unlink_if_created(seg, region.created_ns)
-                    conn.abandon(seg)
                     raise
             errors = conn.attach_all([(c._region.segment, c._created_ns) for c in chans])
             for c, err in zip(chans, errors, strict=True):
                 if err is None:
                     c._supervisor = conn
         except BaseException:
-            errors = []
-            _undo(chans, conn)
+            _undo(chans, conn, segs)
             raise
         if any(errors):
-            _undo(chans, conn)
+            _undo(chans, conn, segs)
             raise next(e for e in errors if e is not None)
         return chans
 
@@ -466,14 +460,18 @@ class Channel:
         return f"<shmring.Channel {self.name!r} {state}>"
 
 
-def _undo(chans: list[Channel], conn: _client.Connection) -> None:
+def _undo(chans: list[Channel], conn: _client.Connection, segs: list[str]) -> None:
     """create_together failed: remove what it made (a registered channel's
-    close detaches it; the others were announced, never attached)."""
+    close detaches it) and withdraw the announcements not attached."""
+    registered = set()
     for c in chans:
-        seg, cns, registered = c._region.segment, c._created_ns, c._supervisor is not None
+        seg, cns = c._region.segment, c._created_ns
+        if c._supervisor is not None:
+            registered.add(seg)
         c.close()
         unlink_if_created(seg, cns)
-        if not registered:
+    for seg in segs:
+        if seg not in registered:
             conn.abandon(seg)
 
 

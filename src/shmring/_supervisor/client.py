@@ -141,22 +141,23 @@ class Connection:
         self._ids = itertools.count(1)
 
     # -------------------------------------------------------------- requests --
-    def creating(self, seg: str) -> None:
-        """Announce the creation of ``seg`` (if we die before attaching it, the
-        supervisor removes what we left). Not waited for: the supervisor reads
-        a connection's messages in order, even after the sender died, so this
-        one is handled before the ``attach`` that follows (whose reply is
-        waited for). Sent with ``noreply``: the supervisor answers it not at
-        all (one reply less to send and to pass over)."""
+    def creating(self, *segs: str) -> None:
+        """Announce the creation of ``segs`` (if we die before attaching
+        them, the supervisor removes what we left). Not waited for: the
+        supervisor reads a connection's messages in order, even after the
+        sender died, so this one is handled before the ``attach`` that
+        follows (whose reply is waited for). Sent with ``noreply``: the
+        supervisor answers it not at all (one reply less to send and to pass
+        over). One message for all of them (one wake-up of the supervisor)."""
+        body: dict[str, Any] = {"op": "creating", "segs": list(segs)}
         with self._lock:
             if self._sock is not None:
-                msg = {"op": "creating", "seg": seg, "id": next(self._ids), "noreply": True}
                 try:
-                    _ipc.send(self._sock, msg)
+                    _ipc.send(self._sock, {**body, "id": next(self._ids), "noreply": True})
                     return
                 except OSError:
                     self._close_sock()  # gone: the waited-for path reconnects
-            self._request({"op": "creating", "seg": seg})
+            self._request(body)
 
     def abandon(self, seg: str) -> None:
         """The creation announced for ``seg`` failed: nothing to watch."""
@@ -179,19 +180,23 @@ class Connection:
 
     def attach_all(self, regions: list[tuple[str, int]]) -> list[ShmringError | None]:
         """Register several regions (``(seg, created_ns)`` each) in one round
-        trip: every ``attach`` is sent, then every reply waited for. Returns
-        per region None (registered) or the error :meth:`attach` would raise,
-        so that the caller can undo what it made."""
-        def count(msg: dict[str, Any], reply: dict[str, Any]) -> None:
-            # Under the lock as each reply comes: a reconnect meanwhile
-            # replays exactly the attaches not yet answered.
-            if reply.get("ok"):
-                k = (msg["seg"], msg["created_ns"])
-                self.holds[k] = self.holds.get(k, 0) + 1
+        trip (an ``attach_all`` request per ``HELLO_CHUNK`` of them). Returns
+        per region None (registered) or the error :meth:`attach` would
+        raise, so that the caller can undo what it made."""
+        out: list[ShmringError | None] = []
+        for i in range(0, len(regions), _ipc.HELLO_CHUNK):
+            chunk = regions[i:i + _ipc.HELLO_CHUNK]
+            reply = self._request({"op": "attach_all", "regions": [list(r) for r in chunk]})
+            results = reply.get("results")
+            if not isinstance(results, list) or len(results) != len(chunk):
+                results = [reply.get("error") or "protocol"] * len(chunk)
+            with self._lock:
+                for k, res in zip(chunk, results, strict=True):
+                    if res == "ok":
+                        self.holds[k] = self.holds.get(k, 0) + 1
+                    out.append(_attach_error(k[0], {"ok": res == "ok", "error": res}))
                 self._sync_watcher()
-        msgs = [{"op": "attach", "seg": seg, "created_ns": cns} for seg, cns in regions]
-        replies = self._request_all(msgs, count)
-        return [_attach_error(m["seg"], r) for m, r in zip(msgs, replies, strict=True)]
+        return out
 
     def detach(self, seg: str, created_ns: int) -> bool:
         """Unregister one use of the region; True if the supervisor unlinked it
@@ -237,18 +242,8 @@ class Connection:
             self._lock.release()
 
     def _request(self, msg: dict[str, Any], *, connect: bool = True) -> dict[str, Any]:
-        return self._request_all([msg], connect=connect)[0]
-
-    def _request_all(self, msgs: list[dict[str, Any]], on_reply: Any = None, *,
-                     connect: bool = True) -> list[dict[str, Any]]:
-        """Send every request of ``msgs``, then wait for every reply (one
-        round trip for all). ``on_reply(msg, reply)`` runs under the lock as
-        each reply comes. A supervisor that died (or hangs) gets our whole
-        state in hello on a new connection, then the requests not yet
-        answered again."""
         with self._lock:
             deadline = time.monotonic() + CONNECT_TIMEOUT
-            replies: list[dict[str, Any] | None] = [None] * len(msgs)
             while True:
                 if self._sock is None:
                     if not connect:
@@ -257,26 +252,20 @@ class Connection:
                     self._connect(deadline)
                 sock = self._sock
                 assert sock is not None
-                waiting: dict[int, int] = {}
+                msg["id"] = next(self._ids)
                 try:
-                    for i, msg in enumerate(msgs):
-                        if replies[i] is None:
-                            msg["id"] = next(self._ids)
-                            waiting[msg["id"]] = i
-                            _ipc.send(sock, msg)
-                    while waiting:
+                    _ipc.send(sock, msg)
+                    while True:
                         reply, fds = _ipc.recv(sock)
                         for fd in fds:
                             os.close(fd)
                         if reply is None:
                             raise ConnectionResetError("the supervisor closed the connection")
-                        i = waiting.pop(reply.get("id"), -1)  # type: ignore[arg-type]
-                        if i >= 0:
-                            replies[i] = reply
-                            if on_reply is not None:
-                                on_reply(msgs[i], reply)
-                    return [r for r in replies if r is not None]
+                        if reply.get("id") == msg["id"]:
+                            return reply
                 except (OSError, ValueError) as e:
+                    # The supervisor died (or hangs): a new one gets our whole
+                    # state in hello, then this request again.
                     self._close_sock()
                     if time.monotonic() >= deadline:
                         raise SupervisorUnavailable(

@@ -481,11 +481,14 @@ class Supervisor:
             return {"ok": False, "error": "protocol", "message": "say hello first"}
         if op == "hello_more":
             return self._hello_items(c, msg)
-        if op == "creating":
-            seg = str(msg["seg"])
-            if self.regions.own_segment(seg):
-                p.creating[seg] = self.clock()
+        if op == "creating":  # "segs" (a list) or "seg" (one)
+            for seg in map(str, msg["segs"] if "segs" in msg else [msg["seg"]]):
+                if self.regions.own_segment(seg):
+                    p.creating[seg] = self.clock()
             return {"ok": True}
+        if op == "attach_all":  # [[seg, created_ns], ...]: one reply for all
+            res_all = [self.regions.attach(p, str(s), int(n)) for s, n in msg["regions"]]
+            return {"ok": all(r == "ok" for r in res_all), "results": res_all}
         if op == "abandon":
             p.creating.pop(str(msg["seg"]), None)
             return {"ok": True}
