@@ -70,12 +70,12 @@ void jindex_write(char *base, uint32_t i, uint64_t seq, uint64_t time_ns, uint32
 
 int jrec_head(const char *base, uint64_t off, uint64_t end, jrec_t *r) {
     if (off > end || end - off < 4) return JREC_EMPTY;
-    if (off % 4) return JREC_BAD;
+    if (off % JREC_ALIGN) return JREC_BAD; /* records start 16-byte aligned */
     /* SYNC(journal-word): acquire: pairs with jrec_write's seq-cst store of the word (and the
      * Python writer's _core.store32). */
     uint32_t word = ld32_acq((void *)base, off);
     if (word == 0) return JREC_EMPTY;
-    if (end - off < JREC_SIZE || off % JREC_ALIGN) return JREC_BAD;
+    if (end - off < JREC_SIZE) return JREC_BAD;
     const char *rec = base + off;
     uint32_t kind = word & ((1u << JREC_KIND_BITS) - 1);
     uint32_t length = word >> JREC_KIND_BITS;

@@ -68,8 +68,8 @@ typedef struct {
 /* Reads the header of the record at off in a mapping whose readable bytes
  * end at end, as format.read_record does: JREC_EMPTY if nothing is written
  * there (word 0, or not even a word fits), JREC_BAD if it does not check
- * (a bad kind, non-zero reserved field, a length past end, an unaligned
- * off), else JREC_OK with *r filled. Reads nothing outside [off, end). The
+ * (an off not 16-byte aligned, a bad kind, a non-zero reserved field, a
+ * length past end), else JREC_OK with *r filled. Reads nothing outside [off, end). The
  * checksum is NOT checked here: the caller checks it over the bytes it
  * copied (jrec_check), so what it returns is exactly what was checked. */
 int jrec_head(const char *base, uint64_t off, uint64_t end, jrec_t *r);

@@ -247,8 +247,9 @@ static PyTypeObject JWriterType = {
  * were copied (at least one). records: a list of (seq, bytes), each payload
  * copied first and its checksum checked over the copy, so what is returned
  * is what was checked. off, seq: where it stopped. status: 0 a limit, then
- * what is at off: 1 nothing yet, 2 bytes that do not check, 3 a record of
- * another seq, 4 an END record, 5 the mapping faulted (truncated). */
+ * what is at off: 1 nothing yet, 2 bytes that do not check (format.py's
+ * read_record would say BAD), 3 a record that checks but has another seq,
+ * 4 an END record that checks, 5 the mapping faulted (truncated). */
 static PyObject *m_read_many(PyObject *m, PyObject *const *a, Py_ssize_t na) {
     (void)m;
     if (na != 6)
@@ -275,12 +276,10 @@ static PyObject *m_read_many(PyObject *m, PyObject *const *a, Py_ssize_t na) {
             status = rc == JREC_EMPTY ? 1 : 2;
             break;
         }
-        if (r.seq != seq) {
-            status = 3;
-            break;
-        }
-        if (r.kind == JREC_KIND_END) {
-            status = jrec_check(&r, "") ? 4 : 2;
+        if (r.seq != seq || r.kind == JREC_KIND_END) {
+            /* A stop: which, as format.read_record sees it (the checksum first). */
+            if (!jrec_check(&r, base + r.payload_off)) status = 2;
+            else status = r.seq != seq ? 3 : 4;
             break;
         }
         PyObject *data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)r.length);
