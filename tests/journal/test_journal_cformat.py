@@ -227,7 +227,7 @@ def test_the_c_scanner_survives_hostile_bytes_and_agrees_with_python(seed: int) 
                 w.put(_payload(rng, n))
             raw = w.buf
             for _ in range(rng.randrange(1, 6)):
-                at = rng.randrange(0, size - 4) & ~3
+                at = rng.randrange(0, size - 32) & ~3
                 how = rng.randrange(5)
                 if how == 0:
                     raw[rng.randrange(size)] ^= 1 << rng.randrange(8)
