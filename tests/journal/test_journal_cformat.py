@@ -63,6 +63,24 @@ def test_the_c_side_agrees_with_the_python_constants() -> None:
     assert (M.OFF_WAKE, M.OFF_WAITERS, M.OFF_NEXT) == (28, 32, 40)  # JMETA_* in record.h
 
 
+def test_the_c_crc_is_zlibs_at_every_length_and_alignment() -> None:
+    """journal/crc.c folds runs of 64 bytes and more with carry-less
+    multiplies where the CPU has them (JOURNAL_CRC_CLMUL) and hands the rest
+    to zlib: the sum is zlib.crc32's for every length, start alignment and
+    preceding state, up to sizes where the 4-lane loop runs many times."""
+    rng = random.Random(4)
+    blob = rng.randbytes((1 << 20) + 64)
+    view = memoryview(blob)
+    lengths = [*range(0, 1100), *(rng.randrange(1100, 1 << 20) for _ in range(60)), 1 << 20]
+    for n in lengths:
+        for o in ((0, 1, 3, 8, 15) if n < 1100 else (0, 7)):
+            data = view[o:o + n]
+            word, seq, t = rng.getrandbits(32), rng.getrandbits(64), rng.getrandbits(64)
+            assert _core.journal_crc(word, seq, t, data) == F.record_crc(word, seq, t, data), \
+                (n, o)
+    assert _core.JOURNAL_CRC_CLMUL in (0, 1)
+
+
 def test_c_written_records_decode_in_python_byte_for_byte(tmp_path: Path) -> None:
     """Appends (C), claims (C commit) and objects, across rolls: the Python
     decoder reads every record back with the seq, a non-decreasing time and

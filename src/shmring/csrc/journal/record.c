@@ -3,9 +3,8 @@
 
 #include <stdatomic.h>
 #include <string.h>
-#include <zlib.h>
-
 #include "atomics.h"
+#include "journal/crc.h"
 
 static inline void put32(char *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline void put64(char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -16,25 +15,13 @@ static inline uint64_t get64(const char *p) { uint64_t v; memcpy(&v, p, 8); retu
 #error "the journal format is little-endian; this file stores words natively"
 #endif
 
-/* zlib's crc32 takes a uInt length: feed it in chunks below 4 GiB. */
-static uLong crc_more(uLong crc, const unsigned char *p, size_t n) {
-    while (n) {
-        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-        crc = crc32(crc, p, k);
-        p += k;
-        n -= k;
-    }
-    return crc;
-}
-
 uint32_t jrec_crc(uint32_t word, uint64_t seq, uint64_t time_ns, const void *payload, size_t n) {
     unsigned char head[28];
     memcpy(head, &word, 4);
     memcpy(head + 4, &seq, 8);
     memcpy(head + 12, &time_ns, 8);
     memset(head + 20, 0, 8);
-    uLong crc = crc32(0L, head, sizeof head);
-    return (uint32_t)crc_more(crc, (const unsigned char *)payload, n);
+    return jcrc32(jcrc32(0, head, sizeof head), payload, n);
 }
 
 uint64_t jrec_write(char *base, uint64_t off, uint64_t seq, uint64_t time_ns,
@@ -63,7 +50,7 @@ void jindex_write(char *base, uint32_t i, uint64_t seq, uint64_t time_ns, uint32
     memcpy(raw, &seq, 8);
     memcpy(raw + 8, &time_ns, 8);
     memcpy(raw + 16, &off, 4);
-    uint32_t crc = (uint32_t)crc32(0L, raw, sizeof raw);
+    uint32_t crc = jcrc32(0, raw, sizeof raw);
     memcpy(e, raw, 20);
     put32(e + 20, crc);
 }

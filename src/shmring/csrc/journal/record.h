@@ -7,7 +7,7 @@
  * cross-check the two):
  *
  *   record:  0 u32 word = kind | payload length << 4 (0: nothing written yet)
- *            4 u32 CRC32 (zlib's) of the 28 bytes word, seq, time_ns, 0
+ *            4 u32 CRC32 (zlib's, journal/crc.h) of the 28 bytes word, seq, time_ns, 0
  *                  (u32, u64, u64, u64), then of the payload
  *            8 u64 seq   16 u64 time_ns   24 u64 zero   32.. payload,
  *            zero padded to 16 bytes

@@ -23,6 +23,7 @@
 
 #include "atomics.h"
 #include "guard.h"
+#include "journal/crc.h"
 #include "journal/record.h"
 #include "wait.h"
 
@@ -352,5 +353,6 @@ int journal_add_types(PyObject *m) {
         Py_DECREF(&JWriterType);
         return -1;
     }
+    if (PyModule_AddIntConstant(m, "JOURNAL_CRC_CLMUL", jcrc32_accelerated()) < 0) return -1;
     return PyModule_AddFunctions(m, journal_functions);
 }
