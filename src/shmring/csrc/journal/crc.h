@@ -8,13 +8,17 @@
  * carry-less multiplies (the method of Gopal et al., "Fast CRC Computation
  * for Generic Polynomials Using PCLMULQDQ Instruction", Intel, 2009), about
  * an order of magnitude faster than zlib 1.2's table method; the head and
- * tail bytes, short inputs and other CPUs go to zlib's crc32.
+ * tail bytes and short inputs go to slice-by-8 tables, long inputs on
+ * other CPUs to zlib's crc32.
  */
 #ifndef SHMRING_JOURNAL_CRC_H
 #define SHMRING_JOURNAL_CRC_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* Builds the tables; call once (module init) before jcrc32. */
+void jcrc32_init(void);
 
 uint32_t jcrc32(uint32_t crc, const void *p, size_t n);
 

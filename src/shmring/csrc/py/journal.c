@@ -347,6 +347,7 @@ int journal_add_types(PyObject *m) {
         return -1;
     if (!S_sync_policy && !(S_sync_policy = PyUnicode_InternFromString("_sync_policy")))
         return -1;
+    jcrc32_init();
     if (PyType_Ready(&JWriterType) < 0) return -1;
     Py_INCREF(&JWriterType);
     if (PyModule_AddObject(m, "JournalWriterCore", (PyObject *)&JWriterType) < 0) {
