@@ -81,6 +81,20 @@ def test_the_c_crc_is_zlibs_at_every_length_and_alignment() -> None:
     assert _core.JOURNAL_CRC_CLMUL in (0, 1)
 
 
+def test_nonzero_finds_the_first_non_zero_byte() -> None:
+    """journal_nonzero (recovery's scan for bytes to cut past a torn tail)."""
+    rng = random.Random(5)
+    for _ in range(300):
+        buf = bytearray(rng.choice((0, 1, 100, 4096, 4097, 20000)))
+        for _ in range(rng.randrange(3)):
+            if buf:
+                buf[rng.randrange(len(buf))] = rng.randrange(1, 256)
+        start, end = rng.randrange(0, len(buf) + 2), rng.randrange(0, len(buf) + 9000)
+        lim = min(end, len(buf))
+        want = next((i for i in range(start, lim) if buf[i]), max(start, lim))
+        assert _core.journal_nonzero(buf, start, end) == want
+
+
 def test_c_written_records_decode_in_python_byte_for_byte(tmp_path: Path) -> None:
     """Appends (C), claims (C commit) and objects, across rolls: the Python
     decoder reads every record back with the seq, a non-decreasing time and

@@ -334,7 +334,38 @@ static PyObject *m_crc(PyObject *m, PyObject *const *a, Py_ssize_t na) {
     return PyLong_FromUnsignedLong(crc);
 }
 
+/* journal_nonzero(buffer, start, end) -> int: the offset of the first
+ * non-zero byte in [start, end), or end (recovery's cut of a torn tail:
+ * memcmp speed instead of a Python comparison per chunk). */
+static PyObject *m_nonzero(PyObject *m, PyObject *const *a, Py_ssize_t na) {
+    (void)m;
+    static const char zeros[4096];
+    if (na != 3) return PyErr_Format(PyExc_TypeError, "journal_nonzero(buffer, start, end)");
+    Py_ssize_t start = PyNumber_AsSsize_t(a[1], PyExc_OverflowError);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t end = PyNumber_AsSsize_t(a[2], PyExc_OverflowError);
+    if (end == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(a[0], &b, PyBUF_SIMPLE) < 0) return NULL;
+    if (end > b.len) end = b.len;
+    if (start < 0) start = 0;
+    const char *p = (const char *)b.buf;
+    Py_ssize_t at = start;
+    while (at < end) {
+        Py_ssize_t k = end - at < (Py_ssize_t)sizeof zeros ? end - at : (Py_ssize_t)sizeof zeros;
+        if (memcmp(p + at, zeros, (size_t)k) != 0) {
+            while (!p[at]) at++;
+            break;
+        }
+        at += k;
+    }
+    PyBuffer_Release(&b);
+    return PyLong_FromSsize_t(at); /* start if start >= end */
+}
+
 static PyMethodDef journal_functions[] = {
+    {"journal_nonzero", (PyCFunction)(void (*)(void))m_nonzero, METH_FASTCALL,
+     "journal_nonzero(buffer, start, end) -> int: the first non-zero byte's offset, or end."},
     {"journal_read_many", (PyCFunction)(void (*)(void))m_read_many, METH_FASTCALL,
      "journal_read_many(segment, off, end, seq, max_records, max_bytes) -> "
      "(records, off, seq, status): check and copy many records."},
