@@ -60,10 +60,9 @@ class Reader:
         self._timeout = timeout
         self._seg: Segment | None = None
         self._closed = False
-        # Records the C scan checked and copied ahead, returned from _pi on;
-        # self._seq is the next one after them (what .seq is once they are out).
+        # Records the C scan checked and copied ahead, the next one last (so
+        # pop() hands them out); self._seq is the one after them all.
         self._pending: list[tuple[int, bytes]] = []
-        self._pi = 0
         self._seq = 0
         #: The cursor's name (None for an anonymous reader).
         self.name = name
@@ -81,8 +80,8 @@ class Reader:
     @property
     def seq(self) -> int:
         """The sequence number of the next record this reader returns."""
-        if self._pi < len(self._pending):
-            return self._pending[self._pi][0]
+        if self._pending:
+            return self._pending[-1][0]
         return self._seq
 
     @seq.setter
@@ -195,8 +194,9 @@ class Reader:
                 raise F.corrupt(seg.file, self._off, "the file was truncated while mapped")
             if recs:
                 self._off, self._seq = off, nxt
-                self._pending, self._pi = recs, 1
-                return recs[0]
+                recs.reverse()
+                self._pending = recs
+                return recs.pop()
         r = self._peek()
         if not isinstance(r, F.Rec):
             return None
@@ -215,10 +215,8 @@ class Reader:
         """
         if self._closed:
             raise Closed(f"this reader of journal {self._path} is closed")
-        pi = self._pi
-        if pi < len(self._pending):
-            self._pi = pi + 1
-            return self._pending[pi]
+        if self._pending:
+            return self._pending.pop()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             rec = self._step()
@@ -241,10 +239,8 @@ class Reader:
         when none came for the reader's ``timeout`` (None: never ends)."""
         while True:
             pending = self._pending
-            while self._pi < len(pending):
-                pi = self._pi
-                self._pi = pi + 1
-                yield pending[pi]
+            while pending:
+                yield pending.pop()
             try:
                 yield self.read(self._timeout)
             except Timeout:
@@ -269,7 +265,7 @@ class Reader:
     def close(self) -> None:
         """Let the mapping go. Idempotent."""
         self._closed = True
-        self._pending, self._pi = [], 0
+        self._pending.clear()  # in place: an iteration under way holds the list
         if self._seg is not None:
             self._seg.close()
             self._seg = None
