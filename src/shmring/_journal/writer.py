@@ -3,9 +3,12 @@
 
 A record is written in place in the mapped tail segment: payload, then
 the rest of the header with its checksum, then the header's first word
-with one seq-cst store (format.py), then the sparse index entry if the
-record starts a new stride, then ``next_seq`` published on the meta page,
-with a futex wake only when a reader sleeps. ``append`` returns once that
+with a release store (format.py), then the sparse index entry if the
+record starts a new stride, then ``next_seq`` published on the meta page
+(a seq-cst store), with a futex wake only when a reader sleeps. All of it
+is one call of the C base, ``_core.JournalWriterCore.append``
+(csrc/py/journal.c); what is rare stays here: the roll, the sync
+policies' msyncs, the errors. ``append`` returns once that
 store is done: the record is then in the page cache, so it survives the
 writer's death (SIGKILL included); it survives the machine's once an msync
 covered it (``flush()`` or the sync policy), which ``durable_seq`` tells.
