@@ -158,7 +158,8 @@ static PyObject *jw_do_append(JWriterObject *self, PyObject *data, int slow_ok) 
     }
     uint64_t n = (uint64_t)b.len, off = self->off;
     /* The roll test of Writer._reserve, exactly: _append_slow reserves, then comes back. */
-    if (self->sealed || n > JREC_MAX_PAYLOAD || jrec_align(off + JREC_SIZE + n) > self->limit) {
+    if (self->sealed || n > JREC_MAX_PAYLOAD || off > self->limit ||
+        jrec_align(off + JREC_SIZE + n) > self->limit) {
         PyBuffer_Release(&b);
         if (slow_ok) return PyObject_CallMethodOneArg((PyObject *)self, S_append_slow, data);
         return PyErr_Format(PyExc_ValueError, "_append_here: %llu bytes do not fit at %llu",
@@ -188,7 +189,7 @@ static PyObject *jw_commit_claim(JWriterObject *self, PyObject *const *a, Py_ssi
     if (PyErr_Occurred()) return NULL;
     n = PyLong_AsUnsignedLongLong(a[1]);
     if (PyErr_Occurred()) return NULL;
-    if (!self->has_seg || off != self->off || n > JREC_MAX_PAYLOAD ||
+    if (!self->has_seg || off != self->off || n > JREC_MAX_PAYLOAD || off > self->limit ||
         off + JREC_SIZE + n > (unsigned long long)self->seg.len)
         return PyErr_Format(PyExc_ValueError, "_commit_claim: no claim of %llu bytes at %llu",
                             n, off);
