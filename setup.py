@@ -18,6 +18,8 @@ SOURCES = [
     "ring/recover.c",
     "ring/revoke.c",
     "ring/link.c",
+    "ring/lease.c",
+    "ring/slots.c",
     "ring/untether.c",
     "value/encode.c",
     "value/decode.c",

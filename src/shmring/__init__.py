@@ -19,10 +19,12 @@ from ._errors import (
     Broken,
     ClaimRevoked,
     Closed,
+    CorruptJournal,
     CorruptRegion,
     DecodeError,
     EndOfStream,
     InvalidArgument,
+    LeaseRevoked,
     MessageTooLarge,
     NoSpace,
     PermissionDenied,
@@ -33,9 +35,12 @@ from ._errors import (
     RoleTaken,
     ShmringError,
     SupervisorUnavailable,
+    SyncFailed,
     Timeout,
     WouldBlock,
+    WriterTaken,
 )
+from ._journal import Journal
 from ._objects.serializers import JSONSerializer, MsgspecSerializer, PickleSerializer, Serializer
 from ._objects.view import ObjectView
 from ._pipeline.pipeline import Pipeline
@@ -56,12 +61,15 @@ __all__ = [
     "ClaimRevoked",
     "Closed",
     "Consumer",
+    "CorruptJournal",
     "CorruptRegion",
     "DecodeError",
     "EndOfStream",
     "InvalidArgument",
     "JSONSerializer",
     "JoinableQueue",
+    "Journal",
+    "LeaseRevoked",
     "MessageTooLarge",
     "MsgspecSerializer",
     "NoSpace",
@@ -88,7 +96,9 @@ __all__ = [
     "SimpleQueue",
     "Stream",
     "SupervisorUnavailable",
+    "SyncFailed",
     "Timeout",
     "WouldBlock",
+    "WriterTaken",
     "__version__",
 ]

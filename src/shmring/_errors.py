@@ -54,6 +54,16 @@ class ClaimRevoked(Broken):
     producer may send again."""
 
 
+class LeaseRevoked(Broken):
+    """This consumer held a record of an mpmc channel longer than the
+    channel's lease (it was stopped, or stuck), so the supervisor handed the
+    record to the other consumers: it was not consumed here. Raised where the
+    consumer releases it (the end of ``recv``, ``recv_into``, ``recv_obj``,
+    a ``recv_view`` block) or, in a pipeline worker, where it sends an output
+    of it; whatever was read of it is dropped. The consumer may receive
+    again."""
+
+
 class CorruptRegion(Broken):
     """Bytes in the segment break an invariant of the layout; nothing was read
     out of bounds."""
@@ -191,4 +201,4 @@ del _cls
 # The extension raises these (by meaning, as the Python code does): handed to
 # it once, here, before anything else can call into it.
 _core.set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, MessageTooLarge, Closed,
-                 ClaimRevoked, DecodeError)
+                 ClaimRevoked, DecodeError, LeaseRevoked)

@@ -194,7 +194,7 @@ def record_cases(rg: Rig) -> list[tuple[str, Callable[[memoryview], None]]]:
     if rg.pattern == "mpmc":
         cases += [
             ("taken by a slot that does not exist",
-             word(rec_word(64, msg, lap, L.ST_TAKEN, 0xFF))),
+             word(rec_word(64, msg, lap, L.ST_TAKEN, 0x1FFF))),
             ("done at read_claim", word(rec_word(64, msg, lap, L.ST_DONE, 1))),
             ("being swept", word(rec_word(64, msg, lap, L.ST_SWEEP, 1))),
             ("state unknown", word(rec_word(64, msg, lap, 0xF, 0))),

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 from pattern_util import patterns
-from supervisor_util import Child, Env, FakeClock, wait_for
+from supervisor_util import Child, Env, FakeClock, clocked_supervisor, wait_for
 
 import shmring
 from shmring import _core
@@ -33,16 +33,9 @@ PATTERNS = patterns(multi_producer=True)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sup(env: Env, clock: FakeClock) -> Iterator[Supervisor]:
-    s = Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0, clock=clock,
-                   claim_timeout=TIMEOUT).start()
-    yield s
-    s.stop()
+    with clocked_supervisor(env, clock, claim_timeout=TIMEOUT) as s:
+        yield s
 
 
 def check(sup: Supervisor, clock: FakeClock, seconds: float = 0.0) -> None:
@@ -314,8 +307,9 @@ def test_full_quarantine_table_defers_revocation(env: Env, uname: str) -> None:
         buf = ch.region._mapping()
         txs = [ch.producer() for _ in range(L.QUAR_ENTRIES + 1)]
         claims = [tx.claim(32) for tx in txs]
-        slots = [i for i in range(ch.region.slot_count)
-                 if _core.load(buf, L.slot_offset(i) + L.SLOT_CLAIM_POS) != L.CLAIM_NONE]
+        slots = [i for i in range(ch.region.slot_count)  # free slots are all zeros
+                 if _core.load(buf, L.slot_offset(i) + L.SLOT_PID) != 0
+                 and _core.load(buf, L.slot_offset(i) + L.SLOT_CLAIM_POS) != L.CLAIM_NONE]
         assert [_core.revoke_claim(buf, s) for s in slots] == [1] * L.QUAR_ENTRIES + [-2]
         claims[-1].commit()  # the last one was not revoked
         assert rx.recv(timeout=1) == bytes(32)

@@ -123,9 +123,12 @@ def test_a_server_killed_mid_request_gives_a_clear_timeout(ns: str) -> None:
             assert f"request {rid}" in str(info.value)
             # With a healthy server beside the one that hangs and dies.
             good, stats = _start(_server, service)
-            hung2, took2 = _start(_hang_on_first, service)
-            procs += [good, hung2]
+            procs.append(good)
             assert client.call(("add", 1, 2), timeout=20)[1] == 3
+            # Started only now: a server that hangs on its first request
+            # must not be the one that takes the "add" above.
+            hung2, took2 = _start(_hang_on_first, service)
+            procs.append(hung2)
             rid2 = None
             while rid2 is None:
                 rid = client.submit("hang")

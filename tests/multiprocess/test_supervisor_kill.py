@@ -26,7 +26,7 @@ from shmring import _layout as L
 
 
 def _word(length: int, rtype: int, pos: int, cap: int) -> int:
-    return (length & 0xFFFFFFFF) | (rtype << 32) | (((pos // cap) & 0xFFFF) << 48)
+    return (length & 0xFFFFFFFF) | (rtype << 32) | (((pos // cap) & 0x7FF) << 53)
 
 
 def _emulate(ch: shmring.Channel, step: str, size: int) -> None:
@@ -149,7 +149,7 @@ def test_mpmc_consumer_killed_between_take_and_read_claim(env: Env, uname: str) 
         assert buf is not None
         word = L.data_offset(theirs.region.slot_count) + _core.load(buf, L.OFF_READ_CLAIM) % 4096
         w = _core.load(buf, word)
-        taken = (w & ~(0xFFF << 36)) | (L.ST_TAKEN << 36) | ((slot + 1) << 40)
+        taken = (w & ~(0x1FFFF << 36)) | (L.ST_TAKEN << 36) | ((slot + 1) << 40)
         assert _core.cas(buf, word, w, taken)
         c.signal()
         sleep_forever()

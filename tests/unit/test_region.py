@@ -422,7 +422,8 @@ def test_attach_table(created: Callable[..., shmring.Channel], uname: str) -> No
     tx.send_many([b"a", b"bb", b"ccc"])
     assert rx.recv_many(3, timeout=WAIT) == [b"a", b"bb", b"ccc"]
     slots = ch.region.slots()
-    assert sorted(s.role for s in slots) == ["attach", "consumer", "producer"]
+    # The channel's own slot is lent to its first endpoint (the producer).
+    assert sorted(s.role for s in slots) == ["consumer", "producer"]
     assert {s.pid for s in slots} == {me}
     assert {s.start_time for s in slots} == {start_time(me)}
     by_role = {s.role: s for s in slots}
@@ -436,7 +437,7 @@ def test_attach_table(created: Callable[..., shmring.Channel], uname: str) -> No
     try:
         assert ready.wait(WAIT)
         theirs = [s for s in ch.region.slots() if s.pid == child.pid]
-        assert sorted(s.role for s in theirs) == ["attach", "consumer"]
+        assert [s.role for s in theirs] == ["consumer"]  # its channel's slot, lent
         assert ch.region.live_pids() == {me, child.pid}
         go.set()
         child.join(WAIT)
@@ -451,8 +452,7 @@ def test_attach_table(created: Callable[..., shmring.Channel], uname: str) -> No
         assert ready.wait(WAIT)
         os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
         child.join(WAIT)
-        assert sorted(s.role for s in ch.region.slots() if s.pid == child.pid) == [
-            "attach", "consumer"]
+        assert [s.role for s in ch.region.slots() if s.pid == child.pid] == ["consumer"]
         assert ch.region.live_pids() == {me}
         assert {pid for _, pid in ch.region.dead_slots()} == {child.pid}
         ch.recover_dead()
@@ -465,8 +465,9 @@ def test_attach_table(created: Callable[..., shmring.Channel], uname: str) -> No
 
 def test_attach_table_full(created: Callable[..., shmring.Channel]) -> None:
     ch = created(pattern="mpmc", slots=3)
-    # With the channel's own slot, these two fill the table.
-    endpoints: list[shmring.Producer | shmring.Consumer] = [ch.producer(), ch.consumer()]
+    # The channel's own slot (lent to the producer) and two more fill the table.
+    endpoints: list[shmring.Producer | shmring.Consumer] = [
+        ch.producer(), ch.consumer(), ch.consumer()]
     with pytest.raises(shmring.AttachTableFull):
         ch.consumer()
     endpoints.pop().close()

@@ -4,6 +4,10 @@ A :class:`Channel` is a region opened by name; its :meth:`Channel.producer`
 and :meth:`Channel.consumer` hand out endpoints (``endpoints.py``), each
 holding an attach slot and, on the single-producer or single-consumer
 patterns, the role's owner word; this module takes and gives back both.
+The channel's own slot (it marks this process as a user of the region) is
+lent to its first endpoint, so a process with one endpoint holds one slot
+(thousands of processes can share a queue); the endpoint gives it back to
+the channel when it closes.
 Lifecycle (close, close_send, unlink, the supervisor) and pickling are here.
 """
 
@@ -12,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from typing import Any
+from typing import Any, Literal
 
 from .. import _core
 from .. import _layout as L
@@ -24,6 +28,7 @@ from .._errors import (
 )
 from .._proc import pid_namespace
 from .._region.inventory import unlink_if_created, unlink_if_same
+from .._region.options import lease_millis
 from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
 from . import presence as _presence  # noqa: F401  (registers the send timeouts' hint)
@@ -54,6 +59,7 @@ class Channel:
         self._region = region
         self._created_ns = region.created_ns
         self._slot = region.alloc_slot(L.ROLE_ATTACH)
+        self._lent = False  # the slot is an endpoint's now (lent to it)
         self._endpoints: weakref.WeakSet[Producer | Consumer] = weakref.WeakSet()
         # The supervisor unlinks the region once its last user is gone
         # (docs/design.md, "Supervisor"); supervised=False opts out.
@@ -81,6 +87,7 @@ class Channel:
         slots: int = 64,
         namespace: str | None = None,
         supervised: bool | None = None,
+        lease: float | Literal["supervisor"] | None = "supervisor",
         slow_consumer_timeout: float | None = None,
     ) -> Channel:
         """Create channel ``name``: a ring of ``capacity`` bytes (a power of
@@ -98,6 +105,12 @@ class Channel:
         :class:`PermissionDenied` that says the mode and the owner). Other
         bits raise :class:`InvalidArgument`.
 
+        ``lease`` (mpmc): seconds a consumer may hold one record (a ``recv``
+        under way, a ``recv_view`` block, a pipeline worker's item) before
+        the supervisor hands it to the other consumers; the holder then gets
+        :class:`LeaseRevoked`. ``"supervisor"`` (the default) takes the
+        supervisor's ``--lease-timeout`` (30 s unless set); 0 or None: never.
+
         ``slow_consumer_timeout`` (lossless broadcast only; default None,
         never): a consumer whose cursor holds the producer back and has not
         moved for that many seconds (stopped, stuck) is *untethered*: the
@@ -109,6 +122,7 @@ class Channel:
         channel validate every copy (as lossy readers do), so views and
         objects are of a copy and objects too large for a record are not
         streamed."""
+        lease_ms = lease_millis(lease, pattern)
         seg = segment_name(name, namespace)
         conn = _client.connection(_namespace(seg)) if _client.enabled(supervised) else None
         if conn is not None:
@@ -117,6 +131,7 @@ class Channel:
             region = Region.create(name, capacity, mode=mode, pattern=pattern,
                                    max_message=max_message, slots=slots, lossy=lossy,
                                    persistent=persistent, namespace=namespace,
+                                   lease_ms=lease_ms,
                                    slow_consumer_timeout=slow_consumer_timeout)
         except BaseException:
             if conn is not None:
@@ -172,16 +187,35 @@ class Channel:
         raise RegionNotFound(f"region {name!r} kept being removed while opening it")
 
     # ------------------------------------------------------------ roles --
+    def _endpoint_slot(self, role: int) -> int:
+        """A slot for a new endpoint of ``role``: the channel's own if it is
+        not lent already (and this process's: not a forked child's), else a
+        new one."""
+        if not self._lent and self._slot >= 0 and self._owns(self._slot):
+            self._region.table.lend(self._slot, role)
+            self._lent = True
+            return self._slot
+        return self._region.alloc_slot(role)
+
+    def _drop_slot(self, slot: int) -> None:
+        """An endpoint's slot is done with: given back to the channel if it
+        was lent, else freed."""
+        if self._lent and slot == self._slot:
+            self._region.table.give_back(slot)
+            self._lent = False
+        else:
+            self._region.free_slot(slot)
+
     def _take_role(self, *, producer: bool) -> int:
         region = self._region
         what = "producer" if producer else "consumer"
-        slot = region.alloc_slot(L.ROLE_PRODUCER if producer else L.ROLE_CONSUMER)
+        slot = self._endpoint_slot(L.ROLE_PRODUCER if producer else L.ROLE_CONSUMER)
         for attempt in range(2):
             if region.table.take_owner(slot, producer=producer):
                 return slot
             if attempt == 0:
                 region.reap_dead()  # the holder may have died
-        region.free_slot(slot)
+        self._drop_slot(slot)
         pid, ns = region.table.owner(producer=producer)
         here = ns in (0, pid_namespace())
         holder = ("another endpoint of this process" if pid == os.getpid() and here else
@@ -202,7 +236,7 @@ class Channel:
             raise Closed(f"channel {region.name!r} was closed for sending")
         pattern = L.PATTERNS[region.pattern]
         if pattern in L.MULTI_PRODUCER:
-            slot = region.alloc_slot(L.ROLE_PRODUCER)
+            slot = self._endpoint_slot(L.ROLE_PRODUCER)
         else:
             slot = self._take_role(producer=True)
         try:
@@ -222,7 +256,7 @@ class Channel:
         if pattern in L.SINGLE_CONSUMER:
             slot = self._take_role(producer=False)
         else:
-            slot = region.alloc_slot(L.ROLE_CONSUMER)
+            slot = self._endpoint_slot(L.ROLE_CONSUMER)
         try:
             c = Consumer(region._mapping(), slot, region.name)
             c._join()
@@ -251,7 +285,7 @@ class Channel:
             # A broadcast consumer stops gating the producer.
             region.table.set_state(slot, L.SLOT_CLOSING)
             _core.wake(buf, L.OFF_SPACE_FUTEX)
-        region.free_slot(slot)
+        self._drop_slot(slot)
 
     # -------------------------------------------------------- lifecycle --
     def close_send(self) -> None:
@@ -327,6 +361,16 @@ class Channel:
     def max_message(self) -> int:
         """Largest message accepted."""
         return self._region.max_message
+
+    @property
+    def lease(self) -> float | Literal["supervisor"] | None:
+        """mpmc: seconds a consumer may hold one record (see :meth:`create`);
+        ``"supervisor"`` for the supervisor's default, None for never (and on
+        other patterns)."""
+        ms = int(_core.load(self._region._mapping(), L.HDR_LEASE_MS))
+        if self.pattern != "mpmc" or ms == L.LEASE_NEVER:
+            return None
+        return "supervisor" if ms == 0 else ms / 1000.0
 
     @property
     def slow_consumer_timeout(self) -> float | None:

@@ -98,7 +98,7 @@ class Run:
         try:
             for i, s in enumerate(specs):
                 self._stages.append(StageRun(s, i, self._edge(f"{base}.{i}.{s.name}",
-                                                              s.max_bytes, "mpmc")))
+                                                              s.max_bytes, "mpmc", s.lease)))
             if not self._sink:
                 self._out = self._edge(f"{base}.out", specs[-1].max_bytes, "mpsc")
             # A sink's chunk sends its notes here in one record.
@@ -115,10 +115,10 @@ class Run:
         self._out_rx = self._out.consumer() if self._out is not None else None
         self._feed_tx = self._stages[0].channel.producer()
 
-    def _edge(self, name: str, max_bytes: int, pattern: str) -> Channel:
+    def _edge(self, name: str, max_bytes: int, pattern: str, lease: float | None = None) -> Channel:
         cap = 1 << max(12, (max_bytes - 1).bit_length())
         ch = Channel.create(name, cap, pattern, max_message=cap // 2 - L.RECORD_HEADER,
-                            namespace=self._ns)
+                            namespace=self._ns, lease=lease)
         self._channels.append(ch)
         return ch
 

@@ -39,6 +39,9 @@ class StageSpec:
     #: A worker leaves after this many items (and is replaced while the
     #: stage has input): ``maxtasksperchild`` of a Pool.
     max_tasks: int | None = None
+    #: Seconds a worker may hold one item before the supervisor hands it to
+    #: another worker (the lease of the edge into the stage); None: never.
+    lease: float | None = None
 
     def check(self) -> None:
         """Raise :class:`InvalidArgument` for a bad setting."""
@@ -59,6 +62,9 @@ class StageSpec:
             raise InvalidArgument(f"stage {self.name!r}: max_inflight must be >= 1")
         if not isinstance(self.max_bytes, int) or not 4096 <= self.max_bytes <= 1 << 40:
             raise InvalidArgument(f"stage {self.name!r}: max_bytes must be 4 KiB..1 TiB")
+        if self.lease is not None and (isinstance(self.lease, bool) or not isinstance(
+                self.lease, (int, float)) or not self.lease > 0):
+            raise InvalidArgument(f"stage {self.name!r}: lease must be > 0 seconds or None")
         if self.max_tasks is not None and (
                 not isinstance(self.max_tasks, int) or self.max_tasks < 1):
             raise InvalidArgument(f"stage {self.name!r}: max_tasks must be >= 1")
@@ -90,7 +96,8 @@ class Stream:
     def map(self, fn: Callable[..., Any], *, workers: int = 1, name: str | None = None,
             init: Callable[[], Any] | None = None, timeout: float | None = None,
             max_redeliveries: int = 2, ordered: bool = False, max_inflight: int | None = None,
-            max_bytes: int = DEFAULT_MAX_BYTES, zero_copy: bool = False) -> Stream:
+            max_bytes: int = DEFAULT_MAX_BYTES, zero_copy: bool = False,
+            lease: float | None = None) -> Stream:
         """Each item becomes ``fn(item)`` (``fn(item, state)`` with ``init``:
         ``state = init()``, once per worker). ``timeout``: seconds one item
         may take before its worker is killed and the item counts a failed
@@ -98,28 +105,33 @@ class Stream:
         ``ordered``: the run yields outputs in source order. ``max_inflight``
         and ``max_bytes`` bound the edge into this stage (items, bytes).
         ``zero_copy``: numpy arrays arrive as read-only views of shared
-        memory, valid during the call."""
+        memory, valid during the call. ``lease``: seconds a worker may hold
+        one item; past it (the worker stopped or stuck) the supervisor hands
+        the item to another worker and refuses the first one's outputs, so
+        each output still goes on once (default None: never; unlike
+        ``timeout`` the worker is not killed, and side effects of ``fn`` may
+        happen twice)."""
         return self._add("map", fn, dict(
             workers=workers, name=name, init=init, timeout=timeout,
             max_redeliveries=max_redeliveries, ordered=ordered, max_inflight=max_inflight,
-            max_bytes=max_bytes, zero_copy=zero_copy))
+            max_bytes=max_bytes, zero_copy=zero_copy, lease=lease))
 
     def filter(self, fn: Callable[..., Any], *, workers: int = 1, name: str | None = None,
                init: Callable[[], Any] | None = None, timeout: float | None = None,
                max_redeliveries: int = 2, ordered: bool = False,
                max_inflight: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-               zero_copy: bool = False) -> Stream:
+               zero_copy: bool = False, lease: float | None = None) -> Stream:
         """Keep the items for which ``fn(item)`` is true (see :meth:`map`)."""
         return self._add("filter", fn, dict(
             workers=workers, name=name, init=init, timeout=timeout,
             max_redeliveries=max_redeliveries, ordered=ordered, max_inflight=max_inflight,
-            max_bytes=max_bytes, zero_copy=zero_copy))
+            max_bytes=max_bytes, zero_copy=zero_copy, lease=lease))
 
     def flat_map(self, fn: Callable[..., Iterable[Any]], *, workers: int = 1,
                  name: str | None = None, init: Callable[[], Any] | None = None,
                  timeout: float | None = None, max_redeliveries: int = 2, ordered: bool = False,
                  max_inflight: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                 zero_copy: bool = False) -> Stream:
+                 zero_copy: bool = False, lease: float | None = None) -> Stream:
         """Each item becomes every element of the iterable ``fn(item)``
         returns (see :meth:`map`). A worker that dies half-way through an
         item's outputs leaves those it sent: the next attempt skips as many
@@ -128,15 +140,16 @@ class Stream:
         return self._add("flat_map", fn, dict(
             workers=workers, name=name, init=init, timeout=timeout,
             max_redeliveries=max_redeliveries, ordered=ordered, max_inflight=max_inflight,
-            max_bytes=max_bytes, zero_copy=zero_copy))
+            max_bytes=max_bytes, zero_copy=zero_copy, lease=lease))
 
     def sink(self, fn: Callable[..., Any], *, workers: int = 1, name: str | None = None,
              init: Callable[[], Any] | None = None, timeout: float | None = None,
              max_redeliveries: int = 2, max_inflight: int | None = None,
-             max_bytes: int = DEFAULT_MAX_BYTES, zero_copy: bool = False) -> None:
+             max_bytes: int = DEFAULT_MAX_BYTES, zero_copy: bool = False,
+             lease: float | None = None) -> None:
         """End the pipeline: ``fn(item)`` is called on every item and its
         result dropped. ``run.wait()`` waits for it."""
         self._add("sink", fn, dict(
             workers=workers, name=name, init=init, timeout=timeout,
             max_redeliveries=max_redeliveries, max_inflight=max_inflight,
-            max_bytes=max_bytes, zero_copy=zero_copy))
+            max_bytes=max_bytes, zero_copy=zero_copy, lease=lease))

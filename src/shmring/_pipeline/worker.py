@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import _core
 from .._channel.channel import Channel
-from .._errors import Closed, EndOfStream, Timeout
+from .._errors import Closed, EndOfStream, LeaseRevoked, Timeout
 from .._objects.frame import VALUE_TAG
 from . import board as B
 from . import item as I
@@ -87,6 +87,7 @@ class _Worker:
         self.done = 0
         self.j = 0
         self.retired = False  # left after max_tasks items
+        self.leases = 0  # items whose lease was revoked while we held them
 
     def close(self) -> None:
         self.board.close()
@@ -231,59 +232,68 @@ class _Worker:
                 continue
             except EndOfStream:
                 return
-            self.item, self.done, self.j = item, done, 0
-            finished += 1
-            path: I.Path
-            if mv[1] == 0:  # no path: the common case, parsed here
-                kind, path, off = mv[0], (), 8
-            else:
-                kind, path, off = I.parse(mv)
-            self.path = path
-            if kind == I.CHUNK or kind == I.COMPACT:
-                chunks.run(kind, I.decode(mv[off:], zero_copy), attempts, done, max_attempts)
-                continue
-            if kind == I.VALUE:
-                words[base + (B.FIRST if attempts == 1 else B.AGAIN)] += 1
-            else:
-                # Tombstones and END markers pass through (ordered runs).
-                if kind_of == "sink":
-                    rx._link_finish()
-                else:
-                    self._patient(I.send_raw, self.tx, rx, item, self.out_region, mv, True)
-                    self.counted()
-                continue
-            body = mv[off:]
-            if attempts > max_attempts:
-                words[base + B.DEAD] += 1
-                self.j = done  # what earlier attempts sent stays sent
-                self.note(I.DEAD, None, "", body)
-                continue
-            t0 = monotonic_ns()
-            words[base + B.STARTED] = t0  # before ITEM: see Run._timeouts
-            words[base + B.ITEM] = item + 1
             try:
-                # A plain value is decoded by one C call.
-                value = _decode_value(body) if body[0] == VALUE_TAG else I.decode(body, zero_copy)
-                result = fn(value, self.state) if with_state else fn(value)
-                if kind_of == "map":
-                    self.out(I.VALUE, path, result, True)
-                elif kind_of == "filter":
-                    if result:
-                        self.out(I.VALUE, path, value, True)
-                    else:
-                        self.nothing_more()
-                elif kind_of == "flat_map":
-                    for k, one in enumerate(result):
-                        self.out(I.VALUE, (*path, k), one, False)
-                    self.nothing_more()
+                self.item, self.done, self.j = item, done, 0
+                finished += 1
+                path: I.Path
+                if mv[1] == 0:  # no path: the common case, parsed here
+                    kind, path, off = mv[0], (), 8
                 else:
-                    rx._link_finish()
-            except Exception as e:
-                self.failed(e, body)
-            dt = monotonic_ns() - t0
-            words[base + B.ITEM] = 0
-            words[base + B.BUSY_NS] += dt
-            words[base + B.HIST + B.bucket(dt)] += 1
+                    kind, path, off = I.parse(mv)
+                self.path = path
+                if kind == I.CHUNK or kind == I.COMPACT:
+                    chunks.run(kind, I.decode(mv[off:], zero_copy), attempts, done, max_attempts)
+                    continue
+                if kind == I.VALUE:
+                    words[base + (B.FIRST if attempts == 1 else B.AGAIN)] += 1
+                else:
+                    # Tombstones and END markers pass through (ordered runs).
+                    if kind_of == "sink":
+                        rx._link_finish()
+                    else:
+                        self._patient(I.send_raw, self.tx, rx, item, self.out_region, mv, True)
+                        self.counted()
+                    continue
+                body = mv[off:]
+                if attempts > max_attempts:
+                    words[base + B.DEAD] += 1
+                    self.j = done  # what earlier attempts sent stays sent
+                    self.note(I.DEAD, None, "", body)
+                    continue
+                t0 = monotonic_ns()
+                words[base + B.STARTED] = t0  # before ITEM: see Run._timeouts
+                words[base + B.ITEM] = item + 1
+                try:
+                    # A plain value is decoded by one C call.
+                    value = (_decode_value(body) if body[0] == VALUE_TAG
+                             else I.decode(body, zero_copy))
+                    result = fn(value, self.state) if with_state else fn(value)
+                    if kind_of == "map":
+                        self.out(I.VALUE, path, result, True)
+                    elif kind_of == "filter":
+                        if result:
+                            self.out(I.VALUE, path, value, True)
+                        else:
+                            self.nothing_more()
+                    elif kind_of == "flat_map":
+                        for k, one in enumerate(result):
+                            self.out(I.VALUE, (*path, k), one, False)
+                        self.nothing_more()
+                    else:
+                        rx._link_finish()
+                except LeaseRevoked:
+                    raise
+                except Exception as e:
+                    self.failed(e, body)
+                dt = monotonic_ns() - t0
+                words[base + B.ITEM] = 0
+                words[base + B.BUSY_NS] += dt
+                words[base + B.HIST + B.bucket(dt)] += 1
+            except LeaseRevoked:
+                # Held past the edge's lease (stopped, or stuck): the item went
+                # to another worker and nothing of ours goes out; on to the next.
+                words[base + B.ITEM] = 0
+                self.leases += 1
 
     def failed(self, e: Exception, body: memoryview) -> None:
         """``fn`` raised on the current item (or its output could not be

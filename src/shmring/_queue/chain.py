@@ -247,7 +247,12 @@ class Chain:
         the items in it, with it. No other holder: nothing to wait for."""
         self.handed.add(gen)
         me = os.getpid()
-        others = self.ctl.region.live_pids() - {me}
+        # Holders of the queue are in the control region's table (forked
+        # children that hold it by inheritance are not, nor need they be:
+        # their parent is). Looked up in the ring's table by pid and start
+        # time, in C: with thousands of putters, a walk that asked /proc
+        # about every slot made every first put cost O(putters).
+        others = {h for h in self.ctl.region.live_holders() if h[0] != me}
         ch = self.chs.get(gen)
         if not others or ch is None:
             return
@@ -255,7 +260,7 @@ class Chain:
         deadline = time.monotonic() + HANDOFF
         while True:
             seq = _core.load32(cbuf, off)
-            if ch.region.live_pids() & others:
+            if ch.region.held_by_any(others):
                 return
             left = deadline - time.monotonic()
             if left <= 0:

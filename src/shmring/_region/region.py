@@ -10,9 +10,17 @@ publish it. An attacher opens with size 0 (a non-zero size would resize
 somebody else's segment), waits briefly for the magic, and checks every field
 against the real segment size before trusting any.
 
-Mapping: a region of up to :data:`POPULATE_LIMIT` bytes is mapped with
-``MAP_POPULATE``, so even the first lap of its ring takes no page fault. A
-larger one is not: its pages are already allocated (``posix_fallocate``), so
+The attach table costs no ``/dev/shm`` up front, however many slots it
+has: only the header's pages (:data:`HEAD_BYTES`, the header and the first
+slots) and the ring are allocated at creation; a slot page is allocated
+(``posix_fallocate`` again, so a full ``/dev/shm`` is a clean
+:class:`NoSpace` there too) before the first slot on it is taken, and walks
+of the table never read past the slots ever taken (``slots.py``).
+
+Mapping: in a region of up to :data:`POPULATE_LIMIT` bytes the header pages
+and the ring are populated (``MADV_POPULATE_WRITE``; not ``MAP_POPULATE``,
+which would allocate the whole table), so even the first lap of its ring
+takes no page fault. A larger one is not: its pages are already allocated (``posix_fallocate``), so
 leaving them to be faulted in on first touch costs no ``SIGBUS``, only about
 1.5 µs per 4 KiB page the first time (measured on a 2-vCPU x86-64 VM), while
 populating cost about 2.3 s per GiB there (4 GiB: 9.5 s to populate, 1 s to
@@ -25,6 +33,7 @@ resource tracker, gh-82300), only when asked.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -51,7 +60,8 @@ from .guard import faulted, unmap, watch
 from .names import SHM_DIR, refused, unlink_segment
 from .names import segment_name as segment_name
 from .names import split_segment_name as split_segment_name
-from .slots import AttachTable
+from .options import untether_timeout_ns
+from .slots import AttachTable, slots_end, slots_in
 from .slots import SlotInfo as SlotInfo
 
 if TYPE_CHECKING:
@@ -63,12 +73,30 @@ if TYPE_CHECKING:
 #: Regions up to this size are mapped with MAP_POPULATE (see the module
 #: docstring); larger ones fault their pages in on first touch.
 POPULATE_LIMIT = 64 << 20
+#: Bytes at the start of a segment allocated at creation: the header and the
+#: attach slots that share its pages (55). Later slot pages: at first use.
+HEAD_BYTES = 2 * L.PAGE_ALIGN
+#: madvise advice (Linux 5.14; not named by Python 3.11's mmap module).
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
 def _map(fd: int, size: int) -> mmap.mmap:
     """Map ``size`` bytes of the segment ``fd``, read-write and shared."""
-    flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if size <= POPULATE_LIMIT else 0)
-    return watch(mmap.mmap(fd, size, flags, mmap.PROT_READ | mmap.PROT_WRITE))
+    return watch(mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE))
+
+
+def _head_end(doff: int) -> int:
+    return min(doff, HEAD_BYTES)
+
+
+def _populate(buf: mmap.mmap, doff: int, total: int) -> None:
+    """Fault in the header pages and the ring of a small region now (no
+    page fault on its first lap), never the untouched slot pages."""
+    if total > POPULATE_LIMIT:
+        return
+    with contextlib.suppress(OSError):  # an older kernel: pages fault in on first touch
+        buf.madvise(_MADV_POPULATE_WRITE, 0, _head_end(doff))
+        buf.madvise(_MADV_POPULATE_WRITE, doff, total - doff)
 
 
 def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
@@ -86,25 +114,6 @@ def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
         raise InvalidArgument(f"bad region name {seg!r}: {e}") from e
 
 
-def untether_timeout_ns(timeout: float | None, pattern: str, lossy: bool) -> int:
-    """``slow_consumer_timeout`` in whole nanoseconds for the header (0:
-    never); InvalidArgument unless None or a finite number of seconds >= 0
-    on a lossless broadcast ring."""
-    if timeout is None or (not isinstance(timeout, bool) and timeout == 0):
-        return 0
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
-        0 < timeout < 1e9
-    ):
-        raise InvalidArgument(
-            f"slow_consumer_timeout {timeout!r} must be None (never) or seconds > 0 "
-            "and below 1e9"
-        )
-    if pattern != "broadcast" or lossy:
-        raise InvalidArgument(
-            "slow_consumer_timeout applies to lossless broadcast only (a lossy "
-            "producer never waits; other patterns have one consumer per message)"
-        )
-    return max(1, round(timeout * 1e9))
 
 
 class Region:
@@ -123,6 +132,8 @@ class Region:
         self.buf: mmap.mmap | None = buf
         self.size = size
         self._table = AttachTable(buf, name)
+        #: Slots whose pages are allocated for sure (alloc_slot makes more).
+        self._slots_ready = slots_in(HEAD_BYTES, L.MAX_SLOTS)
 
     # --------------------------------------------------------- lifecycle --
     @classmethod
@@ -138,10 +149,14 @@ class Region:
         lossy: bool = False,
         persistent: bool = False,
         namespace: str | None = None,
+        lease_ms: int = 0,
         slow_consumer_timeout: float | None = None,
     ) -> Region:
         """Create region ``name`` whose ring holds ``size`` bytes (a power of
         two, at least 1024).
+
+        ``lease_ms`` (mpmc): how long a consumer may hold one record, in
+        milliseconds; 0 the supervisor's default, ``LEASE_NEVER`` never.
 
         ``mode`` is the segment's permission bits (0o000-0o777), applied
         exactly, whatever the umask: the default 0o600 lets only this user
@@ -185,6 +200,10 @@ class Region:
             raise InvalidArgument(f"slots must be between 1 and {L.MAX_SLOTS}")
         if lossy and not L.TRAITS[pattern].can_be_lossy:
             raise InvalidArgument("lossy applies to the broadcast pattern only")
+        if isinstance(lease_ms, bool) or not isinstance(lease_ms, int) or not (
+                0 <= lease_ms <= L.LEASE_NEVER) or (lease_ms and pattern != "mpmc"):
+            raise InvalidArgument(f"lease_ms {lease_ms!r}: a lease applies to mpmc only, "
+                                  "in milliseconds")
         untether_ns = untether_timeout_ns(slow_consumer_timeout, pattern, lossy)
         doff = L.data_offset(slots)
         total = doff + size
@@ -195,7 +214,10 @@ class Region:
             os.fchmod(shm.fd, mode)
             os.ftruncate(shm.fd, total)
             try:
-                os.posix_fallocate(shm.fd, 0, total)
+                # The header's pages and the ring: the rest of the table
+                # stays a hole until its slots are used (alloc_slot).
+                os.posix_fallocate(shm.fd, 0, _head_end(doff))
+                os.posix_fallocate(shm.fd, doff, size)
             except OSError as e:
                 if e.errno == errno.ENOSPC:
                     raise NoSpace(
@@ -204,6 +226,7 @@ class Region:
                     ) from e
                 raise
             buf = _map(shm.fd, total)
+            _populate(buf, doff, total)
             inode = os.fstat(shm.fd).st_ino
         except BaseException:
             shm.close_fd()
@@ -221,8 +244,9 @@ class Region:
         struct.pack_into("<Q", buf, L.HDR_CREATED_NS, time.time_ns())
         struct.pack_into("<Q", buf, L.HDR_DATA_OFFSET, doff)
         struct.pack_into("<Q", buf, L.HDR_CREATOR_PID, os.getpid())
+        struct.pack_into("<Q", buf, L.HDR_LEASE_MS, lease_ms)
         struct.pack_into("<Q", buf, L.HDR_UNTETHER_NS, untether_ns)
-        AttachTable.init(buf, slots)
+        # The attach table is all zeros (free slots) already: nothing to write.
         # Publication: everything above is visible before the magic (pairs
         # with the attacher's acquire load in _wait_published).
         _core.store(buf, L.HDR_MAGIC, L.SHMRING_MAGIC)
@@ -257,6 +281,7 @@ class Region:
         try:
             region._wait_published(deadline)
             region.validate()
+            _populate(buf, region._u64(L.HDR_DATA_OFFSET), size)
         except BaseException:
             region.close()
             raise
@@ -417,10 +442,9 @@ class Region:
 
     def alloc_slot(self, role: int) -> int:
         """Take a free attach slot for this process in ``role``."""
-        table = self.table
         pid, started, ns = os.getpid(), my_start_time(), pid_namespace()
         for attempt in range(2):
-            slot = table.alloc(role, pid, started, ns)
+            slot = self._take(role, pid, started, ns)
             if slot is not None:
                 return slot
             if attempt == 0 and not self.reap_dead():
@@ -429,6 +453,45 @@ class Region:
             f"all {self.slot_count} attach slots of region {self.name!r} are taken: "
             "close unused channels and endpoints, or create the region with more slots"
         )
+
+    def _take(self, role: int, pid: int, started: int, ns: int) -> int | None:
+        """Take the lowest free slot, allocating the page of a slot never
+        used before it is taken (tmpfs: a full /dev/shm is NoSpace here,
+        not SIGBUS on the first store)."""
+        table = self.table
+        count = table.count
+        while True:
+            limit = min(count, max(self._slots_ready, table.used + 1))
+            if limit > self._slots_ready:
+                self._reserve(limit)
+            slot = table.alloc(role, pid, started, ns, limit)
+            if slot is not None or limit >= count:
+                return slot
+            # Every slot below limit is taken: slot_high is past it now.
+
+    def _reserve(self, limit: int) -> None:
+        """Allocate the pages of slots below ``limit`` (and the rest of the
+        last one's page)."""
+        end = -(-slots_end(limit) // L.PAGE_ALIGN) * L.PAGE_ALIGN
+        start = max(_head_end(self._u64(L.HDR_DATA_OFFSET)),
+                    slots_end(self._slots_ready) // L.PAGE_ALIGN * L.PAGE_ALIGN)
+        try:
+            fd = os.open(SHM_DIR + "/" + self.segment.lstrip("/"),
+                         os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:  # removed (or replaced) meanwhile: nothing to allocate through
+            self._slots_ready = limit
+            return
+        try:
+            if os.fstat(fd).st_ino == self.inode and end > start:
+                os.posix_fallocate(fd, start, end - start)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise NoSpace(f"/dev/shm has no room for attach slot {limit - 1} of region "
+                              f"{self.name!r}: free space") from e
+            raise
+        finally:
+            os.close(fd)
+        self._slots_ready = max(self._slots_ready, slots_in(end, L.MAX_SLOTS))
 
     def free_slot(self, slot: int) -> None:
         """Give slot ``slot`` back (nothing once the region is unmapped)."""
@@ -473,6 +536,20 @@ class Region:
         (presumed alive here: the supervisor recovers it)."""
         return sum(1 for pid, started, ns in self.table.endpoints(role)
                    if holder_alive(pid, started, ns) is not False)
+
+    def live_holders(self) -> set[tuple[int, int, int]]:
+        """(pid, start time, PID namespace) of the live processes in the
+        attach table (of other PID namespaces too, presumed alive)."""
+        return {(pid, started, ns) for _i, pid, started, ns in self.table.entries()
+                if started and holder_alive(pid, started, ns) is not False}
+
+    def held_by_any(self, holders: set[tuple[int, int, int]]) -> bool:
+        """True if one of ``holders`` ((pid, start time, PID namespace), as
+        :meth:`live_holders` gives them) holds a slot here: one C scan of the
+        table per holder, no /proc read."""
+        table = self.table
+        return any(next(table.slots_of(pid, started, ns), None) is not None
+                   for pid, started, ns in holders)
 
     def live_pids(self) -> set[int]:
         """Pids of the live processes in the attach table (of other PID

@@ -25,6 +25,15 @@ producer of spsc/broadcast, the single consumer of spsc/mpsc): they hold
 
 The slot count is read from the header at every walk, not once: a header
 overwritten after validation must not make a walk leave the segment.
+
+A table may have thousands of slots (``L.MAX_SLOTS``, so thousands of
+processes can share one queue) and costs no ``/dev/shm`` until used: a free
+slot is all zeros, which a fresh segment already is, and walks stop at the
+header's ``slot_high`` (the slots ever taken), so the pages of slots nobody
+took are never read (tmpfs allocates a page at its first fault, a read's
+too). Taking a slot and finding a process's slots scan in C
+(``_core.slot_take``, ``_core.slots_of``: csrc/ring/slots.c), which raises
+``slot_high`` before it takes a slot's pid word.
 Liveness policy (is that pid alive?) is not here but in ``region.py``; this
 module only moves words.
 """
@@ -49,7 +58,18 @@ RECOVERING = L.SLOT_RECOVERING
 
 _COUNTS = (L.SLOT_CLAIM_LEN, L.SLOT_CURSOR, L.SLOT_MESSAGES, L.SLOT_BYTES, L.SLOT_MISSED,
            L.SLOT_LAST_MSGNO, L.SLOT_LINK_IN, L.SLOT_LINK_OUT, L.SLOT_LINK_REGION,
-           L.SLOT_LINK_DONE)
+           L.SLOT_LINK_DONE,
+           L.SLOT_LEASE)
+
+
+def slots_end(n: int) -> int:
+    """The byte offset where slot ``n`` begins (just past slot ``n - 1``)."""
+    return L.slot_offset(n)
+
+
+def slots_in(end: int, count: int) -> int:
+    """How many slots lie wholly below byte ``end`` of a region (at most ``count``)."""
+    return max(0, min(count, (end - L.SLOTS_OFFSET) // L.SLOT_SIZE))
 
 
 def _owner_word(producer: bool) -> int:
@@ -102,27 +122,29 @@ class AttachTable:
             raise CorruptRegion(f"region {self._name!r} has {n} attach slots: corrupt header")
         return n
 
-    @staticmethod
-    def init(buf: mmap.mmap, count: int) -> None:
-        """Lay out a fresh table of ``count`` free slots (before publication:
-        plain stores, the magic's release store publishes them)."""
-        # One copy of a slot image, repeated: the segment is zeros already
-        # (a loop of pack_into took 0.4 ms for 255 slots).
-        free = bytearray(L.SLOT_SIZE)
-        struct.pack_into("<Q", free, L.SLOT_CLAIM_POS, L.CLAIM_NONE)
-        buf[L.slot_offset(0):L.slot_offset(count)] = bytes(free) * count
+    @property
+    def used(self) -> int:
+        """How many slots a walk looks at: those ever taken (``slot_high``),
+        at most :attr:`count`. Every slot past it is free and untouched."""
+        return min(self.count, int(_core.load(self._buf, L.HDR_SLOT_HIGH)))
 
     # -------------------------------------------------- take and give --
-    def alloc(self, role: int, pid: int, start: int, ns: int) -> int | None:
-        """Take a free slot for process ``pid`` (started at ``start``, in PID
-        namespace ``ns``) in ``role``; None if every slot is taken."""
+    @property
+    def high(self) -> int:
+        """The header's ``slot_high`` as stored: slots ever taken."""
+        return int(_core.load(self._buf, L.HDR_SLOT_HIGH))
+
+    def alloc(self, role: int, pid: int, start: int, ns: int,
+              limit: int = L.MAX_SLOTS) -> int | None:
+        """Take a free slot below ``limit`` for process ``pid`` (started at
+        ``start``, in PID namespace ``ns``) in ``role``; None if every one is
+        taken. The caller makes sure the pages of the slots below ``limit``
+        are allocated."""
         buf = self._buf
-        for i in range(self.count):
+        _ = self.count  # CorruptRegion for a count the mapping cannot hold
+        i = _core.slot_take(buf, pid, limit)
+        if i is not None:
             so = L.slot_offset(i)
-            if _core.load(buf, so + L.SLOT_PID) != 0:
-                continue
-            if not _core.cas(buf, so + L.SLOT_PID, 0, pid):
-                continue
             _core.store(buf, so + L.SLOT_PIDNS, ns)
             _core.store(buf, so + L.SLOT_START_TIME, start)
             _core.store32(buf, so + L.SLOT_ROLE, role)
@@ -134,17 +156,47 @@ class AttachTable:
             return i
         return None
 
-    def free(self, slot: int) -> None:
-        """Give slot ``slot`` back; its endpoint's counts go to the header
-        totals (``shmring ls`` still shows them)."""
+    def lend(self, slot: int, role: int) -> None:
+        """Turn this process's channel slot ``slot`` (``ROLE_ATTACH``) into
+        an endpoint's of ``role``: a process that opens a channel and makes
+        one endpoint holds one slot, not two. Its counts are zero already
+        (:meth:`alloc`); a consumer's state is closing until it joins, set
+        before the role so that no walk sees an active consumer early."""
         buf = self._buf
         so = L.slot_offset(slot)
+        _core.store(buf, so + L.SLOT_CLAIM_POS, L.CLAIM_NONE)
+        if role == L.ROLE_CONSUMER:
+            _core.store32(buf, so + L.SLOT_STATE, L.SLOT_CLOSING)
+        _core.store32(buf, so + L.SLOT_ROLE, role)
+
+    def give_back(self, slot: int) -> None:
+        """The endpoint that was lent ``slot`` is closed: its counts go to
+        the header totals, as :meth:`free` does, and the slot is the
+        channel's again (``ROLE_ATTACH``)."""
+        buf = self._buf
+        so = L.slot_offset(slot)
+        self._fold(so)
+        _core.store32(buf, so + L.SLOT_ROLE, L.ROLE_ATTACH)
+        _core.store(buf, so + L.SLOT_CLAIM_POS, L.CLAIM_NONE)
+        for off in _COUNTS:
+            _core.store(buf, so + off, 0)
+        _core.store32(buf, so + L.SLOT_STATE, L.SLOT_ACTIVE)
+
+    def _fold(self, so: int) -> None:
+        buf = self._buf
         role = _core.load32(buf, so + L.SLOT_ROLE)
         if role in (L.ROLE_PRODUCER, L.ROLE_CONSUMER):
             msgs, nbytes = (L.OFF_STATS_IN_MSGS, L.OFF_STATS_IN_BYTES) \
                 if role == L.ROLE_PRODUCER else (L.OFF_STATS_OUT_MSGS, L.OFF_STATS_OUT_BYTES)
             _core.fetch_add(buf, msgs, _core.load(buf, so + L.SLOT_MESSAGES))
             _core.fetch_add(buf, nbytes, _core.load(buf, so + L.SLOT_BYTES))
+
+    def free(self, slot: int) -> None:
+        """Give slot ``slot`` back; its endpoint's counts go to the header
+        totals (``shmring ls`` still shows them)."""
+        buf = self._buf
+        so = L.slot_offset(slot)
+        self._fold(so)
         _core.store32(buf, so + L.SLOT_STATE, L.SLOT_FREE)
         _core.store32(buf, so + L.SLOT_ROLE, 0)
         # Start time 0 marks a slot being taken (alloc sets it right after
@@ -249,7 +301,7 @@ class AttachTable:
         taken right now), the namespace after the start time (0: not known
         yet, only while the start time is 0). The count is read by this call
         (CorruptRegion here, not mid-walk); each slot when the walk reaches it."""
-        return self._entries(self.count)
+        return self._entries(self.used)
 
     def _entries(self, count: int) -> Iterator[tuple[int, int, int, int]]:
         buf = self._buf
@@ -278,15 +330,11 @@ class AttachTable:
     def slots_of(self, pid: int, start: int, ns: int) -> Iterator[int]:
         """Every slot held by process ``pid`` started at ``start`` in PID
         namespace ``ns`` (0: any; a slot whose namespace is not stored yet
-        matches every ``ns``)."""
+        matches every ``ns``). Found by a scan in C (``_core.slots_of``)."""
         buf = self._buf
-        for i in range(self.count):
-            so = L.slot_offset(i)
-            if _core.load(buf, so + L.SLOT_PID) != pid:
-                continue
-            if _core.load(buf, so + L.SLOT_START_TIME) != start:
-                continue
-            held = _core.load(buf, so + L.SLOT_PIDNS)
+        _ = self.count  # CorruptRegion for a count the mapping cannot hold
+        for i in _core.slots_of(buf, pid, start):
+            held = _core.load(buf, L.slot_offset(i) + L.SLOT_PIDNS)
             if ns and held and held != ns:
                 continue
             yield i
@@ -295,7 +343,7 @@ class AttachTable:
         """(slot, pid word, claim position) of every producer slot with a
         claim in flight (what a claim watch compares between its looks)."""
         buf = self._buf
-        for i in range(self.count):
+        for i in range(self.used):
             so = L.slot_offset(i)
             pid = _core.load(buf, so + L.SLOT_PID)
             if not pid or _core.load32(buf, so + L.SLOT_ROLE) != L.ROLE_PRODUCER:
@@ -305,12 +353,24 @@ class AttachTable:
                 continue
             yield i, pid, pos
 
+    def holder(self, slot: int) -> tuple[int, int, int, int, int]:
+        """(pid, start time, messages, link_in, link_region) of ``slot``:
+        who holds a record a lease watch sees held (compared between its
+        looks), and the linked commit it is in (a pipeline worker's)."""
+        buf = self._buf
+        so = L.slot_offset(slot)
+        return (int(_core.load(buf, so + L.SLOT_PID)) & ~L.SLOT_RECOVERING,
+                int(_core.load(buf, so + L.SLOT_START_TIME)),
+                int(_core.load(buf, so + L.SLOT_MESSAGES)),
+                int(_core.load(buf, so + L.SLOT_LINK_IN)),
+                int(_core.load(buf, so + L.SLOT_LINK_REGION)))
+
     def snapshot(self) -> list[SlotInfo]:
         """Every taken slot, as read now (a slot being recovered included,
         with its pid)."""
         buf = self._buf
         out = []
-        for i in range(self.count):
+        for i in range(self.used):
             so = L.slot_offset(i)
             pid = _core.load(buf, so + L.SLOT_PID)
             if pid == 0:

@@ -147,10 +147,11 @@ class Connection:
         supervisor removes what we left). Not waited for: the supervisor reads
         a connection's messages in order, even after the sender died, so this
         one is handled before the ``attach`` that follows (whose reply is
-        waited for; ``_request`` passes over this one's)."""
+        waited for). Sent with ``noreply``: the supervisor answers it not at
+        all (one reply less to send and to pass over)."""
         with self._lock:
             if self._sock is not None:
-                msg = {"op": "creating", "seg": seg, "id": next(self._ids)}
+                msg = {"op": "creating", "seg": seg, "id": next(self._ids), "noreply": True}
                 try:
                     _ipc.send(self._sock, msg)
                     return

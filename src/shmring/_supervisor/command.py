@@ -17,10 +17,12 @@ import math
 import os
 import resource
 import signal
+from collections.abc import Callable
 
 from .._errors import InvalidArgument
 from .._region.names import check_namespace, default_namespace
 from . import wire as _ipc
+from .lease import DEFAULT_LEASE
 from .revoke import DEFAULT_CLAIM_TIMEOUT
 from .server import AlreadyRunning, Supervisor
 
@@ -49,13 +51,19 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _claim_timeout(text: str) -> float:
-    try:
-        return _seconds(text)
-    except argparse.ArgumentTypeError as e:
-        if text == os.environ.get("SHMRING_CLAIM_TIMEOUT"):
-            raise argparse.ArgumentTypeError(f"{e} (from $SHMRING_CLAIM_TIMEOUT)") from None
-        raise
+def _from_env(var: str) -> Callable[[str], float]:
+    """Seconds, saying so when a bad value came from ``$var``."""
+    def parse(text: str) -> float:
+        try:
+            return _seconds(text)
+        except argparse.ArgumentTypeError as e:
+            if text == os.environ.get(var):
+                raise argparse.ArgumentTypeError(f"{e} (from ${var})") from None
+            raise
+    return parse
+
+
+_claim_timeout = _from_env("SHMRING_CLAIM_TIMEOUT")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,6 +85,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="revoke a producer's claim held longer than this (stopped or "
                    "stuck), so consumers go on; 0 never (default $SHMRING_CLAIM_TIMEOUT "
                    f"or {DEFAULT_CLAIM_TIMEOUT:g})")
+    p.add_argument("--lease-timeout", type=_from_env("SHMRING_LEASE_TIMEOUT"), metavar="SECONDS",
+                   default=os.environ.get("SHMRING_LEASE_TIMEOUT", str(DEFAULT_LEASE)),
+                   help="hand an mpmc record a consumer has held longer than this (stopped "
+                   "or stuck) to the other consumers, for channels created without lease=; "
+                   f"0 never (default $SHMRING_LEASE_TIMEOUT or {DEFAULT_LEASE:g})")
     p.add_argument("--daemonize", action="store_true",
                    help="fork into the background (log to <socket-dir>/<ns>.log)")
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=_LEVELS,
@@ -105,7 +118,8 @@ def main(args: argparse.Namespace) -> int:
         _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a pidfd and a socket per client
     sup = Supervisor(ns, socket_dir=args.socket_dir, idle_exit=args.exit_when_idle,
-                     startup_grace=args.startup_grace, claim_timeout=args.claim_timeout)
+                     startup_grace=args.startup_grace, claim_timeout=args.claim_timeout,
+                     lease_timeout=args.lease_timeout)
 
     stopped_by: list[int] = []
 

@@ -64,6 +64,11 @@ RegionKey = tuple[str, int]  # (segment name, created_ns): one region, not one n
 LINK_WAIT = 5.0
 
 
+#: After a holder's death, a region that others still hold is judged again
+#: (its table walked) at most this often (seconds): see _judge_after_death.
+DEATHS_WALK = 0.05
+
+
 class _Lazy:
     """One ``Census`` per evaluation, walked only if a slot needs it."""
 
@@ -98,6 +103,8 @@ class Tracked:
     uncertain: bool = False  # last kept only for entries not judged yet (grace)
     truncated: bool = False  # its segment shrank under the mapping: never read again
     corrupt: bool = False  # its table's header was overwritten: said once, not walked again
+    walked: float = float("-inf")  # clock time of the last judgement after a death
+    walk_due: bool = False  # a coalesced judgement is scheduled (deaths_walk)
 
     @property
     def key(self) -> RegionKey:
@@ -495,10 +502,34 @@ class RegionTable:
         for k in touched:
             t = self._regions.get(k)
             if t is not None:
-                self.evaluate(t)
+                self._judge_after_death(t)
         for seg in p.creating:
             self.recheck(seg)
         p.creating.clear()
+
+    def _judge_after_death(self, t: Tracked) -> None:
+        """Judge ``t`` again after a holder died: at once if nobody holds it
+        now (its name must go), else at most once per :data:`DEATHS_WALK`
+        seconds: the judgement walks the whole table (thousands of slots on
+        a queue with thousands of processes), and a burst of deaths would
+        walk it once per death. The dead process's own slots are recovered
+        already (process_died); the walk finds slots of processes not yet
+        watched, so those wait for at most DEATHS_WALK."""
+        now = self._clock()
+        if not t.holders or now - t.walked >= DEATHS_WALK:
+            t.walked = now
+            self.evaluate(t)
+            return
+        if t.walk_due:
+            return
+        t.walk_due = True
+
+        def walk() -> None:
+            t.walk_due = False
+            t.walked = self._clock()
+            self.evaluate(t)
+
+        self._schedule(t.walked + DEATHS_WALK, walk)
 
     def reconcile(self, p: Proc) -> None:
         """A live process closed its connection: if it ``exec``-ed (or

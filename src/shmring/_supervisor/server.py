@@ -13,7 +13,7 @@ events, never on polling:
   so that when ``Channel.close()`` returns in the last user the name is gone;
 - socket EOF alone is not death (a process may close the connection and live
   on): its registrations stay until its pidfd fires;
-- the one periodic check revokes claims held past ``claim_timeout``.
+- periodic checks revoke stuck claims (and mpmc records past their lease).
 
 After a restart nothing is lost: regions are mapped again from /dev/shm
 ("adopted"); for ``startup_grace`` seconds no table entry is judged dead
@@ -28,7 +28,7 @@ callbacks:
 
 - ``deaths.ProcessIndex``: watched processes, their pidfds, who died;
 - ``regions.RegionTable``: tracked regions, who holds each, the unlink rule;
-- ``revoke.ClaimWatch``: stuck claims and quarantines.
+- ``revoke.ClaimWatch``, ``lease.LeaseWatch``: stuck claims, quarantines, leases.
 
 ``command.py`` is the ``shmring supervisor`` command around it. Not here:
 the data path. Channels never wait for the supervisor, and a dead supervisor
@@ -59,6 +59,7 @@ from . import instance as _instance
 from . import procfs
 from . import wire as _ipc
 from .deaths import Proc, ProcessIndex
+from .lease import DEFAULT_LEASE, LeaseWatch
 from .loop import EventLoop
 from .regions import RegionTable, Tracked
 from .revoke import DEFAULT_CLAIM_TIMEOUT, ClaimWatch
@@ -119,10 +120,9 @@ class Supervisor:
     ``clock`` (seconds, monotonic) drives every timeout; a test may pass a
     fake one and call :meth:`wake` after moving it. ``claim_timeout``: revoke
     a producer's claim held longer than this many seconds (None or 0: never).
-    ``idle_exit``: stop after
-    that many seconds with no region to track (auto-started supervisors).
-    Raises :class:`AlreadyRunning` from ``start``/``run`` if another
-    supervisor has the namespace.
+    ``lease_timeout``: the same for a consumer's mpmc record (lease.py).
+    ``idle_exit``: stop after that many seconds with no region (auto-start).
+    Raises :class:`AlreadyRunning` from ``start``/``run`` if the namespace is taken.
     """
 
     def __init__(
@@ -135,6 +135,7 @@ class Supervisor:
         startup_grace: float = 1.0,
         creation_grace: float = _gc.CREATION_GRACE,
         claim_timeout: float | None = DEFAULT_CLAIM_TIMEOUT,
+        lease_timeout: float | None = DEFAULT_LEASE,
     ) -> None:
         self.namespace = check_namespace(default_namespace() if namespace is None else namespace)
         self._dir = socket_dir
@@ -164,6 +165,8 @@ class Supervisor:
         self.claims = ClaimWatch(
             claim_timeout or None, self.stats, regions=lambda: self.regions, clock=clock,
             schedule=self._schedule, stopping=lambda: self._stopping)
+        self.leases = LeaseWatch(lease_timeout or None, self.stats, self.regions, clock=clock,
+                                 schedule=self._schedule, stopping=lambda: self._stopping)
 
     @property
     def claim_timeout(self) -> float | None:
@@ -413,7 +416,9 @@ class Supervisor:
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
-        if reply is not None and key.fd in self._conns:
+        # "noreply": the client does not wait for this one (creating): a reply
+        # nobody waits for is one send here and one pass-over there.
+        if reply is not None and key.fd in self._conns and not msg.get("noreply"):
             reply["id"] = msg.get("id")
             self._send(c, reply)
         self._update_idle()
@@ -458,6 +463,7 @@ class Supervisor:
     def _on_tracked(self, t: Tracked) -> None:
         self._idle_since = None
         self.claims.region_tracked(t)
+        self.leases.region_tracked(t)
 
     def _check_claims(self) -> None:
         """Look at stuck claims now (tests call it in the loop's thread)."""

@@ -38,6 +38,18 @@
  *                        ring/untether.c). Nonzero also makes the producer
  *                        keep `intent` (as lossy broadcast does), so every
  *                        reader validates its copies
+ *   80 lease_ms     u64  mpmc: how long a consumer may hold one record before
+ *                        the supervisor hands it to the other consumers
+ *                        (ring/lease.c), in milliseconds; 0 = the supervisor's
+ *                        default (--lease-timeout), LEASE_NEVER = never
+ *   88 slot_high    u64  attach slots ever taken: every slot at or above it is
+ *                        free and untouched (all zeros). Raised, by compare-
+ *                        exchange, *before* the slot's pid word is taken, so a
+ *                        walk that reads it first misses only slots taken after
+ *                        it started; never lowered. Walks of the table stop
+ *                        there, so the pages of a large table that nobody used
+ *                        are never read, hence never allocated (tmpfs allocates
+ *                        a page on its first fault, a read fault included)
  *
  * Counters are 64-bit sequence numbers (byte positions in an unbounded
  * stream), never wrapped indices; position p lives at ring[p & (capacity-1)].
@@ -70,7 +82,7 @@
  *           0 pos u64  start of the revoked claim (as its slot's claim_pos)
  *           8 len u64  its length (as claim_len), 0 = entry free
  *          16 flags u64 QUAR_DONE once its producer is done writing (it saw
- *                      the revocation, or died); bits 8-15 owner slot+1
+ *                      the revocation, or died); bits 8-20 owner slot+1
  *                      (QUAR_OWNER_SHIFT, QUAR_OWNER_MASK)
  *         Producers are gated by min(head, pos) + capacity while an entry is
  *         in use: the claim's bytes are not reused until the supervisor
@@ -111,7 +123,7 @@
  *   96 link_region u64   consumer: the output region's id (its segment's
  *                        inode); producer: the input region's
  *   104 link_done  u64   consumer: outputs of the input committed (bits 0-31);
- *                        bits 32-39 the output endpoint's slot+1; LINK_COUNTED
+ *                        bits 32-44 the output endpoint's slot+1; LINK_COUNTED
  *                        (the output at link_out is in the count), LINK_SINGLE
  *                        (one output completes the input: map), LINK_COMPLETE
  *   112 pidns      u64   the holder's PID namespace: the inode of its
@@ -120,6 +132,11 @@
  *                        time mean something only in that namespace: nobody
  *                        judges the holder from a /proc of another one
  *                        (_proc.py holder_alive, Census)
+ *   120 lease      u64   mpmc consumer: leases the supervisor revoked from it
+ *                        (bits 0-62, counted after each); LEASE_BUSY (bit 63)
+ *                        while one is being handed back (ring/lease.c): a
+ *                        worker waits for it to clear before it starts a new
+ *                        linked item, so its link words stay readable
  *
  * RECORD (RECORD_ALIGN-aligned; a record never straddles the end of the ring,
  * a PAD record fills the end instead):
@@ -129,11 +146,35 @@
  *                  bits 32-35 type   (REC_MSG, REC_PAD, REC_REVOKED: a
  *                                     claim the supervisor revoked; read as
  *                                     padding, never zeroed by consumers)
- *                  bits 36-39 state  (mpmc: 0 ready, TAKEN, DONE, SWEEP)
- *                  bits 40-47 owner  (mpmc: slot+1 of the consumer holding it)
- *                  bits 48-63 lap    (position / capacity, low 16 bits: a
- *                                     record of an older lap never compares
- *                                     equal to a newer one)
+ *                  bits 36-39 state  (mpmc: 0 ready, TAKEN, DONE, SWEEP,
+ *                                     LEASED: its lease was revoked and the
+ *                                     supervisor is handing it back)
+ *                  bits 40-52 owner  (mpmc: slot+1 of the consumer holding it;
+ *                                     13 bits: MAX_SLOTS 8191)
+ *                  bits 53-63 lap    (position / capacity, low 11 bits)
+ *
+ *   What the lap is for. The word is compare-exchanged from a value read
+ *   earlier (an mpmc take, a sweep, a recovery's pad). Were a reader
+ *   stalled between its load and its exchange while the ring went round and
+ *   the same index came to hold a word equal in every other field (same
+ *   length, type, state and owner), the exchange would act on a record of a
+ *   later lap: an ABA. The lap makes such words differ unless the ring went
+ *   round a multiple of 2^11 = 2048 times meanwhile (2 MiB of records
+ *   through the smallest, 1 KiB ring; 32 MiB through a Queue's first 16 KiB
+ *   ring). It is not the only guard: every exchange that can act on a stale
+ *   word (peek_mpmc and take_redelivered taking a record, sweep marking one)
+ *   checks the record's seq word (its full 64-bit position, written before
+ *   the word is published and not rewritten while the record is taken or
+ *   being swept) right after winning, and gives the record back unchanged if
+ *   it is of another lap. So the lap only keeps such rare losers rare; a
+ *   narrower lap cannot make a wrong record taken or swept. The reads that
+ *   compare a lap without exchanging (a sweep's stop test, the revoked-claim
+ *   test, link.c's "consumed since" test, ring_has_data's hint) either check
+ *   seq too or only decide whether to look again. Recovery and revocation
+ *   exchange words of claims in flight, which no lap can pass (head, hence
+ *   the next lap, waits for a claim). Sixteen bits of lap bought nothing
+ *   these checks do not already give; the owner needs 13 bits for 4,096 and
+ *   more processes on one queue (12 would give 4,095 slots).
  *   8  seq    u64  the record's own position (broadcast: its message number);
  *                  a reader checks it, so corrupt counters are caught
  *   16 payload
@@ -184,6 +225,9 @@
 #define HDR_DATA_OFFSET 56u
 #define HDR_CREATOR_PID 64u
 #define HDR_UNTETHER_NS 72u
+#define HDR_LEASE_MS 80u
+#define LEASE_NEVER UINT64_MAX
+#define HDR_SLOT_HIGH 88u
 
 #define OFF_TAIL (1u * LINE)
 #define OFF_HEAD (2u * LINE)
@@ -215,12 +259,12 @@
 #define QUAR_FLAGS 16u
 #define QUAR_DONE 1u
 #define QUAR_OWNER_SHIFT 8u   /* in QUAR_FLAGS: owner slot+1 */
-#define QUAR_OWNER_MASK 0xFFu
+#define QUAR_OWNER_MASK 0x1FFFu
 
 #define REGION_HEADER_SIZE (9u * LINE)
 #define SLOTS_OFFSET REGION_HEADER_SIZE
 #define SLOT_SIZE LINE
-#define MAX_SLOTS 255u /* the record owner field is 8 bits */
+#define MAX_SLOTS 8191u /* the record owner field is 13 bits: slot+1 <= 8191 */
 
 #define SLOT_PID 0u
 #define SLOT_START_TIME 8u
@@ -239,10 +283,13 @@
 #define SLOT_LINK_REGION 96u
 #define SLOT_LINK_DONE 104u
 #define SLOT_PIDNS 112u
+#define SLOT_LEASE 120u
+#define LEASE_BUSY (1ULL << 63) /* in SLOT_LEASE */
+#define LEASE_COUNT_MASK (LEASE_BUSY - 1)
 
 #define LINK_COUNT_MASK 0xFFFFFFFFull
 #define LINK_SLOT_SHIFT 32u
-#define LINK_SLOT_MASK 0xFFull
+#define LINK_SLOT_MASK 0x1FFFull
 #define LINK_COUNTED (1ULL << 61)
 #define LINK_SINGLE (1ULL << 62)
 #define LINK_COMPLETE (1ULL << 63)
@@ -288,9 +335,9 @@
 #define REC_STATE_SHIFT 36u
 #define REC_STATE_MASK 0xFu
 #define REC_OWNER_SHIFT 40u
-#define REC_OWNER_MASK 0xFFu
-#define REC_LAP_SHIFT 48u
-#define REC_LAP_MASK 0xFFFFu
+#define REC_OWNER_MASK 0x1FFFu
+#define REC_LAP_SHIFT 53u
+#define REC_LAP_MASK 0x7FFu
 
 #define REC_MSG 1u
 #define REC_PAD 2u
@@ -300,6 +347,7 @@
 #define ST_TAKEN 1u
 #define ST_DONE 2u
 #define ST_SWEEP 3u
+#define ST_LEASED 4u
 
 #define CTL_PUTS 0u
 #define CTL_GETS (1u * LINE)

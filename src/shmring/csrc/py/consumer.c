@@ -84,7 +84,12 @@ static PyObject *recv_one(EndpointObject *self, int64_t deadline, int nowait) {
             Py_DECREF(b);
             continue;
         }
-        ring_release(r);
+        if (ring_release(r) != RING_OK) {
+            /* Our lease was revoked during the copy: the bytes may be torn,
+             * and the message is another consumer's now. */
+            Py_DECREF(b);
+            return raise_ring(self, RING_LEASE);
+        }
         if (self->closing) {
             /* Closed by another thread during the copy: the message is ours,
              * the mapping goes now. */
@@ -199,7 +204,10 @@ static PyObject *C_recv_into(EndpointObject *self, PyObject *const *args, Py_ssi
         }
         memcpy(vb.buf, p, n);
         if (ring_validate(r) != RING_OK) continue;
-        ring_release(r);
+        if (ring_release(r) != RING_OK) {
+            raise_ring(self, RING_LEASE); /* what was copied may be torn */
+            break;
+        }
         res = PyLong_FromUnsignedLongLong(n);
         break;
     }
@@ -238,7 +246,7 @@ static PyObject *C_release(EndpointObject *self, PyObject *unused) {
     (void)unused;
     if (endpoint_check_open(self) < 0) return NULL;
     endpoint_drop_view(self);
-    ring_release(&self->ring);
+    if (ring_release(&self->ring) != RING_OK) return raise_ring(self, RING_LEASE);
     Py_RETURN_NONE;
 }
 
@@ -265,6 +273,12 @@ static PyObject *C_get_missed(EndpointObject *self, void *c) {
     if (endpoint_check_open(self) < 0) return NULL;
     return PyLong_FromUnsignedLongLong(
         ld_rlx(self->ring.base, self->ring.slot_off + SLOT_MISSED));
+}
+static PyObject *C_get_leases(EndpointObject *self, void *c) {
+    (void)c;
+    if (endpoint_check_open(self) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(
+        ld_rlx(self->ring.base, self->ring.slot_off + SLOT_LEASE) & LEASE_COUNT_MASK);
 }
 static PyObject *C_get_untethered(EndpointObject *self, void *c) {
     (void)c;
@@ -318,6 +332,10 @@ static PyGetSetDef C_getset[] = {
     {"untethered", (getter)C_get_untethered, NULL,
      "Lossless broadcast with slow_consumer_timeout: times the producer stopped waiting for "
      "this consumer (it found out when it read next; missed counts what it lost).", NULL},
+    {"leases_revoked", (getter)C_get_leases, NULL,
+     "mpmc: records the supervisor took from this consumer because it held them past the "
+     "channel's lease (each ended in LeaseRevoked).",
+     NULL},
     {"_closed", (getter)C_get_closed, NULL, "True once closed.", NULL},
     {"_label", (getter)endpoint_get_label, NULL,
      "The channel as error messages name it: channel 'jobs' (spsc, 4096 bytes).", NULL},

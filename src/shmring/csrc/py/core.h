@@ -10,7 +10,7 @@
 /* The exception classes, defined in shmring/_errors.py and handed to the
  * extension once at import by _core.set_errors(). */
 extern PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt,
-    *E_TooLarge, *E_Closed, *E_Revoked;
+    *E_TooLarge, *E_Closed, *E_Revoked, *E_Lease;
 /* A callable(endpoint) -> str | None that says why a producer found no space
  * (no live consumer...), added to its Timeout's message; set once by
  * _core.set_space_hint(), NULL if never. */

@@ -9,7 +9,7 @@
 #include "wait.h"
 
 PyObject *E_WouldBlock, *E_Timeout, *E_EndOfStream, *E_Broken, *E_Corrupt, *E_TooLarge,
-    *E_Closed, *E_Revoked;
+    *E_Closed, *E_Revoked, *E_Lease;
 PyObject *SpaceHint;
 
 int endpoint_init(EndpointObject *self, PyObject *args, int consumer) {
@@ -36,6 +36,11 @@ int endpoint_init(EndpointObject *self, PyObject *args, int consumer) {
             PyErr_Format(E_Corrupt ? E_Corrupt : PyExc_ValueError, "corrupt region: %s",
                          self->ring.err);
         PyBuffer_Release(&self->buf);
+        return -1;
+    }
+    if (!consumer && ring_untether_alloc(&self->ring) < 0) {
+        PyBuffer_Release(&self->buf);
+        PyErr_NoMemory();
         return -1;
     }
     self->ring.cancel = &self->closing;
@@ -103,6 +108,7 @@ void endpoint_dealloc(EndpointObject *self) {
     Py_CLEAR(self->view);
     Py_CLEAR(self->stream);
     Py_CLEAR(self->name);
+    ring_untether_free(&self->ring);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -407,6 +413,14 @@ PyObject *raise_ring(EndpointObject *self, int rc) {
                                    " held its claim longer than the supervisor's claim timeout "
                                    "(stopped or stuck), so the claim was revoked and consumers "
                                    "went on: the message was not sent"),
+                          NULL, NULL, NULL, NULL);
+    case RING_LEASE:
+        return raise_with(self, E_Lease,
+                          labelled(self, "this consumer of ",
+                                   " held its record longer than the channel's lease (stopped "
+                                   "or stuck), so the supervisor handed it to the other "
+                                   "consumers: it was not consumed here, and what was read of "
+                                   "it is dropped"),
                           NULL, NULL, NULL, NULL);
     case RING_CORRUPT: {
         PyObject *l = label(self);

@@ -94,6 +94,7 @@ PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t narg
     uint64_t item;
     uint32_t attempts, done;
     int rc = ring_link_begin(r, single, &item, &attempts, &done);
+    if (rc == RING_LEASE) return raise_ring(self, rc); /* handed back already */
     if (rc != RING_OK) {
         ring_unhold(r); /* not consumed: it goes back */
         return raise_ring(self, rc);
@@ -117,7 +118,7 @@ PyObject *link_finish(EndpointObject *self, PyObject *unused) {
     (void)unused;
     if (endpoint_check_open(self) < 0) return NULL;
     endpoint_drop_view(self);
-    ring_link_finish(&self->ring);
+    if (ring_link_finish(&self->ring) != RING_OK) return raise_ring(self, RING_LEASE);
     Py_RETURN_NONE;
 }
 
@@ -137,7 +138,7 @@ static int claim(EndpointObject *self, EndpointObject *in, uint64_t n, uint64_t 
             return -1;
         }
         if (rc != RING_AGAIN) {
-            raise_ring(self, rc);
+            raise_ring(rc == RING_LEASE ? in : self, rc);
             return -1;
         }
         if (producer_wait_space(self, deadline) < 0) return -1;
@@ -190,7 +191,7 @@ PyObject *link_commit(EndpointObject *self, PyObject *const *args, Py_ssize_t na
     endpoint_drop_view(self);
     if (last) endpoint_drop_view(in);
     int rc = ring_link_commit(r, &in->ring, used, last);
-    if (rc != RING_OK) return raise_ring(self, rc);
+    if (rc != RING_OK) return raise_ring(rc == RING_LEASE ? in : self, rc);
     Py_RETURN_NONE;
 }
 
@@ -227,6 +228,6 @@ PyObject *link_send(EndpointObject *self, PyObject *const *args, Py_ssize_t narg
     PyBuffer_Release(&vb);
     if (last) endpoint_drop_view(in);
     int rc = ring_link_commit(&self->ring, &in->ring, (uint64_t)vb.len, last);
-    if (rc != RING_OK) return raise_ring(self, rc);
+    if (rc != RING_OK) return raise_ring(rc == RING_LEASE ? in : self, rc);
     Py_RETURN_NONE;
 }

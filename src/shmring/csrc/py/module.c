@@ -238,6 +238,57 @@ static PyObject *m_recover_slot(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     return PyLong_FromLong(fixed);
 }
 
+/* slot_take(buffer, pid, limit) / slots_of(buffer, pid, start): attach slots found
+ * in C (ring/slots.c), a table may have thousands. */
+static PyObject *m_slot_take(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    uint64_t pid, limit;
+    if (n != 3) return PyErr_Format(PyExc_TypeError, "slot_take(buffer, pid, limit)");
+    if (get_u64(a[1], &pid) < 0 || get_u64(a[2], &limit) < 0) return NULL;
+    if (limit > MAX_SLOTS) limit = MAX_SLOTS;
+    if (pid == 0 || (pid & SLOT_RECOVERING))
+        return PyErr_Format(PyExc_ValueError, "slot_take: bad pid %llu", (unsigned long long)pid);
+    if (PyObject_GetBuffer(a[0], &vb, PyBUF_WRITABLE) < 0) return NULL;
+    int64_t slot = ring_slot_take(vb.buf, (uint64_t)vb.len, pid, (uint32_t)limit);
+    PyBuffer_Release(&vb);
+    if (slot == -2) return PyErr_Format(E_Corrupt, "corrupt region: bad attach slot count");
+    if (slot < 0) Py_RETURN_NONE;
+    return PyLong_FromLongLong(slot);
+}
+
+static PyObject *m_slots_of(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    uint64_t pid, start;
+    if (n != 3) return PyErr_Format(PyExc_TypeError, "slots_of(buffer, pid, start)");
+    if (get_u64(a[1], &pid) < 0 || get_u64(a[2], &start) < 0) return NULL;
+    uint32_t *found = PyMem_Malloc(MAX_SLOTS * sizeof(uint32_t));
+    if (!found) return PyErr_NoMemory();
+    if (PyObject_GetBuffer(a[0], &vb, PyBUF_WRITABLE) < 0) {
+        PyMem_Free(found);
+        return NULL;
+    }
+    int k = ring_slots_of(vb.buf, (uint64_t)vb.len, pid, start, found, (int)MAX_SLOTS);
+    PyBuffer_Release(&vb);
+    PyObject *out = PyList_New(k);
+    if (!out) {
+        PyMem_Free(found);
+        return NULL;
+    }
+    for (int i = 0; i < k; i++) {
+        PyObject *v = PyLong_FromUnsignedLong(found[i]);
+        if (!v) {
+            Py_DECREF(out);
+            PyMem_Free(found);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    PyMem_Free(found);
+    return out;
+}
+
 /* revoke_claim(buffer, slot) / lift_quarantine(buffer): the supervisor's
  * side of revocation (ring/revoke.c). */
 static PyObject *m_revoke_claim(PyObject *m, PyObject *const *a, Py_ssize_t n) {
@@ -248,6 +299,53 @@ static PyObject *m_revoke_claim(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     int rc = ring_revoke_claim(vb.buf, (uint64_t)vb.len, slot);
     PyBuffer_Release(&vb);
     if (rc == -1) return PyErr_Format(E_Corrupt, "corrupt region: cannot revoke in slot %u", slot);
+    return PyLong_FromLong(rc);
+}
+
+/* lease_scan(buffer) -> [(pos, word)] / revoke_lease(buffer, pos, word, out=None): the
+ * supervisor's side of consumer leases (ring/lease.c). */
+#define LEASE_SCAN_MAX 512
+static PyObject *m_lease_scan(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb;
+    if (n != 1) return PyErr_Format(PyExc_TypeError, "lease_scan(buffer)");
+    if (PyObject_GetBuffer(a[0], &vb, PyBUF_SIMPLE) < 0) return NULL;
+    uint64_t pos[LEASE_SCAN_MAX], word[LEASE_SCAN_MAX];
+    int k = ring_lease_scan(vb.buf, (uint64_t)vb.len, pos, word, LEASE_SCAN_MAX);
+    PyBuffer_Release(&vb);
+    if (k < 0) return PyErr_Format(E_Corrupt, "corrupt region: cannot look at its leases");
+    PyObject *out = PyList_New(k);
+    if (!out) return NULL;
+    for (int i = 0; i < k; i++) {
+        PyObject *t = Py_BuildValue("(KK)", (unsigned long long)pos[i],
+                                    (unsigned long long)word[i]);
+        if (!t) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+    return out;
+}
+
+static PyObject *m_revoke_lease(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    Py_buffer vb, ob;
+    uint64_t pos, word;
+    if (n < 3 || n > 4)
+        return PyErr_Format(PyExc_TypeError, "revoke_lease(buffer, pos, word, out=None)");
+    if (get_u64(a[1], &pos) < 0 || get_u64(a[2], &word) < 0) return NULL;
+    int have_out = n == 4 && a[3] != Py_None;
+    if (PyObject_GetBuffer(a[0], &vb, PyBUF_WRITABLE) < 0) return NULL;
+    if (have_out && PyObject_GetBuffer(a[3], &ob, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&vb);
+        return NULL;
+    }
+    int rc = ring_revoke_lease(vb.buf, (uint64_t)vb.len, pos, word, have_out ? ob.buf : NULL,
+                               have_out ? (uint64_t)ob.len : 0);
+    PyBuffer_Release(&vb);
+    if (have_out) PyBuffer_Release(&ob);
+    if (rc == -1) return PyErr_Format(E_Corrupt, "corrupt region: cannot revoke a lease");
     return PyLong_FromLong(rc);
 }
 
@@ -264,11 +362,11 @@ static PyObject *m_lift_quarantine(PyObject *m, PyObject *const *a, Py_ssize_t n
 
 static PyObject *m_set_errors(PyObject *m, PyObject *args) {
     (void)m;
-    PyObject *e[9];
-    if (!PyArg_ParseTuple(args, "OOOOOOOOO", &e[0], &e[1], &e[2], &e[3], &e[4], &e[5], &e[6],
-                          &e[7], &e[8]))
+    PyObject *e[10];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO", &e[0], &e[1], &e[2], &e[3], &e[4], &e[5], &e[6],
+                          &e[7], &e[8], &e[9]))
         return NULL;
-    for (int i = 0; i < 9; i++)
+    for (int i = 0; i < 10; i++)
         if (!PyExceptionClass_Check(e[i]))
             return PyErr_Format(PyExc_TypeError, "set_errors: argument %d is not an exception class",
                                 i + 1);
@@ -276,9 +374,10 @@ static PyObject *m_set_errors(PyObject *m, PyObject *args) {
     PyObject *r = value_set_decode_error(m, e[8]);
     if (!r) return NULL;
     Py_DECREF(r);
-    PyObject **dst[8] = {&E_WouldBlock, &E_Timeout, &E_EndOfStream, &E_Broken,
-                         &E_Corrupt,    &E_TooLarge, &E_Closed,     &E_Revoked};
-    for (int i = 0; i < 8; i++) {
+    PyObject **dst[10] = {&E_WouldBlock, &E_Timeout, &E_EndOfStream, &E_Broken, &E_Corrupt,
+                          &E_TooLarge,   &E_Closed,  &E_Revoked,     NULL,      &E_Lease};
+    for (int i = 0; i < 10; i++) {
+        if (!dst[i]) continue;
         Py_INCREF(e[i]);
         Py_XSETREF(*dst[i], e[i]);
     }
@@ -369,6 +468,16 @@ static PyMethodDef methods[] = {
     {"recover_slot", (PyCFunction)(void (*)(void))m_recover_slot, METH_FASTCALL,
      "recover_slot(buffer, slot, out=None, force=False) -> int: repair what a dead endpoint "
      "left; RECOVER_DEFERRED (-3): a linked claim waits for its input's recovery."},
+    {"lease_scan", (PyCFunction)(void (*)(void))m_lease_scan, METH_FASTCALL,
+     "lease_scan(buffer) -> list[(pos, word)]: the mpmc records consumers hold."},
+    {"revoke_lease", (PyCFunction)(void (*)(void))m_revoke_lease, METH_FASTCALL,
+     "revoke_lease(buffer, pos, word, out=None) -> int: hand a record held too long back "
+     "(1), done (2), not held so any more (0), not yet (-2)."},
+    {"slot_take", (PyCFunction)(void (*)(void))m_slot_take, METH_FASTCALL,
+     "slot_take(buffer, pid, limit) -> int | None: take a free attach slot below limit for pid "
+     "(its pid word, by compare-exchange); None if every one is taken."},
+    {"slots_of", (PyCFunction)(void (*)(void))m_slots_of, METH_FASTCALL,
+     "slots_of(buffer, pid, start) -> list[int]: the attach slots held by that process."},
     {"revoke_claim", (PyCFunction)(void (*)(void))m_revoke_claim, METH_FASTCALL,
      "revoke_claim(buffer, slot) -> int: revoke a stuck producer's claim (1), "
      "nothing to revoke (0), quarantine table full (-2)."},
@@ -393,7 +502,7 @@ static PyMethodDef methods[] = {
      "set_space_hint(fn): fn(producer) -> str | None explains a timeout waiting for space."},
     {"set_errors", (PyCFunction)m_set_errors, METH_VARARGS,
      "set_errors(WouldBlock, Timeout, EndOfStream, Broken, CorruptRegion, "
-     "MessageTooLarge, Closed, ClaimRevoked, DecodeError): the classes the extension raises, "
+     "MessageTooLarge, Closed, ClaimRevoked, DecodeError, LeaseRevoked): the classes the extension raises, "
      "handed over once by shmring._errors."},
     {NULL, NULL, 0, NULL}};
 
@@ -409,7 +518,8 @@ static const struct {
     C(SHMRING_MAGIC), C(LAYOUT_VERSION), C(LINE), C(HDR_MAGIC), C(HDR_VERSION),
     C(HDR_PATTERN), C(HDR_TOTAL_SIZE), C(HDR_CAPACITY), C(HDR_MAX_MESSAGE),
     C(HDR_SLOT_COUNT), C(HDR_FLAGS), C(HDR_CREATED_NS), C(HDR_DATA_OFFSET),
-    C(HDR_CREATOR_PID), C(HDR_UNTETHER_NS), C(OFF_TAIL), C(OFF_HEAD), C(OFF_READ_CLAIM), C(OFF_LATEST),
+    C(HDR_CREATOR_PID), C(HDR_UNTETHER_NS), C(HDR_SLOT_HIGH), C(OFF_TAIL), C(OFF_HEAD),
+    C(OFF_READ_CLAIM), C(OFF_LATEST),
     C(OFF_INTENT), C(OFF_REDELIVER), C(OFF_DATA_FUTEX), C(OFF_DATA_WAITERS),
     C(OFF_SPACE_FUTEX), C(OFF_SPACE_WAITERS), C(OFF_EOS), C(OFF_BROKEN),
     C(OFF_PRODUCER_OWNER), C(OFF_CONSUMER_OWNER), C(OFF_MSGNO), C(OFF_GATE_EPOCH), C(OFF_STATS_IN_MSGS),
@@ -431,6 +541,8 @@ static const struct {
     C(SLOT_LINK_IN), C(SLOT_LINK_OUT), C(SLOT_LINK_REGION), C(SLOT_LINK_DONE), C(SLOT_PIDNS), C(LINK_COUNT_MASK),
     C(LINK_SLOT_SHIFT), C(LINK_SLOT_MASK), C(LINK_COUNTED), C(LINK_SINGLE), C(LINK_COMPLETE), C(LINK_RESOLVING),
     C(LINK_HDR), C(LINK_HDR_ITEM), C(LINK_HDR_ATTEMPTS), C(LINK_HDR_DONE),
+    C(HDR_LEASE_MS), C(LEASE_NEVER), C(SLOT_LEASE), C(LEASE_BUSY), C(LEASE_COUNT_MASK),
+    C(ST_LEASED),
 };
 
 PyMODINIT_FUNC PyInit__core(void) {

@@ -158,7 +158,12 @@ PyObject *obj_recv(EndpointObject *self, int64_t deadline, int nowait) {
             if (endpoint_leave(self) < 0) return NULL;
             continue;
         }
-        ring_release(r); /* consumed, decoded or not */
+        if (ring_release(r) != RING_OK) { /* consumed, decoded or not; unless leased away */
+            Py_XDECREF(v);
+            PyErr_Clear();
+            raise_ring(self, RING_LEASE);
+            v = NULL;
+        }
         if (self->closing) {
             PyObject *type, *val, *tb;
             PyErr_Fetch(&type, &val, &tb);

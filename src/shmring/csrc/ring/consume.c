@@ -116,6 +116,19 @@ static int peek_mpsc(ring_t *r, const char **payload, uint64_t *len) {
     }
 }
 
+/* mpmc, after a compare-exchange of the word at pos from w to mine won: true
+ * if the record is pos's own (its seq word). Else it is a later lap's record
+ * whose word equalled w (the lap field is 11 bits, layout.h): it is given back
+ * unchanged and the caller looks again. The seq word is written before the
+ * word is published, and not rewritten while the record is taken. */
+static int seq_is(ring_t *r, uint64_t pos, uint64_t w, uint64_t mine) {
+    if (ld_rlx(r->base, SEQ_OFF(r, pos)) == pos) return 1;
+    /* SYNC(mpmc-take): the record word is handed between consumers, sweepers and recovery by
+     * compare-exchange (mpmc); pairs with the other compare-exchanges of it. */
+    cas_sc(r->base, WORD_OFF(r, pos), &mine, w);
+    return 0;
+}
+
 /* mpmc: advance head over every done record at it, zeroing each. */
 static void sweep(ring_t *r) {
     int swept = 0;
@@ -131,8 +144,19 @@ static void sweep(ring_t *r) {
         /* SYNC(mpmc-take): the record word is handed between consumers, sweepers and recovery by
          * compare-exchange (mpmc); pairs with the other compare-exchanges of it (peek_mpmc,
          * take_redelivered, sweep, ring_unhold, ring_recover_slot). */
-        if (!cas_sc(r->base, WORD_OFF(r, h), &w, rec_with_state(w, ST_SWEEP, r->slot + 1)))
-            break;
+        uint64_t swept_w = rec_with_state(w, ST_SWEEP, r->slot + 1);
+        if (!cas_sc(r->base, WORD_OFF(r, h), &w, swept_w)) break;
+        if (ld_rlx(r->base, SEQ_OFF(r, h)) != h) {
+            /* A later lap's record with the same word (the lap field is 11 bits, layout.h):
+             * head moved on while we looked. Give it back as it was, then look again (a
+             * sweeper that saw our mark and stopped is covered: we read head again). */
+            uint64_t mine = swept_w;
+            /* SYNC(mpmc-take): as above. */
+            cas_sc(r->base, WORD_OFF(r, h), &mine, w);
+            /* SYNC(head): as above. Head still there: a corrupt seq, left to readers. */
+            if (ld_sc(r->base, OFF_HEAD) == h) break;
+            continue;
+        }
         /* Sweep intent, for recovery if we die half-way through zeroing. */
         st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, alen);
         /* SYNC(sweep-intent): release after its length; pairs with ring_recover_slot's acquire of
@@ -149,12 +173,17 @@ static void sweep(ring_t *r) {
     if (swept) shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
 }
 
-static void mark_done_and_sweep(ring_t *r, uint64_t pos, uint64_t taken) {
-    /* SYNC(done-sweep): Seq-cst: pairs with the sweeper's seq-cst store of head followed by its
-     * load of this word. One of us sees the other, so no done record is left behind at head with
-     * nobody to sweep it. */
-    st_sc(r->base, WORD_OFF(r, pos), rec_with_state(taken, ST_DONE, r->slot + 1));
+static int mark_done_and_sweep(ring_t *r, uint64_t pos, uint64_t taken) {
+    uint64_t w = taken;
+    /* SYNC(done-sweep), SYNC(mpmc-take): Seq-cst: pairs with the sweeper's seq-cst store of head
+     * followed by its load of this word. One of us sees the other, so no done record is left
+     * behind at head with nobody to sweep it. A compare-exchange from the word we took: if the
+     * supervisor revoked our lease (ring/lease.c) the record is no longer ours, and whatever
+     * another consumer has made of it since is left alone. */
+    if (!cas_sc(r->base, WORD_OFF(r, pos), &w, rec_with_state(taken, ST_DONE, r->slot + 1)))
+        return RING_LEASE;
     sweep(r);
+    return RING_OK;
 }
 
 /* mpmc, records handed back by recovery: they sit below read_claim. */
@@ -181,6 +210,7 @@ static int take_redelivered(ring_t *r, const char **payload, uint64_t *len) {
              * by compare-exchange (mpmc); pairs with the other compare-exchanges of it (peek_mpmc,
              * take_redelivered, sweep, ring_unhold, ring_recover_slot). */
             if (cas_sc(r->base, WORD_OFF(r, q), &w, taken)) {
+                if (!seq_is(r, q, w, taken)) return RING_AGAIN;
                 /* SYNC(redeliver): a count of handed-back records, read relaxed as a hint by
                  * peek_mpmc and ring_has_data; pairs with its adds in ring_unhold and
                  * ring_recover_slot (the records themselves are taken by compare-exchange). */
@@ -235,11 +265,17 @@ static int peek_mpmc(ring_t *r, const char **payload, uint64_t *len) {
          * compare-exchange (mpmc); pairs with the other compare-exchanges of it (peek_mpmc,
          * take_redelivered, sweep, ring_unhold, ring_recover_slot). */
         if (!cas_sc(r->base, WORD_OFF(r, r0), &w, taken)) continue;
+        if (!seq_is(r, r0, w, taken)) {
+            /* SYNC(read-claim): as above. Still at r0: not a later lap but a corrupt seq. */
+            if (ld_acq(r->base, OFF_READ_CLAIM) == r0)
+                return corrupt(r, "record sequence does not match its position");
+            continue;
+        }
         uint64_t e = r0;
         /* SYNC(read-claim): read_claim moves past the record we took. */
         cas_sc(r->base, OFF_READ_CLAIM, &e, r0 + alen);
         if (rec_type(taken) != REC_MSG) {
-            mark_done_and_sweep(r, r0, taken);
+            (void)mark_done_and_sweep(r, r0, taken); /* padding: never leased */
             continue;
         }
         if (ld_rlx(r->base, SEQ_OFF(r, r0)) != r0)
@@ -335,9 +371,12 @@ static void free_to(ring_t *r, uint64_t to) {
     shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
 }
 
-void ring_release(ring_t *r) {
-    if (!r->held) return;
+int ring_release(ring_t *r) {
+    if (!r->held) return RING_OK;
     r->held = 0;
+    if (r->pattern == PATTERN_MPMC &&
+        mark_done_and_sweep(r, r->held_pos, r->held_word) != RING_OK)
+        return RING_LEASE; /* not consumed by us: not counted */
     r->messages++;
     r->bytes += r->held_len;
     st_rlx(r->base, r->slot_off + SLOT_MESSAGES, r->messages);
@@ -349,7 +388,7 @@ void ring_release(ring_t *r) {
         zero_record(r, r->held_pos, r->held_alen);
         free_to(r, to);
         break;
-    case PATTERN_MPMC: mark_done_and_sweep(r, r->held_pos, r->held_word); break;
+    case PATTERN_MPMC: break; /* done above */
     default:
         if (r->validating) {
             uint64_t m = r->held_seq; /* validated with the copy, unlike the ring now */
@@ -370,6 +409,7 @@ void ring_release(ring_t *r) {
         if (!r->lossy) shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
         break;
     }
+    return RING_OK;
 }
 
 /* The consumer goes away holding a record it did not release: it was not

@@ -11,6 +11,9 @@
 /* revoke.c: our claim at start lost its record word (the supervisor revoked
  * it): RING_REVOKED, or RING_CORRUPT if no quarantine entry names it. */
 int claim_revoked(ring_t *r, uint64_t start);
+/* revoke.c: ring_revoke_claim; linked_at CLAIM_NONE skips a linked claim,
+ * otherwise only a claim at linked_at is revoked, linked or not (a lease). */
+int revoke_claim_in(char *base, uint64_t size, uint32_t slot, uint64_t linked_at);
 /* revoke.c: sets QUAR_DONE in the quarantine entry at offset e. */
 void quar_set_done(char *base, uint64_t e);
 /* produce.c: the limit claims must end at or before, from the cursors. */

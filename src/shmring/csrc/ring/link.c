@@ -29,12 +29,17 @@
  *     that producer slot waits (RECOVER_DEFERRED) instead of padding the
  *     claim, because padding that a consumer then zeroes would read as
  *     "consumed". The input's recovery clears the mark once it has decided.
- *   - revocation never revokes a linked claim (ring_revoke_claim): a stuck
- *     worker is killed by its pipeline instead, and recovered as above.
+ *   - the claim watch never revokes a linked claim (ring_revoke_claim): a
+ *     stuck worker is killed by its pipeline instead, and recovered as
+ *     above, or loses its input's lease (ring/lease.c), which settles the
+ *     linked claim by compare-exchange while the worker may still run: it
+ *     publishes link_out (seq-cst) and then checks that its input is still
+ *     its own (still_held), and its commit and finish fail once it is not.
  *
  * A worker's aborted output clears link_out before it becomes padding.
  */
 #include <string.h>
+#include <time.h>
 
 #include "atomics.h"
 #include "ring/internal.h"
@@ -46,9 +51,36 @@ static char *held_payload(ring_t *in) {
     return in->data + (in->held_pos & in->mask) + RECORD_HEADER;
 }
 
+/* Is the record we hold still ours? The supervisor revokes a lease by
+ * compare-exchange of its word (ring/lease.c). Seq-cst: pairs with that
+ * exchange after our own seq-cst store of link_out (ring_link_claim). */
+static int still_held(ring_t *in) {
+    /* SYNC(lease): our record's word; pairs with ring_revoke_lease's compare-exchange of it. */
+    return ld_sc(in->base, WORD_OFF(in, in->held_pos)) == in->held_word;
+}
+
+static int lease_lost(ring_t *in) {
+    in->held = 0;
+    return RING_LEASE;
+}
+
+/* A hand-back of a lease of ours is under way (LEASE_BUSY): it reads our
+ * link words, so a new item must not overwrite them until it is done. Bounded
+ * (a supervisor killed half-way never clears it): 5 s. */
+static void wait_lease_settled(ring_t *in) {
+    for (int i = 0; i < 5000; i++) {
+        /* SYNC(lease-busy): pairs with ring_revoke_lease's stores of the flag. */
+        if (!(ld_sc(in->base, IN_SLOT(in, SLOT_LEASE)) & LEASE_BUSY)) return;
+        struct timespec ts = {0, 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 int ring_link_begin(ring_t *in, int single, uint64_t *item, uint32_t *attempts, uint32_t *done) {
     if (!in->held || in->pattern != PATTERN_MPMC) return RING_AGAIN;
     if (in->held_len < LINK_HDR) return corrupt(in, "linked record shorter than its header");
+    wait_lease_settled(in);
+    if (!still_held(in)) return lease_lost(in);
     char *p = held_payload(in);
     uint32_t a, d;
     memcpy(item, p + LINK_HDR_ITEM, 8);
@@ -96,8 +128,16 @@ int ring_link_claim(ring_t *out, ring_t *in, uint64_t len, uint64_t item, uint64
     /* SYNC(link-mark): the claim is linked: pairs with ring_recover_slot's acquire of the mark
      * (it defers) and ring_revoke_claim's (it skips). */
     st_rel(out->base, out->slot_off + SLOT_LINK_IN, out->claim_pos + 1);
-    /* SYNC(link): where the output lies; pairs with link_recover's acquire. */
-    st_rel(in->base, IN_SLOT(in, SLOT_LINK_OUT), out->claim_pos + 1);
+    /* SYNC(link), SYNC(lease): where the output lies; pairs with link_recover's acquire, and
+     * (seq-cst, then our look at the input's word) with ring_revoke_lease's exchange of the word
+     * and then its look at link_out: either we see the lease revoked, or it sees this claim and
+     * settles it (revokes it, or counts it committed). */
+    st_sc(in->base, IN_SLOT(in, SLOT_LINK_OUT), out->claim_pos + 1);
+    if (!still_held(in)) {
+        /* Our input went back to the queue meanwhile: no output of it from us. */
+        ring_link_abort(out, in);
+        return lease_lost(in);
+    }
     uint32_t zero = 0;
     memcpy(p + LINK_HDR_ITEM, &item, 8);
     memcpy(p + LINK_HDR_ATTEMPTS, &zero, 4);
@@ -108,14 +148,20 @@ int ring_link_claim(ring_t *out, ring_t *in, uint64_t len, uint64_t item, uint64
 
 int ring_link_commit(ring_t *out, ring_t *in, uint64_t used, int last) {
     int rc = ring_commit(out, used + LINK_HDR);
-    if (rc != RING_OK) return rc;
+    if (rc != RING_OK) {
+        /* SYNC(link-mark): nothing of ours is in flight there any more. */
+        st_rel(out->base, out->slot_off + SLOT_LINK_IN, 0);
+        /* Revoked with our input's lease (ring/lease.c): say so. */
+        if (rc == RING_REVOKED && !still_held(in)) return lease_lost(in);
+        return rc;
+    }
     uint64_t d = ld_rlx(in->base, IN_SLOT(in, SLOT_LINK_DONE));
     d = (d & ~LINK_COUNT_MASK) | (((d & LINK_COUNT_MASK) + 1) & LINK_COUNT_MASK) | LINK_COUNTED;
     /* SYNC(link): the count now includes the output just committed; pairs with link_recover. */
     st_rel(in->base, IN_SLOT(in, SLOT_LINK_DONE), d);
     /* SYNC(link-mark): committed: the producer slot's recovery need not wait. */
     st_rel(out->base, out->slot_off + SLOT_LINK_IN, 0);
-    if (last) ring_link_finish(in);
+    if (last) return ring_link_finish(in);
     return RING_OK;
 }
 
@@ -135,14 +181,18 @@ void ring_link_many(ring_t *in) {
     st_rel(in->base, IN_SLOT(in, SLOT_LINK_DONE), d & ~LINK_SINGLE);
 }
 
-void ring_link_finish(ring_t *in) {
-    if (!in->held) return;
+int ring_link_finish(ring_t *in) {
+    if (!in->held) return RING_OK;
     uint64_t d = ld_rlx(in->base, IN_SLOT(in, SLOT_LINK_DONE));
     /* SYNC(link): every output sent; pairs with link_recover's acquire. */
     st_rel(in->base, IN_SLOT(in, SLOT_LINK_DONE), d | LINK_COMPLETE);
-    ring_release(in);
+    /* A lease revoked meanwhile: the supervisor decided already (every
+     * output was committed, so it found the input done, or it counted them
+     * into the input it handed back); the link words stay for it to read. */
+    if (ring_release(in) != RING_OK) return RING_LEASE;
     /* SYNC(link): no link; the input is done. */
     st_rel(in->base, IN_SLOT(in, SLOT_LINK_IN), 0);
+    return RING_OK;
 }
 
 /* Was the record claimed at q of the output ring committed? Only called

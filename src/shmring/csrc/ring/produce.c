@@ -45,7 +45,8 @@ static uint64_t gate(ring_t *r) {
      * scan read a tail at least as new as ours. */
     fence_sc();
     uint64_t m = r->tail_local;
-    for (uint32_t i = 0; i < r->slot_count; i++) {
+    uint32_t used = ring_slots_used(r->base, r->slot_count); /* slots past it are free */
+    for (uint32_t i = 0; i < used; i++) {
         uint64_t so = SLOTS_OFFSET + (uint64_t)i * SLOT_SIZE;
         /* SYNC(slot-state): acquire of a slot's role and state; pairs with the seq-cst stores of
          * the state in ring_consumer_join and recovery, and of role and state by _core.store32

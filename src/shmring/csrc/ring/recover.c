@@ -94,14 +94,14 @@ static int recover_claim(ring_t *r, uint32_t slot) {
             /* A claimed, uncommitted record: the claimer writes it only
              * after confirming, so it is ours if we confirmed, or if we
              * dropped the flag to commit and nobody else claims it. */
-            if (!confirmed && other_live_claim(base, r->slot_count, slot, p)) return 0;
+            if (!confirmed && other_live_claim(base, ring_slots_used(base, r->slot_count), slot, p)) return 0;
             return pad_rest(r, q, end, w);
         }
         if (attempt < 3) {
             pause_ms(2);
             continue;
         }
-        if (!confirmed && other_live_claim(base, r->slot_count, slot, p)) return 0;
+        if (!confirmed && other_live_claim(base, ring_slots_used(base, r->slot_count), slot, p)) return 0;
         /* SYNC(head): acquire of head; pairs with the seq-cst stores of head by the consumer
          * (free_to) or a sweeper (sweep, recovery), made after the freed bytes were read and
          * zeroed. */

@@ -70,6 +70,10 @@ int claim_revoked(ring_t *r, uint64_t start) {
 }
 
 int ring_revoke_claim(char *base, uint64_t size, uint32_t slot) {
+    return revoke_claim_in(base, size, slot, CLAIM_NONE);
+}
+
+int revoke_claim_in(char *base, uint64_t size, uint32_t slot, uint64_t linked_at) {
     ring_t rr, *r = &rr;
     if (ring_init(r, base, size, slot, 0) != RING_OK) return -1;
     uint64_t so = r->slot_off;
@@ -77,14 +81,15 @@ int ring_revoke_claim(char *base, uint64_t size, uint32_t slot) {
      * state in ring_consumer_join and recovery, and of role and state by _core.store32
      * (py/module.c m_store32) in shmring/_region and shmring/_channel. */
     if (!r->multi_producer || ld32_acq(base, so + SLOT_ROLE) != ROLE_PRODUCER) return 0;
-    /* SYNC(link-mark): a linked claim is never revoked (ring/link.c); pairs with its release in
-     * ring_link_claim. */
-    if (ld_acq(base, so + SLOT_LINK_IN) != 0) return 0;
+    /* SYNC(link-mark): a linked claim is never revoked for its own sake (ring/link.c), only for
+     * its input's lease (linked_at: ring/lease.c); pairs with its release in ring_link_claim. */
+    if (linked_at == CLAIM_NONE && ld_acq(base, so + SLOT_LINK_IN) != 0) return 0;
     /* SYNC(claim-intent): pairs with the release stores of the slot's claim position and length in
      * ring_claim (and their reset on commit, abort and revocation). */
     uint64_t p = ld_acq(base, so + SLOT_CLAIM_POS);
     uint64_t raw = ld_acq(base, so + SLOT_CLAIM_LEN);
     uint64_t L = raw & ~CLAIM_CONFIRMED, end = p + L;
+    if (linked_at != CLAIM_NONE && p != linked_at) return 0;
     /* Only a confirmed claim: its exchange of tail won, and it has not yet
      * committed (the flag is dropped first), so a zero word is one it has
      * not written, never one a consumer zeroed. A producer stopped in the

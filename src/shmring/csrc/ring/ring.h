@@ -43,6 +43,7 @@ enum {
     RING_TOOBIG = 5,  /* message larger than max_message */
     RING_LAPPED = 6,  /* lossy broadcast: the copy was overwritten; retry */
     RING_REVOKED = 7, /* the supervisor revoked this producer's claim */
+    RING_LEASE = 8,   /* the supervisor revoked this consumer's lease on its record */
 };
 
 typedef struct {
@@ -80,8 +81,12 @@ typedef struct {
      * cursor noted, has held a claim back (0: not now); when it last looked */
     int64_t ut_seen;
     uint64_t gate_epoch; /* OFF_GATE_EPOCH when the limit was last computed */
-    uint64_t ut_cursor[MAX_SLOTS];
-    int64_t ut_since[MAX_SLOTS];
+    /* One entry per attach slot (slot_count), on the heap: a table may have
+     * thousands of slots, and a ring_t is copied (py/endpoint.c's waits).
+     * Allocated by ring_untether_alloc for a producer on such a region only
+     * (NULL otherwise), freed by ring_untether_free. */
+    uint64_t *ut_cursor;
+    int64_t *ut_since;
 } ring_t;
 
 /* Checks the header against the mapping; 0 or RING_CORRUPT (err set). */
@@ -95,11 +100,22 @@ int ring_has_space(ring_t *r, uint64_t len);
 
 int ring_peek(ring_t *r, const char **payload, uint64_t *len);
 int ring_validate(ring_t *r); /* lossy broadcast: RING_OK or RING_LAPPED */
-void ring_release(ring_t *r);
+int ring_release(ring_t *r); /* RING_OK, or RING_LEASE (mpmc: no longer ours) */
 void ring_unhold(ring_t *r); /* closing while holding: give the record back */
 void ring_consumer_flush(ring_t *r); /* end of a batch of releases */
 int ring_has_data(ring_t *r);
 int ring_consumer_join(ring_t *r);
+
+/* Attach slots (ring/slots.c). used: how many slots a walk of a table of
+ * count slots looks at (slot_high, at most count). take: take a free slot
+ * for pid by compare-exchange of its pid word; its index, -1 if every slot
+ * below limit is taken, -2 for a corrupt slot count (the caller makes sure
+ * the pages of the slots below limit are allocated: tmpfs). slots_of: the slots (at most max)
+ * whose pid and start time are these; how many. */
+uint32_t ring_slots_used(char *base, uint32_t count);
+int64_t ring_slot_take(char *base, uint64_t size, uint64_t pid, uint32_t limit);
+int ring_slots_of(char *base, uint64_t size, uint64_t pid, uint64_t start, uint32_t *out,
+                  int max);
 
 int ring_ready_data(void *r);
 int ring_ready_space(void *r);
@@ -107,6 +123,8 @@ int ring_ready_space(void *r);
 /* Untethering (ring/untether.c): how often a producer blocked on a lossless
  * broadcast with untether_ns should look again (it decides on its slow
  * path, so it must wake to decide); -1 for never. */
+int ring_untether_alloc(ring_t *r); /* after ring_init, for a producer: 0, or -1 (no memory) */
+void ring_untether_free(ring_t *r);
 int64_t ring_untether_slice_ns(const ring_t *r);
 
 /* Recovery of a dead endpoint's slot, run by any process that has the
@@ -135,7 +153,7 @@ int ring_link_claim(ring_t *out, ring_t *in, uint64_t len, uint64_t item, uint64
                     char **payload);
 int ring_link_commit(ring_t *out, ring_t *in, uint64_t used, int last);
 void ring_link_abort(ring_t *out, ring_t *in);
-void ring_link_finish(ring_t *in);
+int ring_link_finish(ring_t *in); /* RING_OK or RING_LEASE */
 /* Before any output of the input is sent: one output no longer completes it. */
 void ring_link_many(ring_t *in);
 
@@ -148,5 +166,19 @@ void ring_link_many(ring_t *in);
  * whose record head has passed, zeroing its bytes: the number freed. */
 int ring_revoke_claim(char *base, uint64_t size, uint32_t slot);
 int ring_lift_quarantine(char *base, uint64_t size);
+
+/* Leases (mpmc consumers; ring/lease.c), run by the supervisor only.
+ * ring_lease_scan lists the records consumers hold (taken, or leased: being
+ * handed back) between head and read_claim: up to max positions and words;
+ * the count, or -1 for a corrupt header. ring_revoke_lease takes the record
+ * at pos from its holder if its word is still word and hands it back to the
+ * other consumers (its holder gets RING_LEASE when it resumes): 1 handed
+ * back, 2 done (a linked input whose outputs were all sent), 0 not (the word
+ * changed: released or taken again), -2 not yet (the holder's output claim
+ * cannot be settled now: look again later), -1 corrupt. out_base/out_size:
+ * the region the holder's linked outputs go to (a pipeline worker), or NULL. */
+int ring_lease_scan(char *base, uint64_t size, uint64_t *pos, uint64_t *word, int max);
+int ring_revoke_lease(char *base, uint64_t size, uint64_t pos, uint64_t word, char *out_base,
+                      uint64_t out_size);
 
 #endif

@@ -26,6 +26,7 @@
  * claim once it sees the bump, so at most a claim already under way can
  * still overrun it (and that is validated and counted as above).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "atomics.h"
@@ -34,6 +35,22 @@
 
 #define SLICE_MIN_NS 1000000LL     /* a blocked producer looks at most every 1 ms */
 #define SLICE_MAX_NS 1000000000LL  /* and at least every second */
+
+int ring_untether_alloc(ring_t *r) {
+    if (r->pattern != PATTERN_BROADCAST || r->untether_ns == 0) return 0;
+    r->ut_cursor = calloc(r->slot_count, sizeof(*r->ut_cursor));
+    r->ut_since = calloc(r->slot_count, sizeof(*r->ut_since));
+    if (r->ut_cursor && r->ut_since) return 0;
+    ring_untether_free(r);
+    return -1;
+}
+
+void ring_untether_free(ring_t *r) {
+    free(r->ut_cursor);
+    free(r->ut_since);
+    r->ut_cursor = NULL;
+    r->ut_since = NULL;
+}
 
 int64_t ring_untether_slice_ns(const ring_t *r) {
     if (!r->untether_ns) return -1;
@@ -47,11 +64,13 @@ uint64_t ring_untether(ring_t *r, uint64_t end, uint64_t limit) {
     int64_t now = mono_ns();
     /* Time counts only while the producer is held back: after a pause in
      * which it did not look (it was not sending), counting starts again. */
+    if (!r->ut_since) return limit; /* not a producer's ring_t (ring_untether_alloc) */
     if (r->ut_seen && now - r->ut_seen > (int64_t)r->untether_ns)
-        memset(r->ut_since, 0, sizeof(r->ut_since));
+        memset(r->ut_since, 0, r->slot_count * sizeof(*r->ut_since));
     r->ut_seen = now;
     int any = 0;
-    for (uint32_t i = 0; i < r->slot_count && i < MAX_SLOTS; i++) {
+    uint32_t used = ring_slots_used(r->base, r->slot_count); /* slots past it are free */
+    for (uint32_t i = 0; i < used; i++) {
         uint64_t so = SLOTS_OFFSET + (uint64_t)i * SLOT_SIZE;
         /* SYNC(slot-state): as in gate(): acquire of the slot's role and state. */
         if (ld32_acq(r->base, so + SLOT_ROLE) != ROLE_CONSUMER ||
