@@ -1,8 +1,9 @@
 """Build of the one compiled piece, shmring._core (C11; links zlib, for the journal's CRC32).
 
 The sources are in layers (src/shmring/csrc/): ring/ is pure C, value/ the
-value record format, journal/ the journal's record format, py/ the CPython glue; layout.h, atomics.h, wait.* and guard.*
-underneath. Files include one another by their path from csrc/.
+value record format, journal/ the journal's record format and CRC32, py/ the
+CPython glue; layout.h, atomics.h, wait.* and guard.* underneath. Files
+include one another by their path from csrc/.
 """
 
 from setuptools import Extension, setup
