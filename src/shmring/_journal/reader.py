@@ -31,7 +31,7 @@ from .segment import Segment, list_segments
 
 #: Records (and payload bytes) one C scan checks and copies at most.
 BATCH_RECORDS = 1024
-BATCH_BYTES = 1 << 20
+BATCH_BYTES = 64 << 10  # freed and reused below malloc's trim threshold (128 KiB)
 _FAULTED = 5  # journal_read_many's status: the mapping faulted (truncated)
 
 
