@@ -1,4 +1,6 @@
-/* journal/record.c - see record.h. */
+/* journal/record.c - writing and checking journal records in a segment mapping: the
+ * payload and header first, the word last with a release store, index entries, and a
+ * bounds-checked read of a record header (the format: record.h, _journal/format.py). */
 #include "journal/record.h"
 
 #include <stdatomic.h>

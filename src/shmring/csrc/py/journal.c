@@ -127,6 +127,8 @@ static PyObject *jw_publish(JWriterObject *self, uint64_t off, uint64_t end, uin
      * store before the load of the waiters count below; pairs with a reader's seq-cst
      * increment of the count (Meta.waiting) before its last look at the record. */
     st_sc(meta, JMETA_NEXT, seq + 1);
+    /* SYNC(journal-next): the load half of that store-load pair: a count of 0 means the
+     * reader's increment comes after our store, so its last look sees the record. */
     if (ld_sc(meta, JMETA_WAITERS)) {
         /* SYNC(py-futex): bump, then wake, as _core.wake: pairs with Meta.sleep. */
         fadd32_sc(meta, JMETA_WAKE, 1);
