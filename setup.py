@@ -1,8 +1,9 @@
-"""Build of the one compiled piece, shmring._core (C11, no other native dependency).
+"""Build of the one compiled piece, shmring._core (C11; links zlib, for the journal's CRC32).
 
 The sources are in layers (src/shmring/csrc/): ring/ is pure C, value/ the
-value record format, py/ the CPython glue; layout.h, atomics.h, wait.* and guard.*
-underneath. Files include one another by their path from csrc/.
+value record format, journal/ the journal's record format and CRC32, py/ the
+CPython glue; layout.h, atomics.h, wait.* and guard.* underneath. Files
+include one another by their path from csrc/.
 """
 
 from setuptools import Extension, setup
@@ -23,6 +24,8 @@ SOURCES = [
     "ring/untether.c",
     "value/encode.c",
     "value/decode.c",
+    "journal/crc.c",
+    "journal/record.c",
     "py/module.c",
     "py/endpoint.c",
     "py/producer.c",
@@ -31,6 +34,7 @@ SOURCES = [
     "py/lock.c",
     "py/queue.c",
     "py/link.c",
+    "py/journal.c",
 ]
 HEADERS = [
     "layout.h",
@@ -42,6 +46,8 @@ HEADERS = [
     "ring/internal.h",
     "value/value.h",
     "value/format.h",
+    "journal/crc.h",
+    "journal/record.h",
     "py/core.h",
     "py/objects.h",
     "py/lock.h",
@@ -55,6 +61,7 @@ setup(
             sources=[CSRC + name for name in SOURCES],
             depends=[CSRC + h for h in HEADERS],
             include_dirs=[CSRC],
+            libraries=["z"],  # zlib: the journal's CRC32, the same as Python's zlib.crc32
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
         )

@@ -37,6 +37,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "mp_queue, mp_pipe, faster_fifo, zmq, iceoryx2, memcpy",
     )
     ap.add_argument(
+        "--spread",
+        type=int,
+        metavar="RUNS",
+        help="instead: run the 64 B 1->1 stream RUNS times (at least 10), spawned and unpinned, "
+        "and print min, median and max beside the per-call ceiling (benchmarks/spread.py)",
+    )
+    ap.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results", help="output directory"
     )
     return ap.parse_args(argv)
@@ -46,6 +53,12 @@ if __name__ == "__main__":
     args = parse()
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit("--repeats must be at least 1")
+    if args.spread is not None:
+        from . import spread
+
+        if args.spread < spread.MIN_RUNS:
+            raise SystemExit(f"--spread must be at least {spread.MIN_RUNS}")
+        raise SystemExit(spread.main(args.spread, 0.2 if args.quick else 1.0, args.out))
     raise SystemExit(
         main(Params.make(args.quick, args.repeats), select(args.only), args.systems, args.out)
     )

@@ -10,66 +10,35 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import itertools
 import json
-import os
 import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from namespace_util import TIMEOUT, program_env
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "feedd"
 FEEDD = EXAMPLE / "feedd.py"
 SUBSCRIBE = EXAMPLE / "subscribe.py"
-TIMEOUT = 30.0
 
 sys.path.insert(0, str(EXAMPLE))
 feed: ModuleType = importlib.import_module("feed")
 feedd: ModuleType = importlib.import_module("feedd")
 subscribe: ModuleType = importlib.import_module("subscribe")
 
-_runs = itertools.count()
-
-
-def segments(ns: str) -> list[str]:
-    """The /dev/shm entries of namespace ``ns``."""
-    return sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"shmring.{ns}."))
-
-
-def wait_for(what: str, cond: Any, timeout: float = TIMEOUT) -> Any:
-    """Poll ``cond()`` until it returns something true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (got := cond()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(0.02)
-    return got
 
 
 @contextlib.contextmanager
 def namespace_env() -> Iterator[dict[str, str]]:
-    """The environment of one test's programs: a namespace of its own (with
-    this process's pid, for conftest's leak check) and a supervisor that
-    leaves soon after its last client. Every segment must be gone at the end."""
-    ns = f"feed-{os.getpid()}-{next(_runs)}"
-    env = dict(os.environ, SHMRING_NAMESPACE=ns, SHMRING_SUPERVISOR_IDLE="1",
-               PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-    yield env
-    left = wait_for_gone(ns)
-    assert not left, f"left in /dev/shm: {left}"
-
-
-def wait_for_gone(ns: str, timeout: float = 10.0) -> list[str]:
-    """What is left of namespace ``ns`` after up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while (left := segments(ns)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
+    """The environment of one test's programs (``program_env``)."""
+    with program_env("feed") as env:
+        yield env
 
 
 class Program:

@@ -8,7 +8,6 @@ recorder process that the multiprocess and stress tests share.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import queue
 import struct
@@ -16,56 +15,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
+
+from namespace_util import TIMEOUT, program_env
 
 from shmring._journal import Journal
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 30.0
 NS = "SHMRING_NAMESPACE"
 T = TypeVar("T")
-_runs = itertools.count()
-
-
-def segments(ns: str) -> list[str]:
-    """The /dev/shm entries of namespace ``ns``."""
-    return sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"shmring.{ns}."))
 
 
 @contextlib.contextmanager
 def namespace_env() -> Iterator[dict[str, str]]:
-    """The environment of one test's processes: a namespace of its own (with
-    this process's pid, for conftest's leak check), a supervisor that leaves
-    soon after its last client, and this venv's ``python`` and ``shmring``
-    first on PATH (the test's own channels pass ``namespace=env[NS]``).
-    Every segment of the namespace must be gone at the end."""
-    ns = f"jcli-{os.getpid()}-{next(_runs)}"
+    """The environment of one test's processes (``program_env``), with this
+    venv's ``python`` and ``shmring`` first on PATH (the test's own channels
+    pass ``namespace=env[NS]``)."""
     bindir = os.path.dirname(sys.executable)
-    env = dict(os.environ, SHMRING_NAMESPACE=ns, SHMRING_SUPERVISOR_IDLE="1",
-               PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1",
-               PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
-    yield env
-    left = wait_gone(ns)
-    assert not left, f"left in /dev/shm: {left}"
-
-
-def wait_gone(ns: str, timeout: float = 10.0) -> list[str]:
-    """What is left of namespace ``ns`` after up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while (left := segments(ns)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
-
-
-def wait_for(what: str, cond: Callable[[], T], timeout: float = TIMEOUT) -> T:
-    """Poll ``cond()`` until it returns something true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (got := cond()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(0.02)
-    return got
+    with program_env("jcli", PATH=bindir + os.pathsep + os.environ.get("PATH", "")) as env:
+        yield env
 
 
 class Proc:

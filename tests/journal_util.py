@@ -219,6 +219,13 @@ def crash_trial(tmp: str, seed: int) -> list[int]:
     try:
         for k in range(COPIES):
             time.sleep(rng.uniform(0.005, 0.06))
+            if k == COPIES - 1:
+                # The last copy comes after a flush, so it has records it
+                # must keep (a loaded machine may not have run the writer yet).
+                deadline = time.monotonic() + 30
+                while flushed.value == 0:
+                    assert time.monotonic() < deadline, "the writer never flushed"
+                    time.sleep(0.005)
             durable = flushed.value
             copy = os.path.join(tmp, f"c{seed}-{k}")
             copy_journal(path, copy)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from namespace_util import segments
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "logsink"
@@ -43,11 +44,6 @@ def namespace() -> str:
     """A namespace unique to this test, carrying this process's pid (so the
     leak check of conftest.py sees its segments)."""
     return f"ls-{os.getpid()}-{next(_count)}"
-
-
-def segments(ns: str) -> list[str]:
-    """The /dev/shm entries of namespace ``ns``."""
-    return sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"shmring.{ns}."))
 
 
 def env_for(ns: str) -> dict[str, str]:

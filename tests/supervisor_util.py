@@ -123,6 +123,25 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
 
 
 @pytest.fixture
+def clock() -> FakeClock:
+    """The injectable clock a test moves instead of waiting."""
+    return FakeClock()
+
+
+@contextlib.contextmanager
+def clocked_supervisor(env: Env, clock: FakeClock, **options: float) -> Iterator[Supervisor]:
+    """A supervisor on ``clock``, with no startup grace, and ``options``
+    (``claim_timeout=``, ``lease_timeout=``): its periodic checks run when a
+    test calls them after moving the clock."""
+    s = Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0, clock=clock,
+                   **options).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
 def sup(env: Env) -> Iterator[Supervisor]:
     """An in-process supervisor for the test's namespace."""
     s = Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0).start()

@@ -199,3 +199,33 @@ class QueueCore:
     _plain: bool
     # put(obj, block=True, timeout=None) and get(block=True, timeout=None) are
     # here too; each queue class types them with its item type.
+
+class JournalWriterCore:
+    """The C base of shmring._journal.writer.Writer (csrc/py/journal.c)."""
+
+    _off: int
+    _next: int
+    _last_t: int
+    _idx: int
+    _index_at: int
+    _sealed: bool
+    _slow: bool
+    _eager: bool
+    @property
+    def _mark(self) -> tuple[int, int]: ...
+    def append(self, data: ReadableBuffer, /) -> int: ...
+    def _append_here(self, data: ReadableBuffer, /) -> int: ...
+    def _commit_claim(self, off: int, n: int, /) -> int: ...
+    def _attach(
+        self, segment: WriteableBuffer, meta: WriteableBuffer, limit: int, data_off: int,
+        stride: int, n_index: int, /,
+    ) -> None: ...
+    def _detach(self) -> None: ...
+
+def journal_read_many(
+    segment: ReadableBuffer, off: int, end: int, seq: int, max_records: int, max_bytes: int, /
+) -> tuple[list[tuple[int, bytes]], int, int, int]: ...
+def journal_crc(word: int, seq: int, time_ns: int, payload: ReadableBuffer, /) -> int: ...
+def journal_nonzero(buffer: ReadableBuffer, start: int, end: int, /) -> int: ...
+
+JOURNAL_CRC_CLMUL: int

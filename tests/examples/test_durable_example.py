@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from journal_cli_util import ROOT, Proc, journal_records, namespace_env, procs, wait_for
+from journal_cli_util import ROOT, Proc, journal_records, namespace_env, procs
+from namespace_util import wait_for
 
 from shmring._journal import decode_obj
 

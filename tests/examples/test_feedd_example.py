@@ -17,17 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from feed_util import (
-    EXAMPLE,
-    ROOT,
-    Program,
-    feedd,
-    namespace_env,
-    programs,
-    status,
-    subscribe,
-    wait_for,
-)
+from feed_util import EXAMPLE, ROOT, Program, feedd, namespace_env, programs, status, subscribe
+from namespace_util import wait_for
 from test_systemd_unit import URI_SCHEMES, exec_start, parse_unit
 
 UNIT = EXAMPLE / "shmring-feedd.service"

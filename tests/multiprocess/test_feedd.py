@@ -29,8 +29,8 @@ from feed_util import (
     programs,
     read_record,
     status,
-    wait_for,
 )
+from namespace_util import wait_for
 
 import shmring
 

@@ -30,8 +30,8 @@ from journal_cli_util import (
     recorder,
     run_shmring,
     shmring_argv,
-    wait_for,
 )
+from namespace_util import wait_for
 
 import shmring
 from shmring._cli.main import main

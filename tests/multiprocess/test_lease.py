@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from lease_storm import pipeline_storm, storm
-from supervisor_util import Child, Env, FakeClock, supervisor_env, wait_for
+from supervisor_util import Child, Env, FakeClock, clocked_supervisor, supervisor_env, wait_for
 
 import shmring
 from shmring import _core
@@ -37,16 +37,9 @@ MSG = 100  # 128-byte records: 32 fill a 4 KiB ring
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sup(env: Env, clock: FakeClock) -> Iterator[Supervisor]:
-    s = Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0, clock=clock,
-                   lease_timeout=TIMEOUT).start()
-    yield s
-    s.stop()
+    with clocked_supervisor(env, clock, lease_timeout=TIMEOUT) as s:
+        yield s
 
 
 def check(sup: Supervisor, clock: FakeClock, seconds: float = 0.0) -> None:

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from supervisor_util import Child, Env, FakeClock, wait_for
+from supervisor_util import Child, Env, FakeClock, clocked_supervisor, wait_for
 
 import shmring
 from shmring import _core
@@ -28,16 +28,9 @@ TIMEOUT = 5.0
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sup(env: Env, clock: FakeClock) -> Iterator[Supervisor]:
-    s = Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0, clock=clock,
-                   lease_timeout=TIMEOUT).start()
-    yield s
-    s.stop()
+    with clocked_supervisor(env, clock, lease_timeout=TIMEOUT) as s:
+        yield s
 
 
 def check(sup: Supervisor, clock: FakeClock, seconds: float) -> None:

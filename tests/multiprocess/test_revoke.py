@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 from pattern_util import patterns
-from supervisor_util import Child, Env, FakeClock, wait_for
+from supervisor_util import Child, Env, FakeClock, clocked_supervisor, wait_for
 
 import shmring
 from shmring import _core
@@ -33,16 +33,9 @@ PATTERNS = patterns(multi_producer=True)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def sup(env: Env, clock: FakeClock) -> Iterator[Supervisor]:
-    s = Supervisor(env.namespace, socket_dir=env.socket_dir, startup_grace=0.0, clock=clock,
-                   claim_timeout=TIMEOUT).start()
-    yield s
-    s.stop()
+    with clocked_supervisor(env, clock, claim_timeout=TIMEOUT) as s:
+        yield s
 
 
 def check(sup: Supervisor, clock: FakeClock, seconds: float = 0.0) -> None:

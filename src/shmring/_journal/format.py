@@ -31,7 +31,7 @@ Segment file (little-endian), ``segment_size`` bytes, a multiple of 4096::
 Record::
 
     0   4   word: kind (bits 0..3) | payload length << 4; 0 = nothing yet.
-            The writer stores it last (a seq-cst store), so a record whose
+            The writer stores it last (a release store), so a record whose
             word is non-zero was completely written before it, as far as
             any process is concerned (a machine crash is another matter:
             the checksum and the durable point cover that).
@@ -46,7 +46,12 @@ the next segment file. Every segment keeps room for one.
 
 Why CRC32 (``zlib.crc32``, in the stdlib): it is in C, always there, and
 detects every burst error shorter than 32 bits; the checksum here guards
-against torn writes and stray bytes, not an adversary.
+against torn writes and stray bytes, not an adversary. The extension's hot
+path (csrc/journal/: record.c writes and checks records, crc.c computes the
+same CRC-32 with carry-less multiplies where the CPU has them) must agree
+with this file byte for byte; tests/journal/test_journal_cformat.py checks
+both ways. The functions here are the reference, and what the cold paths
+(recovery, seeking, the index) use.
 """
 
 from __future__ import annotations

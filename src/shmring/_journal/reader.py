@@ -21,12 +21,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from .. import _core
 from .._errors import Closed, InvalidArgument, Timeout
 from .._objects.frame import _decode_copy
 from .._objects.serializers import PICKLE
 from . import format as F
 from .meta import Meta
 from .segment import Segment, list_segments
+
+#: Records (and payload bytes) one C scan checks and copies at most.
+BATCH_RECORDS = 1024
+BATCH_BYTES = 64 << 10  # freed and reused below malloc's trim threshold (128 KiB)
+_FAULTED = 5  # journal_read_many's status: the mapping faulted (truncated)
 
 
 def decode_obj(data: bytes | memoryview) -> Any:
@@ -54,6 +60,10 @@ class Reader:
         self._timeout = timeout
         self._seg: Segment | None = None
         self._closed = False
+        # Records the C scan checked and copied ahead, the next one last (so
+        # pop() hands them out); self._seq is the one after them all.
+        self._pending: list[tuple[int, bytes]] = []
+        self._seq = 0
         #: The cursor's name (None for an anonymous reader).
         self.name = name
         self._slot = None if name is None else meta.cursor_slot(name)
@@ -61,13 +71,22 @@ class Reader:
         self.missed = 0
         if from_seq is None and from_time is None:
             from_seq = 0 if self._slot is None else meta.cursor(self._slot)
-        #: The sequence number of the next record this reader returns.
-        self.seq = 0
         if from_time is not None:
             self._seek_time(int(from_time * 1e9))
         else:
             assert from_seq is not None
             self._seek_seq(from_seq)
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the next record this reader returns."""
+        if self._pending:
+            return self._pending[-1][0]
+        return self._seq
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self._seq = value
 
     # -------------------------------------------------------- positioning --
     def _segments(self) -> list[tuple[int, str]]:
@@ -91,8 +110,8 @@ class Reader:
             seq = first
         self._enter(first, file)
         assert self._seg is not None
-        self._off, self.seq = self._seg.start_at(seq=seq)
-        while self.seq < seq and self._step(skip=True) is not None:
+        self._off, self._seq = self._seg.start_at(seq=seq)
+        while self._seq < seq and self._step(skip=True) is not None:
             pass
 
     def _seek_time(self, t: int) -> None:
@@ -106,7 +125,7 @@ class Reader:
         first, file = segs[i]
         self._enter(first, file)
         assert self._seg is not None
-        self._off, self.seq = self._seg.start_at(time_ns=t)
+        self._off, self._seq = self._seg.start_at(time_ns=t)
         while True:
             r = self._peek()
             if not isinstance(r, F.Rec) or (r.kind == F.KIND_DATA and r.time_ns >= t):
@@ -126,19 +145,19 @@ class Reader:
                 seg = self._seg
                 assert seg is not None
             r = seg.read(self._off)
-            if isinstance(r, F.Rec) and r.seq == self.seq:
+            if isinstance(r, F.Rec) and r.seq == self._seq:
                 if r.kind == F.KIND_DATA:
                     return r
                 if self._next_segment(r.seq):
                     continue
                 return None  # sealed, and the next segment is not made yet
-            if r is not F.EMPTY and self.seq < self._meta.durable:
+            if r is not F.EMPTY and self._seq < self._meta.durable:
                 raise F.corrupt(seg.file, self._off,
-                                f"record {self.seq} does not check (the journal is durable "
+                                f"record {self._seq} does not check (the journal is durable "
                                 f"up to {self._meta.durable})")
-            if r is F.EMPTY and self.seq < self._meta.durable:
+            if r is F.EMPTY and self._seq < self._meta.durable:
                 raise F.corrupt(seg.file, self._off,
-                                f"record {self.seq} is missing (the journal is durable up "
+                                f"record {self._seq} is missing (the journal is durable up "
                                 f"to {self._meta.durable})")
             return None
 
@@ -159,17 +178,32 @@ class Reader:
             first, file = later[0]
         self._enter(first, file)
         assert self._seg is not None
-        self._off, self.seq = self._seg.data_off, first
+        self._off, self._seq = self._seg.data_off, first
         return True
 
     def _step(self, skip: bool = False) -> tuple[int, bytes] | None:
+        """The next record, moving past it (None if there is none yet): many
+        at once by the C scan while records check and follow on, one by one
+        here at anything else (an END record, bytes that do not check, a
+        tail cut short)."""
+        seg = self._seg
+        if not skip and seg is not None:
+            recs, off, nxt, status = _core.journal_read_many(
+                seg.buf, self._off, seg.size, self._seq, BATCH_RECORDS, BATCH_BYTES)
+            if status == _FAULTED:
+                raise F.corrupt(seg.file, self._off, "the file was truncated while mapped")
+            if recs:
+                self._off, self._seq = off, nxt
+                recs.reverse()
+                self._pending = recs
+                return recs.pop()
         r = self._peek()
         if not isinstance(r, F.Rec):
             return None
         assert self._seg is not None
         data = b"" if skip else bytes(self._seg.buf[r.payload_off:r.payload_off + r.length])
         self._off = r.next_off
-        self.seq = r.seq + 1
+        self._seq = r.seq + 1
         return r.seq, data
 
     def read(self, timeout: float | None = None) -> tuple[int, bytes]:
@@ -181,6 +215,8 @@ class Reader:
         """
         if self._closed:
             raise Closed(f"this reader of journal {self._path} is closed")
+        if self._pending:
+            return self._pending.pop()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             rec = self._step()
@@ -202,6 +238,9 @@ class Reader:
         """``(seq, data)`` for every record, following live appends; ends
         when none came for the reader's ``timeout`` (None: never ends)."""
         while True:
+            pending = self._pending
+            while pending:
+                yield pending.pop()
             try:
                 yield self.read(self._timeout)
             except Timeout:
@@ -226,6 +265,7 @@ class Reader:
     def close(self) -> None:
         """Let the mapping go. Idempotent."""
         self._closed = True
+        self._pending.clear()  # in place: an iteration under way holds the list
         if self._seg is not None:
             self._seg.close()
             self._seg = None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from .. import _core
 from . import format as F
 from .segment import Segment, extend, fsync_dir, list_segments
 
@@ -71,12 +72,11 @@ def _zero_from(seg: Segment, off: int) -> None:
         raw = seg.buf[at:at + F.INDEX_ENTRY.size]
         if (e is None or e[2] >= off) and raw != _ZERO[:F.INDEX_ENTRY.size]:
             seg.buf[at:at + F.INDEX_ENTRY.size] = _ZERO[:F.INDEX_ENTRY.size]
-    a = off
+    a = _core.journal_nonzero(seg.buf, off, seg.size)
     while a < seg.size:
         b = min(seg.size, (a // len(_ZERO) + 1) * len(_ZERO))
-        if seg.buf[a:b] != _ZERO[:b - a]:
-            seg.buf[a:b] = _ZERO[:b - a]
-        a = b
+        seg.buf[a:b] = _ZERO[:b - a]
+        a = _core.journal_nonzero(seg.buf, b, seg.size)
 
 
 def _unused(file: str) -> bool:

@@ -3,9 +3,12 @@
 
 A record is written in place in the mapped tail segment: payload, then
 the rest of the header with its checksum, then the header's first word
-with one seq-cst store (format.py), then the sparse index entry if the
-record starts a new stride, then ``next_seq`` published on the meta page,
-with a futex wake only when a reader sleeps. ``append`` returns once that
+with a release store (format.py), then the sparse index entry if the
+record starts a new stride, then ``next_seq`` published on the meta page
+(a seq-cst store), with a futex wake only when a reader sleeps. All of it
+is one call of the C base, ``_core.JournalWriterCore.append``
+(csrc/py/journal.c); what is rare stays here: the roll, the sync
+policies' msyncs, the errors. ``append`` returns once that
 store is done: the record is then in the page cache, so it survives the
 writer's death (SIGKILL included); it survives the machine's once an msync
 covered it (``flush()`` or the sync policy), which ``durable_seq`` tells.
@@ -22,8 +25,6 @@ import contextlib
 import fcntl
 import os
 import threading
-import time
-import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +37,6 @@ from .meta import LOCK_NAME, Meta
 from .recovery import recover
 from .segment import Segment, create_segment
 from .sync import Flusher, Policy
-
-_CRC_HEAD = F.CRC_HEAD
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -59,10 +58,16 @@ def take_lock(path: str, meta: Meta) -> int:
     return fd
 
 
-class Writer:
-    """Appends records to a journal (``j.writer()``; one at a time)."""
+class Writer(_core.JournalWriterCore):
+    """Appends records to a journal (``j.writer()``; one at a time).
+
+    The hot state (``_off``, ``_next``, ``_last_t``, the index position) and
+    :meth:`append` are the C base's (csrc/py/journal.c): an append that fits
+    is one C call; anything else (a roll, a closed or failed writer, the
+    interval flusher's error) comes back here through :meth:`_append_slow`."""
 
     def __init__(self, path: str, meta: Meta, policy: Policy) -> None:
+        super().__init__()
         self._path = path
         self._meta = meta
         self._policy = policy
@@ -88,11 +93,26 @@ class Writer:
         self._idx = len(self._seg.index_entries())
         self._index_at = 0  # the offset from which a record gets an index entry
         self._eager = policy.kind in ("always", "bytes")
-        self._mark = (self._next, self._off)
+        self._attach_segment()
         meta.set_writer(os.getpid())
         meta.publish(self._next)
         if policy.kind == "interval":
-            self._flusher = Flusher(policy.interval, self.flush)
+            self._flusher = Flusher(policy.interval, self._flush_interval)
+
+    def _flush_interval(self) -> None:
+        """The flusher's flush: on an error, appends take the slow path, which
+        raises it."""
+        try:
+            self.flush()
+        except BaseException:
+            self._slow = True
+            raise
+
+    def _attach_segment(self) -> None:
+        """Hand the tail segment's mapping (and the meta page) to the C base."""
+        h = self._seg.header
+        self._attach(self._seg.buf, self._meta.mm, self._seg.limit, h.data_off, h.stride,
+                     h.n_index)
 
     # ------------------------------------------------------------ state --
     @property
@@ -124,6 +144,7 @@ class Writer:
                          f"and records from {self._durable} on may not be on disk")
         err.__cause__ = e
         self._error = err
+        self._slow = True
         raise err
 
     # ----------------------------------------------------------- append --
@@ -137,42 +158,6 @@ class Writer:
             self._roll()
         return self._off
 
-    def _stamp(self) -> int:
-        t = time.time_ns()
-        return self._last_t if t < self._last_t else t
-
-    def _commit(self, off: int, n: int, crc: int | None = None, t: int = 0) -> int:
-        """Seal the record written at ``off`` (``crc`` and ``t``: its checksum
-        and time, if the caller made them) and publish it."""
-        buf = self._seg.buf
-        seq = self._next
-        word = (n << F.KIND_BITS) | F.KIND_DATA
-        if crc is None:
-            t = self._stamp()
-            with buf[off + F.REC_SIZE:off + F.REC_SIZE + n] as payload:
-                crc = F.record_crc(word, seq, t, payload)
-        F.REC.pack_into(buf, off, 0, crc, seq, t, 0)
-        _core.store32(buf, off, word)
-        if off >= self._index_at:
-            self._write_index(seq, t, off)
-        end = (off + F.REC_SIZE + n + F.REC_ALIGN - 1) & -F.REC_ALIGN
-        self._off = end
-        self._next = seq + 1
-        self._last_t = t
-        self._mark = (seq + 1, end)
-        self._meta.publish(seq + 1)
-        if self._eager:
-            self._sync_policy(end - off)
-        return seq
-
-    def _write_index(self, seq: int, t: int, off: int) -> None:
-        h = self._seg.header
-        while self._idx < h.n_index and off >= h.data_off + self._idx * h.stride:
-            self._seg.write_index(self._idx, seq, t, off)
-            self._idx += 1
-        self._index_at = (h.data_off + self._idx * h.stride if self._idx < h.n_index
-                          else 1 << 62)
-
     def _sync_policy(self, nbytes: int) -> None:
         if self._policy.kind == "always":
             self.flush()
@@ -181,29 +166,23 @@ class Writer:
         if self._unsynced_bytes >= self._policy.nbytes:
             self.flush()
 
-    def append(self, data: ReadableBuffer) -> int:
-        """Append one record; return its sequence number. Example::
+    # append(data) -> seq is the C base's: one call when the record fits.
 
-            seq = w.append(b"payload")
-        """
-        if self._error is not None or self._closed or self._flusher is not None:
-            self._check()
+    def _append_slow(self, data: ReadableBuffer) -> int:
+        """The append of a record the C base did not take: the checks (closed,
+        failed, the flusher's error), a non-contiguous buffer, a roll."""
+        self._check()
         with memoryview(data) as mv:
-            flat = mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
-            n = flat.nbytes
-            off = self._off
-            if self._sealed or off + F.REC_SIZE + n + F.REC_ALIGN > self._seg.limit:
-                off = self._reserve(n)
-            p0 = off + F.REC_SIZE
-            self._seg.buf[p0:p0 + n] = flat
-            t = time.time_ns()
-            if t < self._last_t:
-                t = self._last_t
-            crc = zlib.crc32(flat, zlib.crc32(_CRC_HEAD.pack(
-                (n << F.KIND_BITS) | F.KIND_DATA, self._next, t, 0)))
-            if flat is not mv:
-                flat.release()
-        return self._commit(off, n, crc, t)
+            if mv.c_contiguous:
+                flat = mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+            else:
+                flat = memoryview(mv.tobytes())
+            try:
+                self._reserve(flat.nbytes)
+                return self._append_here(flat)
+            finally:
+                if flat is not mv:
+                    flat.release()
 
     @contextlib.contextmanager
     def claim(self, n: int) -> Iterator[memoryview]:
@@ -229,7 +208,7 @@ class Writer:
             raise
         finally:
             view.release()
-        self._commit(off, n)
+        self._commit_claim(off, n)
 
     def append_obj(self, obj: Any) -> int:
         """Append an object, encoded as ``Producer.send_obj`` encodes it (a
@@ -266,13 +245,14 @@ class Writer:
                 raise
             self._durable = self._next
             self._meta.set_durable(self._next)
+            self._detach()
             old.close()
             self._seg = new
             self._off = self._synced = new.data_off
             self._idx = 0
             self._index_at = 0
             self._sealed = False
-            self._mark = (self._next, self._off)
+            self._attach_segment()
         self._meta.publish(self._next)  # readers at the END record go on
 
     # ------------------------------------------------------------ flush --
@@ -314,7 +294,9 @@ class Writer:
             self._meta.sync_page()
         finally:
             self._closed = True
+            self._slow = True
             self._meta.set_writer(0)
+            self._detach()
             self._seg.close()
             os.close(self._lock_fd)
 

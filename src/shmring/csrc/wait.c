@@ -112,14 +112,32 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
     }
 }
 
+static void wake_all(void *base, uint64_t futex_off) {
+    /* SYNC(futex): bump, then wake: pairs with the load of the word and the futex wait in
+     * shm_wait. */
+    fadd32_sc(base, futex_off, 1);
+    futex_wake_word((char *)base + futex_off, INT_MAX);
+}
+
 void shm_notify(void *base, uint64_t futex_off, uint64_t waiters_off) {
     /* SYNC(waiters): Pairs with the fence in shm_wait after the waiter count is raised: our release
      * store of the data is ordered before this load of the count. */
     fence_sc();
-    if (ld32_acq(base, waiters_off) != 0) {
-        /* SYNC(futex): bump, then wake: pairs with the load of the word and the futex wait in
-         * shm_wait. */
-        fadd32_sc(base, futex_off, 1);
-        futex_wake_word((char *)base + futex_off, INT_MAX);
-    }
+    if (ld32_acq(base, waiters_off) != 0) wake_all(base, futex_off);
+}
+
+/* Why no fence here. Publisher: W, a seq-cst store (or RMW) of what it
+ * publishes, then R, this seq-cst load of the count. Waiter (shm_wait): U, its
+ * seq-cst add to the count, then F, a seq-cst fence, then L, its look at what W
+ * stores. Suppose R reads the count from before U. A seq-cst load reads the
+ * last seq-cst modification before it in the single total order S, so R
+ * precedes U in S; W precedes R and U precedes F (sequenced before, all
+ * seq-cst), so W precedes F in S. Then L, sequenced after F, observes W or a
+ * later store (C11 7.17.3p10 / C++11 [atomics.order]p5: a modification that
+ * precedes a seq-cst fence in S is seen by loads sequenced after the fence).
+ * So either R sees the waiter or L sees the data: no wake-up is lost. */
+void shm_notify_sc(void *base, uint64_t futex_off, uint64_t waiters_off) {
+    /* SYNC(waiters): pairs with the seq-cst add and fence in shm_wait (see above): our seq-cst
+     * publication precedes this seq-cst load of the count in S. */
+    if (ld32_sc(base, waiters_off) != 0) wake_all(base, futex_off);
 }

@@ -36,6 +36,14 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
  * that published the data or the space. */
 void shm_notify(void *base, uint64_t futex_off, uint64_t waiters_off);
 
+/* The same, for a caller whose publication was itself a seq-cst store or
+ * read-modify-write (spsc tail and head, a broadcast cursor, a multi-producer
+ * commit's compare-exchange): the look at the count is then a seq-cst load and
+ * needs no fence before it (see shm_notify_sc in wait.c for why). One full
+ * barrier per call instead of two on the consumer's side, and on x86 a locked
+ * exchange in place of a store and a locked fence on the producer's. */
+void shm_notify_sc(void *base, uint64_t futex_off, uint64_t waiters_off);
+
 /* Raw futex calls on a 32-bit word of a shared mapping. */
 int futex_wait_word(void *addr, uint32_t expected, int64_t timeout_ns);
 int futex_wake_word(void *addr, int count);

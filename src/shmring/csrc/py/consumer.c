@@ -124,6 +124,12 @@ static PyObject *C_recv(EndpointObject *self, PyObject *const *args, Py_ssize_t 
                         PyObject *kwnames) {
     PyObject *timeout;
     int64_t deadline;
+    if (nargs == 0 && !kwnames) {
+        /* recv(): the common call, parsed without a look at keywords or the clock. */
+        self->timeout_s = -1.0;
+        if (check_recvable(self) < 0) return NULL;
+        return recv_one(self, -1, 0);
+    }
     if (parse_timeout_only(args, nargs, kwnames, "recv", 0, NULL, &timeout) < 0) return NULL;
     if (check_recvable(self) < 0 || endpoint_deadline(self, timeout, &deadline) < 0) return NULL;
     return recv_one(self, deadline, 0);

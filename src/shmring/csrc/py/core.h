@@ -38,6 +38,8 @@ extern PyTypeObject ProducerType, ConsumerType;
 
 /* queue.c: adds Lock, QueueState and QueueCore to the module; 0 or -1. */
 int queue_add_types(PyObject *m);
+/* journal.c: adds JournalWriterCore and the journal_* functions; 0 or -1. */
+int journal_add_types(PyObject *m);
 
 /* Shared by producer.c and consumer.c. */
 int endpoint_init(EndpointObject *self, PyObject *args, int consumer);

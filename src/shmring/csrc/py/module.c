@@ -575,7 +575,7 @@ PyMODINIT_FUNC PyInit__core(void) {
     Py_INCREF(&ConsumerType);
     if (PyModule_AddObject(m, "ProducerCore", (PyObject *)&ProducerType) < 0 ||
         PyModule_AddObject(m, "ConsumerCore", (PyObject *)&ConsumerType) < 0 ||
-        queue_add_types(m) < 0)
+        queue_add_types(m) < 0 || journal_add_types(m) < 0)
         goto fail;
     return m;
 fail:

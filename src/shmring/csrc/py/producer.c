@@ -140,8 +140,17 @@ static PyObject *P_send(EndpointObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *data, *timeout;
     int64_t deadline;
     data_t d;
-    if (parse_data_timeout(args, nargs, kwnames, "send", &data, &timeout) < 0) return NULL;
-    if (check_sendable(self) < 0 || endpoint_deadline(self, timeout, &deadline) < 0) return NULL;
+    if (nargs == 1 && !kwnames) {
+        /* send(data): the common call, parsed without a look at keywords or the clock. */
+        data = args[0];
+        deadline = -1;
+        self->timeout_s = -1.0;
+        if (check_sendable(self) < 0) return NULL;
+    } else {
+        if (parse_data_timeout(args, nargs, kwnames, "send", &data, &timeout) < 0) return NULL;
+        if (check_sendable(self) < 0 || endpoint_deadline(self, timeout, &deadline) < 0)
+            return NULL;
+    }
     if (get_data(data, &d) < 0) return NULL;
     int rc = send_one(self, &d, deadline, 0);
     put_data(&d);

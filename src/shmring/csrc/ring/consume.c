@@ -368,7 +368,8 @@ static void free_to(ring_t *r, uint64_t to) {
     /* SYNC(head): Pairs with the producer's acquire load of head in gate(): our reads (and zeroing)
      * of the freed bytes happen before it reuses them. */
     st_sc(r->base, OFF_HEAD, to);
-    shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+    /* SYNC(waiters): after the seq-cst store of head: no fence needed (shm_notify_sc). */
+    shm_notify_sc(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
 }
 
 int ring_release(ring_t *r) {
@@ -406,7 +407,8 @@ int ring_release(ring_t *r) {
         }
         /* SYNC(cursor): Pairs with the producer's acquire load of our cursor in gate(). */
         st_sc(r->base, r->slot_off + SLOT_CURSOR, to);
-        if (!r->lossy) shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+        /* SYNC(waiters): after the seq-cst store of the cursor (shm_notify_sc). */
+        if (!r->lossy) shm_notify_sc(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
         break;
     }
     return RING_OK;
@@ -439,7 +441,8 @@ void ring_consumer_flush(ring_t *r) {
     if (r->pattern == PATTERN_BROADCAST) {
         /* SYNC(cursor): the batch's cursor; pairs with the producer's acquire of it in gate(). */
         st_sc(r->base, r->slot_off + SLOT_CURSOR, r->cursor);
-        if (!r->lossy) shm_notify(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+        /* SYNC(waiters): after the seq-cst store of the cursor (shm_notify_sc). */
+        if (!r->lossy) shm_notify_sc(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
     } else {
         free_to(r, r->cursor);
     }

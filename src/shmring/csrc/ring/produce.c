@@ -253,10 +253,13 @@ void ring_flush(ring_t *r) {
     st_rlx(r->base, r->slot_off + SLOT_BYTES, r->bytes);
     if (!r->multi_producer) {
         /* SYNC(tail): Publication. Pairs with the consumer's acquire load of tail: the records and
-         * their payloads are visible before the new tail. */
-        st_rel(r->base, OFF_TAIL, r->tail_local);
+         * their payloads are visible before the new tail. Seq-cst, so that the look at the waiter
+         * count below needs no fence (shm_notify_sc). */
+        st_sc(r->base, OFF_TAIL, r->tail_local);
     }
-    shm_notify(r->base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
+    /* SYNC(waiters): every publication since the last flush was a seq-cst store of tail (above) or
+     * a seq-cst compare-exchange of a record word (ring_commit, multi-producer). */
+    shm_notify_sc(r->base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
 }
 
 void ring_abort(ring_t *r) {
