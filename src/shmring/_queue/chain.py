@@ -25,11 +25,12 @@ removed, and a drained queue moves back to a small ring. The protocol
   drain ring ``g`` before reading ``g+1``.
 - Lifetime: every process that holds the queue runs a *watcher* thread (the
   maker of an unnamed queue from the moment another process can reach it:
-  ``base.py``'s ``_watch``) that sleeps on ``GEN_SEQ`` and opens each new ring as it is published, so a ring
-  is held (supervised) by every holder of the queue, not only by the putter
-  that made it: a putter that exits or is killed after its put returns loses
-  nothing. The getter that sees a ring's end of stream unlinks it; every
-  process closes the rings whose names are gone.
+  ``base.py``'s ``_watch``) that sleeps on ``GEN_SEQ`` and opens each new
+  ring as it is published, so a ring is held (supervised) by every holder
+  of the queue, not only by the putter that made it: a putter that exits or
+  is killed after its put returns loses nothing. The getter that sees a
+  ring's end of stream unlinks it; every process closes the rings whose
+  names are gone.
 """
 
 from __future__ import annotations
