@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import selectors
@@ -57,6 +56,7 @@ from .._region import inventory as _gc
 from .._region.names import check_namespace, default_namespace
 from . import instance as _instance
 from . import procfs
+from . import status as _status
 from . import wire as _ipc
 from .deaths import Proc, ProcessIndex
 from .lease import DEFAULT_LEASE, LeaseWatch
@@ -569,35 +569,5 @@ class Supervisor:
         """What the supervisor knows (JSON-ready). With ``limit``, the lists
         of regions and processes are cut (``truncated``) to fit that many
         bytes of JSON; the counts are always whole."""
-        st = self._status()
-        st["counts"] = {"regions": len(st["regions"]), "processes": len(st["processes"]),
-                        "connections": len(self._conns)}
-        st["truncated"] = False
-        while limit is not None and len(json.dumps(st)) > limit:
-            st["truncated"] = True
-            longest = max(("processes", "regions"), key=lambda k: len(st[k]))
-            if not st[longest]:
-                break
-            del st[longest][len(st[longest]) // 2:]
-        return st
-
-    def _status(self) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "namespace": self.namespace,
-            "in_grace": self.regions.in_grace(),
-            "stats": dict(self.stats),
-            "regions": [
-                {"segment": t.seg, "created_ns": t.created_ns, "persistent": t.persistent,
-                 "holders": [{"pid": k[0], "start_time": k[1], "count": n}
-                             for k, n in t.holders.items()]}
-                for t in self.regions
-            ],
-            "processes": [
-                {"pid": p.pid, "lpid": p.lpid, "pidns": p.ns, "start_time": p.start,
-                 "connected": p.conn is not None,
-                 "holds": [{"segment": k[0], "created_ns": k[1], "count": n}
-                           for k, n in p.holds.items()]}
-                for p in self.procs
-            ],
-        }
+        return _status.report(self.namespace, self.regions, self.procs, self.stats,
+                              connections=len(self._conns), limit=limit)
