@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from channel_util import drain
 from lease_storm import pipeline_storm, storm
 from supervisor_util import Child, Env, FakeClock, clocked_supervisor, supervisor_env, wait_for
 
@@ -113,15 +114,6 @@ def fill(tx: shmring.Producer, start: int) -> list[bytes]:
         except shmring.WouldBlock:
             return sent
         sent.append(m)
-
-
-def drain(rx: shmring.Consumer) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(rx.recv_nowait())
-        except shmring.WouldBlock:
-            return out
 
 
 # ------------------------------------------------------------- channels --
