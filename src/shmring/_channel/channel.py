@@ -204,15 +204,29 @@ class Channel:
 
     @classmethod
     def open(cls, name: str, *, wait: float | None = 0.0, namespace: str | None = None,
-             timeout: float = 2.0, supervised: bool | None = None) -> Channel:
+             timeout: float = 2.0, supervised: bool | None = None,
+             remote: str | None = None) -> Channel:
         """Open the existing channel ``name``.
 
         ``wait`` is how many seconds to wait for a channel that does not exist
         yet, so that processes can start in any order (0, the default, raises
         :class:`RegionNotFound` at once; ``None`` waits for ever). ``timeout``
-        bounds the wait for one that exists but is still being created."""
+        bounds the wait for one that exists but is still being created.
+
+        ``remote="tcp://hostb:7470"``: channel ``name`` of another host,
+        whose bridge listens there and exports it. This namespace's bridge
+        (started if none runs; ``shmring bridge``) imports it into a local
+        ring of the same name and shape, fed by the bridge; this opens that
+        ring once it is fed (waiting up to ``wait`` seconds, at least 10, for
+        the peer). See docs/bridge.md."""
         if wait is not None and (wait != wait or wait < 0):
             raise InvalidArgument(f"wait must be a number of seconds >= 0 or None, not {wait!r}")
+        if remote is not None:
+            from .._bridge.control import ensure_import
+
+            ensure_import(name, remote, namespace, timeout=max(wait or 0.0, 10.0))
+            if wait is not None:
+                wait = max(wait, timeout)
         deadline = None if wait is None else time.monotonic() + wait
         pause = 0.001
         while True:

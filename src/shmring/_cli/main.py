@@ -30,7 +30,8 @@ what no live process uses (gc), watch a namespace live (top), run a
 namespace's supervisor in the foreground (supervisor), compare shmring
 with its peers (bench), and keep channels in durable journals: record a
 channel into one (record), play one back into a channel (replay), print its
-records (cat) and show what it holds (inspect DIR)."""
+records (cat) and show what it holds (inspect DIR), and carry channels to
+other hosts (bridge)."""
 
 EPILOG = "`shmring COMMAND --help` describes a command and its options."
 
@@ -168,6 +169,7 @@ COMMANDS: dict[str, Command] = {
                *_module("replay")),
     "cat": ("print a journal's records (objects decoded, bytes shown safely)",
             *_module("journal_cat")),
+    "bridge": ("carry channels to and from other hosts over ZeroMQ", *_module("bridge")),
 }
 
 

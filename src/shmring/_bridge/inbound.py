@@ -1,0 +1,175 @@
+"""The importing side of one stream: records from a peer into a local ring.
+
+The stream's thread is the producer of a local ring the bridge created to
+the exported channel's shape (pattern, capacity, largest message, lossy)
+and made persistent: a ring whose records were acknowledged to the peer is
+not removed when the bridge stops or dies, even if no local consumer has it
+open yet. It commits each batch with ``ProducerCore._send_fed``, which keeps
+the key of the last record committed in the ring's own header, exact
+whatever instant the bridge dies at (``_core.fed_state``); it then
+acknowledges that key. A record whose key it already has (a resend) is
+dropped; a batch that does not follow the last key it has (a batch was
+lost on the way) makes it ask the peer to resume from that key.
+
+Backpressure: ``_send_fed`` waits for space in the local ring, and while it
+waits nothing is acknowledged, so the peer's credit window fills and the
+peer stops reading its own ring.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from .. import _core
+from .. import _layout as L
+from .._channel.channel import Channel
+from .._errors import Closed, ShmringError
+from . import wire
+from .feed import fed_state, send_fed
+from .transport import Link
+
+log = logging.getLogger("shmring.bridge")
+
+#: Seconds between two resume requests for the same gap.
+RESUB_AFTER = 0.5
+
+
+class Inbound:
+    """The local ring of channel ``name``, fed from ``peer`` over ``link``."""
+
+    def __init__(self, link: Link, peer: bytes, channel: Channel) -> None:
+        self.link, self.peer, self.channel, self.name = link, peer, channel, channel.name
+        self.inbox: queue.SimpleQueue[tuple[bytes, Any]] = queue.SimpleQueue()
+        self._producer = channel.producer()
+        self._buf = channel.region._mapping()
+        self.epoch, self.seq = fed_state(self._buf)
+        self._resub_at = 0.0
+        self._stop = threading.Event()
+        self.received = 0
+        self.committed = 0
+        self.duplicates = 0
+        self.eos = bool(_core.load32(self._buf, L.OFF_EOS))
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, name=f"shmring-bridge-in {self.name}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        """Start the thread and ask the peer for what this ring lacks (a
+        stream feeds the ring again: it is no longer broken)."""
+        self.set_broken(False)
+        self._thread.start()
+
+    def resume_point(self) -> tuple[int, int]:
+        """The key of the last record in this ring (what SUB says)."""
+        return self.epoch, self.seq
+
+    def set_broken(self, broken: bool) -> None:
+        """Mark the local ring broken (consumers get Broken once they have
+        read what it holds) while the link is down past its timeout, and
+        clear it when the link is back."""
+        if self.channel.closed:
+            return
+        _core.store32(self._buf, L.OFF_BROKEN, 1 if broken else 0)
+        _core.wake(self._buf, L.OFF_DATA_FUTEX)
+        _core.wake(self._buf, L.OFF_SPACE_FUTEX)
+
+    def stop(self) -> None:
+        """Stop the thread and close the producer (the ring stays)."""
+        self._stop.set()
+        self.inbox.put((b"", None))
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(10)
+        try:
+            self._producer.close()
+            self.channel.close()
+        except ShmringError:
+            pass
+
+    # ------------------------------------------------------------ thread --
+    def _run(self) -> None:
+        self._out = self.link.sender()
+        self._send(wire.SUB, wire.key(self.epoch, self.seq))
+        try:
+            while not self._stop.is_set():
+                try:
+                    kind, arg = self.inbox.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if kind == wire.DATA:
+                    self._data(arg)
+                elif kind == wire.EOS:
+                    self._eos(*arg)
+                elif kind == wire.SUB:
+                    self._send(wire.SUB, wire.key(self.epoch, self.seq))
+        except Exception as e:
+            log.exception("bridge import %r", self.name)
+            self.error = f"{type(e).__name__}: {e}"
+
+    def _data(self, b: wire.Batch) -> None:
+        self.received += len(b.seqs)
+        if self.eos:
+            return
+        if b.epoch != self.epoch:
+            if b.prev != 0:  # the middle of another epoch: ask for its start
+                self._resub()
+                return
+            start = 0
+        else:
+            if b.prev > self.seq:  # a batch between was lost
+                self._resub()
+                return
+            start = 0
+            while start < len(b.seqs) and b.seqs[start] <= self.seq:
+                start += 1
+            self.duplicates += start
+            if start == len(b.seqs):
+                self._ack()
+                return
+        items = b.payloads[start:]
+        seqs = b.seqs[start:]
+        done = 0
+        while done < len(items) and not self._stop.is_set():
+            try:
+                n = send_fed(self._producer, items[done:], b.epoch, seqs[done:], 0.2)
+            except Closed:
+                self.error = "the local ring was closed for sending"
+                return
+            if n:
+                done += n
+                self.epoch, self.seq = b.epoch, seqs[done - 1]
+                self.committed += n
+                self._ack()
+        self._resub_at = 0.0
+
+    def _eos(self, epoch: int, last: int) -> None:
+        if self.eos:
+            self._ack()
+            return
+        if epoch == self.epoch and last == self.seq or last == 0:
+            self.eos = True
+            self.channel.close_send()
+            self._ack()
+        else:
+            self._resub()
+
+    def _resub(self) -> None:
+        now = time.monotonic()
+        if now >= self._resub_at:
+            self._resub_at = now + RESUB_AFTER
+            self._send(wire.SUB, wire.key(self.epoch, self.seq))
+
+    def _ack(self) -> None:
+        self._send(wire.ACK, wire.key(self.epoch, self.seq))
+
+    def _send(self, kind: bytes, *frames: Any) -> None:
+        self._out.send(self.peer, [kind, self.name.encode(), *frames])
+
+    def status(self) -> dict[str, Any]:
+        """What ``shmring bridge --status`` shows of this stream."""
+        return {"channel": self.name, "pattern": self.channel.pattern,
+                "received": self.received, "committed": self.committed,
+                "duplicates": self.duplicates, "eos": self.eos, "error": self.error}

@@ -1,0 +1,228 @@
+"""The exporting side of one stream: a local channel read out to one peer.
+
+The stream's thread is a consumer of the local channel. It reads records
+ahead without releasing them (``ConsumerCore._ahead``), sends them in
+batches, and releases them (``_settle``) only when the peer acknowledges
+that they are in its ring: whatever is not acknowledged is still in the
+local ring, so a cut link or a killed bridge loses nothing. It keeps at
+most ``window`` records and ``window_bytes`` bytes unacknowledged (the
+credit window): a slow remote consumer stops it reading, the local ring
+fills, and the local producer waits, as it would for a slow local consumer.
+
+What it sent and what is unacknowledged stay in its memory too, so after a
+reconnect it resends from the peer's resume point without reading the ring
+again; a bridge started again reads them from the ring (spsc, mpsc: the
+head did not move; mpmc: recovery handed the dead bridge's records back;
+broadcast: see docs/bridge.md) and the peer drops the keys it has.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from .._channel.channel import Channel
+from .._errors import Broken, EndOfStream, LeaseRevoked, ShmringError
+from . import wire
+from .transport import Link
+
+log = logging.getLogger("shmring.bridge")
+
+#: Records per DATA message.
+BATCH = 256
+#: Payload bytes per DATA message (a larger record goes alone).
+BATCH_BYTES = 1 << 20
+#: Seconds without an acknowledgement after which unacknowledged records
+#: are sent again (the peer drops what it has).
+RESEND_AFTER = 1.0
+
+
+class Outbound:
+    """Channel ``name`` read out to ``peer`` over ``link``."""
+
+    def __init__(self, link: Link, peer: bytes, channel: Channel, *, window: int,
+                 window_bytes: int) -> None:
+        self.link, self.peer, self.channel, self.name = link, peer, channel, channel.name
+        self.window, self.window_bytes = window, window_bytes
+        self.pattern = channel.pattern
+        self.ordered = self.pattern != "mpmc"
+        # The epoch: the ring's creation time where keys are ring positions;
+        # a fresh random one per stream on mpmc (keys are a count).
+        self.epoch = (channel.region.created_ns if self.ordered
+                      else int.from_bytes(os.urandom(8), "little") >> 1) or 1
+        self.inbox: queue.SimpleQueue[tuple[bytes, Any]] = queue.SimpleQueue()
+        self._consumer = channel.consumer()
+        self._count = 0  # mpmc: the last seq given
+        # (seq, position, payload) read ahead and not acknowledged, in key order.
+        self._unacked: deque[tuple[int, int, bytes]] = deque()
+        self._unacked_bytes = 0
+        self._sent = 0  # records of _unacked sent since the last resume
+        self._prev = 0  # key sent just before _unacked[_sent] (the peer's resume point)
+        self._acked = 0
+        self._last_ack = time.monotonic()
+        self._eos = False
+        self._eos_sent = False
+        self.finished = False
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self.sent_records = 0
+        self.acked_records = 0
+        self._thread = threading.Thread(target=self._run, name=f"shmring-bridge-out {self.name}",
+                                        daemon=True)
+
+    def start(self, resume: tuple[int, int]) -> None:
+        """Start sending from the peer's resume point ``(epoch, seq)``."""
+        self.inbox.put((wire.SUB, resume))
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and close the consumer: unacknowledged records go
+        back to the ring (or stay there)."""
+        self._stop.set()
+        self.inbox.put((b"", None))
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(10)
+        try:
+            self._consumer.close()
+        except ShmringError:
+            pass
+
+    # ------------------------------------------------------------ thread --
+    def _run(self) -> None:
+        self._out = self.link.sender()
+        try:
+            while not self._stop.is_set():
+                self._step()
+        except Exception as e:  # reported to the peer; the daemon logs it
+            log.exception("bridge export %r", self.name)
+            self.error = f"{type(e).__name__}: {e}"
+            self._send(wire.ERROR, wire.dump({"error": type(e).__name__, "message": str(e)}))
+
+    def _step(self) -> None:
+        busy = bool(self._unacked)
+        self._drain(block=False)
+        room = self.window - len(self._unacked)
+        room_bytes = self.window_bytes - self._unacked_bytes
+        if self.finished:
+            self._drain(block=True, timeout=0.5)
+            return
+        if not self._eos and room > 0 and room_bytes > 0:
+            try:
+                got = self._consumer._ahead(min(room, BATCH), min(room_bytes, BATCH_BYTES),
+                                            0.002 if busy else 0.05)
+            except EndOfStream:
+                self._eos = True
+                got = []
+            except Broken as e:
+                if isinstance(e, LeaseRevoked):
+                    raise
+                self.error = str(e)
+                self._send(wire.ERROR, wire.dump({"error": "Broken", "message": str(e)}))
+                self._drain(block=True, timeout=0.5)
+                return
+            for pos, payload in got:
+                if self.ordered:
+                    seq = pos
+                else:
+                    self._count += 1
+                    seq = self._count
+                self._unacked.append((seq, pos, payload))
+                self._unacked_bytes += len(payload)
+        else:
+            self._drain(block=True, timeout=0.05)
+        self._flush()
+        if self._eos and not self._eos_sent and self._sent == len(self._unacked):
+            last = self._unacked[-1][0] if self._unacked else self._acked
+            self._send(wire.EOS, wire.key(self.epoch, last))
+            self._eos_sent = True
+        if self._unacked and time.monotonic() - self._last_ack > RESEND_AFTER:
+            # Nothing acknowledged for a while: the peer may have lost a
+            # batch at the end (a gap it cannot see). Send everything again.
+            self._rewind(self._acked)
+            self._last_ack = time.monotonic()
+            if self._eos:
+                self._eos_sent = False
+
+    def _flush(self) -> None:
+        """Send what was read ahead and not sent yet, in batches."""
+        u = self._unacked
+        while self._sent < len(u):
+            seqs: list[int] = []
+            payloads: list[bytes] = []
+            nbytes = 0
+            i = self._sent
+            while i < len(u) and len(seqs) < BATCH and (not seqs or nbytes + len(u[i][2])
+                                                       <= BATCH_BYTES):
+                seqs.append(u[i][0])
+                payloads.append(u[i][2])
+                nbytes += len(u[i][2])
+                i += 1
+            index, body = wire.batch(self.epoch, self._prev, seqs, payloads,
+                                     self._consumer.missed)
+            self._send(wire.DATA, index, body)
+            self._prev = seqs[-1]
+            self._sent = i
+            self.sent_records += len(seqs)
+
+    def _drain(self, *, block: bool, timeout: float = 0.0) -> None:
+        try:
+            kind, arg = self.inbox.get(timeout=timeout) if block else self.inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if kind == wire.ACK:
+                self._ack(*arg)
+            elif kind == wire.SUB:
+                self._resume(*arg)
+            try:
+                kind, arg = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _ack(self, epoch: int, seq: int) -> None:
+        if epoch != self.epoch:
+            return
+        u = self._unacked
+        n = 0
+        last_pos = -1
+        while u and u[0][0] <= seq:
+            s, pos, payload = u.popleft()
+            self._unacked_bytes -= len(payload)
+            last_pos = pos
+            n += 1
+        if n:
+            self._sent = max(0, self._sent - n)
+            self._acked = seq
+            self._last_ack = time.monotonic()
+            self.acked_records += n
+            self._consumer._settle(last_pos)
+        if self._eos and not u and seq >= self._acked:
+            self.finished = True
+
+    def _resume(self, epoch: int, seq: int) -> None:
+        """The peer has ``(epoch, seq)``: settle what it has, send the rest."""
+        if epoch == self.epoch and seq:
+            self._ack(epoch, seq)
+            self._rewind(seq)
+        else:
+            self._rewind(0)
+        if self._eos:
+            self._eos_sent = False
+
+    def _rewind(self, prev: int) -> None:
+        self._sent = 0
+        self._prev = prev
+
+    def _send(self, kind: bytes, *frames: Any) -> None:
+        self._out.send(self.peer, [kind, self.name.encode(), *frames])
+
+    def status(self) -> dict[str, Any]:
+        """What ``shmring bridge --status`` shows of this stream."""
+        return {"channel": self.name, "pattern": self.pattern, "sent": self.sent_records,
+                "acked": self.acked_records, "unacked": len(self._unacked),
+                "finished": self.finished, "error": self.error}
