@@ -2,10 +2,11 @@
 (``hosts_util``) tears down with. Kept apart from ``hosts_util`` so that the
 holder, one per host, starts without importing pytest.
 
-``python hosts_holder.py`` (run by ``hosts_util`` inside a host's new
-namespaces) says ``ready``, waits for EOF on its stdin (the test process
-closed it, or died), SIGKILLs whatever still runs in its network namespace
-and exits; with it go the host's namespaces, mounts and veth end.
+``python hosts_holder.py HOSTNAME`` (run by ``hosts_util`` inside a host's
+new namespaces) sets the host's name (its own UTS namespace), says
+``ready``, waits for EOF on its stdin (the test process closed it, or died),
+SIGKILLs whatever still runs in its network namespace and exits; with it go
+the host's namespaces, mounts and veth end.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -46,8 +48,9 @@ def kill_netns(netns: str, exclude: Sequence[int] = (), timeout: float = 10.0) -
         time.sleep(0.01)
 
 
-def hold() -> None:
+def hold(hostname: str) -> None:
     """The holder's life (see the module docstring)."""
+    socket.sethostname(hostname)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     with contextlib.suppress(OSError):
@@ -59,4 +62,4 @@ def hold() -> None:
 
 
 if __name__ == "__main__":
-    hold()
+    hold(sys.argv[1])

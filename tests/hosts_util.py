@@ -66,6 +66,7 @@ import itertools
 import os
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -94,18 +95,17 @@ _DROPPED = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOM
 
 _pairs = itertools.count()
 
-# The holder's set-up, run by ``sh -c`` inside the new namespaces; $1 is the
-# hostname, $2 the runtime directory, $3 the hosts file, then the holder's argv.
+# The holder's set-up, run by ``sh -c`` inside the new namespaces: $1 is the
+# runtime directory, $2 the hosts file, then the holder's argv.
 _SETUP = """set -e
-hostname "$1"
 mount -t tmpfs -o mode=1777,nosuid,nodev shm /dev/shm
-mount -t tmpfs -o mode=0755,nosuid,nodev run "$2"
-mkdir -m 0700 "$2/shmring" "$2/home"
-mkdir -m 1777 "$2/tmp"
+mount -t tmpfs -o mode=0755,nosuid,nodev run "$1"
+mkdir -m 0700 "$1/shmring" "$1/home"
+mkdir -m 1777 "$1/tmp"
 mount -t sysfs sysfs /sys
-mount --bind "$3" /etc/hosts
+mount --bind "$2" /etc/hosts
 ip link set lo up
-shift 3
+shift 2
 exec "$@"
 """
 
@@ -230,9 +230,11 @@ class Host:
         the holder aside."""
         return pids_in(self.netns, exclude=(self.pid,))
 
-    def listening(self, port: int) -> bool:
-        """Whether a TCP socket on this host listens on ``port``."""
-        for table in ("tcp", "tcp6"):
+    def listeners(self) -> set[tuple[str, int]]:
+        """The (address, port) of every listening TCP socket on this host
+        (``0.0.0.0`` / ``::`` for any address), from its ``/proc/net/tcp*``."""
+        found = set()
+        for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
             try:
                 with open(f"/proc/{self.pid}/net/{table}") as f:
                     rows = f.read().splitlines()[1:]
@@ -240,9 +242,18 @@ class Host:
                 continue
             for row in rows:
                 cols = row.split()
-                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                    return True
-        return False
+                if cols[3] != "0A":  # TCP_LISTEN
+                    continue
+                addr, port = cols[1].rsplit(":", 1)
+                raw = bytes.fromhex(addr)  # 32-bit words in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add((socket.inet_ntop(family, raw), int(port, 16)))
+        return found
+
+    def listening(self, port: int, address: str | None = None) -> bool:
+        """Whether a TCP socket on this host listens on ``port`` (on
+        ``address`` if given)."""
+        return any(p == port and address in (None, a) for a, p in self.listeners())
 
     def operstate(self) -> str:
         """The veth end's operational state (``up``, ``down``,
@@ -275,9 +286,12 @@ class Pair:
     directory: str
 
     @property
-    def hosts(self) -> tuple[Host, Host]:
-        """(a, b)."""
+    def both(self) -> tuple[Host, Host]:
+        """(a, b); the pair also unpacks as ``a, b = pair``."""
         return (self.a, self.b)
+
+    def __iter__(self) -> Iterator[Host]:
+        return iter(self.both)
 
     def peer(self, host: Host) -> Host:
         """The other host."""
@@ -286,20 +300,23 @@ class Pair:
     def link_down(self, *ends: Host) -> None:
         """``ip link set eth0 down`` on ``ends`` (default both): the cable
         is cut, packets between the hosts are dropped (sockets stay open)."""
-        for h in ends or self.hosts:
+        for h in ends or self.both:
             h.ip("link", "set", IFACE, "down")
-        wait_for("the link down", lambda: all(h.operstate() != "up" for h in self.hosts), 10)
+        wait_for("the link down", lambda: all(h.operstate() != "up" for h in self.both), 10)
 
     def link_up(self, *ends: Host) -> None:
         """``ip link set eth0 up`` on ``ends`` (default both); returns once
         both ends are up again."""
-        for h in ends or self.hosts:
+        for h in ends or self.both:
             h.ip("link", "set", IFACE, "up")
-        wait_for("the link up", lambda: all(h.operstate() == "up" for h in self.hosts), 10)
+        wait_for("the link up", lambda: all(h.operstate() == "up" for h in self.both), 10)
 
-    def wait_port(self, host: Host, port: int, timeout: float = TIMEOUT) -> None:
-        """Return once a TCP socket on ``host`` listens on ``port``."""
-        wait_for(f"a listener on {host.hostname}:{port}", lambda: host.listening(port), timeout)
+    def wait_port(self, host: Host, port: int, address: str | None = None,
+                  timeout: float = TIMEOUT) -> None:
+        """Return once a TCP socket on ``host`` listens on ``port`` (on
+        ``address`` if given: ``0.0.0.0`` for any, ``127.0.0.1``...)."""
+        wait_for(f"a listener on {host.hostname}:{port}",
+                 lambda: host.listening(port, address), timeout)
 
     def url(self, host: Host, port: int) -> str:
         """``tcp://<host's address>:<port>``."""
@@ -322,8 +339,8 @@ def _readline(f: Any, timeout: float) -> bytes:
 
 def _start_holder(hostname: str, run: str, hosts_file: str) -> subprocess.Popen[bytes]:
     argv = ["unshare", "--net", "--mount", "--uts", "--propagation", "private", "--",
-            "sh", "-c", _SETUP, "holder", hostname, run, hosts_file,
-            sys.executable, HOLDER]
+            "sh", "-c", _SETUP, "holder", run, hosts_file,
+            sys.executable, HOLDER, hostname]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     assert proc.stdout is not None and proc.stderr is not None
@@ -415,8 +432,11 @@ def _teardown(made: list[Host], directory: str) -> None:
         raise HostsError(f"processes outlived their hosts: {left}")
 
 
-@pytest.fixture
-def hosts() -> Iterator[Pair]:
-    """Two hosts for one test (:func:`two_hosts`)."""
+@pytest.fixture(name="hosts")
+def hosts_fixture() -> Iterator[Pair]:
+    """The ``hosts`` fixture: two hosts for one test (:func:`two_hosts`). A
+    test module gets it with ``from hosts_util import hosts_fixture  # noqa:
+    F401`` (or every module, once conftest lists ``hosts_util`` in its
+    ``pytest_plugins``)."""
     with two_hosts() as pair:
         yield pair

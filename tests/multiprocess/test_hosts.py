@@ -14,12 +14,11 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import IO, Any
 
 import pytest
 from hosts_holder import netns_of, pids_in
-from hosts_util import TIMEOUT, Host, Pair, two_hosts, wait_for
+from hosts_util import TIMEOUT, Host, Pair, hosts_fixture, two_hosts, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -71,16 +70,16 @@ print("sent")
 
 PORT = 7470
 
-#: A TCP line echo server on PORT (any number of connections).
+#: A TCP line echo server on argv[1]:PORT (any number of connections).
 ECHO = f"""
-import socketserver
+import socketserver, sys
 class Echo(socketserver.StreamRequestHandler):
     def handle(self):
         for line in self.rfile:
             self.wfile.write(line)
 socketserver.ThreadingTCPServer.allow_reuse_address = True
 socketserver.ThreadingTCPServer.daemon_threads = True
-with socketserver.ThreadingTCPServer(("0.0.0.0", {PORT}), Echo) as s:
+with socketserver.ThreadingTCPServer((sys.argv[1], {PORT}), Echo) as s:
     s.serve_forever()
 """
 
@@ -115,13 +114,6 @@ for line in sys.stdin:
 """
 
 
-@pytest.fixture
-def pair() -> Iterator[Pair]:
-    """Two hosts for the test."""
-    with two_hosts() as p:
-        yield p
-
-
 def _line(f: IO[Any] | None) -> str:
     assert f is not None
     line = f.readline()
@@ -144,11 +136,11 @@ def _release(proc: subprocess.Popen[Any]) -> None:
     assert proc.wait(TIMEOUT) == 0
 
 
-def test_channel_on_a_is_not_on_b(pair: Pair, uname: str) -> None:
+def test_channel_on_a_is_not_on_b(hosts: Pair, uname: str) -> None:
     """A channel created on a: in a's /dev/shm, not in b's nor in the
     machine's; opening it on b (or here) is RegionNotFound; and a second
     process on a opens it."""
-    a, b = pair.hosts
+    a, b = hosts
     proc, segment = _holding(a, uname)
     seg = segment.lstrip("/")
     assert seg in a.shm_names()
@@ -163,10 +155,10 @@ def test_channel_on_a_is_not_on_b(pair: Pair, uname: str) -> None:
     assert seg not in a.shm_names()
 
 
-def test_processes_on_one_host_share_channels(pair: Pair, uname: str) -> None:
+def test_processes_on_one_host_share_channels(hosts: Pair, uname: str) -> None:
     """A consumer process and a producer process on a: 2000 messages pass,
     in order."""
-    a, b = pair.hosts
+    a, b = hosts
     n = "2000"
     consumer = a.python_popen(CONSUMER, uname, n, stdout=subprocess.PIPE, text=True)
     assert _line(consumer.stdout) == "ready"
@@ -186,14 +178,14 @@ def _supervisor(host: Host) -> dict[str, Any]:
     return found
 
 
-def test_each_host_has_its_own_supervisor(pair: Pair, uname: str) -> None:
+def test_each_host_has_its_own_supervisor(hosts: Pair, uname: str) -> None:
     """A channel on each host: each host's ``shmring ls`` shows its own only;
     each host auto-started a supervisor of its own, running on that host,
     whose socket (the same path on both) is in that host's runtime directory
     only; killing everything on a leaves b's supervisor running."""
-    a, b = pair.hosts
-    held = {h.hostname: _holding(h, f"{uname}-{h.hostname}") for h in pair.hosts}
-    for h in pair.hosts:
+    a, b = hosts
+    held = {h.hostname: _holding(h, f"{uname}-{h.hostname}") for h in hosts}
+    for h in hosts:
         listed = json.loads(h.shmring("ls", "--json").stdout)
         assert [r["name"] for r in listed] == [f"{uname}-{h.hostname}"]
     sa, sb = _supervisor(a), _supervisor(b)
@@ -217,30 +209,49 @@ def _ask(client: subprocess.Popen[Any], line: str) -> str:
     return _line(client.stdout)
 
 
-def test_tcp_between_hosts_follows_the_link(pair: Pair) -> None:
+@pytest.mark.parametrize("cut", ["both", "b"], ids=["both-ends-down", "b-end-down"])
+def test_tcp_between_hosts_follows_the_link(hosts: Pair, cut: str) -> None:
     """An echo server on b, a client on a (by name, ``hostb``): lines echo;
     with the link down an open connection's line gets no answer and a new
     connection fails; once it is up again a new connection echoes at once
     and the open one delivers its late line, then the next, in order."""
-    a, b = pair.hosts
-    b.python_popen(ECHO)
-    pair.wait_port(b, PORT)
+    a, b = hosts
+    b.python_popen(ECHO, "0.0.0.0")
+    hosts.wait_port(b, PORT, "0.0.0.0")
     assert not a.listening(PORT)
     client = a.python_popen(CLIENT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert _ask(client, "connect 1 hostb") == "ok"
     assert _ask(client, "send 1 one") == "ok"
     assert _ask(client, "recv 1 5") == "ok one"
-    pair.link_down()
+    hosts.link_down(*([b] if cut == "b" else []))
     assert _ask(client, "send 1 two") == "ok"
     assert _ask(client, "recv 1 1") == "error TimeoutError"
     assert _ask(client, "connect 2 hostb").startswith("error ")
-    pair.link_up()
+    hosts.link_up()
     assert _ask(client, f"connect 3 {b.address}") == "ok"
     assert _ask(client, "send 3 three") == "ok"
     assert _ask(client, "recv 3 5") == "ok three"
     assert _ask(client, "recv 1 20") == "ok two"  # TCP retransmitted it
     assert _ask(client, "send 1 four") == "ok"
     assert _ask(client, "recv 1 5") == "ok four"
+
+
+def test_loopback_is_each_hosts_own(hosts: Pair) -> None:
+    """An echo server on b's loopback only: b's listeners say so; from a,
+    neither 127.0.0.1 (a's own loopback) nor hostb reaches it; from b,
+    127.0.0.1 does."""
+    a, b = hosts
+    b.python_popen(ECHO, "127.0.0.1")
+    hosts.wait_port(b, PORT, "127.0.0.1")
+    assert (("127.0.0.1", PORT) in b.listeners()) and not b.listening(PORT, "0.0.0.0")
+    assert not a.listening(PORT)
+    on_a = a.python_popen(CLIENT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert _ask(on_a, "connect 1 127.0.0.1") == "error ConnectionRefusedError"
+    assert _ask(on_a, "connect 2 hostb") == "error ConnectionRefusedError"
+    on_b = b.python_popen(CLIENT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert _ask(on_b, "connect 1 127.0.0.1") == "ok"
+    assert _ask(on_b, "send 1 local") == "ok"
+    assert _ask(on_b, "recv 1 5") == "ok local"
 
 
 def _machine_state() -> tuple[str, set[str]]:
@@ -278,7 +289,7 @@ def test_nothing_outlives_the_pair(uname: str, fail: bool) -> None:
         pass
 
     with pytest.raises(Boom) if fail else contextlib.nullcontext(), two_hosts() as p:
-        for h in p.hosts:
+        for h in p:
             _holding(h, uname)
             h.popen(["sleep", "300"])
             h.run(["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null &"], check=True)
