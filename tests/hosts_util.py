@@ -135,8 +135,8 @@ class Host:
     runtime_dir: str
     holder: subprocess.Popen[bytes]
     netns: str = ""
-    env: dict[str, str] = field(default_factory=dict)
-    procs: list[subprocess.Popen[Any]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    procs: list[subprocess.Popen[Any]] = field(default_factory=list, repr=False)
 
     @property
     def pid(self) -> int:
@@ -424,10 +424,9 @@ def _teardown(made: list[Host], directory: str) -> None:
         for h in made:
             _stop_holder(h)
         left = {h.hostname: pids_in(h.netns) for h in made if h.netns}
-        for f in ("hosts", "run"):
-            with contextlib.suppress(FileNotFoundError):
-                (os.rmdir if f == "run" else os.unlink)(os.path.join(directory, f))
-        os.rmdir(directory)
+        # The run directory is a mount point in the hosts' namespaces only,
+        # gone with them: here it is an empty directory.
+        shutil.rmtree(directory, ignore_errors=True)
     if any(left.values()):
         raise HostsError(f"processes outlived their hosts: {left}")
 
