@@ -19,8 +19,6 @@ from namespace_util import wait_for
 
 import shmring
 
-pytest.importorskip("zmq", reason="the bridge extra (pyzmq) is a test dependency")
-
 PRODUCER = """
 import shmring, struct, sys
 name, k, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

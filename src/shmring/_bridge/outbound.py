@@ -58,6 +58,8 @@ class Outbound:
         self.inbox: queue.SimpleQueue[tuple[bytes, Any]] = queue.SimpleQueue()
         self._consumer = channel.consumer()
         self._count = 0  # mpmc: the last seq given
+        self._high = 0  # the highest position read
+        self._in_order = True  # positions of _unacked increase (always, but on mpmc)
         # (seq, position, payload) read ahead and not acknowledged, in key order.
         self._unacked: deque[tuple[int, int, bytes]] = deque()
         self._unacked_bytes = 0
@@ -71,6 +73,7 @@ class Outbound:
         self.error: str | None = None
         self._stop = threading.Event()
         self.sent_records = 0
+        self.revoked = 0
         self.acked_records = 0
         self._thread = threading.Thread(target=self._run, name=f"shmring-bridge-out {self.name}",
                                         daemon=True)
@@ -126,6 +129,9 @@ class Outbound:
                 self._drain(block=True, timeout=0.5)
                 return
             for pos, payload in got:
+                if pos < self._high:
+                    self._in_order = False  # a record handed back: positions out of order
+                self._high = max(self._high, pos)
                 if self.ordered:
                     seq = pos
                 else:
@@ -193,16 +199,39 @@ class Outbound:
         while u and u[0][0] <= seq:
             s, pos, payload = u.popleft()
             self._unacked_bytes -= len(payload)
-            last_pos = pos
+            last_pos = max(last_pos, pos)
             n += 1
         if n:
             self._sent = max(0, self._sent - n)
             self._acked = seq
             self._last_ack = time.monotonic()
             self.acked_records += n
-            self._consumer._settle(last_pos)
+            self._settle(last_pos)
         if self._eos and not u and seq >= self._acked:
             self.finished = True
+
+    def _settle(self, acked_pos: int) -> None:
+        """Release the acknowledged records. ``_settle(k)`` releases every
+        record read ahead with a position <= k; on mpmc a record handed back
+        by a recovery and read after newer ones has a lower position than
+        they, so the release stops below the oldest unacknowledged one
+        (acknowledged records above it are released by a later call)."""
+        k = acked_pos
+        if not self.ordered and self._unacked:
+            low = self._unacked[0][1] if self._in_order else min(p for _, p, _ in self._unacked)
+            k = min(k, low - 1)
+        if k >= 0:
+            try:
+                self._consumer._settle(k)
+            except LeaseRevoked:
+                # Held past the channel's lease (a remote slower than it):
+                # the supervisor handed some back, and another consumer may
+                # deliver them again. Export mpmc channels with lease=None.
+                self.revoked += 1
+                log.warning("export %r: records held past the channel's lease were handed "
+                            "back (create it with lease=None to export it)", self.name)
+        if not self._unacked:
+            self._in_order = True
 
     def _resume(self, epoch: int, seq: int) -> None:
         """The peer has ``(epoch, seq)``: settle what it has, send the rest."""

@@ -1,0 +1,36 @@
+"""Host a's side of examples/bridge: a worker that takes jobs from host b's
+``jobs`` channel through the bridge (``Channel.open(remote=...)`` starts
+this host's bridge if none runs and imports the channel into a local ring of
+the same name), checks each answer, and prints how many it did once the
+producer has ended the stream."""
+
+from __future__ import annotations
+
+import argparse
+
+import shmring
+
+
+def main() -> None:
+    """Take jobs until the end of the stream; print a summary line."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--remote", required=True, help="host b's bridge, e.g. tcp://hostb:7470")
+    args = p.parse_args()
+    ch = shmring.Channel.open("jobs", remote=args.remote, wait=30)
+    rx = ch.consumer()
+    done, ids = 0, set()
+    while True:
+        try:
+            job = rx.recv_obj(timeout=60)
+        except shmring.EndOfStream:
+            break
+        assert job["n"] ** 2 == job["square"], job
+        ids.add(job["id"])
+        done += 1
+    print(f"worker did {done} jobs, {len(ids)} distinct", flush=True)
+    rx.close()
+    ch.close()
+
+
+if __name__ == "__main__":
+    main()
