@@ -26,17 +26,26 @@ Why it is built this way:
   Names are not resolved: only ``localhost`` itself counts as loopback.
 
 What a refused client sees: nothing. Its socket connects, the handshake
-fails (an unauthorized key: the server answers ZAP's 400, the client's
-monitor shows ``HANDSHAKE_FAILED_AUTH``; a wrong server key: the server
-cannot decrypt the hello and drops the connection, the client's monitor
-shows ``HANDSHAKE_FAILED_NO_DETAIL`` and libzmq reconnects over and over;
-no CURVE at all: ``HANDSHAKE_FAILED_PROTOCOL``, mechanism mismatch), and no
-send or receive ever raises: messages wait in the client's queue, or a
-``zmq.IMMEDIATE`` socket has no peer to send to. So a bridge must bound the
-wait itself: a connecting bridge that has not completed a handshake
-(``zmq.EVENT_HANDSHAKE_SUCCEEDED`` on its monitor, or the first reply of
-its peer) within :data:`HANDSHAKE_TIMEOUT` seconds of connecting gives up
-and says why it may be (the server's public key, or this host's key missing
+fails, and no send or receive ever raises: messages wait in the client's
+queue (or a ``zmq.IMMEDIATE`` socket has no peer to send to). Only its
+socket monitor tells, measured with libzmq 4.3.5 over tcp loopback:
+
+- its key not in the authorized set: the server's ZAP answer is 400, both
+  monitors show ``HANDSHAKE_FAILED_AUTH`` (about 1 ms after connecting)
+  and libzmq does not try again (one attempt in 2 s, where its reconnect
+  interval is 100 ms), so a bridge whose key has been added since must
+  connect a new socket;
+- the wrong server key: the server cannot decrypt the hello, its monitor
+  shows ``HANDSHAKE_FAILED_PROTOCOL``, the client's
+  ``HANDSHAKE_FAILED_NO_DETAIL``, and libzmq retries forever;
+- no CURVE at all: ``HANDSHAKE_FAILED_PROTOCOL`` on both (mechanism
+  mismatch).
+
+A good handshake completes in about 12 ms on loopback. So a bridge bounds
+the wait itself: a connecting bridge that has not seen
+``zmq.EVENT_HANDSHAKE_SUCCEEDED`` on its monitor (or its peer's first
+reply) within :data:`HANDSHAKE_TIMEOUT` seconds of connecting gives up and
+says why it may be (the server's public key, or this host's key missing
 from the server's authorized-keys file). The listening side logs each
 refused key once (logger ``shmring.bridge``) and counts every refusal
 (:attr:`ServerAuth.refused`).
@@ -46,7 +55,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
 import os
 import stat
 import tempfile
@@ -63,7 +71,10 @@ from .._errors import (
 from . import z85, zap
 from .zap import ServerAuth
 
-log = logging.getLogger("shmring.bridge")
+__all__ = ["HANDSHAKE_TIMEOUT", "KeyPair", "ServerAuth", "check_listen_address",
+           "client_socket_options", "generate", "insecure_warning", "is_loopback", "load",
+           "load_authorized", "server_socket_options"]
+
 
 #: Seconds a connecting bridge waits for its first completed CURVE
 #: handshake before it reports that the server does not accept it. A
@@ -302,8 +313,8 @@ def load_authorized(path: str | os.PathLike[str]) -> set[bytes]:
     """The public keys a listening bridge accepts, read from ``path``: one
     per line, either bare (``<z85 key> [label]``) or as in a ``.pub`` file
     (``public = <z85 key>``); blank lines and lines starting with ``#`` are
-    skipped (a key that itself starts with ``#`` goes in the
-    ``public = `` form). An empty file accepts nobody.
+    skipped (``#`` is one of z85's characters, but no key starts with it:
+    its first group would pass 2**32). An empty file accepts nobody.
 
     The file must be yours (or root's) and writable by its owner only:
     whoever can write it can let themselves in. A secret key in it is
@@ -325,6 +336,9 @@ def load_authorized(path: str | os.PathLike[str]) -> set[bytes]:
         first = line.split(None, 1)[0]
         pair = None if _is_key(first) else _assignment(line)
         if pair is None:
+            if not _is_key(first):
+                raise _key_error(name, number, "expected a public key (40 z85 characters, bare "
+                                               f"or 'public = <key>'), not {first[:48]!r}")
             value = first  # bare (z85 holds "=", so a bare key is tried first)
         elif pair[0] == "public":
             value = pair[1].split(None, 1)[0] if pair[1] else ""
@@ -444,7 +458,7 @@ def check_listen_address(url: str, secure: bool, allow_insecure: bool) -> str | 
     saying how to allow it. Allowed: the warning the bridge must print
     (:func:`insecure_warning`) when it listens insecurely off loopback, else
     None."""
-    if secure or is_loopback(url):
+    if is_loopback(url) or secure:  # parsed (and so checked) either way
         return None
     if not allow_insecure:
         e = InsecureListen(
