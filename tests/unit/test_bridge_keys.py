@@ -11,15 +11,18 @@ message did not come."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import re
 import shutil
 import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
@@ -522,3 +525,50 @@ def test_a_malformed_address_is_an_invalid_argument(url: str) -> None:
         K.check_listen_address(url, secure=True, allow_insecure=True)
     assert not isinstance(e.value, InsecureListen)
 
+
+
+def test_terminating_the_context_first_ends_the_handler(
+        pairs: Callable[[str], K.KeyPair]) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    auth = K.server_socket_options(sock, pairs("server"), set())
+    assert auth is not None
+    sock.close(0)
+    terminator = threading.Thread(target=ctx.term, daemon=True)
+    terminator.start()
+    terminator.join(WAIT)
+    assert not terminator.is_alive(), "ctx.term() hung on the ZAP handler's socket"
+    auth.close()  # still fine afterwards
+    # The next context gets a handler of its own.
+    with zmq.Context() as ctx2:
+        sock2 = ctx2.socket(zmq.PULL)
+        auth2 = K.server_socket_options(sock2, pairs("server2"), set())
+        assert auth2 is not None
+        auth2.close()
+        sock2.close(0)
+
+
+def _race(path: str, out: Any, start: Any) -> None:
+    start.wait()
+    try:
+        K.generate(path)
+        out.put("made")
+    except KeyFileExists:
+        out.put("exists")
+
+
+def test_racing_generates_make_one_pair(tmp_path: Path) -> None:
+    fork = multiprocessing.get_context("fork")
+    for i in range(5):
+        path = str(tmp_path / f"k{i}")
+        out, start = fork.Queue(), fork.Barrier(4)
+        procs = [fork.Process(target=_race, args=(path, out, start)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(WAIT * 4)
+        assert [p.exitcode for p in procs] == [0] * 4
+        assert sorted(out.get(timeout=WAIT) for _ in procs) == ["exists"] * 3 + ["made"]
+        made = K.load(path)
+        assert K.load(path + ".pub").public == made.public
+    assert len(os.listdir(tmp_path)) == 10  # no temporary file left behind

@@ -52,7 +52,8 @@ class ServerAuth:
     counted many times). :meth:`close` it when the socket closes and before
     the context is terminated (the handler's socket would hold ``term`` up);
     until then it lives on even if this object is dropped, and after it the
-    socket's handshakes fail, never pass unchecked."""
+    socket's handshakes fail, never pass unchecked. (A context terminated
+    first does not hang: the handler's thread ends with it.)"""
 
     def __init__(self, handler: _Handler, domain: bytes) -> None:
         self._handler, self.domain = handler, domain
@@ -101,6 +102,7 @@ class _Handler:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.dead = False  # the thread has ended (stopped, or its context terminated)
         self._thread = threading.Thread(target=self._run, name="shmring-bridge-zap",
                                         daemon=True)
 
@@ -148,8 +150,17 @@ class _Handler:
             while not self._stop.is_set():
                 if sock.poll(_POLL_MS):
                     request = sock.recv_multipart()
-                    sock.send_multipart(self._answer(request))
+                    try:
+                        reply = self._answer(request)
+                    except Exception:  # a REP socket must answer, and a bug must not open doors
+                        log.exception("bridge: the ZAP handler failed on a request")
+                        reply = [b"1.0", request[1] if len(request) > 1 else b"", b"500",
+                                 b"internal error", b"", b""]
+                    sock.send_multipart(reply)
+        except zmq.ContextTerminated:
+            pass  # the context is being terminated: let it (sockets fail closed from now)
         finally:
+            self.dead = True
             sock.close()
 
     def _answer(self, request: list[bytes]) -> list[bytes]:
@@ -195,7 +206,7 @@ def register(zmq: Any, ctx: Any, keys: frozenset[bytes]) -> ServerAuth:
     accepting the raw 32-byte public keys ``keys``."""
     with _handlers_lock:
         handler = _handlers.get(id(ctx))
-        if handler is None:
+        if handler is None or handler.dead:
             handler = _Handler(zmq, ctx)
             handler.start()
             _handlers[id(ctx)] = handler
