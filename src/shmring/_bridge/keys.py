@@ -145,10 +145,9 @@ def generate(path: str | os.PathLike[str]) -> KeyPair:
     Never overwrites: if either file exists, :class:`KeyFileExists` and
     nothing is written. Each file appears whole or not at all (written to a
     temporary file in the same directory, fsynced, then linked to its name).
-    Needs pyzmq (:class:`MissingDependency` without it).
-
-    >>> keys = generate("/home/me/.config/shmring/bridge.key")  # doctest: +SKIP
-    """
+    Needs pyzmq (:class:`MissingDependency` without it). Say
+    ``generate("~/.config/shmring/bridge.key")`` after expanding the ``~``:
+    then hand ``bridge.key.pub`` to the peers."""
     name = os.fspath(path)
     pub = name + ".pub"
     zmq = _zmq()
