@@ -190,6 +190,40 @@ class SupervisorUnavailable(ShmringError, ConnectionError):
     without one)."""
 
 
+
+class KeyFileError(InvalidArgument):
+    """A bridge's CURVE key file (or authorized-keys file) cannot be used:
+    missing, unreadable, bad content, or a secret key that others could read.
+    The text says which and how to fix it (``chmod 600 FILE``, say).
+
+    ``path`` is the file, ``line`` the line at fault (None where the error is
+    about the file as a whole), ``mode`` its permission bits and
+    ``owner_uid`` its owner where those are the fault (else None)."""
+
+    path: str | None = None
+    line: int | None = None
+    mode: int | None = None
+    owner_uid: int | None = None
+
+
+class KeyFileExists(KeyFileError, FileExistsError):
+    """Generating a key pair found its file (or the ``.pub`` beside it)
+    already there; nothing was overwritten."""
+
+
+class InsecureListen(InvalidArgument):
+    """A bridge without CURVE keys was asked to listen on an address other
+    hosts can reach; the text says how to allow it (``--insecure``).
+
+    ``url`` is the address."""
+
+    url: str | None = None
+
+
+class MissingDependency(ShmringError, ImportError):
+    """An optional package a feature needs is not installed; the text names
+    the extra that brings it (``pip install 'shmring[bridge]'``)."""
+
 # Every class shows as ``shmring.X`` (its public name) in tracebacks, reprs
 # and pickles, not as the private module that defines it. Pickle finds them
 # by that name, so each must be exported from the package under it.
