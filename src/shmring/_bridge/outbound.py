@@ -18,6 +18,7 @@ broadcast: see docs/bridge.md) and the peer drops the keys it has.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -90,10 +91,8 @@ class Outbound:
         self.inbox.put((b"", None))
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(10)
-        try:
+        with contextlib.suppress(ShmringError):
             self._consumer.close()
-        except ShmringError:
-            pass
 
     # ------------------------------------------------------------ thread --
     def _run(self) -> None:
@@ -197,7 +196,7 @@ class Outbound:
         n = 0
         last_pos = -1
         while u and u[0][0] <= seq:
-            s, pos, payload = u.popleft()
+            _s, pos, payload = u.popleft()
             self._unacked_bytes -= len(payload)
             last_pos = max(last_pos, pos)
             n += 1
@@ -207,8 +206,12 @@ class Outbound:
             self._last_ack = time.monotonic()
             self.acked_records += n
             self._settle(last_pos)
-        if self._eos and not u and seq >= self._acked:
+        if self._eos and not u and seq >= self._acked and not self.finished:
+            # All acknowledged after the end of the stream: this stream is
+            # done; let go of the channel (a planned end, not a fault).
             self.finished = True
+            self._consumer.close()
+            self.channel.close()
 
     def _settle(self, acked_pos: int) -> None:
         """Release the acknowledged records. ``_settle(k)`` releases every
