@@ -97,6 +97,9 @@ static int quarantined_here(ring_t *r, uint64_t c, uint64_t w) {
 static int peek_mpsc(ring_t *r, const char **payload, uint64_t *len) {
     for (;;) {
         uint64_t c = r->cursor;
+        /* Reading ahead of head by a whole ring: the word there is head's record (ours, read
+         * ahead and not settled), not a new one (ring/ahead.c). Head is ours. */
+        if (r->ahead && c - ld_rlx(r->base, OFF_HEAD) >= r->cap) return RING_AGAIN;
         /* SYNC(commit), SYNC(pad): Pairs with the producer's release store of the committed
          * word. */
         uint64_t w = ld_acq(r->base, WORD_OFF(r, c));
@@ -454,6 +457,8 @@ int ring_has_data(ring_t *r) {
     if (ld32_acq(r->base, OFF_EOS) && !in_flight(r)) return 1;
     switch (r->pattern) {
     case PATTERN_MPSC: {
+        /* Read ahead by a whole ring: nothing new can come before we settle (see peek_mpsc). */
+        if (r->ahead_n && r->cursor - ld_rlx(r->base, OFF_HEAD) >= r->cap) return 0;
         /* SYNC(commit): acquire of the record word; pairs with its publication in ring_commit. */
         uint64_t w = ld_acq(r->base, WORD_OFF(r, r->cursor));
         return w != 0 && rec_len(w) > 0 && !quarantined_here(r, r->cursor, w);
