@@ -70,10 +70,18 @@ bad:
  * with an error set (the record put back, nothing kept). */
 static int keep_one(EndpointObject *self, PyObject *out, PyObject *b) {
     ring_t *r = &self->ring;
-    PyObject *key = PyLong_FromUnsignedLongLong(r->held_pos);
-    PyObject *t = key ? PyTuple_Pack(2, key, b) : NULL;
-    Py_XDECREF(key);
-    int rc = t ? PyList_Append(out, t) : -1;
+    PyObject *t = PyTuple_New(2);
+    PyObject *key = t ? PyLong_FromUnsignedLongLong(r->held_pos) : NULL;
+    int rc = -1;
+    if (key) {
+        PyTuple_SET_ITEM(t, 0, key);
+        Py_INCREF(b);
+        PyTuple_SET_ITEM(t, 1, b);
+        /* Holds an int and bytes only: nothing for the collector to look at
+         * (as CPython's own lazy untracking of such tuples decides). */
+        PyObject_GC_UnTrack(t);
+        rc = PyList_Append(out, t);
+    }
     Py_XDECREF(t);
     if (rc < 0) {
         ring_ahead_putback(r);
