@@ -2,7 +2,7 @@
 windows ahead and settle at random keys are killed at random points while a
 live consumer takes records too; after recovery (``recover_dead``) every
 record must have been delivered exactly once, counting the ones the dead
-settled. Shared by multiprocess/test_read_ahead.py (one seed) and
+settled. Shared by multiprocess/test_read_ahead_kill.py (one seed) and
 stress/test_read_ahead_stress.py (seeds until a time budget).
 """
 

@@ -11,6 +11,7 @@ producer is never held back) the test branches on the kind's traits.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from channel_util import CAPACITY, WAIT, Kind, Make, drain, fill, payload, record_bytes
@@ -122,7 +123,7 @@ def test_one_record_calls_refused_while_read_ahead(kind: Kind, make: Make) -> No
     tx, rx = ch.producer(), ch.consumer()
     tx.send_many([b"x", b"y", b"z"])
     assert len(rx._ahead(1, 1 << 20, 0)) == 1
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: rx.recv(timeout=0),
         rx.recv_nowait,
         lambda: rx.recv_many(4, timeout=0),

@@ -24,8 +24,10 @@ import pytest
 import read_ahead_util
 from channel_util import drain
 from pattern_util import patterns
+from supervisor_util import Env, FakeClock, clocked_supervisor
 
 import shmring
+from shmring._errors import LeaseRevoked
 
 CTX = get_context("fork")
 WAIT = 10.0  # bound on any wait expected to succeed
@@ -127,3 +129,36 @@ def test_mpmc_many_outstanding_killed_at_random(make_channel: Callable[..., shmr
     ch = make_channel("mpmc", 1 << 18, supervised=False)
     o = read_ahead_util.storm(ch, uname, tmp_path, seed=17, total=12000, rounds=40)
     assert o.settled > 100 and o.received > 100  # both sides took part
+
+
+def test_leases_of_records_read_ahead(env: Env, clock: FakeClock, uname: str) -> None:
+    """mpmc: records read ahead past the lease (no settle meanwhile) are
+    handed to the other consumers, every one of them; the holder's settle
+    settles the rest and then raises LeaseRevoked, and a record is never
+    consumed twice."""
+    with clocked_supervisor(env, clock, lease_timeout=5.0) as sup:
+        ch = shmring.Channel.create(uname, capacity=8192, pattern="mpmc")
+        try:
+            tx, rx, other = ch.producer(), ch.consumer(), ch.consumer()
+            msgs = [b"ls-%02d" % i for i in range(10)]
+            tx.send_many(msgs)
+            got = rx._ahead(10, 1 << 20, 0)
+            assert rx._settle(got[2][0]) == 3
+            sup.call(sup.leases.check)
+            clock.advance(6.0)
+            sup.call(sup.leases.check)  # held unchanged past the lease: all 7 go
+            assert sup.call(lambda: sup.stats["leases"]) == 7
+            assert rx.leases_revoked == 7
+            assert sorted(drain(other)) == msgs[3:]
+            tx.send_many([b"new-0", b"new-1"])
+            assert [m for _, m in rx._ahead(10, 1 << 20, 0)] == [b"new-0", b"new-1"]
+            assert rx._ahead_count == 9
+            with pytest.raises(LeaseRevoked):
+                rx._settle(ALL)  # the two new ones are settled all the same
+            assert rx._ahead_count == 0
+            assert drain(other) == []
+            (mine,) = [s.messages for s in ch.region.slots() if s.index == rx._slot]
+            assert mine == 5
+        finally:
+            ch.close()
+            ch.unlink()
