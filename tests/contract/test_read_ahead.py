@@ -269,3 +269,29 @@ def test_lossy_broadcast_jumps_and_counts_missed(make_channel: Make) -> None:
     assert [m for _, m in got[1:]] == msgs[-(len(got) - 1):]  # the newest, in order
     assert rx.missed == 200 - len(got)
     assert rx._settle(ALL) == len(got)
+
+
+def test_untethered_reader_behaves_as_recv(make_channel: Make) -> None:
+    """Lossless broadcast with slow_consumer_timeout: a reader whose records
+    read ahead hold the producer back too long is untethered as a slow recv
+    reader is; it reads on from the newest record, counting what it missed,
+    and its settle never moves its cursor back."""
+    ch = make_channel("broadcast", CAPACITY, slow_consumer_timeout=0.05)
+    tx, rx = ch.producer(), ch.consumer()
+    msg = b"u" * 100
+    n = fill(tx, msg)
+    held = rx._ahead(n, 1 << 30, 0)
+    assert len(held) == n
+    more = [b"v%04d" % i + b"." * 95 for i in range(3 * n)]
+    for m in more:  # waits out the timeout once, then overruns the reader
+        tx.send(m, timeout=WAIT)
+    assert rx.untethered == 0  # told when it reads next
+    got = rx._ahead(10 * n, 1 << 30, 0)
+    assert rx.untethered == 1
+    assert [m for _, m in got] == more[len(more) - len(got):]
+    assert rx.missed == len(more) - len(got)
+    assert rx._settle(ALL) == n + len(got)
+    tx.send(b"after", timeout=WAIT)  # gating again, from where it is
+    assert [m for _, m in rx._ahead(10, 1 << 30, 0)] == [b"after"]
+    assert rx._settle(ALL) == 1
+    assert 0 < fill(tx, msg) <= CAPACITY // record_bytes(100)  # gated by it again

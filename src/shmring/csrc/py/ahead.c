@@ -37,8 +37,8 @@ int ahead_refuse(EndpointObject *self, const char *what) {
     PyObject *l = endpoint_get_label(self, NULL);
     if (!l) return -1;
     PyErr_Format(invalid_argument(),
-                 "%U: %s is not allowed while %llu records are read ahead (_ahead) and not "
-                 "settled: _settle them first",
+                 "%U: %s is not allowed while records read ahead (_ahead) are not settled "
+                 "(%llu of them): _settle them first",
                  l, what, (unsigned long long)self->ring.ahead_n);
     Py_DECREF(l);
     return -1;

@@ -11,10 +11,11 @@
 #include "wait.h"
 
 #define NOGIL_COPY 262144
+#define ONE_AT_A_TIME "recv, recv_many, recv_into, recv_view or recv_obj"
 
 static int check_recvable(EndpointObject *self) {
     if (endpoint_check_open(self) < 0) return -1;
-    if (self->ring.ahead_n) return ahead_refuse(self, "receiving one record at a time");
+    if (self->ring.ahead_n) return ahead_refuse(self, ONE_AT_A_TIME);
     if (self->view) {
         PyErr_SetString(PyExc_RuntimeError, "a record view is held on this consumer: "
                                             "release it first");
@@ -28,7 +29,7 @@ static int check_recvable(EndpointObject *self) {
 int consumer_take(EndpointObject *self, int64_t deadline, int nowait, const char **p,
                 uint64_t *n) {
     ring_t *r = &self->ring;
-    if (r->ahead_n) return ahead_refuse(self, "receiving one record at a time");
+    if (r->ahead_n) return ahead_refuse(self, ONE_AT_A_TIME);
     for (;;) {
         int rc = ring_peek(r, p, n);
         if (rc == RING_OK) return 0;
