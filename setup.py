@@ -22,6 +22,7 @@ SOURCES = [
     "ring/lease.c",
     "ring/slots.c",
     "ring/untether.c",
+    "ring/ahead.c",
     "value/encode.c",
     "value/decode.c",
     "journal/crc.c",
@@ -34,6 +35,7 @@ SOURCES = [
     "py/lock.c",
     "py/queue.c",
     "py/link.c",
+    "py/ahead.c",
     "py/journal.c",
 ]
 HEADERS = [
@@ -52,6 +54,7 @@ HEADERS = [
     "py/objects.h",
     "py/lock.h",
     "py/link.h",
+    "py/ahead.h",
 ]
 
 setup(

@@ -114,6 +114,27 @@ class ConsumerCore:
     def recv_into(self, buffer: WriteableBuffer, timeout: float | None = None) -> int: ...
     def _peek(self, timeout: float | None = None) -> memoryview: ...
     def _release(self) -> None: ...
+    def _ahead(
+        self, max_count: int, max_bytes: int, timeout: float | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Read up to ``max_count`` records after those read ahead and not
+        settled, without releasing any: ``(key, copy)`` each, the key the
+        record's position in the stream. Stops before ``max_bytes`` of payload
+        would be exceeded, but returns at least one if one is there. Waits up
+        to ``timeout`` for the first (None: for ever, 0: not at all) and
+        returns ``[]`` on timeout; raises EndOfStream once the channel is
+        closed for sending and nothing is left to read ahead (unsettled
+        records do not count), Broken as recv does. While records are read
+        ahead, recv, recv_many, recv_into, recv_view, recv_obj and _peek raise
+        InvalidArgument. docs/design.md, "Read-ahead".
+        """
+    def _settle(self, key: int, /) -> int:
+        """Release every record read ahead whose key is <= ``key``, wake
+        producers once, and return how many. mpmc: LeaseRevoked, after
+        settling the others, if the lease of one of them was revoked."""
+    @property
+    def _ahead_count(self) -> int:
+        """Records read ahead and not settled yet."""
     def _link_take(
         self, timeout: float | None = None, single: bool | int = False,
         counter: WriteableBuffer | None = None, offset: int = 0, region: int = 0, /,

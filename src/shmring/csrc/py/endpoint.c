@@ -65,6 +65,7 @@ int endpoint_leave(EndpointObject *self) {
     self->busy--;
     if (!self->closing) return 0;
     if (self->busy == 0 && self->open) {
+        ring_ahead_drop(&self->ring); /* closed under a waiter: records read ahead go back */
         self->open = 0;
         PyBuffer_Release(&self->buf);
     }
@@ -90,6 +91,7 @@ PyObject *endpoint_close(EndpointObject *self, PyObject *unused) {
             futex_wake_word(self->ring.base + OFF_SPACE_FUTEX, INT_MAX);
         } else {
             ring_unhold(&self->ring); /* consumers: a held record goes back */
+            ring_ahead_drop(&self->ring); /* and records read ahead (mpmc) */
             self->open = 0;
             PyBuffer_Release(&self->buf);
         }
@@ -109,6 +111,7 @@ void endpoint_dealloc(EndpointObject *self) {
     Py_CLEAR(self->stream);
     Py_CLEAR(self->name);
     ring_untether_free(&self->ring);
+    ring_ahead_free(&self->ring);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

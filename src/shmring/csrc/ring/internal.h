@@ -1,7 +1,9 @@
 /*
  * ring/internal.h - what the .c files of ring/ call in one another, beyond
  * the API of ring.h. Only cold paths cross a file: a revoked claim, the
- * quarantine's done flag, and recovery's sweep of a dead consumer's records.
+ * quarantine's done flag, recovery's sweep of a dead consumer's records,
+ * and the sweep after a consumer settles records it read ahead (plus, inline,
+ * a lossy reader's count of what it missed).
  */
 #ifndef SHMRING_RING_INTERNAL_H
 #define SHMRING_RING_INTERNAL_H
@@ -28,6 +30,18 @@ uint64_t ring_untether(ring_t *r, uint64_t end, uint64_t limit);
 void ring_retether(ring_t *r);
 /* consume.c: mpmc, advances head over every done record at it. */
 void ring_sweep(ring_t *r);
+/* Validating broadcast, the held record is read (its copy validated): count
+ * in missed the message numbers skipped before it (ring_release, and
+ * ring_ahead_keep). Inline: on the per-message path of lossy readers. */
+static inline void ring_count_missed(ring_t *r) {
+    uint64_t m = r->held_seq; /* validated with the copy, unlike the ring now */
+    if (r->have_baseline && m > r->last_msgno + 1)
+        st_rlx(r->base, r->slot_off + SLOT_MISSED,
+               ld_rlx(r->base, r->slot_off + SLOT_MISSED) + (m - r->last_msgno - 1));
+    r->last_msgno = m;
+    r->have_baseline = 1;
+    st_rlx(r->base, r->slot_off + SLOT_LAST_MSGNO, m);
+}
 
 /* link.c: what recovery does with the record at pos that a dead worker
  * held while passing it on (a linked commit), given the output region's

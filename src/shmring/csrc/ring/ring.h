@@ -87,6 +87,14 @@ typedef struct {
      * (NULL otherwise), freed by ring_untether_free. */
     uint64_t *ut_cursor;
     int64_t *ut_since;
+    /* consumer reading ahead (ring/ahead.c): the records read and not yet
+     * settled, in the order read (ahead_buf[ahead_first..+ahead_n), on the
+     * heap, ahead_cap entries; NULL until the first). While any are, cursor
+     * is where reading ahead goes on; head (spsc, mpsc) or the slot's
+     * cursor (broadcast) stays at the oldest unsettled record. */
+    struct ring_ahead *ahead_buf;
+    uint64_t ahead_first, ahead_n, ahead_cap;
+    int ahead; /* inside ring_ahead_peek: padding moves the cursor only */
 } ring_t;
 
 /* Checks the header against the mapping; 0 or RING_CORRUPT (err set). */
@@ -105,6 +113,24 @@ void ring_unhold(ring_t *r); /* closing while holding: give the record back */
 void ring_consumer_flush(ring_t *r); /* end of a batch of releases */
 int ring_has_data(ring_t *r);
 int ring_consumer_join(ring_t *r);
+
+/* Reading ahead (ring/ahead.c): a consumer holds many records at once and
+ * releases them later, by key (the record's position), so they stay in the
+ * ring until settled. peek: the next record after those read ahead, held as
+ * ring_peek holds one (RING_OK, or ring_peek's codes); the caller copies it,
+ * validates (ring_validate) and then keeps it (keep: 0, or -1 out of
+ * memory: it is put back) or puts it back (not taken this time). settle:
+ * releases every record read ahead whose key is at most key (*count of
+ * them); RING_OK, or RING_LEASE (mpmc: one or more had their lease
+ * revoked; the others are settled). drop: the consumer goes away: mpmc
+ * records go back to the queue, other patterns' stay where they are; frees
+ * the list. free: frees the list only (the mapping is not touched). */
+int ring_ahead_peek(ring_t *r, const char **payload, uint64_t *len);
+int ring_ahead_keep(ring_t *r);
+void ring_ahead_putback(ring_t *r);
+int ring_ahead_settle(ring_t *r, uint64_t key, uint64_t *count);
+void ring_ahead_drop(ring_t *r);
+void ring_ahead_free(ring_t *r);
 
 /* Attach slots (ring/slots.c). used: how many slots a walk of a table of
  * count slots looks at (slot_high, at most count). take: take a free slot
