@@ -22,6 +22,7 @@ SOURCES = [
     "ring/lease.c",
     "ring/slots.c",
     "ring/untether.c",
+    "ring/feed.c",
     "value/encode.c",
     "value/decode.c",
     "journal/crc.c",
@@ -35,6 +36,7 @@ SOURCES = [
     "py/queue.c",
     "py/link.c",
     "py/journal.c",
+    "py/fed.c",
 ]
 HEADERS = [
     "layout.h",
