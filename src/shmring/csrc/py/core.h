@@ -87,6 +87,7 @@ int consumer_take(EndpointObject *self, int64_t deadline, int nowait, const char
 PyObject *producer_send_fed(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames);
 PyObject *module_fed_state(PyObject *m, PyObject *buffer);
+PyObject *module_feed_trap(PyObject *m, PyObject *n);
 PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

@@ -130,6 +130,7 @@ static int feed_one(EndpointObject *self, feed_t *f, PyObject *item, int64_t dea
         if (endpoint_leave(self) < 0) PyErr_Clear(); /* it was committed (or revoked) */
     } else {
         memcpy(dst, src, (size_t)n);
+        FEED_STEP();
         rc = ring_feed_commit(r, f, (uint64_t)n);
     }
     if (rc == RING_OK) out = 0;
@@ -206,6 +207,18 @@ PyObject *producer_send_fed(EndpointObject *self, PyObject *const *args, Py_ssiz
         return NULL;
     }
     return PyLong_FromSsize_t(i);
+}
+
+PyObject *module_feed_trap(PyObject *m, PyObject *n) {
+    (void)m;
+    long v = PyLong_AsLong(n);
+    if (v == -1 && PyErr_Occurred()) return NULL;
+    if (v < 0 || v > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "_feed_trap(n): n must be 0..2**31-1");
+        return NULL;
+    }
+    ring_feed_trap = (int)v;
+    Py_RETURN_NONE;
 }
 
 PyObject *module_fed_state(PyObject *m, PyObject *buffer) {

@@ -471,6 +471,9 @@ static PyMethodDef methods[] = {
     {"fed_state", (PyCFunction)module_fed_state, METH_O,
      "fed_state(buffer) -> (epoch, seq): the key of the last record a fed producer committed "
      "(ProducerCore._send_fed), exact whatever instant it died at; (0, 0) if never fed."},
+    {"_feed_trap", (PyCFunction)module_feed_trap, METH_O,
+     "_feed_trap(n): for tests: this process stops itself (SIGSTOP) at the n-th step of the "
+     "fed protocol from now (ring/ring.h, FEED_STEP); 0: never."},
     {"lease_scan", (PyCFunction)(void (*)(void))m_lease_scan, METH_FASTCALL,
      "lease_scan(buffer) -> list[(pos, word)]: the mpmc records consumers hold."},
     {"revoke_lease", (PyCFunction)(void (*)(void))m_revoke_lease, METH_FASTCALL,

@@ -6,6 +6,7 @@
  * are in layout.h (FEED); docs/design.md, "Fed rings", says why each store
  * comes where it does.
  */
+#include <signal.h>
 #include <time.h>
 
 #include "atomics.h"
@@ -13,6 +14,12 @@
 #include "wait.h"
 
 #define X_POS(x) ((x) & ~(uint64_t)FEED_FLAGS)
+
+int ring_feed_trap;
+
+void ring_feed_stop(void) {
+    if (--ring_feed_trap == 0) raise(SIGSTOP);
+}
 
 static void pause_ms(long ms) {
     struct timespec ts = {0, ms * 1000000L};
@@ -113,13 +120,17 @@ static int settle(ring_t *r, uint64_t x) {
              * (done never) and leaves it to us. SYNC(feed): against their exchange of it. */
             uint64_t want = x;
             if (!cas_sc(r->base, HDR_FEED_MARK, &want, x | FEED_VOID)) return 0;
+            FEED_STEP();
         }
         /* SYNC(feed): the answer's words, then the mark (below); pairs with resolve. */
         st_rel(r->base, HDR_FEED_PENDING, s);
+        FEED_STEP();
         st_rel(r->base, HDR_FEED_EPOCH, e);
+        FEED_STEP();
     } else {
         /* SYNC(feed): as above. */
         st_rel(r->base, HDR_FEED_PENDING, s);
+        FEED_STEP();
     }
     if (r->multi_producer) {
         uint64_t want = (x & FEED_NEW) ? x | FEED_VOID : x;
@@ -128,6 +139,7 @@ static int settle(ring_t *r, uint64_t x) {
     }
     /* SYNC(feed): settled; pairs with the acquire of the mark in ring_feed_state. */
     st_rel(r->base, HDR_FEED_MARK, 0);
+    FEED_STEP();
     return 1;
 }
 
@@ -185,6 +197,7 @@ static int pad_lap(ring_t *r) {
     r->tail_local = end;
     r->pending = 1;
     ring_flush(r);
+    FEED_STEP();
     return RING_OK;
 }
 
@@ -201,6 +214,7 @@ static int claim_first(ring_t *r, feed_t *f, uint64_t len, char **payload) {
     int rc = ring_claim(r, len + FEED_NOTE, payload);
     r->max_message -= FEED_NOTE;
     if (rc != RING_OK) return rc;
+    FEED_STEP();
     uint64_t p = r->claim_pos;
     char *body = *payload;
     memcpy(body, &f->e, 8);
@@ -212,10 +226,14 @@ static int claim_first(ring_t *r, feed_t *f, uint64_t len, char **payload) {
     /* SYNC(feed): S names the note (settled: no answer reads S), then the mark, then the new
      * key; each a release, so the note's bytes come before the mark. Pairs with resolve. */
     st_rel(r->base, HDR_FEED_SEQ, p);
+    FEED_STEP();
     f->s = p;
-    st_rel(r->base, HDR_FEED_MARK, p | FEED_PEND | FEED_NEW);
+    st_rel(r->base, HDR_FEED_MARK, p | FEED_PEND | FEED_NEW); /* SYNC(feed) */
+    FEED_STEP();
     st_rel(r->base, HDR_FEED_EPOCH, f->epoch);
-    st_rel(r->base, HDR_FEED_PENDING, f->next);
+    FEED_STEP();
+    st_rel(r->base, HDR_FEED_PENDING, f->next); /* SYNC(feed) */
+    FEED_STEP();
     f->marked = 1;
     /* SYNC(revoke): revoked before the mark was stored (revocation did not see it)? */
     if (ld_acq(r->base, WORD_OFF(r, p)) != r->claim_word) return claim_revoked(r, p);
@@ -235,17 +253,22 @@ int ring_feed_claim(ring_t *r, feed_t *f, uint64_t len, char **payload) {
     if (f->s != f->p) {
         /* SYNC(feed): S = P while settled (no answer reads S); pairs with resolve. */
         st_rel(r->base, HDR_FEED_SEQ, f->p);
+        FEED_STEP();
         f->s = f->p;
     }
     /* SYNC(feed): the mark (pending, not done: the answer is (E, S)), then the new key. */
     st_rel(r->base, HDR_FEED_MARK, pos | FEED_PEND);
+    FEED_STEP();
     st_rel(r->base, HDR_FEED_PENDING, f->next);
+    FEED_STEP();
     f->marked = 1;
     int rc = ring_claim(r, len, payload);
+    if (rc == RING_OK) FEED_STEP();
     if (rc == RING_OK && r->claim_pos != pos) {
         /* Another producer claimed first: the mark follows our claim (a window, design.md). */
         /* SYNC(feed): as above. */
         st_rel(r->base, HDR_FEED_MARK, r->claim_pos | FEED_PEND);
+        FEED_STEP();
     }
     return rc;
 }
@@ -276,6 +299,7 @@ static int commit_first(ring_t *r, uint64_t len) {
         /* SYNC(commit): the message's word before the note's (the commit, below): a consumer
          * reads it only after it acquired the note's word. */
         st_rel(r->base, WORD_OFF(r, q), mw);
+        FEED_STEP();
         st_rlx(r->base, r->slot_off + SLOT_CLAIM_LEN, r->claim_end - r->claim_start);
         uint64_t cw = r->claim_word;
         /* SYNC(commit), SYNC(revoke): the commit, as in ring_commit; fails against a
@@ -295,6 +319,7 @@ int ring_feed_commit(ring_t *r, feed_t *f, uint64_t len) {
     int was_first = f->first;
     f->first = 0;
     if (rc != RING_OK) return rc;
+    FEED_STEP();
     if (r->multi_producer) {
         f->e = f->epoch;
         f->p = f->next;
@@ -319,21 +344,28 @@ void ring_feed_publish(ring_t *r, feed_t *f) {
         /* SYNC(feed): S names the note (settled), the mark (not done: the note), the new key,
          * then tail (ring_flush): done. Pairs with resolve and ring_feed_state. */
         st_rel(r->base, HDR_FEED_SEQ, f->note);
+        FEED_STEP();
         f->s = f->note;
-        st_rel(r->base, HDR_FEED_MARK, end | FEED_PEND | FEED_NEW);
+        st_rel(r->base, HDR_FEED_MARK, end | FEED_PEND | FEED_NEW); /* SYNC(feed) */
+        FEED_STEP();
         st_rel(r->base, HDR_FEED_EPOCH, f->epoch);
+        FEED_STEP();
     } else {
         if (f->s != f->p) {
             /* SYNC(feed): as above. */
             st_rel(r->base, HDR_FEED_SEQ, f->p);
+            FEED_STEP();
             f->s = f->p;
         }
         /* SYNC(feed): as above. */
         st_rel(r->base, HDR_FEED_MARK, end | FEED_PEND);
+        FEED_STEP();
     }
     /* SYNC(feed): as above. */
     st_rel(r->base, HDR_FEED_PENDING, f->last);
+    FEED_STEP();
     ring_flush(r);
+    FEED_STEP();
     f->e = f->epoch;
     f->p = f->last;
     f->unpublished = f->pub_new = 0;

@@ -205,6 +205,17 @@ int ring_feed_claim(ring_t *r, feed_t *f, uint64_t len, char **payload);
 int ring_feed_commit(ring_t *r, feed_t *f, uint64_t len);
 void ring_feed_publish(ring_t *r, feed_t *f);
 void ring_feed_end(ring_t *r, feed_t *f);
+/* A fault injection point for tests (_core._feed_trap): when nonzero, the
+ * process stops itself (SIGSTOP) at the ring_feed_trap-th step of the fed
+ * protocol from the moment it was set (a step: each store of a FEED word,
+ * of tail, of a record word, a claim, a copy), so a test can SIGKILL it at
+ * every instant in turn. Zero (never) unless a test sets it. */
+extern int ring_feed_trap;
+void ring_feed_stop(void);
+#define FEED_STEP()                                                                            \
+    do {                                                                                       \
+        if (ring_feed_trap) ring_feed_stop();                                                  \
+    } while (0)
 /* The last committed key ((0, 0): never fed). May pause a few milliseconds
  * (mpsc, mpmc: a record being zeroed by a consumer). */
 void ring_feed_state(ring_t *r, uint64_t *epoch, uint64_t *seq);
