@@ -51,17 +51,21 @@ def feeder(c: Child, name: str, seed: int, change: float) -> None:
     ch = shmring.Channel.open(name, supervised=False)
     tx = ch.producer()
     epoch, seq = _core.fed_state(ch.region._mapping())
-    if epoch == 0:
+    fresh = epoch == 0  # a ring never fed starts with epoch 1
+    if fresh:
         epoch, seq = 1, start_seq(1) - 1
     c.signal()
     while True:
-        if rng.random() < change:
+        if not fresh and rng.random() < change:
             epoch, seq = epoch + 1, start_seq(epoch + 1) - 1
         n = rng.choice((1, 2, 5, 30, 100, 256))
-        items = [record(epoch, seq + 1 + i, rng.choice((16, 24, 64, 64, 200, 500, 2000)))
+        items = [record(epoch, seq + 1 + i,
+                        min(ch.max_message, rng.choice((16, 24, 64, 64, 200, 500, 2000))))
                  for i in range(n)]
-        sent = tx._send_fed(items, epoch, seq + 1, timeout=30)
+        seqs = seq + 1 if rng.random() < 0.5 else [seq + 1 + i for i in range(n)]
+        sent = tx._send_fed(items, epoch, seqs, timeout=30)
         seq += sent
+        fresh = False
 
 
 @dataclass
@@ -97,8 +101,7 @@ def drain(rx: shmring.Consumer, stream: Stream) -> None:
 def answer_kind(buf: WriteableBuffer) -> str:
     """Which branch of the rule (layout.h, FEED) fed_state takes now."""
     x = _core.load(buf, L.HDR_FEED_MARK)
-    e, s, p = (_core.load(buf, off) for off in (L.HDR_FEED_EPOCH, L.HDR_FEED_SEQ,
-                                                   L.HDR_FEED_PENDING))
+    e, p = _core.load(buf, L.HDR_FEED_EPOCH), _core.load(buf, L.HDR_FEED_PENDING)
     got = _core.fed_state(buf)
     if not x & L.FEED_PEND or got == (e, p):
         return "settled or done"

@@ -64,23 +64,23 @@ class ProducerCore:
     def send_nowait(self, data: ReadableBuffer, /) -> None: ...
     def send_many(self, items: Iterable[ReadableBuffer], timeout: float | None = None) -> int: ...
     def _send_fed(
-        self, items: Sequence[ReadableBuffer], epoch: int, first_seq: int,
+        self, items: Sequence[ReadableBuffer], epoch: int, seqs: int | Sequence[int],
         timeout: float | None = None,
     ) -> int:
-        """Commit ``items`` in order, keyed ``(epoch, first_seq)``,
-        ``(epoch, first_seq + 1)``, ..., waiting for space up to ``timeout``
-        seconds for the whole call (None: forever), and keep the key of the
-        last one committed in the ring's header (``fed_state``). Published
-        once per call (spsc, broadcast: one store of tail, one wake-up) unless
-        the ring fills meanwhile. Returns how many were committed: fewer than
-        ``len(items)`` only if the timeout passed after at least one; none
-        within it raises ``Timeout`` (``sent`` = 0). ``epoch`` is 1..2**64-1,
-        ``first_seq`` 0..2**64-1 and the batch's keys must fit; within the
-        epoch of the last key committed, ``first_seq`` must be past it: else
+        """Commit ``items`` in order, keyed ``(epoch, seq)``: ``seqs`` is the
+        first of consecutive seqs (``first_seq=`` also names it) or one seq
+        per item, strictly increasing. Waits for space up to ``timeout``
+        seconds for the whole call (None: forever), and keeps the key of the
+        last record committed in the ring's header (``fed_state``).
+        Published once per call (spsc, broadcast: one store of tail, one
+        wake-up) unless the ring fills meanwhile. Returns how many were
+        committed: fewer than ``len(items)``, maybe 0, only if the timeout
+        passed. ``epoch`` is 1..2**64-1 and each seq 0..2**64-1; within the
+        epoch of the last key committed the first seq must be past it: else
         ``InvalidArgument``, nothing sent. Another epoch than the last one
-        begins a new epoch (any value). Other errors (``MessageTooLarge``,
-        ``Closed``, ``ClaimRevoked``) carry ``sent``: how many were committed
-        before it."""
+        begins a new epoch (any value, any seq). Other errors
+        (``MessageTooLarge``, ``Closed``, ``ClaimRevoked``) carry ``sent``:
+        how many were committed before it."""
     def _claim(self, n: int, timeout: float | None = None) -> memoryview: ...
     def _commit(self, nbytes: int | None = None, /) -> None: ...
     def _abort(self) -> None: ...

@@ -49,7 +49,7 @@ static int key_word(PyObject *o, const char *what, uint64_t lo, uint64_t *v) {
 }
 
 static int parse(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **v) {
-    static const char *const names[4] = {"items", "epoch", "first_seq", "timeout"};
+    static const char *const names[4] = {"items", "epoch", "seqs", "timeout"};
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     v[0] = v[1] = v[2] = v[3] = NULL;
     if (nargs > 4) goto usage;
@@ -59,13 +59,15 @@ static int parse(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyO
         int j = 0;
         while (j < 4 && (!PyUnicode_Check(k) || PyUnicode_CompareWithASCIIString(k, names[j])))
             j++;
+        if (j == 4 && PyUnicode_Check(k) && !PyUnicode_CompareWithASCIIString(k, "first_seq"))
+            j = 2; /* the brief's name for it */
         if (j == 4 || v[j]) goto usage;
         v[j] = args[nargs + i];
     }
     if (v[0] && v[1] && v[2]) return 0;
 usage:
     PyErr_SetString(PyExc_TypeError,
-                    "_send_fed(items, epoch, first_seq, timeout=None) -> int");
+                    "_send_fed(items, epoch, seqs, timeout=None) -> int");
     return -1;
 }
 
@@ -140,14 +142,57 @@ done:
     return out;
 }
 
+/* The keys' seqs: first_seq and the consecutive ones after it (*seqs NULL),
+ * or one per item, strictly increasing (*seqs malloc'ed). 0, or -1 with an
+ * error set. */
+static int get_seqs(PyObject *o, Py_ssize_t n, uint64_t *first, uint64_t **seqs) {
+    *seqs = NULL;
+    if (PyLong_Check(o)) {
+        if (key_word(o, "first_seq", 0, first) < 0) return -1;
+        if (n > 0 && (uint64_t)(n - 1) > UINT64_MAX - *first) {
+            invalid("_send_fed(): first_seq %llu + %zd items runs past 2**64-1",
+                    (unsigned long long)*first, n);
+            return -1;
+        }
+        return 0;
+    }
+    PyObject *sq = PySequence_Fast(o, "_send_fed(): seqs must be an int or a sequence of ints");
+    if (!sq) return -1;
+    if (PySequence_Fast_GET_SIZE(sq) != n) {
+        invalid("_send_fed(): %zd seqs for %zd items", PySequence_Fast_GET_SIZE(sq), n);
+        Py_DECREF(sq);
+        return -1;
+    }
+    *seqs = PyMem_Malloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
+    if (!*seqs) {
+        Py_DECREF(sq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject **el = PySequence_Fast_ITEMS(sq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (key_word(el[i], "each seq", 0, &(*seqs)[i]) < 0 ||
+            (i && (*seqs)[i] <= (*seqs)[i - 1] &&
+             !invalid("_send_fed(): seqs must increase: %llu after %llu",
+                      (unsigned long long)(*seqs)[i], (unsigned long long)(*seqs)[i - 1]))) {
+            PyMem_Free(*seqs);
+            *seqs = NULL;
+            Py_DECREF(sq);
+            return -1;
+        }
+    }
+    Py_DECREF(sq);
+    *first = n ? (*seqs)[0] : 0;
+    return 0;
+}
+
 PyObject *producer_send_fed(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames) {
     PyObject *v[4];
-    uint64_t epoch, first;
+    uint64_t epoch, first, *seqs = NULL;
     int64_t deadline;
     if (parse(args, nargs, kwnames, v) < 0) return NULL;
-    if (key_word(v[1], "epoch", 1, &epoch) < 0 || key_word(v[2], "first_seq", 0, &first) < 0)
-        return NULL;
+    if (key_word(v[1], "epoch", 1, &epoch) < 0) return NULL;
     if (endpoint_check_open(self) < 0) return NULL;
     ring_t *r = &self->ring;
     if (r->claimed) {
@@ -155,21 +200,21 @@ PyObject *producer_send_fed(EndpointObject *self, PyObject *const *args, Py_ssiz
                                             "commit or abort it first");
         return NULL;
     }
-    /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
-     * (py/module.c m_store32) in shmring/_channel (close_send). */
-    if (ld32_acq(r->base, OFF_EOS)) return raise_closed(self, NULL);
-    if (endpoint_deadline(self, v[3], &deadline) < 0) return NULL;
     PyObject *seq = PySequence_Fast(v[0], "_send_fed() takes a sequence of bytes-like");
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), i = 0;
-    if (n > 0 && (uint64_t)(n - 1) > UINT64_MAX - first) {
-        Py_DECREF(seq);
-        return invalid("_send_fed(): first_seq %llu + %zd items runs past 2**64-1",
-                       (unsigned long long)first, n);
+    PyObject *out = NULL;
+    if (get_seqs(v[2], n, &first, &seqs) < 0) goto fail;
+    /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
+     * (py/module.c m_store32) in shmring/_channel (close_send). */
+    if (ld32_acq(r->base, OFF_EOS)) {
+        raise_closed(self, NULL);
+        goto fail;
     }
+    if (endpoint_deadline(self, v[3], &deadline) < 0) goto fail;
     if (n == 0) {
-        Py_DECREF(seq);
-        return PyLong_FromLong(0);
+        out = PyLong_FromLong(0);
+        goto fail;
     }
     feed_t f;
     int rc;
@@ -177,36 +222,31 @@ PyObject *producer_send_fed(EndpointObject *self, PyObject *const *args, Py_ssiz
     rc = ring_feed_begin(r, &f, epoch, first);
     Py_END_ALLOW_THREADS
     if (rc == FEED_STALE) {
-        Py_DECREF(seq);
-        return invalid("_send_fed(): (epoch %llu, first_seq %llu) is not past the last record "
-                       "committed, (%llu, %llu)",
-                       (unsigned long long)epoch, (unsigned long long)first,
-                       (unsigned long long)f.e, (unsigned long long)f.p);
+        invalid("_send_fed(): (epoch %llu, seq %llu) is not past the last record committed, "
+                "(%llu, %llu)",
+                (unsigned long long)epoch, (unsigned long long)first, (unsigned long long)f.e,
+                (unsigned long long)f.p);
+        goto fail;
     }
     PyObject **its = PySequence_Fast_ITEMS(seq);
-    int timed_out = 0, failed = 0;
+    int failed = 0;
     r->batch = 1;
     for (; i < n; i++) {
+        if (seqs) f.next = seqs[i];
         int one = feed_one(self, &f, its[i], deadline);
-        if (one == 1) timed_out = 1;
         if (one) {
-            failed = one < 0;
+            failed = one < 0; /* 1: the timeout passed: say how many went in */
             break;
         }
     }
     r->batch = 0;
     if (self->open) ring_feed_end(r, &f);
+    if (failed) note_sent(i);
+    else out = PyLong_FromSsize_t(i);
+fail:
+    PyMem_Free(seqs);
     Py_DECREF(seq);
-    if (failed) {
-        note_sent(i);
-        return NULL;
-    }
-    if (timed_out && i == 0) {
-        raise_timeout(self, 1);
-        note_sent(0);
-        return NULL;
-    }
-    return PyLong_FromSsize_t(i);
+    return out;
 }
 
 PyObject *module_feed_trap(PyObject *m, PyObject *n) {
