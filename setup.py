@@ -23,6 +23,7 @@ SOURCES = [
     "ring/slots.c",
     "ring/untether.c",
     "ring/ahead.c",
+    "ring/feed.c",
     "value/encode.c",
     "value/decode.c",
     "journal/crc.c",
@@ -37,6 +38,7 @@ SOURCES = [
     "py/link.c",
     "py/ahead.c",
     "py/journal.c",
+    "py/fed.c",
 ]
 HEADERS = [
     "layout.h",

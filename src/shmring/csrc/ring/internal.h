@@ -56,4 +56,10 @@ int link_recover(ring_t *in, uint32_t slot, uint64_t pos, char *out_base, uint64
  * the mark; RECOVER_DEFERRED if that input's recovery is deciding now. */
 int link_force(ring_t *out, char *in_base, uint64_t in_size);
 
+/* feed.c: the claim at pos can no longer commit (its producer is dead and
+ * recovery is about to pad it, or it was revoked): if the FEED words wait
+ * for it and it did not commit, they are made to say so before any padding
+ * exists (layout.h, FEED). pos may be CLAIM_NONE (nothing is done). */
+void feed_claim_lost(ring_t *r, uint64_t pos);
+
 #endif

@@ -207,4 +207,43 @@ int ring_lease_scan(char *base, uint64_t size, uint64_t *pos, uint64_t *word, in
 int ring_revoke_lease(char *base, uint64_t size, uint64_t pos, uint64_t word, char *out_base,
                       uint64_t out_size);
 
+/* Fed rings (ring/feed.c; layout.h, FEED): a producer that commits keyed
+ * records (epoch, seq) and leaves in the header which was committed last.
+ * One feed_t per call of _send_fed: begin settles what a dead producer left
+ * and says whether the batch is of a new epoch; claim and commit are
+ * ring_claim and ring_commit with the FEED words kept; publish makes the
+ * batch so far visible (spsc, broadcast: one tail store and one wake-up);
+ * end, on the way out, puts the words back if a claim failed. */
+typedef struct {
+    uint64_t epoch, next; /* this batch's epoch; the key of its next record */
+    uint64_t e, p, s;     /* the words E, P (the last committed) and S as we left them */
+    int fresh;            /* the next record begins the epoch: it carries a note */
+    int first;            /* the claim open is that one (note, then the message) */
+    uint64_t note;        /* its note's position */
+    int marked;           /* mpsc, mpmc: X names a claim of ours not yet committed */
+    int unpublished;      /* spsc, broadcast: records committed since the last publish */
+    int pub_new;          /* ... the first of them begins the epoch */
+    uint64_t last;        /* ... the key of the last of them */
+} feed_t;
+#define FEED_STALE (-2) /* ring_feed_begin: first_seq is not past the last committed */
+int ring_feed_begin(ring_t *r, feed_t *f, uint64_t epoch, uint64_t first_seq);
+int ring_feed_claim(ring_t *r, feed_t *f, uint64_t len, char **payload);
+int ring_feed_commit(ring_t *r, feed_t *f, uint64_t len);
+void ring_feed_publish(ring_t *r, feed_t *f);
+void ring_feed_end(ring_t *r, feed_t *f);
+/* A fault injection point for tests (_core._feed_trap): when nonzero, the
+ * process stops itself (SIGSTOP) at the ring_feed_trap-th step of the fed
+ * protocol from the moment it was set (a step: each store of a FEED word,
+ * of tail, of a record word, a claim, a copy), so a test can SIGKILL it at
+ * every instant in turn. Zero (never) unless a test sets it. */
+extern int ring_feed_trap;
+void ring_feed_stop(void);
+#define FEED_STEP()                                                                            \
+    do {                                                                                       \
+        if (ring_feed_trap) ring_feed_stop();                                                  \
+    } while (0)
+/* The last committed key ((0, 0): never fed). May pause a few milliseconds
+ * (mpsc, mpmc: a record being zeroed by a consumer). */
+void ring_feed_state(ring_t *r, uint64_t *epoch, uint64_t *seq);
+
 #endif
