@@ -78,9 +78,15 @@ def test_killed_with_records_read_ahead(make_channel: Callable[..., shmring.Chan
                                         spawn: Callable[..., BaseProcess], uname: str,
                                         pattern: str) -> None:
     """Read ahead 40, settle 15, SIGKILL: the next consumer gets exactly the
-    25 unsettled ones, in order, and the ring flows on."""
+    25 unsettled ones, in order, and the ring flows on. The 40 span the end
+    of the ring (padding read past, not yet settled)."""
     ch = make_channel(pattern, 8192, supervised=False)
     tx = ch.producer()
+    first = ch.consumer()
+    for i in range(58):  # tail to 58 * 128 = 7424: 768 bytes before the end
+        tx.send(b"f" * 100)
+        assert drain(first) == [b"f" * 100]
+    first.close()
     msgs = [b"ra-%03d-" % i + b"x" * (i % 50) for i in range(40)]
     tx.send_many(msgs)
     ready, report = CTX.Event(), CTX.Queue()
