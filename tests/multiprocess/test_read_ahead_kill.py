@@ -83,7 +83,7 @@ def test_killed_with_records_read_ahead(make_channel: Callable[..., shmring.Chan
     ch = make_channel(pattern, 8192, supervised=False)
     tx = ch.producer()
     first = ch.consumer()
-    for i in range(58):  # tail to 58 * 128 = 7424: 768 bytes before the end
+    for _ in range(58):  # tail to 58 * 128 = 7424: 768 bytes before the end
         tx.send(b"f" * 100)
         assert drain(first) == [b"f" * 100]
     first.close()
