@@ -10,6 +10,7 @@ producer is never held back) the test branches on the kind's traits.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ import pytest
 from channel_util import CAPACITY, WAIT, Kind, Make, drain, fill, payload, record_bytes
 
 import shmring
+from shmring import _layout as L
 
 ALL = 2**64 - 1  # a key past every record
 
@@ -295,3 +297,37 @@ def test_untethered_reader_behaves_as_recv(make_channel: Make) -> None:
     assert [m for _, m in rx._ahead(10, 1 << 30, 0)] == [b"after"]
     assert rx._settle(ALL) == 1
     assert 0 < fill(tx, msg) <= CAPACITY // record_bytes(100)  # gated by it again
+
+
+def test_many_laps_random_windows(kind: Kind, make: Make) -> None:
+    """Random sizes (padding at every wrap), random windows, random settles
+    over many laps: every record once, in order; then recv takes over."""
+    ch = make()
+    tx, rx = ch.producer(), ch.consumer()
+    rnd = random.Random(5)
+    msgs = [b"%05d:" % i + payload(i, rnd.choice([0, 10, 100, 300, 700])) for i in range(3000)]
+    got: list[bytes] = []
+    held: list[int] = []
+    sent = 0
+    while len(got) < len(msgs):
+        # A lossy ring is never lapped here: at most 4 records (under 3 KiB)
+        # are sent and not read.
+        while sent < len(msgs) and not (kind.lossy and sent - len(got) >= 4):
+            try:
+                tx.send_nowait(msgs[sent])
+            except shmring.WouldBlock:
+                break
+            sent += 1
+        window = rx._ahead(rnd.randint(1, 20), rnd.choice([0, 500, 1 << 20]), 0)
+        got += [m for _, m in window]
+        held += [k for k, _ in window]
+        if held and (rnd.random() < 0.5 or not window):
+            i = rnd.randrange(len(held))
+            assert rx._settle(held[i]) == i + 1
+            held = held[i + 1:]
+        assert rx._ahead_count == len(held)
+    assert got == msgs
+    assert rx._settle(ALL) == len(held)
+    assert ch.region.counter(L.OFF_TAIL) > 50 * CAPACITY
+    tx.send(b"plain")
+    assert rx.recv(timeout=WAIT) == b"plain"

@@ -78,9 +78,15 @@ def test_killed_with_records_read_ahead(make_channel: Callable[..., shmring.Chan
                                         spawn: Callable[..., BaseProcess], uname: str,
                                         pattern: str) -> None:
     """Read ahead 40, settle 15, SIGKILL: the next consumer gets exactly the
-    25 unsettled ones, in order, and the ring flows on."""
+    25 unsettled ones, in order, and the ring flows on. The 40 span the end
+    of the ring (padding read past, not yet settled)."""
     ch = make_channel(pattern, 8192, supervised=False)
     tx = ch.producer()
+    first = ch.consumer()
+    for _ in range(58):  # tail to 58 * 128 = 7424: 768 bytes before the end
+        tx.send(b"f" * 100)
+        assert drain(first) == [b"f" * 100]
+    first.close()
     msgs = [b"ra-%03d-" % i + b"x" * (i % 50) for i in range(40)]
     tx.send_many(msgs)
     ready, report = CTX.Event(), CTX.Queue()
@@ -162,3 +168,27 @@ def test_leases_of_records_read_ahead(env: Env, clock: FakeClock, uname: str) ->
         finally:
             ch.close()
             ch.unlink()
+
+
+def close_and_exit(ch: shmring.Channel) -> None:
+    ch.close()  # the parent's endpoints, inherited: only this process's hold goes
+    os._exit(0)
+
+
+def test_forked_child_closing_gives_back_nothing(make_channel: Callable[..., shmring.Channel],
+                                                 spawn: Callable[..., BaseProcess]) -> None:
+    """mpmc: a forked child that closes its copy of the parent's consumer
+    does not hand back the records the parent holds read ahead."""
+    ch = make_channel("mpmc", 8192, supervised=False)
+    tx, rx, other = ch.producer(), ch.consumer(), ch.consumer()
+    msgs = [b"fk-%02d" % i for i in range(12)]
+    tx.send_many(msgs)
+    got = rx._ahead(12, 1 << 20, 0)
+    assert [m for _, m in got] == msgs
+    child = spawn(close_and_exit, ch)
+    child.join(WAIT)
+    assert child.exitcode == 0
+    assert drain(other) == []
+    assert rx._settle(ALL) == 12
+    rx.close()  # nothing left to give back
+    assert drain(other) == []
