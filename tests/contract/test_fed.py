@@ -180,14 +180,14 @@ def test_one_seq_per_item(kind: Kind, make: Make) -> None:
     assert tx._send_fed(items, 6, seqs) == 4
     assert state(ch) == (6, 2**64 - 1)
     assert keys(drain(rx)) == [(6, s) for s in seqs]
-    assert tx._send_fed([record(7, 5, 30)], epoch=7, first_seq=(5,)) == 1
+    assert tx._send_fed([record(7, 5, 30)], epoch=7, seqs=(5,)) == 1
     assert state(ch) == (7, 5)
     for bad, why in (([1, 1], "must increase"), ([2, 1], "must increase"), ([1], "1 seqs for 2"),
                      ([1, -1], "must be in"), ([1, 2**64], "must be in")):
         with pytest.raises(shmring.InvalidArgument, match=why):
             tx._send_fed([b"a", b"b"], 8, bad)
     with pytest.raises(TypeError, match="must be an int"):
-        tx._send_fed([b"a"], 8, ["1"])
+        tx._send_fed([b"a"], 8, ["1"])  # type: ignore[list-item]
     assert state(ch) == (7, 5)
     assert drain(rx) == [record(7, 5, 30)]
 
@@ -238,7 +238,7 @@ def test_bad_arguments(kind: Kind, make: Make) -> None:
     with pytest.raises(TypeError):
         tx._send_fed([1], 1, 1)  # type: ignore[list-item]
     assert tx._send_fed([], 1, 1) == 0
-    assert tx._send_fed(items=[b"k"], epoch=1, first_seq=1, timeout=WAIT) == 1
+    assert tx._send_fed(items=[b"k"], epoch=1, first_seq=1, timeout=WAIT) == 1  # type: ignore[call-arg]
     assert state(ch) == (1, 1)
     with pytest.raises(shmring.InvalidArgument, match="not past"):
         tx._send_fed([b"x"], 1, 1)
