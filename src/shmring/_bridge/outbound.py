@@ -60,6 +60,9 @@ class Outbound:
         self._consumer = channel.consumer()
         self._count = 0  # mpmc: the last seq given
         self._high = 0  # the highest position read
+        # Ordered patterns: the peer holds every key up to this one (its
+        # resume point); records read at or below it are settled, not sent.
+        self._floor = 0
         self._in_order = True  # positions of _unacked increase (always, but on mpmc)
         # (seq, position, payload) read ahead and not acknowledged, in key order.
         self._unacked: deque[tuple[int, int, bytes]] = deque()
@@ -84,6 +87,11 @@ class Outbound:
         self.inbox.put((wire.SUB, resume))
         self._thread.start()
 
+    def retarget(self, link: Link, peer: bytes) -> None:
+        """Go on with ``peer`` (the same bridge, restarted) on ``link``."""
+        self.link, self.peer = link, peer
+        self.inbox.put((b"r", None))
+
     def stop(self) -> None:
         """Stop the thread and close the consumer: unacknowledged records go
         back to the ring (or stay there)."""
@@ -96,7 +104,7 @@ class Outbound:
 
     # ------------------------------------------------------------ thread --
     def _run(self) -> None:
-        self._out = self.link.sender()
+        self._out, self._out_link = self.link.sender(), self.link
         try:
             while not self._stop.is_set():
                 self._step()
@@ -127,17 +135,23 @@ class Outbound:
                 self._send(wire.ERROR, wire.dump({"error": "Broken", "message": str(e)}))
                 self._drain(block=True, timeout=0.5)
                 return
+            floor = -1
             for pos, payload in got:
+                if self.ordered and pos + 1 <= self._floor:
+                    floor = pos  # the peer has it (a dead bridge read it, we read it again)
+                    continue
                 if pos < self._high:
                     self._in_order = False  # a record handed back: positions out of order
                 self._high = max(self._high, pos)
                 if self.ordered:
-                    seq = pos
+                    seq = pos + 1  # keys start at 1: 0 means "none yet"
                 else:
                     self._count += 1
                     seq = self._count
                 self._unacked.append((seq, pos, payload))
                 self._unacked_bytes += len(payload)
+            if floor >= 0:
+                self._consumer._settle(floor)
         else:
             self._drain(block=True, timeout=0.05)
         self._flush()
@@ -184,6 +198,8 @@ class Outbound:
                 self._ack(*arg)
             elif kind == wire.SUB:
                 self._resume(*arg)
+            elif kind == b"r" and self._out_link is not self.link:
+                self._out, self._out_link = self.link.sender(), self.link
             try:
                 kind, arg = self.inbox.get_nowait()
             except queue.Empty:
@@ -241,6 +257,7 @@ class Outbound:
         if epoch == self.epoch and seq:
             self._ack(epoch, seq)
             self._rewind(seq)
+            self._floor = max(self._floor, seq)
         else:
             self._rewind(0)
         if self._eos:
