@@ -45,9 +45,11 @@ def kill(p: subprocess.Popen[Any]) -> None:
     p.wait(10)
 
 
+Proc = subprocess.Popen[str]
+
+
 def start(pair: Pair, n: int, *, a_args: tuple[str, ...] = (), b_args: tuple[str, ...] = (),
-          name: str = "jobs", pattern: str = "spsc") -> tuple[subprocess.Popen[str], subprocess.Popen[str],
-                                       subprocess.Popen[str], subprocess.Popen[str]]:
+          name: str = "jobs", pattern: str = "spsc") -> tuple[Proc, Proc, Proc, Proc]:
     """b: a source of ``n`` records and a bridge exporting it; a: a bridge
     importing it and a sink. Returns (source, b's bridge, a's bridge, sink)."""
     a, b = pair
