@@ -113,9 +113,16 @@ def bridged_stream(mode: str, count: str, size: int) -> Measure:
     def run(link: BridgedLink, counts: dict[str, int], base: int) -> dict[str, float]:
         n = counts[count]
         barrier = MP.Barrier(2)
-        return _stream([(bridged_producer, (link.ns["b"], name, n, base, mode, size, barrier)),
-                        (bridged_consumer, (link.ns["a"], name, n, base, cmode, size, barrier))],
-                       n, _deadline(n, 2e4 if size == SMALL else 50), size)
+        before = link.counters(name)
+        got = _stream([(bridged_producer, (link.ns["b"], name, n, base, mode, size, barrier)),
+                       (bridged_consumer, (link.ns["a"], name, n, base, cmode, size, barrier))],
+                      n, _deadline(n, 2e4 if size == SMALL else 50), size)
+        after = link.counters(name)
+        sent = {k: after[k] - before[k] for k in after}
+        if sent["batches"]:  # what went over the link: records per DATA message, ACKs
+            got["per_batch"] = sent["records"] / sent["batches"]
+            got["per_ack"] = sent["records"] / max(1, sent["acks"])
+        return got
     return run
 
 
@@ -276,6 +283,21 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def link_notes(res: dict[str, Any]) -> str:
+    """What went over the link in the bridged streams: records per DATA
+    message and per ACK message (medians over the repeats)."""
+    parts = []
+    for k in ("bridged_one", "bridged_many", "bridged_large"):
+        got = res["results"][k]
+        if isinstance(got, str) or not got or "per_batch" not in got[0]:
+            continue
+        per_batch = statistics.median(g["per_batch"] for g in got)
+        per_ack = statistics.median(g["per_ack"] for g in got)
+        parts.append(f"{MEASURES[k][1]}: {per_batch:,.1f} records per DATA message, "
+                     f"{per_ack:,.1f} per ACK")
+    return "Over the link (median): " + "; ".join(parts) if parts else ""
+
+
 def main() -> None:
     """Run the benchmark, print its table, write ``--json``."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bridge",
@@ -296,6 +318,8 @@ def main() -> None:
     print(f"{res['machine']}; shmring bridge over tcp://127.0.0.1 vs pyzmq {v['pyzmq']} "
           f"(libzmq {v['libzmq']}); {repeats} run(s) each\n")
     print(table(res))
+    if notes := link_notes(res):
+        print(f"\n{notes}")
     if res["profile"]:
         from .bridge_profile import summary
 

@@ -133,6 +133,17 @@ class BridgedLink:
         st: dict[str, Any] = request(self.ns[side], {"op": "status"}, 5.0)["status"]
         return st
 
+    def counters(self, name: str) -> dict[str, int]:
+        """Records and DATA messages the exporter of ``name`` has sent, and
+        ACK messages its importer has sent, so far."""
+        exporter, importer = ("b", "a") if name in self._imported["a"] \
+            else ("a", "b")
+        out = [s for s in self.status(exporter)["outbound"] if s["channel"] == name]
+        inb = [s for s in self.status(importer)["inbound"] if s["channel"] == name]
+        return {"records": sum(s["sent"] for s in out),
+                "batches": sum(s.get("batches", 0) for s in out),
+                "acks": sum(s.get("acks", 0) for s in inb)}
+
     def _wait_streaming(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while True:

@@ -73,6 +73,7 @@ class Outbound:
         self.error: str | None = None
         self._stop = threading.Event()
         self.sent_records = 0
+        self.sent_batches = 0  # DATA messages sent
         self.revoked = 0
         self.acked_records = 0
         self._thread = threading.Thread(target=self._run, name=f"shmring-bridge-out {self.name}",
@@ -174,6 +175,7 @@ class Outbound:
             self._prev = seqs[-1]
             self._sent = i
             self.sent_records += len(seqs)
+            self.sent_batches += 1
 
     def _drain(self, *, block: bool, timeout: float = 0.0) -> None:
         try:
@@ -253,5 +255,6 @@ class Outbound:
     def status(self) -> dict[str, Any]:
         """What ``shmring bridge --status`` shows of this stream."""
         return {"channel": self.name, "pattern": self.pattern, "sent": self.sent_records,
-                "acked": self.acked_records, "unacked": len(self._unacked),
+                "batches": self.sent_batches, "acked": self.acked_records,
+                "unacked": len(self._unacked),
                 "finished": self.finished, "error": self.error}
