@@ -23,7 +23,10 @@ import os
 import queue
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
+from itertools import accumulate, islice
+from operator import itemgetter
 from typing import Any
 
 from .._channel.channel import Channel
@@ -32,6 +35,8 @@ from . import wire
 from .transport import Link
 
 log = logging.getLogger("shmring.bridge")
+
+_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
 
 #: Records per DATA message.
 BATCH = 256
@@ -129,17 +134,20 @@ class Outbound:
                 self._send(wire.ERROR, wire.dump({"error": "Broken", "message": str(e)}))
                 self._drain(block=True, timeout=0.5)
                 return
-            for pos, payload in got:
-                if pos < self._high:
-                    self._in_order = False  # a record handed back: positions out of order
-                self._high = max(self._high, pos)
-                if self.ordered:
-                    seq = pos
-                else:
+            if self.ordered:  # the key is the position: C loops, none in Python
+                if got:
+                    keys = list(map(_first, got))
+                    self._high = keys[-1]
+                    self._unacked.extend(zip(keys, keys, map(_second, got), strict=True))
+                    self._unacked_bytes += sum(map(len, map(_second, got)))
+            else:
+                for pos, payload in got:
+                    if pos < self._high:
+                        self._in_order = False  # a record handed back: out of order
+                    self._high = max(self._high, pos)
                     self._count += 1
-                    seq = self._count
-                self._unacked.append((seq, pos, payload))
-                self._unacked_bytes += len(payload)
+                    self._unacked.append((self._count, pos, payload))
+                    self._unacked_bytes += len(payload)
         else:
             self._drain(block=True, timeout=0.05)
         self._flush()
@@ -159,21 +167,20 @@ class Outbound:
         """Send what was read ahead and not sent yet, in batches."""
         u = self._unacked
         while self._sent < len(u):
-            seqs: list[int] = []
-            payloads: list[bytes] = []
-            nbytes = 0
-            i = self._sent
-            while i < len(u) and len(seqs) < BATCH and (not seqs or nbytes + len(u[i][2])
-                                                       <= BATCH_BYTES):
-                seqs.append(u[i][0])
-                payloads.append(u[i][2])
-                nbytes += len(u[i][2])
-                i += 1
+            # Up to BATCH records, and BATCH_BYTES unless one record is larger;
+            # picked with C loops (this runs for every record exported).
+            chunk = list(islice(u, self._sent, self._sent + BATCH))
+            payloads = list(map(_third, chunk))
+            ends = list(accumulate(map(len, payloads)))
+            if ends[-1] > BATCH_BYTES:
+                k = max(1, bisect_right(ends, BATCH_BYTES))
+                del chunk[k:], payloads[k:]
+            seqs = list(map(_first, chunk))
             index, body = wire.batch(self.epoch, self._prev, seqs, payloads,
                                      self._consumer.missed)
             self._send(wire.DATA, index, body)
             self._prev = seqs[-1]
-            self._sent = i
+            self._sent += len(seqs)
             self.sent_records += len(seqs)
             self.sent_batches += 1
 
@@ -196,14 +203,17 @@ class Outbound:
         if epoch != self.epoch:
             return
         u = self._unacked
-        n = 0
+        n = bisect_right(u, seq, key=_first)  # keys increase along _unacked
         last_pos = -1
-        while u and u[0][0] <= seq:
-            s, pos, payload = u.popleft()
-            self._unacked_bytes -= len(payload)
-            last_pos = max(last_pos, pos)
-            n += 1
         if n:
+            done = list(islice(u, 0, n)) if n < len(u) else list(u)
+            if n < len(u):
+                for _ in range(n):
+                    u.popleft()
+            else:
+                u.clear()
+            self._unacked_bytes -= sum(map(len, map(_third, done)))
+            last_pos = done[-1][1] if self._in_order else max(map(_second, done))
             self._sent = max(0, self._sent - n)
             self._acked = seq
             self._last_ack = time.monotonic()
