@@ -32,6 +32,57 @@ _runs = itertools.count()
 READY = "shmring bridge: namespace"
 
 
+#: Side b's producer: create ``name`` (spsc unless argv[3] says), wait for
+#: its consumer (the exporting bridge), send N records numbered 0..N-1 as
+#: 8 bytes little-endian (padded to argv[4] bytes), then end the stream.
+SOURCE = """
+import shmring, sys, time
+name, n = sys.argv[1], int(sys.argv[2])
+pattern = sys.argv[3] if len(sys.argv) > 3 else "spsc"
+size = int(sys.argv[4]) if len(sys.argv) > 4 else 8
+ch = shmring.Channel.create(name, 1 << 16, pattern, lease=None)
+tx = ch.producer()
+while ch.consumers == 0:
+    time.sleep(0.01)
+print("consumer", flush=True)
+pad = bytes(max(0, size - 8))
+for i in range(n):
+    tx.send(i.to_bytes(8, "little") + pad, timeout=300)
+ch.close_send()
+print("sent", n, flush=True)
+while ch.consumers:  # the bridge still reads: keep the channel until it is done
+    time.sleep(0.05)
+"""
+
+#: Side a's reader: open ``name`` (waiting for the bridge to make it),
+#: receive until end of stream, print the numbers as JSON.
+SINK = """
+import json, shmring, sys
+name = sys.argv[1]
+rx = shmring.Channel.open(name, wait=60).consumer()
+print("joined", flush=True)
+got = []
+while True:
+    try:
+        got.extend(int.from_bytes(m[:8], "little") for m in rx.recv_many(512, timeout=300))
+    except shmring.EndOfStream:
+        break
+print(json.dumps(got), flush=True)
+"""
+
+
+def check_exact(got: list[int], n: int) -> None:
+    """``got`` is 0..n-1 exactly, in order; else say where it is not."""
+    if got == list(range(n)):
+        return
+    dup = len(got) - len(set(got))
+    missing = sorted(set(range(n)) - set(got))
+    first = next((i for i, (x, y) in enumerate(zip(got, range(n), strict=False)) if x != y),
+                 min(len(got), n))
+    raise AssertionError(f"{len(got)} records for {n}: {dup} duplicated, {len(missing)} "
+                         f"missing (first {missing[:5]}), first out of place at {first}")
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now (on loopback)."""
     with socket.socket() as s:
@@ -137,9 +188,21 @@ class Side:
                     f.close()
 
 
-def output(p: subprocess.Popen[str], timeout: float = 60.0) -> str:
-    """What ``p`` printed, once it exited 0 (its stderr in the failure)."""
-    out, err = p.communicate(timeout=timeout)
+def rest(p: subprocess.Popen[str]) -> str:
+    """The rest of what ``p`` prints, once it exits (read through its text
+    stream: ``communicate`` would skip what an earlier ``readline``
+    buffered). The test's own timeout bounds the wait."""
+    assert p.stdout is not None
+    out = p.stdout.read()
+    p.wait(60)
+    return out
+
+
+def output(p: subprocess.Popen[str]) -> str:
+    """What ``p`` printed from here on, once it exited 0 (its stderr in the
+    failure)."""
+    out = rest(p)
+    err = p.stderr.read() if p.stderr is not None else ""
     assert p.returncode == 0, f"exit {p.returncode}: {err}"
     return out
 

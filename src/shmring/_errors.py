@@ -190,6 +190,12 @@ class SupervisorUnavailable(ShmringError, ConnectionError):
     without one)."""
 
 
+class BridgeUnavailable(ShmringError, ConnectionError):
+    """No bridge runs for the namespace and none could be started, or the
+    bridge could not do what was asked (``Channel.open(remote=...)``); the
+    text says why (``shmring bridge --namespace NS`` in the foreground
+    shows more)."""
+
 
 class KeyFileError(InvalidArgument):
     """A bridge's CURVE key file (or authorized-keys file) cannot be used:
@@ -223,6 +229,7 @@ class InsecureListen(InvalidArgument):
 class MissingDependency(ShmringError, ImportError):
     """An optional package a feature needs is not installed; the text names
     the extra that brings it (``pip install 'shmring[bridge]'``)."""
+
 
 # Every class shows as ``shmring.X`` (its public name) in tracebacks, reprs
 # and pickles, not as the private module that defines it. Pickle finds them

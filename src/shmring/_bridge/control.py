@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from .._errors import InvalidArgument, PermissionDenied, ShmringError, Timeout
+from .._errors import BridgeUnavailable, InvalidArgument, PermissionDenied, Timeout
 from .._region.names import check_namespace, default_namespace
 from .._supervisor import launch
 from .._supervisor.wire import socket_dir
@@ -38,11 +38,6 @@ log = logging.getLogger("shmring.bridge")
 
 #: Seconds a client waits for a bridge it started to listen.
 START_TIMEOUT = 15.0
-
-
-class BridgeUnavailable(ShmringError):
-    """No bridge runs for this namespace and none could be started, or it
-    refused the request."""
 
 
 def paths(namespace: str) -> tuple[str, str]:

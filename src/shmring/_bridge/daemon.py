@@ -60,8 +60,8 @@ class Config:
     link_timeout: float = LINK_TIMEOUT
     window: int = 8192
     window_bytes: int = 64 << 20
-    #: secure(socket, listen, url) sets CURVE options (keys.py), or None.
-    secure: Any = None
+    #: CURVE for the sockets (security.py), or None: plain TCP.
+    security: Any = None
 
 
 @dataclass
@@ -110,12 +110,12 @@ class Bridge:
 
     # ------------------------------------------------------------ links --
     def _secure(self, url: str, listen: bool) -> Secure | None:
-        sec = self.config.secure
+        sec = self.config.security
         if sec is None:
             return None
 
         def apply(sock: Any) -> None:
-            sec(sock, listen, url)
+            sec.apply(sock, listen, url)
 
         return apply
 
@@ -403,6 +403,8 @@ class Bridge:
             links = list(self.links)
         for link in links:
             link.close()
+        if self.config.security is not None:
+            self.config.security.close()
         self._ctx.term()
 
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._errors import ShmringError
-
-
-class MissingDependency(ShmringError, ImportError):
-    """An optional package a feature needs is not installed."""
+from .._errors import MissingDependency
 
 
 def zmq_module() -> Any:

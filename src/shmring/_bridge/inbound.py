@@ -150,7 +150,7 @@ class Inbound:
         if self.eos:
             self._ack()
             return
-        if epoch == self.epoch and last == self.seq or last == 0:
+        if (epoch == self.epoch and last == self.seq) or last == 0:
             self.eos = True
             self.channel.close_send()
             self._ack()

@@ -18,6 +18,7 @@ broadcast: see docs/bridge.md) and the peer drops the keys it has.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -96,10 +97,8 @@ class Outbound:
         self.inbox.put((b"", None))
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(10)
-        try:
+        with contextlib.suppress(ShmringError):
             self._consumer.close()
-        except ShmringError:
-            pass
 
     # ------------------------------------------------------------ thread --
     def _run(self) -> None:
@@ -219,8 +218,12 @@ class Outbound:
             self._last_ack = time.monotonic()
             self.acked_records += n
             self._settle(last_pos)
-        if self._eos and not u and seq >= self._acked:
+        if self._eos and not u and seq >= self._acked and not self.finished:
+            # All acknowledged after the end of the stream: this stream is
+            # done; let go of the channel (a planned end, not a fault).
             self.finished = True
+            self._consumer.close()
+            self.channel.close()
 
     def _settle(self, acked_pos: int) -> None:
         """Release the acknowledged records. ``_settle(k)`` releases every

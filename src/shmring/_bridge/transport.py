@@ -17,9 +17,11 @@ the I/O thread, close.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -128,7 +130,6 @@ class Link:
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
         timeout_ms = max(1, int(self._tick * 1000))
-        import time
         next_tick = time.monotonic() + self._tick
         while not self._stop.is_set():
             try:
@@ -190,7 +191,5 @@ class Sender:
 
     def send(self, peer: bytes, frames: list[Any]) -> None:
         """Queue ``frames`` for ``peer`` (the I/O thread sends them)."""
-        try:
+        with contextlib.suppress(self._zmq.ZMQError):  # the link is closing
             self._push.send_multipart([peer, *frames], copy=False)
-        except self._zmq.ZMQError:
-            pass  # the link is closing

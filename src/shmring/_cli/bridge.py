@@ -64,31 +64,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log each peer and stream")
 
 
-def _secure(args: argparse.Namespace) -> Any:
+def _security(args: argparse.Namespace) -> Any:
+    """CURVE from --keys/--authorized/--server-key, after the loopback rule
+    for every --listen (a bridge without keys says when it listens off
+    loopback, and refuses to unless --insecure)."""
     from .._bridge import keys as _keys
 
-    listening_secure = bool(args.keys)
     for url in args.listen:
-        _keys.check_listen_address(url, listening_secure, args.insecure)
-        if not listening_secure:
-            print(f"shmring bridge: {_keys.insecure_warning(url)}", file=sys.stderr)
+        warning = _keys.check_listen_address(url, bool(args.keys), args.insecure)
+        if warning:
+            print(f"shmring bridge: warning: {warning}", file=sys.stderr, flush=True)
     if not args.keys:
-        if args.server_key:
-            raise InvalidArgument("--server-key needs --keys (this bridge's own key pair)")
+        if args.server_key or args.authorized:
+            raise InvalidArgument("--server-key and --authorized need --keys (this bridge's "
+                                  "own key pair: shmring bridge --keygen FILE)")
         return None
-    pair = _keys.load(args.keys)
-    authorized = _keys.load_authorized(args.authorized) if args.authorized else None
-    server_public = _keys.load(args.server_key).public if args.server_key else None
-    if args.connect and server_public is None:
+    from .._bridge.security import Security
+
+    if args.connect and not args.server_key:
         raise InvalidArgument("--connect with --keys needs --server-key (the peer's FILE.pub)")
-
-    def secure(sock: Any, listen: bool, url: str) -> None:
-        if listen:
-            _keys.server_socket_options(sock, pair, authorized)
-        else:
-            _keys.client_socket_options(sock, pair, server_public)
-
-    return secure
+    return Security.from_files(args.keys, args.authorized, args.server_key)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,12 +112,12 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="shmring bridge: %(message)s")
-    secure = _secure(args)
+    security = _security(args)
     lock = take_lock(ns)
     stop = threading.Event()
     config = Config(listen=args.listen, connect=args.connect, exports=args.export,
                     imports=args.imports, namespace=ns, name=args.name,
-                    link_timeout=args.link_timeout, window=args.window, secure=secure)
+                    link_timeout=args.link_timeout, window=args.window, security=security)
     bridge = Bridge(config)
     server = Server(bridge, ns, stop.set)
     try:
