@@ -8,9 +8,12 @@ pyzmq) counts in the Python line that makes it. The summary counts, for
 each bridge, the samples per thread, and per function (file and name,
 lines merged) the samples in which it is the innermost
 Python frame ("self") and those in which it is anywhere on the stack
-("total"), as percentages of that bridge's samples. The raw stacks
-(``bridge-a.txt``, ``bridge-b.txt``, one collapsed stack per line, as
-flamegraph tools read them) stay in the output directory.
+("total"), as percentages of that bridge's samples. A second py-spy
+per bridge samples only the thread holding the GIL (``--gil``): the
+Python work itself, without the time threads spend waiting for the GIL.
+The raw stacks (``bridge-a.txt``, ``bridge-a-gil.txt``, ``bridge-b.txt``,
+``bridge-b-gil.txt``, one collapsed stack per line, as flamegraph tools
+read them) stay in the output directory.
 """
 
 from __future__ import annotations
@@ -52,29 +55,28 @@ def profile_bridges(link: BridgedLink, out_dir: str,
     exe = _py_spy()
     spies: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     for side, br in link.bridges.items():
-        path = os.path.join(out_dir, f"bridge-{side}.txt")
-        spies[side] = (subprocess.Popen(
-            [exe, "record", "--pid", str(br.pid), "--rate", str(RATE), "--nonblocking",
-             "--threads", "--format", "raw", "--output", path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), path)
+        for view, extra in (("", []), ("-gil", ["--gil"])):
+            path = os.path.join(out_dir, f"bridge-{side}{view}.txt")
+            spies[side + view] = (subprocess.Popen(
+                [exe, "record", "--pid", str(br.pid), "--rate", str(RATE), "--nonblocking",
+                 "--threads", *extra, "--format", "raw", "--output", path],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), path)
     time.sleep(1.0)  # py-spy attached
-    t = time.monotonic()
     try:
         result = workload()
     finally:
-        secs = time.monotonic() - t
         for proc, _ in spies.values():
             proc.send_signal(signal.SIGINT)
         errors = []
-        for side, (proc, _) in spies.items():
+        for key, (proc, _) in spies.items():
             _, err = proc.communicate(timeout=60)
             if proc.returncode not in (0, -signal.SIGINT):
-                errors.append(f"py-spy on bridge {side}: exit {proc.returncode}: "
+                errors.append(f"py-spy on bridge {key}: exit {proc.returncode}: "
                               f"{err.decode(errors='replace')[-500:]}")
     if errors:
         raise RuntimeError("; ".join(errors))
-    stacks = {side: _read(path) for side, (_, path) in spies.items()}
-    return {"seconds": secs, "rate": RATE, "workload": result, "stacks": stacks,
+    stacks = {key: _read(path) for key, (_, path) in spies.items()}
+    return {"seconds": result["seconds"], "rate": RATE, "workload": result, "stacks": stacks,
             "out_dir": out_dir}
 
 
@@ -119,24 +121,29 @@ def analyse(stacks: list[tuple[str, int]]) -> dict[str, Any]:
 
 
 def summary(prof: dict[str, Any]) -> str:
-    """The profile as text: per bridge, its threads and its costliest functions."""
+    """The profile as text: per bridge, its threads and its costliest
+    functions, first over the running threads, then over the thread holding
+    the GIL."""
     w = prof["workload"]
-    lines = [f"Profile: 64 B one per call, {w['rate'] / 1e3:,.0f}k msgs/s over "
-             f"{prof['seconds']:.1f} s under py-spy ({prof['rate']} samples/s per thread, "
-             f"running threads only; stacks in {prof['out_dir']})"]
-    for side in sorted(prof["stacks"]):
-        a = analyse(prof["stacks"][side])
+    lines = [f"Profile: 64 B one per call, {w['rate'] / 1e3:,.0f}k msgs/s for "
+             f"{prof['seconds']:.1f} s under py-spy ({prof['rate']} samples/s per thread; "
+             f"stacks in {prof['out_dir']}). 'running': samples of threads not blocked in a "
+             "system call (a thread waiting for the GIL counts); 'GIL': samples of the "
+             "thread holding the GIL only. Shares of a core are over the stream's time."]
+    for key in sorted(prof["stacks"]):
+        side, _, gil = key.partition("-")
+        a = analyse(prof["stacks"][key])
         n = a["samples"] or 1
         role = "exporting (b)" if side == "b" else "importing (a)"
         cpu = a["samples"] / prof["rate"] / prof["seconds"]
-        lines.append(f"\nbridge {side}, {role}: {a['samples']} samples "
+        what = "holding the GIL" if gil else "running"
+        lines.append(f"\nbridge {side}, {role}, {what}: {a['samples']} samples "
                      f"(~{cpu:.0%} of a core); threads: " + ", ".join(
-                         f"{t or '?'} {c / n:.0%}" for t, c in a["threads"].most_common(6)))
-        lines.append("| self | total | function |")
+                         f"{t or '?'} {c / n:.0%}" for t, c in a["threads"].most_common(5)))
+        lines.append("\n| self | total | function |")
         lines.append("|---|---|---|")
         for fn, c in a["self"].most_common(TOP):
             lines.append(f"| {c / n:.1%} | {a['total'][fn] / n:.1%} | {fn} |")
-        lines.append("\ncostliest by total (callers included):")
-        for fn, c in a["total"].most_common(TOP):
-            lines.append(f"- {c / n:.1%} {fn}")
+        lines.append("\nby total: " + "; ".join(
+            f"{fn} {c / n:.0%}" for fn, c in a["total"].most_common(TOP // 2)))
     return "\n".join(lines)
