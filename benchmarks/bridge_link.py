@@ -105,7 +105,6 @@ class BridgedLink:
         self.channels: list[shmring.Channel] = []
         self.bridges: dict[str, _Bridge] = {}
         self._imported = {"a": sorted(b_channels), "b": sorted(a_channels)}
-        os.environ.setdefault("SHMRING_SUPERVISOR_IDLE", "1")
         try:
             for side, specs in (("b", b_channels), ("a", a_channels)):
                 for name, (capacity, max_message) in specs.items():
