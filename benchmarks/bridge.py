@@ -46,7 +46,9 @@ which also sends fewer messages), the bridged and raw ones in turn within a
 repeat; the table shows the median and min-max. ``bridged vs raw`` is the
 bridged median over the raw one for rates, the raw over the bridged for
 round trips: above 1, the bridge is faster. Progress goes to stderr, the
-table to stdout, every repeat's numbers to ``--json F``. ``--profile DIR``
+table to stdout, then what went over the link in the bridged streams (records
+per DATA message and per ACK, from the bridges' ``--status`` counters),
+every repeat's numbers to ``--json F``. ``--profile DIR``
 also runs the 64 B one-per-call stream once more under ``py-spy record``
 (both bridges) and prints where the bridges spend their time
 (``bridge_profile.py``). At the end both bridges are stopped, the imported
