@@ -22,6 +22,8 @@ SOURCES = [
     "ring/lease.c",
     "ring/slots.c",
     "ring/untether.c",
+    "ring/ahead.c",
+    "ring/feed.c",
     "value/encode.c",
     "value/decode.c",
     "journal/crc.c",
@@ -34,7 +36,9 @@ SOURCES = [
     "py/lock.c",
     "py/queue.c",
     "py/link.c",
+    "py/ahead.c",
     "py/journal.c",
+    "py/fed.c",
 ]
 HEADERS = [
     "layout.h",
@@ -52,6 +56,7 @@ HEADERS = [
     "py/objects.h",
     "py/lock.h",
     "py/link.h",
+    "py/ahead.h",
 ]
 
 setup(

@@ -1,6 +1,6 @@
 """Type stubs of shmring._core, the C extension (see csrc/)."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, overload
 
 from _typeshed import ReadableBuffer, WriteableBuffer
@@ -32,6 +32,17 @@ def slot_take(buffer: WriteableBuffer, pid: int, limit: int, /) -> int | None: .
 def slots_of(buffer: WriteableBuffer, pid: int, start: int, /) -> list[int]: ...
 def revoke_claim(buffer: WriteableBuffer, slot: int, /) -> int: ...
 def lift_quarantine(buffer: WriteableBuffer, /) -> int: ...
+def _feed_trap(n: int, /) -> None:
+    """For tests: this process stops itself (SIGSTOP) at the ``n``-th step
+    of the fed protocol from now (each store of a FEED word, of tail, of a
+    record word, a claim, a copy); 0 never."""
+def fed_state(buffer: ReadableBuffer, /) -> tuple[int, int]:
+    """The key ``(epoch, seq)`` of the last record a fed producer committed
+    into the ring (``ProducerCore._send_fed``), exact whatever instant that
+    producer died at; ``(0, 0)`` for a ring never fed. Meant for a ring whose
+    fed producer is gone or between calls (a call in progress may show its
+    batch half way). May pause a few milliseconds (mpsc, mpmc: a record a
+    consumer is zeroing). ``CorruptRegion`` if the buffer is not a region."""
 def lease_scan(buffer: ReadableBuffer, /) -> list[tuple[int, int]]: ...
 def revoke_lease(buffer: WriteableBuffer, pos: int, word: int,
                  out: WriteableBuffer | None = None, /) -> int: ...
@@ -52,6 +63,24 @@ class ProducerCore:
     def send(self, data: ReadableBuffer, timeout: float | None = None) -> None: ...
     def send_nowait(self, data: ReadableBuffer, /) -> None: ...
     def send_many(self, items: Iterable[ReadableBuffer], timeout: float | None = None) -> int: ...
+    def _send_fed(
+        self, items: Sequence[ReadableBuffer], epoch: int, seqs: int | Sequence[int],
+        timeout: float | None = None,
+    ) -> int:
+        """Commit ``items`` in order, keyed ``(epoch, seq)``: ``seqs`` is the
+        first of consecutive seqs (``first_seq=`` also names it) or one seq
+        per item, strictly increasing. Waits for space up to ``timeout``
+        seconds for the whole call (None: forever), and keeps the key of the
+        last record committed in the ring's header (``fed_state``).
+        Published once per call (spsc, broadcast: one store of tail, one
+        wake-up) unless the ring fills meanwhile. Returns how many were
+        committed: fewer than ``len(items)``, maybe 0, only if the timeout
+        passed. ``epoch`` is 1..2**64-1 and each seq 0..2**64-1; within the
+        epoch of the last key committed the first seq must be past it: else
+        ``InvalidArgument``, nothing sent. Another epoch than the last one
+        begins a new epoch (any value, any seq). Other errors
+        (``MessageTooLarge``, ``Closed``, ``ClaimRevoked``) carry ``sent``:
+        how many were committed before it."""
     def _claim(self, n: int, timeout: float | None = None) -> memoryview: ...
     def _commit(self, nbytes: int | None = None, /) -> None: ...
     def _abort(self) -> None: ...
@@ -114,6 +143,27 @@ class ConsumerCore:
     def recv_into(self, buffer: WriteableBuffer, timeout: float | None = None) -> int: ...
     def _peek(self, timeout: float | None = None) -> memoryview: ...
     def _release(self) -> None: ...
+    def _ahead(
+        self, max_count: int, max_bytes: int, timeout: float | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Read up to ``max_count`` records after those read ahead and not
+        settled, without releasing any: ``(key, copy)`` each, the key the
+        record's position in the stream. Stops before ``max_bytes`` of payload
+        would be exceeded, but returns at least one if one is there. Waits up
+        to ``timeout`` for the first (None: for ever, 0: not at all) and
+        returns ``[]`` on timeout; raises EndOfStream once the channel is
+        closed for sending and nothing is left to read ahead (unsettled
+        records do not count), Broken as recv does. While records are read
+        ahead, recv, recv_many, recv_into, recv_view, recv_obj and _peek raise
+        InvalidArgument. docs/design.md, "Read-ahead".
+        """
+    def _settle(self, key: int, /) -> int:
+        """Release every record read ahead whose key is <= ``key``, wake
+        producers once, and return how many. mpmc: LeaseRevoked, after
+        settling the others, if the lease of one of them was revoked."""
+    @property
+    def _ahead_count(self) -> int:
+        """Records read ahead and not settled yet."""
     def _link_take(
         self, timeout: float | None = None, single: bool | int = False,
         counter: WriteableBuffer | None = None, offset: int = 0, region: int = 0, /,

@@ -203,17 +203,22 @@ class Bridge:
                                                f"peer speaks {hello.get('v')!r}"})])
             return
         node, name = str(hello.get("node", "")), str(hello.get("name", ""))
+        replaced: Peer | None = None
         if peer is not None and peer.node and peer.node != node:
-            self._forget(peer)  # the same link, a restarted bridge
-            peer = None
+            replaced, peer = peer, None  # the same link, a restarted bridge
+            self.peers.pop((id(link), ident), None)
         if peer is None:
             for old in [p for p in self.peers.values() if p.name == name and p.node != node]:
-                self._forget(old)  # that bridge restarted and came back on a new identity
+                # That bridge restarted and came back on a new identity.
+                self.peers.pop((id(old.link), old.ident), None)
+                replaced = replaced or old
             peer = Peer(link, ident, node=node, name=name)
             self.peers[(id(link), ident)] = peer
             log.info("peer %s (%s) on %s", name, node, link.url)
         peer.exports = set(hello.get("exports", []))
         peer.imports = set(hello.get("imports", []))
+        if replaced is not None:
+            self._replace(replaced, peer)
         peer.heard = time.monotonic()
         if peer.down:
             self._up(peer)
@@ -351,6 +356,23 @@ class Bridge:
             if inb.link is peer.link and inb.peer == peer.ident:
                 inb.set_broken(False)
                 inb.inbox.put((wire.SUB, None))
+
+    def _replace(self, old: Peer, new: Peer) -> None:
+        """Bridge ``old`` came back as ``new`` (restarted): its streams go on
+        with the new one. An exporting stream keeps its place (a broadcast
+        subscription keeps gating the producer meanwhile, so nothing is sent
+        past it) and resumes from the key the new importer says it has; an
+        importing stream tells the new exporter where its ring stands."""
+        for key in [k for k in self.outbound if k[0] == id(old.link) and k[1] == old.ident]:
+            out = self.outbound.pop(key)
+            if key[2] not in new.imports:
+                out.stop()  # it no longer imports that channel
+                continue
+            out.retarget(new.link, new.ident)
+            self.outbound[(id(new.link), new.ident, key[2])] = out
+        for inb in self.inbound.values():
+            if inb.link is old.link and inb.peer == old.ident:
+                inb.retarget(new.link, new.ident)
 
     def _forget(self, peer: Peer) -> None:
         """``peer`` is gone (replaced by a restarted bridge, or silent for

@@ -78,6 +78,13 @@ class Inbound:
         _core.wake(self._buf, L.OFF_DATA_FUTEX)
         _core.wake(self._buf, L.OFF_SPACE_FUTEX)
 
+    def retarget(self, link: Link, peer: bytes) -> None:
+        """Go on with ``peer`` (the same bridge, restarted) on ``link``: a
+        live peer feeds the ring again, so it is no longer broken."""
+        self.link, self.peer = link, peer
+        self.set_broken(False)
+        self.inbox.put((b"r", None))
+
     def stop(self) -> None:
         """Stop the thread and close the producer (the ring stays)."""
         self._stop.set()
@@ -92,7 +99,7 @@ class Inbound:
 
     # ------------------------------------------------------------ thread --
     def _run(self) -> None:
-        self._out = self.link.sender()
+        self._out, self._out_link = self.link.sender(), self.link
         self._send(wire.SUB, wire.key(self.epoch, self.seq))
         try:
             while not self._stop.is_set():
@@ -105,6 +112,10 @@ class Inbound:
                 elif kind == wire.EOS:
                     self._eos(*arg)
                 elif kind == wire.SUB:
+                    self._send(wire.SUB, wire.key(self.epoch, self.seq))
+                elif kind == b"r":  # a restarted exporter: tell it where the ring stands
+                    if self._out_link is not self.link:
+                        self._out, self._out_link = self.link.sender(), self.link
                     self._send(wire.SUB, wire.key(self.epoch, self.seq))
         except Exception as e:
             log.exception("bridge import %r", self.name)

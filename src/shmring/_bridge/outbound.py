@@ -38,6 +38,7 @@ from .transport import Link
 log = logging.getLogger("shmring.bridge")
 
 _first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
+_plus1 = (1).__add__
 
 #: Records per DATA message.
 BATCH = 256
@@ -65,6 +66,9 @@ class Outbound:
         self._consumer = channel.consumer()
         self._count = 0  # mpmc: the last seq given
         self._high = 0  # the highest position read
+        # Ordered patterns: the peer holds every key up to this one (its
+        # resume point); records read at or below it are settled, not sent.
+        self._floor = 0
         self._in_order = True  # positions of _unacked increase (always, but on mpmc)
         # (seq, position, payload) read ahead and not acknowledged, in key order.
         self._unacked: deque[tuple[int, int, bytes]] = deque()
@@ -90,6 +94,11 @@ class Outbound:
         self.inbox.put((wire.SUB, resume))
         self._thread.start()
 
+    def retarget(self, link: Link, peer: bytes) -> None:
+        """Go on with ``peer`` (the same bridge, restarted) on ``link``."""
+        self.link, self.peer = link, peer
+        self.inbox.put((b"r", None))
+
     def stop(self) -> None:
         """Stop the thread and close the consumer: unacknowledged records go
         back to the ring (or stay there)."""
@@ -102,7 +111,7 @@ class Outbound:
 
     # ------------------------------------------------------------ thread --
     def _run(self) -> None:
-        self._out = self.link.sender()
+        self._out, self._out_link = self.link.sender(), self.link
         try:
             while not self._stop.is_set():
                 self._step()
@@ -133,19 +142,26 @@ class Outbound:
                 self._send(wire.ERROR, wire.dump({"error": "Broken", "message": str(e)}))
                 self._drain(block=True, timeout=0.5)
                 return
-            if self.ordered:  # the key is the position: C loops, none in Python
+            if self.ordered:  # keys are positions + 1 (0: "none yet"); C loops, none in Python
+                if got and got[0][0] + 1 <= self._floor:
+                    # The peer has these (a dead bridge read them, we read them
+                    # again): settle them, do not send them.
+                    k = bisect_right(got, self._floor - 1, key=_first)
+                    self._consumer._settle(got[k - 1][0])
+                    got = got[k:]
                 if got:
-                    keys = list(map(_first, got))
-                    self._high = keys[-1]
-                    self._unacked.extend(zip(keys, keys, map(_second, got), strict=True))
+                    pos = list(map(_first, got))
+                    self._high = pos[-1]
+                    self._unacked.extend(zip(map(_plus1, pos), pos, map(_second, got),
+                                             strict=True))
                     self._unacked_bytes += sum(map(len, map(_second, got)))
             else:
-                for pos, payload in got:
-                    if pos < self._high:
+                for pos_, payload in got:
+                    if pos_ < self._high:
                         self._in_order = False  # a record handed back: out of order
-                    self._high = max(self._high, pos)
+                    self._high = max(self._high, pos_)
                     self._count += 1
-                    self._unacked.append((self._count, pos, payload))
+                    self._unacked.append((self._count, pos_, payload))
                     self._unacked_bytes += len(payload)
         else:
             self._drain(block=True, timeout=0.05)
@@ -193,6 +209,8 @@ class Outbound:
                 self._ack(*arg)
             elif kind == wire.SUB:
                 self._resume(*arg)
+            elif kind == b"r" and self._out_link is not self.link:
+                self._out, self._out_link = self.link.sender(), self.link
             try:
                 kind, arg = self.inbox.get_nowait()
             except queue.Empty:
@@ -253,6 +271,7 @@ class Outbound:
         if epoch == self.epoch and seq:
             self._ack(epoch, seq)
             self._rewind(seq)
+            self._floor = max(self._floor, seq)
         else:
             self._rewind(0)
         if self._eos:

@@ -8,7 +8,7 @@ to back), so a batch of 256 small records is three frames, not 512.
 
 A record's key is ``(epoch, seq)``. On channels whose exporter reads in
 ring order (spsc, mpsc, broadcast) the epoch names the exported ring (its
-creation time) and seq is the record's position in it: a bridge started
+creation time) and seq is 1 + the record's position in it: a bridge started
 again on the same ring reads the same records under the same keys, so the
 importer can drop what it already has. On mpmc the epoch names one run of
 the exporting stream and seq counts from 1. Within an epoch keys increase;

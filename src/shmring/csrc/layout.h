@@ -50,6 +50,40 @@
  *                        there, so the pages of a large table that nobody used
  *                        are never read, hence never allocated (tmpfs allocates
  *                        a page on its first fault, a read fault included)
+ *   96 feed_epoch   u64  FEED words: a fed ring (ProducerCore._send_fed, ring/
+ *  104 feed_seq     u64  feed.c) keeps here which keyed record (epoch, seq) was
+ *  112 feed_pending u64  committed last, exact whatever instant its producer
+ *  120 feed_mark    u64  died at. Zero on a ring never fed. The rule below.
+ *
+ * FEED (words E, S, P, X at 96..120; X's low four bits are flags, the rest a
+ * ring position, record-aligned). The last committed key is:
+ *
+ *   X without FEED_PEND                  (E, P)   "settled"
+ *   X with FEED_PEND, its record done    (E, P)
+ *   not done, FEED_NEW                   the note's (epoch, seq): 16 bytes
+ *                                        at the body of the PAD record at S
+ *   not done otherwise                   (E, S)
+ *
+ * "Done" says whether the pending commit happened. spsc and broadcast (the
+ * producer publishes with tail): X is the end of the pending publication,
+ * done when tail >= X. mpsc and mpmc (tail is the claim pointer): X is the
+ * start of the pending record, done when its word is committed (a message;
+ * for FEED_NEW the note's PAD word, committed after the message inside the
+ * same claim) or head is past it (consumed); FEED_VOID: never (recovery or
+ * revocation turned the claim into padding; set before the padding exists,
+ * so a consumed padding never reads as a consumed record).
+ *
+ * A producer changes the words one store at a time, each leaving a state the
+ * rule reads right: from settled (E, P = last committed) it stores S = P, then
+ * X = end|PEND (not done: (E, S)), then P = new last, then commits (done:
+ * (E, P)). A batch of another epoch than E begins with a note: one claim
+ * holding a FEED_NOTE-byte PAD record whose body is (E, P), then the first
+ * message; the producer stores S = the note's position (still settled), then
+ * X |= FEED_NEW (not done: the note), then E and P, then commits. A producer
+ * that finds a pending, not done X settles it before its first claim (P and
+ * E from the answer, then X = 0). Exact for a ring whose fed producer is its
+ * only producer; docs/design.md, "Fed rings", lists the instants at which a
+ * multi-producer answer can still be wrong.
  *
  * Counters are 64-bit sequence numbers (byte positions in an unbounded
  * stream), never wrapped indices; position p lives at ring[p & (capacity-1)].
@@ -228,6 +262,15 @@
 #define HDR_LEASE_MS 80u
 #define LEASE_NEVER UINT64_MAX
 #define HDR_SLOT_HIGH 88u
+#define HDR_FEED_EPOCH 96u
+#define HDR_FEED_SEQ 104u
+#define HDR_FEED_PENDING 112u
+#define HDR_FEED_MARK 120u
+#define FEED_PEND 1u  /* in HDR_FEED_MARK: a commit is pending at its position */
+#define FEED_NEW 2u   /* it begins a new epoch: the key before it is in the note at S */
+#define FEED_VOID 4u  /* mpsc, mpmc: its claim was padded or revoked: never done */
+#define FEED_FLAGS 15u
+#define FEED_NOTE 32u /* the note: a PAD record, its body (epoch u64, seq u64) */
 
 #define OFF_TAIL (1u * LINE)
 #define OFF_HEAD (2u * LINE)

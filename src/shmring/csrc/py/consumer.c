@@ -5,14 +5,17 @@
 #include <string.h>
 
 #include "atomics.h"
+#include "py/ahead.h"
 #include "py/link.h"
 #include "py/objects.h"
 #include "wait.h"
 
 #define NOGIL_COPY 262144
+#define ONE_AT_A_TIME "recv, recv_many, recv_into, recv_view or recv_obj"
 
 static int check_recvable(EndpointObject *self) {
     if (endpoint_check_open(self) < 0) return -1;
+    if (self->ring.ahead_n) return ahead_refuse(self, ONE_AT_A_TIME);
     if (self->view) {
         PyErr_SetString(PyExc_RuntimeError, "a record view is held on this consumer: "
                                             "release it first");
@@ -26,6 +29,7 @@ static int check_recvable(EndpointObject *self) {
 int consumer_take(EndpointObject *self, int64_t deadline, int nowait, const char **p,
                 uint64_t *n) {
     ring_t *r = &self->ring;
+    if (r->ahead_n) return ahead_refuse(self, ONE_AT_A_TIME);
     for (;;) {
         int rc = ring_peek(r, p, n);
         if (rc == RING_OK) return 0;
@@ -309,6 +313,8 @@ static PyMethodDef C_methods[] = {
     {"_peek", (PyCFunction)(void (*)(void))C_peek, METH_FASTCALL | METH_KEYWORDS,
      "_peek(timeout=None) -> memoryview: hold the next record and view it in place."},
     {"_release", (PyCFunction)C_release, METH_NOARGS, "_release(): free the held record."},
+    {"_ahead", (PyCFunction)(void (*)(void))ahead_read, METH_FASTCALL | METH_KEYWORDS, AHEAD_DOC},
+    {"_settle", (PyCFunction)ahead_settle, METH_O, SETTLE_DOC},
     {"_link_take", (PyCFunction)(void (*)(void))link_take, METH_FASTCALL,
      "_link_take(timeout=None, single=False) -> (item, attempts, done, view): take an input "
      "to pass on by linked commits (ring/link.c)."},
@@ -342,6 +348,7 @@ static PyGetSetDef C_getset[] = {
      "mpmc: records the supervisor took from this consumer because it held them past the "
      "channel's lease (each ended in LeaseRevoked).",
      NULL},
+    {"_ahead_count", (getter)ahead_get_count, NULL, AHEAD_COUNT_DOC, NULL},
     {"_closed", (getter)C_get_closed, NULL, "True once closed.", NULL},
     {"_label", (getter)endpoint_get_label, NULL,
      "The channel as error messages name it: channel 'jobs' (spsc, 4096 bytes).", NULL},

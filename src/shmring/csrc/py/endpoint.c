@@ -3,6 +3,7 @@
 #include "py/core.h"
 
 #include <limits.h>
+#include <unistd.h>
 
 #include "atomics.h"
 #include "guard.h"
@@ -59,12 +60,23 @@ void endpoint_drop_view(EndpointObject *self) {
     Py_CLEAR(self->view);
 }
 
+/* Records read ahead (mpmc) go back when their reader closes, but only if
+ * this process is the slot's holder: a forked child closing its copy of its
+ * parent's endpoint must not hand back records the parent still holds. */
+static void drop_ahead(EndpointObject *self) {
+    ring_t *r = &self->ring;
+    uint64_t pid = r->ahead_n ? ld_rlx(r->base, r->slot_off + SLOT_PID) & ~SLOT_RECOVERING : 0;
+    if (pid == (uint64_t)getpid()) ring_ahead_drop(r);
+    else ring_ahead_free(r);
+}
+
 void endpoint_enter(EndpointObject *self) { self->busy++; }
 
 int endpoint_leave(EndpointObject *self) {
     self->busy--;
     if (!self->closing) return 0;
     if (self->busy == 0 && self->open) {
+        drop_ahead(self); /* closed under a waiter */
         self->open = 0;
         PyBuffer_Release(&self->buf);
     }
@@ -90,6 +102,7 @@ PyObject *endpoint_close(EndpointObject *self, PyObject *unused) {
             futex_wake_word(self->ring.base + OFF_SPACE_FUTEX, INT_MAX);
         } else {
             ring_unhold(&self->ring); /* consumers: a held record goes back */
+            drop_ahead(self);
             self->open = 0;
             PyBuffer_Release(&self->buf);
         }
@@ -109,6 +122,7 @@ void endpoint_dealloc(EndpointObject *self) {
     Py_CLEAR(self->stream);
     Py_CLEAR(self->name);
     ring_untether_free(&self->ring);
+    ring_ahead_free(&self->ring);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -468,6 +468,12 @@ static PyMethodDef methods[] = {
     {"recover_slot", (PyCFunction)(void (*)(void))m_recover_slot, METH_FASTCALL,
      "recover_slot(buffer, slot, out=None, force=False) -> int: repair what a dead endpoint "
      "left; RECOVER_DEFERRED (-3): a linked claim waits for its input's recovery."},
+    {"fed_state", (PyCFunction)module_fed_state, METH_O,
+     "fed_state(buffer) -> (epoch, seq): the key of the last record a fed producer committed "
+     "(ProducerCore._send_fed), exact whatever instant it died at; (0, 0) if never fed."},
+    {"_feed_trap", (PyCFunction)module_feed_trap, METH_O,
+     "_feed_trap(n): for tests: this process stops itself (SIGSTOP) at the n-th step of the "
+     "fed protocol from now (ring/ring.h, FEED_STEP); 0: never."},
     {"lease_scan", (PyCFunction)(void (*)(void))m_lease_scan, METH_FASTCALL,
      "lease_scan(buffer) -> list[(pos, word)]: the mpmc records consumers hold."},
     {"revoke_lease", (PyCFunction)(void (*)(void))m_revoke_lease, METH_FASTCALL,
@@ -518,7 +524,9 @@ static const struct {
     C(SHMRING_MAGIC), C(LAYOUT_VERSION), C(LINE), C(HDR_MAGIC), C(HDR_VERSION),
     C(HDR_PATTERN), C(HDR_TOTAL_SIZE), C(HDR_CAPACITY), C(HDR_MAX_MESSAGE),
     C(HDR_SLOT_COUNT), C(HDR_FLAGS), C(HDR_CREATED_NS), C(HDR_DATA_OFFSET),
-    C(HDR_CREATOR_PID), C(HDR_UNTETHER_NS), C(HDR_SLOT_HIGH), C(OFF_TAIL), C(OFF_HEAD),
+    C(HDR_CREATOR_PID), C(HDR_UNTETHER_NS), C(HDR_SLOT_HIGH), C(HDR_FEED_EPOCH), C(HDR_FEED_SEQ),
+    C(HDR_FEED_PENDING), C(HDR_FEED_MARK), C(FEED_PEND), C(FEED_NEW), C(FEED_VOID),
+    C(FEED_FLAGS), C(FEED_NOTE), C(OFF_TAIL), C(OFF_HEAD),
     C(OFF_READ_CLAIM), C(OFF_LATEST),
     C(OFF_INTENT), C(OFF_REDELIVER), C(OFF_DATA_FUTEX), C(OFF_DATA_WAITERS),
     C(OFF_SPACE_FUTEX), C(OFF_SPACE_WAITERS), C(OFF_EOS), C(OFF_BROKEN),

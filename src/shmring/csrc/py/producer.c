@@ -327,6 +327,11 @@ static PyMethodDef P_methods[] = {
      "send_nowait(data): send or raise WouldBlock if the channel is full."},
     {"send_many", (PyCFunction)(void (*)(void))P_send_many, METH_FASTCALL | METH_KEYWORDS,
      "send_many(items, timeout=None) -> int: send every item, publishing once per batch."},
+    {"_send_fed", (PyCFunction)(void (*)(void))producer_send_fed, METH_FASTCALL | METH_KEYWORDS,
+     "_send_fed(items, epoch, seqs, timeout=None) -> int: commit items keyed (epoch, seq), "
+     "seqs an int (the first of consecutive seqs) or one seq per item, increasing; the ring's "
+     "header keeps the last key committed (fed_state). How many were committed: fewer only "
+     "if the timeout passed."},
     {"_claim", (PyCFunction)(void (*)(void))P_claim, METH_FASTCALL | METH_KEYWORDS,
      "_claim(n, timeout=None) -> memoryview: reserve n writable bytes in the ring."},
     {"_commit", (PyCFunction)(void (*)(void))P_commit, METH_FASTCALL,

@@ -74,7 +74,9 @@ static int peek_tail(ring_t *r, const char **payload, uint64_t *len) {
             } else {
                 r->cursor = to;
                 /* SYNC(cursor): release of our cursor past padding; pairs with the producer's
-                 * acquire of it in gate(). */
+                 * acquire of it in gate(). Reading ahead: the cursor gating the producer
+                 * moves when the records before the padding are settled (ring/ahead.c). */
+                if (r->ahead) continue;
                 if (r->batch) r->pending = 1;
                 else st_rel(r->base, r->slot_off + SLOT_CURSOR, to);
             }
@@ -95,6 +97,9 @@ static int quarantined_here(ring_t *r, uint64_t c, uint64_t w) {
 static int peek_mpsc(ring_t *r, const char **payload, uint64_t *len) {
     for (;;) {
         uint64_t c = r->cursor;
+        /* Reading ahead of head by a whole ring: the word there is head's record (ours, read
+         * ahead and not settled), not a new one (ring/ahead.c). Head is ours. */
+        if (r->ahead && c - ld_rlx(r->base, OFF_HEAD) >= r->cap) return RING_AGAIN;
         /* SYNC(commit), SYNC(pad): Pairs with the producer's release store of the committed
          * word. */
         uint64_t w = ld_acq(r->base, WORD_OFF(r, c));
@@ -106,8 +111,10 @@ static int peek_mpsc(ring_t *r, const char **payload, uint64_t *len) {
         if (rec_type(w) != REC_MSG) {
             uint64_t alen = align_up((uint64_t)rec_len(w), RECORD_ALIGN);
             /* A revoked claim stays as it is: its producer may still write
-             * into it (see "revocation"); the supervisor zeroes it later. */
-            if (rec_type(w) == REC_PAD) zero_record(r, c, alen);
+             * into it (see "revocation"); the supervisor zeroes it later.
+             * Reading ahead, padding is zeroed when head passes it (ring/ahead.c):
+             * a zero word at head would stop the next consumer. */
+            if (rec_type(w) == REC_PAD && !r->ahead) zero_record(r, c, alen);
             free_to(r, c + alen);
             continue;
         }
@@ -361,6 +368,7 @@ int ring_validate(ring_t *r) {
 
 static void free_to(ring_t *r, uint64_t to) {
     r->cursor = to;
+    if (r->ahead) return; /* head moves when what is before it is settled (ring/ahead.c) */
     if (r->batch) {
         r->pending = 1;
         return;
@@ -391,15 +399,7 @@ int ring_release(ring_t *r) {
         break;
     case PATTERN_MPMC: break; /* done above */
     default:
-        if (r->validating) {
-            uint64_t m = r->held_seq; /* validated with the copy, unlike the ring now */
-            if (r->have_baseline && m > r->last_msgno + 1)
-                st_rlx(r->base, r->slot_off + SLOT_MISSED,
-                       ld_rlx(r->base, r->slot_off + SLOT_MISSED) + (m - r->last_msgno - 1));
-            r->last_msgno = m;
-            r->have_baseline = 1;
-            st_rlx(r->base, r->slot_off + SLOT_LAST_MSGNO, m);
-        }
+        if (r->validating) ring_count_missed(r);
         r->cursor = to;
         if (r->batch) {
             r->pending = 1;
@@ -457,6 +457,8 @@ int ring_has_data(ring_t *r) {
     if (ld32_acq(r->base, OFF_EOS) && !in_flight(r)) return 1;
     switch (r->pattern) {
     case PATTERN_MPSC: {
+        /* Read ahead by a whole ring: nothing new can come before we settle (see peek_mpsc). */
+        if (r->ahead_n && r->cursor - ld_rlx(r->base, OFF_HEAD) >= r->cap) return 0;
         /* SYNC(commit): acquire of the record word; pairs with its publication in ring_commit. */
         uint64_t w = ld_acq(r->base, WORD_OFF(r, r->cursor));
         return w != 0 && rec_len(w) > 0 && !quarantined_here(r, r->cursor, w);

@@ -1,7 +1,9 @@
 /*
  * ring/internal.h - what the .c files of ring/ call in one another, beyond
  * the API of ring.h. Only cold paths cross a file: a revoked claim, the
- * quarantine's done flag, and recovery's sweep of a dead consumer's records.
+ * quarantine's done flag, recovery's sweep of a dead consumer's records,
+ * and the sweep after a consumer settles records it read ahead (plus, inline,
+ * a lossy reader's count of what it missed).
  */
 #ifndef SHMRING_RING_INTERNAL_H
 #define SHMRING_RING_INTERNAL_H
@@ -28,6 +30,18 @@ uint64_t ring_untether(ring_t *r, uint64_t end, uint64_t limit);
 void ring_retether(ring_t *r);
 /* consume.c: mpmc, advances head over every done record at it. */
 void ring_sweep(ring_t *r);
+/* Validating broadcast, the held record is read (its copy validated): count
+ * in missed the message numbers skipped before it (ring_release, and
+ * ring_ahead_keep). Inline: on the per-message path of lossy readers. */
+static inline void ring_count_missed(ring_t *r) {
+    uint64_t m = r->held_seq; /* validated with the copy, unlike the ring now */
+    if (r->have_baseline && m > r->last_msgno + 1)
+        st_rlx(r->base, r->slot_off + SLOT_MISSED,
+               ld_rlx(r->base, r->slot_off + SLOT_MISSED) + (m - r->last_msgno - 1));
+    r->last_msgno = m;
+    r->have_baseline = 1;
+    st_rlx(r->base, r->slot_off + SLOT_LAST_MSGNO, m);
+}
 
 /* link.c: what recovery does with the record at pos that a dead worker
  * held while passing it on (a linked commit), given the output region's
@@ -41,5 +55,11 @@ int link_recover(ring_t *in, uint32_t slot, uint64_t pos, char *out_base, uint64
  * mapped at in_base, or NULL) that the claim was not committed, and clears
  * the mark; RECOVER_DEFERRED if that input's recovery is deciding now. */
 int link_force(ring_t *out, char *in_base, uint64_t in_size);
+
+/* feed.c: the claim at pos can no longer commit (its producer is dead and
+ * recovery is about to pad it, or it was revoked): if the FEED words wait
+ * for it and it did not commit, they are made to say so before any padding
+ * exists (layout.h, FEED). pos may be CLAIM_NONE (nothing is done). */
+void feed_claim_lost(ring_t *r, uint64_t pos);
 
 #endif

@@ -128,6 +128,9 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot, char *out_base,
             return RECOVER_DEFERRED;
     }
     if (role == ROLE_PRODUCER && r->multi_producer) {
+        /* A fed ring whose words wait for this claim learns first that it will not commit.
+         * SYNC(claim-intent): pairs with the release of the position in ring_claim. */
+        feed_claim_lost(r, ld_acq(base, so + SLOT_CLAIM_POS));
         fixed += recover_claim(r, slot);
         /* SYNC(claim-intent), SYNC(sweep-intent): the dead endpoint has nothing in flight any
          * more: pairs with the acquire loads of the position (recovery, revocation). */

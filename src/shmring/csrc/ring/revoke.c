@@ -61,6 +61,7 @@ void quar_set_done(char *base, uint64_t e) {
  * write nothing more into it; saying so lets the supervisor lift it. */
 int claim_revoked(ring_t *r, uint64_t start) {
     r->claimed = 0;
+    feed_claim_lost(r, start); /* before the supervisor may lift (zero) it */
     uint64_t e = quar_entry(r->base, start, r->slot + 1);
     /* SYNC(claim-intent): no claim in flight any more. */
     st_rel(r->base, r->slot_off + SLOT_CLAIM_POS, CLAIM_NONE);

@@ -87,6 +87,14 @@ typedef struct {
      * (NULL otherwise), freed by ring_untether_free. */
     uint64_t *ut_cursor;
     int64_t *ut_since;
+    /* consumer reading ahead (ring/ahead.c): the records read and not yet
+     * settled, in the order read (ahead_buf[ahead_first..+ahead_n), on the
+     * heap, ahead_cap entries; NULL until the first). While any are, cursor
+     * is where reading ahead goes on; head (spsc, mpsc) or the slot's
+     * cursor (broadcast) stays at the oldest unsettled record. */
+    struct ring_ahead *ahead_buf;
+    uint64_t ahead_first, ahead_n, ahead_cap;
+    int ahead; /* inside ring_ahead_peek: padding moves the cursor only */
 } ring_t;
 
 /* Checks the header against the mapping; 0 or RING_CORRUPT (err set). */
@@ -105,6 +113,24 @@ void ring_unhold(ring_t *r); /* closing while holding: give the record back */
 void ring_consumer_flush(ring_t *r); /* end of a batch of releases */
 int ring_has_data(ring_t *r);
 int ring_consumer_join(ring_t *r);
+
+/* Reading ahead (ring/ahead.c): a consumer holds many records at once and
+ * releases them later, by key (the record's position), so they stay in the
+ * ring until settled. peek: the next record after those read ahead, held as
+ * ring_peek holds one (RING_OK, or ring_peek's codes); the caller copies it,
+ * validates (ring_validate) and then keeps it (keep: 0, or -1 out of
+ * memory: it is put back) or puts it back (not taken this time). settle:
+ * releases every record read ahead whose key is at most key (*count of
+ * them); RING_OK, or RING_LEASE (mpmc: one or more had their lease
+ * revoked; the others are settled). drop: the consumer goes away: mpmc
+ * records go back to the queue, other patterns' stay where they are; frees
+ * the list. free: frees the list only (the mapping is not touched). */
+int ring_ahead_peek(ring_t *r, const char **payload, uint64_t *len);
+int ring_ahead_keep(ring_t *r);
+void ring_ahead_putback(ring_t *r);
+int ring_ahead_settle(ring_t *r, uint64_t key, uint64_t *count);
+void ring_ahead_drop(ring_t *r);
+void ring_ahead_free(ring_t *r);
 
 /* Attach slots (ring/slots.c). used: how many slots a walk of a table of
  * count slots looks at (slot_high, at most count). take: take a free slot
@@ -180,5 +206,44 @@ int ring_lift_quarantine(char *base, uint64_t size);
 int ring_lease_scan(char *base, uint64_t size, uint64_t *pos, uint64_t *word, int max);
 int ring_revoke_lease(char *base, uint64_t size, uint64_t pos, uint64_t word, char *out_base,
                       uint64_t out_size);
+
+/* Fed rings (ring/feed.c; layout.h, FEED): a producer that commits keyed
+ * records (epoch, seq) and leaves in the header which was committed last.
+ * One feed_t per call of _send_fed: begin settles what a dead producer left
+ * and says whether the batch is of a new epoch; claim and commit are
+ * ring_claim and ring_commit with the FEED words kept; publish makes the
+ * batch so far visible (spsc, broadcast: one tail store and one wake-up);
+ * end, on the way out, puts the words back if a claim failed. */
+typedef struct {
+    uint64_t epoch, next; /* this batch's epoch; the key of its next record */
+    uint64_t e, p, s;     /* the words E, P (the last committed) and S as we left them */
+    int fresh;            /* the next record begins the epoch: it carries a note */
+    int first;            /* the claim open is that one (note, then the message) */
+    uint64_t note;        /* its note's position */
+    int marked;           /* mpsc, mpmc: X names a claim of ours not yet committed */
+    int unpublished;      /* spsc, broadcast: records committed since the last publish */
+    int pub_new;          /* ... the first of them begins the epoch */
+    uint64_t last;        /* ... the key of the last of them */
+} feed_t;
+#define FEED_STALE (-2) /* ring_feed_begin: first_seq is not past the last committed */
+int ring_feed_begin(ring_t *r, feed_t *f, uint64_t epoch, uint64_t first_seq);
+int ring_feed_claim(ring_t *r, feed_t *f, uint64_t len, char **payload);
+int ring_feed_commit(ring_t *r, feed_t *f, uint64_t len);
+void ring_feed_publish(ring_t *r, feed_t *f);
+void ring_feed_end(ring_t *r, feed_t *f);
+/* A fault injection point for tests (_core._feed_trap): when nonzero, the
+ * process stops itself (SIGSTOP) at the ring_feed_trap-th step of the fed
+ * protocol from the moment it was set (a step: each store of a FEED word,
+ * of tail, of a record word, a claim, a copy), so a test can SIGKILL it at
+ * every instant in turn. Zero (never) unless a test sets it. */
+extern int ring_feed_trap;
+void ring_feed_stop(void);
+#define FEED_STEP()                                                                            \
+    do {                                                                                       \
+        if (ring_feed_trap) ring_feed_stop();                                                  \
+    } while (0)
+/* The last committed key ((0, 0): never fed). May pause a few milliseconds
+ * (mpsc, mpmc: a record being zeroed by a consumer). */
+void ring_feed_state(ring_t *r, uint64_t *epoch, uint64_t *seq);
 
 #endif
