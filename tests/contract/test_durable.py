@@ -262,7 +262,7 @@ def test_two_processes_race_for_one_orphan(make_channel: Make,
                                            uname: str) -> None:
     """Two processes ask for the orphan's tag at once: one adopts it, the
     other gets RoleTaken."""
-    ch, tx = dead_subscriber(make_channel, spawn, uname, numbered(32), 5)
+    ch, _tx = dead_subscriber(make_channel, spawn, uname, numbered(32), 5)
     ch.recover_dead()
     report: Queue[str] = CTX.Queue()
     done = CTX.Event()
@@ -313,3 +313,16 @@ def test_layout_words_of_a_durable_slot(make_channel: Make) -> None:
     assert _core.load(buf, so + L.SLOT_LINK_IN) == 0
     assert not ch.region.table.links_input(rx._slot)
     rx.close()
+
+
+def test_inspect_shows_a_held_orphan(make_channel: Make, spawn: Callable[..., BaseProcess],
+                                     uname: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from shmring._cli.main import main
+
+    ch, _tx = dead_subscriber(make_channel, spawn, uname, numbered(32), 3)
+    ch.recover_dead()
+    (info,) = [s for s in ch.region.slots() if s.orphan]
+    assert main(["inspect", uname]) == 0
+    row = next(x for x in capsys.readouterr().out.splitlines()
+               if x.split()[:1] == [str(info.index)] and "consumer" in x)
+    assert str(info.pid) in row.split() and "NO (held)" in row

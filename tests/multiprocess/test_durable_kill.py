@@ -200,7 +200,11 @@ def test_relays_killed_at_random_lose_and_duplicate_nothing(
     kills = 0
     while kills < 12 and lines() < n - 8000:  # it must not reach the end meanwhile
         want = lines() + rnd.randint(200, 1500)
-        wait_for(f"{want} records relayed", lambda: lines() >= want)
+
+        def relayed(w: int = want) -> bool:
+            return lines() >= w
+
+        wait_for(f"{want} records relayed", relayed)
         kill(relay_proc)
         kills += 1
         relay_proc = spawn(relay, uname, str(log), rnd.choice([1, 16, 64, 256]))

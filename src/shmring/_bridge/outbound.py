@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -62,8 +63,8 @@ def stream_tag(peer_name: str, channel: str) -> int:
     """The durable subscription tag of the stream of ``channel`` to the
     bridge named ``peer_name``: a stable 64-bit hash (the same in every
     process, unlike ``hash``)."""
-    digest = hashlib.blake2b(f"{peer_name}\0{channel}".encode(), digest_size=8,
-                             person=b"shmring-export").digest()
+    data = json.dumps([peer_name, channel]).encode()  # unambiguous, whatever the names
+    digest = hashlib.blake2b(data, digest_size=8, person=b"shmring-export").digest()
     return int.from_bytes(digest, "little")
 
 
