@@ -34,19 +34,24 @@ READY = "shmring bridge: namespace"
 
 #: Side b's producer: create ``name`` (spsc unless argv[3] says), wait for
 #: its consumer (the exporting bridge), send N records numbered 0..N-1 as
-#: 8 bytes little-endian (padded to argv[4] bytes), then end the stream.
+#: 8 bytes little-endian (padded to argv[4] bytes) at up to argv[5] records
+#: a second (0: as fast as it can), then end the stream.
 SOURCE = """
 import shmring, sys, time
 name, n = sys.argv[1], int(sys.argv[2])
 pattern = sys.argv[3] if len(sys.argv) > 3 else "spsc"
 size = int(sys.argv[4]) if len(sys.argv) > 4 else 8
+rate = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 ch = shmring.Channel.create(name, 1 << 16, pattern, lease=None)
 tx = ch.producer()
 while ch.consumers == 0:
     time.sleep(0.01)
 print("consumer", flush=True)
 pad = bytes(max(0, size - 8))
+t0 = time.monotonic()
 for i in range(n):
+    if rate and i % 100 == 0:
+        time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
     tx.send(i.to_bytes(8, "little") + pad, timeout=300)
 ch.close_send()
 print("sent", n, flush=True)
@@ -55,19 +60,23 @@ while ch.consumers:  # the bridge still reads: keep the channel until it is done
 """
 
 #: Side a's reader: open ``name`` (waiting for the bridge to make it),
-#: receive until end of stream, print the numbers as JSON.
+#: receive until end of stream, print the numbers and how often the ring
+#: said Broken (a link down past its timeout: it waits and reads on) as JSON.
 SINK = """
-import json, shmring, sys
+import json, shmring, sys, time
 name = sys.argv[1]
 rx = shmring.Channel.open(name, wait=60).consumer()
 print("joined", flush=True)
-got = []
+got, broken = [], 0
 while True:
     try:
         got.extend(int.from_bytes(m[:8], "little") for m in rx.recv_many(512, timeout=300))
     except shmring.EndOfStream:
         break
-print(json.dumps(got), flush=True)
+    except shmring.Broken:
+        broken += 1
+        time.sleep(0.05)
+print(json.dumps({"got": got, "broken": broken}), flush=True)
 """
 
 

@@ -19,11 +19,15 @@ def main() -> None:
     """Create ``jobs``, send the jobs, close the stream."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--count", type=int, default=10_000)
+    p.add_argument("--consumers", type=int, default=2,
+                   help="consumers to wait for before sending (a remote worker counts as its "
+                        "bridge's one consumer here; default 2: one local, one remote)")
     args = p.parse_args()
     ch = shmring.Channel.create("jobs", capacity=1 << 20, pattern="mpmc", lease=None)
     tx = ch.producer()
-    print("waiting for a consumer (the bridge, for a remote worker)", flush=True)
-    while ch.consumers == 0:
+    print(f"waiting for {args.consumers} consumers (a remote worker's is its bridge)",
+          flush=True)
+    while ch.consumers < args.consumers:
         time.sleep(0.01)
     for i in range(args.count):
         tx.send_obj(job(i), timeout=60)

@@ -18,6 +18,8 @@ from bridge_util import READY, SINK, SOURCE, check_exact, rest
 from hosts_util import SHMRING, Host, Pair, two_hosts
 
 PORT = 7470
+#: Records a second the source sends: the faults land while it streams.
+RATE = 15_000
 
 
 def bridge(host: Host, *args: str) -> subprocess.Popen[str]:
@@ -43,13 +45,16 @@ def kill(p: subprocess.Popen[Any]) -> None:
     p.wait(10)
 
 
+Proc = subprocess.Popen[str]
+
+
 def start(pair: Pair, n: int, *, a_args: tuple[str, ...] = (), b_args: tuple[str, ...] = (),
-          name: str = "jobs") -> tuple[subprocess.Popen[str], subprocess.Popen[str],
-                                       subprocess.Popen[str], subprocess.Popen[str]]:
+          name: str = "jobs", pattern: str = "spsc") -> tuple[Proc, Proc, Proc, Proc]:
     """b: a source of ``n`` records and a bridge exporting it; a: a bridge
     importing it and a sink. Returns (source, b's bridge, a's bridge, sink)."""
     a, b = pair
-    src = b.python_popen(SOURCE, name, str(n), stdout=subprocess.PIPE, text=True)
+    src = b.python_popen(SOURCE, name, str(n), pattern, "8", str(RATE), stdout=subprocess.PIPE,
+                         text=True)
     bb = bridge(b, "--listen", f"tcp://0.0.0.0:{PORT}", "--export", name, *b_args)
     ab = bridge(a, "--connect", f"tcp://hostb:{PORT}", "--import", name, *a_args)
     sink = a.python_popen(SINK, name, stdout=subprocess.PIPE, text=True)
@@ -59,8 +64,9 @@ def start(pair: Pair, n: int, *, a_args: tuple[str, ...] = (), b_args: tuple[str
     return src, bb, ab, sink
 
 
-def finish(src: subprocess.Popen[str], sink: subprocess.Popen[str], n: int) -> None:
-    """Wait for both ends; the sink has 0..n-1 exactly."""
+def finish(src: subprocess.Popen[str], sink: subprocess.Popen[str], n: int) -> int:
+    """Wait for both ends; the sink has 0..n-1 exactly. How often it saw
+    Broken."""
     out = rest(sink)
     assert sink.returncode == 0, out[-2000:]
     lines = out.splitlines()
@@ -70,9 +76,11 @@ def finish(src: subprocess.Popen[str], sink: subprocess.Popen[str], n: int) -> N
     except ValueError:
         raise AssertionError(f"the sink printed {len(lines)} lines: "
                              f"{[ln[:60] for ln in lines]!r}") from None
-    check_exact(got, n)
+    check_exact(got["got"], n)
     src.wait(60)
     assert src.returncode == 0
+    broken: int = got["broken"]
+    return broken
 
 
 def _running(pair: Pair) -> None:
@@ -80,7 +88,7 @@ def _running(pair: Pair) -> None:
 
 
 def test_a_cut_link_loses_nothing_within_and_past_the_link_timeout() -> None:
-    n = 40_000
+    n = 8 * RATE
     with two_hosts() as pair:
         src, _bb, _ab, sink = start(pair, n, a_args=("--link-timeout", "2"),
                                     b_args=("--insecure",))
@@ -88,19 +96,23 @@ def test_a_cut_link_loses_nothing_within_and_past_the_link_timeout() -> None:
         pair.link_down()
         time.sleep(0.5)  # within the timeout: nothing breaks
         pair.link_up()
+        assert src.poll() is None
         _running(pair)
         pair.link_down()
         time.sleep(3.5)  # past it: the ring on a is broken for its readers (the sink waits)
         pair.link_up()
-        finish(src, sink, n)
+        assert src.poll() is None, "the source finished before the faults: make it longer"
+        assert finish(src, sink, n) >= 1  # past the timeout, the reader was told
 
 
 @pytest.mark.parametrize("victim", ["b", "a"])
-def test_a_killed_bridge_started_again_loses_and_duplicates_nothing(victim: str) -> None:
-    n = 40_000
+@pytest.mark.parametrize("pattern", ["spsc", "mpsc"])
+def test_a_killed_bridge_started_again_loses_and_duplicates_nothing(victim: str,
+                                                                    pattern: str) -> None:
+    n = 6 * RATE
     with two_hosts() as pair:
         a, b = pair
-        src, bb, ab, sink = start(pair, n, b_args=("--insecure",))
+        src, bb, ab, sink = start(pair, n, b_args=("--insecure",), pattern=pattern)
         for _ in range(2):
             _running(pair)
             if victim == "b":
@@ -110,6 +122,7 @@ def test_a_killed_bridge_started_again_loses_and_duplicates_nothing(victim: str)
             else:
                 kill(ab)
                 ab = bridge(a, "--connect", f"tcp://hostb:{PORT}", "--import", "jobs")
+        assert src.poll() is None, "the source finished before the faults: make it longer"
         finish(src, sink, n)
 
 

@@ -52,6 +52,7 @@ class Inbound:
         self.received = 0
         self.committed = 0
         self.duplicates = 0
+        self.acks = 0  # ACK messages sent
         self.eos = bool(_core.load32(self._buf, L.OFF_EOS))
         self.error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"shmring-bridge-in {self.name}",
@@ -174,6 +175,7 @@ class Inbound:
             self._send(wire.SUB, wire.key(self.epoch, self.seq))
 
     def _ack(self) -> None:
+        self.acks += 1
         self._send(wire.ACK, wire.key(self.epoch, self.seq))
 
     def _send(self, kind: bytes, *frames: Any) -> None:
@@ -183,4 +185,5 @@ class Inbound:
         """What ``shmring bridge --status`` shows of this stream."""
         return {"channel": self.name, "pattern": self.channel.pattern,
                 "received": self.received, "committed": self.committed,
-                "duplicates": self.duplicates, "eos": self.eos, "error": self.error}
+                "duplicates": self.duplicates, "acks": self.acks, "eos": self.eos,
+                "error": self.error}

@@ -35,7 +35,10 @@ import os
 import queue
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
+from itertools import accumulate, islice
+from operator import itemgetter
 from typing import Any
 
 from .._channel.channel import Channel
@@ -44,6 +47,9 @@ from . import wire
 from .transport import Link
 
 log = logging.getLogger("shmring.bridge")
+
+_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
+_plus1 = (1).__add__
 
 #: Records per DATA message.
 BATCH = 256
@@ -107,6 +113,7 @@ class Outbound:
         self.error: str | None = None
         self._stop = threading.Event()
         self.sent_records = 0
+        self.sent_batches = 0  # DATA messages sent
         self.revoked = 0
         self.acked_records = 0
         self._thread = threading.Thread(target=self._run, name=f"shmring-bridge-out {self.name}",
@@ -165,23 +172,27 @@ class Outbound:
                 self._send(wire.ERROR, wire.dump({"error": "Broken", "message": str(e)}))
                 self._drain(block=True, timeout=0.5)
                 return
-            floor = -1
-            for pos, payload in got:
-                if self.ordered and pos + 1 <= self._floor:
-                    floor = pos  # the peer has it (a dead bridge read it, we read it again)
-                    continue
-                if pos < self._high:
-                    self._in_order = False  # a record handed back: positions out of order
-                self._high = max(self._high, pos)
-                if self.ordered:
-                    seq = pos + 1  # keys start at 1: 0 means "none yet"
-                else:
+            if self.ordered:  # keys are positions + 1 (0: "none yet"); C loops, none in Python
+                if got and got[0][0] + 1 <= self._floor:
+                    # The peer has these (a dead bridge read them, we read them
+                    # again): settle them, do not send them.
+                    k = bisect_right(got, self._floor - 1, key=_first)
+                    self._consumer._settle(got[k - 1][0])
+                    got = got[k:]
+                if got:
+                    pos = list(map(_first, got))
+                    self._high = pos[-1]
+                    self._unacked.extend(zip(map(_plus1, pos), pos, map(_second, got),
+                                             strict=True))
+                    self._unacked_bytes += sum(map(len, map(_second, got)))
+            else:
+                for pos_, payload in got:
+                    if pos_ < self._high:
+                        self._in_order = False  # a record handed back: out of order
+                    self._high = max(self._high, pos_)
                     self._count += 1
-                    seq = self._count
-                self._unacked.append((seq, pos, payload))
-                self._unacked_bytes += len(payload)
-            if floor >= 0:
-                self._consumer._settle(floor)
+                    self._unacked.append((self._count, pos_, payload))
+                    self._unacked_bytes += len(payload)
         else:
             self._drain(block=True, timeout=0.05)
         self._flush()
@@ -201,22 +212,22 @@ class Outbound:
         """Send what was read ahead and not sent yet, in batches."""
         u = self._unacked
         while self._sent < len(u):
-            seqs: list[int] = []
-            payloads: list[bytes] = []
-            nbytes = 0
-            i = self._sent
-            while i < len(u) and len(seqs) < BATCH and (not seqs or nbytes + len(u[i][2])
-                                                       <= BATCH_BYTES):
-                seqs.append(u[i][0])
-                payloads.append(u[i][2])
-                nbytes += len(u[i][2])
-                i += 1
+            # Up to BATCH records, and BATCH_BYTES unless one record is larger;
+            # picked with C loops (this runs for every record exported).
+            chunk = list(islice(u, self._sent, self._sent + BATCH))
+            payloads = list(map(_third, chunk))
+            ends = list(accumulate(map(len, payloads)))
+            if ends[-1] > BATCH_BYTES:
+                k = max(1, bisect_right(ends, BATCH_BYTES))
+                del chunk[k:], payloads[k:]
+            seqs = list(map(_first, chunk))
             index, body = wire.batch(self.epoch, self._prev, seqs, payloads,
                                      self._consumer.missed)
             self._send(wire.DATA, index, body)
             self._prev = seqs[-1]
-            self._sent = i
+            self._sent += len(seqs)
             self.sent_records += len(seqs)
+            self.sent_batches += 1
 
     def _drain(self, *, block: bool, timeout: float = 0.0) -> None:
         try:
@@ -239,14 +250,17 @@ class Outbound:
         if epoch != self.epoch:
             return
         u = self._unacked
-        n = 0
+        n = bisect_right(u, seq, key=_first)  # keys increase along _unacked
         last_pos = -1
-        while u and u[0][0] <= seq:
-            _s, pos, payload = u.popleft()
-            self._unacked_bytes -= len(payload)
-            last_pos = max(last_pos, pos)
-            n += 1
         if n:
+            done = list(islice(u, 0, n)) if n < len(u) else list(u)
+            if n < len(u):
+                for _ in range(n):
+                    u.popleft()
+            else:
+                u.clear()
+            self._unacked_bytes -= sum(map(len, map(_third, done)))
+            last_pos = done[-1][1] if self._in_order else max(map(_second, done))
             self._sent = max(0, self._sent - n)
             self._acked = seq
             self._last_ack = time.monotonic()
@@ -303,5 +317,6 @@ class Outbound:
     def status(self) -> dict[str, Any]:
         """What ``shmring bridge --status`` shows of this stream."""
         return {"channel": self.name, "pattern": self.pattern, "sent": self.sent_records,
-                "acked": self.acked_records, "unacked": len(self._unacked),
+                "batches": self.sent_batches, "acked": self.acked_records,
+                "unacked": len(self._unacked),
                 "finished": self.finished, "error": self.error}

@@ -83,7 +83,7 @@ def batch(epoch: int, prev: int, seqs: list[int], payloads: list[bytes],
     n = len(seqs)
     index = bytearray(_BATCH.pack(epoch, prev, n, missed))
     index += array("Q", seqs).tobytes()
-    index += array("I", [len(p) for p in payloads]).tobytes()
+    index += array("I", map(len, payloads)).tobytes()
     return bytes(index), b"".join(payloads)
 
 
