@@ -326,3 +326,35 @@ def test_inspect_shows_a_held_orphan(make_channel: Make, spawn: Callable[..., Ba
     row = next(x for x in capsys.readouterr().out.splitlines()
                if x.split()[:1] == [str(info.index)] and "consumer" in x)
     assert str(info.pid) in row.split() and "NO (held)" in row
+
+
+def test_leave_keeps_the_subscription_held(make_channel: Make) -> None:
+    """``Channel._leave`` closes a durable subscriber but holds its slot as a
+    death would: the producer stays gated at its oldest unsettled record,
+    and the next asker (this process too) reads on from there."""
+    ch = make_channel("broadcast", 4096, supervised=False)
+    tx = ch.producer()
+    rx = ch._durable_consumer(TAG, HOLD)
+    msgs = numbered(32)
+    tx.send_many(msgs)
+    got = rx._ahead(32, 1 << 30, 0)
+    assert rx._settle(got[2][0]) == 3
+    assert ch._leave(rx)
+    assert rx.closed and ch._orphans() == 1 and ch.consumers == 0
+    assert fill(tx, MSG) == 3
+    again = ch._durable_consumer(TAG, HOLD)
+    assert drain(again) == msgs[3:] + [MSG] * 3
+    assert not ch._leave(ch.consumer())  # not durable: a plain close
+    again.close()
+    assert ch._orphans() == 0
+
+
+def test_left_subscription_expires(make_channel: Make) -> None:
+    ch = make_channel("broadcast", 4096, supervised=False)
+    tx = ch.producer()
+    rx = ch._durable_consumer(TAG, 0.5)
+    tx.send_many(numbered(32))
+    assert ch._leave(rx)
+    assert ch.region.expire_orphans() == 0
+    assert ch.region.expire_orphans(time.monotonic_ns() + 10**9) == 1
+    ungated(tx)

@@ -154,15 +154,18 @@ def keep_sending(name: str, n: int) -> None:
     ch.close()
 
 
-def relay(name: str, path: str, window: int) -> None:
+def relay(name: str, path: str, window: int, stop_at: int) -> None:
     """A bridge's exporting side in miniature: reads ahead, "sends" each
     record by appending (key, value) to ``path``, then settles it; on start
     it skips (settles) what ``path`` already has, as the bridge skips what
-    the importer has (keys <= the importer's resume point)."""
-    floor = 0
+    the importer has (keys <= the importer's resume point). Once ``path``
+    holds ``stop_at`` lines (0: never) it stops there, with the rest of its
+    batch read ahead and nothing of it settled, and waits to be killed."""
+    floor, lines = 0, 0
     with open(path, "rb") as f:
         for line in f:
             floor = max(floor, int(line.split()[0]))
+            lines += 1
     ch = shmring.Channel.open(name)
     rx = ch._durable_consumer(TAG, 60.0)
     with open(path, "ab", buffering=0) as out:
@@ -172,10 +175,13 @@ def relay(name: str, path: str, window: int) -> None:
             except shmring.EndOfStream:
                 return
             # key + 1: the bridge's keys (position 0 is a record too).
-            lines = [b"%d %d\n" % (key + 1, int.from_bytes(m, "little"))
-                     for key, m in got if key + 1 > floor]
-            if lines:
-                out.write(b"".join(lines))
+            new = [b"%d %d\n" % (key + 1, int.from_bytes(m, "little"))
+                   for key, m in got if key + 1 > floor]
+            if stop_at and lines + len(new) >= stop_at:
+                out.write(b"".join(new[:stop_at - lines]))
+                time.sleep(60)  # killed here: the batch read ahead, none of it settled
+            out.write(b"".join(new))
+            lines += len(new)
             rx._settle(got[-1][0])
 
 
@@ -184,8 +190,9 @@ def test_relays_killed_at_random_lose_and_duplicate_nothing(
         tmp_path: Path) -> None:
     """A producer sends 60000 numbered records into a 16 KiB broadcast ring
     while relays (durable subscribers that record what they settle) are
-    SIGKILLed at random (6 to 12 times), each started again at once: what
-    the relays recorded is every record exactly once, in order."""
+    SIGKILLed 13 times, at random points of the stream, each with records
+    read ahead and not settled, and started again at once: what the relays
+    recorded is every record exactly once, in order."""
     n, rnd = 60000, random.Random(1717)
     ch = make_channel("broadcast", 1 << 14)
     log = tmp_path / "relayed"
@@ -194,21 +201,22 @@ def test_relays_killed_at_random_lose_and_duplicate_nothing(
     def lines() -> int:
         return log.read_bytes().count(b"\n")
 
-    relay_proc = spawn(relay, uname, str(log), 64)
+    relay_proc = spawn(relay, uname, str(log), 64, 0)
     wait_for("the first relay to join", lambda: ch.consumers == 1)
+    kill(relay_proc)  # before any record: the orphan is at the first one
+    stops = sorted(rnd.sample(range(1, n), 12))
+    relay_proc = spawn(relay, uname, str(log), 64, stops[0])
     producer = spawn(keep_sending, uname, n)
-    kills = 0
-    while kills < 12 and lines() < n - 8000:  # it must not reach the end meanwhile
-        want = lines() + rnd.randint(200, 1500)
+    for i, stop in enumerate(stops):
 
-        def relayed(w: int = want) -> bool:
-            return lines() >= w
+        def relayed(s: int = stop) -> bool:
+            return lines() >= s
 
-        wait_for(f"{want} records relayed", relayed)
+        wait_for(f"{stop} records relayed", relayed)
+        assert lines() == stop
         kill(relay_proc)
-        kills += 1
-        relay_proc = spawn(relay, uname, str(log), rnd.choice([1, 16, 64, 256]))
-    assert kills >= 6
+        nxt = stops[i + 1] if i + 1 < len(stops) else 0
+        relay_proc = spawn(relay, uname, str(log), rnd.choice([1, 16, 64, 256]), nxt)
     relay_proc.join(60)
     assert relay_proc.exitcode == 0
     producer.join(WAIT)

@@ -370,7 +370,7 @@ class Bridge:
         for key in [k for k in self.outbound if k[0] == id(old.link) and k[1] == old.ident]:
             out = self.outbound.pop(key)
             if key[2] not in new.imports:
-                out.stop()  # it no longer imports that channel
+                out.stop(keep=False)  # it no longer imports that channel
                 continue
             out.retarget(new.link, new.ident)
             self.outbound[(id(new.link), new.ident, key[2])] = out

@@ -90,7 +90,8 @@ class Outbound:
         self.epoch = (channel.region.created_ns if self.ordered
                       else int.from_bytes(os.urandom(8), "little") >> 1) or 1
         self.inbox: queue.SimpleQueue[tuple[bytes, Any]] = queue.SimpleQueue()
-        if self.pattern == "broadcast" and not channel.region.lossy:
+        self._durable = self.pattern == "broadcast" and not channel.region.lossy and hold > 0
+        if self._durable:
             self._consumer = channel._durable_consumer(stream_tag(peer_name, self.name), hold)
         else:
             self._consumer = channel.consumer()
@@ -129,15 +130,22 @@ class Outbound:
         self.link, self.peer = link, peer
         self.inbox.put((b"r", None))
 
-    def stop(self) -> None:
+    def stop(self, *, keep: bool = True) -> None:
         """Stop the thread and close the consumer: unacknowledged records go
-        back to the ring (or stay there)."""
+        back to the ring (or stay there). A durable subscription (lossless
+        broadcast) not finished stays held for its hold unless ``keep`` is
+        False (the peer no longer wants the channel)."""
         self._stop.set()
         self.inbox.put((b"", None))
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(10)
         with contextlib.suppress(ShmringError):
-            self._consumer.close()
+            if self._durable and keep and not self.finished:
+                # Not done: the subscription stays held for the bridge started
+                # again (or a new stream to the same peer), as after a kill.
+                self.channel._leave(self._consumer)
+            else:
+                self._consumer.close()
 
     # ------------------------------------------------------------ thread --
     def _run(self) -> None:

@@ -348,6 +348,13 @@ class Channel:
 
         return durable_consumer(self, tag, hold)
 
+    def _leave(self, consumer: Consumer) -> bool:
+        """Close durable subscriber ``consumer`` but keep its subscription
+        held for its hold, as if this process had died (durable.py)."""
+        from .durable import leave
+
+        return leave(consumer)
+
     def _orphans(self) -> int:
         """Durable subscriptions of dead processes held now (the producer
         waits for them)."""

@@ -38,12 +38,13 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .. import _layout as L
 from .._errors import InvalidArgument, RoleTaken
 from .._proc import holder_alive, my_start_time, pid_namespace
 from .._region.slots import ORPHAN, RECOVERING
+from . import aio as _aio
 from .endpoints import Consumer
 
 if TYPE_CHECKING:
@@ -124,6 +125,31 @@ def durable_consumer(channel: Channel, tag: int, hold: float) -> Consumer:
             return c
         if time.monotonic() >= deadline:
             raise _taken(channel, tag, None)
+
+
+def leave(consumer: Consumer) -> bool:
+    """Close durable subscriber ``consumer`` of this process but keep its
+    subscription, as if the process had died: its slot becomes an orphan
+    held for its hold (gating the producer at its cursor: what it had not
+    settled stays), for a process that asks for its tag to adopt. False
+    (and a plain close) if it is not a durable subscription of this
+    process."""
+    if consumer.closed:
+        return False
+    channel = cast("Channel", consumer._channel)
+    region = channel._region
+    table = region.table
+    slot = consumer._slot
+    if not table.durable_hold(slot) or table.pid(slot) != os.getpid():
+        consumer.close()
+        return False
+    _aio.stop_waiter(consumer)
+    consumer._close()  # its read-ahead list goes; the slot's cursor stays
+    channel._endpoints.discard(consumer)
+    if channel._lent and slot == channel._slot:
+        channel._lent, channel._slot = False, -1  # the channel's own slot: no longer its
+    table.orphan(slot, os.getpid())
+    return True
 
 
 def _resumed(channel: Channel, slot: int) -> Consumer:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -260,6 +261,25 @@ class AttachTable:
         _core.store(self._buf, so + L.SLOT_DURABLE_TAG, tag)
         _core.store(self._buf, so + L.SLOT_DURABLE_UNTIL, 0)
         _core.store(self._buf, so + L.SLOT_DURABLE_HOLD, hold_ns)
+
+    def durable_hold(self, slot: int) -> int:
+        """The hold (ns) of durable subscription ``slot``; 0 if it is not one."""
+        so = L.slot_offset(slot)
+        if _core.load32(self._buf, so + L.SLOT_ROLE) != L.ROLE_CONSUMER:
+            return 0
+        return int(_core.load(self._buf, so + L.SLOT_DURABLE_HOLD))
+
+    def orphan(self, slot: int, pid: int) -> None:
+        """This process (``pid``) lets go of its durable subscription
+        ``slot`` without ending it: an orphan from now, held for its hold,
+        as if ``pid`` had died (its endpoint is closed already)."""
+        buf = self._buf
+        so = L.slot_offset(slot)
+        hold = int(_core.load(buf, so + L.SLOT_DURABLE_HOLD))
+        _core.store(buf, so + L.SLOT_DURABLE_UNTIL, time.monotonic_ns() + hold)
+        if not _core.cas(buf, so + L.SLOT_PID, pid,
+                         RECOVERING | ORPHAN | (pid & L.SLOT_ORPHAN_PID)):
+            raise CorruptRegion(f"slot {slot} of region {self._name!r} is not this process's")
 
     def tagged(self, tag: int) -> list[tuple[int, int]]:
         """(slot, pid word) of every taken durable consumer slot with
