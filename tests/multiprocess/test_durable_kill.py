@@ -223,3 +223,30 @@ def test_relays_killed_at_random_lose_and_duplicate_nothing(
     assert producer.exitcode == 0
     values = [int(line.split()[1]) for line in log.read_bytes().splitlines()]
     assert values == list(range(n))
+
+
+def test_a_held_orphan_keeps_its_region_until_its_hold_ends(
+        spawn: Callable[..., BaseProcess], uname: str) -> None:
+    """The subscriber is killed and every other user closes: the supervisor
+    keeps the region for the orphan (a subscriber started again finds its
+    records), then unlinks it once the hold (1.5 s) has passed."""
+    ch = shmring.Channel.create(uname, capacity=4096, pattern="broadcast")
+    seg = "/dev/shm/" + ch.region.segment.lstrip("/")
+    try:
+        tx = ch.producer()
+        joined, report = CTX.Event(), CTX.Queue()
+        child = spawn(read_ahead_and_wait, uname, 1.5, 3, 1, joined, report)
+        assert joined.wait(WAIT)
+        tx.send_many([b"a", b"b", b"c"])
+        assert report.get(timeout=WAIT) == [b"a", b"b", b"c"]
+        killed = time.monotonic()
+        kill(child)
+        wait_for("the orphan", lambda: ch._orphans() == 1)
+    finally:
+        ch.close()
+    try:
+        wait_for("the region to go", lambda: not os.path.exists(seg))
+        assert time.monotonic() - killed >= 1.4  # kept while the orphan was held
+    finally:
+        if os.path.exists(seg):
+            shmring.Channel.open(uname).unlink()
