@@ -213,6 +213,42 @@ def test_a_killed_bridge_started_again_loses_and_duplicates_nothing(
         assert got == list(range(n))
 
 
+def test_a_broadcast_exporter_stopped_and_started_again_loses_nothing() -> None:
+    """SIGTERM, not SIGKILL: the exporting bridge's durable subscription is
+    left held (not ended) when it stops, so the bridge started again sends
+    on from what the importer has; with --hold 0 nothing would be held."""
+    n = 20000
+    with two_sides() as (a, b):
+        src = shmring.Channel.create("stop", 1 << 14, "broadcast", namespace=b.ns)
+        url = f"tcp://127.0.0.1:{free_port()}"
+        b_args = ("--listen", url, "--export", "stop", "--hold", "30")
+        try:
+            exporter = b.bridge(*b_args)
+            a.bridge("--connect", url, "--import", "stop")
+            a.wait_streaming("stop", "inbound")
+            rx = shmring.Channel.open("stop", namespace=a.ns).consumer()
+            b.wait_streaming("stop")
+            prod = b.python(KEEP_SENDING, "stop", str(n))
+            got: list[int] = []
+            for _round in range(2):
+                want = len(got) + 3000
+                while len(got) < want:
+                    got.extend(int.from_bytes(m, "little") for m in rx.recv_many(256, timeout=60))
+                assert exporter.stop() == 0
+                assert src._orphans() == 1  # held for the bridge started again
+                exporter = b.bridge(*b_args)
+            while len(got) < n:
+                got.extend(int.from_bytes(m, "little") for m in rx.recv_many(256, timeout=60))
+            assert output(prod).startswith("sent")
+            src.close_send()
+            with pytest.raises(shmring.EndOfStream):
+                rx.recv(timeout=60)
+            rx.close()
+        finally:
+            src.close()
+        assert got == list(range(n))
+
+
 def test_channel_open_remote_starts_a_bridge_and_reads_the_remote_channel() -> None:
     with two_sides() as (a, b):
         src = shmring.Channel.create("far", 1 << 14, "spsc", namespace=b.ns)

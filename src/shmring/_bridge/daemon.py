@@ -35,7 +35,7 @@ from .._region.names import default_namespace
 from . import wire
 from .deps import zmq_module
 from .inbound import Inbound
-from .outbound import Outbound
+from .outbound import HOLD, Outbound
 from .transport import Link, Secure
 
 log = logging.getLogger("shmring.bridge")
@@ -60,6 +60,9 @@ class Config:
     link_timeout: float = LINK_TIMEOUT
     window: int = 8192
     window_bytes: int = 64 << 20
+    #: Seconds a killed bridge's subscription to an exported lossless
+    #: broadcast channel is held for the bridge started again (outbound.py).
+    hold: float = HOLD
     #: CURVE for the sockets (security.py), or None: plain TCP.
     security: Any = None
 
@@ -310,7 +313,8 @@ class Bridge:
             return
         try:
             out = Outbound(peer.link, peer.ident, ch, window=self.config.window,
-                           window_bytes=self.config.window_bytes)
+                           window_bytes=self.config.window_bytes, peer_name=peer.name,
+                           hold=self.config.hold)
         except ShmringError as e:
             ch.close()
             self._error(peer, name, type(e).__name__, str(e))
@@ -366,7 +370,7 @@ class Bridge:
         for key in [k for k in self.outbound if k[0] == id(old.link) and k[1] == old.ident]:
             out = self.outbound.pop(key)
             if key[2] not in new.imports:
-                out.stop()  # it no longer imports that channel
+                out.stop(keep=False)  # it no longer imports that channel
                 continue
             out.retarget(new.link, new.ident)
             self.outbound[(id(new.link), new.ident, key[2])] = out

@@ -13,12 +13,23 @@ What it sent and what is unacknowledged stay in its memory too, so after a
 reconnect it resends from the peer's resume point without reading the ring
 again; a bridge started again reads them from the ring (spsc, mpsc: the
 head did not move; mpmc: recovery handed the dead bridge's records back;
-broadcast: see docs/bridge.md) and the peer drops the keys it has.
+broadcast: a durable subscription, below) and the peer drops the keys it
+has.
+
+On a lossless broadcast channel the stream's consumer is a durable
+subscription (``Channel._durable_consumer``) whose tag is :func:`stream_tag`
+of the importing peer's bridge name and the channel's: if this bridge is
+killed, its slot stays for ``hold`` seconds (the producer waits for it), and
+the bridge started again adopts it and reads on from the oldest record the
+peer had not acknowledged. Without it the slot would be freed, the producer
+would overwrite those records, and the new bridge would join at the newest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import queue
@@ -49,11 +60,27 @@ BATCH_BYTES = 1 << 20
 RESEND_AFTER = 1.0
 
 
+#: Seconds a killed bridge's broadcast subscription is held for the bridge
+#: started again (``shmring bridge --hold``).
+HOLD = 60.0
+
+
+def stream_tag(peer_name: str, channel: str) -> int:
+    """The durable subscription tag of the stream of ``channel`` to the
+    bridge named ``peer_name``: a stable 64-bit hash (the same in every
+    process, unlike ``hash``)."""
+    data = json.dumps([peer_name, channel]).encode()  # unambiguous, whatever the names
+    digest = hashlib.blake2b(data, digest_size=8, person=b"shmring-export").digest()
+    return int.from_bytes(digest, "little")
+
+
 class Outbound:
-    """Channel ``name`` read out to ``peer`` over ``link``."""
+    """Channel ``name`` read out to ``peer`` (the bridge named
+    ``peer_name``) over ``link``. A lossless broadcast channel is read by a
+    durable subscription held ``hold`` seconds after this process dies."""
 
     def __init__(self, link: Link, peer: bytes, channel: Channel, *, window: int,
-                 window_bytes: int) -> None:
+                 window_bytes: int, peer_name: str = "", hold: float = HOLD) -> None:
         self.link, self.peer, self.channel, self.name = link, peer, channel, channel.name
         self.window, self.window_bytes = window, window_bytes
         self.pattern = channel.pattern
@@ -63,7 +90,11 @@ class Outbound:
         self.epoch = (channel.region.created_ns if self.ordered
                       else int.from_bytes(os.urandom(8), "little") >> 1) or 1
         self.inbox: queue.SimpleQueue[tuple[bytes, Any]] = queue.SimpleQueue()
-        self._consumer = channel.consumer()
+        self._durable = self.pattern == "broadcast" and not channel.region.lossy and hold > 0
+        if self._durable:
+            self._consumer = channel._durable_consumer(stream_tag(peer_name, self.name), hold)
+        else:
+            self._consumer = channel.consumer()
         self._count = 0  # mpmc: the last seq given
         self._high = 0  # the highest position read
         # Ordered patterns: the peer holds every key up to this one (its
@@ -99,15 +130,22 @@ class Outbound:
         self.link, self.peer = link, peer
         self.inbox.put((b"r", None))
 
-    def stop(self) -> None:
+    def stop(self, *, keep: bool = True) -> None:
         """Stop the thread and close the consumer: unacknowledged records go
-        back to the ring (or stay there)."""
+        back to the ring (or stay there). A durable subscription (lossless
+        broadcast) not finished stays held for its hold unless ``keep`` is
+        False (the peer no longer wants the channel)."""
         self._stop.set()
         self.inbox.put((b"", None))
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(10)
         with contextlib.suppress(ShmringError):
-            self._consumer.close()
+            if self._durable and keep and not self.finished:
+                # Not done: the subscription stays held for the bridge started
+                # again (or a new stream to the same peer), as after a kill.
+                self.channel._leave(self._consumer)
+            else:
+                self._consumer.close()
 
     # ------------------------------------------------------------ thread --
     def _run(self) -> None:

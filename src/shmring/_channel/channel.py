@@ -353,6 +353,27 @@ class Channel:
         self._endpoints.add(c)
         return c
 
+    def _durable_consumer(self, tag: int, hold: float) -> Consumer:
+        """A consumer that is the durable subscription ``tag`` (lossless
+        broadcast; private): if its process dies, its slot stays, gating the
+        producer, for ``hold`` seconds, and a process asking for the same
+        tag meanwhile reads on from where it stopped. See durable.py."""
+        from .durable import durable_consumer
+
+        return durable_consumer(self, tag, hold)
+
+    def _leave(self, consumer: Consumer) -> bool:
+        """Close durable subscriber ``consumer`` but keep its subscription
+        held for its hold, as if this process had died (durable.py)."""
+        from .durable import leave
+
+        return leave(consumer)
+
+    def _orphans(self) -> int:
+        """Durable subscriptions of dead processes held now (the producer
+        waits for them)."""
+        return len(self._region.table.orphans())
+
     def _owns(self, slot: int) -> bool:
         # A forked child shares its parent's endpoints and slots: not its own.
         region = self._region

@@ -32,10 +32,15 @@ def space_hint(producer: object) -> str | None:
     if channel is None or channel.closed:
         return None
     n = channel.consumers
+    orphans = getattr(channel, "_orphans", None)
+    held = orphans() if orphans is not None else 0
+    durable = (f"; {held} durable subscription{'s are' if held > 1 else ' is'} held for a "
+               "dead process (the producer waits until a new process takes it over or its "
+               "hold ends)") if held else ""
     if n == 0:
         return ("no live consumer is attached (none has opened it yet, or every one "
-                "closed or died)")
-    return f"{n} live consumer{'s' if n > 1 else ''} attached, not keeping up"
+                "closed or died)" + durable)
+    return f"{n} live consumer{'s' if n > 1 else ''} attached, not keeping up" + durable
 
 
 _core.set_space_hint(space_hint)

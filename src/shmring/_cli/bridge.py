@@ -28,6 +28,14 @@ hosta$ shmring bridge --connect tcp://hostb:7470 --import jobs \\
 A bridge without --keys listens on loopback only unless --insecure."""
 
 
+def _hold(text: str) -> float:
+    """--hold: a finite number of seconds, at least 0."""
+    value = _types.seconds(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: --hold is a finite number of seconds")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``shmring bridge``."""
     p.description = HELP
@@ -57,6 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "feeds here are broken (default 5)")
     p.add_argument("--window", type=_types.positive_int, default=8192, metavar="N",
                    help="records in flight per stream, not yet acknowledged (default 8192)")
+    p.add_argument("--hold", type=_hold, default=60.0, metavar="S",
+                   help="seconds a killed bridge's place in an exported lossless broadcast "
+                        "channel is kept for the bridge started again: the channel's producer "
+                        "waits for it meanwhile, and nothing is lost; 0: not kept (default 60)")
     p.add_argument("--status", action="store_true", help="show what the running bridge does")
     p.add_argument("--stop", action="store_true", help="stop the running bridge")
     p.add_argument("--keygen", metavar="FILE", help="write a new key pair to FILE (and "
@@ -117,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     config = Config(listen=args.listen, connect=args.connect, exports=args.export,
                     imports=args.imports, namespace=ns, name=args.name,
-                    link_timeout=args.link_timeout, window=args.window, security=security)
+                    link_timeout=args.link_timeout, window=args.window, hold=args.hold,
+                    security=security)
     bridge = Bridge(config)
     server = Server(bridge, ns, stop.set)
     try:

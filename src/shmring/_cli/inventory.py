@@ -119,7 +119,8 @@ def inspect(args: argparse.Namespace) -> int:
     for v in s.slots:
         rows.append([f"  {v.index}", str(v.pid), process_start(v.start_time), v.role,
                      _STATES.get(v.state, str(v.state)),
-                     "yes" if v.alive else "NO", "-" if v.claim_pos is None else str(v.claim_pos),
+                     "yes" if v.alive else "NO (held)" if v.orphan else "NO",
+                     "-" if v.claim_pos is None else str(v.claim_pos),
                      str(v.cursor), f"{v.messages:,}", f"{v.bytes:,}", f"{v.missed:,}"])
     table(rows, sys.stdout)
     return 0

@@ -76,6 +76,7 @@ class SlotView:
     bytes: int
     missed: int
     pidns: int = 0  # the PID namespace its pid belongs to (inode; 0: not known)
+    orphan: bool = False  # a durable subscription held for its dead process
 
 
 @dataclass
@@ -178,7 +179,7 @@ def _fill(snap: Snapshot, region: Region) -> None:
     for s in slots:
         view = SlotView(s.index, s.pid, s.start_time, s.role, s.state,
                         judge(s.pid, s.start_time, s.pidns) is not False, s.claim_pos,
-                        s.cursor, s.messages, s.bytes, s.missed, s.pidns)
+                        s.cursor, s.messages, s.bytes, s.missed, s.pidns, s.orphan)
         snap.slots.append(view)
         if s.role == "producer":
             snap.messages_in += s.messages

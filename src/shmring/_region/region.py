@@ -525,8 +525,20 @@ class Region:
                 if holder_alive(pid, started, ns) is False]
 
     def reap_dead(self) -> int:
-        """Recover and free the slots of every dead process; returns how many."""
-        return sum(self.recover_slot(i, pid) for i, pid in self.dead_slots())
+        """Recover and free the slots of every dead process (a durable
+        subscription's becomes an orphan, held for its hold), and free the
+        orphans whose hold has passed; returns how many."""
+        n = sum(self.recover_slot(i, pid) for i, pid in self.dead_slots())
+        return n + self.expire_orphans()
+
+    def expire_orphans(self, now_ns: int | None = None) -> int:
+        """Free every orphan (a durable subscription of a dead process)
+        whose hold has passed by ``now_ns`` (CLOCK_MONOTONIC; default now):
+        the producer stops waiting for it. Returns how many."""
+        table = self.table
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        return sum(table.expire(i, word) for i, word, _tag, until in table.orphans()
+                   if until <= now)
 
     def live_endpoints(self, role: int) -> int:
         """How many endpoints of ``role`` (``ROLE_PRODUCER`` or

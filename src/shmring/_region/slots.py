@@ -18,6 +18,11 @@ recovered, switching its state, reading who holds it -- goes through
 - recovery of a dead holder's slot is claimed by compare-exchange of the pid
   to ``pid | RECOVERING``: exactly one of the supervisor and in-process
   reapers wins, and everyone else skips a slot with that bit set.
+- a durable broadcast subscription (layout.h, DURABLE) that recovery finds
+  within its hold is not freed but made an *orphan*: pid word
+  ``RECOVERING | ORPHAN | dead pid``, skipped by every walk as a slot being
+  recovered is, its cursor still gating the producer. :meth:`adopt` and
+  :meth:`expire` take an orphan by compare-exchange of that word: one wins.
 
 The table also owns the two owner words of the exclusive roles (the single
 producer of spsc/broadcast, the single consumer of spsc/mpsc): they hold
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -55,6 +61,9 @@ if TYPE_CHECKING:
 
 #: Set in a slot's pid word by whoever recovers it (one winner, by CAS).
 RECOVERING = L.SLOT_RECOVERING
+#: Set, with RECOVERING, in the pid word of a held durable subscription
+#: whose holder died (an orphan).
+ORPHAN = L.SLOT_ORPHAN
 
 _COUNTS = (L.SLOT_CLAIM_LEN, L.SLOT_CURSOR, L.SLOT_MESSAGES, L.SLOT_BYTES, L.SLOT_MISSED,
            L.SLOT_LAST_MSGNO, L.SLOT_LINK_IN, L.SLOT_LINK_OUT, L.SLOT_LINK_REGION,
@@ -96,6 +105,7 @@ class SlotInfo:
     bytes: int
     missed: int
     pidns: int = 0  # the holder's PID namespace (0: not known)
+    orphan: bool = False  # a durable subscription held for a dead process
 
 
 class AttachTable:
@@ -230,9 +240,100 @@ class AttachTable:
             # An input slot: the region its outputs went to; a producer's
             # (forced): the region of the input.
             out = find_region(int(_core.load(buf, so + L.SLOT_LINK_REGION)))
-        if _core.recover_slot(buf, slot, out, force) == _core.RECOVER_DEFERRED:
+        done = _core.recover_slot(buf, slot, out, force)
+        if done == _core.RECOVER_DEFERRED:
             _core.cas(buf, so + L.SLOT_PID, pid | RECOVERING, pid)
             return False
+        if done == _core.RECOVER_ORPHANED:
+            # A durable subscription within its hold: kept, cursor and all.
+            _core.store(buf, so + L.SLOT_PID,
+                        RECOVERING | ORPHAN | (pid & L.SLOT_ORPHAN_PID))
+            return True
+        self.free(slot)
+        return True
+
+    # ------------------------------------------- durable subscriptions --
+    def make_durable(self, slot: int, tag: int, hold_ns: int) -> None:
+        """Make this process's consumer slot ``slot`` a durable subscription
+        with ``tag``, held ``hold_ns`` nanoseconds after its holder dies
+        (before it joins: layout.h, DURABLE)."""
+        so = L.slot_offset(slot)
+        _core.store(self._buf, so + L.SLOT_DURABLE_TAG, tag)
+        _core.store(self._buf, so + L.SLOT_DURABLE_UNTIL, 0)
+        _core.store(self._buf, so + L.SLOT_DURABLE_HOLD, hold_ns)
+
+    def durable_hold(self, slot: int) -> int:
+        """The hold (ns) of durable subscription ``slot``; 0 if it is not one."""
+        so = L.slot_offset(slot)
+        if _core.load32(self._buf, so + L.SLOT_ROLE) != L.ROLE_CONSUMER:
+            return 0
+        return int(_core.load(self._buf, so + L.SLOT_DURABLE_HOLD))
+
+    def orphan(self, slot: int, pid: int) -> None:
+        """This process (``pid``) lets go of its durable subscription
+        ``slot`` without ending it: an orphan from now, held for its hold,
+        as if ``pid`` had died (its endpoint is closed already)."""
+        buf = self._buf
+        so = L.slot_offset(slot)
+        hold = int(_core.load(buf, so + L.SLOT_DURABLE_HOLD))
+        _core.store(buf, so + L.SLOT_DURABLE_UNTIL, time.monotonic_ns() + hold)
+        if not _core.cas(buf, so + L.SLOT_PID, pid,
+                         RECOVERING | ORPHAN | (pid & L.SLOT_ORPHAN_PID)):
+            raise CorruptRegion(f"slot {slot} of region {self._name!r} is not this process's")
+
+    def tagged(self, tag: int) -> list[tuple[int, int]]:
+        """(slot, pid word) of every taken durable consumer slot with
+        ``tag``: held by a process, being recovered, or an orphan."""
+        buf = self._buf
+        out = []
+        for i in range(self.used):
+            so = L.slot_offset(i)
+            word = int(_core.load(buf, so + L.SLOT_PID))
+            if (word and _core.load32(buf, so + L.SLOT_ROLE) == L.ROLE_CONSUMER
+                    and _core.load(buf, so + L.SLOT_DURABLE_HOLD)
+                    and _core.load(buf, so + L.SLOT_DURABLE_TAG) == tag):
+                out.append((i, word))
+        return out
+
+    def orphans(self) -> list[tuple[int, int, int, int]]:
+        """(slot, pid word, tag, expiry in CLOCK_MONOTONIC ns) of every
+        orphan: a durable subscription held for a dead process."""
+        buf = self._buf
+        out = []
+        for i in range(self.used):
+            so = L.slot_offset(i)
+            word = int(_core.load(buf, so + L.SLOT_PID))
+            if word & ORPHAN and word & RECOVERING:
+                out.append((i, word, int(_core.load(buf, so + L.SLOT_DURABLE_TAG)),
+                            int(_core.load(buf, so + L.SLOT_DURABLE_UNTIL))))
+        return out
+
+    def adopt(self, slot: int, word: int, pid: int, start: int, ns: int) -> bool:
+        """Take orphan ``slot`` (pid word ``word`` as read) for process
+        ``pid`` (started at ``start``, in PID namespace ``ns``); its cursor
+        and counts are kept. False if someone else took it first."""
+        buf = self._buf
+        so = L.slot_offset(slot)
+        if not word & ORPHAN or not _core.cas(buf, so + L.SLOT_PID, word, RECOVERING | pid):
+            return False
+        # Walks skip it until the pid word is plain again: its start time and
+        # namespace are the dead holder's until then.
+        _core.store(buf, so + L.SLOT_PIDNS, ns)
+        _core.store(buf, so + L.SLOT_START_TIME, start)
+        _core.store(buf, so + L.SLOT_DURABLE_UNTIL, 0)
+        _core.store(buf, so + L.SLOT_PID, pid)
+        return True
+
+    def expire(self, slot: int, word: int) -> bool:
+        """Free orphan ``slot`` (pid word ``word`` as read), whose hold the
+        caller found passed: recovered as any dead slot (it gates no more),
+        then freed. False if it was adopted (or expired) meanwhile."""
+        buf = self._buf
+        so = L.slot_offset(slot)
+        dead = RECOVERING | (word & L.SLOT_ORPHAN_PID)
+        if not word & ORPHAN or not _core.cas(buf, so + L.SLOT_PID, word, dead):
+            return False
+        _core.recover_slot(buf, slot, None, True)  # forced: not held again
         self.free(slot)
         return True
 
@@ -290,6 +391,10 @@ class AttachTable:
     def pid(self, slot: int) -> int:
         """The pid word of ``slot`` as stored (0 free; may carry RECOVERING)."""
         return int(_core.load(self._buf, L.slot_offset(slot) + L.SLOT_PID))
+
+    def start_time(self, slot: int) -> int:
+        """The start time its holder stored in ``slot`` (0: being taken)."""
+        return int(_core.load(self._buf, L.slot_offset(slot) + L.SLOT_START_TIME))
 
     def pidns(self, slot: int) -> int:
         """The PID namespace its holder stored in ``slot`` (0: not known)."""
@@ -376,9 +481,10 @@ class AttachTable:
             if pid == 0:
                 continue
             claim = _core.load(buf, so + L.SLOT_CLAIM_POS)
+            orphan = bool(pid & ORPHAN and pid & RECOVERING)
             out.append(SlotInfo(
                 index=i,
-                pid=pid & ~RECOVERING,
+                pid=pid & L.SLOT_ORPHAN_PID if orphan else pid & ~RECOVERING,
                 start_time=_core.load(buf, so + L.SLOT_START_TIME),
                 role=L.ROLE_NAMES.get(_core.load32(buf, so + L.SLOT_ROLE), "?"),
                 state=_core.load32(buf, so + L.SLOT_STATE),
@@ -388,5 +494,6 @@ class AttachTable:
                 bytes=_core.load(buf, so + L.SLOT_BYTES),
                 missed=_core.load(buf, so + L.SLOT_MISSED),
                 pidns=_core.load(buf, so + L.SLOT_PIDNS),
+                orphan=orphan,
             ))
         return out

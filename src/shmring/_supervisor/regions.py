@@ -53,6 +53,7 @@ from .._region import inventory as _gc
 from .._region.guard import unmap
 from .._region.names import list_segments, split_segment_name, unlink_segment
 from .._region.region import Region, find_by_inode
+from . import orphans as _orphans
 from .deaths import Proc, ProcessIndex
 
 log = logging.getLogger("shmring.supervisor")
@@ -105,6 +106,7 @@ class Tracked:
     corrupt: bool = False  # its table's header was overwritten: said once, not walked again
     walked: float = float("-inf")  # clock time of the last judgement after a death
     walk_due: bool = False  # a coalesced judgement is scheduled (deaths_walk)
+    orphan_due: float = 0.0  # clock time a judgement is scheduled for an orphan's expiry
 
     @property
     def key(self) -> RegionKey:
@@ -460,6 +462,8 @@ class RegionTable:
                 self._stats["recovered"] += 1
                 log.info("recovered slot %d of %s (pid %d: %s)", i, t.seg, pid,
                          "dead" if p is None else "does not map it")
+        if self._intact(t) and not t.corrupt and self._orphans(t):
+            live = True  # a durable subscription held for a dead process
         t.uncertain = uncertain and not live and not t.holders
         if live or t.holders or uncertain:
             return False
@@ -481,6 +485,28 @@ class RegionTable:
                 log.info("unlinked %s: no process uses it", t.seg)
         self.untrack(t)
         return unlinked
+
+    def _orphans(self, t: Tracked) -> bool:
+        """Free ``t``'s orphans whose hold has passed (orphans.py); True if
+        one is still held: it keeps the region, judged again when it is due."""
+        try:
+            due = _orphans.expire_due(t.region.table, t.seg, self._stats)
+        except CorruptRegion as e:
+            self._corrupt(t, e)
+            return False
+        if due is None:
+            return False
+        when = self._clock() + due + 0.01
+        if not t.orphan_due or when < t.orphan_due:
+            t.orphan_due = when
+
+            def fire() -> None:
+                if t.orphan_due == when:
+                    t.orphan_due = 0.0
+                self.evaluate(t)
+
+            self._schedule(when, fire)
+        return True
 
     # ------------------------------------------------------ processes --
     def process_died(self, p: Proc) -> None:

@@ -160,6 +160,16 @@
  *                        bits 32-44 the output endpoint's slot+1; LINK_COUNTED
  *                        (the output at link_out is in the count), LINK_SINGLE
  *                        (one output completes the input: map), LINK_COMPLETE
+ *   The link words are mpmc (and mpsc/mpmc producer) words only. A broadcast
+ *   consumer uses 88..104 for its durable subscription instead (DURABLE
+ *   below; 80 stays 0, so links_input never mistakes it for a pipeline's):
+ *   88 durable_tag   u64 the subscription's tag (any 64-bit value)
+ *   96 durable_hold  u64 nanoseconds its slot outlives its holder; 0 = not
+ *                        durable (an ordinary subscriber). Both stored by the
+ *                        holder before it joins, never changed while taken
+ *   104 durable_until u64 0 while its holder lives; once the holder died,
+ *                        the CLOCK_MONOTONIC ns at which the orphan expires
+ *                        (stored by recovery before the pid word says orphan)
  *   112 pidns      u64   the holder's PID namespace: the inode of its
  *                        /proc/self/ns/pid (0 = not known yet: stored after
  *                        the pid, before the start time). The pid and start
@@ -171,6 +181,25 @@
  *                        while one is being handed back (ring/lease.c): a
  *                        worker waits for it to clear before it starts a new
  *                        linked item, so its link words stay readable
+ *
+ * DURABLE (a lossless broadcast consumer made by Channel._durable_consumer;
+ * ring/recover.c, shmring/_region/slots.py, shmring/_channel/durable.py):
+ *   A durable slot whose holder dies and that had joined (state ACTIVE or
+ *   UNTETHERED) is not freed by recovery: ring_recover_slot stores
+ *   durable_until = now + hold and answers RECOVER_ORPHANED, and the
+ *   recoverer (who holds pid | SLOT_RECOVERING) stores the pid word
+ *   SLOT_RECOVERING | SLOT_ORPHAN | dead pid (low 32 bits). The slot keeps
+ *   its role, state and cursor, so it gates the producer as a live slow
+ *   consumer does; every walk that skips SLOT_RECOVERING skips it.
+ *   Adoption: a process asking for the same tag compare-exchanges the orphan
+ *   word to SLOT_RECOVERING | its pid (walks still skip it), stores its PID
+ *   namespace, its start time, durable_until 0, then its pid (release): the
+ *   cursor is kept, it reads on from the oldest record the dead holder had
+ *   not settled. Expiry: once durable_until has passed, whoever expires it
+ *   (the supervisor, reap_dead) compare-exchanges the orphan word to
+ *   SLOT_RECOVERING | dead pid, recovers it as any dead slot (its state
+ *   CLOSING: it gates no more) and frees it. Exactly one of adopters and
+ *   expirers wins the orphan word.
  *
  * RECORD (RECORD_ALIGN-aligned; a record never straddles the end of the ring,
  * a PAD record fills the end instead):
@@ -344,6 +373,12 @@
 #define LINK_HDR_DONE 12u
 
 #define SLOT_RECOVERING (1ULL << 63) /* in SLOT_PID: a recoverer holds the slot */
+#define SLOT_ORPHAN (1ULL << 62)     /* in SLOT_PID, with RECOVERING: a held orphan */
+#define SLOT_ORPHAN_PID 0xFFFFFFFFull /* in an orphan's SLOT_PID: the dead holder's pid */
+
+#define SLOT_DURABLE_TAG 88u   /* broadcast consumer: the durable subscription's tag */
+#define SLOT_DURABLE_HOLD 96u  /* its hold in ns; 0 = not durable */
+#define SLOT_DURABLE_UNTIL 104u /* CLOCK_MONOTONIC ns its orphan expires at; 0 = held */
 
 #define CLAIM_NONE UINT64_MAX
 #define CLAIM_CONFIRMED (1ULL << 63) /* in claim_len: our CAS of tail succeeded */

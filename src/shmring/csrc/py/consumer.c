@@ -267,6 +267,14 @@ static PyObject *C_join(EndpointObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+static PyObject *C_resume(EndpointObject *self, PyObject *unused) {
+    (void)unused;
+    if (endpoint_check_open(self) < 0) return NULL;
+    if (ring_consumer_resume(&self->ring) != RING_OK)
+        return PyErr_Format(PyExc_ValueError, "_resume: only a broadcast consumer resumes");
+    Py_RETURN_NONE;
+}
+
 static int C_init(EndpointObject *self, PyObject *args, PyObject *kw) {
     (void)kw;
     return endpoint_init(self, args, 1);
@@ -328,6 +336,8 @@ static PyMethodDef C_methods[] = {
     {"recv_obj", (PyCFunction)(void (*)(void))obj_recv_obj, METH_FASTCALL | METH_KEYWORDS,
      OBJ_RECV_DOC},
     {"_join", (PyCFunction)C_join, METH_NOARGS, "_join(): start reading at the tail."},
+    {"_resume", (PyCFunction)C_resume, METH_NOARGS,
+     "_resume(): broadcast: go on from the slot's cursor (an adopted durable subscription)."},
     {"_close", (PyCFunction)endpoint_close, METH_NOARGS, "_close(): release the mapping."},
     {"_wait", (PyCFunction)(void (*)(void))endpoint_wait_ready, METH_FASTCALL,
      "_wait(timeout=None, nbytes=0) -> bool: wait until progress is possible, taking "

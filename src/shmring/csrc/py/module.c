@@ -467,7 +467,8 @@ static PyMethodDef methods[] = {
      "check_region(buffer): raise CorruptRegion unless the header is valid."},
     {"recover_slot", (PyCFunction)(void (*)(void))m_recover_slot, METH_FASTCALL,
      "recover_slot(buffer, slot, out=None, force=False) -> int: repair what a dead endpoint "
-     "left; RECOVER_DEFERRED (-3): a linked claim waits for its input's recovery."},
+     "left; RECOVER_DEFERRED (-3): a linked claim waits for its input's recovery; "
+     "RECOVER_ORPHANED (-4): a held durable subscription, left as it is."},
     {"fed_state", (PyCFunction)module_fed_state, METH_O,
      "fed_state(buffer) -> (epoch, seq): the key of the last record a fed producer committed "
      "(ProducerCore._send_fed), exact whatever instant it died at; (0, 0) if never fed."},
@@ -550,7 +551,8 @@ static const struct {
     C(LINK_SLOT_SHIFT), C(LINK_SLOT_MASK), C(LINK_COUNTED), C(LINK_SINGLE), C(LINK_COMPLETE), C(LINK_RESOLVING),
     C(LINK_HDR), C(LINK_HDR_ITEM), C(LINK_HDR_ATTEMPTS), C(LINK_HDR_DONE),
     C(HDR_LEASE_MS), C(LEASE_NEVER), C(SLOT_LEASE), C(LEASE_BUSY), C(LEASE_COUNT_MASK),
-    C(ST_LEASED),
+    C(ST_LEASED), C(SLOT_ORPHAN), C(SLOT_ORPHAN_PID), C(SLOT_DURABLE_TAG), C(SLOT_DURABLE_HOLD),
+    C(SLOT_DURABLE_UNTIL),
 };
 
 PyMODINIT_FUNC PyInit__core(void) {
@@ -571,7 +573,8 @@ PyMODINIT_FUNC PyInit__core(void) {
         }
         Py_DECREF(v);
     }
-    if (PyModule_AddIntConstant(m, "RECOVER_DEFERRED", RECOVER_DEFERRED) < 0) {
+    if (PyModule_AddIntConstant(m, "RECOVER_DEFERRED", RECOVER_DEFERRED) < 0 ||
+        PyModule_AddIntConstant(m, "RECOVER_ORPHANED", RECOVER_ORPHANED) < 0) {
         Py_DECREF(layout);
         goto fail;
     }

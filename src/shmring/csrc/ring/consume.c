@@ -539,4 +539,22 @@ int ring_consumer_join(ring_t *r) {
     return RING_OK;
 }
 
+/* An adopted durable subscription: the slot's cursor (the oldest record its
+ * dead holder had not settled) is where reading goes on; the slot still
+ * gates the producer there (its state was never changed), so nothing at or
+ * past it was overwritten. Counts go on from the slot's. A validating reader
+ * (untethered) has no baseline message number: its first read sets it. */
+int ring_consumer_resume(ring_t *r) {
+    if (r->pattern != PATTERN_BROADCAST) return RING_AGAIN;
+    /* SYNC(cursor): the dead holder's last store of its cursor; the adopter won the pid word by
+     * compare-exchange after it. */
+    uint64_t c = ld_acq(r->base, r->slot_off + SLOT_CURSOR);
+    r->cursor = c;
+    r->cached_tail = c;
+    r->have_baseline = 0;
+    r->messages = ld_rlx(r->base, r->slot_off + SLOT_MESSAGES);
+    r->bytes = ld_rlx(r->base, r->slot_off + SLOT_BYTES);
+    return RING_OK;
+}
+
 void ring_sweep(ring_t *r) { sweep(r); }

@@ -111,6 +111,37 @@ static int recover_claim(ring_t *r, uint32_t slot) {
     return 0;
 }
 
+static uint64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* A durable subscription (layout.h, DURABLE) that had joined outlives its
+ * holder until durable_until: set now (now + hold) if this is the first
+ * recovery since it was taken. True while that deadline has not passed: the
+ * slot is left as it is, gating the producer with its cursor. */
+static int held_durable(ring_t *r) {
+    char *base = r->base;
+    uint64_t so = r->slot_off;
+    /* SYNC(slot-pid): the hold was stored by its holder before it joined (and the pid we won
+     * by compare-exchange was stored before that). */
+    uint64_t hold = ld_acq(base, so + SLOT_DURABLE_HOLD);
+    /* SYNC(slot-state): pairs with the seq-cst stores of the state (join, untether). */
+    uint32_t st = ld32_acq(base, so + SLOT_STATE);
+    if (!hold || r->lossy || (st != SLOT_ACTIVE && st != SLOT_UNTETHERED)) return 0;
+    uint64_t now = monotonic_ns();
+    /* SYNC(durable): only the recoverer (holding SLOT_RECOVERING) writes it; pairs with the
+     * acquire loads of it by expirers after the orphan word was published. */
+    uint64_t until = ld_acq(base, so + SLOT_DURABLE_UNTIL);
+    if (until == 0) {
+        until = now + hold < now ? UINT64_MAX : now + hold;
+        /* SYNC(durable): before the orphan word (the caller's seq-cst store of the pid). */
+        st_sc(base, so + SLOT_DURABLE_UNTIL, until);
+    }
+    return now < until;
+}
+
 int ring_recover_slot(char *base, uint64_t size, uint32_t slot, char *out_base,
                       uint64_t out_size, int force) {
     ring_t rr, *r = &rr;
@@ -223,6 +254,9 @@ int ring_recover_slot(char *base, uint64_t size, uint32_t slot, char *out_base,
         st_rel(base, so + SLOT_CLAIM_POS, CLAIM_NONE);
         shm_notify(base, OFF_DATA_FUTEX, OFF_DATA_WAITERS);
     }
+    /* force: an expired orphan (its expirer decided by its own clock). */
+    if (role == ROLE_CONSUMER && r->pattern == PATTERN_BROADCAST && !force && held_durable(r))
+        return RECOVER_ORPHANED;
     if (role == ROLE_CONSUMER && r->pattern == PATTERN_BROADCAST) {
         /* SYNC(slot-state): pairs with gate()'s acquire of the state. Its cursor stops gating the
          * producer. */

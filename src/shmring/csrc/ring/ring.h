@@ -113,6 +113,10 @@ void ring_unhold(ring_t *r); /* closing while holding: give the record back */
 void ring_consumer_flush(ring_t *r); /* end of a batch of releases */
 int ring_has_data(ring_t *r);
 int ring_consumer_join(ring_t *r);
+/* Broadcast: go on from the slot's cursor (an adopted durable subscription,
+ * layout.h DURABLE) instead of joining at the tail; RING_OK, or RING_AGAIN
+ * on another pattern. */
+int ring_consumer_resume(ring_t *r);
 
 /* Reading ahead (ring/ahead.c): a consumer holds many records at once and
  * releases them later, by key (the record's position), so they stay in the
@@ -163,6 +167,11 @@ int64_t ring_untether_slice_ns(const ring_t *r);
  * (a dead pipeline worker's: for an input slot, the region its linked outputs
  * went to; for a producer slot, the region of the input), or NULL. */
 #define RECOVER_DEFERRED (-3)
+/* A durable broadcast subscription (layout.h, DURABLE) within its hold:
+ * nothing was done; the caller makes the slot an orphan instead of freeing
+ * it (its durable_until is set). With force, an orphan is recovered
+ * regardless (its expirer found its hold passed). */
+#define RECOVER_ORPHANED (-4)
 int ring_recover_slot(char *base, uint64_t size, uint32_t slot, char *out_base,
                       uint64_t out_size, int force);
 
