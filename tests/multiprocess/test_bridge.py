@@ -226,7 +226,8 @@ def test_a_broadcast_exporter_stopped_and_started_again_loses_nothing() -> None:
             exporter = b.bridge(*b_args)
             a.bridge("--connect", url, "--import", "stop")
             a.wait_streaming("stop", "inbound")
-            rx = shmring.Channel.open("stop", namespace=a.ns).consumer()
+            imported = shmring.Channel.open("stop", namespace=a.ns)
+            rx = imported.consumer()
             b.wait_streaming("stop")
             prod = b.python(KEEP_SENDING, "stop", str(n))
             got: list[int] = []
@@ -243,7 +244,7 @@ def test_a_broadcast_exporter_stopped_and_started_again_loses_nothing() -> None:
             src.close_send()
             with pytest.raises(shmring.EndOfStream):
                 rx.recv(timeout=60)
-            rx.close()
+            imported.close()
         finally:
             src.close()
         assert got == list(range(n))

@@ -38,17 +38,36 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import TYPE_CHECKING, cast
+import weakref
+from typing import Any, Protocol, cast
 
 from .. import _layout as L
 from .._errors import InvalidArgument, RoleTaken
 from .._proc import holder_alive, my_start_time, pid_namespace
+from .._region.region import Region
 from .._region.slots import ORPHAN, RECOVERING
 from . import aio as _aio
 from .endpoints import Consumer
 
-if TYPE_CHECKING:
-    from .channel import Channel
+
+class _Channel(Protocol):
+    """What this module uses of a ``Channel`` (channel.py imports this
+    module, so it is not imported back)."""
+
+    _region: Region
+    _slot: int
+    _lent: bool
+    _endpoints: weakref.WeakSet[Any]
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def pattern(self) -> str: ...
+    @property
+    def region(self) -> Region: ...
+    def consumer(self) -> Consumer: ...
+    def _endpoint_slot(self, role: int) -> int: ...
+    def _release_role(self, slot: int, *, producer: bool) -> None: ...
 
 #: Seconds an asker waits for a slot of its tag that someone is recovering
 #: or adopting right now (a few microseconds of work, unless that process
@@ -56,7 +75,7 @@ if TYPE_CHECKING:
 BUSY_WAIT = 1.0
 
 
-def _check(channel: Channel, tag: int, hold: float) -> int:
+def _check(channel: _Channel, tag: int, hold: float) -> int:
     """``hold`` in nanoseconds, after checking the arguments."""
     if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag < 1 << 64:
         raise InvalidArgument(f"a durable subscription's tag is an int in [0, 2**64), "
@@ -73,7 +92,7 @@ def _check(channel: Channel, tag: int, hold: float) -> int:
     return max(1, int(hold * 1e9)) if hold else 0
 
 
-def _taken(channel: Channel, tag: int, pid: int | None) -> RoleTaken:
+def _taken(channel: _Channel, tag: int, pid: int | None) -> RoleTaken:
     here = "this process" if pid == os.getpid() else f"pid {pid}"
     err = RoleTaken(f"channel {channel.name!r}: the durable subscription {tag:#x} is held "
                     f"by {here} (close it first)")
@@ -81,7 +100,7 @@ def _taken(channel: Channel, tag: int, pid: int | None) -> RoleTaken:
     return err
 
 
-def durable_consumer(channel: Channel, tag: int, hold: float) -> Consumer:
+def durable_consumer(channel: _Channel, tag: int, hold: float) -> Consumer:
     """A consumer of ``channel`` (lossless broadcast) that is the durable
     subscription ``tag``, held ``hold`` seconds after its process dies:
     the orphan of that tag adopted if there is one (reading on from its
@@ -136,7 +155,7 @@ def leave(consumer: Consumer) -> bool:
     process."""
     if consumer.closed:
         return False
-    channel = cast("Channel", consumer._channel)
+    channel = cast("_Channel", consumer._channel)
     region = channel._region
     table = region.table
     slot = consumer._slot
@@ -152,7 +171,7 @@ def leave(consumer: Consumer) -> bool:
     return True
 
 
-def _resumed(channel: Channel, slot: int) -> Consumer:
+def _resumed(channel: _Channel, slot: int) -> Consumer:
     """A consumer on the adopted orphan ``slot``, reading on from its cursor."""
     region = channel._region
     try:
@@ -167,7 +186,7 @@ def _resumed(channel: Channel, slot: int) -> Consumer:
     return c
 
 
-def _joined(channel: Channel, tag: int, hold_ns: int) -> Consumer | None:
+def _joined(channel: _Channel, tag: int, hold_ns: int) -> Consumer | None:
     """A new subscriber with ``tag`` at the newest record, or None if another
     slot of the tag turned up meanwhile (it withdrew: look again)."""
     region = channel._region

@@ -526,15 +526,13 @@ class Region:
 
     def reap_dead(self) -> int:
         """Recover and free the slots of every dead process (a durable
-        subscription's becomes an orphan, held for its hold), and free the
-        orphans whose hold has passed; returns how many."""
+        subscription's is held as an orphan) and expired orphans; how many."""
         n = sum(self.recover_slot(i, pid) for i, pid in self.dead_slots())
         return n + self.expire_orphans()
 
     def expire_orphans(self, now_ns: int | None = None) -> int:
-        """Free every orphan (a durable subscription of a dead process)
-        whose hold has passed by ``now_ns`` (CLOCK_MONOTONIC; default now):
-        the producer stops waiting for it. Returns how many."""
+        """Free every orphan (a dead process's durable subscription) whose
+        hold has passed by ``now_ns`` (CLOCK_MONOTONIC; default now); how many."""
         table = self.table
         now = time.monotonic_ns() if now_ns is None else now_ns
         return sum(table.expire(i, word) for i, word, _tag, until in table.orphans()
