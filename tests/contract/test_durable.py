@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from channel_util import drain, fill
+from forked_util import spawn_fixture  # noqa: F401  (the fixture)
 
 import shmring
 from shmring import _layout as L
@@ -37,22 +38,6 @@ MSG = b"d" * 100  # 128 ring bytes a record
 Make = Callable[..., shmring.Channel]
 
 
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., BaseProcess]]:
-    """Starts forked children; any still running at the end is killed."""
-    procs: list[BaseProcess] = []
-
-    def _spawn(target: Callable[..., None], *args: Any) -> BaseProcess:
-        p = CTX.Process(target=target, args=args, daemon=True)
-        p.start()
-        procs.append(p)
-        return p
-
-    yield _spawn
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-        p.join(5)
 
 
 def subscribe_read_settle_exit(name: str, tag: int, hold: float, n: int, settle: int,

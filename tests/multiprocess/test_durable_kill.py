@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
-from typing import Any
 
 import pytest
 from channel_util import drain
+from forked_util import kill as _kill
+from forked_util import spawn_fixture  # noqa: F401  (the fixture)
 
 import shmring
 
@@ -30,29 +30,11 @@ TAG = 0xD0_0AB1E
 Make = Callable[..., shmring.Channel]
 
 
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., BaseProcess]]:
-    """Starts forked children; any still running at the end is killed."""
-    procs: list[BaseProcess] = []
-
-    def _spawn(target: Callable[..., None], *args: Any) -> BaseProcess:
-        p = CTX.Process(target=target, args=args, daemon=True)
-        p.start()
-        procs.append(p)
-        return p
-
-    yield _spawn
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-        p.join(5)
 
 
 def kill(p: BaseProcess) -> None:
-    assert p.pid is not None
-    os.kill(p.pid, signal.SIGKILL)
-    p.join(WAIT)
-    assert p.exitcode == -signal.SIGKILL
+    """SIGKILL ``p`` and wait for it (forked_util.kill, with this file's WAIT)."""
+    _kill(p, WAIT)
 
 
 def wait_for(what: str, cond: Callable[[], bool]) -> None:

@@ -10,19 +10,19 @@ the supervised test) hands back every record the dead slot had taken.
 from __future__ import annotations
 
 import os
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
-from typing import Any
 
 import pytest
 import read_ahead_util
 from channel_util import drain
+from forked_util import kill as _kill
+from forked_util import spawn_fixture  # noqa: F401  (the fixture)
 from pattern_util import patterns
 from supervisor_util import Env, FakeClock, clocked_supervisor
 
@@ -34,29 +34,11 @@ WAIT = 10.0  # bound on any wait expected to succeed
 ALL = 2**64 - 1
 
 
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., BaseProcess]]:
-    """Starts forked children; any still running at the end is killed."""
-    procs: list[BaseProcess] = []
-
-    def _spawn(target: Callable[..., None], *args: Any) -> BaseProcess:
-        p = CTX.Process(target=target, args=args, daemon=True)
-        p.start()
-        procs.append(p)
-        return p
-
-    yield _spawn
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-        p.join(5)
 
 
 def kill(p: BaseProcess) -> None:
-    assert p.pid is not None
-    os.kill(p.pid, signal.SIGKILL)
-    p.join(WAIT)
-    assert p.exitcode == -signal.SIGKILL
+    """SIGKILL ``p`` and wait for it (forked_util.kill, with this file's WAIT)."""
+    _kill(p, WAIT)
 
 
 def read_ahead_then_wait(name: str, supervised: bool, n: int, settle: int, ready: Event,

@@ -19,7 +19,7 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from channel_util import drain
+from forked_util import spawn_fixture  # noqa: F401  (the fixture)
 from pattern_util import KIND_IDS, KINDS, patterns
 
 import shmring
@@ -45,22 +46,6 @@ ROUNDS = 16  # producers killed per random-kill test
 # ------------------------------------------------------------ helpers --
 
 
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., BaseProcess]]:
-    """Starts forked children; any still running at the end is killed."""
-    procs: list[BaseProcess] = []
-
-    def _spawn(target: Callable[..., None], *args: Any) -> BaseProcess:
-        p = CTX.Process(target=target, args=args, daemon=True)
-        p.start()
-        procs.append(p)
-        return p
-
-    yield _spawn
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-        p.join(5)
 
 
 @pytest.fixture
