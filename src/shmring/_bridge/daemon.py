@@ -248,10 +248,8 @@ class Bridge:
         if name not in self.exports:
             self._error(peer, name, "NotExported", f"{self.name} does not export {name!r}")
             return
-        try:
-            ch = Channel.open(name, namespace=self.config.namespace)
-        except ShmringError as e:
-            self._error(peer, name, type(e).__name__, str(e))
+        ch = self._open(peer, name)
+        if ch is None:
             return
         try:
             meta = {"name": name, "pattern": ch.pattern, "capacity": ch.capacity,
@@ -306,10 +304,8 @@ class Bridge:
             del self.outbound[key]
         if name not in self.exports:
             return
-        try:
-            ch = Channel.open(name, namespace=self.config.namespace)
-        except ShmringError as e:
-            self._error(peer, name, type(e).__name__, str(e))
+        ch = self._open(peer, name)
+        if ch is None:
             return
         try:
             out = Outbound(peer.link, peer.ident, ch, window=self.config.window,
@@ -321,6 +317,14 @@ class Bridge:
             return
         self.outbound[key] = out
         out.start(resume)
+
+    def _open(self, peer: Peer, name: str) -> Channel | None:
+        """Local channel ``name`` for ``peer``, or None (the peer is told why)."""
+        try:
+            return Channel.open(name, namespace=self.config.namespace)
+        except ShmringError as e:
+            self._error(peer, name, type(e).__name__, str(e))
+            return None
 
     def _error(self, peer: Peer, name: str, error: str, message: str) -> None:
         peer.link.send(peer.ident, [wire.ERROR, name.encode(),

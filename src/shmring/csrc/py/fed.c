@@ -183,6 +183,20 @@ static int get_seqs(PyObject *o, Py_ssize_t n, uint64_t *first, uint64_t **seqs)
     return 0;
 }
 
+/* Start a batch at key (epoch, first): 0, or -1 with InvalidArgument set if
+ * that key is not past the last one committed. */
+static int begin(ring_t *r, feed_t *f, uint64_t epoch, uint64_t first, const char *what) {
+    int rc;
+    Py_BEGIN_ALLOW_THREADS /* settling what a dead producer left may pause (mpsc, mpmc) */
+    rc = ring_feed_begin(r, f, epoch, first);
+    Py_END_ALLOW_THREADS
+    if (rc != FEED_STALE) return 0;
+    invalid("%s(): (epoch %llu, seq %llu) is not past the last record committed, (%llu, %llu)",
+            what, (unsigned long long)epoch, (unsigned long long)first,
+            (unsigned long long)f->e, (unsigned long long)f->p);
+    return -1;
+}
+
 PyObject *producer_send_fed(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames) {
     PyObject *v[4];
@@ -214,17 +228,7 @@ PyObject *producer_send_fed(EndpointObject *self, PyObject *const *args, Py_ssiz
         goto fail;
     }
     feed_t f;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS /* settling what a dead producer left may pause (mpsc, mpmc) */
-    rc = ring_feed_begin(r, &f, epoch, first);
-    Py_END_ALLOW_THREADS
-    if (rc == FEED_STALE) {
-        invalid("_send_fed(): (epoch %llu, seq %llu) is not past the last record committed, "
-                "(%llu, %llu)",
-                (unsigned long long)epoch, (unsigned long long)first, (unsigned long long)f.e,
-                (unsigned long long)f.p);
-        goto fail;
-    }
+    if (begin(r, &f, epoch, first, "_send_fed") < 0) goto fail;
     PyObject **its = PySequence_Fast_ITEMS(seq);
     int failed = 0;
     r->batch = 1;
@@ -326,17 +330,7 @@ PyObject *producer_send_fed_packed(EndpointObject *self, PyObject *const *args,
     }
     memcpy(&first, sp + 8 * skip, 8);
     feed_t f;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS /* settling what a dead producer left may pause (mpsc, mpmc) */
-    rc = ring_feed_begin(r, &f, epoch, first);
-    Py_END_ALLOW_THREADS
-    if (rc == FEED_STALE) {
-        invalid("_send_fed_packed(): (epoch %llu, seq %llu) is not past the last record "
-                "committed, (%llu, %llu)",
-                (unsigned long long)epoch, (unsigned long long)first, (unsigned long long)f.e,
-                (unsigned long long)f.p);
-        goto fail;
-    }
+    if (begin(r, &f, epoch, first, "_send_fed_packed") < 0) goto fail;
     int failed = 0;
     r->batch = 1;
     for (i = (Py_ssize_t)skip; i < n; i++) {
