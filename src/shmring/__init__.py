@@ -12,6 +12,7 @@ Example::
     ch.close(); ch.unlink()
 """
 
+from ._bridge import control as _bridge_control  # noqa: F401  (Channel.open(remote=))
 from ._channel.channel import Channel
 from ._channel.endpoints import Claim, Consumer, Producer, RecordView
 from ._errors import (

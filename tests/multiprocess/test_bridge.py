@@ -115,12 +115,13 @@ def test_slow_remote_consumer_holds_the_producer_back() -> None:
             # Bounded by the two rings and the window (72-byte records:
             # 4096 / 80 = 51 per ring), not growing without end.
             assert 32 <= sent <= 51 + 32 + 51 + 2, sent
-            rx = shmring.Channel.open("slow", namespace=a.ns).consumer()
+            imported = shmring.Channel.open("slow", namespace=a.ns)
+            rx = imported.consumer()
             got = [int.from_bytes(rx.recv(timeout=30)[:8], "little") for _ in range(sent)]
             assert got == list(range(sent))
             tx.send(b"more", timeout=10)  # room again
             assert rx.recv(timeout=30) == b"more"
-            rx.close()
+            imported.close()
             tx.close()
         finally:
             src.close()
@@ -137,7 +138,8 @@ def test_silent_peer_makes_the_imported_ring_broken_until_it_is_back() -> None:
             a.wait_streaming("feed", "inbound")
             tx = src.producer()
             tx.send(b"before")
-            rx = shmring.Channel.open("feed", namespace=a.ns).consumer()
+            imported = shmring.Channel.open("feed", namespace=a.ns)
+            rx = imported.consumer()
             assert rx.recv(timeout=30) == b"before"
             bb.kill()
             t0 = time.monotonic()
@@ -150,7 +152,7 @@ def test_silent_peer_makes_the_imported_ring_broken_until_it_is_back() -> None:
             b.bridge("--listen", url, "--export", "feed")
             wait_for("the peer back", lambda: _fed_again(a, "feed"))
             assert rx.recv(timeout=30) == b"after"
-            rx.close()
+            imported.close()
             tx.close()
         finally:
             src.close()
@@ -187,7 +189,8 @@ def test_a_killed_bridge_started_again_loses_and_duplicates_nothing(
         try:
             bridges = {"exporter": b.bridge(*b_args), "importer": a.bridge(*a_args)}
             a.wait_streaming("kill", "inbound")
-            rx = shmring.Channel.open("kill", namespace=a.ns).consumer()
+            imported = shmring.Channel.open("kill", namespace=a.ns)
+            rx = imported.consumer()
             b.wait_streaming("kill")
             prod = b.python(KEEP_SENDING, "kill", str(n))
             got: list[int] = []
@@ -204,7 +207,7 @@ def test_a_killed_bridge_started_again_loses_and_duplicates_nothing(
             src.close_send()
             with pytest.raises(shmring.EndOfStream):  # nothing more: no duplicate at the end
                 rx.recv(timeout=60)
-            rx.close()
+            imported.close()
         finally:
             src.close()
         assert got == list(range(n))

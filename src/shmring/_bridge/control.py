@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any
 
+from .._channel import channel as _channel
 from .._errors import BridgeUnavailable, InvalidArgument, PermissionDenied, Timeout
 from .._region.names import check_namespace, default_namespace
 from .._supervisor import launch
@@ -194,3 +195,7 @@ def ensure_import(name: str, remote: str, namespace: str | None = None,
         if err == "Timeout":
             raise Timeout(msg)
         raise BridgeUnavailable(msg)
+
+
+_channel.set_remote_import(
+    lambda name, remote, ns, timeout: ensure_import(name, remote, ns, timeout=timeout))

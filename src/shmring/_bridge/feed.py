@@ -1,20 +1,20 @@
 """The importer's two calls into the extension: commit a batch with its keys
-(``ProducerCore._send_fed``) and read back the key of the last record a ring
-holds (``_core.fed_state``). See layout.h, "fed rings"."""
+(``ProducerCore._send_fed_packed``, the records straight from the frames)
+and read back the key of the last record a ring holds
+(``_core.fed_state``). See layout.h, "fed rings"."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from .. import _core
 
 
-def send_fed(producer: Any, items: Sequence[Any], epoch: int, seqs: Sequence[int],
-             timeout: float | None) -> int:
-    """Commit ``items`` with keys ``(epoch, seqs[i])``, in order, waiting up
-    to ``timeout`` for space; how many were committed."""
-    n: int = producer._send_fed(items, epoch, seqs, timeout)
+def send_fed_packed(producer: Any, batch: Any, skip: int, timeout: float | None) -> int:
+    """Commit the records of a DATA ``batch`` (``wire.Batch``) but its first
+    ``skip``, straight from its frames; how many were committed."""
+    n: int = producer._send_fed_packed(batch.body, batch.lens, batch.seqs, batch.epoch, skip,
+                                       timeout)
     return n
 
 

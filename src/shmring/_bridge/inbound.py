@@ -4,20 +4,22 @@ The stream's thread is the producer of a local ring the bridge created to
 the exported channel's shape (pattern, capacity, largest message, lossy)
 and made persistent: a ring whose records were acknowledged to the peer is
 not removed when the bridge stops or dies, even if no local consumer has it
-open yet. It commits each batch with ``ProducerCore._send_fed``, which keeps
+open yet. It commits each batch with ``ProducerCore._send_fed_packed`` (from the
+frames as received, no Python object per record), which keeps
 the key of the last record committed in the ring's own header, exact
 whatever instant the bridge dies at (``_core.fed_state``); it then
 acknowledges that key. A record whose key it already has (a resend) is
 dropped; a batch that does not follow the last key it has (a batch was
 lost on the way) makes it ask the peer to resume from that key.
 
-Backpressure: ``_send_fed`` waits for space in the local ring, and while it
+Backpressure: that call waits for space in the local ring, and while it
 waits nothing is acknowledged, so the peer's credit window fills and the
 peer stops reading its own ring.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import queue
 import threading
@@ -27,9 +29,9 @@ from typing import Any
 from .. import _core
 from .. import _layout as L
 from .._channel.channel import Channel
-from .._errors import Closed, ShmringError
+from .._errors import Closed, InvalidArgument, ShmringError
 from . import wire
-from .feed import fed_state, send_fed
+from .feed import fed_state, send_fed_packed
 from .transport import Link
 
 log = logging.getLogger("shmring.bridge")
@@ -122,7 +124,8 @@ class Inbound:
             self.error = f"{type(e).__name__}: {e}"
 
     def _data(self, b: wire.Batch) -> None:
-        self.received += len(b.seqs)
+        n = len(b)
+        self.received += n
         if self.eos:
             return
         if b.epoch != self.epoch:
@@ -134,26 +137,26 @@ class Inbound:
             if b.prev > self.seq:  # a batch between was lost
                 self._resub()
                 return
-            start = 0
-            while start < len(b.seqs) and b.seqs[start] <= self.seq:
-                start += 1
+            start = bisect.bisect_right(b.seqs, self.seq)  # records we have: dropped
             self.duplicates += start
-            if start == len(b.seqs):
+            if start == n:
                 self._ack()
                 return
-        items = b.payloads[start:]
-        seqs = b.seqs[start:]
-        done = 0
-        while done < len(items) and not self._stop.is_set():
+        done = start
+        while done < n and not self._stop.is_set():
             try:
-                n = send_fed(self._producer, items[done:], b.epoch, seqs[done:], 0.2)
+                k = send_fed_packed(self._producer, b, done, 0.2)
             except Closed:
                 self.error = "the local ring was closed for sending"
                 return
-            if n:
-                done += n
-                self.epoch, self.seq = b.epoch, seqs[done - 1]
-                self.committed += n
+            except InvalidArgument as e:  # a malformed batch: drop it, ask again
+                log.warning("import %r: %s", self.name, e)
+                self._resub()
+                return
+            if k:
+                done += k
+                self.epoch, self.seq = b.epoch, b.seqs[done - 1]
+                self.committed += k
                 self._ack()
         self._resub_at = 0.0
 

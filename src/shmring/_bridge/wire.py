@@ -88,10 +88,14 @@ def batch(epoch: int, prev: int, seqs: list[int], payloads: list[bytes],
 
 
 class Batch:
-    """A decoded DATA batch: keys and payloads (memoryview slices of the
-    body frame, no copies)."""
+    """A DATA batch as received: the header decoded, the keys and lengths
+    as views of the index frame, the payloads still packed in the body
+    frame (``ProducerCore._send_fed_packed`` commits them from there: no
+    Python object per record). Checked here: the sizes, the lengths
+    against the body, the first key after ``prev``; that the keys increase
+    is checked by ``_send_fed_packed`` (``InvalidArgument``)."""
 
-    __slots__ = ("epoch", "missed", "payloads", "prev", "seqs")
+    __slots__ = ("body", "epoch", "lens", "missed", "prev", "seqs")
 
     def __init__(self, index: bytes, body: memoryview) -> None:
         if len(index) < _BATCH.size:
@@ -99,22 +103,24 @@ class Batch:
         epoch, prev, n, missed = _BATCH.unpack_from(index)
         if n > MAX_BATCH or len(index) != _BATCH.size + 12 * n:
             raise InvalidArgument(f"bad DATA batch: index of {len(index)} bytes for {n} records")
-        seqs = array("Q")
-        seqs.frombytes(index[_BATCH.size:_BATCH.size + 8 * n])
-        lens = array("I")
-        lens.frombytes(index[_BATCH.size + 8 * n:])
-        if sum(lens) != len(body):
+        view = memoryview(index)
+        self.seqs = view[_BATCH.size:_BATCH.size + 8 * n].cast("Q")
+        self.lens = view[_BATCH.size + 8 * n:].cast("I")
+        if sum(self.lens) != len(body):
             raise InvalidArgument("bad DATA batch: lengths do not add up to the body")
+        if n and self.seqs[0] <= prev:
+            raise InvalidArgument("bad DATA batch: its first key is not after the one before it")
         self.epoch, self.prev, self.missed = int(epoch), int(prev), int(missed)
-        self.seqs = list(seqs)
-        out: list[memoryview] = []
-        at = 0
-        for ln in lens:
-            out.append(body[at:at + ln])
+        self.body = body
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @property
+    def payloads(self) -> list[memoryview]:
+        """Each record's payload (slices of the body; for tests and tools)."""
+        out, at = [], 0
+        for ln in self.lens:
+            out.append(self.body[at:at + ln])
             at += ln
-        self.payloads = out
-        last = prev
-        for s in self.seqs:
-            if s <= last:
-                raise InvalidArgument("bad DATA batch: keys do not increase")
-            last = s
+        return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, Literal
 
 from .. import _core
@@ -33,6 +34,19 @@ from .._region.region import Region, segment_name, split_segment_name
 from .._supervisor import client as _client
 from . import presence as _presence  # noqa: F401  (registers the send timeouts' hint)
 from .endpoints import Consumer, Producer
+
+
+#: ``Channel.open(remote=...)``'s way to the bridge, a layer above this one:
+#: ``(name, remote, namespace, timeout)``, returning once a local ring of
+#: that name is fed. Handed in by ``_bridge.control`` (set_remote_import),
+#: which the package imports.
+_remote_import: Callable[[str, str, str | None, float], None] | None = None
+
+
+def set_remote_import(fn: Callable[[str, str, str | None, float], None]) -> None:
+    """Hand ``Channel.open`` the bridge's import call (see ``_remote_import``)."""
+    global _remote_import
+    _remote_import = fn
 
 
 class Channel:
@@ -222,9 +236,9 @@ class Channel:
         if wait is not None and (wait != wait or wait < 0):
             raise InvalidArgument(f"wait must be a number of seconds >= 0 or None, not {wait!r}")
         if remote is not None:
-            from .._bridge.control import ensure_import
-
-            ensure_import(name, remote, namespace, timeout=max(wait or 0.0, 10.0))
+            if _remote_import is None:
+                raise InvalidArgument("remote= needs shmring's bridge (import shmring)")
+            _remote_import(name, remote, namespace, max(wait or 0.0, 10.0))
             if wait is not None:
                 wait = max(wait, timeout)
         deadline = None if wait is None else time.monotonic() + wait

@@ -84,6 +84,8 @@ int producer_wait_space(EndpointObject *self, int64_t deadline);
 int consumer_take(EndpointObject *self, int64_t deadline, int nowait, const char **p,
                   uint64_t *n);
 /* fed.c: ProducerCore._send_fed and _core.fed_state (ring/feed.c). */
+PyObject *producer_send_fed_packed(EndpointObject *self, PyObject *const *args,
+                                   Py_ssize_t nargs);
 PyObject *producer_send_fed(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames);
 PyObject *module_fed_state(PyObject *m, PyObject *buffer);

@@ -85,21 +85,9 @@ static void note_sent(Py_ssize_t n) {
 /* One record: claim (waiting for space until the deadline, publishing what
  * the batch has so far before any wait), copy, commit. 0, 1 timed out, or -1
  * with an error set. */
-static int feed_one(EndpointObject *self, feed_t *f, PyObject *item, int64_t deadline) {
+static int feed_bytes(EndpointObject *self, feed_t *f, const char *src, Py_ssize_t n,
+                      int64_t deadline) {
     ring_t *r = &self->ring;
-    Py_buffer vb;
-    const char *src;
-    Py_ssize_t n;
-    int has_vb = 0;
-    if (PyBytes_CheckExact(item)) {
-        src = PyBytes_AS_STRING(item);
-        n = PyBytes_GET_SIZE(item);
-    } else {
-        if (PyObject_GetBuffer(item, &vb, PyBUF_SIMPLE) < 0) return -1;
-        has_vb = 1;
-        src = vb.buf;
-        n = vb.len;
-    }
     int out = -1;
     char *dst;
     for (;;) {
@@ -138,7 +126,16 @@ static int feed_one(EndpointObject *self, feed_t *f, PyObject *item, int64_t dea
     if (rc == RING_OK) out = 0;
     else raise_ring(self, rc);
 done:
-    if (has_vb) PyBuffer_Release(&vb);
+    return out;
+}
+
+static int feed_one(EndpointObject *self, feed_t *f, PyObject *item, int64_t deadline) {
+    if (PyBytes_CheckExact(item))
+        return feed_bytes(self, f, PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item), deadline);
+    Py_buffer vb;
+    if (PyObject_GetBuffer(item, &vb, PyBUF_SIMPLE) < 0) return -1;
+    int out = feed_bytes(self, f, vb.buf, vb.len, deadline);
+    PyBuffer_Release(&vb);
     return out;
 }
 
@@ -246,6 +243,121 @@ PyObject *producer_send_fed(EndpointObject *self, PyObject *const *args, Py_ssiz
 fail:
     PyMem_Free(seqs);
     Py_DECREF(seq);
+    return out;
+}
+
+/* _send_fed_packed(body, lens, seqs, epoch, skip, timeout=None) -> int: the
+ * records of one bridge DATA batch straight from its frames: `body` the
+ * payloads back to back, `lens` their lengths (u32 each, native order),
+ * `seqs` their seqs (u64 each, increasing); the first `skip` records are
+ * left out (the importer has them). No Python object per record. */
+PyObject *producer_send_fed_packed(EndpointObject *self, PyObject *const *args,
+                                   Py_ssize_t nargs) {
+    if (nargs < 5 || nargs > 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_send_fed_packed(body, lens, seqs, epoch, skip, timeout=None) -> int");
+        return NULL;
+    }
+    uint64_t epoch, skip;
+    if (key_word(args[3], "epoch", 1, &epoch) < 0 || key_word(args[4], "skip", 0, &skip) < 0)
+        return NULL;
+    if (endpoint_check_open(self) < 0) return NULL;
+    ring_t *r = &self->ring;
+    if (r->claimed) {
+        PyErr_SetString(PyExc_RuntimeError, "a claim is open on this producer: "
+                                            "commit or abort it first");
+        return NULL;
+    }
+    Py_buffer body, lens, seqb;
+    if (PyObject_GetBuffer(args[0], &body, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[1], &lens, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&body);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &seqb, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&lens);
+        PyBuffer_Release(&body);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    Py_ssize_t n = lens.len / 4, i = 0;
+    const char *lp = lens.buf, *sp = seqb.buf;
+    uint64_t total = 0, prev = 0, first = 0;
+    if (lens.len % 4 || seqb.len != n * 8 || skip > (uint64_t)n) {
+        invalid("_send_fed_packed(): %zd bytes of lengths, %zd of seqs, skip %llu", lens.len,
+                seqb.len, (unsigned long long)skip);
+        goto fail;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        uint32_t ln;
+        uint64_t sq;
+        memcpy(&ln, lp + 4 * k, 4);
+        memcpy(&sq, sp + 8 * k, 8);
+        total += ln;
+        if (k && sq <= prev) {
+            invalid("_send_fed_packed(): seqs must increase: %llu after %llu",
+                    (unsigned long long)sq, (unsigned long long)prev);
+            goto fail;
+        }
+        prev = sq;
+    }
+    if (total != (uint64_t)body.len) {
+        invalid("_send_fed_packed(): lengths add up to %llu, the body has %zd bytes",
+                (unsigned long long)total, body.len);
+        goto fail;
+    }
+    /* SYNC(eos): acquire of end-of-stream; pairs with its seq-cst store by _core.store32
+     * (py/module.c m_store32) in shmring/_channel (close_send). */
+    if (ld32_acq(r->base, OFF_EOS)) {
+        raise_closed(self, NULL);
+        goto fail;
+    }
+    int64_t deadline;
+    if (endpoint_deadline(self, nargs > 5 ? args[5] : Py_None, &deadline) < 0) goto fail;
+    if ((Py_ssize_t)skip == n) {
+        out = PyLong_FromLong(0);
+        goto fail;
+    }
+    const char *src = body.buf;
+    for (Py_ssize_t k = 0; k < (Py_ssize_t)skip; k++) {
+        uint32_t ln;
+        memcpy(&ln, lp + 4 * k, 4);
+        src += ln;
+    }
+    memcpy(&first, sp + 8 * skip, 8);
+    feed_t f;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS /* settling what a dead producer left may pause (mpsc, mpmc) */
+    rc = ring_feed_begin(r, &f, epoch, first);
+    Py_END_ALLOW_THREADS
+    if (rc == FEED_STALE) {
+        invalid("_send_fed_packed(): (epoch %llu, seq %llu) is not past the last record "
+                "committed, (%llu, %llu)",
+                (unsigned long long)epoch, (unsigned long long)first, (unsigned long long)f.e,
+                (unsigned long long)f.p);
+        goto fail;
+    }
+    int failed = 0;
+    r->batch = 1;
+    for (i = (Py_ssize_t)skip; i < n; i++) {
+        uint32_t ln;
+        memcpy(&ln, lp + 4 * i, 4);
+        memcpy(&f.next, sp + 8 * i, 8);
+        int one = feed_bytes(self, &f, src, (Py_ssize_t)ln, deadline);
+        if (one) {
+            failed = one < 0;
+            break;
+        }
+        src += ln;
+    }
+    r->batch = 0;
+    if (self->open) ring_feed_end(r, &f);
+    if (failed) note_sent(i - (Py_ssize_t)skip);
+    else out = PyLong_FromSsize_t(i - (Py_ssize_t)skip);
+fail:
+    PyBuffer_Release(&seqb);
+    PyBuffer_Release(&lens);
+    PyBuffer_Release(&body);
     return out;
 }
 

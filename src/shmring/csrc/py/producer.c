@@ -332,6 +332,10 @@ static PyMethodDef P_methods[] = {
      "seqs an int (the first of consecutive seqs) or one seq per item, increasing; the ring's "
      "header keeps the last key committed (fed_state). How many were committed: fewer only "
      "if the timeout passed."},
+    {"_send_fed_packed", (PyCFunction)(void (*)(void))producer_send_fed_packed, METH_FASTCALL,
+     "_send_fed_packed(body, lens, seqs, epoch, skip, timeout=None) -> int: _send_fed of the "
+     "records packed in body (lengths: u32 each in lens; seqs: u64 each in seqs, native "
+     "order), leaving out the first skip; how many were committed."},
     {"_claim", (PyCFunction)(void (*)(void))P_claim, METH_FASTCALL | METH_KEYWORDS,
      "_claim(n, timeout=None) -> memoryview: reserve n writable bytes in the ring."},
     {"_commit", (PyCFunction)(void (*)(void))P_commit, METH_FASTCALL,
