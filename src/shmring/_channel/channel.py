@@ -35,7 +35,6 @@ from .._supervisor import client as _client
 from . import presence as _presence  # noqa: F401  (registers the send timeouts' hint)
 from .endpoints import Consumer, Producer
 
-
 #: ``Channel.open(remote=...)``'s way to the bridge, a layer above this one:
 #: ``(name, remote, namespace, timeout)``, returning once a local ring of
 #: that name is fed. Handed in by ``_bridge.control`` (set_remote_import),
