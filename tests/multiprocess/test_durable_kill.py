@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from channel_util import drain
+from durable_util import TAG, keep_sending, relay
 from forked_util import kill as _kill
 from forked_util import spawn_fixture  # noqa: F401  (the fixture)
 
@@ -26,7 +27,6 @@ import shmring
 
 CTX = get_context("fork")
 WAIT = 20.0
-TAG = 0xD0_0AB1E
 Make = Callable[..., shmring.Channel]
 
 
@@ -125,46 +125,6 @@ def test_supervisor_frees_an_orphan_after_its_hold(
     assert ch._orphans() == 0
     for _ in range(100):
         tx.send_nowait(b"free")  # nobody gates it now
-
-
-def keep_sending(name: str, n: int) -> None:
-    ch = shmring.Channel.open(name)
-    tx = ch.producer()
-    for i in range(n):
-        tx.send(i.to_bytes(8, "little"), timeout=120)
-    ch.close_send()
-    ch.close()
-
-
-def relay(name: str, path: str, window: int, stop_at: int) -> None:
-    """A bridge's exporting side in miniature: reads ahead, "sends" each
-    record by appending (key, value) to ``path``, then settles it; on start
-    it skips (settles) what ``path`` already has, as the bridge skips what
-    the importer has (keys <= the importer's resume point). Once ``path``
-    holds ``stop_at`` lines (0: never) it stops there, with the rest of its
-    batch read ahead and nothing of it settled, and waits to be killed."""
-    floor, lines = 0, 0
-    with open(path, "rb") as f:
-        for line in f:
-            floor = max(floor, int(line.split()[0]))
-            lines += 1
-    ch = shmring.Channel.open(name)
-    rx = ch._durable_consumer(TAG, 60.0)
-    with open(path, "ab", buffering=0) as out:
-        while True:
-            try:
-                got = rx._ahead(window, 1 << 20, timeout=WAIT)
-            except shmring.EndOfStream:
-                return
-            # key + 1: the bridge's keys (position 0 is a record too).
-            new = [b"%d %d\n" % (key + 1, int.from_bytes(m, "little"))
-                   for key, m in got if key + 1 > floor]
-            if stop_at and lines + len(new) >= stop_at:
-                out.write(b"".join(new[:stop_at - lines]))
-                time.sleep(60)  # killed here: the batch read ahead, none of it settled
-            out.write(b"".join(new))
-            lines += len(new)
-            rx._settle(got[-1][0])
 
 
 def test_relays_killed_at_random_lose_and_duplicate_nothing(
