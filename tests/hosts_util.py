@@ -78,12 +78,16 @@ from typing import Any
 import pytest
 from hosts_holder import kill_netns, netns_of, pids_in
 
+import shmring
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 #: The holder program (one process per host).
 HOLDER = os.path.join(TESTS, "hosts_holder.py")
 #: The directory holding the ``shmring`` package (``src``), put on the hosts'
-#: PYTHONPATH so that every host process imports the code under test.
-SRC = os.path.join(os.path.dirname(TESTS), "src")
+#: PYTHONPATH so that every host process imports the code under test: the
+#: shmring this process imported (a source tree built in place, or the
+#: installed package: src/ of a checkout has no extension in it then).
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(shmring.__file__)))
 #: ``shmring``'s command line, to put in front of its arguments.
 SHMRING = [sys.executable, "-m", "shmring"]
 #: The veth end's name on each host.
