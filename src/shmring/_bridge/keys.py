@@ -66,9 +66,9 @@ from .._errors import (
     InvalidArgument,
     KeyFileError,
     KeyFileExists,
-    MissingDependency,
 )
 from . import z85, zap
+from .deps import zmq_module
 from .zap import ServerAuth
 
 __all__ = ["HANDSHAKE_TIMEOUT", "KeyPair", "ServerAuth", "check_listen_address",
@@ -86,15 +86,7 @@ _KEY_CHARS = 40  # a 32-byte CURVE key in z85
 _MAX_FILE = 1 << 20  # a key file larger than this is not one
 
 
-def _zmq() -> Any:
-    """The ``zmq`` module, or :class:`MissingDependency` naming the extra."""
-    try:
-        import zmq
-    except ImportError:
-        raise MissingDependency(
-            "the bridge needs pyzmq: pip install 'shmring[bridge]' (or pip install pyzmq)"
-        ) from None
-    return zmq
+_zmq = zmq_module
 
 
 def _key_error(path: str, line: int | None, text: str, **facts: int) -> KeyFileError:
