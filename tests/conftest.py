@@ -9,6 +9,8 @@ import contextlib
 import itertools
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,6 +64,39 @@ def no_leaked_segments(request: pytest.FixtureRequest) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(SHM, e))
         pytest.fail(f"test leaked shared-memory segments: {sorted(mine)}")
+
+
+#: Dispositions a test must leave as it found them: every process the rest of
+#: the run starts inherits an ignored or blocked signal (an ignored SIGINT
+#: stays ignored across exec), and then a later test's Ctrl-C does nothing.
+_GUARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE)
+
+
+def _kernel_signal_state() -> tuple[str, ...]:
+    """The calling thread's ignored and blocked sets as the kernel has them
+    (C code can change them behind Python's back)."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return tuple(f"{k}={fields[k].strip()}" for k in ("SigIgn", "SigBlk"))
+
+
+def _signal_state() -> tuple[object, ...]:
+    handlers = tuple(signal.getsignal(s) for s in _GUARDED_SIGNALS)
+    return handlers + _kernel_signal_state() + (
+        frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, [])),)
+
+
+@pytest.fixture(autouse=True)
+def signals_restored() -> Iterator[None]:
+    """Fail any test that leaves a signal handler or the signal mask changed."""
+    before = _signal_state()
+    yield
+    after = _signal_state()
+    if after != before:
+        for s, h in zip(_GUARDED_SIGNALS, before[:len(_GUARDED_SIGNALS)], strict=True):
+            signal.signal(s, h)  # type: ignore[arg-type]
+        signal.pthread_sigmask(signal.SIG_SETMASK, before[-1])  # type: ignore[arg-type]
+        pytest.fail(f"test changed signal handling: {before} -> {after}")
 
 
 @pytest.fixture
