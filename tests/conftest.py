@@ -80,22 +80,19 @@ def _kernel_signal_state() -> tuple[str, ...]:
     return tuple(f"{k}={fields[k].strip()}" for k in ("SigIgn", "SigBlk"))
 
 
-def _signal_state() -> tuple[object, ...]:
-    handlers = tuple(signal.getsignal(s) for s in _GUARDED_SIGNALS)
-    return handlers + _kernel_signal_state() + (
-        frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, [])),)
-
-
 @pytest.fixture(autouse=True)
 def signals_restored() -> Iterator[None]:
-    """Fail any test that leaves a signal handler or the signal mask changed."""
-    before = _signal_state()
+    """Fail any test that leaves a signal handler, the ignored set or the
+    signal mask changed (and put them back for the tests after it)."""
+    handlers = [signal.getsignal(s) for s in _GUARDED_SIGNALS]
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    before = (handlers, _kernel_signal_state())
     yield
-    after = _signal_state()
+    after = ([signal.getsignal(s) for s in _GUARDED_SIGNALS], _kernel_signal_state())
     if after != before:
-        for s, h in zip(_GUARDED_SIGNALS, before[:len(_GUARDED_SIGNALS)], strict=True):
-            signal.signal(s, h)  # type: ignore[arg-type]
-        signal.pthread_sigmask(signal.SIG_SETMASK, before[-1])  # type: ignore[arg-type]
+        for s, h in zip(_GUARDED_SIGNALS, handlers, strict=True):
+            signal.signal(s, h)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         pytest.fail(f"test changed signal handling: {before} -> {after}")
 
 
