@@ -38,6 +38,16 @@ if os.environ.get("SHMRING_NAMESPACE", "") == os.environ.get("_SHMRING_TEST_NAME
         f"t{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}-{os.getpid()}")
 
 
+# Tests that type Ctrl-C play a terminal's foreground job, which a shell
+# starts with SIGINT at its default. A runner started in the background by a
+# non-interactive shell (`cmd &`, nohup) has SIGINT ignored, Python keeps it
+# so at start-up, and every command a test starts would inherit it and
+# ignore the Ctrl-C. Give this process (an xdist worker too) Python's own
+# handler, so the children start as they would from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _shm_entries() -> set[str]:
     try:
         return set(os.listdir(SHM))

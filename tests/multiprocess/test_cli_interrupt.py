@@ -169,3 +169,33 @@ def test_ctrl_c_in_a_terminal_ends_the_supervisor_quietly(env: Env) -> None:
     assert b"Traceback" not in term.output, term.output.decode(errors="replace")
     assert b"stopped" in term.output
     env.wait_no_supervisor()
+
+
+def test_sigkill_of_the_demo_parent_ends_its_producer(env: Env) -> None:
+    """A consumer killed outright cannot stop its producer, which then waits
+    on the full ring: the kernel ends it with its parent."""
+    p = subprocess.Popen([sys.executable, "-m", "shmring", "demo", "--count", ENDLESS],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    children: list[int] = []
+    try:
+        assert p.stdout is not None
+        assert "producer pid" in p.stdout.readline()
+        wait_for(lambda: not _running(p.pid) or (
+            len(_children(p.pid)) >= 2 and not _demo_segments(p.pid)), 30,
+            "the producer to start and the segment to be unlinked")
+        children = _children(p.pid)
+        time.sleep(0.3)  # messages are flowing: the ring fills once the consumer is gone
+        p.kill()
+        p.wait(10)
+        wait_for(lambda: not any(_running(c) for c in children), 10,
+                 "the demo's children to end with it")
+    finally:
+        # A surviving producer holds our pipe open; once it is gone the
+        # resource tracker removes the demo's semaphores and exits.
+        for pid in [p.pid, *children[1:]]:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        p.wait(10)
+        assert p.stdout is not None
+        p.stdout.close()
+    assert _demo_segments(p.pid) == []

@@ -12,6 +12,7 @@ ends the producer at once (it may be blocked on a full ring) and exits 130.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import signal
@@ -32,7 +33,9 @@ def _message(i: int) -> bytes:
     return (i % POOL).to_bytes(8, "little") * (SIZE // 8)
 
 
-def _producer(name: str, namespace: str, count: int, ready: mp.synchronize.Event) -> None:
+def _producer(name: str, namespace: str, count: int, ready: mp.synchronize.Event,
+              parent: int) -> None:
+    _die_with(parent)
     ch = Channel.open(name, namespace=namespace)
     tx = ch.producer()
     ready.set()
@@ -54,7 +57,8 @@ def run(count: int = 1_000_000, capacity: int = 1 << 20) -> int:
     namespace = "demo"
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    proc = ctx.Process(target=_producer, args=(name, namespace, count, ready), daemon=True)
+    proc = ctx.Process(target=_producer, args=(name, namespace, count, ready, os.getpid()),
+                       daemon=True)
     ch = Channel.create(name, capacity=capacity, pattern="spsc", namespace=namespace)
     previous = None  # the SIGINT handler, while a second Ctrl-C is ignored
     try:
@@ -103,6 +107,24 @@ def run(count: int = 1_000_000, capacity: int = 1 << 20) -> int:
     print(f"checksum over the stream {verdict}; producer exit code {proc.exitcode}")
     print("nothing left in /dev/shm" if not _leftover(name) else "segment left behind!")
     return 0 if ok and proc.exitcode == 0 else 1
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this producer when the demo's process dies.
+
+    A consumer killed outright (SIGKILL, or the OOM killer) cannot stop the
+    producer, which then waits on the full ring for ever: an spsc ring keeps
+    its records for a consumer that may yet come. ``PR_SET_PDEATHSIG`` ends
+    it with its parent instead; a parent gone before the call was made is
+    seen as a changed ``getppid()``.
+    """
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _start_ignoring_sigint(proc: BaseProcess) -> None:
