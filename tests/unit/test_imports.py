@@ -61,7 +61,8 @@ RULES: dict[str, set[str] | None] = {
     # none on another (a Pool of _queue's may run on _pipeline's workers).
     "_pipeline": CHANNEL_MAY | {"_channel"},
     "_journal": CHANNEL_MAY | {"_channel"},
-    "_bridge": CHANNEL_MAY | {"_channel"},
+    # The bridge carries queues too: it counts in their control blocks.
+    "_bridge": CHANNEL_MAY | {"_channel", "_queue"},
     "_rpc": CHANNEL_MAY | {"_channel"},
     "_supervisor": BASE | {"_region"} | CLIENT,
     "_cli": None,

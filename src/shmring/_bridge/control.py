@@ -112,8 +112,15 @@ class Server:
             timeout = float(req.get("timeout", 10.0))
             self.bridge.add_import(name)
             self.bridge.connect(remote)
-            deadline = time.monotonic() + timeout
+            asked = time.monotonic()
+            deadline = asked + timeout
             while not self.bridge.importing(name):
+                refused = self.bridge.refusals.get(name)
+                if refused is not None and refused[0] >= asked and refused[2] != "NotExported":
+                    # It cannot cross as it is (a growing queue, a ring here
+                    # of another shape): say so now. "Not exported" may change.
+                    return {"ok": False, "error": refused[2],
+                            "message": f"{refused[1]}: {refused[3]}"}
                 if time.monotonic() >= deadline:
                     return {"ok": False, "error": "Timeout",
                             "message": f"no peer at {remote} exported {name!r} within "
@@ -194,6 +201,8 @@ def ensure_import(name: str, remote: str, namespace: str | None = None,
         msg = f"bridge: {reply.get('message')}"
         if err == "Timeout":
             raise Timeout(msg)
+        if err == "InvalidArgument":  # what was asked for cannot cross as it is
+            raise InvalidArgument(msg)
         raise BridgeUnavailable(msg)
 
 

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _layout as L
 from .._channel.channel import Channel
 from .._errors import InvalidArgument, RegionExists, RegionNotFound, ShmringError
 from .._region.names import default_namespace
@@ -36,6 +37,7 @@ from . import wire
 from .deps import zmq_module
 from .inbound import Inbound
 from .outbound import HOLD, Outbound
+from .queues import QueueCounts, create_counts, open_counts, queue_meta
 from .transport import Link, Secure
 
 log = logging.getLogger("shmring.bridge")
@@ -45,6 +47,10 @@ PING_INTERVAL = 0.25
 HELLO_INTERVAL = 1.0
 #: Default seconds of silence after which a peer is down (``--link-timeout``).
 LINK_TIMEOUT = 5.0
+
+
+class _Refused(Exception):
+    """A local channel that cannot be exported (the peer was told why)."""
 
 
 @dataclass
@@ -99,6 +105,8 @@ class Bridge:
         self.outbound: dict[tuple[int, bytes, str], Outbound] = {}
         self.inbound: dict[str, Inbound] = {}
         self._want_at: dict[str, float] = {}
+        #: name -> (when, peer, error, message): the last refusal of an import.
+        self.refusals: dict[str, tuple[float, str, str, str]] = {}
         self._hello_at: dict[int, float] = {}
         self.started = time.time()
         self._closed = False
@@ -197,6 +205,8 @@ class Bridge:
                 err = wire.load(frames[2].bytes)
                 log.warning("peer %s: channel %r: %s: %s", peer.name, name,
                             err.get("error"), err.get("message"))
+                self.refusals[name] = (time.monotonic(), peer.name, str(err.get("error")),
+                                       str(err.get("message")))
 
     def _greet(self, link: Link, ident: bytes, peer: Peer | None, kind: bytes,
                hello: dict[str, Any]) -> None:
@@ -252,11 +262,30 @@ class Bridge:
         if ch is None:
             return
         try:
-            meta = {"name": name, "pattern": ch.pattern, "capacity": ch.capacity,
-                    "max_message": ch.max_message, "lossy": ch.region.lossy}
+            meta: dict[str, Any] = {"name": name, "pattern": ch.pattern,
+                                    "capacity": ch.capacity, "max_message": ch.max_message,
+                                    "lossy": ch.region.lossy}
+            counts = self._queue_counts(peer, ch)
+            if counts is not None:
+                meta["queue"] = queue_meta(counts)
+                counts.close()
+        except _Refused:
+            return
         finally:
             ch.close()
         peer.link.send(peer.ident, [wire.META, name.encode(), wire.dump(meta)])
+
+    def _queue_counts(self, peer: Peer, ch: Channel) -> QueueCounts | None:
+        """The counts of the queue whose ring ``ch`` is, or None for a plain
+        channel; :class:`_Refused` if it cannot cross (the peer is told why)."""
+        if ch.pattern != "mpmc":
+            return None
+        try:
+            return open_counts(ch.name, self.config.namespace)
+        except ShmringError as e:
+            log.error("cannot export %r: %s", ch.name, e)
+            self._error(peer, ch.name, type(e).__name__, str(e))
+            raise _Refused from e
 
     def _meta(self, peer: Peer, name: str, meta: dict[str, Any]) -> None:
         if name not in self.imports:
@@ -268,9 +297,16 @@ class Bridge:
             return
         try:
             ch = self._local_ring(name, meta)
-            inb = Inbound(peer.link, peer.ident, ch)
+            try:
+                counts = (create_counts(name, self.config.namespace, meta["queue"])
+                          if "queue" in meta else None)
+                inb = Inbound(peer.link, peer.ident, ch, counts)
+            except BaseException:
+                ch.close()
+                raise
         except ShmringError as e:
             log.error("cannot import %r from %s: %s", name, peer.name, e)
+            self.refusals[name] = (time.monotonic(), self.name, type(e).__name__, str(e))
             self._error(peer, name, type(e).__name__, str(e))
             return
         self.inbound[name] = inb
@@ -281,8 +317,11 @@ class Bridge:
         pattern, capacity = str(meta["pattern"]), int(meta["capacity"])
         max_message, lossy = int(meta["max_message"]), bool(meta.get("lossy"))
         try:
+            # A queue's ring: as many attach slots as the queue makes, each
+            # getter and putter takes one.
+            slots = L.MAX_SLOTS if "queue" in meta else 64
             ch = Channel.create(name, capacity, pattern, max_message=max_message, lossy=lossy,
-                                persistent=True, namespace=ns)
+                                persistent=True, slots=slots, namespace=ns)
         except RegionExists:
             ch = Channel.open(name, namespace=ns)
             if (ch.pattern, ch.capacity, ch.max_message) != (pattern, capacity, max_message):
@@ -308,10 +347,17 @@ class Bridge:
         if ch is None:
             return
         try:
+            counts = self._queue_counts(peer, ch)
+        except _Refused:
+            ch.close()
+            return
+        try:
             out = Outbound(peer.link, peer.ident, ch, window=self.config.window,
                            window_bytes=self.config.window_bytes, peer_name=peer.name,
-                           hold=self.config.hold)
+                           hold=self.config.hold, counts=counts)
         except ShmringError as e:
+            if counts is not None:
+                counts.close()
             ch.close()
             self._error(peer, name, type(e).__name__, str(e))
             return

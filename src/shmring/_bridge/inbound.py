@@ -32,6 +32,7 @@ from .._channel.channel import Channel
 from .._errors import Closed, InvalidArgument, ShmringError
 from . import wire
 from .feed import fed_state, send_fed_packed
+from .queues import QueueCounts
 from .transport import Link
 
 log = logging.getLogger("shmring.bridge")
@@ -43,10 +44,12 @@ RESUB_AFTER = 0.5
 class Inbound:
     """The local ring of channel ``name``, fed from ``peer`` over ``link``."""
 
-    def __init__(self, link: Link, peer: bytes, channel: Channel) -> None:
+    def __init__(self, link: Link, peer: bytes, channel: Channel,
+                 counts: QueueCounts | None = None) -> None:
         self.link, self.peer, self.channel, self.name = link, peer, channel, channel.name
         self.inbox: queue.SimpleQueue[tuple[bytes, Any]] = queue.SimpleQueue()
         self._producer = channel.producer()
+        self._counts = counts  # a queue's ring: committed records count as put
         self._buf = channel.region._mapping()
         self.epoch, self.seq = fed_state(self._buf)
         self._resub_at = 0.0
@@ -96,6 +99,8 @@ class Inbound:
         try:
             self._producer.close()
             self.channel.close()
+            if self._counts is not None:
+                self._counts.close()
         except ShmringError:
             pass
 
@@ -145,7 +150,7 @@ class Inbound:
         done = start
         while done < n and not self._stop.is_set():
             try:
-                k = send_fed_packed(self._producer, b, done, 0.2)
+                k = self._commit(b, done)
             except Closed:
                 self.error = "the local ring was closed for sending"
                 return
@@ -159,6 +164,30 @@ class Inbound:
                 self.committed += k
                 self._ack()
         self._resub_at = 0.0
+
+    def _commit(self, b: wire.Batch, skip: int) -> int:
+        """Commit the records of ``b`` but its first ``skip`` (waiting up to
+        0.2 s for room); how many were committed.
+
+        A queue's records are counted as put just before they are committed,
+        as a put counts before it writes (a getter may take one at once:
+        counted after, it could count below zero, or a ``task_done`` more
+        than was put), and those that did not fit are uncounted again. The
+        wait for room comes first, with nothing counted: a bridge killed
+        while it waits leaves the counts right."""
+        counts, m = self._counts, len(b) - skip
+        if counts is None:
+            return send_fed_packed(self._producer, b, skip, 0.2)
+        if not self._producer._wait(0.2, b.lens[skip]):
+            return 0
+        counts.put(m)
+        k = 0
+        try:
+            k = send_fed_packed(self._producer, b, skip, 0)  # what fits now
+        finally:
+            if k < m:
+                counts.unput(m - k)
+        return k
 
     def _eos(self, epoch: int, last: int) -> None:
         if self.eos:

@@ -44,6 +44,7 @@ from typing import Any
 from .._channel.channel import Channel
 from .._errors import Broken, EndOfStream, LeaseRevoked, ShmringError
 from . import wire
+from .queues import QueueCounts
 from .transport import Link
 
 log = logging.getLogger("shmring.bridge")
@@ -80,7 +81,8 @@ class Outbound:
     durable subscription held ``hold`` seconds after this process dies."""
 
     def __init__(self, link: Link, peer: bytes, channel: Channel, *, window: int,
-                 window_bytes: int, peer_name: str = "", hold: float = HOLD) -> None:
+                 window_bytes: int, peer_name: str = "", hold: float = HOLD,
+                 counts: QueueCounts | None = None) -> None:
         self.link, self.peer, self.channel, self.name = link, peer, channel, channel.name
         self.window, self.window_bytes = window, window_bytes
         self.pattern = channel.pattern
@@ -95,6 +97,9 @@ class Outbound:
             self._consumer = channel._durable_consumer(stream_tag(peer_name, self.name), hold)
         else:
             self._consumer = channel.consumer()
+        # A queue's ring: acknowledged records count as taken from it
+        # (queues.py), after they are released, as a local get counts.
+        self._counts = counts
         self._count = 0  # mpmc: the last seq given
         self._high = 0  # the highest position read
         # Ordered patterns: the peer holds every key up to this one (its
@@ -146,6 +151,8 @@ class Outbound:
                 self.channel._leave(self._consumer)
             else:
                 self._consumer.close()
+        if self._counts is not None:
+            self._counts.close()
 
     # ------------------------------------------------------------ thread --
     def _run(self) -> None:
@@ -274,6 +281,8 @@ class Outbound:
             self._last_ack = time.monotonic()
             self.acked_records += n
             self._settle(last_pos)
+            if self._counts is not None:
+                self._counts.taken(n)
         if self._eos and not u and seq >= self._acked and not self.finished:
             # All acknowledged after the end of the stream: this stream is
             # done; let go of the channel (a planned end, not a fault).

@@ -39,7 +39,15 @@ from .. import _core
 from .. import _layout as L
 from .._channel.channel import Channel
 from .._channel.endpoints import Consumer
-from .._errors import CorruptRegion, DecodeError, EndOfStream, QueueClosed, Timeout, WouldBlock
+from .._errors import (
+    CorruptRegion,
+    DecodeError,
+    EndOfStream,
+    InvalidArgument,
+    QueueClosed,
+    Timeout,
+    WouldBlock,
+)
 from .._objects.frame import FramePlan, encode, framed_size
 from .._objects.recv import _take_other, decode_bytes
 from .._objects.send import write
@@ -236,7 +244,8 @@ class _QueueBase(_core.QueueCore):
 
     @classmethod
     def open(cls: type[_Q], name: str, *, namespace: str | None = None,
-             serializer: Serializer | None = None) -> _Q:
+             serializer: Serializer | None = None, remote: str | None = None,
+             timeout: float = 10.0) -> _Q:
         """Open the existing queue called ``name`` (made by another process
         with ``name=``), as unpickling a queue does. Raises
         :class:`~shmring.RegionNotFound` if there is no such queue. The
@@ -245,8 +254,20 @@ class _QueueBase(_core.QueueCore):
         ``JoinableQueue``), and with the same ``serializer``::
 
             q = shmring.Queue.open("results")     # made elsewhere with name="results"
-        """
+
+        ``remote="tcp://hostb:7470"``: queue ``name`` of another host, whose
+        bridge listens there and exports it (a queue made with
+        ``maxsize_bytes=``). This namespace's bridge (started if none runs)
+        imports it into a local queue of the same name, which this opens
+        once it is fed, waiting up to ``timeout`` seconds for the peer. Items
+        put there reach this host's getters, each exactly once. See
+        docs/bridge.md."""
         ns = check_namespace(default_namespace() if namespace is None else namespace)
+        if remote is not None:
+            from .._channel import channel as _channel
+            if _channel._remote_import is None:
+                raise InvalidArgument("remote= needs shmring's bridge (import shmring)")
+            _channel._remote_import(name, remote, ns, timeout)
         return _rebuild(cls, name, ns, serializer)
 
     def __reduce__(self) -> tuple[Any, ...]:
