@@ -311,11 +311,14 @@ def test_nothing_outlives_the_pair(uname: str, fail: bool) -> None:
 
 
 DIES = """
-import json, os, signal, subprocess, sys
+import json, os, signal, subprocess, sys, time
 from hosts_util import two_hosts
 with two_hosts() as p:
     p.a.popen(["sleep", "300"])
     p.b.popen(["sleep", "300"])
+    deadline = time.monotonic() + 30  # each enters its host's namespaces once started
+    while not (p.a.pids() and p.b.pids()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     print(json.dumps({"holders": [p.a.pid, p.b.pid], "netns": [p.a.netns, p.b.netns],
                       "pids": p.a.pids() + p.b.pids(), "dir": p.directory}), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -111,6 +111,24 @@ def _consumer(q: Any, out: Any, j: int) -> None:
         out.put((j, *item[:2]))
 
 
+def _drain(reports: list[Any], procs: list[Any], timeout: float) -> list[Any]:
+    """Everything ``procs`` report, read as it comes (a full pipe would
+    stop its writer), until they have all exited (then joined)."""
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        running = any(p.is_alive() for p in procs)  # before the last read
+        for r in reports:
+            while not r.empty():
+                got.append(r.get())
+        if not running or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    for p in procs:
+        p.join(1)
+    return got
+
+
 def test_many_putters_and_getters_with_sigkills(make_queue: Callable[..., Any]) -> None:
     """Four putters (two SIGKILLed at random points) and three getters (one
     SIGKILLed) on one queue that grows and shrinks under them: every item
@@ -118,11 +136,13 @@ def test_many_putters_and_getters_with_sigkills(make_queue: Callable[..., Any]) 
     lost but the one the killed getter may have taken and not reported."""
     ctx: Any = mp.get_context("fork")
     q = make_queue()
-    done: Any = ctx.SimpleQueue()
-    out: Any = ctx.SimpleQueue()
+    # One report queue per process: a process SIGKILLed inside a shared
+    # queue's put would hold its lock for good and hang the others.
+    done: list[Any] = [ctx.SimpleQueue() for _ in range(4)]
+    out: list[Any] = [ctx.SimpleQueue() for _ in range(3)]
     n = 400
-    putters = [ctx.Process(target=_producer, args=(q, done, k, n, k)) for k in range(4)]
-    getters = [ctx.Process(target=_consumer, args=(q, out, j)) for j in range(3)]
+    putters = [ctx.Process(target=_producer, args=(q, done[k], k, n, k)) for k in range(4)]
+    getters = [ctx.Process(target=_consumer, args=(q, out[j], j)) for j in range(3)]
     for p in getters + putters:
         p.start()
     rnd = random.Random()
@@ -130,20 +150,12 @@ def test_many_putters_and_getters_with_sigkills(make_queue: Callable[..., Any]) 
     for p in (putters[0], getters[0], putters[1]):
         os.kill(p.pid or 0, signal.SIGKILL)
         time.sleep(rnd.uniform(0.0, 0.1))
-    for p in putters:
-        p.join(WAIT)
+    committed = set(_drain(done, putters, WAIT))
     assert [p.exitcode for p in putters[2:]] == [0, 0]
     for _ in getters[1:]:
         q.put(None)
-    for p in getters:
-        p.join(WAIT)
+    seen: list[tuple[int, int, int]] = _drain(out, getters, WAIT)
     assert [p.exitcode for p in getters[1:]] == [0, 0]
-    committed = set()
-    while not done.empty():
-        committed.add(done.get())
-    seen: list[tuple[int, int, int]] = []
-    while not out.empty():
-        seen.append(out.get())
     got = [(k, i) for _, k, i in seen]
     assert len(got) == len(set(got)), "an item arrived twice"
     lost = committed - set(got)
