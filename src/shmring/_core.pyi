@@ -67,6 +67,9 @@ class ProducerCore:
     def _send_fed_packed(self, body: ReadableBuffer, lens: ReadableBuffer,
                          seqs: ReadableBuffer, epoch: int, skip: int,
                          timeout: float | None = None, /) -> int: ...
+    def _skip_msgno(self, n: int, /) -> None:
+        """Broadcast: number the next message ``n`` further on, so that
+        subscribers that count what they missed count ``n`` more."""
     def _send_fed(
         self, items: Sequence[ReadableBuffer], epoch: int, seqs: int | Sequence[int],
         timeout: float | None = None,

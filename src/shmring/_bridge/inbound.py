@@ -50,6 +50,9 @@ class Inbound:
         self.inbox: queue.SimpleQueue[tuple[bytes, Any]] = queue.SimpleQueue()
         self._producer = channel.producer()
         self._counts = counts  # a queue's ring: committed records count as put
+        self._broadcast = channel.pattern == "broadcast"
+        self._upstream: int | None = None  # the exporter's missed total, as last told
+        self.upstream_missed = 0  # gaps numbered into the ring for it
         self._buf = channel.region._mapping()
         self.epoch, self.seq = fed_state(self._buf)
         self._resub_at = 0.0
@@ -133,6 +136,8 @@ class Inbound:
         self.received += n
         if self.eos:
             return
+        if self._broadcast:
+            self._count_upstream_missed(b.missed)
         if b.epoch != self.epoch:
             if b.prev != 0:  # the middle of another epoch: ask for its start
                 self._resub()
@@ -164,6 +169,22 @@ class Inbound:
                 self.committed += k
                 self._ack()
         self._resub_at = 0.0
+
+    def _count_upstream_missed(self, missed: int) -> None:
+        """What the exporting bridge's subscription missed since the last
+        batch (each batch says its running total) is numbered into the
+        local ring as a gap before the next message, so every local
+        subscriber that reads past it counts it in its ``missed``, as it
+        counts what it missed itself. The first batch of this stream sets
+        the baseline; a total that went down is a new subscription upstream
+        (its bridge was started again), counting from zero."""
+        last, self._upstream = self._upstream, missed
+        if last is None:
+            return
+        gap = missed - last if missed >= last else missed
+        if gap:
+            self._producer._skip_msgno(gap)
+            self.upstream_missed += gap
 
     def _commit(self, b: wire.Batch, skip: int) -> int:
         """Commit the records of ``b`` but its first ``skip`` (waiting up to
@@ -218,4 +239,5 @@ class Inbound:
         return {"channel": self.name, "pattern": self.channel.pattern,
                 "received": self.received, "committed": self.committed,
                 "duplicates": self.duplicates, "acks": self.acks, "eos": self.eos,
+                "upstream_missed": self.upstream_missed,
                 "error": self.error}

@@ -320,6 +320,22 @@ static PyObject *P_get_eos(EndpointObject *self, void *c) {
     return PyBool_FromLong(ld32_acq(self->ring.base, OFF_EOS) != 0);
 }
 
+/* _skip_msgno(n): broadcast: number the next message n further on, so that
+ * subscribers that count what they missed (lossy, or untethered) count n
+ * more before it. A bridge feeding the ring says so for the messages its
+ * own subscription upstream never saw. */
+static PyObject *P_skip_msgno(EndpointObject *self, PyObject *arg) {
+    if (endpoint_check_open(self) < 0) return NULL;
+    unsigned long long n = PyLong_AsUnsignedLongLong(arg);
+    if (n == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    if (self->ring.pattern != PATTERN_BROADCAST) {
+        PyErr_SetString(PyExc_ValueError, "_skip_msgno: broadcast channels only");
+        return NULL;
+    }
+    self->ring.msgno += n;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef P_methods[] = {
     {"send", (PyCFunction)(void (*)(void))P_send, METH_FASTCALL | METH_KEYWORDS,
      "send(data, timeout=None): copy one message into the channel, waiting for space."},
@@ -332,6 +348,8 @@ static PyMethodDef P_methods[] = {
      "seqs an int (the first of consecutive seqs) or one seq per item, increasing; the ring's "
      "header keeps the last key committed (fed_state). How many were committed: fewer only "
      "if the timeout passed."},
+    {"_skip_msgno", (PyCFunction)P_skip_msgno, METH_O,
+     "_skip_msgno(n): broadcast: the next message is numbered n further on (n missed)."},
     {"_send_fed_packed", (PyCFunction)(void (*)(void))producer_send_fed_packed, METH_FASTCALL,
      "_send_fed_packed(body, lens, seqs, epoch, skip, timeout=None) -> int: _send_fed of the "
      "records packed in body (lengths: u32 each in lens; seqs: u64 each in seqs, native "
