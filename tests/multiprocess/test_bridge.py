@@ -274,3 +274,36 @@ def test_channel_open_remote_starts_a_bridge_and_reads_the_remote_channel() -> N
             import sys
             subprocess.run([sys.executable, "-m", "shmring", "bridge", "--stop"], env=a.env,
                            timeout=30, check=True)
+
+
+def test_a_bridge_started_by_channel_open_remote_exits_once_idle() -> None:
+    with two_sides() as (a, b):
+        a.env["SHMRING_BRIDGE_IDLE"] = "1"
+        src = shmring.Channel.create("idle", 1 << 14, "spsc", namespace=b.ns)
+        try:
+            url = f"tcp://127.0.0.1:{free_port()}"
+            b.bridge("--listen", url, "--export", "idle")
+            reader = a.python(f"""
+                import shmring
+                ch = shmring.Channel.open("idle", remote={url!r})
+                rx = ch.consumer()
+                print("joined", flush=True)
+                print(rx.recv(timeout=60).decode(), flush=True)
+                rx.close(); ch.close()
+            """)
+            _joined(reader)
+            time.sleep(2.5)  # past the idle time: a local consumer keeps it
+            assert a.streaming("idle", "inbound")
+            src.producer().send(b"still here")
+        finally:
+            src.close()
+        assert output(reader).strip() == "still here"
+        wait_for("a's bridge to exit once idle", lambda: not _answers(a))
+
+
+def _answers(side: Side) -> bool:
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "shmring", "bridge", "--status"], env=side.env,
+                       capture_output=True, text=True, timeout=30)
+    return r.returncode == 0

@@ -12,8 +12,10 @@ supervisor's per-user 0700 directory, so only this user reaches it), a
 
 One bridge per user and namespace: it holds ``bridge.<namespace>.lock``
 (``flock``) in the same directory while it runs. :func:`ensure_import`
-starts one (``python -m shmring bridge --namespace NS``, detached) when
-none runs, as clients start a supervisor.
+starts one (``python -m shmring bridge --namespace NS --exit-when-idle
+10``, detached) when none runs, as clients start a supervisor; it exits
+once no other local process has had a ring it feeds open for that long,
+and the next ``Channel.open(remote=)`` starts another.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ log = logging.getLogger("shmring.bridge")
 
 #: Seconds a client waits for a bridge it started to listen.
 START_TIMEOUT = 15.0
+#: A bridge started by a client exits after this many idle seconds: no
+#: other local process has a ring it feeds open (``$SHMRING_BRIDGE_IDLE``).
+IDLE_EXIT = 10.0
 
 
 def paths(namespace: str) -> tuple[str, str]:
@@ -110,24 +115,30 @@ class Server:
         if op == "import":
             name, remote = str(req["name"]), str(req["remote"])
             timeout = float(req.get("timeout", 10.0))
-            self.bridge.add_import(name)
-            self.bridge.connect(remote)
-            asked = time.monotonic()
-            deadline = asked + timeout
-            while not self.bridge.importing(name):
-                refused = self.bridge.refusals.get(name)
-                if refused is not None and refused[0] >= asked and refused[2] != "NotExported":
-                    # It cannot cross as it is (a growing queue, a ring here
-                    # of another shape): say so now. "Not exported" may change.
-                    return {"ok": False, "error": refused[2],
-                            "message": f"{refused[1]}: {refused[3]}"}
-                if time.monotonic() >= deadline:
-                    return {"ok": False, "error": "Timeout",
-                            "message": f"no peer at {remote} exported {name!r} within "
-                                       f"{timeout:g} s ({self._why(name)})"}
-                time.sleep(0.01)
-            return {"ok": True}
+            with self.bridge.answering():
+                return self._import(name, remote, timeout)
         return {"ok": False, "error": "InvalidArgument", "message": f"unknown op {op!r}"}
+
+    def _import(self, name: str, remote: str, timeout: float) -> dict[str, Any]:
+        """Import ``name`` from ``remote``: the reply once a stream feeds the
+        local ring, or why not within ``timeout`` seconds."""
+        self.bridge.add_import(name)
+        self.bridge.connect(remote)
+        asked = time.monotonic()
+        deadline = asked + timeout
+        while not self.bridge.importing(name):
+            refused = self.bridge.refusals.get(name)
+            if refused is not None and refused[0] >= asked and refused[2] != "NotExported":
+                # It cannot cross as it is (a growing queue, a ring here
+                # of another shape): say so now. "Not exported" may change.
+                return {"ok": False, "error": refused[2],
+                        "message": f"{refused[1]}: {refused[3]}"}
+            if time.monotonic() >= deadline:
+                return {"ok": False, "error": "Timeout",
+                        "message": f"no peer at {remote} exported {name!r} within "
+                                   f"{timeout:g} s ({self._why(name)})"}
+            time.sleep(0.01)
+        return {"ok": True}
 
     def _why(self, name: str) -> str:
         st = self.bridge.status()
@@ -164,7 +175,9 @@ def request(namespace: str, req: dict[str, Any], timeout: float) -> dict[str, An
 def _start(namespace: str) -> None:
     env = dict(os.environ)
     python = launch.interpreter(env)
-    subprocess.Popen([python, "-m", "shmring", "bridge", "--namespace", namespace],
+    idle = os.environ.get("SHMRING_BRIDGE_IDLE", str(IDLE_EXIT))
+    subprocess.Popen([python, "-m", "shmring", "bridge", "--namespace", namespace,
+                      "--exit-when-idle", idle],
                      env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
 

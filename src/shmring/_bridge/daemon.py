@@ -21,11 +21,13 @@ here are shared with the control socket's thread and guarded by one lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +109,8 @@ class Bridge:
         self._want_at: dict[str, float] = {}
         #: name -> (when, peer, error, message): the last refusal of an import.
         self.refusals: dict[str, tuple[float, str, str, str]] = {}
+        #: import requests being answered (control.py): a bridge is not idle meanwhile
+        self.asked = 0
         self._hello_at: dict[int, float] = {}
         self.started = time.time()
         self._closed = False
@@ -456,6 +460,27 @@ class Bridge:
                 "outbound": [o.status() for o in self.outbound.values()],
                 "inbound": [i.status() for i in self.inbound.values()],
             }
+
+    def idle(self) -> bool:
+        """True while this bridge serves nobody: it exports nothing, answers
+        no import request, and no other live local process has a ring it
+        feeds open."""
+        with self._lock:
+            if self.exports or self.asked:
+                return False
+            inbound = list(self.inbound.values())
+        return all(inb.idle() for inb in inbound)
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """While an import request is answered (control.py): not idle."""
+        with self._lock:
+            self.asked += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.asked -= 1
 
     def importing(self, name: str) -> bool:
         """Whether a stream feeds the local ring of ``name`` now."""

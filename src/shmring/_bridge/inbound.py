@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import queue
 import threading
 import time
@@ -85,6 +86,13 @@ class Inbound:
         _core.store32(self._buf, L.OFF_BROKEN, 1 if broken else 0)
         _core.wake(self._buf, L.OFF_DATA_FUTEX)
         _core.wake(self._buf, L.OFF_SPACE_FUTEX)
+
+    def idle(self) -> bool:
+        """True when no other live process has the local ring open."""
+        try:
+            return self.channel.closed or not (self.channel.region.live_pids() - {os.getpid()})
+        except ShmringError:
+            return True
 
     def retarget(self, link: Link, peer: bytes) -> None:
         """Go on with ``peer`` (the same bridge, restarted) on ``link``: a

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 from .._errors import InvalidArgument
@@ -69,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds a killed bridge's place in an exported lossless broadcast "
                         "channel is kept for the bridge started again: the channel's producer "
                         "waits for it meanwhile, and nothing is lost; 0: not kept (default 60)")
+    p.add_argument("--exit-when-idle", type=_types.positive_float, default=None, metavar="S",
+                   help="exit once it exports nothing and no other local process has had a "
+                        "ring it feeds open for S seconds (how a bridge started by "
+                        "Channel.open(remote=) ends)")
     p.add_argument("--status", action="store_true", help="show what the running bridge does")
     p.add_argument("--stop", action="store_true", help="stop the running bridge")
     p.add_argument("--keygen", metavar="FILE", help="write a new key pair to FILE (and "
@@ -140,8 +145,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"shmring bridge: namespace {ns!r}, exports {sorted(bridge.exports)}, "
               f"imports {sorted(bridge.imports)}", flush=True)
         with stop_on_signals() as signalled:
+            idle_since: float | None = None
             while not stop.is_set() and not signalled.requested:
                 stop.wait(0.2)
+                if args.exit_when_idle is None:
+                    continue
+                now = time.monotonic()
+                if not bridge.idle():
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= args.exit_when_idle:
+                    print(f"shmring bridge: idle for {args.exit_when_idle:g} s: exiting",
+                          flush=True)
+                    break
     finally:
         server.close()
         bridge.close()
