@@ -205,3 +205,24 @@ def test_gc_removes_a_dead_supervisors_guard(env: Env, uname: str) -> None:
             if e == f"shmring.{env.namespace}.{uname}":
                 os.unlink(f"/dev/shm/{e}")
 
+
+
+def test_a_removed_socket_directory_is_made_again_for_new_clients(env: Env,
+                                                                  uname: str) -> None:
+    """A cleaner of /tmp removes the socket directory while the supervisor
+    runs (it holds the namespace's guard, so no other may start): within a
+    second or so it listens there again, and a new client is served by it."""
+    a = _client(env, env.socket_dir, uname, create=True)
+    b = None
+    try:
+        pid_a = _pid_of(a)
+        shutil.rmtree(env.socket_dir)
+        wait_for(lambda: os.path.exists(env.sock), 10, "the socket to be made again")
+        assert oct(os.stat(env.socket_dir).st_mode & 0o777) == "0o700"
+        b = _client(env, env.socket_dir, uname, create=False)
+        assert _pid_of(b) == pid_a  # the same supervisor, reached anew
+        assert lock_held(env.lock)  # and it holds the lock file again
+    finally:
+        _end(a, *([b] if b else []))
+    assert a.returncode == 0 and (b is None or b.returncode == 0)
+    _cleanup(env)

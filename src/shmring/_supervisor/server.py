@@ -60,6 +60,7 @@ from . import status as _status
 from . import wire as _ipc
 from .deaths import Proc, ProcessIndex
 from .lease import DEFAULT_LEASE, LeaseWatch
+from .listener import CHECK_EVERY, Listener, relock
 from .loop import EventLoop
 from .regions import RegionTable, Tracked
 from .revoke import DEFAULT_CLAIM_TIMEOUT, ClaimWatch
@@ -148,6 +149,7 @@ class Supervisor:
         self._lock_fd = -1
         self._guard: _instance.Guard | None = None
         self._listener: socket.socket | None = None
+        self._listening = Listener("")
         self._conns: dict[int, _Conn] = {}
         self._idle_since: float | None = None
         self._idle_timer = False
@@ -242,16 +244,29 @@ class Supervisor:
         self._guard = guard
 
     def _listen(self) -> None:
-        path = self.paths["sock"]
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # a dead supervisor's: we hold the lock
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        s.bind(path)
-        os.chmod(path, 0o600)
-        s.listen(4096)
-        s.setblocking(False)
-        self._listener = s
-        self.loop.register(s, self._on_accept)
+        # Whatever is at the path is a dead supervisor's: we hold the lock.
+        self._listening = Listener(self.paths["sock"])
+        self._listener = self._listening.open()
+        self.loop.register(self._listener, self._on_accept)
+        self._schedule(self.clock() + CHECK_EVERY, self._check_socket)
+
+    def _check_socket(self) -> None:
+        """Listen again where clients look if the socket's path (or its
+        directory) was removed, and take the lock file again (listener.py)."""
+        if self._stopping or self._listener is None:
+            return
+        if not self._listening.reachable():
+            log.warning("%s was removed: listening there again", self.paths["sock"])
+            try:
+                new = self._listening.reopen()
+            except OSError as e:
+                log.error("cannot listen on %s again: %s", self.paths["sock"], e)
+            else:
+                self.loop.unregister(self._listener)
+                self._listener = new
+                self.loop.register(new, self._on_accept)
+                self._lock_fd = relock(self.paths["lock"], self._lock_fd)
+        self._schedule(self.clock() + CHECK_EVERY, self._check_socket)
 
     def run(self, *, wait: bool = False) -> None:
         """Serve until :meth:`stop` (or idle exit). ``wait``: see :meth:`open`."""
@@ -299,9 +314,7 @@ class Supervisor:
         self._opened = False
         _LIVE.discard(self)
         if self._listener is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.paths["sock"])  # ours: we still hold the lock
-            self._listener.close()
+            self._listening.close()  # the path too, if it is still ours
             self._listener = None
         for c in list(self._conns.values()):
             c.sock.close()
