@@ -164,6 +164,12 @@ class ConsumerCore:
         ahead, recv, recv_many, recv_into, recv_view, recv_obj and _peek raise
         InvalidArgument. docs/design.md, "Read-ahead".
         """
+    def _ahead_packed(
+        self, max_count: int, max_bytes: int, timeout: float | None, count: int, /
+    ) -> tuple[bytearray, bytearray, bytearray, bytes]:
+        """What :meth:`_ahead` reads, packed: u64 keys (a record's position
+        + 1 if ``count`` < 0, else ``count`` + 1, ``count`` + 2, ...), u64
+        positions, u32 lengths, and the payloads back to back."""
     def _settle(self, key: int, /) -> int:
         """Release every record read ahead whose key is <= ``key``, wake
         producers once, and return how many. mpmc: LeaseRevoked, after

@@ -35,7 +35,7 @@ from shmring._bridge import z85
 from shmring._errors import InsecureListen, KeyFileError, KeyFileExists, MissingDependency
 
 NOBODY = 65534
-WAIT = 5.0  # bound on waiting for an event the test expects to happen
+WAIT = 20.0  # bound on waiting for an event the test expects to happen (a loaded machine is slow)
 
 
 # ---------------------------------------------------------------- files --

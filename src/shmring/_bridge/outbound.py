@@ -36,9 +36,6 @@ import queue
 import threading
 import time
 from bisect import bisect_right
-from collections import deque
-from itertools import accumulate, islice
-from operator import itemgetter
 from typing import Any
 
 from .._channel.channel import Channel
@@ -46,11 +43,10 @@ from .._errors import Broken, EndOfStream, LeaseRevoked, ShmringError
 from . import wire
 from .queues import QueueCounts
 from .transport import Link
+from .unacked import Chunk, Unacked
 
 log = logging.getLogger("shmring.bridge")
 
-_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
-_plus1 = (1).__add__
 
 #: Records per DATA message.
 BATCH = 256
@@ -106,11 +102,9 @@ class Outbound:
         # resume point); records read at or below it are settled, not sent.
         self._floor = 0
         self._in_order = True  # positions of _unacked increase (always, but on mpmc)
-        # (seq, position, payload) read ahead and not acknowledged, in key order.
-        self._unacked: deque[tuple[int, int, bytes]] = deque()
-        self._unacked_bytes = 0
-        self._sent = 0  # records of _unacked sent since the last resume
-        self._prev = 0  # key sent just before _unacked[_sent] (the peer's resume point)
+        # What was read ahead and not acknowledged, in key order (unacked.py).
+        self._unacked = Unacked()
+        self._prev = 0  # key sent just before the next unsent chunk (the peer's resume point)
         self._acked = 0
         self._last_ack = time.monotonic()
         self._eos = False
@@ -169,17 +163,19 @@ class Outbound:
         busy = bool(self._unacked)
         self._drain(block=False)
         room = self.window - len(self._unacked)
-        room_bytes = self.window_bytes - self._unacked_bytes
+        room_bytes = self.window_bytes - self._unacked.bytes
         if self.finished:
             self._drain(block=True, timeout=0.5)
             return
         if not self._eos and room > 0 and room_bytes > 0:
             try:
-                got = self._consumer._ahead(min(room, BATCH), min(room_bytes, BATCH_BYTES),
-                                            0.002 if busy else 0.05)
+                keys, poss, lens, body = self._consumer._ahead_packed(
+                    min(room, BATCH), min(room_bytes, BATCH_BYTES), 0.002 if busy else 0.05,
+                    -1 if self.ordered else self._count)
             except EndOfStream:
                 self._eos = True
-                got = []
+                keys = poss = lens = bytearray()
+                body = b""
             except Broken as e:
                 if isinstance(e, LeaseRevoked):
                     raise
@@ -187,32 +183,13 @@ class Outbound:
                 self._send(wire.ERROR, wire.dump({"error": "Broken", "message": str(e)}))
                 self._drain(block=True, timeout=0.5)
                 return
-            if self.ordered:  # keys are positions + 1 (0: "none yet"); C loops, none in Python
-                if got and got[0][0] + 1 <= self._floor:
-                    # The peer has these (a dead bridge read them, we read them
-                    # again): settle them, do not send them.
-                    k = bisect_right(got, self._floor - 1, key=_first)
-                    self._consumer._settle(got[k - 1][0])
-                    got = got[k:]
-                if got:
-                    pos = list(map(_first, got))
-                    self._high = pos[-1]
-                    self._unacked.extend(zip(map(_plus1, pos), pos, map(_second, got),
-                                             strict=True))
-                    self._unacked_bytes += sum(map(len, map(_second, got)))
-            else:
-                for pos_, payload in got:
-                    if pos_ < self._high:
-                        self._in_order = False  # a record handed back: out of order
-                    self._high = max(self._high, pos_)
-                    self._count += 1
-                    self._unacked.append((self._count, pos_, payload))
-                    self._unacked_bytes += len(payload)
+            if keys:
+                self._keep(Chunk(keys, poss, lens, body))
         else:
             self._drain(block=True, timeout=0.05)
         self._flush()
-        if self._eos and not self._eos_sent and self._sent == len(self._unacked):
-            last = self._unacked[-1][0] if self._unacked else self._acked
+        if self._eos and not self._eos_sent and self._unacked.all_sent():
+            last = self._unacked.last_key() if self._unacked else self._acked
             self._send(wire.EOS, wire.key(self.epoch, last))
             self._eos_sent = True
         if self._unacked and time.monotonic() - self._last_ack > RESEND_AFTER:
@@ -223,25 +200,34 @@ class Outbound:
             if self._eos:
                 self._eos_sent = False
 
+    def _keep(self, c: Chunk) -> None:
+        """Hold records just read until the peer acknowledges them."""
+        if self.ordered:  # keys are positions + 1 (0: "none yet")
+            if c.first <= self._floor:
+                # The peer has these (a dead bridge read them, we read them
+                # again): settle them, do not send them.
+                k = bisect_right(c.keys, self._floor)
+                self._consumer._settle(c.poss[k - 1])
+                rest = c.cut(k)[1]
+                if rest is None:
+                    return
+                c = rest
+            self._high = c.poss[-1]
+        else:
+            poss = c.poss
+            if min(poss) < self._high or list(poss) != sorted(poss):
+                self._in_order = False  # a record handed back: out of order
+            self._high = max(self._high, max(poss))
+            self._count += c.n
+        self._unacked.add(c)
+
     def _flush(self) -> None:
-        """Send what was read ahead and not sent yet, in batches."""
-        u = self._unacked
-        while self._sent < len(u):
-            # Up to BATCH records, and BATCH_BYTES unless one record is larger;
-            # picked with C loops (this runs for every record exported).
-            chunk = list(islice(u, self._sent, self._sent + BATCH))
-            payloads = list(map(_third, chunk))
-            ends = list(accumulate(map(len, payloads)))
-            if ends[-1] > BATCH_BYTES:
-                k = max(1, bisect_right(ends, BATCH_BYTES))
-                del chunk[k:], payloads[k:]
-            seqs = list(map(_first, chunk))
-            index, body = wire.batch(self.epoch, self._prev, seqs, payloads,
-                                     self._consumer.missed)
-            self._send(wire.DATA, index, body)
-            self._prev = seqs[-1]
-            self._sent += len(seqs)
-            self.sent_records += len(seqs)
+        """Send what was read ahead and not sent yet, one DATA batch a chunk."""
+        missed = self._consumer.missed
+        while (c := self._unacked.next_unsent()) is not None:
+            self._send(wire.DATA, c.index(self.epoch, self._prev, missed), c.body)
+            self._prev = c.last
+            self.sent_records += c.n
             self.sent_batches += 1
 
     def _drain(self, *, block: bool, timeout: float = 0.0) -> None:
@@ -265,18 +251,10 @@ class Outbound:
         if epoch != self.epoch:
             return
         u = self._unacked
-        n = bisect_right(u, seq, key=_first)  # keys increase along _unacked
-        last_pos = -1
-        if n:
-            done = list(islice(u, 0, n)) if n < len(u) else list(u)
-            if n < len(u):
-                for _ in range(n):
-                    u.popleft()
-            else:
-                u.clear()
-            self._unacked_bytes -= sum(map(len, map(_third, done)))
-            last_pos = done[-1][1] if self._in_order else max(map(_second, done))
-            self._sent = max(0, self._sent - n)
+        done = u.ack(seq)
+        if done:
+            n = sum(c.n for c in done)
+            last_pos = done[-1].poss[-1] if self._in_order else max(max(c.poss) for c in done)
             self._acked = seq
             self._last_ack = time.monotonic()
             self.acked_records += n
@@ -298,7 +276,7 @@ class Outbound:
         (acknowledged records above it are released by a later call)."""
         k = acked_pos
         if not self.ordered and self._unacked:
-            low = self._unacked[0][1] if self._in_order else min(p for _, p, _ in self._unacked)
+            low = self._unacked.first_pos() if self._in_order else self._unacked.low_pos()
             k = min(k, low - 1)
         if k >= 0:
             try:
@@ -325,7 +303,7 @@ class Outbound:
             self._eos_sent = False
 
     def _rewind(self, prev: int) -> None:
-        self._sent = 0
+        self._unacked.rewind()
         self._prev = prev
 
     def _send(self, kind: bytes, *frames: Any) -> None:

@@ -87,6 +87,14 @@ def batch(epoch: int, prev: int, seqs: list[int], payloads: list[bytes],
     return bytes(index), b"".join(payloads)
 
 
+def packed_index(epoch: int, prev: int, n: int, missed: int, keys: bytes | bytearray,
+                 lens: bytes | bytearray) -> bytes:
+    """The index frame of a DATA batch whose ``n`` keys (u64 each) and
+    lengths (u32 each) are already packed, as ``_ahead_packed`` returns
+    them (the exporter's path: no Python object per record)."""
+    return b"".join((_BATCH.pack(epoch, prev, n, missed), keys, lens))
+
+
 class Batch:
     """A DATA batch as received: the header decoded, the keys and lengths
     as views of the index frame, the payloads still packed in the body

@@ -186,3 +186,152 @@ PyObject *ahead_get_count(EndpointObject *self, void *unused) {
     (void)unused;
     return PyLong_FromUnsignedLongLong(self->ring.ahead_n);
 }
+
+/* ---- _ahead_packed: the same read, packed for a bridge's DATA batch ----
+ * No Python object per record: the keys, positions and lengths come back as
+ * arrays of native integers and the payloads back to back in one bytes, the
+ * frames of a batch as they go on the wire (shmring/_bridge/wire.py). */
+
+#define PACKED_NOGIL_COPY 262144
+#define PACKED_FIRST_CAP 65536
+
+typedef struct {
+    PyObject *body; /* bytes, grown as records are added, cut to size at the end */
+    Py_ssize_t used;
+} packed_t;
+
+/* Room for n more bytes in p->body. 0, or -1 with MemoryError set. */
+static int packed_reserve(packed_t *p, Py_ssize_t n) {
+    if (!p->body) {
+        p->body = PyBytes_FromStringAndSize(NULL, n > PACKED_FIRST_CAP ? n : PACKED_FIRST_CAP);
+        return p->body ? 0 : -1;
+    }
+    Py_ssize_t cap = PyBytes_GET_SIZE(p->body);
+    if (p->used + n <= cap) return 0;
+    Py_ssize_t want = cap * 2 > p->used + n ? cap * 2 : p->used + n;
+    return _PyBytes_Resize(&p->body, want);
+}
+
+static int append_u64(PyObject *ba, uint64_t v) {
+    Py_ssize_t k = PyByteArray_GET_SIZE(ba);
+    if (PyByteArray_Resize(ba, k + 8) < 0) return -1;
+    memcpy(PyByteArray_AS_STRING(ba) + k, &v, 8);
+    return 0;
+}
+
+static int append_u32(PyObject *ba, uint32_t v) {
+    Py_ssize_t k = PyByteArray_GET_SIZE(ba);
+    if (PyByteArray_Resize(ba, k + 4) < 0) return -1;
+    memcpy(PyByteArray_AS_STRING(ba) + k, &v, 4);
+    return 0;
+}
+
+/* _ahead_packed(max_count, max_bytes, timeout, count) -> (keys, positions,
+ * lens, body): what _ahead reads, as a u64 array of keys (a record's
+ * position + 1 if count < 0, else count + 1, count + 2, ...: an exporting
+ * stream's sequence numbers), a u64 array of positions (what _settle takes),
+ * a u32 array of lengths and the payloads back to back. Empty when nothing
+ * came within the timeout. */
+PyObject *ahead_read_packed(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_ahead_packed(max_count, max_bytes, timeout, count): 4 arguments");
+        return NULL;
+    }
+    if (endpoint_check_open(self) < 0) return NULL;
+    ring_t *r = &self->ring;
+    if (self->view || r->held)
+        return raise_invalid(self, "a record view is held on this consumer: release it first");
+    Py_ssize_t maxn = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
+    if (maxn == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t maxb = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (maxb == -1 && PyErr_Occurred()) return NULL;
+    long long count = PyLong_AsLongLong(args[3]);
+    if (count == -1 && PyErr_Occurred()) return NULL;
+    if (maxn < 1) return raise_invalid(self, "_ahead_packed(max_count): must be >= 1");
+    if (maxb < 0) return raise_invalid(self, "_ahead_packed(max_bytes): must be >= 0");
+    int64_t deadline;
+    if (endpoint_deadline(self, args[2], &deadline) < 0) return NULL;
+    PyObject *keys = PyByteArray_FromStringAndSize(NULL, 0);
+    PyObject *poss = PyByteArray_FromStringAndSize(NULL, 0);
+    PyObject *lens = PyByteArray_FromStringAndSize(NULL, 0);
+    packed_t pk = {NULL, 0};
+    Py_ssize_t got = 0;
+    PyObject *out = NULL;
+    if (!keys || !poss || !lens) goto done;
+    for (;;) {
+        const char *p;
+        uint64_t n;
+        int rc = ring_ahead_peek(r, &p, &n);
+        if (rc == RING_OK) {
+            if (got > 0 && (uint64_t)pk.used + n > (uint64_t)maxb) {
+                ring_ahead_putback(r); /* for the next call */
+                break;
+            }
+            if (packed_reserve(&pk, (Py_ssize_t)n) < 0) {
+                ring_ahead_putback(r);
+                goto fail;
+            }
+            char *dst = PyBytes_AS_STRING(pk.body) + pk.used;
+            if (n >= PACKED_NOGIL_COPY) {
+                endpoint_enter(self); /* close() waits for us */
+                Py_BEGIN_ALLOW_THREADS
+                memcpy(dst, p, (size_t)n);
+                Py_END_ALLOW_THREADS
+                self->busy--;
+            } else {
+                memcpy(dst, p, (size_t)n);
+            }
+            if (ring_validate(r) != RING_OK) continue; /* overwritten under the copy */
+            uint64_t key = count < 0 ? r->held_pos + 1 : (uint64_t)count + (uint64_t)got + 1;
+            if (append_u64(keys, key) < 0 || append_u64(poss, r->held_pos) < 0 ||
+                append_u32(lens, (uint32_t)n) < 0) {
+                ring_ahead_putback(r);
+                goto fail;
+            }
+            if (ring_ahead_keep(r) < 0) { /* put back by it */
+                PyErr_NoMemory();
+                goto fail;
+            }
+            pk.used += (Py_ssize_t)n;
+            got++;
+            if (got >= maxn) break;
+            continue;
+        }
+        if (rc == RING_LAPPED) continue;
+        if (got > 0) break; /* an error or end of stream: on the next call */
+        if (rc != RING_AGAIN) {
+            raise_ring(self, rc);
+            goto fail;
+        }
+        if (deadline >= 0 && mono_ns() >= deadline) break;
+        if (PyErr_CheckSignals() < 0) goto fail;
+        int w = endpoint_wait(self, 0, deadline);
+        if (w < 0) goto fail;
+        if (w > 0) break;
+    }
+    goto pack;
+fail:
+    if (got == 0) goto done;
+    /* What was kept is returned (its keys are needed to settle it); the
+     * error surfaces on the next call, as _ahead does. */
+    PyErr_Clear();
+    /* The last record's arrays may be one entry long: cut them to got. */
+    if (PyByteArray_GET_SIZE(keys) > 8 * got) (void)PyByteArray_Resize(keys, 8 * got);
+    if (PyByteArray_GET_SIZE(poss) > 8 * got) (void)PyByteArray_Resize(poss, 8 * got);
+    if (PyByteArray_GET_SIZE(lens) > 4 * got) (void)PyByteArray_Resize(lens, 4 * got);
+pack:
+    if (!pk.body) {
+        pk.body = PyBytes_FromStringAndSize(NULL, 0);
+        if (!pk.body) goto done;
+    } else if (PyBytes_GET_SIZE(pk.body) != pk.used && _PyBytes_Resize(&pk.body, pk.used) < 0) {
+        goto done;
+    }
+    out = PyTuple_Pack(4, keys, poss, lens, pk.body);
+done:
+    Py_XDECREF(keys);
+    Py_XDECREF(poss);
+    Py_XDECREF(lens);
+    Py_XDECREF(pk.body);
+    return out;
+}
