@@ -1,7 +1,8 @@
 """The exporting side of one stream: a local channel read out to one peer.
 
 The stream's thread is a consumer of the local channel. It reads records
-ahead without releasing them (``ConsumerCore._ahead``), sends them in
+ahead without releasing them (``ConsumerCore._ahead_packed``: packed as a
+batch's frames, ``unacked.py``), sends them in
 batches, and releases them (``_settle``) only when the peer acknowledges
 that they are in its ring: whatever is not acknowledged is still in the
 local ring, so a cut link or a killed bridge loses nothing. It keeps at
