@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
+from itertools import accumulate
 
 import pytest
 from channel_util import CAPACITY, WAIT, Kind, Make, drain, fill, payload, record_bytes
@@ -299,9 +300,24 @@ def test_untethered_reader_behaves_as_recv(make_channel: Make) -> None:
     assert 0 < fill(tx, msg) <= CAPACITY // record_bytes(100)  # gated by it again
 
 
-def test_many_laps_random_windows(kind: Kind, make: Make) -> None:
+def _ahead(rx: shmring.Consumer, n: int, nbytes: int) -> tuple[list[int], list[bytes]]:
+    got = rx._ahead(n, nbytes, 0)
+    return [k for k, _ in got], [m for _, m in got]
+
+
+def _ahead_packed(rx: shmring.Consumer, n: int, nbytes: int) -> tuple[list[int], list[bytes]]:
+    _, poss, lens, body = rx._ahead_packed(n, nbytes, 0, -1)
+    ends = list(accumulate(memoryview(lens).cast("I")))
+    return (list(memoryview(poss).cast("Q")),
+            [body[e - k:e] for e, k in zip(ends, memoryview(lens).cast("I"), strict=True)])
+
+
+@pytest.mark.parametrize("read", [_ahead, _ahead_packed], ids=["ahead", "packed"])
+def test_many_laps_random_windows(kind: Kind, make: Make,
+                                  read: Callable[..., tuple[list[int], list[bytes]]]) -> None:
     """Random sizes (padding at every wrap), random windows, random settles
-    over many laps: every record once, in order; then recv takes over."""
+    over many laps: every record once, in order; then recv takes over.
+    ``_ahead_packed`` reads the same records, packed."""
     ch = make()
     tx, rx = ch.producer(), ch.consumer()
     rnd = random.Random(5)
@@ -318,9 +334,9 @@ def test_many_laps_random_windows(kind: Kind, make: Make) -> None:
             except shmring.WouldBlock:
                 break
             sent += 1
-        window = rx._ahead(rnd.randint(1, 20), rnd.choice([0, 500, 1 << 20]), 0)
-        got += [m for _, m in window]
-        held += [k for k, _ in window]
+        keys, window = read(rx, rnd.randint(1, 20), rnd.choice([0, 500, 1 << 20]))
+        got += window
+        held += keys
         if held and (rnd.random() < 0.5 or not window):
             i = rnd.randrange(len(held))
             assert rx._settle(held[i]) == i + 1

@@ -1,18 +1,16 @@
 """``ConsumerCore._ahead_packed``, every pattern, one process: the records
 ``_ahead`` would read, packed as a bridge's DATA batch carries them (u64
 keys, u64 positions, u32 lengths, the payloads back to back), held the same
-way until ``_settle``."""
+way until ``_settle``. (test_read_ahead.py's random laps run both ways.)"""
 
 from __future__ import annotations
 
-import random
 from itertools import accumulate
 
 import pytest
 from channel_util import CAPACITY, WAIT, Kind, Make, fill, payload, record_bytes
 
 import shmring
-from shmring import _layout as L
 
 ALL = 2**64 - 1
 
@@ -99,37 +97,6 @@ def test_lossy_broadcast_jumps_and_counts_missed(make_channel: Make) -> None:
     assert got == msgs[-len(got):]  # the newest, in order
     assert rx.missed == 199 - len(got)
     assert rx._settle(ALL) == 1 + len(got)
-
-
-def test_many_laps_random_windows(kind: Kind, make: Make) -> None:
-    """Random sizes, windows and settles over many laps: every record once,
-    in order, each exactly as sent."""
-    ch = make()
-    tx, rx = ch.producer(), ch.consumer()
-    rnd = random.Random(7)
-    msgs = [b"%05d:" % i + payload(i, rnd.choice([0, 10, 100, 300, 700])) for i in range(3000)]
-    got: list[bytes] = []
-    held: list[int] = []
-    sent = 0
-    while len(got) < len(msgs):
-        while sent < len(msgs) and not (kind.lossy and sent - len(got) >= 4):
-            try:
-                tx.send_nowait(msgs[sent])
-            except shmring.WouldBlock:
-                break
-            sent += 1
-        _, poss, window = unpack(rx._ahead_packed(rnd.randint(1, 20),
-                                                  rnd.choice([0, 500, 1 << 20]), 0, -1))
-        got += window
-        held += poss
-        if held and (rnd.random() < 0.5 or not window):
-            i = rnd.randrange(len(held))
-            assert rx._settle(held[i]) == i + 1
-            held = held[i + 1:]
-        assert rx._ahead_count == len(held)
-    assert got == msgs
-    assert rx._settle(ALL) == len(held)
-    assert ch.region.counter(L.OFF_TAIL) > 50 * CAPACITY
 
 
 def test_a_large_record_comes_whole_and_alone(kind: Kind, make: Make) -> None:

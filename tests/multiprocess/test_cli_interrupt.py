@@ -105,16 +105,22 @@ class Terminal:
             self.proc.wait(10)
 
 
+def _flowing(p: subprocess.Popen[str]) -> list[int]:
+    """Once the demo ``p`` started its producer and unlinked the segment:
+    its children (the producer among them)."""
+    assert p.stdout is not None
+    assert "producer pid" in p.stdout.readline()
+    wait_for(lambda: not _running(p.pid) or (
+        len(_children(p.pid)) >= 2 and not _demo_segments(p.pid)), 30,
+        "the producer to start and the segment to be unlinked")
+    return _children(p.pid)
+
+
 def test_sigint_to_the_demo_parent_alone(env: Env) -> None:
     p = subprocess.Popen([sys.executable, "-m", "shmring", "demo", "--count", ENDLESS],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert p.stdout is not None
-        assert "producer pid" in p.stdout.readline()
-        wait_for(lambda: not _running(p.pid) or (
-            len(_children(p.pid)) >= 2 and not _demo_segments(p.pid)), 30,
-            "the producer to start and the segment to be unlinked")
-        children = _children(p.pid)
+        children = _flowing(p)
         time.sleep(0.3)  # messages are flowing now
         t0 = time.monotonic()
         p.send_signal(signal.SIGINT)
@@ -178,12 +184,7 @@ def test_sigkill_of_the_demo_parent_ends_its_producer(env: Env) -> None:
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     children: list[int] = []
     try:
-        assert p.stdout is not None
-        assert "producer pid" in p.stdout.readline()
-        wait_for(lambda: not _running(p.pid) or (
-            len(_children(p.pid)) >= 2 and not _demo_segments(p.pid)), 30,
-            "the producer to start and the segment to be unlinked")
-        children = _children(p.pid)
+        children = _flowing(p)
         time.sleep(0.3)  # messages are flowing: the ring fills once the consumer is gone
         p.kill()
         p.wait(10)

@@ -95,6 +95,23 @@ static int keep_one(EndpointObject *self, PyObject *out, PyObject *b) {
     return 0;
 }
 
+/* A peek that found no record (rc): 1 to look again (lapped, or one came
+ * within the deadline), 0 to return what was read (`got` of them; an error
+ * or end of stream then surfaces on the next call), -1 with an error set. */
+static int nothing_ready(EndpointObject *self, int rc, Py_ssize_t got, int64_t deadline) {
+    if (rc == RING_LAPPED) return 1;
+    if (got > 0) return 0;
+    if (rc != RING_AGAIN) {
+        raise_ring(self, rc);
+        return -1;
+    }
+    if (deadline >= 0 && mono_ns() >= deadline) return 0;
+    if (PyErr_CheckSignals() < 0) return -1;
+    int w = endpoint_wait(self, 0, deadline);
+    if (w < 0) return -1;
+    return w == 0;
+}
+
 PyObject *ahead_read(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
                      PyObject *kwnames) {
     PyObject *countobj, *bytesobj, *timeout;
@@ -139,17 +156,9 @@ PyObject *ahead_read(EndpointObject *self, PyObject *const *args, Py_ssize_t nar
             if (PyList_GET_SIZE(out) >= maxn) break;
             continue;
         }
-        if (rc == RING_LAPPED) continue;
-        if (PyList_GET_SIZE(out) > 0) break; /* an error or end of stream: on the next call */
-        if (rc != RING_AGAIN) {
-            raise_ring(self, rc);
-            goto fail;
-        }
-        if (deadline >= 0 && mono_ns() >= deadline) break;
-        if (PyErr_CheckSignals() < 0) goto fail;
-        int w = endpoint_wait(self, 0, deadline);
-        if (w < 0) goto fail;
-        if (w > 0) break;
+        int more = nothing_ready(self, rc, PyList_GET_SIZE(out), deadline);
+        if (more < 0) goto fail;
+        if (!more) break;
     }
     return out;
 fail:
@@ -298,17 +307,9 @@ PyObject *ahead_read_packed(EndpointObject *self, PyObject *const *args, Py_ssiz
             if (got >= maxn) break;
             continue;
         }
-        if (rc == RING_LAPPED) continue;
-        if (got > 0) break; /* an error or end of stream: on the next call */
-        if (rc != RING_AGAIN) {
-            raise_ring(self, rc);
-            goto fail;
-        }
-        if (deadline >= 0 && mono_ns() >= deadline) break;
-        if (PyErr_CheckSignals() < 0) goto fail;
-        int w = endpoint_wait(self, 0, deadline);
-        if (w < 0) goto fail;
-        if (w > 0) break;
+        int more = nothing_ready(self, rc, got, deadline);
+        if (more < 0) goto fail;
+        if (!more) break;
     }
     goto pack;
 fail:
