@@ -226,3 +226,30 @@ def test_a_removed_socket_directory_is_made_again_for_new_clients(env: Env,
         _end(a, *([b] if b else []))
     assert a.returncode == 0 and (b is None or b.returncode == 0)
     _cleanup(env)
+
+
+def test_a_socket_directory_that_cannot_be_made_again_is_tried_until_it_can(
+        env: Env, uname: str) -> None:
+    """A file where the directory was: the supervisor keeps serving the
+    clients it has and tries again each second; once the file is gone it
+    listens there again."""
+    a = _client(env, env.socket_dir, uname, create=True)
+    b = None
+    try:
+        pid_a = _pid_of(a)
+        shutil.rmtree(env.socket_dir)
+        with open(env.socket_dir, "w") as f:
+            f.write("in the way\n")
+        time.sleep(2.5)  # two looks fail
+        assert os.path.isfile(env.socket_dir)
+        os.kill(pid_a, 0)  # still there
+        os.unlink(env.socket_dir)
+        wait_for(lambda: os.path.exists(env.sock), 10, "the socket to be made again")
+        b = _client(env, env.socket_dir, uname, create=False)
+        assert _pid_of(b) == pid_a
+    finally:
+        if os.path.isfile(env.socket_dir):
+            os.unlink(env.socket_dir)
+        _end(a, *([b] if b else []))
+    assert a.returncode == 0 and (b is None or b.returncode == 0)
+    _cleanup(env)

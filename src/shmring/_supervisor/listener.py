@@ -34,6 +34,7 @@ class Listener:
         self.path = path
         self.sock: socket.socket | None = None
         self._id = (0, 0)  # (st_dev, st_ino) of the socket file we bound
+        self.failures = 0  # reopen() attempts failed in a row
 
     def open(self) -> socket.socket:
         """Bind and listen at the path (whatever is there is removed: the
@@ -66,9 +67,14 @@ class Listener:
         """Listen at the path again (its directory made again if it is
         gone); the old socket is closed once the new one listens. OSError
         (and the old socket kept) if that cannot be done now."""
-        ensure_private_dir(os.path.dirname(self.path))
         old = self.sock
-        new = self.open()
+        try:
+            ensure_private_dir(os.path.dirname(self.path))
+            new = self.open()
+        except OSError:
+            self.failures += 1
+            raise
+        self.failures = 0
         if old is not None:
             old.close()
         return new

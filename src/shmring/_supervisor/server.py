@@ -256,12 +256,14 @@ class Supervisor:
         if self._stopping or self._listener is None:
             return
         if not self._listening.reachable():
-            log.warning("%s was removed: listening there again", self.paths["sock"])
             try:
                 new = self._listening.reopen()
             except OSError as e:
-                log.error("cannot listen on %s again: %s", self.paths["sock"], e)
+                if self._listening.failures % 60 == 1:  # once a minute, not every second
+                    log.error("%s was removed and cannot be made again: %s",
+                              self.paths["sock"], e)
             else:
+                log.warning("%s was removed: listening there again", self.paths["sock"])
                 self.loop.unregister(self._listener)
                 self._listener = new
                 self.loop.register(new, self._on_accept)
