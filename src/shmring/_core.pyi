@@ -255,6 +255,10 @@ class QueueState:
     def unreserve(self) -> None: ...
     def task_done(self) -> bool: ...
     def count(self) -> int: ...
+    def count_many(self, put: int, taken: int, done: int, /) -> int:
+        """Count a batch at once (a bridge carrying the queue): ``put`` items
+        committed, ``taken`` items out (or puts undone), up to ``done``
+        tasks done; how many tasks were done."""
 
 class QueueCore:
     """The base of shmring's queues: put and get of plain values in C."""

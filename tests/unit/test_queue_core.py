@@ -257,3 +257,32 @@ def test_queue_state_checks_its_arguments() -> None:
         st.tx = object()
     st.invalidate()
     assert st.tx is None and st.rx is None
+
+
+def test_count_many_counts_a_batch_as_many_single_calls_would() -> None:
+    """A bridge's batch counts: puts (and tasks), items out, tasks done at
+    most down to zero; the same counts as one call per item."""
+    lk = _core.Lock()
+    many = _core.QueueState(bytearray(4096), 0, 10, True, lk, lk)
+    buf = bytearray(4096)
+    single = _core.QueueState(buf, 0, 0, True, lk, lk)
+    assert many.count_many(7, 0, 0) == 0
+    for _ in range(7):
+        assert single.reserve()
+    assert many.count() == single.count() == 7
+    assert many.count_many(0, 3, 3) == 3
+    for _ in range(3):
+        single.taken()
+        assert single.task_done()
+    assert many.count() == single.count() == 4
+    assert many.count_many(0, 0, 10) == 4  # only the 4 unfinished are done
+    assert many.task_done() is False
+    assert many.count_many(0, 0, 0) == 0
+    with pytest.raises(TypeError):
+        many.count_many(1, 2)  # type: ignore[call-arg]
+    with pytest.raises(OverflowError):
+        many.count_many(-1, 0, 0)
+    many.invalidate()
+    single.invalidate()
+    with pytest.raises(ValueError, match="invalidated"):
+        many.count_many(1, 0, 0)

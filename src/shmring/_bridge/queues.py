@@ -62,38 +62,27 @@ class QueueCounts:
                 "bounded in bytes crosses the bridge; make it with "
                 f"shmring.Queue(name={name!r}, maxsize_bytes=...)")
         self.maxsize = int(_core.load(buf, base + L.CTL_MAXSIZE))
-        # Counting as a getter wakes putters waiting under maxsize (only a
-        # state that knows maxsize does); counting as a putter must never be
-        # refused (the record is in the ring already): maxsize 0. Both as a
-        # JoinableQueue's, so unfinished tasks are counted too (a plain
-        # Queue's never reads them).
-        self._getter = _core.QueueState(buf, base, self.maxsize, True, _core.Lock(),
-                                        _core.Lock())
-        self._putter = _core.QueueState(buf, base, 0, True, _core.Lock(), _core.Lock())
+        # A JoinableQueue's state, so unfinished tasks are counted too (a
+        # plain Queue's never reads them); its maxsize makes a count of
+        # items taken wake putters waiting for room. One call per batch.
+        self._state = _core.QueueState(buf, base, self.maxsize, True, _core.Lock(),
+                                       _core.Lock())
 
     def taken(self, n: int) -> None:
         """``n`` items left the queue for the peer: taken, and done."""
-        taken, done = self._getter.taken, self._getter.task_done
-        for _ in range(n):
-            taken()
-            done()
+        self._state.count_many(0, n, n)
 
     def put(self, n: int) -> None:
         """``n`` items are about to be committed into the queue's ring."""
-        reserve = self._putter.reserve
-        for _ in range(n):
-            reserve()
+        self._state.count_many(n, 0, 0)
 
     def unput(self, n: int) -> None:
         """``n`` of the items counted by :meth:`put` were not committed."""
-        unreserve = self._putter.unreserve
-        for _ in range(n):
-            unreserve()
+        self._state.count_many(0, n, n)
 
     def close(self) -> None:
         """Let go of the control block."""
-        self._getter.invalidate()
-        self._putter.invalidate()
+        self._state.invalidate()
         self.ctl.close()
 
 

@@ -246,7 +246,53 @@ static PyObject *State_count(StateObject *self, PyObject *unused) {
     return PyLong_FromUnsignedLongLong(c < (1ULL << 63) ? c : 0);
 }
 
+/* count_many(put, taken, done) -> int: what a bridge carrying the queue
+ * counts for a batch at once (shmring/_bridge/queues.py): `put` items
+ * committed that nothing held back (puts, and unfinished tasks on a
+ * JoinableQueue), `taken` items that left the queue or puts undone (one
+ * wake of the putters waiting for room), and up to `done` unfinished tasks
+ * done (one wake of join at zero); returns how many tasks were done. */
+static PyObject *State_count_many(StateObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!valid_state(self)) return NULL;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "count_many(put, taken, done): 3 arguments");
+        return NULL;
+    }
+    uint64_t v[3];
+    for (int i = 0; i < 3; i++) {
+        v[i] = PyLong_AsUnsignedLongLong(args[i]);
+        if (v[i] == (uint64_t)-1 && PyErr_Occurred()) return NULL;
+    }
+    if (v[0]) {
+        /* SYNC(ctl-count): as reserve_now's add, for many at once. */
+        fadd_sc(self->w, CTL_PUTS, v[0]);
+        /* SYNC(ctl-unfinished): as reserve_now's add. */
+        if (self->joinable) fadd_sc(self->w, CTL_UNFINISHED, v[0]);
+    }
+    if (v[1]) {
+        /* SYNC(ctl-count): as count_out's add, then one wake for them all. */
+        fadd_sc(self->w, CTL_GETS, v[1]);
+        if (self->maxsize) wake_word(self, CTL_NOTFULL_SEQ, CTL_NOTFULL_WAITERS);
+    }
+    uint64_t done = 0;
+    if (v[2]) {
+        /* SYNC(ctl-unfinished): as task_done: never below zero, by compare-exchange. */
+        uint64_t u = ld_acq(self->w, CTL_UNFINISHED);
+        uint64_t k;
+        do {
+            k = u < v[2] ? u : v[2];
+            if (!k) break;
+        } while (!cas_sc(self->w, CTL_UNFINISHED, &u, u - k));
+        done = k;
+        if (k && u == k) wake_word(self, CTL_JOIN_SEQ, CTL_JOIN_WAITERS);
+    }
+    return PyLong_FromUnsignedLongLong(done);
+}
+
 static PyMethodDef State_methods[] = {
+    {"count_many", (PyCFunction)(void (*)(void))State_count_many, METH_FASTCALL,
+     "count_many(put, taken, done) -> int: count a batch at once (a bridge's): put, taken "
+     "(or undone) and tasks done; how many tasks were done."},
     {"invalidate", (PyCFunction)State_invalidate, METH_NOARGS,
      "invalidate(): let go of the mapping and the endpoints (before closing them)."},
     {"reserve", (PyCFunction)State_reserve, METH_NOARGS,
