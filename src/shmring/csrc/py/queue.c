@@ -276,12 +276,13 @@ static PyObject *State_count_many(StateObject *self, PyObject *const *args, Py_s
     }
     uint64_t done = 0;
     if (v[2]) {
-        /* SYNC(ctl-unfinished): as task_done: never below zero, by compare-exchange. */
+        /* SYNC(ctl-unfinished): pairs with reserve_now's add, as task_done's load. */
         uint64_t u = ld_acq(self->w, CTL_UNFINISHED);
         uint64_t k;
         do {
             k = u < v[2] ? u : v[2];
             if (!k) break;
+            /* SYNC(ctl-unfinished): k tasks fewer, by compare-exchange: never below zero. */
         } while (!cas_sc(self->w, CTL_UNFINISHED, &u, u - k));
         done = k;
         if (k && u == k) wake_word(self, CTL_JOIN_SEQ, CTL_JOIN_WAITERS);
