@@ -250,20 +250,25 @@ def test_a_broadcast_exporter_stopped_and_started_again_loses_nothing() -> None:
         assert got == list(range(n))
 
 
+#: Opens channel argv[1] of the host whose bridge listens at argv[2], reads
+#: one message and prints it.
+REMOTE_READER = """
+import shmring, sys
+ch = shmring.Channel.open(sys.argv[1], remote=sys.argv[2])
+rx = ch.consumer()
+print("joined", flush=True)
+print(rx.recv(timeout=60).decode(), flush=True)
+rx.close(); ch.close()
+"""
+
+
 def test_channel_open_remote_starts_a_bridge_and_reads_the_remote_channel() -> None:
     with two_sides() as (a, b):
         src = shmring.Channel.create("far", 1 << 14, "spsc", namespace=b.ns)
         try:
             url = f"tcp://127.0.0.1:{free_port()}"
             b.bridge("--listen", url, "--export", "far")
-            reader = a.python(f"""
-                import shmring
-                ch = shmring.Channel.open("far", remote={url!r})
-                rx = ch.consumer()
-                print("joined", flush=True)
-                print(rx.recv(timeout=60).decode())
-                rx.close(); ch.close()
-            """)
+            reader = a.python(REMOTE_READER, "far", url)
             _joined(reader)
             src.producer().send(b"hello from b")
             assert output(reader).split() == ["hello", "from", "b"]
@@ -283,14 +288,7 @@ def test_a_bridge_started_by_channel_open_remote_exits_once_idle() -> None:
         try:
             url = f"tcp://127.0.0.1:{free_port()}"
             b.bridge("--listen", url, "--export", "idle")
-            reader = a.python(f"""
-                import shmring
-                ch = shmring.Channel.open("idle", remote={url!r})
-                rx = ch.consumer()
-                print("joined", flush=True)
-                print(rx.recv(timeout=60).decode(), flush=True)
-                rx.close(); ch.close()
-            """)
+            reader = a.python(REMOTE_READER, "idle", url)
             _joined(reader)
             time.sleep(2.5)  # past the idle time: a local consumer keeps it
             assert a.streaming("idle", "inbound")
