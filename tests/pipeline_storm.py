@@ -18,6 +18,9 @@ from typing import Any
 from pipeline_util import gone
 
 import shmring
+from shmring import _core
+from shmring import _layout as L
+from shmring._pipeline import board as B
 
 
 def work(x: int) -> int:
@@ -106,6 +109,8 @@ def storm(name: str, topology: str, seed: int, items: int = 20000, kills: int = 
         t.start()
         try:
             out = run.wait(timeout=timeout)  # Timeout: a hang
+        except shmring.Timeout:
+            raise AssertionError(f"the run hung:\n{describe(run)}") from None
         finally:
             done.set()
             t.join()
@@ -114,6 +119,30 @@ def storm(name: str, topology: str, seed: int, items: int = 20000, kills: int = 
     got_c, want_c = collections.Counter(out), collections.Counter(want)
     return Outcome(killed[0], len(out), sum((want_c - got_c).values()),
                    sum((got_c - want_c).values()), out == want, len(run.dead_letters))
+
+
+def describe(run: Any) -> str:
+    """What a hung run holds: each stage's edge (closed for sending?
+    drained?, head, read claim, tail, redeliveries), its live workers and
+    what each is on, and every taken slot of the edge with its pid and
+    whether that process lives."""
+    lines = []
+    for st in run._stages:
+        buf = st.channel.region._mapping()
+        head, rc, tail = (_core.load(buf, o) for o in (L.OFF_HEAD, L.OFF_READ_CLAIM,
+                                                        L.OFF_TAIL))
+        lines.append(f"stage {st.index} {st.spec.name}: eos={st.eos} closed={st.closed} "
+                     f"head={head} read_claim={rc} tail={tail} "
+                     f"redeliver={_core.load(buf, L.OFF_REDELIVER)} deaths={st.deaths}")
+        for entry, p in st.procs.items():
+            lines.append(f"  worker {p.pid} alive={p.is_alive()} "
+                         f"item={run._board.word(entry, B.ITEM)}")
+        for i, pid, _start, _ns in st.channel.region.table.entries():
+            so = L.slot_offset(i)
+            lines.append(f"  slot {i} pid {pid} alive={os.path.exists(f'/proc/{pid}')} "
+                         f"role={_core.load32(buf, so + L.SLOT_ROLE)} "
+                         f"link_in={_core.load(buf, so + L.SLOT_LINK_IN)}")
+    return "\n".join(lines)
 
 
 def budget_seeds(budget: float) -> Iterator[int]:

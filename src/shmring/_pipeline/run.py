@@ -2,12 +2,11 @@
 two threads (the feeder reading the source, the controller watching the
 workers).
 
-The controller replaces a dead worker at once (its item is already back in
-the ring: recovery is the supervisor's, on the same pidfd event), kills a
-worker past its stage's ``timeout``, reads the workers' notes (errors, dead
-letters), and closes each edge for sending once the stage before it is done:
-its input edge closed and drained (head == tail: every item taken was passed
-on). Workers leave on end of stream by themselves.
+The controller recovers what a dead worker held and replaces it at once,
+kills a worker past its stage's ``timeout``, reads the workers' notes
+(errors, dead letters), and closes each edge for sending once the stage
+before it is done: its input edge closed and drained (edge.py). Workers
+leave by themselves once their input is closed and drained.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from .._channel.channel import Channel
 from .._errors import EndOfStream, InvalidArgument, RemoteError, Timeout
 from .._objects.frame import VALUE_TAG
 from . import board as B
+from . import edge as E
 from . import item as I
 from .chunk import expand, source_chunk
 from .order import Reorderer
@@ -116,9 +116,7 @@ class Run:
         self._feed_tx = self._stages[0].channel.producer()
 
     def _edge(self, name: str, max_bytes: int, pattern: str, lease: float | None = None) -> Channel:
-        cap = 1 << max(12, (max_bytes - 1).bit_length())
-        ch = Channel.create(name, cap, pattern, max_message=cap // 2 - L.RECORD_HEADER,
-                            namespace=self._ns, lease=lease)
+        ch = E.create(name, max_bytes, pattern, self._ns, lease)
         self._channels.append(ch)
         return ch
 
@@ -179,6 +177,10 @@ class Run:
                 self._free.append(entry)
                 if code:
                     st.deaths += 1
+                    # What it held goes back now, not when the supervisor gets to it.
+                    nxt = st.index + 1
+                    E.recover((st.channel, self._stages[nxt].channel if nxt < len(self._stages)
+                               else self._out, self._ctl))
                 if ((code or retired) and not st.closed and not self._stop.is_set()
                         and not self._drained(st)):
                     futile = st.deaths - st.totals[B.FIRST]
@@ -220,8 +222,7 @@ class Run:
     @staticmethod
     def _drained(st: StageRun) -> bool:
         """The stage's input is closed and every item of it passed on."""
-        buf = st.channel.region._mapping()
-        return st.eos and _core.load(buf, L.OFF_HEAD) == _core.load(buf, L.OFF_TAIL)
+        return st.eos and E.drained(st.channel)
 
     def _cascade(self) -> None:
         for i, st in enumerate(self._stages):
@@ -593,6 +594,7 @@ class Run:
             self._board.words.release()
             del self._board
         for ch in reversed(self._channels):
+            ch.unlink()  # the run's own: without a supervisor nobody else would
             ch.close()
         self._channels.clear()
 

@@ -23,6 +23,7 @@ from .._channel.channel import Channel
 from .._errors import Closed, EndOfStream, LeaseRevoked, Timeout
 from .._objects.frame import VALUE_TAG
 from . import board as B
+from . import edge as E
 from . import item as I
 from .chunk import ChunkRunner
 from .stage import StageSpec
@@ -231,7 +232,14 @@ class _Worker:
                     return  # the run's parent is gone
                 continue
             except EndOfStream:
-                return
+                if E.drained(self.cin):
+                    return
+                # Nothing left to take, but a record is still taken: its
+                # worker may die and recovery hand it back. Stay until every
+                # record of the input is done, so that the stage is never
+                # left without a worker while it holds one.
+                time.sleep(0.002)
+                continue
             try:
                 self.item, self.done, self.j = item, done, 0
                 finished += 1
