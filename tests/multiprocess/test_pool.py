@@ -22,6 +22,7 @@ import pytest
 from pipeline_util import alive, all_exit
 
 from shmring import Closed, MessageTooLarge, RemoteError
+from shmring._pipeline import board as B
 from shmring._queue.pool import IMapIterator, Pool
 
 STATE: dict[str, Any] = {}
@@ -112,7 +113,9 @@ def bad_init() -> None:
 # --------------------------------------------------------------- helpers --
 class Killer:
     """A thread SIGKILLing a random worker of ``pool`` every few ms, up to
-    ``n`` times."""
+    ``n`` times: one that holds a task (its board entry names an item), so
+    that a kill costs a task its attempt however slowly workers start on a
+    loaded machine."""
 
     def __init__(self, pool: Pool, n: int, seed: int) -> None:
         self.pool, self.n, self.kills = pool, n, 0
@@ -123,7 +126,12 @@ class Killer:
 
     def _loop(self) -> None:
         while self.kills < self.n and not self.stop.wait(self.rng.uniform(0.002, 0.02)):
-            pids = [p.pid for p in self.pool._pool if p.pid is not None]
+            try:
+                run = self.pool._run
+                pids = [p.pid for e, p in list(run._stage("task").procs.items())
+                        if p.pid is not None and run._board.word(e, B.ITEM) and p.is_alive()]
+            except AttributeError:  # the run has ended: its board is gone
+                return
             if pids:
                 pid = self.rng.choice(pids)
                 try:
@@ -404,6 +412,7 @@ def test_bad_arguments() -> None:
 
 EXIT_SCRIPT = """
 import json, sys, time
+from shmring._pipeline import board as B
 from shmring._queue.pool import IMapIterator, Pool
 
 def nap(s):

@@ -16,6 +16,7 @@ code, is to let everyone in when no handler is bound).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -161,6 +162,12 @@ class _Handler:
             pass  # the context is being terminated: let it (sockets fail closed from now)
         finally:
             self.dead = True
+            # Unbind first: that takes the endpoint away now, in this thread,
+            # where close() leaves it to libzmq's reaper thread, and a
+            # handshake meanwhile would send its request to a socket that
+            # never answers (no failure until the handshake's own timeout).
+            with contextlib.suppress(zmq.ZMQError):  # a context terminating: no matter
+                sock.unbind(_ENDPOINT)
             sock.close()
 
     def _answer(self, request: list[bytes]) -> list[bytes]:
