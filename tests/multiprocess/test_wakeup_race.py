@@ -133,3 +133,67 @@ def test_a_blocked_send_wakes_for_every_release(
     # Send i + 2 needs the space message i held: it returns soon after recv i.
     worst = max(d - f for d, f in zip(done[2:], freed[:-2], strict=False))
     assert worst < LOST * 1e9, f"a release took {worst / 1e6:.0f} ms to wake its producer"
+
+
+def _free_one(name: str, out: mpc.Connection) -> None:
+    """Once told, receive one message (freeing one small record) and read no
+    more; report when it was freed; leave when told."""
+    ch = shmring.Channel.open(name)
+    try:
+        rx = ch.consumer()
+        out.send("ready")
+        assert out.poll(20)
+        out.recv()
+        time.sleep(0.05)  # the producer is asleep by now, waiting for room
+        rx.recv(timeout=10)
+        out.send(time.monotonic_ns())
+        assert out.poll(20)
+        out.recv()
+    finally:
+        ch.close()
+        out.close()
+
+
+@pytest.mark.parametrize("pattern", list(TRAITS))
+def test_a_blocked_send_gets_the_room_of_one_record(
+        uname: str, make_channel: Callable[..., shmring.Channel], pattern: str) -> None:
+    """An spsc or mpsc consumer wakes waiting producers only once a quarter
+    of the ring is free (ring/produce.c, "room to wake"). One that frees a
+    single small record and then reads no more must still let a producer
+    waiting for that much room through, by the producer's own nap, well
+    within a sleep slice."""
+    ch = make_channel(capacity=1 << 14, pattern=pattern)
+    ctx = mp.get_context("fork")
+    mine, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_free_one, args=(uname, theirs))
+    proc.start()
+    theirs.close()
+    tx = ch.producer()
+    try:
+        assert mine.poll(20) and mine.recv() == "ready"
+        msg = bytes(56)
+        n = 0
+        while True:
+            try:
+                tx.send_nowait(msg)
+            except shmring.WouldBlock:
+                break
+            n += 1
+        assert n > 100  # many records: one is far less than a quarter of the ring
+        mine.send("free one")
+        tx.send(msg, timeout=10)  # blocks until the consumer has taken one
+        sent = time.monotonic_ns()
+        assert mine.poll(20)
+        freed = mine.recv()
+        assert sent - freed < LOST * 1e9, f"the room took {(sent - freed) / 1e6:.0f} ms to reach us"
+        with pytest.raises(shmring.WouldBlock):
+            tx.send_nowait(msg)  # full again: the consumer took exactly one
+        mine.send("bye")
+        proc.join(10)
+        assert proc.exitcode == 0
+    finally:
+        tx.close()
+        mine.close()
+        if proc.is_alive():
+            proc.kill()
+            proc.join()

@@ -50,8 +50,9 @@ int futex_wake_word(void *addr, int count) {
 }
 
 int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn ready,
-             void *ctx, int64_t deadline_ns) {
+             void *ctx, int64_t deadline_ns, int64_t nap_ns) {
     int64_t start = mono_ns(), now = start;
+    int64_t nap = nap_ns > 0 && nap_ns < SLICE_NS ? nap_ns : SLICE_NS;
     uint64_t faults0 = guard_faults();
     unsigned n = 0;
     while (now - start < SPIN_NS) {
@@ -70,6 +71,7 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
         now = mono_ns();
         if (deadline_ns >= 0 && now >= deadline_ns) return WAIT_TIMEOUT;
     }
+    int64_t slice_start = mono_ns();
     for (;;) {
         /* SYNC(waiters): raise the waiter count, then a fence: pairs with the fence and the load
          * of the count in shm_notify. */
@@ -90,7 +92,7 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
             fsub32_sc(base, waiters_off, 1);
             return WAIT_CHECK;
         }
-        int64_t left = SLICE_NS;
+        int64_t left = nap;
         if (deadline_ns >= 0) {
             left = deadline_ns - mono_ns();
             if (left <= 0) {
@@ -98,7 +100,7 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
                 fsub32_sc(base, waiters_off, 1);
                 return WAIT_TIMEOUT;
             }
-            if (left > SLICE_NS) left = SLICE_NS;
+            if (left > nap) left = nap;
         }
         /* SYNC(futex): sleeps while the word is seq; pairs with the bump and wake in shm_notify,
          * endpoint_close (py/endpoint.c) and _core.wake (py/module.c m_wake). */
@@ -108,7 +110,9 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
         if (err == EINTR) return ready(ctx) ? WAIT_READY : WAIT_SIGNAL;
         if (ready(ctx)) return WAIT_READY;
         if (deadline_ns >= 0 && mono_ns() >= deadline_ns) return WAIT_TIMEOUT;
-        if (err == ETIMEDOUT) return WAIT_CHECK; /* a slice passed */
+        if (err == ETIMEDOUT && mono_ns() - slice_start >= SLICE_NS)
+            return WAIT_CHECK; /* a slice passed */
+        /* A nap passed (or a spurious wake-up): look again, without spinning. */
     }
 }
 
@@ -118,6 +122,8 @@ static void wake_all(void *base, uint64_t futex_off) {
     fadd32_sc(base, futex_off, 1);
     futex_wake_word((char *)base + futex_off, INT_MAX);
 }
+
+void shm_wake(void *base, uint64_t futex_off) { wake_all(base, futex_off); }
 
 void shm_notify(void *base, uint64_t futex_off, uint64_t waiters_off) {
     /* SYNC(waiters): Pairs with the fence in shm_wait after the waiter count is raised: our release

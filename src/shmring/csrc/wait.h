@@ -28,9 +28,13 @@ typedef int (*ready_fn)(void *ctx);
 
 int64_t mono_ns(void);
 
-/* Wait until ready(ctx) or the CLOCK_MONOTONIC deadline (ns; <0: none). */
+/* Wait until ready(ctx) or the CLOCK_MONOTONIC deadline (ns; <0: none).
+ * nap_ns > 0: once asleep, look at ready(ctx) again at least that often
+ * even if nobody wakes us (a producer waiting for room in a ring whose
+ * consumer wakes producers only once a quarter of it is free: ring/produce.c,
+ * "room to wake"); <= 0: only on a wake-up or once a slice. */
 int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn ready,
-             void *ctx, int64_t deadline_ns);
+             void *ctx, int64_t deadline_ns, int64_t nap_ns);
 
 /* Wake every waiter of a direction, if any. Call after the release store
  * that published the data or the space. */
@@ -43,6 +47,10 @@ void shm_notify(void *base, uint64_t futex_off, uint64_t waiters_off);
  * barrier per call instead of two on the consumer's side, and on x86 a locked
  * exchange in place of a store and a locked fence on the producer's. */
 void shm_notify_sc(void *base, uint64_t futex_off, uint64_t waiters_off);
+
+/* Wake every waiter of a direction unconditionally: for a caller that has
+ * looked at the count itself (ring/consume.c, ring_notify_room). */
+void shm_wake(void *base, uint64_t futex_off);
 
 /* Raw futex calls on a 32-bit word of a shared mapping. */
 int futex_wait_word(void *addr, uint32_t expected, int64_t timeout_ns);

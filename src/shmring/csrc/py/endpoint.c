@@ -178,7 +178,16 @@ static int64_t sooner(int64_t deadline_ns, int64_t slice_ns) {
     return deadline_ns >= 0 && deadline_ns < t ? deadline_ns : t;
 }
 
+static int endpoint_wait_loop(EndpointObject *self, int space, int64_t deadline_ns);
+
 int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns) {
+    if (space) ring_space_wait_begins(&self->ring);
+    int rc = endpoint_wait_loop(self, space, deadline_ns);
+    if (space) ring_space_wait_ends(&self->ring);
+    return rc;
+}
+
+static int endpoint_wait_loop(EndpointObject *self, int space, int64_t deadline_ns) {
     for (;;) {
         int w;
         ring_t *r = &self->ring;
@@ -192,10 +201,10 @@ int endpoint_wait(EndpointObject *self, int space, int64_t deadline_ns) {
         Py_BEGIN_ALLOW_THREADS
         if (space)
             w = shm_wait(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS, ring_ready_space, r,
-                         until);
+                         until, ring_space_nap_ns(r));
         else
             w = shm_wait(r->base, OFF_DATA_FUTEX, OFF_DATA_WAITERS, ring_ready_data, r,
-                         deadline_ns);
+                         deadline_ns, 0);
         Py_END_ALLOW_THREADS
         if (endpoint_leave(self) < 0) return -1;
         if (w == WAIT_TIMEOUT && until != deadline_ns) continue; /* a slice, not the deadline */
@@ -232,6 +241,7 @@ PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ss
     int consumer = Py_IS_TYPE(self, &ConsumerType) || PyObject_TypeCheck(self, &ConsumerType);
     copy.want = align_up(nbytes + RECORD_HEADER, RECORD_ALIGN);
     copy.batch = 0;
+    copy.room_until = 0; /* room for nbytes will do (another thread may be waiting with it) */
     int w;
     for (;;) {
         int64_t until = consumer ? deadline : sooner(deadline, ring_untether_slice_ns(&copy));
@@ -239,10 +249,10 @@ PyObject *endpoint_wait_ready(EndpointObject *self, PyObject *const *args, Py_ss
         Py_BEGIN_ALLOW_THREADS
         if (consumer)
             w = shm_wait(copy.base, OFF_DATA_FUTEX, OFF_DATA_WAITERS, ring_ready_data, &copy,
-                         deadline);
+                         deadline, 0);
         else
             w = shm_wait(copy.base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS, ring_ready_space,
-                         &copy, until);
+                         &copy, until, ring_space_nap_ns(&copy));
         Py_END_ALLOW_THREADS
         if (endpoint_leave(self) < 0) {
             Py_DECREF(keep);

@@ -376,8 +376,28 @@ static void free_to(ring_t *r, uint64_t to) {
     /* SYNC(head): Pairs with the producer's acquire load of head in gate(): our reads (and zeroing)
      * of the freed bytes happen before it reuses them. */
     st_sc(r->base, OFF_HEAD, to);
-    /* SYNC(waiters): after the seq-cst store of head: no fence needed (shm_notify_sc). */
-    shm_notify_sc(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+    ring_notify_room(r, to);
+}
+
+/* Room to wake (ring/produce.c): wake the producers waiting for room once a
+ * quarter of the ring is free, at most once per eighth freed. */
+void ring_notify_room(ring_t *r, uint64_t head) {
+    if (!ring_room_to_wake(r)) {
+        /* SYNC(waiters): after the seq-cst store of head: no fence needed (shm_notify_sc). */
+        shm_notify_sc(r->base, OFF_SPACE_FUTEX, OFF_SPACE_WAITERS);
+        return;
+    }
+    /* SYNC(waiters): after the seq-cst store of head, a seq-cst load of the count needs no fence
+     * (shm_notify_sc in wait.c says why); pairs with the add and fence in shm_wait. */
+    if (ld32_sc(r->base, OFF_SPACE_WAITERS) == 0) return;
+    /* SYNC(tail-claim): acquire of tail; pairs with the claims' compare-exchange of tail in
+     * ring_claim (and the spsc producer's store of it in ring_commit). Stale, it only makes the
+     * ring look emptier: a wake-up too early, never one missed. */
+    uint64_t t = ld_acq(r->base, OFF_TAIL);
+    if (t >= head && r->cap - (t - head) < r->cap / 4) return; /* not a quarter free yet */
+    if (r->woke_at && head - r->woke_at < r->cap / 8) return; /* woke them an eighth ago */
+    r->woke_at = head;
+    shm_wake(r->base, OFF_SPACE_FUTEX);
 }
 
 int ring_release(ring_t *r) {

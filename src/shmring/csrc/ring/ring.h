@@ -75,6 +75,13 @@ typedef struct {
     int batch;           /* defer publication and wake-ups to ring_flush */
     int pending;         /* a deferred publication is waiting */
     uint64_t want;       /* record bytes a waiting producer needs */
+    /* Room to wake (spsc, mpsc; ring/produce.c): a waiting producer asks
+     * for a quarter of the ring until room_until (CLOCK_MONOTONIC ns; 0:
+     * not waiting so), the consumer wakes producers only once that much is
+     * free, and at most once per eighth of the ring it frees (woke_at: its
+     * head at the last wake-up). */
+    int64_t room_until;
+    uint64_t woke_at;
     volatile int *cancel; /* set when the endpoint is closed under a waiter */
     char *err; /* static description of the last RING_CORRUPT */
     /* producer with untether_ns: since when each consumer slot, at the
@@ -149,6 +156,17 @@ int ring_slots_of(char *base, uint64_t size, uint64_t pid, uint64_t start, uint3
 
 int ring_ready_data(void *r);
 int ring_ready_space(void *r);
+
+/* A producer about to wait for room: how often it looks again once asleep
+ * (shm_wait's nap_ns; 0: only when woken), and the start of its wait (the
+ * quarter it asks for first). ring_space_wait_ends after it. */
+int ring_room_to_wake(const ring_t *r); /* spsc, mpsc */
+int64_t ring_space_nap_ns(const ring_t *r);
+void ring_space_wait_begins(ring_t *r);
+void ring_space_wait_ends(ring_t *r);
+/* Consumer of spsc or mpsc, after its seq-cst store of head at `head`: wake
+ * the producers waiting for room, if any and if enough is free now. */
+void ring_notify_room(ring_t *r, uint64_t head);
 
 /* Untethering (ring/untether.c): how often a producer blocked on a lossless
  * broadcast with untether_ns should look again (it decides on its slow
