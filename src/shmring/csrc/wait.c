@@ -24,6 +24,8 @@
  * past the new end is one nobody can wake). One wake-up a second costs
  * nothing. */
 #define SLICE_NS 1000000000LL
+/* shm_wait's nap_ns doubles after each nap that passed, up to this factor. */
+#define NAP_GROWTH 16
 
 int64_t mono_ns(void) {
     struct timespec ts;
@@ -112,7 +114,10 @@ int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn read
         if (deadline_ns >= 0 && mono_ns() >= deadline_ns) return WAIT_TIMEOUT;
         if (err == ETIMEDOUT && mono_ns() - slice_start >= SLICE_NS)
             return WAIT_CHECK; /* a slice passed */
-        /* A nap passed (or a spurious wake-up): look again, without spinning. */
+        /* A nap passed (or a spurious wake-up): look again, without spinning. A long wait
+         * naps longer and longer, up to NAP_GROWTH times the first: a producer blocked for
+         * minutes costs a few wake-ups a second, not hundreds. */
+        if (err == ETIMEDOUT && nap < SLICE_NS && nap < nap_ns * NAP_GROWTH) nap *= 2;
     }
 }
 

@@ -32,7 +32,8 @@ int64_t mono_ns(void);
  * nap_ns > 0: once asleep, look at ready(ctx) again at least that often
  * even if nobody wakes us (a producer waiting for room in a ring whose
  * consumer wakes producers only once a quarter of it is free: ring/produce.c,
- * "room to wake"); <= 0: only on a wake-up or once a slice. */
+ * "room to wake"; the nap doubles while the wait goes on, up to 16 times
+ * nap_ns); <= 0: only on a wake-up or once a slice. */
 int shm_wait(void *base, uint64_t futex_off, uint64_t waiters_off, ready_fn ready,
              void *ctx, int64_t deadline_ns, int64_t nap_ns);
 

@@ -87,9 +87,10 @@ int ring_has_space(ring_t *r, uint64_t reclen) {
  * larger) during its first ROOM_WINDOW_NS, and the consumer wakes waiting
  * producers only when a quarter is free, at most once per eighth of the
  * ring it frees. Nothing waits on that for long: a sleeping producer looks
- * again every ROOM_NAP_NS by itself and, past the window, takes room for
- * its own record, so a consumer that stops reading with a little room free
- * (or a wake-up it skipped) costs a producer at most a nap. Other patterns
+ * again after ROOM_NAP_NS by itself (doubling while it waits, to 32 ms:
+ * wait.c) and, past the window, takes room for its own record, so a
+ * consumer that stops reading with a little room free (or a wake-up it
+ * skipped) costs a producer at most a nap. Other patterns
  * wake at every release, as before. */
 #define ROOM_WINDOW_NS 1000000
 #define ROOM_NAP_NS 2000000
