@@ -21,7 +21,18 @@ stopped (SIGSTOP) during the A windows: adjacent windows share the
 machine's load, which on a busy machine matters more than anything top
 does.
 
+Two kinds of traffic (``--traffic``): ``stream`` moves 64-byte messages as
+fast as the ring goes, whose rate on a 2-CPU machine is bimodal by itself
+(the two processes bounce the ring's lines between the CPUs at one rate or
+at twice it, minute to minute: issue 16), so a pair's ratio says more about
+that than about top; ``work`` is traffic whose rate is the consumer's own
+work: 1 KiB messages, each checksummed 16 times (``zlib.crc32``) by its consumer, so
+its rate is steady and any CPU top takes from it shows. ``--streams N``
+runs N such producer/consumer pairs at once (pause mode): with 2 on 2 CPUs
+both CPUs are busy with the traffic and top's CPU can only come from it.
+
     python benchmarks/top_overhead.py [--pairs 7] [--seconds 2] [--mode restart|pause]
+                                      [--traffic stream|work] [--streams N]
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
@@ -49,11 +61,17 @@ from shmring._cli.top.supervisor import lock_holder
 from shmring._region import inventory
 
 PAYLOAD = b"x" * 64
+WORK_PAYLOAD = bytes(range(256)) * 4  # 1 KiB, checksummed by the consumer
+WORK_ROUNDS = 16  # checksums per message: the consumer's work, not the ring, sets the rate
 BATCH = 1024  # sends between two looks at the clock
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 # ----------------------------------------------------------- the traffic --
+def _payload(traffic: str) -> bytes:
+    return WORK_PAYLOAD if traffic == "work" else PAYLOAD
+
+
 def _produce(name: str, seconds: float, out: Connection) -> None:
     ch = shmring.Channel.open(name)
     tx = ch.producer()
@@ -73,10 +91,16 @@ def _produce(name: str, seconds: float, out: Connection) -> None:
     out.send((sent, took))
 
 
-def _consume(name: str) -> None:
+def _consume(name: str, traffic: str = "stream") -> None:
     ch = shmring.Channel.open(name)
     rx = ch.consumer()
+    crc = zlib.crc32
     try:
+        if traffic == "work":
+            while True:
+                for m in rx.recv_many(64, timeout=30):
+                    for _ in range(WORK_ROUNDS):
+                        crc(m)
         while True:
             rx.recv_many(256, timeout=30)
     except shmring.EndOfStream:
@@ -240,13 +264,14 @@ def beside(top: Top, name: str, seconds: float) -> tuple[float, float]:
     return rate, max(0.0, sum(cpu_seconds(p) for p in top.pids) - cpu0) / took
 
 
-def _produce_until(name: str, stop: Event) -> None:
+def _produce_until(name: str, stop: Event, traffic: str) -> None:
     ch = shmring.Channel.open(name)
     tx = ch.producer()
     send = tx.send
+    payload = _payload(traffic)
     while not stop.is_set():
         for _ in range(BATCH):
-            send(PAYLOAD)
+            send(payload)
     ch.close_send()
     ch.close()
 
@@ -280,11 +305,12 @@ def paused(env: dict[str, str], name: str, args: argparse.Namespace) -> Iterator
     """Pairs of adjacent windows of one continuous run; one top, stopped
     (SIGSTOP) during the A windows."""
     ns = env["SHMRING_NAMESPACE"]
-    ch = shmring.Channel.create(name, capacity=1 << 20, pattern="spsc")
+    names = [f"{name}-{k}" for k in range(args.streams)]
+    chans = [shmring.Channel.create(n, capacity=1 << 20, pattern="spsc") for n in names]
     ctx = mp.get_context("fork")
     stop = ctx.Event()
-    procs = [ctx.Process(target=_consume, args=(name,)),
-             ctx.Process(target=_produce_until, args=(name, stop))]
+    procs = [ctx.Process(target=f, args=a) for n in names
+             for f, a in ((_consume, (n, args.traffic)), (_produce_until, (n, stop, args.traffic)))]
     top = start_top(env, args.interval, args.terminal)
     try:
         for p in procs:
@@ -297,9 +323,9 @@ def paused(env: dict[str, str], name: str, args: argparse.Namespace) -> Iterator
             for run in order.split():
                 os.kill(top.pid, signal.SIGCONT if run == "B" else signal.SIGSTOP)
                 cpu0 = sum(cpu_seconds(p) for p in top.pids)
-                m0, t0 = delivered(ns, name), time.perf_counter()
+                m0, t0 = sum(delivered(ns, n) for n in names), time.perf_counter()
                 time.sleep(args.seconds)
-                m1, t1 = delivered(ns, name), time.perf_counter()
+                m1, t1 = sum(delivered(ns, n) for n in names), time.perf_counter()
                 cpu = max(0.0, sum(cpu_seconds(p) for p in top.pids) - cpu0)
                 res[run] = ((m1 - m0) / (t1 - t0), cpu / (t1 - t0))
             yield order, res["A"][0], res["B"][0], res["B"][1]
@@ -312,9 +338,10 @@ def paused(env: dict[str, str], name: str, args: argparse.Namespace) -> Iterator
             if p.is_alive():
                 p.kill()
                 p.join()
-        ch.close()
-        with contextlib.suppress(shmring.RegionNotFound):
-            ch.unlink()
+        for ch in chans:
+            ch.close()
+            with contextlib.suppress(shmring.RegionNotFound):
+                ch.unlink()
 
 
 # ------------------------------------------------------------------ main --
@@ -329,15 +356,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="where top draws (default tmux if installed)")
     ap.add_argument("--mode", choices=("restart", "pause"), default="restart",
                     help="a new top per B run, or one paused during A runs (default restart)")
+    ap.add_argument("--traffic", choices=("stream", "work"), default="stream",
+                    help="64 B as fast as it goes, or 1 KiB checksummed by the consumer "
+                         "(default stream)")
+    ap.add_argument("--streams", type=int, default=1,
+                    help="producer/consumer pairs at once, pause mode only (default 1)")
     args = ap.parse_args(argv)
     if args.pairs < 5:
         ap.error("--pairs must be at least 5")
+    if args.streams < 1 or (args.streams > 1 and args.mode != "pause"):
+        ap.error("--streams N (N >= 1) goes with --mode pause")
+    if args.traffic == "work" and args.mode != "pause":
+        ap.error("--traffic work goes with --mode pause")
     rows: list[tuple[float, float, float]] = []
     with private_namespace() as env:
         name = f"topbench-{os.getpid()}"
         throughput(name, min(1.0, args.seconds))  # warm up (and start the supervisor)
-        print(f"shmring top overhead: {args.pairs} pairs of {args.seconds:g} s runs, spsc, "
-              f"{len(PAYLOAD)}-byte messages, top every {args.interval:g} s in {args.terminal} "
+        print(f"shmring top overhead: {args.pairs} pairs of {args.seconds:g} s runs, "
+              f"{args.streams} spsc stream(s), {len(_payload(args.traffic))}-byte messages "
+              f"({args.traffic}), top every {args.interval:g} s in {args.terminal} "
               f"({args.mode}), {os.cpu_count()} CPUs, load average "
               f"{os.getloadavg()[0]:.1f}", flush=True)
         print(f"{'pair':>4}  {'order':>5}  {'without (msg/s)':>16}  {'with top (msg/s)':>16}  "
