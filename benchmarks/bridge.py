@@ -1,4 +1,4 @@
-"""``python -m benchmarks.bridge [--repeats R] [--quick] [--json F] [--profile DIR]``:
+"""``python -m benchmarks.bridge [--repeats R] [--quick] [--only ROWS] [--json F] [--profile DIR]``:
 a channel carried by ``shmring bridge`` over TCP beside raw pyzmq over the
 same kind of link, in one run.
 
@@ -197,9 +197,13 @@ ROWS: list[tuple[str, str, str, str, str, float | None, bool]] = [
 ]
 
 
-def run(repeats: int, quick: bool, profile: str | None = None) -> dict[str, Any]:
-    """Every measurement, ``repeats`` times; raw results by measurement id."""
+def run(repeats: int, quick: bool, profile: str | None = None,
+        only: list[str] | None = None) -> dict[str, Any]:
+    """Every measurement (or those of the table rows named in ``only``),
+    ``repeats`` times; raw results by measurement id."""
     counts = QUICK_COUNTS if quick else COUNTS
+    wanted = set(MEASURES) if not only else {k for row in ROWS if _row_id(row[0]) in only
+                                             for k in (row[2], row[3])}
     results: dict[str, list[dict[str, float]] | str] = {k: [] for k in MEASURES}
     print(f"starting two bridges ({', '.join(B_CHANNELS)} b->a; {', '.join(A_CHANNELS)} a->b)",
           file=sys.stderr, flush=True)
@@ -210,7 +214,7 @@ def run(repeats: int, quick: bool, profile: str | None = None) -> dict[str, Any]
         for r in range(repeats):
             for k, (fn, what) in MEASURES.items():
                 got = results[k]
-                if isinstance(got, str):
+                if isinstance(got, str) or k not in wanted:
                     continue  # failed before: not repeated
                 print(f"  [{r + 1}/{repeats}] {what}", file=sys.stderr, flush=True)
                 base = (len(got) + 1 + 100 * list(MEASURES).index(k)) << 32
@@ -236,6 +240,15 @@ def run(repeats: int, quick: bool, profile: str | None = None) -> dict[str, Any]
                        f"{platform.python_version()}, {platform.platform()}",
             "versions": _versions(), "repeats": repeats, "counts": counts,
             "results": results, "left_in_dev_shm": left, "profile": profiled}
+
+
+def _row_id(what: str) -> str:
+    """A table row's name for ``--only``: ``one``, ``many``, ``1mib``, ``rtt``."""
+    if what.startswith("1 MiB"):
+        return "1mib"
+    if what.startswith("round trip"):
+        return "rtt"
+    return "many" if "256" in what else "one"
 
 
 def _versions() -> dict[str, str]:
@@ -264,6 +277,8 @@ def table(res: dict[str, Any]) -> str:
     out = ["| measurement | unit | bridged, median (min-max) | raw pyzmq, median (min-max) "
            "| bridged vs raw | goal |", "|---|---|---|---|---|---|"]
     for what, unit, b, z, metric, goal, lower in ROWS:
+        if not res["results"][b] and not res["results"][z]:
+            continue  # not run (--only)
         cells, meds = [], []
         for k in (b, z):
             got = res["results"][k]
@@ -311,11 +326,16 @@ def main() -> None:
     ap.add_argument("--profile", metavar="DIR",
                     help="also profile both bridges with py-spy on the 64 B stream "
                          "(flame graphs and raw stacks go to DIR)")
+    ap.add_argument("--only", metavar="ROWS",
+                    help="comma-separated rows to run: one, many, 1mib, rtt (default all)")
     args = ap.parse_args()
+    only = args.only.split(",") if args.only else None
+    if only and not set(only) <= {"one", "many", "1mib", "rtt"}:
+        raise SystemExit(f"--only: rows are one, many, 1mib, rtt, not {args.only!r}")
     repeats = args.repeats or (1 if args.quick else 3)
     if repeats < 1:
         raise SystemExit("--repeats must be at least 1")
-    res = run(repeats, args.quick, args.profile)
+    res = run(repeats, args.quick, args.profile, only)
     v = res["versions"]
     print(f"{res['machine']}; shmring bridge over tcp://127.0.0.1 vs pyzmq {v['pyzmq']} "
           f"(libzmq {v['libzmq']}); {repeats} run(s) each\n")

@@ -165,11 +165,16 @@ class ConsumerCore:
         InvalidArgument. docs/design.md, "Read-ahead".
         """
     def _ahead_packed(
-        self, max_count: int, max_bytes: int, timeout: float | None, count: int, /
-    ) -> tuple[bytearray, bytearray, bytearray, bytes]:
+        self, max_count: int, max_bytes: int, timeout: float | None, count: int,
+        inplace: int = 0, /
+    ) -> tuple[bytearray, bytearray, bytearray, bytes | memoryview]:
         """What :meth:`_ahead` reads, packed: u64 keys (a record's position
         + 1 if ``count`` < 0, else ``count`` + 1, ``count`` + 2, ...), u64
-        positions, u32 lengths, and the payloads back to back."""
+        positions, u32 lengths, and the payloads back to back. A record of
+        at least ``inplace`` bytes (> 0) comes alone and is not copied: the
+        body is a read-only view of it in the region's mapping, valid until
+        it is settled (copied as before on a lossy broadcast ring or an
+        untethering one, whose records can change under a reader)."""
     def _settle(self, key: int, /) -> int:
         """Release every record read ahead whose key is <= ``key``, wake
         producers once, and return how many. mpmc: LeaseRevoked, after

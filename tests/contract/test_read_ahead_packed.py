@@ -113,3 +113,54 @@ def test_a_large_record_comes_whole_and_alone(kind: Kind, make: Make) -> None:
     assert rx._settle(ALL) == 2
     if not kind.lossy:
         assert fill(tx, big) == (1 << 21) // record_bytes(300_000)
+
+
+def test_inplace_records_come_alone_as_views_of_the_ring(kind: Kind, make: Make) -> None:
+    """``inplace``: a record at least that long comes by itself, its body a
+    read-only view of it in the mapping (no copy), which stays readable
+    while the record is held, the channel closed or not (the view keeps the
+    mapping); where records can change under a reader (lossy broadcast) it
+    is copied and packed as before."""
+    ch = make(capacity=1 << 21, max_message=400_000)
+    big = payload(5, 300_000)
+    tx, rx = ch.producer(), ch.consumer()
+    tx.send_many([b"one", b"two"])
+    tx.send(big)
+    tx.send(b"after")
+    if kind.lossy:
+        assert unpack(rx._ahead_packed(10, 1 << 30, 0, -1, 256_000))[2] == [
+            b"one", b"two", big, b"after"]
+        assert rx._settle(ALL) == 4
+        return
+    _, first, got = unpack(rx._ahead_packed(10, 1 << 30, 0, -1, 256_000))
+    assert got == [b"one", b"two"]
+    keys, poss, lens, body = rx._ahead_packed(10, 1 << 30, 0, -1, 256_000)
+    assert list(memoryview(lens).cast("I")) == [300_000]
+    assert list(memoryview(keys).cast("Q")) == [p + 1 for p in memoryview(poss).cast("Q")]
+    assert isinstance(body, memoryview) and body.readonly and body == big
+    with pytest.raises(TypeError):
+        body[0] = 0  # type: ignore[index]
+    assert unpack(rx._ahead_packed(10, 1 << 30, 0, -1, 256_000))[2] == [b"after"]
+    assert unpack(rx._ahead_packed(10, 1 << 30, 0, -1, 0))[2] == []  # 0: never in place
+    assert rx._settle(first[-1]) == 2  # one, two; big still held
+    ch.close()
+    assert body == big  # held, so not reused; mapped, as the view keeps the mapping
+    body.release()
+
+
+def test_inplace_is_copied_on_an_untethering_channel(make_channel: Make) -> None:
+    """A lossless broadcast reader that may be untethered validates its
+    copies: a record there can be overwritten under it, so it is copied."""
+    ch = make_channel("broadcast", 1 << 21, max_message=400_000, slow_consumer_timeout=5.0)
+    tx, rx = ch.producer(), ch.consumer()
+    big = payload(6, 300_000)
+    tx.send(big)
+    _, _, _, body = rx._ahead_packed(10, 1 << 30, 0, -1, 256_000)
+    assert isinstance(body, bytes) and body == big
+    assert rx._settle(ALL) == 1
+
+
+def test_inplace_bad_argument(kind: Kind, make: Make) -> None:
+    rx = make().consumer()
+    with pytest.raises(shmring.InvalidArgument, match="inplace"):
+        rx._ahead_packed(1, 10, 0, -1, -1)

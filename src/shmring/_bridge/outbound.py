@@ -56,6 +56,17 @@ log = logging.getLogger("shmring.bridge")
 BATCH = 2048
 #: Payload bytes per DATA message (a larger record goes alone).
 BATCH_BYTES = 1 << 20
+#: A record at least this long is sent from the ring in place, not copied
+#: out first (``_ahead_packed(..., inplace)``): ZeroMQ reads it from the
+#: mapping while it is read ahead and not settled, and a chunk is settled
+#: only once ZeroMQ let go of every send of it (``Chunk.sent_out``). The
+#: copy it saves was a quarter of an exporting bridge's cycles at 1 MiB.
+INPLACE = 256 << 10
+#: Seconds an acknowledged in-place record waits for ZeroMQ to let go of it
+#: before its release is put off to the next acknowledgement.
+SENT_OUT_WAIT = 1.0
+#: Seconds a stopping stream gives ZeroMQ to let go of its in-place records.
+STOP_SENT_OUT_WAIT = 2.0
 #: Seconds without an acknowledgement after which unacknowledged records
 #: are sent again (the peer drops what it has).
 RESEND_AFTER = 1.0
@@ -142,6 +153,14 @@ class Outbound:
         self.inbox.put((b"", None))
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(10)
+        # Records held in place and still queued in ZeroMQ: let it send (or
+        # drop) them before they go back to the ring, where another consumer
+        # may take and release them (mpmc) under that send.
+        until = time.monotonic() + STOP_SENT_OUT_WAIT
+        for c in list(self._unacked.chunks):
+            if c.in_place and not c.sent_out(max(0.0, until - time.monotonic())):
+                log.warning("export %r: stopped with a record ZeroMQ still holds", self.name)
+                break
         with contextlib.suppress(ShmringError):
             if self._durable and keep and not self.finished:
                 # Not done: the subscription stays held for the bridge started
@@ -175,7 +194,7 @@ class Outbound:
             try:
                 keys, poss, lens, body = self._consumer._ahead_packed(
                     min(room, BATCH), min(room_bytes, BATCH_BYTES), 0.002 if busy else 0.05,
-                    -1 if self.ordered else self._count)
+                    -1 if self.ordered else self._count, INPLACE)
             except EndOfStream:
                 self._eos = True
                 keys = poss = lens = bytearray()
@@ -229,7 +248,10 @@ class Outbound:
         """Send what was read ahead and not sent yet, one DATA batch a chunk."""
         missed = self._consumer.missed
         while (c := self._unacked.next_unsent()) is not None:
-            self._send(wire.DATA, c.index(self.epoch, self._prev, missed), c.body)
+            t = self._send(wire.DATA, c.index(self.epoch, self._prev, missed), c.body,
+                           track=c.in_place)
+            if t is not None:
+                c.trackers.append(t)
             self._prev = c.last
             self.sent_records += c.n
             self.sent_batches += 1
@@ -262,6 +284,8 @@ class Outbound:
             self._acked = seq
             self._last_ack = time.monotonic()
             self.acked_records += n
+            if not self._sent_out(done):
+                return  # stopping: the records stay in the ring, unreleased
             self._settle(last_pos)
             if self._counts is not None:
                 self._counts.taken(n)
@@ -271,6 +295,22 @@ class Outbound:
             self.finished = True
             self._consumer.close()
             self.channel.close()
+
+    def _sent_out(self, done: list[Chunk]) -> bool:
+        """Wait until ZeroMQ let go of every send of the in-place records in
+        ``done`` (acknowledged, about to be released: the producer may then
+        write over them). An acknowledgement comes after the peer received a
+        send, so this is at once but for a send still queued when the peer
+        said it had the records already (a resume point); ZeroMQ sends or
+        drops such a message with its connection. False if the stream is
+        stopping first."""
+        for c in done:
+            while not c.sent_out(SENT_OUT_WAIT):
+                if self._stop.is_set():
+                    return False
+                log.debug("export %r: waiting for ZeroMQ to send a record held in place",
+                          self.name)
+        return True
 
     def _settle(self, acked_pos: int) -> None:
         """Release the acknowledged records. ``_settle(k)`` releases every
@@ -310,8 +350,8 @@ class Outbound:
         self._unacked.rewind()
         self._prev = prev
 
-    def _send(self, kind: bytes, *frames: Any) -> None:
-        self._out.send(self.peer, [kind, self.name.encode(), *frames])
+    def _send(self, kind: bytes, *frames: Any, track: bool = False) -> Any:
+        return self._out.send(self.peer, [kind, self.name.encode(), *frames], track=track)
 
     def status(self) -> dict[str, Any]:
         """What ``shmring bridge --status`` shows of this stream."""

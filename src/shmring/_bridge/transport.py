@@ -189,7 +189,11 @@ class Sender:
     def __init__(self, push: Any, zmq: Any) -> None:
         self._push, self._zmq = push, zmq
 
-    def send(self, peer: bytes, frames: list[Any]) -> None:
-        """Queue ``frames`` for ``peer`` (the I/O thread sends them)."""
+    def send(self, peer: bytes, frames: list[Any], *, track: bool = False) -> Any:
+        """Queue ``frames`` for ``peer`` (the I/O thread sends them). With
+        ``track``, a ``zmq.MessageTracker`` whose ``done`` says ZeroMQ let go
+        of the frames' memory (sent, or dropped with its connection), None
+        if the link is closing."""
         with contextlib.suppress(self._zmq.ZMQError):  # the link is closing
-            self._push.send_multipart([peer, *frames], copy=False)
+            return self._push.send_multipart([peer, *frames], copy=False, track=track)
+        return None

@@ -16,17 +16,20 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import deque
 from itertools import islice
+from typing import Any
 
 from . import wire
+from .deps import zmq_module
 
 
 class Chunk:
     """Records read in one call: their keys, positions, lengths and bytes."""
 
-    __slots__ = ("_k", "_l", "_p", "body", "first", "keys", "last", "lens", "n", "poss")
+    __slots__ = ("_k", "_l", "_p", "body", "first", "keys", "last", "lens", "n", "poss",
+                 "trackers")
 
     def __init__(self, keys: bytes | bytearray, poss: bytes | bytearray,
-                 lens: bytes | bytearray, body: bytes) -> None:
+                 lens: bytes | bytearray, body: bytes | memoryview) -> None:
         self._k, self._p, self._l = keys, poss, lens
         self.keys = memoryview(keys).cast("Q")
         self.poss = memoryview(poss).cast("Q")
@@ -34,6 +37,26 @@ class Chunk:
         self.body = body
         self.n = len(self.keys)
         self.first, self.last = self.keys[0], self.keys[-1]
+        # In place (body a view of the record in the ring: one record, never
+        # cut): a tracker per send, done once ZeroMQ let go of the memory.
+        self.trackers: list[Any] = []
+
+    @property
+    def in_place(self) -> bool:
+        """True if the body is the record itself in the ring, not a copy."""
+        return isinstance(self.body, memoryview)
+
+    def sent_out(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ZeroMQ to let go of every send
+        of this chunk's body; True once it has (at once, for a copy)."""
+        for t in self.trackers:
+            if not t.done:
+                try:
+                    t.wait(timeout)
+                except zmq_module().NotDone:
+                    return False
+        self.trackers.clear()
+        return True
 
     def cut(self, i: int) -> tuple[Chunk | None, Chunk | None]:
         """The first ``i`` records and the rest (None for an empty part)."""

@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from .._bridge.control import Server, take_lock
     from .._bridge.daemon import Bridge, Config
+    from .._bridge.memory import keep_large_buffers
 
+    keep_large_buffers()  # before the threads and their arenas: memory.py
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="shmring bridge: %(message)s")
     security = _security(args)

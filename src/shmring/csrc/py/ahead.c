@@ -235,16 +235,38 @@ static int append_u32(PyObject *ba, uint32_t v) {
     return 0;
 }
 
-/* _ahead_packed(max_count, max_bytes, timeout, count) -> (keys, positions,
- * lens, body): what _ahead reads, as a u64 array of keys (a record's
- * position + 1 if count < 0, else count + 1, count + 2, ...: an exporting
- * stream's sequence numbers), a u64 array of positions (what _settle takes),
- * a u32 array of lengths and the payloads back to back. Empty when nothing
- * came within the timeout. */
+/* A read-only memoryview of the n bytes at p in the region's mapping: a
+ * view of the mapping object itself (the mmap), so the mapping stays until
+ * the last such view goes, whatever happens to this endpoint. */
+static PyObject *mapping_view(EndpointObject *self, const char *p, uint64_t n) {
+    Py_ssize_t off = (Py_ssize_t)(p - (const char *)self->buf.buf);
+    PyObject *whole = PyMemoryView_FromObject(self->buf.obj);
+    if (!whole) return NULL;
+    PyObject *part = PySequence_GetSlice(whole, off, off + (Py_ssize_t)n);
+    Py_DECREF(whole);
+    if (!part) return NULL;
+    PyObject *ro = PyObject_CallMethod(part, "toreadonly", NULL);
+    Py_DECREF(part);
+    return ro;
+}
+
+/* _ahead_packed(max_count, max_bytes, timeout, count[, inplace]) -> (keys,
+ * positions, lens, body): what _ahead reads, as a u64 array of keys (a
+ * record's position + 1 if count < 0, else count + 1, count + 2, ...: an
+ * exporting stream's sequence numbers), a u64 array of positions (what
+ * _settle takes), a u32 array of lengths and the payloads back to back.
+ * Empty when nothing came within the timeout.
+ *
+ * inplace > 0: a record of at least that many bytes comes alone and its body
+ * is not copied: it is a read-only memoryview of the record in the mapping,
+ * valid while the record is read ahead and not settled (a kept record is
+ * not reused before _settle releases it) - except where records can be
+ * overwritten under a reader (lossy broadcast, untethering: r->validating),
+ * which are copied as before. */
 PyObject *ahead_read_packed(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError,
-                        "_ahead_packed(max_count, max_bytes, timeout, count): 4 arguments");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_ahead_packed(max_count, max_bytes, timeout, count"
+                                         "[, inplace]): 4 or 5 arguments");
         return NULL;
     }
     if (endpoint_check_open(self) < 0) return NULL;
@@ -257,8 +279,15 @@ PyObject *ahead_read_packed(EndpointObject *self, PyObject *const *args, Py_ssiz
     if (maxb == -1 && PyErr_Occurred()) return NULL;
     long long count = PyLong_AsLongLong(args[3]);
     if (count == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t inplace = 0;
+    if (nargs == 5) {
+        inplace = PyNumber_AsSsize_t(args[4], PyExc_OverflowError);
+        if (inplace == -1 && PyErr_Occurred()) return NULL;
+    }
     if (maxn < 1) return raise_invalid(self, "_ahead_packed(max_count): must be >= 1");
     if (maxb < 0) return raise_invalid(self, "_ahead_packed(max_bytes): must be >= 0");
+    if (inplace < 0) return raise_invalid(self, "_ahead_packed(inplace): must be >= 0");
+    if (r->validating) inplace = 0; /* records can change under a reader: copy them */
     int64_t deadline;
     if (endpoint_deadline(self, args[2], &deadline) < 0) return NULL;
     PyObject *keys = PyByteArray_FromStringAndSize(NULL, 0);
@@ -273,9 +302,31 @@ PyObject *ahead_read_packed(EndpointObject *self, PyObject *const *args, Py_ssiz
         uint64_t n;
         int rc = ring_ahead_peek(r, &p, &n);
         if (rc == RING_OK) {
-            if (got > 0 && (uint64_t)pk.used + n > (uint64_t)maxb) {
+            int alone = inplace > 0 && n >= (uint64_t)inplace;
+            if (got > 0 && (alone || (uint64_t)pk.used + n > (uint64_t)maxb)) {
                 ring_ahead_putback(r); /* for the next call */
                 break;
+            }
+            if (alone) {
+                pk.body = mapping_view(self, p, n);
+                if (!pk.body) {
+                    ring_ahead_putback(r);
+                    goto fail;
+                }
+                uint64_t key = count < 0 ? r->held_pos + 1 : (uint64_t)count + 1;
+                if (append_u64(keys, key) < 0 || append_u64(poss, r->held_pos) < 0 ||
+                    append_u32(lens, (uint32_t)n) < 0) {
+                    Py_CLEAR(pk.body);
+                    ring_ahead_putback(r);
+                    goto fail;
+                }
+                if (ring_ahead_keep(r) < 0) { /* put back by it */
+                    Py_CLEAR(pk.body);
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+                got = 1;
+                goto viewed;
             }
             if (packed_reserve(&pk, (Py_ssize_t)n) < 0) {
                 ring_ahead_putback(r);
@@ -328,6 +379,7 @@ pack:
     } else if (PyBytes_GET_SIZE(pk.body) != pk.used && _PyBytes_Resize(&pk.body, pk.used) < 0) {
         goto done;
     }
+viewed:
     out = PyTuple_Pack(4, keys, poss, lens, pk.body);
 done:
     Py_XDECREF(keys);

@@ -11,7 +11,8 @@ PyObject *ahead_read(EndpointObject *self, PyObject *const *args, Py_ssize_t nar
                      PyObject *kwnames);
 /* _settle(key) -> int */
 PyObject *ahead_settle(EndpointObject *self, PyObject *key);
-/* _ahead_packed(max_count, max_bytes, timeout, count) -> (keys, positions, lens, body) */
+/* _ahead_packed(max_count, max_bytes, timeout, count[, inplace]) -> (keys, positions, lens,
+ * body) */
 PyObject *ahead_read_packed(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 /* the _ahead_count property */
 PyObject *ahead_get_count(EndpointObject *self, void *unused);

@@ -323,9 +323,11 @@ static PyMethodDef C_methods[] = {
     {"_release", (PyCFunction)C_release, METH_NOARGS, "_release(): free the held record."},
     {"_ahead", (PyCFunction)(void (*)(void))ahead_read, METH_FASTCALL | METH_KEYWORDS, AHEAD_DOC},
     {"_ahead_packed", (PyCFunction)(void (*)(void))ahead_read_packed, METH_FASTCALL,
-     "_ahead_packed(max_count, max_bytes, timeout, count) -> (keys, positions, lens, body): "
-     "_ahead, packed as a bridge batch's frames (u64 keys, u64 positions, u32 lengths, the "
-     "payloads back to back); keys are position + 1 if count < 0, else count + 1, ..."},
+     "_ahead_packed(max_count, max_bytes, timeout, count[, inplace]) -> (keys, positions, "
+     "lens, body): _ahead, packed as a bridge batch's frames (u64 keys, u64 positions, u32 "
+     "lengths, the payloads back to back); keys are position + 1 if count < 0, else count + "
+     "1, ...; a record of at least inplace bytes comes alone, its body a read-only view of "
+     "it in the mapping (copied where records can change under a reader)"},
     {"_settle", (PyCFunction)ahead_settle, METH_O, SETTLE_DOC},
     {"_link_take", (PyCFunction)(void (*)(void))link_take, METH_FASTCALL,
      "_link_take(timeout=None, single=False) -> (item, attempts, done, view): take an input "
