@@ -277,7 +277,7 @@ def table(res: dict[str, Any]) -> str:
     out = ["| measurement | unit | bridged, median (min-max) | raw pyzmq, median (min-max) "
            "| bridged vs raw | goal |", "|---|---|---|---|---|---|"]
     for what, unit, b, z, metric, goal, lower in ROWS:
-        if not res["results"][b] and not res["results"][z]:
+        if not res["results"][b] or not res["results"][z]:
             continue  # not run (--only)
         cells, meds = [], []
         for k in (b, z):
