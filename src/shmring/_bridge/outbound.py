@@ -62,8 +62,8 @@ BATCH_BYTES = 1 << 20
 #: only once ZeroMQ let go of every send of it (``Chunk.sent_out``). The
 #: copy it saves was a quarter of an exporting bridge's cycles at 1 MiB.
 INPLACE = 256 << 10
-#: Seconds an acknowledged in-place record waits for ZeroMQ to let go of it
-#: before its release is put off to the next acknowledgement.
+#: While an acknowledged in-place record waits for ZeroMQ to let go of it,
+#: the stream looks this often (seconds) whether it is being stopped.
 SENT_OUT_WAIT = 1.0
 #: Seconds a stopping stream gives ZeroMQ to let go of its in-place records.
 STOP_SENT_OUT_WAIT = 2.0
