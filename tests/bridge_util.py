@@ -26,6 +26,8 @@ from typing import Any
 
 from namespace_util import segments, wait_for
 
+import shmring
+
 _runs = itertools.count()
 
 #: A line a bridge prints once it is up.
@@ -195,6 +197,29 @@ class Side:
             for f in (p.stdout, p.stderr):
                 if f is not None:
                     f.close()
+
+
+class KillablePair:
+    """Bridge ``b`` exports channel ``name`` on a free loopback port and
+    bridge ``a`` imports it (up and streaming once made); either can be
+    SIGKILLed and started again with the same arguments (:meth:`restart`).
+    ``imported`` is the imported channel, opened on side ``a`` once both
+    bridges stream it (the caller closes it)."""
+
+    def __init__(self, a: Side, b: Side, name: str) -> None:
+        url = f"tcp://127.0.0.1:{free_port()}"
+        self._how = {"exporter": (b, ("--listen", url, "--export", name)),
+                     "importer": (a, ("--connect", url, "--import", name))}
+        self.procs = {role: side.bridge(*args) for role, (side, args) in self._how.items()}
+        a.wait_streaming(name, "inbound")
+        self.imported = shmring.Channel.open(name, namespace=a.ns)
+        b.wait_streaming(name)
+
+    def restart(self, role: str) -> None:
+        """SIGKILL the ``exporter`` or the ``importer`` and start it again."""
+        self.procs[role].kill()
+        side, args = self._how[role]
+        self.procs[role] = side.bridge(*args)
 
 
 def rest(p: subprocess.Popen[str]) -> str:

@@ -14,7 +14,7 @@ import random
 import time
 
 import pytest
-from bridge_util import Side, free_port, output, two_sides
+from bridge_util import KillablePair, Side, free_port, output, two_sides
 from namespace_util import wait_for
 
 import shmring
@@ -182,25 +182,17 @@ def test_a_killed_bridge_started_again_loses_and_duplicates_nothing(
     rnd = random.Random()
     with two_sides() as (a, b):
         src = shmring.Channel.create("kill", 1 << 14, pattern, namespace=b.ns)
-        port = free_port()
-        url = f"tcp://127.0.0.1:{port}"
-        b_args = ("--listen", url, "--export", "kill")
-        a_args = ("--connect", url, "--import", "kill")
         try:
-            bridges = {"exporter": b.bridge(*b_args), "importer": a.bridge(*a_args)}
-            a.wait_streaming("kill", "inbound")
-            imported = shmring.Channel.open("kill", namespace=a.ns)
+            pair = KillablePair(a, b, "kill")
+            imported = pair.imported
             rx = imported.consumer()
-            b.wait_streaming("kill")
             prod = b.python(KEEP_SENDING, "kill", str(n))
             got: list[int] = []
             for _round in range(3):
                 want = len(got) + rnd.randint(500, 4000)
                 while len(got) < min(want, n - 1):
                     got.extend(int.from_bytes(m, "little") for m in rx.recv_many(256, timeout=60))
-                bridges[victim].kill()
-                side, args = (b, b_args) if victim == "exporter" else (a, a_args)
-                bridges[victim] = side.bridge(*args)
+                pair.restart(victim)
             while len(got) < n:
                 got.extend(int.from_bytes(m, "little") for m in rx.recv_many(256, timeout=60))
             assert output(prod).startswith("sent")

@@ -13,7 +13,7 @@ import hashlib
 import random
 
 import pytest
-from bridge_util import free_port, output, two_sides
+from bridge_util import KillablePair, output, two_sides
 
 import shmring
 from shmring._bridge.outbound import INPLACE
@@ -48,15 +48,10 @@ def test_large_records_cross_whole_once_across_a_killed_bridge(victim: str,
     with two_sides() as (a, b):
         src = shmring.Channel.create("big", 4 << 20, pattern, namespace=b.ns,
                                      max_message=SIZE, lease=None)
-        url = f"tcp://127.0.0.1:{free_port()}"
-        b_args = ("--listen", url, "--export", "big")
-        a_args = ("--connect", url, "--import", "big")
         try:
-            bridges = {"exporter": b.bridge(*b_args), "importer": a.bridge(*a_args)}
-            a.wait_streaming("big", "inbound")
-            imported = shmring.Channel.open("big", namespace=a.ns)
+            pair = KillablePair(a, b, "big")
+            imported = pair.imported
             rx = imported.consumer()
-            b.wait_streaming("big")
             prod = b.python(BIG_SENDER, "big", str(n))
             got: list[int] = []
             for _round in range(2):
@@ -64,9 +59,7 @@ def test_large_records_cross_whole_once_across_a_killed_bridge(victim: str,
                 while len(got) < min(want, n - 1):
                     with rx.recv_view(timeout=60) as v:
                         got.append(_check(v))
-                bridges[victim].kill()
-                side, args = (b, b_args) if victim == "exporter" else (a, a_args)
-                bridges[victim] = side.bridge(*args)
+                pair.restart(victim)
             twice_ok = pattern == "mpmc" and victim == "exporter"
             while len(set(got) if twice_ok else got) < n:
                 with rx.recv_view(timeout=60) as v:
