@@ -235,6 +235,22 @@ static int append_u32(PyObject *ba, uint32_t v) {
     return 0;
 }
 
+/* Appends the held record's key, position and length n to the arrays and
+ * keeps it read ahead. 0, or -1 with an error set and the record put back. */
+static int keep_packed(ring_t *r, PyObject *keys, PyObject *poss, PyObject *lens, uint64_t key,
+                       uint64_t n) {
+    if (append_u64(keys, key) < 0 || append_u64(poss, r->held_pos) < 0 ||
+        append_u32(lens, (uint32_t)n) < 0) {
+        ring_ahead_putback(r);
+        return -1;
+    }
+    if (ring_ahead_keep(r) < 0) { /* put back by it */
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
 /* A read-only memoryview of the n bytes at p in the region's mapping: a
  * view of the mapping object itself (the mmap), so the mapping stays until
  * the last such view goes, whatever happens to this endpoint. */
@@ -314,15 +330,8 @@ PyObject *ahead_read_packed(EndpointObject *self, PyObject *const *args, Py_ssiz
                     goto fail;
                 }
                 uint64_t key = count < 0 ? r->held_pos + 1 : (uint64_t)count + 1;
-                if (append_u64(keys, key) < 0 || append_u64(poss, r->held_pos) < 0 ||
-                    append_u32(lens, (uint32_t)n) < 0) {
+                if (keep_packed(r, keys, poss, lens, key, n) < 0) {
                     Py_CLEAR(pk.body);
-                    ring_ahead_putback(r);
-                    goto fail;
-                }
-                if (ring_ahead_keep(r) < 0) { /* put back by it */
-                    Py_CLEAR(pk.body);
-                    PyErr_NoMemory();
                     goto fail;
                 }
                 got = 1;
@@ -344,15 +353,7 @@ PyObject *ahead_read_packed(EndpointObject *self, PyObject *const *args, Py_ssiz
             }
             if (ring_validate(r) != RING_OK) continue; /* overwritten under the copy */
             uint64_t key = count < 0 ? r->held_pos + 1 : (uint64_t)count + (uint64_t)got + 1;
-            if (append_u64(keys, key) < 0 || append_u64(poss, r->held_pos) < 0 ||
-                append_u32(lens, (uint32_t)n) < 0) {
-                ring_ahead_putback(r);
-                goto fail;
-            }
-            if (ring_ahead_keep(r) < 0) { /* put back by it */
-                PyErr_NoMemory();
-                goto fail;
-            }
+            if (keep_packed(r, keys, poss, lens, key, n) < 0) goto fail;
             pk.used += (Py_ssize_t)n;
             got++;
             if (got >= maxn) break;
