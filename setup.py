@@ -36,6 +36,7 @@ SOURCES = [
     "py/lock.c",
     "py/queue.c",
     "py/link.c",
+    "py/link_map.c",
     "py/ahead.c",
     "py/journal.c",
     "py/fed.c",

@@ -186,6 +186,19 @@ class ConsumerCore:
         self, timeout: float | None = None, single: bool | int = False,
         counter: WriteableBuffer | None = None, offset: int = 0, region: int = 0, /,
     ) -> tuple[int, int, int, memoryview]: ...
+    def _link_map(
+        self, tx: ProducerCore, fn: Callable[..., Any], state: Any, with_state: bool,
+        timeout: float | None, counter: WriteableBuffer | None, offset: int, in_region: int,
+        out_region: int, board: WriteableBuffer, entry: int, max_attempts: int,
+        sent_offset: int | None, /,
+    ) -> None | tuple[int, int, int, memoryview] | tuple[
+            int, int, int, memoryview, int, int, Any]:
+        """One item of a pipeline's map stage (csrc/py/link_map.c): None when
+        it took a plain value, called ``fn``, committed its plain result
+        linked to the input and kept the board entry at byte ``entry``;
+        otherwise what ``_link_take`` returns (nothing done with it yet), or
+        that and ``(t0, raised, obj)`` after ``fn`` ran: ``obj`` is what it
+        raised, or its result for Python to send."""
     def _link_finish(self) -> None: ...
     def _link_many(self) -> None: ...
     def _recv_value(self, timeout: float | None = None, nowait: bool = False, /) -> Any: ...

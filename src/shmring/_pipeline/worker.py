@@ -213,6 +213,14 @@ class _Worker:
         taken = 0
         finished = 0
         max_tasks = st.max_tasks
+        # A map stage's common case (a plain value in, a plain value out) is
+        # one C call per item: csrc/py/link_map.c. It hands back to the code
+        # below whatever it does not do itself.
+        fast = kind_of == "map" and not self.spec.chunked and self.cout is not None
+        board_buf = self.board.channel.region._mapping()
+        entry_off = self.board.offset(base)
+        sent_off = (None if out_limit is None
+                    else self.board.offset(B.INFLIGHT + self.spec.index + 1))
         while True:
             if words[base + B.STOP]:
                 return
@@ -225,8 +233,25 @@ class _Worker:
             if not taken & 63 and os.getppid() != self.spec.parent:
                 return  # the run's parent is gone: leave its backlog
             try:
-                item, attempts, done, mv = rx._link_take(0.5, take_mode, counter, counter_at,
-                                                         in_region)
+                if fast:
+                    got = rx._link_map(self.tx, fn, self.state, with_state, 0.5, counter,
+                                       counter_at, in_region, self.out_region, board_buf,
+                                       entry_off, max_attempts, sent_off)
+                    if got is None:
+                        finished += 1
+                        continue
+                    if len(got) == 7:
+                        finished += 1
+                        self._after_fn(*got)
+                        continue
+                    item, attempts, done, mv = got
+                else:
+                    item, attempts, done, mv = rx._link_take(0.5, take_mode, counter,
+                                                             counter_at, in_region)
+            except LeaseRevoked:
+                words[base + B.ITEM] = 0
+                self.leases += 1
+                continue
             except Timeout:
                 if os.getppid() != self.spec.parent:
                     return  # the run's parent is gone
@@ -302,6 +327,28 @@ class _Worker:
                 # to another worker and nothing of ours goes out; on to the next.
                 words[base + B.ITEM] = 0
                 self.leases += 1
+
+    def _after_fn(self, item: int, attempts: int, done: int, mv: memoryview, t0: int,
+                  raised: int, obj: Any) -> None:
+        """``_link_map`` ran the function on an item and handed the rest
+        back: ``obj`` is what it raised (``raised``), or its result, which
+        is not a plain value or found the next edge full."""
+        self.item, self.done, self.j, self.path = item, done, 0, ()
+        words, base = self.words, self.base
+        try:
+            if raised:
+                raise obj
+            self.out(I.VALUE, (), obj, True)
+        except LeaseRevoked:
+            raise
+        except Exception as e:
+            self.failed(e, mv[8:])
+        finally:
+            del obj
+        dt = monotonic_ns() - t0
+        words[base + B.ITEM] = 0
+        words[base + B.BUSY_NS] += dt
+        words[base + B.HIST + B.bucket(dt)] += 1
 
     def failed(self, e: Exception, body: memoryview) -> None:
         """``fn`` raised on the current item (or its output could not be

@@ -332,6 +332,10 @@ static PyMethodDef C_methods[] = {
     {"_link_take", (PyCFunction)(void (*)(void))link_take, METH_FASTCALL,
      "_link_take(timeout=None, single=False) -> (item, attempts, done, view): take an input "
      "to pass on by linked commits (ring/link.c)."},
+    {"_link_map", (PyCFunction)(void (*)(void))link_map, METH_FASTCALL,
+     "_link_map(tx, fn, state, with_state, timeout, counter, offset, in_region, out_region, "
+     "board, entry, max_attempts, sent_offset) -> None | tuple: one item of a map stage "
+     "(py/link_map.c); a tuple hands it back to Python."},
     {"_link_many", (PyCFunction)link_many, METH_NOARGS,
      "_link_many(): no output is sent yet, and one output no longer completes the input."},
     {"_link_finish", (PyCFunction)link_finish, METH_NOARGS,

@@ -57,48 +57,66 @@ static EndpointObject *linked_input(PyObject *o) {
  * buffer whose u64 at offset is decremented the first time a record is taken
  * (a pipeline's count of items waiting in an edge), before its attempt is
  * counted: a taker killed in between leaves the count one low, never high. */
-PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs > 5)
-        return PyErr_Format(PyExc_TypeError, "_link_take(timeout=None, single=False, "
-                                             "counter=None, offset=0, region=0)");
-    if (nargs == 5 && as_u64(args[4], &self->ring.link_region) < 0) return NULL;
+int link_take_raw(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
+                  const char **pp, uint64_t *pn, uint64_t *item, uint32_t *attempts,
+                  uint32_t *done) {
+    if (nargs > 5) {
+        PyErr_SetString(PyExc_TypeError, "_link_take(timeout=None, single=False, "
+                                         "counter=None, offset=0, region=0)");
+        return -1;
+    }
+    if (nargs == 5 && as_u64(args[4], &self->ring.link_region) < 0) return -1;
     int64_t deadline;
     if (endpoint_check_open(self) < 0 ||
         endpoint_deadline(self, nargs >= 1 ? args[0] : Py_None, &deadline) < 0)
-        return NULL;
+        return -1;
     int single = 0;
     if (nargs >= 2 && PyLong_Check(args[1])) {
         single = (int)PyLong_AsLong(args[1]);
         if (single < 0 || single > 2) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "single is 0, 1 or 2");
-            return NULL;
+            return -1;
         }
     } else if (nargs >= 2 && (single = PyObject_IsTrue(args[1])) < 0) {
-        return NULL;
+        return -1;
     }
     ring_t *r = &self->ring;
-    if (r->pattern != PATTERN_MPMC)
-        return PyErr_Format(PyExc_ValueError, "a linked commit takes its input from an mpmc "
-                                              "channel");
+    if (r->pattern != PATTERN_MPMC) {
+        PyErr_SetString(PyExc_ValueError, "a linked commit takes its input from an mpmc "
+                                          "channel");
+        return -1;
+    }
     const char *p;
     uint64_t n;
-    if (consumer_take(self, deadline, 0, &p, &n) != 0) return NULL;
+    if (consumer_take(self, deadline, 0, &p, &n) != 0) return -1;
     if (nargs >= 3 && args[2] != Py_None && n >= LINK_HDR) {
         uint32_t before;
         memcpy(&before, p + LINK_HDR_ATTEMPTS, 4);
         if (before == 0 && count_down(args[2], nargs >= 4 ? args[3] : NULL) < 0) {
             ring_unhold(r);
-            return NULL;
+            return -1;
         }
     }
-    uint64_t item;
-    uint32_t attempts, done;
-    int rc = ring_link_begin(r, single, &item, &attempts, &done);
-    if (rc == RING_LEASE) return raise_ring(self, rc); /* handed back already */
+    int rc = ring_link_begin(r, single, item, attempts, done);
+    if (rc == RING_LEASE) { /* handed back already */
+        raise_ring(self, rc);
+        return -1;
+    }
     if (rc != RING_OK) {
         ring_unhold(r); /* not consumed: it goes back */
-        return raise_ring(self, rc);
+        raise_ring(self, rc);
+        return -1;
     }
+    *pp = p;
+    *pn = n;
+    return 0;
+}
+
+PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    const char *p;
+    uint64_t n, item;
+    uint32_t attempts, done;
+    if (link_take_raw(self, args, nargs, &p, &n, &item, &attempts, &done) < 0) return NULL;
     endpoint_drop_view(self);
     self->view = PyMemoryView_FromMemory((char *)p + LINK_HDR, (Py_ssize_t)(n - LINK_HDR),
                                          PyBUF_READ);
@@ -123,8 +141,8 @@ PyObject *link_finish(EndpointObject *self, PyObject *unused) {
 }
 
 /* Claims n payload bytes after the link header, waiting for space. */
-static int claim(EndpointObject *self, EndpointObject *in, uint64_t n, uint64_t item,
-                 uint64_t region, int64_t deadline, char **dst) {
+int link_claim_space(EndpointObject *self, EndpointObject *in, uint64_t n, uint64_t item,
+                     uint64_t region, int64_t deadline, char **dst) {
     ring_t *r = &self->ring;
     if (r->claimed) {
         PyErr_SetString(PyExc_RuntimeError, "a claim is open on this producer");
@@ -159,7 +177,7 @@ PyObject *link_claim(EndpointObject *self, PyObject *const *args, Py_ssize_t nar
         endpoint_deadline(self, nargs == 5 ? args[4] : Py_None, &deadline) < 0)
         return NULL;
     char *dst;
-    if (claim(self, in, n, item, region, deadline, &dst) < 0) return NULL;
+    if (link_claim_space(self, in, n, item, region, deadline, &dst) < 0) return NULL;
     self->view = PyMemoryView_FromMemory(dst, (Py_ssize_t)n, PyBUF_WRITE);
     if (!self->view) {
         ring_link_abort(&self->ring, &in->ring);
@@ -220,7 +238,7 @@ PyObject *link_send(EndpointObject *self, PyObject *const *args, Py_ssize_t narg
     Py_buffer vb;
     if (PyObject_GetBuffer(args[1], &vb, PyBUF_SIMPLE) < 0) return NULL;
     char *dst;
-    if (claim(self, in, (uint64_t)vb.len, item, region, deadline, &dst) < 0) {
+    if (link_claim_space(self, in, (uint64_t)vb.len, item, region, deadline, &dst) < 0) {
         PyBuffer_Release(&vb);
         return NULL;
     }

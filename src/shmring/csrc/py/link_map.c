@@ -1,0 +1,223 @@
+/* py/link_map.c - one item of a pipeline's map stage in one call,
+ * ConsumerCore._link_map: take an input by linked commit, decode its plain
+ * value, call the stage's function, encode the result and commit it linked
+ * to the input, and keep the worker's board entry, with no return to Python
+ * in between.
+ *
+ * Why: a map stage of small items spent most of its time in the Python
+ * between the calls _link_take, decode_value, encode_value and _link_send
+ * (and the board's words, written through a memoryview): this does the same
+ * steps in the same order, with the same ring calls (ring/link.c), so what
+ * holds across a worker's death holds here unchanged.
+ *
+ * Only the common case is done here: a plain value at the top of its item,
+ * within its attempts, with no output sent by an earlier attempt, whose
+ * result is a plain value that fits VALUE_STACK_BYTES and is committed
+ * within a second. Everything else goes back to the worker's Python code
+ * (shmring/_pipeline/worker.py), which does what it always did: the call
+ * returns what _link_take does, or that and what it did so far. */
+#include "py/core.h"
+
+#include <string.h>
+
+#include "atomics.h"
+#include "py/link.h"
+#include "value/value.h"
+#include "wait.h"
+
+/* Words of a board entry (shmring/_pipeline/board.py: ITEM, STARTED, AGAIN,
+ * FIRST, OUT, BUSY_NS, HIST, BUCKETS). tests/unit/test_pipeline_fast.py
+ * checks that these are the board's. */
+#define W_ITEM 1u
+#define W_STARTED 2u
+#define W_AGAIN 3u
+#define W_FIRST 4u
+#define W_OUT 5u
+#define W_BUSY_NS 6u
+#define W_HIST 16u
+#define W_BUCKETS 96u
+#define W_ENTRY (W_HIST + W_BUCKETS)
+
+#define COMMIT_WITHIN_NS 1000000000LL
+
+static int as_u64(PyObject *o, uint64_t *v) {
+    unsigned long long x = PyLong_AsUnsignedLongLong(o);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *v = x;
+    return 0;
+}
+
+/* board.py's bucket(): octave b / 4 of 1.024 us units, quarter b % 4 of it. */
+static unsigned bucket(uint64_t ns) {
+    uint64_t us = ns >> 10;
+    if (!us) return 0;
+    unsigned n = 64u - (unsigned)__builtin_clzll(us);
+    unsigned b = 4u * (n - 1u) + (unsigned)(((us << 2) >> (n - 1u)) & 3u);
+    return b < W_BUCKETS - 1u ? b : W_BUCKETS - 1u;
+}
+
+/* The worker's own entry: only it writes these words, the parent reads
+ * them, so a relaxed load and store make each add (as the memoryview's
+ * plain word stores did in Python). */
+static void add_word(char *entry, unsigned word, uint64_t v) {
+    /* SYNC(board): a worker's own counter; read by the parent's Board.totals. */
+    st_rlx(entry, 8u * word, ld_rlx(entry, 8u * word) + v);
+}
+
+/* The input as _link_take gives it: (item, attempts, done, view). */
+static PyObject *input_view(EndpointObject *in, const char *p, uint64_t n) {
+    endpoint_drop_view(in);
+    in->view = PyMemoryView_FromMemory((char *)p + LINK_HDR, (Py_ssize_t)(n - LINK_HDR),
+                                       PyBUF_READ);
+    if (!in->view) return NULL;
+    Py_INCREF(in->view);
+    return in->view;
+}
+
+/* Back to Python after fn ran: (item, attempts, done, view, t0, raised, obj),
+ * obj the exception fn raised (raised = 1) or its result to send (raised = 0). */
+static PyObject *handed_back(EndpointObject *in, const char *p, uint64_t n, uint64_t item,
+                             uint32_t attempts, uint32_t done, int64_t t0, int raised,
+                             PyObject *obj) {
+    PyObject *view = input_view(in, p, n);
+    if (!view) {
+        Py_DECREF(obj);
+        return NULL;
+    }
+    return Py_BuildValue("(KIINLiN)", (unsigned long long)item, attempts, done, view,
+                         (long long)t0, raised, obj);
+}
+
+/* The exception now set, as an object with its traceback, or NULL (the error
+ * left set) when it is not an Exception: KeyboardInterrupt, SystemExit and
+ * the worker's own BaseExceptions go up, as they did from Python. */
+static PyObject *caught(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (!value || !PyObject_IsInstance(value, PyExc_Exception) ||
+        PyObject_IsInstance(value, E_Lease)) {
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
+    if (tb) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* (tx, fn, state, with_state, timeout, counter, offset, in_region, out_region,
+ *  board, entry, max_attempts, sent_offset): see _link_take for timeout,
+ * counter, offset and in_region; tx the ProducerCore of the next edge,
+ * out_region its region's id; board a writable buffer holding the worker's
+ * entry at byte offset entry; sent_offset the byte offset in it of the next
+ * edge's count of items waiting (raised after the commit), or None. */
+PyObject *link_map(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 13)
+        return PyErr_Format(PyExc_TypeError, "_link_map(tx, fn, state, with_state, timeout, "
+                                             "counter, offset, in_region, out_region, board, "
+                                             "entry, max_attempts, sent_offset)");
+    if (!PyObject_TypeCheck(args[0], &ProducerType)) {
+        PyErr_SetString(PyExc_TypeError, "_link_map: tx is a ProducerCore");
+        return NULL;
+    }
+    EndpointObject *tx = (EndpointObject *)args[0];
+    PyObject *fn = args[1], *state = args[2];
+    int with_state = PyObject_IsTrue(args[3]);
+    uint64_t out_region, entry_off, max_attempts, sent_off = 0;
+    int counted = args[12] != Py_None;
+    if (with_state < 0 || as_u64(args[8], &out_region) < 0 || as_u64(args[10], &entry_off) < 0 ||
+        as_u64(args[11], &max_attempts) < 0 || (counted && as_u64(args[12], &sent_off) < 0) ||
+        endpoint_check_open(tx) < 0)
+        return NULL;
+    PyObject *take_args[5] = {args[4], Py_True, args[5], args[6], args[7]};
+    const char *p;
+    uint64_t n, item;
+    uint32_t attempts, done;
+    if (link_take_raw(self, take_args, 5, &p, &n, &item, &attempts, &done) < 0) return NULL;
+    const unsigned char *body = (const unsigned char *)p + LINK_HDR;
+    if (n < LINK_HDR + 9 || body[0] != 0 || body[1] != 0 || body[8] != VALUE_TAG ||
+        attempts > max_attempts || done != 0) {
+        /* Not the common case: worker.py does it, from what _link_take returns. */
+        PyObject *view = input_view(self, p, n);
+        if (!view) return NULL;
+        return Py_BuildValue("(KIIN)", (unsigned long long)item, attempts, done, view);
+    }
+
+    Py_buffer board;
+    if (PyObject_GetBuffer(args[9], &board, PyBUF_WRITABLE) < 0) return NULL;
+    if (entry_off % 8 || entry_off + 8u * W_ENTRY > (uint64_t)board.len ||
+        (counted && (sent_off % 8 || sent_off + 8 > (uint64_t)board.len))) {
+        PyBuffer_Release(&board);
+        PyErr_SetString(PyExc_ValueError, "_link_map: board offsets outside the buffer");
+        return NULL;
+    }
+    char *entry = (char *)board.buf + entry_off;
+    add_word(entry, attempts == 1 ? W_FIRST : W_AGAIN, 1);
+    int64_t t0 = mono_ns();
+    /* SYNC(board): the start before the item (Run._timeouts reads the item, then the start). */
+    st_rlx(entry, 8u * W_STARTED, (uint64_t)t0);
+    /* SYNC(board): the item after its start; read by the parent's timeout check. */
+    st_rel(entry, 8u * W_ITEM, item + 1);
+
+    PyObject *value = value_decode((const char *)body + 8, (size_t)(n - LINK_HDR - 8));
+    PyObject *result = NULL;
+    if (value) {
+        result = with_state ? PyObject_CallFunctionObjArgs(fn, value, state, NULL)
+                            : PyObject_CallOneArg(fn, value);
+        Py_DECREF(value);
+    }
+    PyObject *exc = NULL;
+    char enc[VALUE_STACK_BYTES];
+    size_t size = 0;
+    if (result) {
+        int rc = value_encode(result, enc, sizeof enc, &size);
+        if (rc == VALUE_NO || (rc == VALUE_OK && size > sizeof enc)) {
+            PyBuffer_Release(&board);
+            return handed_back(self, p, n, item, attempts, done, t0, 0, result);
+        }
+        if (rc == VALUE_ERR) Py_CLEAR(result);
+    }
+    if (!result || endpoint_check_open(self) < 0 || endpoint_check_open(tx) < 0) {
+        Py_XDECREF(result);
+        PyBuffer_Release(&board);
+        if (!(exc = caught())) return NULL;
+        return handed_back(self, p, n, item, attempts, done, t0, 1, exc);
+    }
+
+    /* The output: the pipeline's plain prefix (kind VALUE, no path: 8 zero
+     * bytes) and the value record, committed as the input's last output. */
+    char *dst;
+    int64_t deadline = mono_ns() + COMMIT_WITHIN_NS;
+    if (link_claim_space(tx, self, 8 + size, item, out_region, deadline, &dst) < 0) {
+        PyBuffer_Release(&board);
+        if (PyErr_ExceptionMatches(E_Timeout)) {
+            PyErr_Clear(); /* a full edge: worker.py waits for it patiently */
+            return handed_back(self, p, n, item, attempts, done, t0, 0, result);
+        }
+        Py_DECREF(result);
+        if (!PyErr_ExceptionMatches(E_TooLarge) || !(exc = caught())) return NULL;
+        return handed_back(self, p, n, item, attempts, done, t0, 1, exc);
+    }
+    Py_DECREF(result);
+    memset(dst, 0, 8);
+    memcpy(dst + 8, enc, size);
+    int rc = ring_link_commit(&tx->ring, &self->ring, 8 + size, 1);
+    if (rc != RING_OK) {
+        PyBuffer_Release(&board);
+        return raise_ring(rc == RING_LEASE ? self : tx, rc);
+    }
+    if (counted) {
+        /* SYNC(py-word), SYNC(inflight): the next edge's count of items waiting; pairs with
+         * _link_take's count down (py/link.c count_down). */
+        fadd_sc(board.buf, sent_off, 1);
+    }
+    add_word(entry, W_OUT, 1);
+    uint64_t dt = (uint64_t)(mono_ns() - t0);
+    /* SYNC(board): no item held; read by the parent's timeout check. */
+    st_rel(entry, 8u * W_ITEM, 0);
+    add_word(entry, W_BUSY_NS, dt);
+    add_word(entry, W_HIST + bucket(dt), 1);
+    PyBuffer_Release(&board);
+    Py_RETURN_NONE;
+}

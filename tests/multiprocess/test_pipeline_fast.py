@@ -1,0 +1,118 @@
+"""A map stage's one-call path (csrc/py/link_map.c, ``_link_map``) and what it
+hands back to the worker's Python: results that are not plain values or are
+too large for it, a next edge that stays full, exceptions with their remote
+tracebacks, a stage's state, order. Real workers and real rings; the board
+words the C code writes are read back through ``run.stats``."""
+
+from __future__ import annotations
+
+import re
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pipeline_util import double, gone, inc
+
+import shmring
+from shmring._pipeline import board as B
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_c_board_words_are_the_boards() -> None:
+    src = (ROOT / "src/shmring/csrc/py/link_map.c").read_text()
+    words = {m[1]: int(m[2]) for m in re.finditer(r"#define W_([A-Z_]+) (\d+)u", src)}
+    assert words == {"ITEM": B.ITEM, "STARTED": B.STARTED, "AGAIN": B.AGAIN, "FIRST": B.FIRST,
+                     "OUT": B.OUT, "BUSY_NS": B.BUSY_NS, "HIST": B.HIST, "BUCKETS": B.BUCKETS}
+
+
+def test_plain_items_are_counted_and_timed_on_the_board(pname: str) -> None:
+    p = shmring.Pipeline(pname)
+    p.source(range(4000)).map(inc, workers=2).map(double)
+    with p.run() as run:
+        out = sorted(run)
+    assert out == [2 * (x + 1) for x in range(4000)]
+    for stage in ("inc", "double"):
+        s = run.stats[stage]
+        assert (s["in"], s["out"], s["redelivered"], s["errors"]) == (4000, 4000, 0, 0)
+        assert s["p50_s"] is not None and s["p99_s"] >= s["p50_s"]
+        assert s["busy"] == 0
+    assert gone(pname)
+
+
+def _mixed(x: int) -> Any:
+    """Plain values, then objects the value codec refuses, then values too
+    large for the one-call path (4 KiB): every kind of result in one stage."""
+    if x % 3 == 0:
+        return Fraction(x, 7)
+    if x % 3 == 1:
+        return "v" * 5000 + str(x)
+    return x
+
+
+def test_results_that_are_not_small_plain_values_go_out_from_python(pname: str) -> None:
+    p = shmring.Pipeline(pname)
+    p.source(range(600)).map(_mixed, workers=2).map(lambda v: v, name="again")
+    with p.run() as run:
+        out = list(run)
+    assert sorted(map(repr, out)) == sorted(repr(_mixed(x)) for x in range(600))
+    assert run.stats["_mixed"]["out"] == 600 and run.stats["again"]["out"] == 600
+
+
+def test_a_stage_with_state_gets_it_with_each_plain_value(pname: str) -> None:
+    p = shmring.Pipeline(pname)
+    p.source(range(500)).map(lambda x, s: x + s["add"], init=lambda: {"add": 1000},
+                             workers=2, name="plus")
+    with p.run() as run:
+        assert sorted(run) == [x + 1000 for x in range(500)]
+
+
+def test_order_holds_through_one_call_maps(pname: str) -> None:
+    p = shmring.Pipeline(pname)
+    p.source(range(3000)).map(inc, workers=3, ordered=True).map(double, workers=2)
+    with p.run() as run:
+        assert list(run) == [2 * (x + 1) for x in range(3000)]
+
+
+def _slow_first(x: int) -> int:
+    if x == 1:
+        time.sleep(2.5)
+    return x
+
+
+def test_a_next_edge_full_for_seconds_loses_nothing(pname: str) -> None:
+    """The next edge (max_bytes 4 KiB) fills while its one worker sleeps 2.5 s
+    on its first item: the one-call commit gives up after a second and the
+    worker's Python waits on, as long as the run lives."""
+    p = shmring.Pipeline(pname)
+    p.source(range(20_000)).map(inc).map(_slow_first, max_bytes=4096, name="slow")
+    t0 = time.monotonic()
+    with p.run() as run:
+        out = list(run)
+    assert time.monotonic() - t0 >= 2.5
+    assert sorted(out) == list(range(1, 20_001))
+    assert run.stats["inc"]["out"] == 20_000
+
+
+def _picky(x: int) -> int:
+    if x % 10 == 3:
+        raise ValueError(f"bad {x}")
+    return x
+
+
+def test_exceptions_keep_their_traceback_and_their_item(pname: str) -> None:
+    p = shmring.Pipeline(pname)
+    p.source(range(100)).map(_picky, workers=2)
+    with p.run(on_error="dead_letter") as run:
+        out = list(run)
+    assert sorted(out) == [x for x in range(100) if x % 10 != 3]
+    assert sorted(run.dead_letters) == [(x, f"ValueError: bad {x}") for x in range(3, 100, 10)]
+    p = shmring.Pipeline(f"{pname}-raise")
+    p.source(range(100)).map(_picky, workers=2)
+    with pytest.raises(shmring.RemoteError) as info, p.run() as run:
+        list(run)
+    e = info.value
+    assert e.stage == "_picky" and e.item % 10 == 3
+    assert "in _picky" in e.remote_traceback and "ValueError: bad" in e.remote_traceback
