@@ -37,6 +37,7 @@ SOURCES = [
     "py/queue.c",
     "py/link.c",
     "py/link_map.c",
+    "py/pipe_batch.c",
     "py/ahead.c",
     "py/journal.c",
     "py/fed.c",
@@ -57,6 +58,7 @@ HEADERS = [
     "py/objects.h",
     "py/lock.h",
     "py/link.h",
+    "py/pipe_batch.h",
     "py/ahead.h",
 ]
 

@@ -1,6 +1,6 @@
 """Type stubs of shmring._core, the C extension (see csrc/)."""
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, overload
 
 from _typeshed import ReadableBuffer, WriteableBuffer
@@ -99,6 +99,13 @@ class ProducerCore:
         self, consumer: ConsumerCore, nbytes: int | None = None, last: bool = False, /
     ) -> None: ...
     def _link_abort(self, consumer: ConsumerCore, /) -> None: ...
+    def _send_items(
+        self, iterator: Iterator[Any], first: int, max_n: int, /,
+    ) -> tuple[int, Any, bool]:
+        """Up to ``max_n`` items of ``iterator`` as a pipeline's source
+        records (ids ``first``, ``first + 1``, ...), while each is a plain
+        value with room for it now: (sent, the item taken and not sent or
+        None, whether the iterator ended)."""
     def _link_send(
         self, consumer: ConsumerCore, data: ReadableBuffer, item: int, region: int,
         last: bool = False, timeout: float | None = None, /,
@@ -191,8 +198,7 @@ class ConsumerCore:
         timeout: float | None, counter: WriteableBuffer | None, offset: int, in_region: int,
         out_region: int, board: WriteableBuffer, entry: int, max_attempts: int,
         sent_offset: int | None, /,
-    ) -> None | tuple[int, int, int, memoryview] | tuple[
-            int, int, int, memoryview, int, int, Any]:
+    ) -> tuple[int, int, int, memoryview] | tuple[int, int, int, memoryview, int, int, Any] | None:
         """One item of a pipeline's map stage (csrc/py/link_map.c): None when
         it took a plain value, called ``fn``, committed its plain result
         linked to the input and kept the board entry at byte ``entry``;
@@ -202,6 +208,11 @@ class ConsumerCore:
     def _link_finish(self) -> None: ...
     def _link_many(self) -> None: ...
     def _recv_value(self, timeout: float | None = None, nowait: bool = False, /) -> Any: ...
+    def _recv_values(self, max_n: int, max_bytes: int, /) -> list[Any]:
+        """The plain values at the top of their items (a pipeline's records)
+        in the records there now, up to ``max_n`` records or the one that
+        reaches ``max_bytes``, in order, without waiting; stops at any other
+        record, left held for ``_peek``."""
     @overload
     def recv_obj(
         self, timeout: float | None = ..., *, copy: Literal[True] = ...,

@@ -6,6 +6,7 @@ words the C code writes are read back through ``run.stats``."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from fractions import Fraction
@@ -116,3 +117,59 @@ def test_exceptions_keep_their_traceback_and_their_item(pname: str) -> None:
     e = info.value
     assert e.stage == "_picky" and e.item % 10 == 3
     assert "in _picky" in e.remote_traceback and "ValueError: bad" in e.remote_traceback
+
+
+def test_a_loop_broken_out_of_loses_none_of_a_batch(pname: str) -> None:
+    """Outputs come out of the ring many at a time: those not yielded when
+    the loop breaks are the next loop's."""
+    p = shmring.Pipeline(pname)
+    p.source(range(5000)).map(inc, workers=2)
+    with p.run() as run:
+        first = []
+        for x in run:
+            first.append(x)
+            if len(first) == 10:
+                break
+        time.sleep(0.2)  # the rest waits in the last ring
+        rest = list(run)
+    assert sorted(first + rest) == [x + 1 for x in range(5000)]
+
+
+def _sometimes_plain(x: int) -> Any:
+    return Fraction(x, 3) if x % 7 == 0 else "s" * 5000 if x % 11 == 0 else x
+
+
+def test_a_source_of_mixed_items_arrives_whole_and_in_order(pname: str) -> None:
+    """The feeder sends plain values many to a call and hands the others
+    (pickled, or too large for one call's buffer) to the general path."""
+    items = [_sometimes_plain(x) for x in range(3000)]
+    p = shmring.Pipeline(pname)
+    p.source(iter(items)).map(lambda v: v, workers=2, ordered=True, name="same")
+    with p.run() as run:
+        assert list(run) == items
+
+
+def test_a_source_without_max_inflight_is_read_only_as_far_as_the_edges_hold(
+        pname: str) -> None:
+    pulled = itertools.count()
+    last = [0]
+
+    def source() -> Any:
+        for x in itertools.count():
+            last[0] = next(pulled)
+            yield x
+
+    p = shmring.Pipeline(pname)
+    p.source(source()).map(inc, workers=2, max_bytes=4096).map(inc, max_bytes=4096)
+    with p.run() as run:
+        ahead = []
+        for n, _ in enumerate(run):
+            if n % 100 == 0:
+                time.sleep(0.05)  # a slow consumer: the edges fill
+                ahead.append(last[0] - n)
+            if n == 2000:
+                run.cancel()
+    # Bounded by the rings (4 KiB into each stage, the output ring), an
+    # item per worker and one batch of outputs taken (64); never growing.
+    assert max(ahead) < 600, ahead
+    assert ahead[-1] <= max(ahead[:5]) + 50, ahead

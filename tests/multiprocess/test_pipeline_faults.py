@@ -102,8 +102,9 @@ def test_backpressure_bounds_how_far_the_source_is_read(pname: str) -> None:
             if n == 2000:
                 run.cancel()
     # Bounded by the edges (8 items into the first stage, a 4 KiB ring into
-    # the second, the output ring) and each worker's item, never growing.
-    assert max(ahead) < 200, ahead
+    # the second, the output ring), each worker's item and one batch of
+    # outputs the loop took out of the ring (64), never growing.
+    assert max(ahead) < 200 + 64, ahead
     assert ahead[-1] <= max(ahead[:5]) + 50, ahead
 
 

@@ -11,8 +11,8 @@ leave by themselves once their input is closed and drained.
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -31,7 +31,8 @@ from .._objects.frame import VALUE_TAG
 from . import board as B
 from . import edge as E
 from . import item as I
-from .chunk import expand, source_chunk
+from .chunk import expand
+from .feed import feed
 from .order import Reorderer
 from .stage import StageSpec
 from .stats import StageRun, progress_line, stage_stats
@@ -41,6 +42,10 @@ ON_ERROR = ("raise", "skip", "dead_letter")
 # Offsets in a record of a pipeline channel: kind and depth (item.py), and
 # the body of a value without a path.
 _KIND, _DEPTH, _BODY = L.LINK_HDR, L.LINK_HDR + 1, L.LINK_HDR + 8
+#: Plain values the output loop takes out of the last edge per C call, at
+#: most, and their bytes: taken, they no longer hold the source back, so
+#: they add to how far it may be read ahead (docs/design.md, Bounds).
+OUTPUT_BATCH, OUTPUT_BATCH_BYTES = 64, 64 << 10
 _decode_value = _core.decode_value
 #: A stage whose workers die this many times per worker without finishing
 #: anything is given up (RemoteError): they cannot run at all.
@@ -84,7 +89,9 @@ class Run:
         self._started = False
         self._out: Channel | None = None
         self._final: dict[str, dict[str, Any]] | None = None  # stats once closed
-        self._pending: list[Any] = []  # outputs taken by a wait() that timed out
+        # Outputs taken and not yielded yet: by a wait() that timed out, or a
+        # batch of _recv_values a loop broke out of.
+        self._pending: collections.deque[Any] = collections.deque()
         self._source = source
         # Called with (source id, item, killed, reason) for each item given
         # up (a Pool fails that task's result at once); ``killed``: its
@@ -350,46 +357,12 @@ class Run:
             self._finished.set()
 
     def _feed(self) -> None:
-        tx = self._feed_tx
         st0 = self._stages[0]
-        limit = st0.spec.max_inflight
-        size = self._chunksize
         try:
-            it = iter(self._source)
-            n = 0
-            while True:
-                if size == 1:
-                    try:
-                        obj = next(it)
-                    except StopIteration:
-                        break
-                    data, plan = I.source_record(n, obj)
-                    n += 1
-                else:
-                    objs = list(itertools.islice(it, size))
-                    if not objs:
-                        break
-                    data, plan = source_chunk(n, objs)
-                    n += len(objs)
-                if limit is not None:
-                    while self._board.inflight(0) >= limit:
-                        if self._stop.wait(0.0005):
-                            return
-                while True:
-                    if self._stop.is_set():
-                        return
-                    try:
-                        if plan is None:
-                            tx.send(data, 0.1)
-                        else:
-                            I.send_planned(tx, data, plan)
-                        break
-                    except Timeout:
-                        pass
-                if limit is not None:
-                    self._board.sent(0)
-            st0.channel.close_send()
-            st0.eos = True
+            if feed(self._feed_tx, iter(self._source), self._chunksize, st0.spec.max_inflight,
+                    self._board, self._stop):
+                st0.channel.close_send()
+                st0.eos = True
         except BaseException as e:
             self._fail(e)
 
@@ -430,10 +403,19 @@ class Run:
         rx = self._out_rx
         assert rx is not None
         order = self._order
-        while self._pending:
-            yield self._pending.pop(0)
+        pending = self._pending
+        while pending:
+            yield pending.popleft()
         while True:
             self._raise_error()
+            if order is None:
+                # The common case, plain values, many at a time (csrc/py/pipe_batch.c).
+                got = rx._recv_values(OUTPUT_BATCH, OUTPUT_BATCH_BYTES)
+                if got:
+                    pending.extend(got)
+                    while pending:
+                        yield pending.popleft()
+                    continue
             try:
                 mv = rx._peek(0.05)
             except Timeout:
@@ -505,7 +487,7 @@ class Run:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout
         except Timeout:
-            self._pending[:0] = outs  # not lost: the next wait or loop yields them
+            self._pending.extendleft(reversed(outs))  # not lost: the next wait or loop yields them
             raise Timeout(f"the pipeline did not finish within {timeout} s") from None
         return outs
 

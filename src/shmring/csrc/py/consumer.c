@@ -8,6 +8,7 @@
 #include "py/ahead.h"
 #include "py/link.h"
 #include "py/objects.h"
+#include "py/pipe_batch.h"
 #include "wait.h"
 
 #define NOGIL_COPY 262144
@@ -336,6 +337,10 @@ static PyMethodDef C_methods[] = {
      "_link_map(tx, fn, state, with_state, timeout, counter, offset, in_region, out_region, "
      "board, entry, max_attempts, sent_offset) -> None | tuple: one item of a map stage "
      "(py/link_map.c); a tuple hands it back to Python."},
+    {"_recv_values", (PyCFunction)(void (*)(void))pipe_recv_values, METH_FASTCALL,
+     "_recv_values(max_n, max_bytes) -> list: the plain values at the top of their items in "
+     "the records there now, up to max_n records or max_bytes, in order (py/pipe_batch.c); "
+     "stops at any other record."},
     {"_link_many", (PyCFunction)link_many, METH_NOARGS,
      "_link_many(): no output is sent yet, and one output no longer completes the input."},
     {"_link_finish", (PyCFunction)link_finish, METH_NOARGS,

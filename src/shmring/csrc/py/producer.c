@@ -7,6 +7,7 @@
 
 #include "atomics.h"
 #include "py/link.h"
+#include "py/pipe_batch.h"
 #include "py/objects.h"
 
 /* Copies this large are done with the GIL released. */
@@ -365,6 +366,9 @@ static PyMethodDef P_methods[] = {
     {"_link_commit", (PyCFunction)(void (*)(void))link_commit, METH_FASTCALL,
      "_link_commit(consumer, nbytes=None, last=False): commit it; last: the input is done."},
     {"_link_abort", (PyCFunction)link_abort, METH_O, "_link_abort(consumer): withdraw it."},
+    {"_send_items", (PyCFunction)(void (*)(void))pipe_send_items, METH_FASTCALL,
+     "_send_items(iterator, first, max_n) -> (sent, obj, exhausted): a pipeline source's "
+     "items as records, while each is a plain value with room for it now (py/pipe_batch.c)."},
     {"_link_send", (PyCFunction)(void (*)(void))link_send, METH_FASTCALL,
      "_link_send(consumer, data, item, region, last=False, timeout=None): claim, copy and "
      "commit one output."},
