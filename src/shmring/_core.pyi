@@ -194,14 +194,16 @@ class ConsumerCore:
         counter: WriteableBuffer | None = None, offset: int = 0, region: int = 0, /,
     ) -> tuple[int, int, int, memoryview]: ...
     def _link_map(
-        self, tx: ProducerCore, fn: Callable[..., Any], state: Any, with_state: bool,
+        self, tx: ProducerCore, fn: Callable[..., Any], state: Any, mode: int,
         timeout: float | None, counter: WriteableBuffer | None, offset: int, in_region: int,
         out_region: int, board: WriteableBuffer, entry: int, max_attempts: int,
         sent_offset: int | None, /,
     ) -> tuple[int, int, int, memoryview] | tuple[int, int, int, memoryview, int, int, Any] | None:
-        """One item of a pipeline's map stage (csrc/py/link_map.c): None when
-        it took a plain value, called ``fn``, committed its plain result
-        linked to the input and kept the board entry at byte ``entry``;
+        """One item of a pipeline's map, filter or sink stage
+        (csrc/py/link_map.c; ``mode``: the kind 0, 1 or 2, | 4 if ``fn``
+        takes ``state``, | 8 in an ordered run): None when it took a plain
+        value, called ``fn``, committed the output linked to the input (or
+        finished the input) and kept the board entry at byte ``entry``;
         otherwise what ``_link_take`` returns (nothing done with it yet), or
         that and ``(t0, raised, obj)`` after ``fn`` ran: ``obj`` is what it
         raised, or its result for Python to send."""

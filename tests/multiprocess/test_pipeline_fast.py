@@ -173,3 +173,56 @@ def test_a_source_without_max_inflight_is_read_only_as_far_as_the_edges_hold(
     # item per worker and one batch of outputs taken (64); never growing.
     assert max(ahead) < 600, ahead
     assert ahead[-1] <= max(ahead[:5]) + 50, ahead
+
+
+def _keep(x: Any) -> bool:
+    """Yes for odd ints and for every value that is not an int."""
+    return not isinstance(x, int) or x % 2 == 1
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_filter_passes_its_yeses_on_as_they_came(pname: str, ordered: bool) -> None:
+    """A yes sends the input's own record on, a no finishes the input (or,
+    ordered, keeps its place with a tombstone, from Python)."""
+    items = [Fraction(x, 5) if x % 50 == 0 else ("t" * 9000 if x % 77 == 0 else x)
+             for x in range(3000)]
+    p = shmring.Pipeline(pname)
+    p.source(iter(items)).filter(_keep, workers=2, ordered=ordered)
+    with p.run() as run:
+        out = list(run)
+    want = [v for v in items if _keep(v)]
+    assert out == want if ordered else sorted(map(repr, out)) == sorted(map(repr, want))
+    s = run.stats["_keep"]
+    assert (s["in"], s["out"], s["errors"]) == (3000, len(want), 0)
+    assert s["p50_s"] is not None
+
+
+def test_a_sink_finishes_each_item_it_is_given(pname: str, tmp_path: Path) -> None:
+    path = tmp_path / "seen"
+
+    def record(x: int, f: Any) -> None:
+        f.write(f"{x}\n")
+        f.flush()
+
+    p = shmring.Pipeline(pname)
+    p.source(range(2000)).map(inc).sink(record, workers=2,
+                                        init=lambda: open(path, "a"))  # noqa: SIM115
+    with p.run() as run:
+        assert run.wait(timeout=60) == []
+    assert sorted(int(x) for x in path.read_text().split()) == list(range(1, 2001))
+    s = run.stats["record"]
+    assert (s["in"], s["out"], s["busy"]) == (2000, 0, 0)
+    assert s["p50_s"] is not None
+
+
+def _sink_picky(x: int) -> None:
+    if x % 100 == 7:
+        raise KeyError(x)
+
+
+def test_a_sinks_exceptions_are_dead_letters(pname: str) -> None:
+    p = shmring.Pipeline(pname)
+    p.source(range(1000)).sink(_sink_picky, workers=2)
+    with p.run(on_error="dead_letter") as run:
+        run.wait(timeout=60)
+    assert sorted(run.dead_letters) == [(x, f"KeyError: {x}") for x in range(7, 1000, 100)]

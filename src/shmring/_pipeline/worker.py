@@ -36,6 +36,11 @@ monotonic_ns = time.monotonic_ns
 RETIRED = 75
 
 
+#: ``_link_map``'s mode: the stage's kind, and flags (csrc/py/link_map.c).
+LINK_MODE = {"map": 0, "filter": 1, "sink": 2}
+MODE_STATE, MODE_ORDERED = 4, 8
+
+
 class _Orphaned(BaseException):
     """The run's parent is gone: the worker leaves (what it holds is
     recovered like a dead worker's). A BaseException, so that no handler of
@@ -216,7 +221,10 @@ class _Worker:
         # A map stage's common case (a plain value in, a plain value out) is
         # one C call per item: csrc/py/link_map.c. It hands back to the code
         # below whatever it does not do itself.
-        fast = kind_of == "map" and not self.spec.chunked and self.cout is not None
+        fast = (kind_of in LINK_MODE and not self.spec.chunked
+                and (self.cout is not None or kind_of == "sink"))
+        mode = (LINK_MODE.get(kind_of, 0) | (MODE_STATE if with_state else 0)
+                | (MODE_ORDERED if self.ordered else 0))
         board_buf = self.board.channel.region._mapping()
         entry_off = self.board.offset(base)
         sent_off = (None if out_limit is None
@@ -234,7 +242,7 @@ class _Worker:
                 return  # the run's parent is gone: leave its backlog
             try:
                 if fast:
-                    got = rx._link_map(self.tx, fn, self.state, with_state, 0.5, counter,
+                    got = rx._link_map(self.tx, fn, self.state, mode, 0.5, counter,
                                        counter_at, in_region, self.out_region, board_buf,
                                        entry_off, max_attempts, sent_off)
                     if got is None:
@@ -331,14 +339,20 @@ class _Worker:
     def _after_fn(self, item: int, attempts: int, done: int, mv: memoryview, t0: int,
                   raised: int, obj: Any) -> None:
         """``_link_map`` ran the function on an item and handed the rest
-        back: ``obj`` is what it raised (``raised``), or its result, which
-        is not a plain value or found the next edge full."""
+        back: ``obj`` is what it raised (``raised``), or its result: a map's
+        that is not a small plain value, or a filter's no in an ordered run,
+        or either's whose output found the next edge full."""
         self.item, self.done, self.j, self.path = item, done, 0, ()
         words, base = self.words, self.base
         try:
             if raised:
                 raise obj
-            self.out(I.VALUE, (), obj, True)
+            if self.stage.kind == "map":
+                self.out(I.VALUE, (), obj, True)
+            elif self.stage.kind == "filter" and obj:
+                self.out(I.VALUE, (), _decode_value(mv[8:]), True)
+            else:
+                self.nothing_more()
         except LeaseRevoked:
             raise
         except Exception as e:

@@ -1,8 +1,9 @@
-/* py/link_map.c - one item of a pipeline's map stage in one call,
- * ConsumerCore._link_map: take an input by linked commit, decode its plain
- * value, call the stage's function, encode the result and commit it linked
- * to the input, and keep the worker's board entry, with no return to Python
- * in between.
+/* py/link_map.c - one item of a pipeline's map, filter or sink stage in one
+ * call, ConsumerCore._link_map: take an input by linked commit, decode its
+ * plain value, call the stage's function, then commit its output linked to
+ * the input (a map's result, encoded; a filter's input, if it said yes) or
+ * finish the input (a sink; a filter's no), and keep the worker's board
+ * entry, with no return to Python in between.
  *
  * Why: a map stage of small items spent most of its time in the Python
  * between the calls _link_take, decode_value, encode_value and _link_send
@@ -11,11 +12,12 @@
  * holds across a worker's death holds here unchanged.
  *
  * Only the common case is done here: a plain value at the top of its item,
- * within its attempts, with no output sent by an earlier attempt, whose
- * result is a plain value that fits VALUE_STACK_BYTES and is committed
- * within a second. Everything else goes back to the worker's Python code
- * (shmring/_pipeline/worker.py), which does what it always did: the call
- * returns what _link_take does, or that and what it did so far. */
+ * within its attempts, with no output sent by an earlier attempt, and (a
+ * map's) a result that is a plain value that fits VALUE_STACK_BYTES, with
+ * the output committed within a second. Everything else goes back to the
+ * worker's Python code (shmring/_pipeline/worker.py), which does what it
+ * always did: the call returns what _link_take does, or that and what it
+ * did so far. */
 #include "py/core.h"
 
 #include <string.h>
@@ -40,6 +42,14 @@
 
 #define COMMIT_WITHIN_NS 1000000000LL
 
+/* _link_map's mode (shmring/_pipeline/worker.py: LINK_MODE). */
+#define STAGE_MAP 0
+#define STAGE_FILTER 1
+#define STAGE_SINK 2
+#define MODE_KIND 3
+#define MODE_STATE 4
+#define MODE_ORDERED 8
+
 static int as_u64(PyObject *o, uint64_t *v) {
     unsigned long long x = PyLong_AsUnsignedLongLong(o);
     if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
@@ -62,6 +72,18 @@ static unsigned bucket(uint64_t ns) {
 static void add_word(char *entry, unsigned word, uint64_t v) {
     /* SYNC(board): a worker's own counter; read by the parent's Board.totals. */
     st_rlx(entry, 8u * word, ld_rlx(entry, 8u * word) + v);
+}
+
+/* The item is done: no item held, its time counted; the board released.
+ * None, _link_map's "done here". */
+static PyObject *board_done(Py_buffer *board, char *entry, int64_t t0) {
+    uint64_t dt = (uint64_t)(mono_ns() - t0);
+    /* SYNC(board): no item held; read by the parent's timeout check. */
+    st_rel(entry, 8u * W_ITEM, 0);
+    add_word(entry, W_BUSY_NS, dt);
+    add_word(entry, W_HIST + bucket(dt), 1);
+    PyBuffer_Release(board);
+    Py_RETURN_NONE;
 }
 
 /* The input as _link_take gives it: (item, attempts, done, view). */
@@ -106,15 +128,17 @@ static PyObject *caught(void) {
     return value;
 }
 
-/* (tx, fn, state, with_state, timeout, counter, offset, in_region, out_region,
+/* (tx, fn, state, mode, timeout, counter, offset, in_region, out_region,
  *  board, entry, max_attempts, sent_offset): see _link_take for timeout,
- * counter, offset and in_region; tx the ProducerCore of the next edge,
- * out_region its region's id; board a writable buffer holding the worker's
- * entry at byte offset entry; sent_offset the byte offset in it of the next
- * edge's count of items waiting (raised after the commit), or None. */
+ * counter, offset and in_region; mode the stage's kind (STAGE_MAP,
+ * STAGE_FILTER, STAGE_SINK) | MODE_STATE (fn takes state too) | MODE_ORDERED;
+ * tx the ProducerCore of the next edge (unused by a sink), out_region its
+ * region's id; board a writable buffer holding the worker's entry at byte
+ * offset entry; sent_offset the byte offset in it of the next edge's count
+ * of items waiting (raised after the commit), or None. */
 PyObject *link_map(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 13)
-        return PyErr_Format(PyExc_TypeError, "_link_map(tx, fn, state, with_state, timeout, "
+        return PyErr_Format(PyExc_TypeError, "_link_map(tx, fn, state, mode, timeout, "
                                              "counter, offset, in_region, out_region, board, "
                                              "entry, max_attempts, sent_offset)");
     if (!PyObject_TypeCheck(args[0], &ProducerType)) {
@@ -123,10 +147,14 @@ PyObject *link_map(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     EndpointObject *tx = (EndpointObject *)args[0];
     PyObject *fn = args[1], *state = args[2];
-    int with_state = PyObject_IsTrue(args[3]);
+    long mode = PyLong_AsLong(args[3]);
+    int kind = (int)(mode & MODE_KIND), with_state = (mode & MODE_STATE) != 0;
+    int ordered = (mode & MODE_ORDERED) != 0;
     uint64_t out_region, entry_off, max_attempts, sent_off = 0;
     int counted = args[12] != Py_None;
-    if (with_state < 0 || as_u64(args[8], &out_region) < 0 || as_u64(args[10], &entry_off) < 0 ||
+    if ((mode == -1 && PyErr_Occurred()) || kind > STAGE_SINK)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "_link_map: bad mode");
+    if (as_u64(args[8], &out_region) < 0 || as_u64(args[10], &entry_off) < 0 ||
         as_u64(args[11], &max_attempts) < 0 || (counted && as_u64(args[12], &sent_off) < 0) ||
         endpoint_check_open(tx) < 0)
         return NULL;
@@ -168,15 +196,31 @@ PyObject *link_map(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs
         Py_DECREF(value);
     }
     PyObject *exc = NULL;
-    char enc[VALUE_STACK_BYTES];
-    size_t size = 0;
-    if (result) {
-        int rc = value_encode(result, enc, sizeof enc, &size);
-        if (rc == VALUE_NO || (rc == VALUE_OK && size > sizeof enc)) {
+    /* The output, prefix included: a map's result encoded after the plain
+     * prefix (kind VALUE, no path: 8 zero bytes), or a filter's input as it
+     * came. NULL: no output (a sink, or a filter's no). */
+    char enc[8 + VALUE_STACK_BYTES];
+    const char *out = NULL;
+    size_t out_len = 0;
+    int truth = 0;
+    if (result && kind == STAGE_MAP) {
+        size_t size = 0;
+        int rc = value_encode(result, enc + 8, VALUE_STACK_BYTES, &size);
+        if (rc == VALUE_NO || (rc == VALUE_OK && size > VALUE_STACK_BYTES)) {
             PyBuffer_Release(&board);
             return handed_back(self, p, n, item, attempts, done, t0, 0, result);
         }
         if (rc == VALUE_ERR) Py_CLEAR(result);
+        memset(enc, 0, 8);
+        out = enc;
+        out_len = 8 + size;
+    } else if (result && kind == STAGE_FILTER) {
+        if ((truth = PyObject_IsTrue(result)) < 0) Py_CLEAR(result);
+        else if (truth) out = (const char *)body, out_len = (size_t)(n - LINK_HDR);
+        else if (ordered) { /* its place is kept by a tombstone: worker.py sends it */
+            PyBuffer_Release(&board);
+            return handed_back(self, p, n, item, attempts, done, t0, 0, result);
+        }
     }
     if (!result || endpoint_check_open(self) < 0 || endpoint_check_open(tx) < 0) {
         Py_XDECREF(result);
@@ -185,11 +229,19 @@ PyObject *link_map(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs
         return handed_back(self, p, n, item, attempts, done, t0, 1, exc);
     }
 
-    /* The output: the pipeline's plain prefix (kind VALUE, no path: 8 zero
-     * bytes) and the value record, committed as the input's last output. */
+    if (!out) {
+        /* Nothing goes on: the input is done (as _link_finish). */
+        Py_DECREF(result);
+        if (ring_link_finish(&self->ring) != RING_OK) {
+            PyBuffer_Release(&board);
+            return raise_ring(self, RING_LEASE);
+        }
+        return board_done(&board, entry, t0);
+    }
+    /* The output, committed as the input's last. */
     char *dst;
     int64_t deadline = mono_ns() + COMMIT_WITHIN_NS;
-    if (link_claim_space(tx, self, 8 + size, item, out_region, deadline, &dst) < 0) {
+    if (link_claim_space(tx, self, out_len, item, out_region, deadline, &dst) < 0) {
         PyBuffer_Release(&board);
         if (PyErr_ExceptionMatches(E_Timeout)) {
             PyErr_Clear(); /* a full edge: worker.py waits for it patiently */
@@ -200,9 +252,8 @@ PyObject *link_map(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs
         return handed_back(self, p, n, item, attempts, done, t0, 1, exc);
     }
     Py_DECREF(result);
-    memset(dst, 0, 8);
-    memcpy(dst + 8, enc, size);
-    int rc = ring_link_commit(&tx->ring, &self->ring, 8 + size, 1);
+    memcpy(dst, out, out_len);
+    int rc = ring_link_commit(&tx->ring, &self->ring, out_len, 1);
     if (rc != RING_OK) {
         PyBuffer_Release(&board);
         return raise_ring(rc == RING_LEASE ? self : tx, rc);
@@ -213,11 +264,5 @@ PyObject *link_map(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs
         fadd_sc(board.buf, sent_off, 1);
     }
     add_word(entry, W_OUT, 1);
-    uint64_t dt = (uint64_t)(mono_ns() - t0);
-    /* SYNC(board): no item held; read by the parent's timeout check. */
-    st_rel(entry, 8u * W_ITEM, 0);
-    add_word(entry, W_BUSY_NS, dt);
-    add_word(entry, W_HIST + bucket(dt), 1);
-    PyBuffer_Release(&board);
-    Py_RETURN_NONE;
+    return board_done(&board, entry, t0);
 }
