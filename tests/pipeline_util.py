@@ -8,7 +8,8 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -93,3 +94,30 @@ def kill_self_on(x: int) -> int:
 def naturals() -> Iterator[int]:
     """0, 1, 2, ... forever."""
     return itertools.count()
+
+
+def read_ahead(name: str, build: Callable[[Any], Any]) -> list[int]:
+    """How far the source of a run (``build(pipeline.source(...))`` over an
+    endless source) was read ahead of its outputs, every 100 outputs of a
+    slow loop, until the run is cancelled after 2,000."""
+    import shmring
+
+    pulled = itertools.count()
+    last = [0]
+
+    def source() -> Iterator[int]:
+        for x in itertools.count():
+            last[0] = next(pulled)
+            yield x
+
+    p = shmring.Pipeline(name)
+    build(p.source(source()))
+    ahead = []
+    with p.run() as run:
+        for n, _ in enumerate(run):
+            if n % 100 == 0:
+                time.sleep(0.05)  # a slow consumer: the edges fill
+                ahead.append(last[0] - n)
+            if n == 2000:
+                run.cancel()
+    return ahead

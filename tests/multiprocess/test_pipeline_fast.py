@@ -6,7 +6,6 @@ words the C code writes are read back through ``run.stats``."""
 
 from __future__ import annotations
 
-import itertools
 import re
 import time
 from fractions import Fraction
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_util import double, gone, inc
+from pipeline_util import double, gone, inc, read_ahead
 
 import shmring
 from shmring._pipeline import board as B
@@ -151,24 +150,8 @@ def test_a_source_of_mixed_items_arrives_whole_and_in_order(pname: str) -> None:
 
 def test_a_source_without_max_inflight_is_read_only_as_far_as_the_edges_hold(
         pname: str) -> None:
-    pulled = itertools.count()
-    last = [0]
-
-    def source() -> Any:
-        for x in itertools.count():
-            last[0] = next(pulled)
-            yield x
-
-    p = shmring.Pipeline(pname)
-    p.source(source()).map(inc, workers=2, max_bytes=4096).map(inc, max_bytes=4096)
-    with p.run() as run:
-        ahead = []
-        for n, _ in enumerate(run):
-            if n % 100 == 0:
-                time.sleep(0.05)  # a slow consumer: the edges fill
-                ahead.append(last[0] - n)
-            if n == 2000:
-                run.cancel()
+    ahead = read_ahead(pname, lambda s: s.map(inc, workers=2, max_bytes=4096)
+                       .map(inc, max_bytes=4096))
     # Bounded by the rings (4 KiB into each stage, the output ring), an
     # item per worker and one batch of outputs taken (64); never growing.
     assert max(ahead) < 600, ahead

@@ -5,17 +5,15 @@ signals."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from typing import Any
 
 import pytest
-from pipeline_util import all_exit, gone, inc, kill_self_on
+from pipeline_util import all_exit, gone, inc, kill_self_on, read_ahead
 
 import shmring
 
@@ -83,24 +81,8 @@ def test_a_killed_worker_is_replaced_and_its_item_goes_on(pname: str) -> None:
 
 
 def test_backpressure_bounds_how_far_the_source_is_read(pname: str) -> None:
-    pulled = itertools.count()
-    last = [0]
-
-    def source() -> Any:
-        for x in itertools.count():
-            last[0] = next(pulled)
-            yield x
-
-    p = shmring.Pipeline(pname)
-    p.source(source()).map(inc, workers=2, max_inflight=8).map(inc, max_bytes=4096)
-    with p.run() as run:
-        ahead = []
-        for n, _ in enumerate(run):
-            if n % 100 == 0:
-                time.sleep(0.05)  # a slow consumer: the edges fill
-                ahead.append(last[0] - n)
-            if n == 2000:
-                run.cancel()
+    ahead = read_ahead(pname, lambda s: s.map(inc, workers=2, max_inflight=8)
+                       .map(inc, max_bytes=4096))
     # Bounded by the edges (8 items into the first stage, a 4 KiB ring into
     # the second, the output ring), each worker's item and one batch of
     # outputs the loop took out of the ring (64), never growing.
