@@ -163,6 +163,7 @@ PyObject *link_map(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs
     uint64_t n, item;
     uint32_t attempts, done;
     if (link_take_raw(self, take_args, 5, &p, &n, &item, &attempts, &done) < 0) return NULL;
+    endpoint_drop_view(self); /* a view of an earlier input must not outlive it */
     const unsigned char *body = (const unsigned char *)p + LINK_HDR;
     if (n < LINK_HDR + 9 || body[0] != 0 || body[1] != 0 || body[8] != VALUE_TAG ||
         attempts > max_attempts || done != 0) {
