@@ -218,9 +218,9 @@ class _Worker:
         taken = 0
         finished = 0
         max_tasks = st.max_tasks
-        # A map stage's common case (a plain value in, a plain value out) is
-        # one C call per item: csrc/py/link_map.c. It hands back to the code
-        # below whatever it does not do itself.
+        # A map, filter or sink stage's common item (a plain value, and for
+        # a map a plain result) is one C call: csrc/py/link_map.c. It hands
+        # back to the code below whatever it does not do itself.
         fast = (kind_of in LINK_MODE and not self.spec.chunked
                 and (self.cout is not None or kind_of == "sink"))
         mode = (LINK_MODE.get(kind_of, 0) | (MODE_STATE if with_state else 0)
