@@ -326,10 +326,7 @@ class _Worker:
                     raise
                 except Exception as e:
                     self.failed(e, body)
-                dt = monotonic_ns() - t0
-                words[base + B.ITEM] = 0
-                words[base + B.BUSY_NS] += dt
-                words[base + B.HIST + B.bucket(dt)] += 1
+                self._timed(t0)
             except LeaseRevoked:
                 # Held past the edge's lease (stopped, or stuck): the item went
                 # to another worker and nothing of ours goes out; on to the next.
@@ -343,7 +340,6 @@ class _Worker:
         that is not a small plain value, or a filter's no in an ordered run,
         or either's whose output found the next edge full."""
         self.item, self.done, self.j, self.path = item, done, 0, ()
-        words, base = self.words, self.base
         try:
             if raised:
                 raise obj
@@ -359,6 +355,12 @@ class _Worker:
             self.failed(e, mv[8:])
         finally:
             del obj
+        self._timed(t0)
+
+    def _timed(self, t0: int) -> None:
+        """The current item, begun at ``t0``, is done with: no item held,
+        its time counted."""
+        words, base = self.words, self.base
         dt = monotonic_ns() - t0
         words[base + B.ITEM] = 0
         words[base + B.BUSY_NS] += dt

@@ -10,7 +10,7 @@
 #include "atomics.h"
 #include "py/link.h"
 
-static int as_u64(PyObject *o, uint64_t *v) {
+int link_as_u64(PyObject *o, uint64_t *v) {
     unsigned long long x = PyLong_AsUnsignedLongLong(o);
     if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
     *v = x;
@@ -20,7 +20,7 @@ static int as_u64(PyObject *o, uint64_t *v) {
 /* Decrements the u64 at offset of buffer counter. */
 static int count_down(PyObject *counter, PyObject *offset) {
     uint64_t off = 0;
-    if (offset && as_u64(offset, &off) < 0) return -1;
+    if (offset && link_as_u64(offset, &off) < 0) return -1;
     Py_buffer vb;
     if (PyObject_GetBuffer(counter, &vb, PyBUF_WRITABLE) < 0) return -1;
     if (off % 8 || off + 8 > (uint64_t)vb.len) {
@@ -65,7 +65,7 @@ int link_take_raw(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
                                          "counter=None, offset=0, region=0)");
         return -1;
     }
-    if (nargs == 5 && as_u64(args[4], &self->ring.link_region) < 0) return -1;
+    if (nargs == 5 && link_as_u64(args[4], &self->ring.link_region) < 0) return -1;
     int64_t deadline;
     if (endpoint_check_open(self) < 0 ||
         endpoint_deadline(self, nargs >= 1 ? args[0] : Py_None, &deadline) < 0)
@@ -117,12 +117,18 @@ PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t narg
     uint64_t n, item;
     uint32_t attempts, done;
     if (link_take_raw(self, args, nargs, &p, &n, &item, &attempts, &done) < 0) return NULL;
-    endpoint_drop_view(self);
-    self->view = PyMemoryView_FromMemory((char *)p + LINK_HDR, (Py_ssize_t)(n - LINK_HDR),
-                                         PyBUF_READ);
-    if (!self->view) return NULL;
-    Py_INCREF(self->view);
-    return Py_BuildValue("(KIIN)", (unsigned long long)item, attempts, done, self->view);
+    PyObject *view = link_input_view(self, p, n);
+    if (!view) return NULL;
+    return Py_BuildValue("(KIIN)", (unsigned long long)item, attempts, done, view);
+}
+
+PyObject *link_input_view(EndpointObject *in, const char *p, uint64_t n) {
+    endpoint_drop_view(in);
+    in->view = PyMemoryView_FromMemory((char *)p + LINK_HDR, (Py_ssize_t)(n - LINK_HDR),
+                                       PyBUF_READ);
+    if (!in->view) return NULL;
+    Py_INCREF(in->view);
+    return in->view;
 }
 
 PyObject *link_many(EndpointObject *self, PyObject *unused) {
@@ -172,8 +178,8 @@ PyObject *link_claim(EndpointObject *self, PyObject *const *args, Py_ssize_t nar
     EndpointObject *in = linked_input(args[0]);
     uint64_t n, item, region;
     int64_t deadline;
-    if (!in || endpoint_check_open(self) < 0 || as_u64(args[1], &n) < 0 ||
-        as_u64(args[2], &item) < 0 || as_u64(args[3], &region) < 0 ||
+    if (!in || endpoint_check_open(self) < 0 || link_as_u64(args[1], &n) < 0 ||
+        link_as_u64(args[2], &item) < 0 || link_as_u64(args[3], &region) < 0 ||
         endpoint_deadline(self, nargs == 5 ? args[4] : Py_None, &deadline) < 0)
         return NULL;
     char *dst;
@@ -200,7 +206,7 @@ PyObject *link_commit(EndpointObject *self, PyObject *const *args, Py_ssize_t na
     }
     uint64_t used = r->claim_len - LINK_HDR;
     if (nargs >= 2 && args[1] != Py_None) {
-        if (as_u64(args[1], &used) < 0) return NULL;
+        if (link_as_u64(args[1], &used) < 0) return NULL;
         if (used > r->claim_len - LINK_HDR)
             return PyErr_Format(PyExc_ValueError, "_link_commit: nbytes beyond the claim");
     }
@@ -229,8 +235,8 @@ PyObject *link_send(EndpointObject *self, PyObject *const *args, Py_ssize_t narg
     EndpointObject *in = linked_input(args[0]);
     uint64_t item, region;
     int64_t deadline;
-    if (!in || endpoint_check_open(self) < 0 || as_u64(args[2], &item) < 0 ||
-        as_u64(args[3], &region) < 0)
+    if (!in || endpoint_check_open(self) < 0 || link_as_u64(args[2], &item) < 0 ||
+        link_as_u64(args[3], &region) < 0)
         return NULL;
     int last = nargs >= 5 ? PyObject_IsTrue(args[4]) : 0;
     if (last < 0 || endpoint_deadline(self, nargs == 6 ? args[5] : Py_None, &deadline) < 0)

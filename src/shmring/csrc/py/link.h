@@ -5,13 +5,18 @@
 
 #include "py/core.h"
 
+/* A Python int as a u64: 0, or -1 with an error set. */
+int link_as_u64(PyObject *o, uint64_t *v);
 /* ConsumerCore */
 /* _link_take's work: 0 with the input held at *pp (*pn bytes, its link
  * header first), or -1 with an error set. */
 int link_take_raw(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs,
                   const char **pp, uint64_t *pn, uint64_t *item, uint32_t *attempts,
                   uint32_t *done);
-/* One item of a map stage (py/link_map.c). */
+/* A read-only view of the held input's payload (past its link header), as
+ * self->view, a new reference; the view of an earlier one is dropped. */
+PyObject *link_input_view(EndpointObject *in, const char *p, uint64_t n);
+/* One item of a map, filter or sink stage (py/link_map.c). */
 PyObject *link_map(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *link_take(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *link_finish(EndpointObject *self, PyObject *unused);

@@ -50,13 +50,6 @@
 #define MODE_STATE 4
 #define MODE_ORDERED 8
 
-static int as_u64(PyObject *o, uint64_t *v) {
-    unsigned long long x = PyLong_AsUnsignedLongLong(o);
-    if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-    *v = x;
-    return 0;
-}
-
 /* board.py's bucket(): octave b / 4 of 1.024 us units, quarter b % 4 of it. */
 static unsigned bucket(uint64_t ns) {
     uint64_t us = ns >> 10;
@@ -86,22 +79,12 @@ static PyObject *board_done(Py_buffer *board, char *entry, int64_t t0) {
     Py_RETURN_NONE;
 }
 
-/* The input as _link_take gives it: (item, attempts, done, view). */
-static PyObject *input_view(EndpointObject *in, const char *p, uint64_t n) {
-    endpoint_drop_view(in);
-    in->view = PyMemoryView_FromMemory((char *)p + LINK_HDR, (Py_ssize_t)(n - LINK_HDR),
-                                       PyBUF_READ);
-    if (!in->view) return NULL;
-    Py_INCREF(in->view);
-    return in->view;
-}
-
 /* Back to Python after fn ran: (item, attempts, done, view, t0, raised, obj),
  * obj the exception fn raised (raised = 1) or its result to send (raised = 0). */
 static PyObject *handed_back(EndpointObject *in, const char *p, uint64_t n, uint64_t item,
                              uint32_t attempts, uint32_t done, int64_t t0, int raised,
                              PyObject *obj) {
-    PyObject *view = input_view(in, p, n);
+    PyObject *view = link_input_view(in, p, n);
     if (!view) {
         Py_DECREF(obj);
         return NULL;
@@ -154,8 +137,9 @@ PyObject *link_map(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs
     int counted = args[12] != Py_None;
     if ((mode == -1 && PyErr_Occurred()) || kind > STAGE_SINK)
         return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "_link_map: bad mode");
-    if (as_u64(args[8], &out_region) < 0 || as_u64(args[10], &entry_off) < 0 ||
-        as_u64(args[11], &max_attempts) < 0 || (counted && as_u64(args[12], &sent_off) < 0) ||
+    if (link_as_u64(args[8], &out_region) < 0 || link_as_u64(args[10], &entry_off) < 0 ||
+        link_as_u64(args[11], &max_attempts) < 0 ||
+        (counted && link_as_u64(args[12], &sent_off) < 0) ||
         endpoint_check_open(tx) < 0)
         return NULL;
     PyObject *take_args[5] = {args[4], Py_True, args[5], args[6], args[7]};
@@ -168,7 +152,7 @@ PyObject *link_map(EndpointObject *self, PyObject *const *args, Py_ssize_t nargs
     if (n < LINK_HDR + 9 || body[0] != 0 || body[1] != 0 || body[8] != VALUE_TAG ||
         attempts > max_attempts || done != 0) {
         /* Not the common case: worker.py does it, from what _link_take returns. */
-        PyObject *view = input_view(self, p, n);
+        PyObject *view = link_input_view(self, p, n);
         if (!view) return NULL;
         return Py_BuildValue("(KIIN)", (unsigned long long)item, attempts, done, view);
     }
