@@ -16,10 +16,8 @@ SEEDS = range(1, 9)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sigkill_storm(pname: str, topology: str, seed: int, ordered: bool,
                        chunksize: int) -> None:
-    # The 15 kills land within the first ~0.1 s (0.5-10 ms apart); the items
-    # keep the run going well past them, to the end-of-stream cascade.
     o = storm(pname, topology, seed, ordered=ordered, chunksize=chunksize,
-              items=8000 if chunksize == 1 else 32000)
+              items=20000 if chunksize == 1 else 80000)
     assert (o.lost, o.duplicated, o.dead_letters) == (0, 0, 0), o
     if ordered:
         assert o.in_order, o
