@@ -427,8 +427,14 @@ def test_random_stops_lose_and_duplicate_nothing(
     assert not t.is_alive()
     assert not errors, errors
     # Caught claims were revoked (the running producer may be caught too,
-    # if it holds one claim across both checks).
-    assert len(revoked[0]) + len(revoked[1]) == sup.call(lambda: sup.stats["revoked"])
+    # if it holds one claim across both checks). A producer stopped between
+    # claiming the padding to the ring's end and writing its word has that
+    # claim revoked too: it is told nothing (no message was in it, the
+    # revoked record pads) and claims again at the start. So the supervisor
+    # may count more revocations than the senders were told of, never fewer;
+    # what the senders were told is checked message by message below.
+    told = len(revoked[0]) + len(revoked[1])
+    assert told <= sup.call(lambda: sup.stats["revoked"])
     for wid in (0, 1):
         mine = [i for w, i in got if w == wid]
         expect = [i for i in range(sent[wid]) if i not in revoked[wid]]
