@@ -41,6 +41,38 @@ def test_ordered(pname: str, chunksize: int) -> None:
 
 
 @pytest.mark.parametrize("ordered", [False, True])
+def test_loops_broken_off_inside_a_chunk_lose_none_of_it(pname: str, ordered: bool) -> None:
+    """A chunk's values are yielded from one record: a loop that breaks off
+    in the middle of it, a ``next`` on a fresh ``iter(run)``, and a ``wait``
+    that times out leave the rest to whatever reads next, in order."""
+    def slow_last(x: int) -> int:
+        if x == 2999:
+            time.sleep(0.5)  # the wait below times out on it
+        return x + 1
+
+    p = shmring.Pipeline(pname)
+    p.source(range(3000), chunksize=100).map(slow_last, workers=2, ordered=ordered)
+    with p.run() as run:
+        got = []
+        for x in run:
+            got.append(x)
+            if len(got) == 150:  # half way into the second chunk
+                break
+        got.append(next(iter(run)))
+        got.append(next(iter(run)))
+        with pytest.raises(shmring.Timeout):
+            got += run.wait(timeout=0.2)  # what it collected is not lost
+        assert len(got) == 152
+        for x in run:
+            got.append(x)
+            if len(got) == 2950:
+                break
+        got += run.wait(timeout=30)
+    want = [x + 1 for x in range(3000)]
+    assert (got if ordered else sorted(got)) == want
+
+
+@pytest.mark.parametrize("ordered", [False, True])
 def test_errors_are_per_item(pname: str, ordered: bool) -> None:
     def picky(x: int) -> int:
         if x % 10 == 3:

@@ -11,7 +11,6 @@ leave by themselves once their input is closed and drained.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import multiprocessing
 import multiprocessing.connection
@@ -23,30 +22,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .. import _core
 from .. import _layout as L
 from .._channel.channel import Channel
-from .._errors import EndOfStream, InvalidArgument, RemoteError, Timeout
-from .._objects.frame import VALUE_TAG
+from .._errors import InvalidArgument, RemoteError, Timeout
 from . import board as B
 from . import edge as E
 from . import item as I
-from .chunk import expand
 from .feed import feed
 from .order import Reorderer
+from .outputs import Outputs
 from .stage import StageSpec
 from .stats import StageRun, progress_line, stage_stats
 from .worker import RETIRED, WorkerSpec, main
 
 ON_ERROR = ("raise", "skip", "dead_letter")
-# Offsets in a record of a pipeline channel: kind and depth (item.py), and
-# the body of a value without a path.
-_KIND, _DEPTH, _BODY = L.LINK_HDR, L.LINK_HDR + 1, L.LINK_HDR + 8
-#: Plain values the output loop takes out of the last edge per C call, at
-#: most, and their bytes: taken, they no longer hold the source back, so
-#: they add to how far it may be read ahead (docs/design.md, Bounds).
-OUTPUT_BATCH, OUTPUT_BATCH_BYTES = 64, 64 << 10
-_decode_value = _core.decode_value
 #: A stage whose workers die this many times per worker without finishing
 #: anything is given up (RemoteError): they cannot run at all.
 MAX_FUTILE_RESTARTS = 20
@@ -89,9 +78,7 @@ class Run:
         self._started = False
         self._out: Channel | None = None
         self._final: dict[str, dict[str, Any]] | None = None  # stats once closed
-        # Outputs taken and not yielded yet: by a wait() that timed out, or a
-        # batch of _recv_values a loop broke out of.
-        self._pending: collections.deque[Any] = collections.deque()
+        self._outputs: Outputs | None = None  # the last edge's values (outputs.py)
         self._source = source
         # Called with (source id, item, killed, reason) for each item given
         # up (a Pool fails that task's result at once); ``killed``: its
@@ -120,6 +107,10 @@ class Run:
         self._free = list(range(self._board.entries))
         self._ctl_rx = self._ctl.consumer()
         self._out_rx = self._out.consumer() if self._out is not None else None
+        if self._out_rx is not None:
+            self._outputs = Outputs(self._out_rx, self._order, raise_error=self._raise_error,
+                                    chunk=self._chunk, stop=self._stop,
+                                    finished=self._finished, lock=self._lock)
         self._feed_tx = self._stages[0].channel.producer()
 
     def _edge(self, name: str, max_bytes: int, pattern: str, lease: float | None = None) -> Channel:
@@ -395,78 +386,8 @@ class Run:
             raise InvalidArgument("start the run first: with pipeline.run() as run: ...")
         if self._out_rx is None:
             raise InvalidArgument("this pipeline ends in a sink: use run.wait()")
-        return self._outputs(None)
-
-    def _outputs(self, deadline: float | None) -> Iterator[Any]:
-        """The last stage's outputs; Timeout once ``deadline`` passes with
-        none coming (the outputs yielded so far are the caller's)."""
-        rx = self._out_rx
-        assert rx is not None
-        order = self._order
-        pending = self._pending
-        while pending:
-            yield pending.popleft()
-        while True:
-            self._raise_error()
-            if order is None:
-                # The common case, plain values, many at a time (csrc/py/pipe_batch.c).
-                got = rx._recv_values(OUTPUT_BATCH, OUTPUT_BATCH_BYTES)
-                if got:
-                    pending.extend(got)
-                    while pending:
-                        yield pending.popleft()
-                    continue
-            try:
-                mv = rx._peek(0.05)
-            except Timeout:
-                if self._stop.is_set():
-                    self._raise_error()
-                    return
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                continue
-            except EndOfStream:
-                self._finished.wait()
-                self._raise_error()
-                if order is not None:
-                    with self._lock:
-                        yield from order.ready()
-                return
-            try:
-                if order is None and mv[_KIND] == I.VALUE and mv[_DEPTH] == 0:
-                    # The common case: a value at the top of its item.
-                    body = mv[_BODY:]
-                    value = _decode_value(body) if body[0] == VALUE_TAG else I.decode(body, False)
-                    kind = -1
-                else:
-                    item = int.from_bytes(mv[:8], "little")
-                    body = mv[L.LINK_HDR:]
-                    kind, path, off = I.parse(body)
-                    decoded = kind in (I.VALUE, I.CHUNK, I.COMPACT)
-                    value = I.decode(body[off:], False) if decoded else None
-                    count = I.count_of(body[off:]) if kind == I.END else 0
-            finally:
-                rx._release()
-            if kind == I.COMPACT and order is None:
-                yield from value[1]
-                continue
-            if kind == I.CHUNK or kind == I.COMPACT:
-                yield from self._chunk(value if kind == I.CHUNK else expand(value))
-                continue
-            if order is None:
-                if kind in (-1, I.VALUE):
-                    yield value
-                continue
-            with self._lock:
-                key = (item, *path)
-                if kind == I.VALUE:
-                    order.value(key, value)
-                elif kind == I.END:
-                    order.end(key, count)
-                else:
-                    order.tombstone(key)
-                ready = order.ready()
-            yield from ready
+        assert self._outputs is not None
+        return iter(self._outputs)
 
     def wait(self, timeout: float | None = None) -> list[Any]:
         """Wait until every stage is done; returns the outputs not iterated
@@ -480,16 +401,11 @@ class Run:
                 raise Timeout(f"the pipeline did not finish within {timeout} s")
             self._raise_error()
             return []
-        outs: list[Any] = []
+        assert self._outputs is not None
         try:
-            for value in self._outputs(deadline):
-                outs.append(value)
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise Timeout
+            return self._outputs.collect(deadline)  # on Timeout, kept for the next wait or loop
         except Timeout:
-            self._pending.extendleft(reversed(outs))  # not lost: the next wait or loop yields them
             raise Timeout(f"the pipeline did not finish within {timeout} s") from None
-        return outs
 
     def cancel(self) -> None:
         """Stop every stage now; iteration ends, unfinished items are dropped."""
