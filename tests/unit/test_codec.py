@@ -96,6 +96,21 @@ def test_edge_values_round_trip(value: Any) -> None:
     assert same(_core.decode_value(record), via_pickle(value))
 
 
+@pytest.mark.parametrize("n", [4090, 4094, 4095, 4096, 4097, 8192, 8193, 70_000, 1 << 20])
+def test_values_around_and_past_the_stack_buffer(n: int) -> None:
+    """One encoding pass: past its 4 KiB stack buffer the record goes on in a
+    heap buffer that grows (csrc/value/encode.c); every size comes back the
+    same, and a value refused after growing is refused whole."""
+    for value in (b"z" * (n - 6), "s" * (n - 6), list(range(n // 5)),
+                  [b"q" * 100] * (n // 102), {i: b"v" * 10 for i in range(n // 16)}):
+        record = _core.encode_value(value)
+        assert record is not None
+        assert same(_core.decode_value(record), value)
+    assert _core.encode_value([*range(n // 5), collections.OrderedDict()]) is None
+    shared: list[Any] = []
+    assert _core.encode_value([b"w" * n, shared, shared]) is None
+
+
 class Int(int):
     pass
 

@@ -27,6 +27,7 @@ workers ``max_redeliveries + 1`` times, the entry the last attempts died on
 
 from __future__ import annotations
 
+import itertools
 import time
 import traceback
 from collections.abc import Callable
@@ -133,17 +134,19 @@ class ChunkRunner:
         words[base + B.STARTED] = t0
         words[base + B.ITEM] = first + 1
         try:
+            # The fastest forms on CPython 3.11: a comprehension calls a plain
+            # function faster than map(), map() with repeat() a function of two.
             if self.kind == "map":
-                out = ([fn(v, state) for v in values] if self.with_state
+                out = (list(map(fn, values, itertools.repeat(state))) if self.with_state
                        else [fn(v) for v in values])
                 out_ids = ids
             else:
-                keep = ([bool(fn(v, state)) for v in values] if self.with_state
-                        else [bool(fn(v)) for v in values])
+                keep = (list(map(fn, values, itertools.repeat(state))) if self.with_state
+                        else [fn(v) for v in values])
                 if isinstance(ids, int):
                     ids = range(ids, ids + len(values))
-                out = [v for v, k in zip(values, keep, strict=True) if k]
-                out_ids = [i for i, k in zip(ids, keep, strict=True) if k]
+                out = list(itertools.compress(values, keep))
+                out_ids = list(itertools.compress(ids, keep))
         except Exception:
             return False
         finally:

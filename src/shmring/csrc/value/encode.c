@@ -18,7 +18,9 @@
 
 typedef struct {
     unsigned char *buf;
-    size_t cap, pos; /* bytes past cap are counted, not written */
+    size_t cap, pos; /* bytes past cap are counted, not written (unless growing) */
+    int grow;        /* past cap, buf moves to a larger heap buffer (value_encode_value) */
+    unsigned char *heap; /* that buffer, once made: the caller frees it */
     int depth;
     size_t nseen;
     PyObject *seen[SEEN_INLINE]; /* lists and dicts met so far */
@@ -30,6 +32,8 @@ static void enc_init(enc_t *e, void *buf, size_t cap) {
     e->buf = buf;
     e->cap = cap;
     e->pos = 0;
+    e->grow = 0;
+    e->heap = NULL;
     e->depth = 0;
     e->nseen = 0;
     e->table = NULL;
@@ -41,12 +45,28 @@ static void enc_free(enc_t *e) {
     e->table = NULL;
 }
 
+/* Room for n more bytes in a growing encoder: the buffer at least doubles.
+ * Out of memory it stops growing, and the rest is only counted. */
+static int enc_grow(enc_t *e, size_t n) {
+    if (!e->grow || e->pos > e->cap || n > SIZE_MAX / 4 - e->pos) return 0;
+    size_t cap = e->cap * 2 > e->pos + n ? e->cap * 2 : (e->pos + n) * 2;
+    unsigned char *b = e->heap ? PyMem_Realloc(e->heap, cap) : PyMem_Malloc(cap);
+    if (!b) {
+        e->grow = 0;
+        return 0;
+    }
+    if (!e->heap) memcpy(b, e->buf, e->pos);
+    e->heap = e->buf = b;
+    e->cap = cap;
+    return 1;
+}
+
 static inline void put(enc_t *e, const void *src, size_t n) {
-    if (n <= e->cap && e->pos <= e->cap - n) memcpy(e->buf + e->pos, src, n);
+    if ((n <= e->cap && e->pos <= e->cap - n) || enc_grow(e, n)) memcpy(e->buf + e->pos, src, n);
     e->pos += n;
 }
 static inline void put1(enc_t *e, unsigned v) {
-    if (e->pos < e->cap) e->buf[e->pos] = (unsigned char)v;
+    if (e->pos < e->cap || enc_grow(e, 1)) e->buf[e->pos] = (unsigned char)v;
     e->pos++;
 }
 static inline void put_u32(enc_t *e, unsigned t, uint32_t v) {
@@ -248,9 +268,10 @@ static int enc(enc_t *e, PyObject *o) {
 }
 
 /* The whole record, tag included, into buf (cap bytes); e->pos is its size
- * even when that exceeds cap. */
-static int encode_record(enc_t *e, PyObject *obj, void *buf, size_t cap) {
+ * even when that exceeds cap. grow: past cap it goes on in e->heap. */
+static int encode_record(enc_t *e, PyObject *obj, void *buf, size_t cap, int grow) {
     enc_init(e, buf, cap);
+    e->grow = grow;
     put1(e, VALUE_TAG);
     int rc = enc(e, obj);
     enc_free(e);
@@ -259,7 +280,7 @@ static int encode_record(enc_t *e, PyObject *obj, void *buf, size_t cap) {
 
 int value_encode(PyObject *obj, void *buf, size_t cap, size_t *size) {
     enc_t e;
-    int rc = encode_record(&e, obj, buf, cap);
+    int rc = encode_record(&e, obj, buf, cap, 0);
     *size = e.pos;
     return rc;
 }
@@ -268,15 +289,25 @@ PyObject *value_encode_value(PyObject *m, PyObject *obj) {
     (void)m;
     unsigned char stack[VALUE_STACK_BYTES];
     enc_t e;
-    int rc = encode_record(&e, obj, stack, sizeof stack);
-    if (rc == VALUE_ERR) return NULL;
-    if (rc == VALUE_NO) Py_RETURN_NONE;
-    if (e.pos <= sizeof stack) return PyBytes_FromStringAndSize((const char *)stack, (Py_ssize_t)e.pos);
+    /* One pass: a value larger than the stack buffer goes on in a heap one. */
+    int rc = encode_record(&e, obj, stack, sizeof stack, 1);
+    if (rc != VALUE_OK) {
+        PyMem_Free(e.heap);
+        if (rc == VALUE_ERR) return NULL;
+        Py_RETURN_NONE;
+    }
+    if (e.pos <= e.cap) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)e.buf, (Py_ssize_t)e.pos);
+        PyMem_Free(e.heap);
+        return b;
+    }
+    /* Out of memory while growing: the size is known, encode again into the bytes. */
+    PyMem_Free(e.heap);
     size_t n = e.pos;
     PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
     if (!b) return NULL;
     /* Nothing ran in between: the second pass is the same size. */
-    rc = encode_record(&e, obj, PyBytes_AS_STRING(b), n);
+    rc = encode_record(&e, obj, PyBytes_AS_STRING(b), n, 0);
     if (rc != VALUE_OK || e.pos != n) {
         Py_DECREF(b);
         if (rc == VALUE_ERR) return NULL;
