@@ -57,3 +57,45 @@ def test_a_large_region_is_not_populated_and_still_works(make_channel: Make) -> 
             assert rx.recv(timeout=5) == msg
     finally:
         other.close()
+
+
+def test_populate_false_leaves_a_small_ring_to_first_touch(make_channel: Make) -> None:
+    cap = 4 << 20
+    ch = make_channel("spsc", cap, populate=False)
+    path = shm_path(ch)
+    (rss,) = mapped_kib(path)
+    assert rss * 1024 < cap // 8, f"{rss} KiB of a {cap >> 20} MiB ring are mapped"
+    lazy = shmring.Channel.open(ch.name, populate=False)
+    eager = shmring.Channel.open(ch.name)
+    try:
+        # (smaps lists mappings by address, not in the order they were made)
+        small, other, full = sorted(mapped_kib(path))
+        assert other * 1024 < cap // 8, (small, other)
+        assert full * 1024 >= cap, f"the default open mapped only {full} KiB"
+        tx, rx = ch.producer(), lazy.consumer()
+        msg = bytes(range(256)) * 1024  # 256 KiB: pages faulted in as they are used
+        for _ in range(24):  # past the ring's end and round again
+            tx.send(msg)
+            assert rx.recv(timeout=5) == msg
+        grown = mapped_kib(path)  # the producer's and the lazy reader's pages too
+        assert all(k * 1024 >= cap // 2 for k in grown), grown
+    finally:
+        lazy.close()
+        eager.close()
+
+
+def test_pipeline_edges_are_not_populated(uname: str) -> None:
+    from shmring._pipeline import edge as E
+
+    ch = E.create(uname, 4 << 20, "mpmc", None)
+    try:
+        (rss,) = mapped_kib(shm_path(ch))
+        assert rss * 1024 < 512 << 10, f"{rss} KiB of a new 4 MiB edge are mapped"
+        other = E.attach(uname, None)
+        try:
+            assert all(k * 1024 < 512 << 10 for k in mapped_kib(shm_path(ch)))
+        finally:
+            other.close()
+    finally:
+        ch.close()
+        ch.unlink()

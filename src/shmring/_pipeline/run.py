@@ -374,8 +374,8 @@ class Run:
                                             name="shmring-pipeline-control")
         self._feeder = threading.Thread(target=self._feed, daemon=True,
                                         name="shmring-pipeline-source")
+        self._feeder.start()  # first: items move while the controller starts
         self._controller.start()
-        self._feeder.start()
         return self
 
     def __exit__(self, *exc: object) -> None:

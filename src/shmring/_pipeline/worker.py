@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _core
-from .._channel.channel import Channel
 from .._errors import Closed, EndOfStream, LeaseRevoked, Timeout
 from .._objects.frame import VALUE_TAG
 from . import board as B
@@ -71,13 +70,12 @@ class _Worker:
         self.spec = spec
         st = spec.stage
         self.stage = st
-        self.cin = Channel.open(spec.edge_in, namespace=spec.namespace)
+        self.cin = E.attach(spec.edge_in, spec.namespace)
         self.rx = self.cin.consumer()
-        self.cctl = Channel.open(spec.ctl, namespace=spec.namespace)
+        self.cctl = E.attach(spec.ctl, spec.namespace)
         self.ctl = self.cctl.producer()
         self.ctl_region = self.cctl.region.inode
-        self.cout = None if spec.edge_out is None else Channel.open(
-            spec.edge_out, namespace=spec.namespace)
+        self.cout = None if spec.edge_out is None else E.attach(spec.edge_out, spec.namespace)
         self.tx = self.ctl if self.cout is None else self.cout.producer()
         self.out_region = self.ctl_region if self.cout is None else self.cout.region.inode
         self.board = B.Board.open(spec.board, spec.namespace)

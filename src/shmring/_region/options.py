@@ -45,3 +45,12 @@ def lease_millis(lease: object, pattern: str) -> int:
         raise InvalidArgument(f"lease {lease!r} must be a number of seconds > 0, 0 or None "
                               "(never), or 'supervisor' (its --lease-timeout)")
     return max(1, round(lease * 1000))
+
+
+def check_lease_ms(lease_ms: object, pattern: str) -> None:
+    """``Region.create``'s ``lease_ms``: InvalidArgument unless whole
+    milliseconds from 0 to LEASE_NEVER, and 0 unless the ring is mpmc."""
+    if isinstance(lease_ms, bool) or not isinstance(lease_ms, int) or not (
+            0 <= lease_ms <= L.LEASE_NEVER) or (lease_ms and pattern != "mpmc"):
+        raise InvalidArgument(f"lease_ms {lease_ms!r}: a lease applies to mpmc only, "
+                              "in milliseconds")

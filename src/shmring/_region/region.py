@@ -60,7 +60,7 @@ from .guard import faulted, unmap, watch
 from .names import SHM_DIR, refused, unlink_segment
 from .names import segment_name as segment_name
 from .names import split_segment_name as split_segment_name
-from .options import untether_timeout_ns
+from .options import check_lease_ms, untether_timeout_ns
 from .slots import AttachTable, slots_end, slots_in
 from .slots import SlotInfo as SlotInfo
 
@@ -114,8 +114,6 @@ def _open_segment(seg: str, flags: int, mode: int) -> posix_ipc.SharedMemory:
         raise InvalidArgument(f"bad region name {seg!r}: {e}") from e
 
 
-
-
 class Region:
     """A named shared-memory segment holding one ring, its header and its
     attach table.
@@ -151,9 +149,11 @@ class Region:
         namespace: str | None = None,
         lease_ms: int = 0,
         slow_consumer_timeout: float | None = None,
+        populate: bool = True,
     ) -> Region:
         """Create region ``name`` whose ring holds ``size`` bytes (a power of
-        two, at least 1024).
+        two, at least 1024). ``populate=False``: its pages fault in on first
+        touch instead of at mapping (see the module docstring).
 
         ``lease_ms`` (mpmc): how long a consumer may hold one record, in
         milliseconds; 0 the supervisor's default, ``LEASE_NEVER`` never.
@@ -200,10 +200,7 @@ class Region:
             raise InvalidArgument(f"slots must be between 1 and {L.MAX_SLOTS}")
         if lossy and not L.TRAITS[pattern].can_be_lossy:
             raise InvalidArgument("lossy applies to the broadcast pattern only")
-        if isinstance(lease_ms, bool) or not isinstance(lease_ms, int) or not (
-                0 <= lease_ms <= L.LEASE_NEVER) or (lease_ms and pattern != "mpmc"):
-            raise InvalidArgument(f"lease_ms {lease_ms!r}: a lease applies to mpmc only, "
-                                  "in milliseconds")
+        check_lease_ms(lease_ms, pattern)
         untether_ns = untether_timeout_ns(slow_consumer_timeout, pattern, lossy)
         doff = L.data_offset(slots)
         total = doff + size
@@ -226,7 +223,8 @@ class Region:
                     ) from e
                 raise
             buf = _map(shm.fd, total)
-            _populate(buf, doff, total)
+            if populate:
+                _populate(buf, doff, total)
             inode = os.fstat(shm.fd).st_ino
         except BaseException:
             shm.close_fd()
@@ -253,8 +251,9 @@ class Region:
         return cls(name, seg, buf, total, inode)
 
     @classmethod
-    def attach(cls, name: str, *, namespace: str | None = None, timeout: float = 2.0) -> Region:
-        """Map the existing region ``name``.
+    def attach(cls, name: str, *, namespace: str | None = None, timeout: float = 2.0,
+               populate: bool = True) -> Region:
+        """Map the existing region ``name`` (``populate``: as in :meth:`create`).
 
         Waits up to ``timeout`` seconds for a region being created to be
         published. Raises :class:`RegionNotFound`, :class:`PermissionDenied`,
@@ -281,7 +280,8 @@ class Region:
         try:
             region._wait_published(deadline)
             region.validate()
-            _populate(buf, region._u64(L.HDR_DATA_OFFSET), size)
+            if populate:
+                _populate(buf, region._u64(L.HDR_DATA_OFFSET), size)
         except BaseException:
             region.close()
             raise
