@@ -1,4 +1,4 @@
-"""``python -m benchmarks.pipeline [--quick] [--repeats N] [--out DIR]``: shmring
+"""``python -m benchmarks.pipeline [--quick] [--repeats N] [--items N] [--out DIR]``: shmring
 pipelines beside the process pools a Python user would otherwise pick.
 
 1. Small items: ``range(N)`` through ``x + 1`` then ``x * 2``, as two map stages
@@ -73,11 +73,14 @@ class Params:
     deadline: float  # watchdog per measurement, seconds
 
     @classmethod
-    def make(cls, quick: bool, repeats: int | None) -> Params:
-        """Full defaults (~3 min on 2 CPUs), or --quick ones (under a minute)."""
+    def make(cls, quick: bool, repeats: int | None, items: int | None = None) -> Params:
+        """Full defaults (~3 min on 2 CPUs), or --quick ones (under a minute);
+        ``items`` overrides the small items per run."""
         if quick:
-            return cls(True, repeats or 1, items=20_000, arrays=30, trials=5, deadline=60.0)
-        return cls(False, repeats or 3, items=200_000, arrays=200, trials=20, deadline=300.0)
+            return cls(True, repeats or 1, items=items or 20_000, arrays=30, trials=5,
+                       deadline=60.0)
+        return cls(False, repeats or 3, items=items or 200_000, arrays=200, trials=20,
+                   deadline=300.0)
 
 
 def log(msg: str) -> None:
@@ -574,6 +577,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "mpire: small items, 8 MB arrays, recovery from a killed worker."))
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 repeat (under a minute)")
     ap.add_argument("--repeats", type=int, help="repeats per measurement (default 3, --quick 1)")
+    ap.add_argument("--items", type=int,
+                    help="small items per run (default 200,000, --quick 20,000)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
                     help="where pipeline.json goes")
     return ap.parse_args(argv)
@@ -584,7 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit("--repeats must be at least 1")
-    params = Params.make(args.quick, args.repeats)
+    if args.items is not None and args.items < 1:
+        raise SystemExit("--items must be at least 1")
+    params = Params.make(args.quick, args.repeats, args.items)
     if _mpire() is None:
         log("mpire is not installed: its rows are left out (pip install mpire)")
     before, load = _shm(set()), os.getloadavg()[0]
