@@ -80,20 +80,30 @@ class Outcome:
     dead_letters: int
 
 
+def gated(items: int, first_kill: threading.Event) -> Iterator[int]:
+    """0 .. items-1, holding back the second half until a worker has been
+    killed, so that every storm kills mid-stream however fast the run is."""
+    for x in range(items):
+        if x == items // 2:
+            first_kill.wait(30.0)
+        yield x
+
+
 def storm(name: str, topology: str, seed: int, items: int = 20000, kills: int = 15,
           ordered: bool = False, timeout: float = 120.0, chunksize: int = 1) -> Outcome:
     """Run one storm; raise AssertionError on a hang or a leak."""
     rng = random.Random(seed)
     build, expect = TOPOLOGIES[topology]
     p = shmring.Pipeline(name)
-    build(p.source(range(items), chunksize=chunksize), ordered)
+    first_kill = threading.Event()
+    build(p.source(gated(items, first_kill), chunksize=chunksize), ordered)
     done = threading.Event()
     killed = [0]
     with p.run() as run:
         stages = p.stages
 
         def killer() -> None:
-            for _ in range(kills):
+            while killed[0] < kills:
                 if done.wait(rng.uniform(0.0005, 0.01)):
                     return
                 live = [p for st in stages for p in run.pids(st)]
@@ -102,6 +112,7 @@ def storm(name: str, topology: str, seed: int, items: int = 20000, kills: int = 
                     try:
                         os.kill(rng.choice(pids), signal.SIGKILL)
                         killed[0] += 1
+                        first_kill.set()
                     except ProcessLookupError:
                         pass
 
