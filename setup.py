@@ -33,6 +33,7 @@ SOURCES = [
     "py/producer.c",
     "py/consumer.c",
     "py/objects.c",
+    "py/buffers.c",
     "py/lock.c",
     "py/queue.c",
     "py/link.c",

@@ -6,8 +6,9 @@ pipelines beside the process pools a Python user would otherwise pick.
    (``multiprocessing.Pool.imap``, ``ProcessPoolExecutor.map``, mpire
    ``WorkerPool.map``) at chunk sizes 1, 16, 256, 4096; every run checks its sum.
 2. 8 MB arrays (1,000,000 float64) through three ``zero_copy`` stages with 64 MiB
-   edges, each returning the read-only view it got (sending it on copies it once
-   into the next edge), beside one-process ``numpy.copyto`` (hot and cold source).
+   edges, each returning the read-only view it got (sent on by reference: the
+   array stays in the run's pool), beside one-process ``numpy.copyto`` (hot and
+   cold source).
 3. Recovery: the busy worker of a 2-worker stage is SIGKILLed; the latency is the
    time from the kill to another worker starting the same item.
 
@@ -56,9 +57,10 @@ EDGE_BYTES = 64 << 20
 SLEEP_S = 0.2  # the recovery stage's time per item
 KILL_AFTER_S = 0.05  # how long into its item the busy worker is killed
 Entry = dict[str, Any]  # label, note, status, runs
-#: 8 MB copies per array: the feeder's into the first edge, one per map stage,
-#: and the parent's out of the last edge (a sink reads in place).
-COPIES = {"map3": 5, "sink": 3}
+#: 8 MB copies per array: the feeder's into the run's array pool and the
+#: parent's out of it; the stages pass the array on by reference, and a sink
+#: reads it in place (src/shmring/_pipeline/pool.py).
+COPIES = {"map3": 2, "sink": 1}
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def inc_dbl(x: int) -> int:
 
 
 def same(a: Any) -> Any:
-    """An array stage: returns the read-only view it got (sent on, it is copied once)."""
+    """An array stage: returns the read-only view it got (sent on by reference)."""
     return a
 
 

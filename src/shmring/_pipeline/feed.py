@@ -14,6 +14,7 @@ from .._errors import Timeout
 from . import item as I
 from .board import Board
 from .chunk import source_chunk
+from .pool import Pool
 
 #: Plain values sent per C call (csrc/py/pipe_batch.c): the feeder holds the
 #: GIL that long, about a microsecond an item.
@@ -21,8 +22,9 @@ SOURCE_BATCH = 64
 
 
 def feed(tx: Producer, it: Iterator[Any], size: int, limit: int | None, board: Board,
-         stop: threading.Event) -> bool:
-    """Send every item of ``it``; False if ``stop`` was set first."""
+         stop: threading.Event, pool: Pool | None = None) -> bool:
+    """Send every item of ``it``; False if ``stop`` was set first. Large
+    arrays go into ``pool`` (the first stage is zero_copy), if given."""
     n = 0
     while True:
         if size == 1 and limit is None:
@@ -36,14 +38,14 @@ def feed(tx: Producer, it: Iterator[Any], size: int, limit: int | None, board: B
                 return False
             if obj is None:
                 continue
-            data, plan = I.source_record(n, obj)
+            data, plan = I.source_record(n, obj, pool=pool)
             n += 1
         elif size == 1:
             try:
                 obj = next(it)
             except StopIteration:
                 return True
-            data, plan = I.source_record(n, obj)
+            data, plan = I.source_record(n, obj, pool=pool)
             n += 1
         else:
             objs = list(itertools.islice(it, size))

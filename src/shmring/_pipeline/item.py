@@ -30,6 +30,7 @@ from .. import _core
 from .. import _layout as L
 from .._objects.frame import FramePlan, _decode_copy, _decode_view, encode
 from .._objects.serializers import PICKLE
+from .pool import Pool, PooledPlan
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -154,10 +155,12 @@ def send_framed(tx: Producer, rx: Consumer, item: int, region: int, head: bytes,
         plan.release()
 
 
-def source_record(item: int, obj: Any, kind: int = VALUE) -> tuple[bytes, FramePlan | None]:
+def source_record(item: int, obj: Any, kind: int = VALUE,
+                  pool: Pool | None = None) -> tuple[bytes, FramePlan | PooledPlan | None]:
     """The record of a source item (or, ``kind=CHUNK``, a list of entries):
     (bytes, None) for a small one, or (header, plan) for one with
-    out-of-band buffers to write in place."""
+    out-of-band buffers to write in place (into ``pool``, if given, for
+    the large ones)."""
     head = _LINK.pack(item, 0, 0) + (PLAIN if kind == VALUE else prefix(kind, ()))
     value = _encode_value(obj)
     if value is not None:  # a plain value: one C call
@@ -165,6 +168,8 @@ def source_record(item: int, obj: Any, kind: int = VALUE) -> tuple[bytes, FrameP
     data, buffers = encode(obj, PICKLE)
     if not buffers:
         return head + bytes(data), None
+    if pool is not None:
+        return head, pool.plan(data, buffers, [], [])
     return head, FramePlan(data, buffers)
 
 
@@ -207,4 +212,6 @@ def send_planned(tx: Any, head: bytes, plan: Any) -> None:
         tx._abort()
         raise
     tx._commit()
+    if isinstance(plan, PooledPlan):
+        plan.commit()
     plan.release()

@@ -29,6 +29,7 @@ from .._objects.frame import VALUE_TAG
 from . import item as I
 from .chunk import expand
 from .order import Reorderer
+from .pool import Pool, pooled
 
 _KIND, _DEPTH, _BODY = L.LINK_HDR, L.LINK_HDR + 1, L.LINK_HDR + 8
 #: Plain values the output loop takes out of the last edge per C call, at
@@ -43,13 +44,15 @@ class Outputs:
     (None: as they come). ``raise_error`` raises the run's error if it has
     one; ``chunk`` turns a CHUNK record's entries into values (run.py);
     ``stop`` is set once the run stops, ``finished`` once its controller
-    is done; ``lock`` guards ``order``."""
+    is done; ``lock`` guards ``order``; ``pool``: the run's array pool, if
+    it has one (a pooled value is copied out of it and its slots freed)."""
 
     def __init__(self, rx: Consumer, order: Reorderer | None, *,
                  raise_error: Callable[[], None], chunk: Callable[[list[Any]], list[Any]],
                  stop: threading.Event, finished: threading.Event,
-                 lock: threading.Lock) -> None:
+                 lock: threading.Lock, pool: Pool | None = None) -> None:
         self._rx = rx
+        self._pool = pool
         self._order = order
         self._raise_error = raise_error
         self._chunk = chunk
@@ -113,14 +116,14 @@ class Outputs:
                 if order is None and mv[_KIND] == I.VALUE and mv[_DEPTH] == 0:
                     # A value at the top of its item.
                     body = mv[_BODY:]
-                    value = _decode_value(body) if body[0] == VALUE_TAG else I.decode(body, False)
+                    value = _decode_value(body) if body[0] == VALUE_TAG else self._decode(body)
                     kind = -1
                 else:
                     item = int.from_bytes(mv[:8], "little")
                     body = mv[L.LINK_HDR:]
                     kind, path, off = I.parse(body)
                     decoded = kind in (I.VALUE, I.CHUNK, I.COMPACT)
-                    value = I.decode(body[off:], False) if decoded else None
+                    value = self._decode(body[off:]) if decoded else None
                     count = I.count_of(body[off:]) if kind == I.END else 0
             finally:
                 release()
@@ -142,6 +145,15 @@ class Outputs:
                         order.tombstone(key)
                     ready = order.ready()
                 yield ready
+
+    def _decode(self, body: memoryview) -> Any:
+        pool = self._pool
+        if pool is not None and pooled(body):
+            value, allocs = pool.decode(body, False)
+            for alloc in allocs:
+                pool.free(alloc)
+            return value
+        return I.decode(body, False)
 
     def collect(self, deadline: float | None) -> list[Any]:
         """Every output left, until end of stream. Timeout once ``deadline``

@@ -28,6 +28,7 @@ from .._errors import InvalidArgument, RemoteError, Timeout
 from . import board as B
 from . import edge as E
 from . import item as I
+from . import pool as P
 from .feed import feed
 from .order import Reorderer
 from .outputs import Outputs
@@ -77,6 +78,7 @@ class Run:
         self._stages: list[StageRun] = []
         self._started = False
         self._out: Channel | None = None
+        self._pool: P.Pool | None = None  # large arrays by reference (pool.py)
         self._final: dict[str, dict[str, Any]] | None = None  # stats once closed
         self._outputs: Outputs | None = None  # the last edge's values (outputs.py)
         self._source = source
@@ -101,6 +103,10 @@ class Run:
             entries = sum(s.workers for s in specs) * 2 + 64
             self._board = B.Board.create(f"{base}.board", entries, self._ns)
             self._channels.append(self._board.channel)
+            copyless = [s.max_bytes for s in specs if s.zero_copy]
+            if copyless:
+                self._pool = P.Pool.create(f"{base}.pool", P.size_for(copyless), self._ns)
+                self._channels.append(self._pool.channel)
         except BaseException:
             self._close_channels()
             raise
@@ -110,7 +116,7 @@ class Run:
         if self._out_rx is not None:
             self._outputs = Outputs(self._out_rx, self._order, raise_error=self._raise_error,
                                     chunk=self._chunk, stop=self._stop,
-                                    finished=self._finished, lock=self._lock)
+                                    finished=self._finished, lock=self._lock, pool=self._pool)
         self._feed_tx = self._stages[0].channel.producer()
 
     def _edge(self, name: str, max_bytes: int, pattern: str, lease: float | None = None) -> Channel:
@@ -134,7 +140,9 @@ class Run:
             on_error=self._on_error, parent=os.getpid(),
             out_inflight=(self._stages[nxt].spec.max_inflight if nxt < len(self._stages)
                           else None),
-            chunked=self._chunksize > 1)
+            chunked=self._chunksize > 1,
+            pool=None if self._pool is None else self._pool.channel.name,
+            pool_out=nxt < len(self._stages) and self._stages[nxt].spec.zero_copy)
         p = self._ctx.Process(target=main, args=(spec,), daemon=True,
                               name=f"shmring-{self._label}-{st.spec.name}")
         try:
@@ -350,8 +358,9 @@ class Run:
     def _feed(self) -> None:
         st0 = self._stages[0]
         try:
+            pool = self._pool if st0.spec.zero_copy else None
             if feed(self._feed_tx, iter(self._source), self._chunksize, st0.spec.max_inflight,
-                    self._board, self._stop):
+                    self._board, self._stop, pool):
                 st0.channel.close_send()
                 st0.eos = True
         except BaseException as e:
@@ -491,6 +500,8 @@ class Run:
             self._final = {st.spec.name: stage_stats(st, self._board) for st in self._stages}
             self._board.words.release()
             del self._board
+        if self._pool is not None:
+            self._pool.view.release()
         for ch in reversed(self._channels):
             ch.unlink()  # the run's own: without a supervisor nobody else would
             ch.close()

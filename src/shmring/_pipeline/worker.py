@@ -20,10 +20,12 @@ from typing import Any
 
 from .. import _core
 from .._errors import Closed, EndOfStream, LeaseRevoked, Timeout
-from .._objects.frame import VALUE_TAG
+from .._objects.frame import VALUE_TAG, encode
+from .._objects.serializers import PICKLE
 from . import board as B
 from . import edge as E
 from . import item as I
+from . import pool as P
 from .chunk import ChunkRunner
 from .stage import StageSpec
 
@@ -63,6 +65,8 @@ class WorkerSpec:
     parent: int
     out_inflight: int | None  # the next stage's max_inflight (edge index + 1 counts)
     chunked: bool = False  # the source sends chunks of items (chunk.py)
+    pool: str | None = None  # the run's array pool (pool.py), if a stage is zero_copy
+    pool_out: bool = False  # the next stage is zero_copy: large new arrays go to the pool
 
 
 class _Worker:
@@ -92,9 +96,16 @@ class _Worker:
         self.j = 0
         self.retired = False  # left after max_tasks items
         self.leases = 0  # items whose lease was revoked while we held them
+        self.pool = None if spec.pool is None else P.Pool.open(spec.pool, spec.namespace)
+        # The pool slots the current input owns, and those of them its
+        # output took on (freed: the others, once the input is done).
+        self.held: list[P.Alloc] = []
+        self.moved: list[P.Alloc] = []
 
     def close(self) -> None:
         self.board.close()
+        if self.pool is not None:
+            self.pool.close()
         for ch in (self.cin, self.cctl, self.cout):
             if ch is not None:
                 ch.close()
@@ -134,6 +145,15 @@ class _Worker:
             return
         if kind in (I.VALUE, I.CHUNK, I.COMPACT):
             data = _encode_value(obj)
+            if data is None and kind == I.VALUE and self.pool is not None:
+                # Large buffers go by reference (pool.py); a flat_map's
+                # outputs never take on its input's slots.
+                held = self.held if self.stage.kind != "flat_map" else []
+                if held or self.spec.pool_out:
+                    self._pooled(path, obj, held, last)
+                    self.words[self.base + B.OUT] += 1
+                    self.counted()
+                    return
             if data is None:  # not a plain value: pickled, maybe framed
                 self._patient(I.send, self.tx, self.rx, self.item, self.out_region,
                               I.prefix(kind, path), obj, last)
@@ -151,6 +171,63 @@ class _Worker:
             self._patient(I.send_raw, self.tx, self.rx, self.item, self.out_region,
                           I.prefix(kind, path) + (obj or b""), last)
         self.counted()
+
+    def _pooled(self, path: I.Path, obj: Any, held: list[P.Alloc], last: bool) -> None:
+        data, buffers = encode(obj, PICKLE)
+        head = I.prefix(I.VALUE, path)
+        if not buffers:
+            self._patient(I.send_raw, self.tx, self.rx, self.item, self.out_region,
+                          head + bytes(data), last)
+            return
+        assert self.pool is not None
+        plan = self.pool.plan(data, buffers, held, self.moved, self.spec.pool_out)
+        try:
+            self._patient(self._send_pooled, head, plan, last)
+        finally:
+            plan.release()
+
+    def _send_pooled(self, head: bytes, plan: P.PooledPlan, last: bool,
+                     timeout: float) -> None:
+        view = self.tx._link_claim(self.rx, len(head) + plan.size, self.item,
+                                   self.out_region, timeout)
+        try:
+            view[:len(head)] = head
+            plan.write(view[len(head):])
+        except BaseException:
+            self.tx._link_abort(self.rx)
+            raise
+        self.tx._link_commit(self.rx, None, last)
+        plan.commit()
+
+    def forward(self, path: I.Path, body: memoryview) -> None:
+        """A filter keeps a pooled item: its record goes on as it came,
+        with the slots it owns."""
+        if self.j < self.done:
+            self.out(I.VALUE, path, None, True)
+            return
+        self.j += 1
+        self._patient(I.send_raw, self.tx, self.rx, self.item, self.out_region,
+                      I.prefix(I.VALUE, path) + bytes(body), True)
+        self.moved.extend(self.held)
+        self.words[self.base + B.OUT] += 1
+        self.counted()
+
+    def decode(self, body: memoryview, zero_copy: bool) -> Any:
+        """The current input's value; a pooled one's slots are held."""
+        if self.pool is not None and P.pooled(body):
+            value, self.held = self.pool.decode(body, zero_copy)
+            return value
+        return I.decode(body, zero_copy)
+
+    def settle(self) -> None:
+        """The last input is done with: free the pool slots it owned that
+        its output did not take on."""
+        pool = self.pool
+        if pool is not None:
+            for alloc in self.held:
+                if alloc not in self.moved:
+                    pool.free(alloc)
+        self.held, self.moved = [], []
 
     def counted(self) -> None:
         """A record went into the next edge: count it there (max_inflight;
@@ -182,7 +259,14 @@ class _Worker:
     def note(self, kind: int, reason: str | None, tb: str, body: memoryview) -> None:
         """The current item failed: an ERROR or DEAD note, its last output
         (the parent keeps its place in an ordered run)."""
-        item = I.note_item(bytes(body))
+        if self.pool is not None and P.pooled(body):
+            try:
+                value, self.held = self.pool.decode(body, False)
+                item = I.encoded(value)
+            except Exception as e:  # a corrupt record: say so
+                item = I.encoded(f"<item not decodable: {e}>")
+        else:
+            item = I.note_item(bytes(body))
         self.out(kind, self.path, I.Note(self.stage.name, reason, tb, item, self.path, self.j),
                  True)
 
@@ -228,6 +312,8 @@ class _Worker:
         sent_off = (None if out_limit is None
                     else self.board.offset(B.INFLIGHT + self.spec.index + 1))
         while True:
+            if self.held:
+                self.settle()
             if words[base + B.STOP]:
                 return
             if max_tasks is not None and finished >= max_tasks:
@@ -305,12 +391,14 @@ class _Worker:
                 try:
                     # A plain value is decoded by one C call.
                     value = (_decode_value(body) if body[0] == VALUE_TAG
-                             else I.decode(body, zero_copy))
+                             else self.decode(body, zero_copy))
                     result = fn(value, self.state) if with_state else fn(value)
                     if kind_of == "map":
                         self.out(I.VALUE, path, result, True)
                     elif kind_of == "filter":
-                        if result:
+                        if result and self.held:
+                            self.forward(path, body)
+                        elif result:
                             self.out(I.VALUE, path, value, True)
                         else:
                             self.nothing_more()
@@ -328,6 +416,8 @@ class _Worker:
             except LeaseRevoked:
                 # Held past the edge's lease (stopped, or stuck): the item went
                 # to another worker and nothing of ours goes out; on to the next.
+                # Its pool slots went with it.
+                self.held, self.moved = [], []
                 words[base + B.ITEM] = 0
                 self.leases += 1
 

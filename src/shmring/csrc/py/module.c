@@ -9,6 +9,7 @@
 
 #include "atomics.h"
 #include "guard.h"
+#include "py/buffers.h"
 #include "py/objects.h"
 #include "wait.h"
 
@@ -490,6 +491,9 @@ static PyMethodDef methods[] = {
      "nothing to revoke (0), quarantine table full (-2)."},
     {"lift_quarantine", (PyCFunction)(void (*)(void))m_lift_quarantine, METH_FASTCALL,
      "lift_quarantine(buffer) -> int: free revoked claims that are done with."},
+    {"address", (PyCFunction)buffers_address, METH_O, "address(buffer) -> int: its first byte's."},
+    {"copy", (PyCFunction)(void (*)(void))buffers_copy, METH_FASTCALL,
+     "copy(dst, offset, src): src's bytes into dst at offset (large: the GIL released)."},
     {"empty_bytearray", (PyCFunction)m_empty_bytearray, METH_O,
      "empty_bytearray(n) -> bytearray: n bytes, not initialised (to be overwritten)."},
     {"encode_value", (PyCFunction)value_encode_value, METH_O,
