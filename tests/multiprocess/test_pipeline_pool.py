@@ -1,0 +1,220 @@
+"""Large arrays through zero_copy stages travel by reference in the run's
+array pool (src/shmring/_pipeline/pool.py): real worker processes, real
+SIGKILLs; every array arrives once and whole, and the pool's slots all come
+back."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+from pipeline_util import gone
+
+import shmring
+
+np = pytest.importorskip("numpy")
+
+N = 100_000  # float64: 800 KB, 13 slots
+
+
+def filled(i: int) -> Any:
+    return np.full(N, float(i))
+
+
+def intact(a: Any) -> int:
+    """The item number an array is filled with (AssertionError if mixed)."""
+    i = float(a[0])
+    assert a.shape == (N,) and (a == i).all(), f"array {i} damaged"
+    return int(i)
+
+
+def address(a: Any) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+def where(a: Any) -> tuple[str, int]:
+    """The file an array's bytes are mapped from, and their offset in it,
+    or ("", address) if not in a file mapping (/proc/self/maps)."""
+    at = address(a)
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, _perms, offset, _dev, _inode, *path = line.split()
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= at < hi:
+                return (path[0] if path else ""), at - lo + int(offset, 16)
+    return "", at
+
+
+def trace(x: Any) -> Any:
+    """Notes where the array it got lies, and passes it on."""
+    a = x["a"] if isinstance(x, dict) else x
+    seen = x["seen"] if isinstance(x, dict) else []
+    return {"a": a, "seen": [*seen, (where(a), a.flags.writeable)]}
+
+
+def pool_empty(run: Any, timeout: float = 10.0) -> int:
+    """Slots still allocated once the workers have let go (bounded wait:
+    a worker frees its input's slots just after its output is sent)."""
+    deadline = time.monotonic() + timeout
+    while run._pool.used() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return int(run._pool.used())
+
+
+def test_zero_copy_stages_pass_an_array_on_without_copying_it(pname: str) -> None:
+    p = shmring.Pipeline(pname)
+    opts: dict[str, Any] = {"zero_copy": True, "max_bytes": 16 << 20}
+    (p.source(filled(i) for i in range(40))
+     .map(trace, name="a", **opts).map(trace, name="b", **opts).map(trace, name="c", **opts))
+    with p.run() as run:
+        out = list(run)
+        assert pool_empty(run) == 0
+    assert sorted(intact(o["a"]) for o in out) == list(range(40))
+    for o in out:
+        (a1, w1), (a2, w2), (a3, w3) = o["seen"]
+        assert a1 == a2 == a3  # the same bytes of the same segment in all three stages
+        assert a1[0].endswith(".pool")
+        assert not (w1 or w2 or w3)  # read-only views
+        assert not o["a"].flags.writeable  # a copy of a read-only view stays read-only
+        assert not where(o["a"])[0].startswith("/dev/shm")  # the parent's copy: its own
+    assert gone(pname)
+
+
+def test_without_zero_copy_a_stage_gets_its_own_copy(pname: str) -> None:
+    p = shmring.Pipeline(pname)
+    (p.source(filled(i) for i in range(10))
+     .map(trace, name="a", zero_copy=True, max_bytes=16 << 20)
+     .map(trace, name="b", max_bytes=16 << 20))
+    with p.run() as run:
+        out = list(run)
+        assert pool_empty(run) == 0
+    for o in out:
+        (a1, w1), (a2, w2) = o["seen"]
+        # Stage b's own copy (read-only, as the view it was made of).
+        assert a1[0].endswith(".pool") and not a2[0].startswith("/dev/shm")
+        assert not w1 and not w2
+
+
+def new_array(a: Any) -> Any:
+    return a + 1000.0
+
+
+def keep_even(a: Any) -> bool:
+    return int(a[0]) % 2 == 0
+
+
+def halves(a: Any) -> list[Any]:
+    return [a[: N // 2], a[N // 2:]]
+
+
+def whole(parts: Any) -> Any:
+    return parts
+
+
+def fails_on_6(a: Any) -> Any:
+    if int(a[0]) == 1006:
+        raise ValueError("no 6")
+    return a
+
+
+def test_filters_new_arrays_errors_and_flat_maps_give_every_slot_back(pname: str) -> None:
+    p = shmring.Pipeline(pname)
+    opts: dict[str, Any] = {"zero_copy": True, "max_bytes": 16 << 20, "workers": 2}
+    (p.source(filled(i) for i in range(30))
+     .filter(keep_even, **opts)  # forwards the record it got
+     .map(new_array, **opts)  # a new array: copied into new slots
+     .map(fails_on_6, **opts)  # one item to the dead letters
+     .flat_map(halves, **opts))  # outputs copied, never its input's slots
+    with p.run(on_error="dead_letter") as run:
+        out = list(run)
+        assert pool_empty(run) == 0
+    got = sorted((float(h[0]), h.shape) for h in out)
+    want = sorted((1000.0 + i, (N // 2,)) for i in range(0, 30, 2) if i != 6 for _ in (0, 1))
+    assert got == want
+    for h in out:
+        assert (h == h[0]).all()
+    [(item, reason)] = run.dead_letters
+    assert "ValueError: no 6" in reason
+    assert "too large to keep in a note" in item  # an 800 KB item is described
+    assert gone(pname)
+
+
+def test_a_sink_reads_arrays_in_place(pname: str, tmp_path: Any) -> None:
+    log = tmp_path / "sums"
+
+    def check(a: Any) -> None:
+        with open(log, "a") as f:
+            f.write(f"{intact(a)} {a.flags.writeable}\n")
+
+    p = shmring.Pipeline(pname)
+    p.source(filled(i) for i in range(20)).map(trace, zero_copy=True).sink(
+        lambda x: check(x["a"]), zero_copy=True)
+    with p.run() as run:
+        run.wait(timeout=60)
+        assert pool_empty(run) == 0
+    lines = sorted(log.read_text().split("\n")[:-1], key=lambda ln: int(ln.split()[0]))
+    assert lines == [f"{i} False" for i in range(20)]
+
+
+def same(a: Any) -> Any:
+    return a
+
+
+@pytest.mark.parametrize("seed", range(1, 5))
+@pytest.mark.parametrize("fresh", [False, True], ids=["by-reference", "new-arrays"])
+def test_sigkill_storm_over_array_stages(pname: str, seed: int, fresh: bool) -> None:
+    """Random workers SIGKILLed while arrays move: each arrives once, whole.
+    By reference no slot can leak; with new arrays a kill between the copy
+    into the pool and the commit may leak that array's slots, no more."""
+    rng = random.Random(seed)
+    items, kills = 120, 10
+    opts: dict[str, Any] = {"zero_copy": True, "max_bytes": 16 << 20, "workers": 2,
+                            "max_redeliveries": 10**6}
+    first = threading.Event()
+
+    def source() -> Any:
+        for i in range(items):
+            if i == items // 2:
+                first.wait(30)  # kill mid-stream, however fast the run
+            yield filled(i)
+
+    p = shmring.Pipeline(pname)
+    p.source(source()).map(new_array if fresh else same, name="s1", **opts).map(
+        same, name="s2", **opts).map(same, name="s3", **opts)
+    killed = 0
+    with p.run() as run:
+        done = threading.Event()
+
+        def killer() -> None:
+            nonlocal killed
+            while killed < kills and not done.wait(rng.uniform(0.001, 0.01)):
+                pids = run.pids(rng.choice(["s1", "s2", "s3"]))
+                if pids:
+                    try:
+                        os.kill(rng.choice(pids), signal.SIGKILL)
+                        killed += 1
+                        first.set()
+                    except ProcessLookupError:
+                        pass
+
+        t = threading.Thread(target=killer)
+        t.start()
+        try:
+            out = [intact(a) for a in run.wait(timeout=120)]
+        finally:
+            done.set()
+            t.join()
+        left = pool_empty(run, timeout=5.0)
+    base = 1000 if fresh else 0
+    assert sorted(out) == [base + i for i in range(items)]  # none lost, none twice
+    assert killed > 0
+    if fresh:
+        assert left <= killed * 13
+    else:
+        assert left == 0
+    assert gone(pname)
