@@ -105,7 +105,9 @@ class Stream:
         ``ordered``: the run yields outputs in source order. ``max_inflight``
         and ``max_bytes`` bound the edge into this stage (items, bytes).
         ``zero_copy``: numpy arrays arrive as read-only views of shared
-        memory, valid during the call. ``lease``: seconds a worker may hold
+        memory, valid during the call (one of 64 KiB or more lies in the
+        run's array pool, and returning it, or a slice of it, passes it on
+        without a copy). ``lease``: seconds a worker may hold
         one item; past it (the worker stopped or stuck) the supervisor hands
         the item to another worker and refuses the first one's outputs, so
         each output still goes on once (default None: never; unlike
