@@ -59,7 +59,7 @@ KILL_AFTER_S = 0.05  # how long into its item the busy worker is killed
 Entry = dict[str, Any]  # label, note, status, runs
 #: 8 MB copies per array: the feeder's into the run's array pool and the
 #: parent's out of it; the stages pass the array on by reference, and a sink
-#: reads it in place (src/shmring/_pipeline/pool.py).
+#: reads it in place (src/shmring/_pipeline/arrays.py).
 COPIES = {"map3": 2, "sink": 1}
 
 

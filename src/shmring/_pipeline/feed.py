@@ -12,9 +12,9 @@ from typing import Any
 from .._channel.endpoints import Producer
 from .._errors import Timeout
 from . import item as I
+from .arrays import ArrayPool
 from .board import Board
 from .chunk import source_chunk
-from .pool import Pool
 
 #: Plain values sent per C call (csrc/py/pipe_batch.c): the feeder holds the
 #: GIL that long, about a microsecond an item.
@@ -22,7 +22,7 @@ SOURCE_BATCH = 64
 
 
 def feed(tx: Producer, it: Iterator[Any], size: int, limit: int | None, board: Board,
-         stop: threading.Event, pool: Pool | None = None) -> bool:
+         stop: threading.Event, pool: ArrayPool | None = None) -> bool:
     """Send every item of ``it``; False if ``stop`` was set first. Large
     arrays go into ``pool`` (the first stage is zero_copy), if given."""
     n = 0

@@ -30,7 +30,7 @@ from .. import _core
 from .. import _layout as L
 from .._objects.frame import FramePlan, _decode_copy, _decode_view, encode
 from .._objects.serializers import PICKLE
-from .pool import Pool, PooledPlan
+from .arrays import ArrayPool, PooledPlan
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -156,7 +156,7 @@ def send_framed(tx: Producer, rx: Consumer, item: int, region: int, head: bytes,
 
 
 def source_record(item: int, obj: Any, kind: int = VALUE,
-                  pool: Pool | None = None) -> tuple[bytes, FramePlan | PooledPlan | None]:
+                  pool: ArrayPool | None = None) -> tuple[bytes, FramePlan | PooledPlan | None]:
     """The record of a source item (or, ``kind=CHUNK``, a list of entries):
     (bytes, None) for a small one, or (header, plan) for one with
     out-of-band buffers to write in place (into ``pool``, if given, for

@@ -27,9 +27,9 @@ from .._channel.endpoints import Consumer
 from .._errors import EndOfStream, Timeout
 from .._objects.frame import VALUE_TAG
 from . import item as I
+from .arrays import ArrayPool, pooled
 from .chunk import expand
 from .order import Reorderer
-from .pool import Pool, pooled
 
 _KIND, _DEPTH, _BODY = L.LINK_HDR, L.LINK_HDR + 1, L.LINK_HDR + 8
 #: Plain values the output loop takes out of the last edge per C call, at
@@ -50,7 +50,7 @@ class Outputs:
     def __init__(self, rx: Consumer, order: Reorderer | None, *,
                  raise_error: Callable[[], None], chunk: Callable[[list[Any]], list[Any]],
                  stop: threading.Event, finished: threading.Event,
-                 lock: threading.Lock, pool: Pool | None = None) -> None:
+                 lock: threading.Lock, pool: ArrayPool | None = None) -> None:
         self._rx = rx
         self._pool = pool
         self._order = order

@@ -25,10 +25,10 @@ from typing import Any
 from .. import _layout as L
 from .._channel.channel import Channel
 from .._errors import InvalidArgument, RemoteError, Timeout
+from . import arrays as A
 from . import board as B
 from . import edge as E
 from . import item as I
-from . import pool as P
 from .feed import feed
 from .order import Reorderer
 from .outputs import Outputs
@@ -78,7 +78,7 @@ class Run:
         self._stages: list[StageRun] = []
         self._started = False
         self._out: Channel | None = None
-        self._pool: P.Pool | None = None  # large arrays by reference (pool.py)
+        self._pool: A.ArrayPool | None = None  # large arrays by reference (arrays.py)
         self._final: dict[str, dict[str, Any]] | None = None  # stats once closed
         self._outputs: Outputs | None = None  # the last edge's values (outputs.py)
         self._source = source
@@ -105,7 +105,7 @@ class Run:
             self._channels.append(self._board.channel)
             copyless = [s.max_bytes for s in specs if s.zero_copy]
             if copyless:
-                self._pool = P.Pool.create(f"{base}.pool", P.size_for(copyless), self._ns)
+                self._pool = A.ArrayPool.create(f"{base}.pool", A.size_for(copyless), self._ns)
                 self._channels.append(self._pool.channel)
         except BaseException:
             self._close_channels()

@@ -22,10 +22,10 @@ from .. import _core
 from .._errors import Closed, EndOfStream, LeaseRevoked, Timeout
 from .._objects.frame import VALUE_TAG, encode
 from .._objects.serializers import PICKLE
+from . import arrays as A
 from . import board as B
 from . import edge as E
 from . import item as I
-from . import pool as P
 from .chunk import ChunkRunner
 from .stage import StageSpec
 
@@ -65,7 +65,7 @@ class WorkerSpec:
     parent: int
     out_inflight: int | None  # the next stage's max_inflight (edge index + 1 counts)
     chunked: bool = False  # the source sends chunks of items (chunk.py)
-    pool: str | None = None  # the run's array pool (pool.py), if a stage is zero_copy
+    pool: str | None = None  # the run's array pool (arrays.py), if a stage is zero_copy
     pool_out: bool = False  # the next stage is zero_copy: large new arrays go to the pool
 
 
@@ -96,11 +96,11 @@ class _Worker:
         self.j = 0
         self.retired = False  # left after max_tasks items
         self.leases = 0  # items whose lease was revoked while we held them
-        self.pool = None if spec.pool is None else P.Pool.open(spec.pool, spec.namespace)
+        self.pool = None if spec.pool is None else A.ArrayPool.open(spec.pool, spec.namespace)
         # The pool slots the current input owns, and those of them its
         # output took on (freed: the others, once the input is done).
-        self.held: list[P.Alloc] = []
-        self.moved: list[P.Alloc] = []
+        self.held: list[A.Alloc] = []
+        self.moved: list[A.Alloc] = []
 
     def close(self) -> None:
         self.board.close()
@@ -146,7 +146,7 @@ class _Worker:
         if kind in (I.VALUE, I.CHUNK, I.COMPACT):
             data = _encode_value(obj)
             if data is None and kind == I.VALUE and self.pool is not None:
-                # Large buffers go by reference (pool.py); a flat_map's
+                # Large buffers go by reference (arrays.py); a flat_map's
                 # outputs never take on its input's slots.
                 held = self.held if self.stage.kind != "flat_map" else []
                 if held or self.spec.pool_out:
@@ -172,7 +172,7 @@ class _Worker:
                           I.prefix(kind, path) + (obj or b""), last)
         self.counted()
 
-    def _pooled(self, path: I.Path, obj: Any, held: list[P.Alloc], last: bool) -> None:
+    def _pooled(self, path: I.Path, obj: Any, held: list[A.Alloc], last: bool) -> None:
         data, buffers = encode(obj, PICKLE)
         head = I.prefix(I.VALUE, path)
         if not buffers:
@@ -186,7 +186,7 @@ class _Worker:
         finally:
             plan.release()
 
-    def _send_pooled(self, head: bytes, plan: P.PooledPlan, last: bool,
+    def _send_pooled(self, head: bytes, plan: A.PooledPlan, last: bool,
                      timeout: float) -> None:
         view = self.tx._link_claim(self.rx, len(head) + plan.size, self.item,
                                    self.out_region, timeout)
@@ -214,7 +214,7 @@ class _Worker:
 
     def decode(self, body: memoryview, zero_copy: bool) -> Any:
         """The current input's value; a pooled one's slots are held."""
-        if self.pool is not None and P.pooled(body):
+        if self.pool is not None and A.pooled(body):
             value, self.held = self.pool.decode(body, zero_copy)
             return value
         return I.decode(body, zero_copy)
@@ -259,7 +259,7 @@ class _Worker:
     def note(self, kind: int, reason: str | None, tb: str, body: memoryview) -> None:
         """The current item failed: an ERROR or DEAD note, its last output
         (the parent keeps its place in an ordered run)."""
-        if self.pool is not None and P.pooled(body):
+        if self.pool is not None and A.pooled(body):
             try:
                 value, self.held = self.pool.decode(body, False)
                 item = I.encoded(value)

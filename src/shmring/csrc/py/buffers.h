@@ -1,6 +1,6 @@
 /*
  * py/buffers.h - buffer helpers for the pipeline's array pool
- * (shmring/_pipeline/pool.py): where a buffer lies, and a large copy made
+ * (shmring/_pipeline/arrays.py): where a buffer lies, and a large copy made
  * with the GIL released.
  */
 #ifndef SHMRING_PY_BUFFERS_H

@@ -82,9 +82,9 @@ def size_for(max_bytes: Iterable[int]) -> int:
     return int(min(L.MAX_CAPACITY, 1 << max(20, (need - 1).bit_length())))
 
 
-class Pool:
-    """The slots of a pool channel: ``Pool.create`` in the parent,
-    ``Pool.open`` in a worker."""
+class ArrayPool:
+    """The slots of a pool channel: ``ArrayPool.create`` in the parent,
+    ``ArrayPool.open`` in a worker."""
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
@@ -101,14 +101,14 @@ class Pool:
         self.address = _address(self.view)
 
     @classmethod
-    def create(cls, name: str, capacity: int, namespace: str | None) -> Pool:
+    def create(cls, name: str, capacity: int, namespace: str | None) -> ArrayPool:
         """A new, empty pool of ``capacity`` bytes (a power of two); its
         pages are faulted in as slots are first used."""
         return cls(Channel.create(name, capacity, "mpsc", namespace=namespace,
                                   populate=False))
 
     @classmethod
-    def open(cls, name: str, namespace: str | None) -> Pool:
+    def open(cls, name: str, namespace: str | None) -> ArrayPool:
         """The pool of a running pipeline."""
         return cls(Channel.open(name, namespace=namespace, populate=False))
 
@@ -257,7 +257,7 @@ class PooledPlan:
     claimed view, :meth:`commit` says it was committed, :meth:`release`
     lets go of what was not."""
 
-    def __init__(self, pool: Pool, data: Any, buffers: list[PickleBuffer],
+    def __init__(self, pool: ArrayPool, data: Any, buffers: list[PickleBuffer],
                  held: list[Alloc], moved: list[Alloc], fresh: bool) -> None:
         self.pool = pool
         self.payload = memoryview(data)

@@ -1,5 +1,5 @@
 """Large arrays through zero_copy stages travel by reference in the run's
-array pool (src/shmring/_pipeline/pool.py): real worker processes, real
+array pool (src/shmring/_pipeline/arrays.py): real worker processes, real
 SIGKILLs; every array arrives once and whole, and the pool's slots all come
 back."""
 
@@ -166,8 +166,10 @@ def same(a: Any) -> Any:
 
 
 @pytest.mark.parametrize("seed", range(1, 5))
+@pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
 @pytest.mark.parametrize("fresh", [False, True], ids=["by-reference", "new-arrays"])
-def test_sigkill_storm_over_array_stages(pname: str, seed: int, fresh: bool) -> None:
+def test_sigkill_storm_over_array_stages(pname: str, seed: int, fresh: bool,
+                                         ordered: bool) -> None:
     """Random workers SIGKILLed while arrays move: each arrives once, whole.
     By reference no slot can leak; with new arrays a kill between the copy
     into the pool and the commit may leak that array's slots, no more."""
@@ -184,7 +186,8 @@ def test_sigkill_storm_over_array_stages(pname: str, seed: int, fresh: bool) -> 
             yield filled(i)
 
     p = shmring.Pipeline(pname)
-    p.source(source()).map(new_array if fresh else same, name="s1", **opts).map(
+    p.source(source()).map(new_array if fresh else same, name="s1", ordered=ordered,
+                           **opts).map(
         same, name="s2", **opts).map(same, name="s3", **opts)
     killed = 0
     with p.run() as run:
@@ -212,6 +215,8 @@ def test_sigkill_storm_over_array_stages(pname: str, seed: int, fresh: bool) -> 
         left = pool_empty(run, timeout=5.0)
     base = 1000 if fresh else 0
     assert sorted(out) == [base + i for i in range(items)]  # none lost, none twice
+    if ordered:
+        assert out == sorted(out)
     assert killed > 0
     if fresh:
         assert left <= killed * 13
