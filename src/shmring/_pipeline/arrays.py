@@ -46,6 +46,8 @@ Pooled record (little-endian), the body of a VALUE::
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import pickle
 import struct
 from collections.abc import Iterable
@@ -182,6 +184,12 @@ class ArrayPool:
         for at, bits in self._spans(*alloc):
             self._clear(at, bits)
 
+    def _free_late(self, alloc: Alloc) -> None:
+        """A pinned view's slots, once it is gone (the run may be over: the
+        mapping is kept while a view of it lives)."""
+        with contextlib.suppress(ValueError):
+            self.free(alloc)
+
     def _check(self, alloc: Alloc) -> None:
         first, k = alloc
         if k < 1 or first + k > self.slots:
@@ -200,10 +208,12 @@ class ArrayPool:
         committed), or else into the record."""
         return PooledPlan(self, data, buffers, held, moved, fresh)
 
-    def decode(self, body: memoryview, views: bool) -> tuple[Any, list[Alloc]]:
+    def decode(self, body: memoryview, views: bool,
+               pinned: bool = False) -> tuple[Any, list[Alloc]]:
         """The object of a pooled record and the allocations it owns: its
         pooled buffers are read-only views of the pool (``views``), else
-        copies."""
+        copies. ``pinned``: views that own their slots, freed once the last
+        view of them goes (the parent's outputs); none is returned then."""
         n = body.nbytes
         if n < _HEADER.size:
             raise DecodeError(f"pooled record of {n} bytes is shorter than its header")
@@ -217,6 +227,7 @@ class ArrayPool:
                               f"{p0 + plen}")
         bufs: list[Any] = []
         allocs: list[Alloc] = []
+        pins: list[Any] = []
         for i in range(nbuf):
             off, length, flags, word = _ENTRY.unpack_from(body, _HEADER.size + _ENTRY.size * i)
             if flags & _POOLED:
@@ -228,6 +239,13 @@ class ArrayPool:
                                       f"outside its slots' {lo}..{hi}")
                 if alloc not in allocs:
                     allocs.append(alloc)
+                    if pinned:
+                        pins.append(_core.pinned(self._buf, self.base + lo, hi - lo,
+                                                 functools.partial(self._free_late, alloc)))
+                if pinned:
+                    pin = pins[allocs.index(alloc)]
+                    bufs.append(memoryview(pin)[off - lo:off - lo + length])
+                    continue
                 src = self.view[self.base + off:self.base + off + length]
             else:
                 if off < p0 + plen or off + length > n:
@@ -241,7 +259,8 @@ class ArrayPool:
                 _core.copy(copy, 0, src)  # the GIL released while it copies
                 bufs.append(memoryview(copy).toreadonly() if flags & _READONLY else copy)
         try:
-            return pickle.loads(body[p0:p0 + plen], buffers=bufs), allocs
+            obj = pickle.loads(body[p0:p0 + plen], buffers=bufs)
+            return obj, [] if pinned else allocs
         except Exception as e:
             raise DecodeError(f"could not decode a pooled record: {e}") from e
 

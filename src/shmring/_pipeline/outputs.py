@@ -45,7 +45,8 @@ class Outputs:
     one; ``chunk`` turns a CHUNK record's entries into values (run.py);
     ``stop`` is set once the run stops, ``finished`` once its controller
     is done; ``lock`` guards ``order``; ``pool``: the run's array pool, if
-    it has one (a pooled value is copied out of it and its slots freed)."""
+    it has one (a pooled value's arrays are views of it that free their
+    slots when they go)."""
 
     def __init__(self, rx: Consumer, order: Reorderer | None, *,
                  raise_error: Callable[[], None], chunk: Callable[[list[Any]], list[Any]],
@@ -149,10 +150,9 @@ class Outputs:
     def _decode(self, body: memoryview) -> Any:
         pool = self._pool
         if pool is not None and pooled(body):
-            value, allocs = pool.decode(body, False)
-            for alloc in allocs:
-                pool.free(alloc)
-            return value
+            # Its arrays stay in the pool, read-only as the stage passed
+            # them on, their slots freed when the last of them goes.
+            return pool.decode(body, True, pinned=True)[0]
         return I.decode(body, False)
 
     def collect(self, deadline: float | None) -> list[Any]:

@@ -494,6 +494,8 @@ static PyMethodDef methods[] = {
     {"address", (PyCFunction)buffers_address, METH_O, "address(buffer) -> int: its first byte's."},
     {"copy", (PyCFunction)(void (*)(void))buffers_copy, METH_FASTCALL,
      "copy(dst, offset, src): src's bytes into dst at offset (large: the GIL released)."},
+    {"pinned", (PyCFunction)(void (*)(void))buffers_pinned, METH_FASTCALL,
+     "pinned(buffer, offset, length, on_free): a read-only window; on_free() once it is gone."},
     {"empty_bytearray", (PyCFunction)m_empty_bytearray, METH_O,
      "empty_bytearray(n) -> bytearray: n bytes, not initialised (to be overwritten)."},
     {"encode_value", (PyCFunction)value_encode_value, METH_O,
