@@ -57,10 +57,10 @@ EDGE_BYTES = 64 << 20
 SLEEP_S = 0.2  # the recovery stage's time per item
 KILL_AFTER_S = 0.05  # how long into its item the busy worker is killed
 Entry = dict[str, Any]  # label, note, status, runs
-#: 8 MB copies per array: the feeder's into the run's array pool and the
-#: parent's out of it; the stages pass the array on by reference, and a sink
-#: reads it in place (src/shmring/_pipeline/arrays.py).
-COPIES = {"map3": 2, "sink": 1}
+#: 8 MB copies per array: the feeder's into the run's array pool; the stages
+#: pass the array on by reference, and the parent's loop (or a sink) reads it
+#: in place (src/shmring/_pipeline/arrays.py).
+COPIES = {"map3": 1, "sink": 1}
 
 
 @dataclass(frozen=True)
@@ -379,7 +379,7 @@ def measure_all(params: Params) -> tuple[dict[str, dict[str, Entry]], dict[str, 
     """Every measurement, repeats interleaved across configurations; also how
     long the first contact with the supervisor and a first run took to start."""
     small = {cid: _entry(label, note) for cid, label, note, _ in small_configs()}
-    arrays = {"map3": _entry("shmring, 3 maps -> parent", "same x 3; parent iterates (copies out)"),
+    arrays = {"map3": _entry("shmring, 3 maps -> parent", "same x 3; parent iterates (views of the pool)"),
               "sink": _entry("shmring, 2 maps -> sink", "same x 2; a sink checks arrays in place"),
               "memcpy": _entry("memcpy (numpy.copyto, 1 process)", "the same array"),
               "cold": _entry("memcpy, cold source", "from 8 slots of 64 MiB")}
