@@ -379,7 +379,7 @@ def measure_all(params: Params) -> tuple[dict[str, dict[str, Entry]], dict[str, 
     """Every measurement, repeats interleaved across configurations; also how
     long the first contact with the supervisor and a first run took to start."""
     small = {cid: _entry(label, note) for cid, label, note, _ in small_configs()}
-    arrays = {"map3": _entry("shmring, 3 maps -> parent", "same x 3; parent iterates (views of the pool)"),
+    arrays = {"map3": _entry("shmring, 3 maps -> parent", "same x 3; parent reads pool views"),
               "sink": _entry("shmring, 2 maps -> sink", "same x 2; a sink checks arrays in place"),
               "memcpy": _entry("memcpy (numpy.copyto, 1 process)", "the same array"),
               "cold": _entry("memcpy, cold source", "from 8 slots of 64 MiB")}
