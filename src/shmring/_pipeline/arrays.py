@@ -78,9 +78,11 @@ Alloc = tuple[int, int]  # first slot, number of slots
 
 def size_for(max_bytes: Iterable[int]) -> int:
     """The pool of a run whose ``zero_copy`` edges hold ``max_bytes``: room
-    for twice what those edges hold (items waiting, and items held by
-    workers), as a channel capacity (a power of two)."""
-    need = 2 * sum(max_bytes) + SLOT
+    for what those edges hold and the bitmap, as a channel capacity (the
+    next power of two: up to twice that). Its pages are allocated at
+    creation, as every region's are (a full /dev/shm is a clean error then,
+    never a SIGBUS later)."""
+    need = sum(max_bytes) + SLOT
     return int(min(L.MAX_CAPACITY, 1 << max(20, (need - 1).bit_length())))
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import _layout as L
 from .._channel.channel import Channel
-from .._errors import InvalidArgument, RemoteError, Timeout
+from .._errors import InvalidArgument, NoSpace, RemoteError, Timeout
 from . import arrays as A
 from . import board as B
 from . import edge as E
@@ -105,8 +105,13 @@ class Run:
             self._channels.append(self._board.channel)
             copyless = [s.max_bytes for s in specs if s.zero_copy]
             if copyless:
-                self._pool = A.ArrayPool.create(f"{base}.pool", A.size_for(copyless), self._ns)
-                self._channels.append(self._pool.channel)
+                # Without room for a pool the run goes on without one: its
+                # arrays are copied into each edge, as a pool's would be
+                # when it is full.
+                with contextlib.suppress(NoSpace):
+                    self._pool = A.ArrayPool.create(f"{base}.pool", A.size_for(copyless),
+                                                    self._ns)
+                    self._channels.append(self._pool.channel)
         except BaseException:
             self._close_channels()
             raise
