@@ -283,3 +283,15 @@ def test_a_run_without_room_for_its_pool_copies_instead() -> None:
          sys.executable, NO_ROOM], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_a_chunked_source_makes_no_pool(pname: str) -> None:
+    """Chunks carry their arrays inside (chunk.py): a pool would be /dev/shm
+    allocated for nothing."""
+    p = shmring.Pipeline(pname)
+    p.source((filled(i) for i in range(8)), chunksize=4).map(same, zero_copy=True,
+                                                             max_bytes=16 << 20)
+    with p.run() as run:
+        assert run._pool is None
+        assert sorted(intact(a) for a in run) == list(range(8))
+    assert gone(pname)

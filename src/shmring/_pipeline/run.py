@@ -103,7 +103,8 @@ class Run:
             entries = sum(s.workers for s in specs) * 2 + 64
             self._board = B.Board.create(f"{base}.board", entries, self._ns)
             self._channels.append(self._board.channel)
-            copyless = [s.max_bytes for s in specs if s.zero_copy]
+            # Chunks of items (chunksize > 1) carry their arrays inside.
+            copyless = [s.max_bytes for s in specs if s.zero_copy and self._chunksize == 1]
             if copyless:
                 # Without room for a pool the run goes on without one: its
                 # arrays are copied into each edge, as a pool's would be
